@@ -1,0 +1,45 @@
+# The two commands of the README:
+#   make demo   set everything up, then segment the bundled demo case and show it
+#   make test   set everything up, then run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# torch first, with a pin that takes the build on this machine's disk (CPU-friendly here,
+# the same release from PyPI elsewhere); torchvision beside it so zennit (LRP) imports.
+TORCH_PIN := torch==2.14.1 torchvision==0.29.1
+SYS_PKGS  := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxkbcommon-x11-0 libxcb-cursor0
+STAMP  := $(VENV)/.segxai-installed
+# Run under a virtual X server when there is no display (napari needs one).
+XRUN   := $(if $(DISPLAY),,xvfb-run -a -s "-screen 0 1600x1000x24")
+
+.PHONY: demo test setup system clean
+
+demo: setup
+	$(XRUN) $(VENV)/bin/segxai demo --out demo_out
+
+test: setup
+	$(XRUN) $(PY) -m pytest -q tests
+
+setup: system $(STAMP)
+
+# System packages for a headless X server; installed only when missing and we are root.
+system:
+	@if ! command -v xvfb-run >/dev/null 2>&1 || ! ldconfig -p | grep -q libxcb-icccm; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing system packages: $(SYS_PKGS)"; \
+	    (apt-get install -y -q $(SYS_PKGS) >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q $(SYS_PKGS) >/dev/null)); \
+	  else \
+	    echo "Please install: $(SYS_PKGS) (needs root); continuing without."; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_PIN)
+	$(PIP) install -q -e ".[qt,dev]"
+	@touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) demo_out build dist

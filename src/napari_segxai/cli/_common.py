@@ -1,0 +1,57 @@
+"""Options and progress bars shared by every ``segxai`` sub-command."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..core.progress import Cancelled  # noqa: F401  (re-exported for main)
+
+
+class UserError(ValueError):
+    """A mistake the user can fix; printed as one sentence, exit status 2."""
+
+
+def add_case_options(parser: argparse.ArgumentParser, *, model: bool = True) -> None:
+    """Add the options every case command shares: CASE, --model, --out, --device."""
+    parser.add_argument(
+        "case", type=Path,
+        help="a case: a 3D or 4D NIfTI file, or a folder with one NIfTI per modality",
+    )
+    if model:
+        parser.add_argument(
+            "--model", type=Path, default=None, metavar="CARD",
+            help="model card (YAML); default: the bundled demo model",
+        )
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="DIR",
+        help="output folder (created if missing; never an input's folder files)",
+    )
+    parser.add_argument(
+        "--device", default=None, choices=["auto", "cpu", "cuda", "mps"],
+        help="where to run the model; default: CUDA, then MPS, then CPU",
+    )
+
+
+class TerminalProgress:
+    """A tqdm progress bar fed by ``(done, total)`` callbacks from the core."""
+
+    def __init__(self, description: str):
+        from tqdm import tqdm
+
+        self._bar = tqdm(desc=description, unit="step", leave=False)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar.total != total:
+            self._bar.total = total
+        self._bar.n = done
+        self._bar.refresh()
+
+    def close(self) -> None:
+        self._bar.close()
+
+    def __enter__(self) -> "TerminalProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

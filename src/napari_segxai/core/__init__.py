@@ -1,0 +1,1 @@
+"""The numpy/torch core of napari-segxai; never imports napari, Qt or magicgui."""
