@@ -41,6 +41,12 @@ def write_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def nifti_writer():
+    """The ``write_nifti(array, affine, path)`` helper, for tests that build odd files."""
+    return write_nifti
+
+
 def tiny_label(shape=(16, 16, 16), values=(1, 2, 4)) -> np.ndarray:
     """A nested spherical 'tumour' label: outer shell values[1], rim values[2], core values[0]."""
     grid = np.indices(shape).astype(np.float32)
