@@ -520,3 +520,17 @@ def test_real_fusion_file_is_a_brats_124_label_on_the_case_grid(realdata):
     assert set(np.unique(label)) <= {0, 1, 2, 4} and len(np.unique(label)) > 1
     assert label.shape == case.shape
     np.testing.assert_allclose(affine, case.affine)
+
+
+def test_hidden_files_are_skipped(tiny_case_dir):
+    folder = tiny_case_dir(label=False)
+    (folder / "._Case001_t1.nii.gz").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (folder / ".Case001_t2.abc.tmp.nii.gz").write_bytes(b"partial")
+    assert load_case(folder).modalities == CANONICAL
+
+
+def test_upper_case_extension(tmp_path):
+    write_nifti(np.ones((3, 4, 5), np.float32), np.eye(4), tmp_path / "x.nii.gz")
+    (tmp_path / "x.nii.gz").rename(tmp_path / "FLAIR.NII.GZ")
+    case = load_case(tmp_path / "FLAIR.NII.GZ")
+    assert case.modalities == ("flair",) and case.shape == (3, 4, 5)

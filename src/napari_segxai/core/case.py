@@ -6,7 +6,8 @@ What :func:`load_case` accepts:
   most one reference label file. Files that name neither a modality nor a label (for instance
   an algorithm's ``pred_*`` or ``fusion_*`` segmentations) are ignored; a folder in which no
   file names a modality is refused with the list of its files. Channels come in the order
-  t1, t1ce, t2, flair, then other modalities alphabetically.
+  t1, t1ce, t2, flair, then other modalities alphabetically. Hidden files (``.*``, such as
+  macOS ``._t1.nii.gz`` or an interrupted write's temporary file) are skipped.
 - a single 3D NIfTI: one channel, named from the file (canonical name, else the lowercased stem).
 - a single 4D NIfTI (channels last): channels named ``channel0``, ``channel1``, ... in stored
   order, unless the file name ends with exactly that many modality names
@@ -216,7 +217,9 @@ def _load_file(path: Path) -> Case:
 
 def _load_folder(folder: Path) -> Case:
     """A case from a folder holding one NIfTI file per modality and an optional label file."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and naming.is_nifti(p))
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and naming.is_nifti(p) and not p.name.startswith(".")
+    )
     by_modality: dict[str, Path] = {}
     label_paths: list[Path] = []
     for p in files:
@@ -245,20 +248,19 @@ def _load_folder(folder: Path) -> Case:
         )
     modalities = tuple(sorted(by_modality, key=naming.modality_sort_key))
     paths = [by_modality[m] for m in modalities]
-    volumes = []
-    ref_path = ref_affine = None
-    for p in paths:
+    channels = ref_path = ref_affine = None
+    for i, p in enumerate(paths):
         data, affine = _read_image(p)
         if data.ndim != 3:
             raise ValueError(f"{p} is 4D; in a folder, each modality file must be 3D.")
         _check_finite(data, p)
-        if ref_path is None:
+        if channels is None:
             ref_path, ref_affine = p, affine
+            channels = np.empty((len(paths), *data.shape), np.float32)
         else:
-            _check_same_grid(ref_path, volumes[0].shape, ref_affine, p, data.shape, affine)
-        volumes.append(data.astype(np.float32))
-    channels = np.stack(volumes)
-    del volumes
+            _check_same_grid(ref_path, channels.shape[1:], ref_affine, p, data.shape, affine)
+        channels[i] = data
+        del data
     label = scheme = None
     if label_paths:
         lp = label_paths[0]
