@@ -534,3 +534,10 @@ def test_upper_case_extension(tmp_path):
     (tmp_path / "x.nii.gz").rename(tmp_path / "FLAIR.NII.GZ")
     case = load_case(tmp_path / "FLAIR.NII.GZ")
     assert case.modalities == ("flair",) and case.shape == (3, 4, 5)
+
+
+def test_rgb_nifti_refused(tmp_path):
+    rgb = np.zeros((3, 4, 5), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(tmp_path / "t1.nii.gz"))
+    with pytest.raises(ValueError, match="colour or complex"):
+        load_case(tmp_path / "t1.nii.gz")

@@ -152,6 +152,8 @@ def _read_image(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except (OSError, EOFError, ValueError, zlib.error) as exc:
         raise ValueError(f"Cannot read the voxels of {path} ({exc}); the file is truncated or corrupt.") from None
     data = np.asarray(data).reshape(shape)
+    if data.dtype.kind not in "buif":
+        raise ValueError(f"{path} stores {data.dtype} voxels (colour or complex); give a greyscale NIfTI image.")
     return data, np.asarray(img.affine, dtype=np.float64)
 
 
