@@ -1,0 +1,56 @@
+"""napari reader: a NIfTI file or a case folder -> one image layer per modality (+ reference labels)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+from .core.naming import is_nifti
+
+PathOrPaths = Union[str, os.PathLike, list, tuple]
+
+
+def _single_path(path: PathOrPaths) -> Optional[Path]:
+    """The one path napari asks about, or None for a stack of several."""
+    if isinstance(path, (list, tuple)):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    try:
+        return Path(os.fspath(path))
+    except TypeError:
+        return None
+
+
+def _looks_readable(path: Path) -> bool:
+    """Cheap checks before loading: a NIfTI file, or a folder holding at least one."""
+    try:
+        if path.is_file():
+            return is_nifti(path)
+        if path.is_dir():
+            return any(is_nifti(child) for child in path.iterdir() if child.is_file())
+    except OSError:
+        return False
+    return False
+
+
+def napari_get_reader(path: PathOrPaths) -> Optional[Callable[[PathOrPaths], list]]:
+    """Return a reader for a NIfTI case (file or folder), or None when ``path`` is not one."""
+    single = _single_path(path)
+    if single is None or not _looks_readable(single):
+        return None
+    from .core.case import load_case
+
+    try:
+        case = load_case(single)
+    except Exception:  # a reader must never raise: napari then offers the next plugin
+        return None
+
+    def read_case(_path: PathOrPaths) -> list:
+        """Layer data for the case loaded when napari asked for a reader."""
+        from ._layers import case_layer_data
+
+        return case_layer_data(case)
+
+    return read_case
