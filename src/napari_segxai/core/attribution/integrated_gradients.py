@@ -1,0 +1,64 @@
+"""Integrated Gradients: Sundararajan, Taly and Yan 2017, arXiv:1703.01365."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from captum.attr._utils.approximation_methods import SUPPORTED_METHODS, approximation_parameters
+from scipy import ndimage
+
+from .. import progress as _progress
+from .base import AttributionMethod, Parameter, class_gradients, register, samples_per_batch
+
+BASELINES = ("zeros", "minimum", "blurred")
+
+
+def make_baseline(inputs: torch.Tensor, kind: str, blur_sigma: float = 5.0) -> torch.Tensor:
+    """The reference input: zeros, each channel's minimum, or the input blurred per channel."""
+    if kind == "zeros":
+        return torch.zeros_like(inputs)
+    if kind == "minimum":
+        minimum = inputs.transpose(0, 1).flatten(1).min(1).values
+        return minimum.view(1, -1, *([1] * (inputs.ndim - 2))).expand_as(inputs).clone()
+    if kind == "blurred":
+        array = inputs.detach().cpu().double().numpy()
+        sigma = (0, 0) + (float(blur_sigma),) * (inputs.ndim - 2)
+        blurred = ndimage.gaussian_filter(array, sigma=sigma, mode="nearest")
+        return torch.as_tensor(blurred, dtype=inputs.dtype, device=inputs.device)
+    raise ValueError(f"Unknown baseline {kind!r}; choose one of {', '.join(BASELINES)}.")
+
+
+@register("integrated_gradients")
+class IntegratedGradients(AttributionMethod):
+    """(x - x') times the path integral of the gradient from a baseline x' to x (captum's quadratures)."""
+
+    gradient_based = True
+    signed = True
+    parameters = {
+        "steps": Parameter(32, "points on the straight path from the baseline to the input", minimum=1),
+        "baseline": Parameter("zeros", "reference input the path starts from", choices=BASELINES),
+        "blur_sigma": Parameter(5.0, "Gaussian sigma in voxels of the blurred baseline", minimum=0.0),
+        "quadrature": Parameter("gausslegendre", "rule for the path integral (captum's names)",
+                                choices=tuple(SUPPORTED_METHODS)),
+        "batch_size": Parameter(0, "path points per forward pass; 0 chooses from free memory", minimum=0),
+    }
+
+    def _attribute(self, network, inputs, target, progress, should_cancel) -> torch.Tensor:
+        steps = self.params["steps"]
+        step_sizes_fn, alphas_fn = approximation_parameters(self.params["quadrature"])
+        weights = torch.as_tensor(np.asarray(step_sizes_fn(steps)), dtype=inputs.dtype, device=inputs.device)
+        alphas = torch.as_tensor(np.asarray(alphas_fn(steps)), dtype=inputs.dtype, device=inputs.device)
+        baseline = make_baseline(inputs, self.params["baseline"], self.params["blur_sigma"])
+        delta = inputs - baseline
+        batch = samples_per_batch(network, inputs, steps, self.params["batch_size"])
+        view = (-1,) + (1,) * (inputs.ndim - 1)
+        total = None
+        for start in range(0, steps, batch):
+            _progress.step(start, steps, progress, should_cancel)
+            a = alphas[start : start + batch].view(view)
+            points = baseline + a * delta
+            grads = class_gradients(network, points, target, None, should_cancel)
+            part = (grads * weights[start : start + batch].view((-1,) + (1,) * inputs.ndim)).sum(0)
+            total = part if total is None else total + part
+        _progress.step(steps, steps, progress, None)
+        return total * delta

@@ -1,0 +1,210 @@
+"""Segmentation targets: the scalar an attribution method explains (the Agg2Exp proxy).
+
+A segmentation network maps an input (1, C, *spatial) to an output (1, K, *spatial): one map
+per class. Attribution methods explain one scalar per class, so the output of class ``c`` is
+aggregated over a target mask ``M_c`` (Agg2Exp; Schulz et al. 2020 style region targets)::
+
+    S_c(x) = sum over voxels v in M_c of  y_c(x)[v]
+
+where ``y`` is the logit map by default. Logits are the default because probabilities
+saturate (a confident voxel has a near-zero gradient, so the map shows only the uncertain
+border of the region) and, through the softmax, couple the classes (the probability of class
+c also moves when any other class's logit moves). ``output="probabilities"`` is offered for
+users who want the explained quantity to be the probability itself.
+
+The mask is one of:
+
+- ``predicted``: the voxels predicted as c (argmax over classes for softmax models; p_c > 0.5
+  for sigmoid models), optionally only the confident ones (p_c > threshold, default 0.5);
+- ``region``: a region given by the user (a painted labels layer, any boolean array);
+- ``voxel``: a single voxel (a click).
+
+One backward pass of ``S_c`` serves all voxels of the region at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+TARGET_KINDS: tuple[str, ...] = ("predicted", "region", "voxel")
+OUTPUT_SPACES: tuple[str, ...] = ("logits", "probabilities")
+ACTIVATIONS: tuple[str, ...] = ("softmax", "sigmoid")
+DEFAULT_CONFIDENCE = 0.5
+
+
+@dataclass(frozen=True, eq=False)
+class Target:
+    """The scalars to explain: per class c, the class-c output summed over a boolean mask."""
+
+    kind: str                       # one of TARGET_KINDS
+    classes: tuple[int, ...]        # output channel index of each explained class
+    masks: np.ndarray               # bool (K_t, *spatial): the region of each explained class
+    threshold: float | None = None  # kept only voxels with p_c > threshold (predicted kind only)
+    output: str = "logits"          # "logits" or "probabilities"
+    activation: str = "softmax"     # how the network's logits become probabilities
+
+    def __post_init__(self) -> None:
+        if self.kind not in TARGET_KINDS:
+            raise ValueError(f"Unknown target kind {self.kind!r}; choose one of {', '.join(TARGET_KINDS)}.")
+        if self.output not in OUTPUT_SPACES:
+            raise ValueError(f"Unknown output space {self.output!r}; choose one of {', '.join(OUTPUT_SPACES)}.")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"Unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}.")
+        if len(self.classes) == 0:
+            raise ValueError("A target needs at least one class to explain; pass one or more class indices.")
+        masks = np.asarray(self.masks)
+        if masks.dtype != bool or masks.ndim < 2 or masks.shape[0] != len(self.classes):
+            raise ValueError(
+                f"Target masks must be a boolean array (n_classes, *spatial) with one mask per class "
+                f"({len(self.classes)}), got {masks.dtype} {masks.shape}."
+            )
+        masks = masks.copy()
+        masks.flags.writeable = False
+        object.__setattr__(self, "masks", masks)
+        object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
+        empty = [c for c, m in zip(self.classes, masks) if not m.any()]
+        if empty:
+            raise ValueError(
+                f"The target region of class {empty[0]} is empty; choose another class, "
+                f"lower the confidence threshold or paint a region."
+            )
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """Spatial shape of the masks (that of the network output)."""
+        return tuple(self.masks.shape[1:])
+
+    @property
+    def voxel_counts(self) -> tuple[int, ...]:
+        """Number of voxels in each class's target region."""
+        return tuple(int(m.sum()) for m in self.masks)
+
+    def describe(self) -> str:
+        """One line saying what is explained."""
+        where = {"predicted": "predicted region", "region": "user region", "voxel": "voxel"}[self.kind]
+        if self.kind == "predicted" and self.threshold is not None:
+            where += f" with p > {self.threshold:g}"
+        if self.kind == "voxel":
+            where += " " + str(tuple(int(i) for i in np.argwhere(self.masks[0])[0]))
+        counts = ", ".join(f"{c}: {n}" for c, n in zip(self.classes, self.voxel_counts))
+        return f"sum of class {self.output} over the {where} (voxels per class {counts})"
+
+    def subset(self, index: int) -> "Target":
+        """The same target restricted to its ``index``-th class."""
+        return Target(self.kind, (self.classes[index],), self.masks[index : index + 1],
+                      self.threshold, self.output, self.activation)
+
+    def _mask_tensor(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The masks as a tensor on ``device``, made once per device and dtype."""
+        cache = self.__dict__.setdefault("_tensors", {})
+        key = (str(device), dtype)
+        if key not in cache:
+            cache[key] = torch.from_numpy(self.masks.copy()).to(device=device, dtype=dtype)
+        return cache[key]
+
+    def scalars(self, output: torch.Tensor) -> torch.Tensor:
+        """The explained scalars (B, K_t) from a network output (B, K, *spatial)."""
+        if tuple(output.shape[2:]) != self.spatial_shape:
+            raise ValueError(
+                f"The network output has spatial shape {tuple(output.shape[2:])} but the target masks "
+                f"have {self.spatial_shape}; build the target on the grid the network sees."
+            )
+        if max(self.classes) >= output.shape[1]:
+            raise ValueError(
+                f"Class index {max(self.classes)} is out of range for a network with "
+                f"{output.shape[1]} output classes."
+            )
+        if self.output == "probabilities":
+            output = _probabilities(output, self.activation)
+        index = torch.as_tensor(self.classes, device=output.device)
+        selected = output.index_select(1, index)
+        masks = self._mask_tensor(output.device, selected.dtype)
+        return (selected * masks).flatten(2).sum(-1)
+
+
+def _probabilities(output: torch.Tensor, activation: str) -> torch.Tensor:
+    """Class probabilities from logits (B, K, *spatial)."""
+    return torch.softmax(output, dim=1) if activation == "softmax" else torch.sigmoid(output)
+
+
+def _check_classes(classes: int | Sequence[int], n_classes: int) -> tuple[int, ...]:
+    """Class indices as a tuple, each checked against the number of output classes."""
+    classes = (int(classes),) if isinstance(classes, (int, np.integer)) else tuple(int(c) for c in classes)
+    if not classes:
+        raise ValueError("No class to explain was given; pass one or more class indices.")
+    bad = [c for c in classes if not 0 <= c < n_classes]
+    if bad:
+        raise ValueError(f"Class index {bad[0]} is out of range; the model has {n_classes} classes (0..{n_classes - 1}).")
+    return classes
+
+
+def predicted_target(
+    output: torch.Tensor | np.ndarray,
+    classes: int | Sequence[int],
+    *,
+    confident: bool = False,
+    threshold: float = DEFAULT_CONFIDENCE,
+    output_space: str = "logits",
+    activation: str = "softmax",
+) -> Target:
+    """Target over the voxels predicted as each class, optionally only those with p_c > threshold."""
+    logits = torch.as_tensor(output).detach()
+    if logits.ndim < 3 or logits.shape[0] != 1:
+        raise ValueError(f"Expected a network output of shape (1, K, *spatial), got {tuple(logits.shape)}.")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"Unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}.")
+    if confident and not 0.0 <= threshold < 1.0:
+        raise ValueError(f"The confidence threshold must be in [0, 1), got {threshold}.")
+    classes = _check_classes(classes, logits.shape[1])
+    probabilities = _probabilities(logits.float(), activation)[0]
+    if activation == "softmax":
+        predicted = probabilities.argmax(0)
+        masks = torch.stack([predicted == c for c in classes])
+    else:
+        masks = torch.stack([probabilities[c] > 0.5 for c in classes])
+    if confident:
+        masks &= torch.stack([probabilities[c] > threshold for c in classes])
+    return Target("predicted", classes, masks.cpu().numpy(), threshold if confident else None,
+                  output_space, activation)
+
+
+def region_target(
+    region: np.ndarray | torch.Tensor,
+    classes: int | Sequence[int],
+    n_classes: int,
+    *,
+    output_space: str = "logits",
+    activation: str = "softmax",
+) -> Target:
+    """Target over a user region (bool (*spatial)), the same region for every class."""
+    region = np.asarray(region.detach().cpu() if isinstance(region, torch.Tensor) else region)
+    if region.dtype != bool:
+        region = region != 0
+    classes = _check_classes(classes, n_classes)
+    masks = np.broadcast_to(region, (len(classes),) + region.shape)
+    return Target("region", classes, masks, None, output_space, activation)
+
+
+def voxel_target(
+    voxel: Sequence[int],
+    spatial_shape: Sequence[int],
+    classes: int | Sequence[int],
+    n_classes: int,
+    *,
+    output_space: str = "logits",
+    activation: str = "softmax",
+) -> Target:
+    """Target on a single voxel (a clicked point)."""
+    voxel = tuple(int(round(float(i))) for i in voxel)
+    spatial_shape = tuple(int(s) for s in spatial_shape)
+    if len(voxel) != len(spatial_shape) or any(not 0 <= i < s for i, s in zip(voxel, spatial_shape)):
+        raise ValueError(f"Voxel {voxel} lies outside the volume of shape {spatial_shape}; click inside the image.")
+    region = np.zeros(spatial_shape, dtype=bool)
+    region[voxel] = True
+    classes = _check_classes(classes, n_classes)
+    return Target("voxel", classes, np.broadcast_to(region, (len(classes),) + spatial_shape),
+                  None, output_space, activation)
