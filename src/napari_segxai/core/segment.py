@@ -1,0 +1,380 @@
+"""Segment a case with a model card: preprocess, sliding-window inference, back to the case's grid."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .model_card import ClassInfo, ModelCard, build_network
+from .progress import CancelFn, ProgressFn, step
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+#: Relative difference below which a voxel size counts as equal to the card's.
+SPACING_TOLERANCE = 0.01
+#: Slices a slice-wise (2D) model sees per sliding-window call.
+SLICE_BATCH = 32
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """Class probabilities and labels of one case, on the case's own voxel grid."""
+
+    probabilities: np.ndarray  # (K, X, Y, Z) float32
+    labels: np.ndarray  # (X, Y, Z) int16 label values of the card's classes
+    classes: tuple[ClassInfo, ...]
+    affine: np.ndarray  # the case's affine
+    device: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class NetworkGrid:
+    """How the network's input grid relates to the case grid: reorientation, then resampling."""
+
+    case_shape: tuple[int, ...]
+    case_affine: np.ndarray
+    orientation: np.ndarray  # nibabel ornt transform: case axes -> network axes (permute/flip)
+    reoriented_shape: tuple[int, ...]
+    shape: tuple[int, ...]  # the network grid
+    affine: np.ndarray  # voxel -> world mm of the network grid
+    resampled: bool
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """Voxel size in mm of the network grid."""
+        return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+
+    def to_case_grid(self, array: ArrayLike, *, interpolation: str = "linear") -> ArrayLike:
+        """Map an array (..., *network grid) onto the case grid (..., *case shape); linear or nearest."""
+        tensor, was_numpy = _as_tensor(array)
+        tensor = _resize(tensor, self.reoriented_shape, interpolation) if self.resampled else tensor
+        tensor = _reorient(tensor, _inverse_ornt(self.orientation))
+        return _like(tensor, was_numpy)
+
+    def to_network_grid(self, array: ArrayLike, *, interpolation: str = "nearest") -> ArrayLike:
+        """Map an array (..., *case shape) onto the network grid (..., *network grid), e.g. a painted region."""
+        tensor, was_numpy = _as_tensor(array)
+        tensor = _reorient(tensor, self.orientation)
+        tensor = _resize(tensor, self.shape, interpolation) if self.resampled else tensor
+        return _like(tensor, was_numpy)
+
+
+def pick_device(requested: Union[str, torch.device, None] = None) -> torch.device:
+    """The requested torch device, or CUDA, then MPS, then CPU when none (or "auto") is asked for."""
+    if requested is None or str(requested) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"Device {requested!r} is not a torch device; use cpu, cuda, cuda:N or mps.") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("CUDA was requested but no CUDA GPU is available here; use --device cpu or auto.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"CUDA device {device.index} was requested but only {torch.cuda.device_count()} exist.")
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError("MPS was requested but is not available here; use --device cpu or auto.")
+    return device
+
+
+def preprocess(case: Any, card: ModelCard, *, device: Union[str, torch.device] = "cpu") -> tuple[torch.Tensor, NetworkGrid]:
+    """The network input (1, C, *grid) float32 for ``case``, and the :class:`NetworkGrid` to map results back."""
+    indices = _channel_indices(case, card)
+    image = torch.from_numpy(np.ascontiguousarray(case.channels[indices], dtype=np.float32)).to(device)
+    case_shape = tuple(int(s) for s in image.shape[1:])
+    if len(case_shape) != 3:
+        raise ValueError(f"Case {case.name} has {len(case_shape)} spatial axes; segmentation needs a 3D volume.")
+    case_affine = np.asarray(case.affine, dtype=np.float64)
+
+    ornt = _orientation_transform(case_affine, card.orientation)
+    image = _reorient(image, ornt)
+    reoriented_shape = tuple(int(s) for s in image.shape[1:])
+    affine = case_affine @ _ornt_affine(ornt, case_shape)
+
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    shape = _target_shape(case, card, reoriented_shape, spacing)
+    resampled = shape != reoriented_shape
+    if resampled:
+        image = _resize(image, shape, "linear")
+        affine = affine @ _resize_affine(reoriented_shape, shape)
+
+    image = _normalize(image, card.normalization)
+    grid = NetworkGrid(
+        case_shape=case_shape, case_affine=case_affine, orientation=ornt,
+        reoriented_shape=reoriented_shape, shape=shape, affine=affine, resampled=resampled,
+    )
+    return image.unsqueeze(0), grid
+
+
+def segment(
+    case: Any,
+    card: ModelCard,
+    *,
+    network: Optional[torch.nn.Module] = None,
+    device: Union[str, torch.device, None] = None,
+    progress: Optional[ProgressFn] = None,
+    should_cancel: Optional[CancelFn] = None,
+) -> Segmentation:
+    """Segment ``case`` with the model of ``card`` by sliding-window inference; results on the case's grid."""
+    start = time.perf_counter()
+    device = pick_device(device)
+    if network is None:
+        network = build_network(card, device)
+    else:
+        network = network.to(device).eval()
+    with torch.inference_mode():
+        image, grid = preprocess(case, card, device=device)
+        logits = infer(image, card, network, progress=progress, should_cancel=should_cancel)
+        if logits.shape[1] != len(card.classes):
+            raise ValueError(
+                f"The network of model card {card.path} returned {logits.shape[1]} channels but the card's "
+                f"'classes' lists {len(card.classes)}; give one class per output channel."
+            )
+        probabilities = grid.to_case_grid(activate(logits[0].float(), card.activation))
+        labels = labels_from_probabilities(probabilities, card).cpu().numpy()
+        probabilities = probabilities.cpu().numpy().astype(np.float32, copy=False)
+    return Segmentation(
+        probabilities=probabilities,
+        labels=labels,
+        classes=card.classes,
+        affine=np.array(case.affine, dtype=np.float64),
+        device=str(device),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def infer(
+    image: torch.Tensor,
+    card: ModelCard,
+    network: torch.nn.Module,
+    *,
+    progress: Optional[ProgressFn] = None,
+    should_cancel: Optional[CancelFn] = None,
+) -> torch.Tensor:
+    """Sliding-window logits (1, K, *grid) of ``network`` on a preprocessed ``image``, float32."""
+    from monai.inferers import sliding_window_inference
+
+    if card.spatial_dims == 3:
+        batches = [image]
+    else:  # slice-wise: slices become the batch, in groups
+        slices = image[0].movedim(1 + card.slice_axis, 0)  # (S, C, a, b)
+        batches = list(torch.split(slices, SLICE_BATCH))
+    spatial = tuple(int(s) for s in batches[0].shape[2:])
+    per_image = count_windows(spatial, card.roi_size, card.overlap)
+    predictor = _CountingPredictor(network, per_image * sum(b.shape[0] for b in batches), progress, should_cancel)
+    outputs = [
+        sliding_window_inference(
+            batch, roi_size=card.roi_size, sw_batch_size=card.sw_batch_size, predictor=predictor,
+            overlap=card.overlap, mode=card.mode, sw_device=image.device, device=image.device,
+        )
+        for batch in batches
+    ]
+    step(predictor.total, predictor.total, progress, None)
+    if card.spatial_dims == 3:
+        return outputs[0].float()
+    return torch.cat(outputs).movedim(0, 1 + card.slice_axis).unsqueeze(0).float()
+
+
+def count_windows(image_size: Sequence[int], roi_size: Sequence[int], overlap: float) -> int:
+    """How many windows ``monai.inferers.sliding_window_inference`` takes over one image."""
+    total = 1
+    for size, roi in zip(image_size, roi_size):
+        size = max(size, roi)
+        interval = roi if roi == size else max(int(roi * (1 - overlap)), 1)
+        total *= math.ceil((size - roi) / interval) + 1 if size > roi else 1
+    return total
+
+
+def activate(logits: torch.Tensor, activation: str) -> torch.Tensor:
+    """Probabilities from logits (K, ...) by softmax over classes or per-class sigmoid."""
+    if activation == "softmax":
+        return torch.softmax(logits, dim=0)
+    if activation == "sigmoid":
+        return torch.sigmoid(logits)
+    raise ValueError(f"Unknown activation {activation!r}; use softmax or sigmoid.")
+
+
+def labels_from_probabilities(probabilities: ArrayLike, card: ModelCard) -> ArrayLike:
+    """Label values (int16): argmax for softmax; for sigmoid the last class above 0.5 (nested regions), else 0."""
+    tensor, was_numpy = _as_tensor(probabilities)
+    values = torch.tensor(card.label_values, dtype=torch.int16, device=tensor.device)
+    if card.activation == "softmax":
+        labels = values[tensor.argmax(dim=0)]
+    else:
+        above = tensor > 0.5
+        k = tensor.shape[0]
+        last = (k - 1) - above.flip(0).to(torch.uint8).argmax(dim=0)
+        labels = torch.where(above.any(dim=0), values[last], torch.zeros((), dtype=torch.int16, device=tensor.device))
+    return labels.cpu().numpy() if was_numpy else labels
+
+
+class _CountingPredictor:
+    """Runs the network on a batch of windows, reporting windows done and stopping when cancelled."""
+
+    def __init__(self, network, total: int, progress, should_cancel):
+        self.network, self.total, self.done = network, total, 0
+        self.progress, self.should_cancel = progress, should_cancel
+
+    def __call__(self, windows: torch.Tensor) -> torch.Tensor:
+        step(self.done, self.total, self.progress, self.should_cancel)
+        with _autocast(windows.device):
+            output = self.network(windows)
+        if isinstance(output, (list, tuple)):  # deep-supervision style outputs: the full-resolution head
+            output = output[0]
+        self.done += int(windows.shape[0])
+        return output.float()
+
+
+def _autocast(device: torch.device):
+    """Mixed precision on CUDA (bfloat16 where supported, else float16); nothing elsewhere."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def _channel_indices(case: Any, card: ModelCard) -> list[int]:
+    """Indices of the card's modalities among the case's channels, in the card's order."""
+    have = [m.lower() for m in case.modalities]
+    missing = [m for m in card.modalities if m not in have]
+    if missing:
+        raise ValueError(
+            f"Case {case.name} has no {', '.join(missing)} channel{'s' if len(missing) > 1 else ''}, which model "
+            f"{card.name} needs (it takes {', '.join(card.modalities)}; the case has {', '.join(have)}); "
+            "open a case with those modalities or choose another model card."
+        )
+    if case.channels.shape[0] != len(have):
+        raise ValueError(f"Case {case.name} has {case.channels.shape[0]} channels but {len(have)} modality names.")
+    return [have.index(m) for m in card.modalities]
+
+
+def _orientation_transform(affine: np.ndarray, orientation: Optional[str]) -> np.ndarray:
+    """The nibabel ornt transform from the case's axes to the card's orientation (identity when None)."""
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+    if orientation is None:
+        return np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+    return ornt_transform(io_orientation(affine), axcodes2ornt(tuple(orientation)))
+
+
+def _inverse_ornt(ornt: np.ndarray) -> np.ndarray:
+    """The ornt transform that undoes ``ornt``."""
+    inverse = np.zeros_like(ornt)
+    for axis, (new_axis, flip) in enumerate(ornt):
+        inverse[int(new_axis)] = (axis, flip)
+    return inverse
+
+
+def _ornt_affine(ornt: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Voxel affine from reoriented to original indices (nibabel's ``inv_ornt_aff``)."""
+    from nibabel.orientations import inv_ornt_aff
+
+    return inv_ornt_aff(ornt, tuple(shape))
+
+
+def _reorient(tensor: torch.Tensor, ornt: np.ndarray) -> torch.Tensor:
+    """Flip and permute the last three axes of ``tensor`` as nibabel's ``apply_orientation`` does."""
+    lead = tensor.ndim - 3
+    flips = [lead + i for i, (_, flip) in enumerate(ornt) if flip == -1]
+    if flips:
+        tensor = tensor.flip(flips)
+    order = list(range(lead)) + [lead + int(i) for i in np.argsort(ornt[:, 0])]
+    return tensor.permute(order).contiguous() if order != list(range(tensor.ndim)) else tensor
+
+
+def _target_shape(case: Any, card: ModelCard, shape: tuple[int, ...], spacing: np.ndarray) -> tuple[int, ...]:
+    """The grid shape at the card's spacing, or ``shape`` when no resampling is needed or allowed."""
+    if card.spacing is None or card.spacing_policy == "ignore":
+        return shape
+    target = np.array([s if t is None else t for s, t in zip(spacing, card.spacing)], dtype=float)
+    if np.all(np.abs(spacing - target) <= SPACING_TOLERANCE * target):
+        return shape
+    if card.spacing_policy == "refuse":
+        have = " x ".join(f"{s:.3g}" for s in spacing)
+        want = " x ".join(f"{t:.3g}" for t in target)
+        raise ValueError(
+            f"Case {case.name} has voxels of {have} mm but model {card.name} expects {want} mm and its card "
+            "refuses to resample (preprocessing.spacing_policy: refuse); resample the case first or set the "
+            "policy to resample."
+        )
+    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target))
+
+
+def _resize_affine(old: Sequence[int], new: Sequence[int]) -> np.ndarray:
+    """Voxel affine from a resized grid to the original one (voxel centres, same field of view)."""
+    scale = np.array(old, dtype=float) / np.array(new, dtype=float)
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.diag(scale)
+    matrix[:3, 3] = 0.5 * scale - 0.5
+    return matrix
+
+
+def _resize(tensor: torch.Tensor, shape: Sequence[int], interpolation: str) -> torch.Tensor:
+    """Resize the last three axes to ``shape`` (trilinear or nearest, voxel-centre aligned)."""
+    shape = tuple(int(s) for s in shape)
+    if tuple(tensor.shape[-3:]) == shape:
+        return tensor
+    lead = tensor.shape[:-3]
+    flat = tensor.reshape(1, -1, *tensor.shape[-3:])
+    if interpolation == "linear":
+        out = F.interpolate(flat.float(), size=shape, mode="trilinear", align_corners=False)
+        out = out.to(tensor.dtype) if tensor.is_floating_point() else out
+    elif interpolation == "nearest":
+        out = F.interpolate(flat.float(), size=shape, mode="nearest-exact").to(tensor.dtype)
+    else:
+        raise ValueError(f"Unknown interpolation {interpolation!r}; use linear or nearest.")
+    return out.reshape(*lead, *shape)
+
+
+def _normalize(image: torch.Tensor, method: str) -> torch.Tensor:
+    """Per-channel intensity normalisation of (C, *spatial)."""
+    if method == "none":
+        return image
+    flat = image.reshape(image.shape[0], -1)
+    if method == "minmax":
+        low, high = flat.min(dim=1).values, flat.max(dim=1).values
+        scale = torch.where(high > low, high - low, torch.ones_like(high))
+        return (image - _expand(low, image)) / _expand(scale, image)
+    if method == "zscore":
+        mean, std = flat.mean(dim=1), flat.std(dim=1, unbiased=False)
+        return (image - _expand(mean, image)) / _expand(torch.where(std > 0, std, torch.ones_like(std)), image)
+    if method == "zscore_nonzero":
+        mask = flat != 0
+        count = mask.sum(dim=1).clamp(min=1)
+        mean = (flat * mask).sum(dim=1) / count
+        var = (((flat - mean[:, None]) * mask) ** 2).sum(dim=1) / count
+        std = torch.where(var > 0, var.sqrt(), torch.ones_like(var))
+        normalized = (image - _expand(mean, image)) / _expand(std, image)
+        return torch.where(image != 0, normalized, torch.zeros((), dtype=image.dtype, device=image.device))
+    raise ValueError(f"Unknown normalization {method!r}; use zscore_nonzero, zscore, minmax or none.")
+
+
+def _expand(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-channel values shaped to broadcast over (C, *spatial)."""
+    return values.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def _as_tensor(array: ArrayLike) -> tuple[torch.Tensor, bool]:
+    """A tensor view of ``array`` and whether it was numpy."""
+    if isinstance(array, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(array)), True
+    return array, False
+
+
+def _like(tensor: torch.Tensor, was_numpy: bool) -> ArrayLike:
+    """Back to numpy when the input was numpy."""
+    return tensor.cpu().numpy() if was_numpy else tensor
