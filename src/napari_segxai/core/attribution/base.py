@@ -196,17 +196,11 @@ def explain(
         method = get_method(method, **params)
     elif params:
         raise ValueError("Pass parameters either to get_method or to explain, not to both.")
-    start = time.perf_counter()
-    relevance = method.attribute(network, inputs, target, progress, should_cancel)
-    seconds = time.perf_counter() - start
-    n_channels = relevance.shape[1]
     if channel_names is None:
         channel_names = tuple(f"channel {i}" for i in range(inputs.shape[1]))
     channel_names = tuple(channel_names)
     if len(channel_names) != inputs.shape[1]:
         raise ValueError(f"Got {len(channel_names)} channel names for {inputs.shape[1]} input channels.")
-    if n_channels == 1 and inputs.shape[1] != 1:
-        channel_names = ("all channels",)
     if class_names is None:
         names = tuple(f"class {c}" for c in target.classes)
     else:
@@ -214,6 +208,11 @@ def explain(
         if max(target.classes) >= len(class_names):
             raise ValueError(f"Got {len(class_names)} class names but class index {max(target.classes)} was explained.")
         names = tuple(class_names[c] for c in target.classes)
+    start = time.perf_counter()
+    relevance = method.attribute(network, inputs, target, progress, should_cancel)
+    seconds = time.perf_counter() - start
+    if relevance.shape[1] == 1 and inputs.shape[1] != 1:
+        channel_names = ("all channels",)
     return Relevance(
         relevance=relevance.cpu().numpy().astype(np.float32, copy=False),
         class_indices=target.classes,
