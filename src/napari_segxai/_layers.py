@@ -25,6 +25,11 @@ CLASS_PALETTE: tuple[str, ...] = (
 TRANSPARENT = (0.0, 0.0, 0.0, 0.0)
 
 
+def world_units(ndim: int) -> tuple[str, ...]:
+    """Units of the world axes: NIfTI affines map voxels to millimetres."""
+    return ("mm",) * int(ndim)
+
+
 def case_metadata(case, **extra: Any) -> dict[str, Any]:
     """The metadata every layer of ``case`` carries."""
     meta = {
@@ -89,6 +94,7 @@ def case_layer_data(case, visible_modality: str | None = None) -> list[tuple]:
                 "blending": "translucent",
                 "visible": modality == shown,
                 "affine": np.asarray(case.affine, dtype=float),
+                "units": world_units(volume.ndim),
                 "metadata": case_metadata(case, segxai_modality=modality, segxai_role="image"),
             },
             "image",
@@ -98,6 +104,7 @@ def case_layer_data(case, visible_modality: str | None = None) -> list[tuple]:
             "name": f"{case.name} reference",
             "opacity": 0.5,
             "affine": np.asarray(case.affine, dtype=float),
+            "units": world_units(case.label.ndim),
             "metadata": case_metadata(case, segxai_role="reference"),
         }
         if case.label_scheme is not None:
@@ -112,6 +119,7 @@ def segmentation_layer_data(segmentation, case, card_path: str | Path | None = N
         "name": segmentation_layer_name(case.name),
         "opacity": 0.6,
         "affine": np.asarray(segmentation.affine, dtype=float),
+        "units": world_units(np.ndim(segmentation.labels)),
         "metadata": case_metadata(
             case, segxai_role="segmentation",
             segxai_model_card=None if card_path is None else str(card_path),

@@ -93,3 +93,13 @@ def tiny_card(tmp_path_factory) -> Path:
 def lps_affine() -> np.ndarray:
     """The affine the tiny case is stored with."""
     return LPS_AFFINE.copy()
+
+
+@pytest.fixture(scope="session")
+def make_tiny_card(tmp_path_factory):
+    """Write a tiny untrained card with a given sliding-window size; returns its path."""
+
+    def make(roi: int) -> Path:
+        return write_tiny_card(tmp_path_factory.mktemp(f"tiny_card_roi{roi}"), roi=roi)
+
+    return make

@@ -1,0 +1,164 @@
+"""``segxai demo``: segment the bundled demo case with the bundled model and show it in napari."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from ._common import TerminalProgress, UserError
+
+# The modality shown under the segmentation: the one on which the demo's oedema shows best.
+SHOWN_MODALITY = "flair"
+WINDOW_SIZE = (1500, 900)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``demo`` and its options."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="segment the bundled demo case with the bundled model and show it in napari",
+        description=(
+            "Build the demo case (a tumour grown in MNI152 anatomy; written once to the user cache), "
+            "segment it with the bundled demo model, write the segmentation as NIfTI to --out, then "
+            "open napari on the case with the segmentation over it. With --headless, or when there is "
+            "no display, the viewer is shown only long enough to save a picture of it "
+            "(<out>/demo_viewer.png); napari needs an X server for that, e.g. run under "
+            "'xvfb-run -a'."
+        ),
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("demo_out"), metavar="DIR",
+        help="output folder for the segmentation and the viewer picture (default: demo_out)",
+    )
+    parser.add_argument(
+        "--headless", action="store_true",
+        help="do not keep napari open: save the viewer picture and exit (implied without a display)",
+    )
+    parser.add_argument(
+        "--screenshot", type=Path, default=None, metavar="PATH",
+        help="also copy the viewer picture to PATH (a .png), e.g. docs/screenshot.png",
+    )
+    parser.add_argument(
+        "--model", type=Path, default=None, metavar="CARD",
+        help="model card (YAML) to segment with; default: the bundled demo model",
+    )
+    parser.add_argument(
+        "--device", default=None, choices=["auto", "cpu", "cuda", "mps"],
+        help="where to run the model; default: CUDA, then MPS, then CPU",
+    )
+    return parser
+
+
+def has_display() -> bool:
+    """Whether a window can be opened (an X or Wayland display on Linux; always elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Segment the demo case, write the result, then show it (or save a picture of the viewer)."""
+    from ..core.case import load_case, save_nifti
+    from ..core.model_card import default_model_card, load_model_card
+    from ..core.segment import segment
+    from ..core.synth import demo_case_path
+    from .segment import output_paths
+
+    if args.screenshot is not None and args.screenshot.suffix.lower() != ".png":
+        raise UserError(f"--screenshot must name a .png file, not {args.screenshot}.")
+    out = Path(args.out)
+    card = default_model_card() if args.model is None else load_model_card(args.model)
+    print("Preparing the demo case (the first run builds it; later runs reuse it)…", flush=True)
+    case_folder = demo_case_path()
+    case = load_case(case_folder)
+    device = None if args.device in (None, "auto") else args.device
+    with TerminalProgress(f"segmenting {case.name}") as bar:
+        result = segment(case, card, device=device, progress=bar)
+    labels_path, _ = output_paths(case.name, out)
+    save_nifti(result.labels, result.affine, labels_path, protected=case.source_paths)
+    print(f"Segmented {case.name} with {card.name} on {result.device} in {result.seconds:.1f} s.")
+    if case.label is not None:
+        print(f"Dice against the case's ground truth: {format_dice(result.labels, case.label)}.")
+    print(f"Demo case: {case_folder}")
+    print(f"Segmentation: {labels_path}")
+
+    headless = args.headless or not has_display()
+    if headless and not has_display():
+        print(
+            "No display, so no viewer picture: run 'xvfb-run -a segxai demo --headless' "
+            "(or 'make demo') to get one."
+        )
+        return 0
+    picture = show(case, result, card, out / "demo_viewer.png", interactive=not headless)
+    print(f"Viewer picture: {picture}")
+    if args.screenshot is not None:
+        args.screenshot.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(picture, args.screenshot)
+        print(f"Copied to: {args.screenshot}")
+    return 0
+
+
+def format_dice(prediction, reference) -> str:
+    """Dice per BraTS region (whole tumour, tumour core, enhancing), as one line."""
+    from ..core.train import region_dice
+
+    scores = region_dice(prediction, reference)
+    return ", ".join(f"{name.replace('_', ' ')} {value:.3f}" for name, value in scores.items())
+
+
+def show(case, result, card, picture: Path, *, interactive: bool) -> Path:
+    """Open napari on the case and its segmentation at the tumour's centre; save a picture; keep it open if interactive."""
+    import napari
+    import numpy as np
+
+    from .._layers import case_layer_data, segmentation_layer_data
+    from .._qt import SegmentWidget
+
+    viewer = napari.Viewer(title=f"SegXAI demo: {case.name}", show=True)
+    for data, kwargs, kind in case_layer_data(case, visible_modality=SHOWN_MODALITY):
+        layer = getattr(viewer, f"add_{kind}")(data, **kwargs)
+        if kind == "labels":
+            layer.visible = False  # the ground truth stays one click away
+    data, kwargs, _ = segmentation_layer_data(result, case, card.path)
+    segmentation = viewer.add_labels(data, **kwargs)
+    widget = SegmentWidget(viewer)
+    widget.card_path.setText(str(card.path))
+    widget._describe_card()
+    viewer.window.add_dock_widget(widget, name="Segment", area="right")
+    frame_tumour(viewer, segmentation, np.asarray(result.affine))
+    viewer.scale_bar.visible = True
+    viewer.window.resize(*WINDOW_SIZE)
+    settle(viewer)
+    picture.parent.mkdir(parents=True, exist_ok=True)
+    viewer.screenshot(str(picture), canvas_only=False, flash=False)
+    if interactive:
+        napari.run()
+    else:
+        viewer.close()
+    return picture
+
+
+def frame_tumour(viewer, segmentation, affine) -> None:
+    """An axial view (anterior up, radiological left-right) through the centre of the segmented tumour."""
+    import numpy as np
+
+    ndim = affine.shape[0] - 1
+    foreground = np.argwhere(np.asarray(segmentation.data) > 0)
+    centre = foreground.mean(axis=0) if len(foreground) else (np.array(segmentation.data.shape) - 1) / 2
+    world = (affine @ np.r_[centre, 1.0])[:ndim]
+    viewer.dims.ndisplay = 2
+    viewer.dims.order = (ndim - 1, *range(ndim - 2, -1, -1))  # slice along z; show y (rows) and x
+    viewer.camera.orientation2d = ("up", "left")
+    viewer.dims.set_point(range(ndim), world)
+    viewer.reset_view()
+
+
+def settle(viewer, rounds: int = 5) -> None:
+    """Let Qt lay out and paint the window before a picture is taken."""
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(rounds):
+        QApplication.processEvents()
