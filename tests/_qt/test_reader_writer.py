@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -129,3 +131,24 @@ def test_case_from_layers_rebuilds_the_case(tiny_case, lps_affine):
         case_from_layers([images[0], moved])
     with pytest.raises(ValueError, match="No image layers"):
         case_from_layers([])
+
+
+REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
+
+
+@pytest.mark.skipif(not REALDATA.is_dir(), reason="the real MRI cases (../shared/realdata) are absent")
+@pytest.mark.parametrize("folder, n_labels", [("open_ms_patient19", 1), ("TCGA-DU-7294", 0)])
+def test_reader_keeps_real_cases_on_their_own_affine(folder, n_labels):
+    layers = _layers(REALDATA / folder)
+    images = [layer for layer in layers if isinstance(layer, Image)]
+    assert sorted(layer.name for layer in images) == sorted(["t1", "t1ce", "t2", "flair"])
+    assert sum(isinstance(layer, Labels) for layer in layers) == n_labels
+    for layer in layers:
+        stored = nib.load(layer.metadata["source_paths"][0])
+        np.testing.assert_allclose(layer_world_affine(layer), stored.affine, atol=1e-4)
+    if n_labels:
+        label = next(layer for layer in layers if isinstance(layer, Labels))
+        assert "lesion" in list(label.features["class"])
+        lesion = np.argwhere(label.data > 0)[0]
+        flair = next(layer for layer in images if layer.name == "flair")
+        np.testing.assert_allclose(label.data_to_world(lesion), flair.data_to_world(lesion))
