@@ -103,3 +103,13 @@ def make_tiny_card(tmp_path_factory):
         return write_tiny_card(tmp_path_factory.mktemp(f"tiny_card_roi{roi}"), roi=roi)
 
     return make
+
+
+@pytest.fixture
+def make_tiny_case(tmp_path):
+    """Write the tiny case with a given affine; returns its folder."""
+
+    def make(affine: np.ndarray, name: str = "Tiny_case_002") -> Path:
+        return write_tiny_case(tmp_path / name, affine=np.asarray(affine, dtype=float))
+
+    return make

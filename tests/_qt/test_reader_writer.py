@@ -152,3 +152,29 @@ def test_reader_keeps_real_cases_on_their_own_affine(folder, n_labels):
         lesion = np.argwhere(label.data > 0)[0]
         flair = next(layer for layer in images if layer.name == "flair")
         np.testing.assert_allclose(label.data_to_world(lesion), flair.data_to_world(lesion))
+
+
+def _oblique(degrees: float) -> np.ndarray:
+    angle = np.deg2rad(degrees)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([1.5, 1.5, 2.0])
+    affine[:3, 3] = [-20.0, 12.0, 5.0]
+    return affine
+
+
+@pytest.mark.filterwarnings("ignore:Non-orthogonal slicing")  # napari's 2D view of an oblique grid
+@pytest.mark.parametrize(
+    "affine",
+    [np.diag([2.0, 2.0, 2.5, 1.0]), np.diag([-2.0, -2.0, 2.5, 1.0]), np.diag([-1.0, 1.0, 1.0, 1.0]), _oblique(20)],
+    ids=["RAS", "LPS", "LAS", "oblique"],
+)
+def test_a_known_voxel_lands_at_its_world_position_in_every_layer(make_tiny_case, affine):
+    layers = _layers(make_tiny_case(affine))
+    assert len(layers) == 5
+    voxel = np.array([10, 6, 5])
+    expected = (affine @ np.r_[voxel, 1])[:3]
+    for layer in layers:
+        np.testing.assert_allclose(layer.data_to_world(voxel), expected, atol=1e-6)
+    label = next(layer for layer in layers if isinstance(layer, Labels))
+    assert label.data[tuple(voxel)] == 1  # the necrotic centre of the tiny tumour
