@@ -48,6 +48,8 @@ class _Outcome:
 
 def _segment_job(case, card, device: Optional[str], progress, should_cancel) -> _Outcome:
     """Segment ``case`` with ``card`` (run in a worker thread); user mistakes become an error sentence."""
+    import torch
+
     from ..core.progress import Cancelled
     from ..core.segment import segment
 
@@ -57,7 +59,12 @@ def _segment_job(case, card, device: Optional[str], progress, should_cancel) -> 
         )
     except Cancelled:
         return _Outcome(case=case, card=card, cancelled=True)
-    except (ValueError, OSError, MemoryError) as err:
+    except (MemoryError, torch.OutOfMemoryError):
+        return _Outcome(case=case, card=card, error=(
+            f"Segmenting {case.name} ran out of memory on {device or 'the default device'}; "
+            "choose another device or a card with a smaller inference roi_size."
+        ))
+    except (ValueError, OSError) as err:
         return _Outcome(case=case, card=card, error=str(err) or type(err).__name__)
     return _Outcome(case=case, card=card, segmentation=segmentation)
 

@@ -130,7 +130,7 @@ def show(case, result, card, picture: Path, *, interactive: bool) -> Path:
     viewer.window.add_dock_widget(widget, name="Segment", area="right")
     frame_tumour(viewer, segmentation, np.asarray(result.affine))
     viewer.scale_bar.visible = True
-    viewer.window.resize(*WINDOW_SIZE)
+    viewer.window.resize(*window_size())
     settle(viewer)
     picture.parent.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(str(picture), canvas_only=False, flash=False)
@@ -154,6 +154,17 @@ def frame_tumour(viewer, segmentation, affine) -> None:
     viewer.camera.orientation2d = ("up", "left")
     viewer.dims.set_point(range(ndim), world)
     viewer.reset_view()
+
+
+def window_size() -> tuple[int, int]:
+    """The demo window's size: WINDOW_SIZE, shrunk to fit a smaller screen."""
+    from qtpy.QtWidgets import QApplication
+
+    screen = QApplication.primaryScreen()
+    if screen is None:
+        return WINDOW_SIZE
+    available = screen.availableGeometry()
+    return (min(WINDOW_SIZE[0], available.width()), min(WINDOW_SIZE[1], available.height()))
 
 
 def settle(viewer, rounds: int = 5) -> None:
