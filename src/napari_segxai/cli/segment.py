@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..core.case import load_case, save_nifti
-    from ..core.model_card import default_model_card, load_model_card
-    from ..core.segment import segment
+    from ..core.model_card import build_network, default_model_card, load_model_card
+    from ..core.segment import channel_indices, pick_device, segment
 
     card = default_model_card() if args.model is None else load_model_card(args.model)
     if args.trust_model and not card.trusted:
@@ -53,9 +53,11 @@ def run(args: argparse.Namespace) -> int:
         if path.resolve() in protected:
             raise UserError(f"Refusing to overwrite {path}: the case was loaded from it; choose another --out folder.")
 
-    device = None if args.device in (None, "auto") else args.device
+    channel_indices(case, card)  # a missing modality is reported before any work starts
+    device = pick_device(None if args.device in (None, "auto") else args.device)
+    network = build_network(card, device)
     with TerminalProgress(f"segmenting {case.name}") as bar:
-        result = segment(case, card, device=device, progress=bar)
+        result = segment(case, card, network=network, device=device, progress=bar)
     save_nifti(result.labels, result.affine, labels_path, protected=case.source_paths)
     save_nifti(np.moveaxis(result.probabilities, 0, -1), result.affine, prob_path, protected=case.source_paths)
     classes = ", ".join(f"{c.label}={c.name}" for c in result.classes)

@@ -93,7 +93,7 @@ def pick_device(requested: Union[str, torch.device, None] = None) -> torch.devic
 
 def preprocess(case: Any, card: ModelCard, *, device: Union[str, torch.device] = "cpu") -> tuple[torch.Tensor, NetworkGrid]:
     """The network input (1, C, *grid) float32 for ``case``, and the :class:`NetworkGrid` to map results back."""
-    indices = _channel_indices(case, card)
+    indices = channel_indices(case, card)
     image = torch.from_numpy(np.ascontiguousarray(case.channels[indices], dtype=np.float32)).to(device)
     case_shape = tuple(int(s) for s in image.shape[1:])
     if len(case_shape) != 3:
@@ -247,8 +247,8 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=dtype)
 
 
-def _channel_indices(case: Any, card: ModelCard) -> list[int]:
-    """Indices of the card's modalities among the case's channels, in the card's order."""
+def channel_indices(case: Any, card: ModelCard) -> list[int]:
+    """Indices of the card's modalities among the case's channels, in the card's order; ValueError if missing."""
     have = [m.lower() for m in case.modalities]
     missing = [m for m in card.modalities if m not in have]
     if missing:

@@ -1,0 +1,86 @@
+"""``segxai segment``: end to end on a tiny case folder, user errors, --trust-model, --help."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from _cards import lps_affine, write_card
+from napari_segxai.cli import main
+from napari_segxai.core.model_card import build_network, load_model_card
+
+AFFINE = lps_affine((1.0, 1.0, 2.0))
+
+
+@pytest.fixture
+def case_dir(tiny_case_dir):
+    return tiny_case_dir(modalities=("t1", "flair"), affine=AFFINE, shape=(16, 16, 12), name="Case001")
+
+
+def test_segment_writes_labels_and_probabilities_with_the_case_affine(tmp_path, case_dir, capsys):
+    card = write_card(tmp_path / "model")
+    out = tmp_path / "out"
+    inputs = {p: p.read_bytes() for p in case_dir.iterdir()}
+    assert main(["segment", str(case_dir), "--model", str(card), "--out", str(out), "--device", "cpu"]) == 0
+
+    labels_img = nib.load(out / "Case001_seg.nii.gz")
+    prob_img = nib.load(out / "Case001_prob.nii.gz")
+    np.testing.assert_allclose(labels_img.affine, AFFINE)
+    np.testing.assert_allclose(prob_img.affine, AFFINE)
+    labels = np.asarray(labels_img.dataobj)
+    prob = prob_img.get_fdata()
+    assert labels.shape == (16, 16, 12) and prob.shape == (16, 16, 12, 3)
+    assert set(np.unique(labels)) <= {0, 2, 4}
+    np.testing.assert_allclose(prob.sum(-1), 1.0, atol=1e-4)
+    np.testing.assert_array_equal(labels, np.array([0, 2, 4])[prob.argmax(-1)])
+    printed = capsys.readouterr().out
+    assert str(out / "Case001_seg.nii.gz") in printed and str(out / "Case001_prob.nii.gz") in printed
+    assert {p: p.read_bytes() for p in case_dir.iterdir()} == inputs  # inputs untouched
+    assert sorted(p.name for p in out.iterdir()) == ["Case001_prob.nii.gz", "Case001_seg.nii.gz"]
+
+
+def test_missing_modality_exits_2_with_one_line(tmp_path, case_dir, capsys):
+    card = write_card(tmp_path / "model", modalities=["t2", "t1"])
+    code = main(["segment", str(case_dir), "--model", str(card), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert err.startswith("segxai segment: error:") and "no t2 channel" in err and "t1, flair" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_refuses_to_overwrite_the_cases_own_label_file(tmp_path, case_dir, capsys):
+    card = write_card(tmp_path / "model")
+    label = case_dir / "Case001_seg.nii.gz"
+    before = label.read_bytes()
+    assert main(["segment", str(case_dir), "--model", str(card), "--out", str(case_dir)]) == 2
+    assert "Refusing to overwrite" in capsys.readouterr().err
+    assert label.read_bytes() == before
+
+
+def test_bad_card_exits_2_naming_the_field(tmp_path, case_dir, capsys):
+    card = write_card(tmp_path / "model", activation="relu")
+    assert main(["segment", str(case_dir), "--model", str(card), "--out", str(tmp_path / "o")]) == 2
+    assert "'activation'" in capsys.readouterr().err
+
+
+def test_trust_model_flag_allows_a_pickled_network(tmp_path, case_dir, capsys):
+    folder = tmp_path / "model"
+    write_card(folder)
+    torch.save(build_network(load_model_card(folder / "card.yaml")), folder / "whole.pt")
+    card = write_card(folder, weights="whole.pt", filename="pickled.yaml")
+    args = ["segment", str(case_dir), "--model", str(card), "--out", str(tmp_path / "out"), "--device", "cpu"]
+    assert main(args) == 2
+    assert "--trust-model" in capsys.readouterr().err
+    assert main(args + ["--trust-model"]) == 0
+    assert (tmp_path / "out" / "Case001_seg.nii.gz").is_file()
+
+
+def test_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["segment", "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("case", "--model", "--out", "--device", "--trust-model", "_seg.nii.gz", "_prob.nii.gz"):
+        assert option in text
