@@ -48,6 +48,10 @@ def test_segment_widget_runs_refuses_a_second_run_cancels_and_reports_errors(
     _open(viewer, tiny_case)
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segment")
+    from napari_segxai.core.paths import demo_model_card_path
+
+    demo_card = demo_model_card_path()
+    assert widget.card_path.text() == (str(demo_card) if demo_card.is_file() else "")
     chosen = widget.chosen_layers()
     assert [layer.name for layer in chosen] == ["t1", "t1ce", "t2", "flair"]
     n_layers = len(viewer.layers)

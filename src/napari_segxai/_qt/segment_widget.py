@@ -150,8 +150,11 @@ class SegmentWidget(QWidget):
         from ..core.paths import demo_model_card_path
 
         default = demo_model_card_path()
-        if default.is_file():
-            self.card_path.setText(str(default))
+        self.set_model_card(default if default.is_file() else "")
+
+    def set_model_card(self, path: str | Path) -> None:
+        """Choose the model card at ``path`` and show what it expects."""
+        self.card_path.setText(str(path))
         self._describe_card()
 
     def _browse_card(self) -> None:
@@ -161,8 +164,7 @@ class SegmentWidget(QWidget):
             self, "Choose a model card", start, "Model cards (*.yaml *.yml)"
         )
         if path:
-            self.card_path.setText(path)
-            self._describe_card()
+            self.set_model_card(path)
 
     def _load_card(self):
         """The model card named in the path field (ValueError with a sentence when it is unusable)."""

@@ -125,8 +125,7 @@ def show(case, result, card, picture: Path, *, interactive: bool) -> Path:
     data, kwargs, _ = segmentation_layer_data(result, case, card.path)
     segmentation = viewer.add_labels(data, **kwargs)
     widget = SegmentWidget(viewer)
-    widget.card_path.setText(str(card.path))
-    widget._describe_card()
+    widget.set_model_card(card.path)
     viewer.window.add_dock_widget(widget, name="Segment", area="right")
     frame_tumour(viewer, segmentation, np.asarray(result.affine))
     viewer.scale_bar.visible = True
