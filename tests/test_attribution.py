@@ -194,7 +194,7 @@ def test_sigmoid_target_and_probability_output():
     target = predicted_target(logits, [0, 2], activation="sigmoid", output_space="probabilities")
     probabilities = torch.sigmoid(logits)[0]
     np.testing.assert_array_equal(target.masks[1], (probabilities[2] > 0.5).numpy())
-    expected = (probabilities[2] * torch.as_tensor(target.masks[1])).sum()
+    expected = (probabilities[2] * torch.tensor(target.masks[1])).sum()
     torch.testing.assert_close(target.scalars(logits)[0, 1], expected)
     softmax_target = Target("region", (1,), np.ones((1, 8, 8), bool), output="probabilities")
     torch.testing.assert_close(softmax_target.scalars(logits)[0, 0], torch.softmax(logits, 1)[0, 1].sum())

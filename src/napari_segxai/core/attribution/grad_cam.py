@@ -12,11 +12,15 @@ _LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
 def spatial_layers(network: torch.nn.Module, inputs: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
-    """Named modules whose output is a feature map (1, F, *spatial), with that shape, in the order they finish."""
+    """Named modules whose output is a feature map (1, F, *spatial), with that shape, in the order they finish.
+
+    Skip connections (modules that concatenate a stored feature map with their submodule's) are
+    left out: their output is a concatenation of two layers, not a layer of features.
+    """
     found: list[tuple[str, tuple[int, ...]]] = []
     handles = []
     for name, module in network.named_modules():
-        if not name:
+        if not name or type(module).__name__ == "SkipConnection":
             continue
 
         def hook(_module, _inputs, output, name=name):

@@ -1,0 +1,233 @@
+"""Attribution methods against references: captum on the same scalar target, and hand-checkable models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import (
+    InputXGradient,
+    IntegratedGradients,
+    LayerAttribution,
+    LayerGradCam,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+)
+from monai.networks.nets import UNet
+
+from napari_segxai.core.attribution import get_method, predicted_target, region_target
+from napari_segxai.core.attribution.integrated_gradients import make_baseline
+
+
+def tiny_unet(dims: int, in_channels: int, out_channels: int) -> torch.nn.Module:
+    """A two-level MONAI UNet with channels (4, 8) in eval mode, fixed weights."""
+    torch.manual_seed(0)
+    return UNet(dims, in_channels, out_channels, channels=(4, 8), strides=(2,), num_res_units=1).eval()
+
+
+@pytest.fixture(scope="module", params=["3d", "2d"])
+def case(request):
+    """A tiny network, an input with every channel spanning [-2, 2], and a predicted-region target."""
+    dims, cin, cout = (3, 4, 4) if request.param == "3d" else (2, 3, 3)
+    net = tiny_unet(dims, cin, cout)
+    x = torch.randn((1, cin) + (16,) * dims, generator=torch.Generator().manual_seed(2)).clamp(-2, 2)
+    flat = x.view(1, cin, -1)
+    flat[:, :, 0], flat[:, :, 1] = -2.0, 2.0  # equal channel ranges: one captum stdev fits all
+    with torch.no_grad():
+        logits = net(x)
+    present = [c for c in range(cout) if (logits[0].argmax(0) == c).any()]
+    assert len(present) >= 2
+    return net, x, predicted_target(logits, present)
+
+
+def scalar_of_class(net, target, k):
+    """captum forward function: the k-th target scalar per sample, shape (B,)."""
+    single = target.subset(k)
+    return lambda z: single.scalars(net(z))[:, 0]
+
+
+def close(ours: torch.Tensor, reference: torch.Tensor, rtol: float = 1e-4) -> None:
+    """Tight agreement, absolute tolerance scaled to the map's magnitude."""
+    reference = reference.detach()
+    torch.testing.assert_close(ours, reference, rtol=rtol, atol=rtol * float(reference.abs().max()))
+
+
+def per_class(net, target, make, **kwargs):
+    """A captum method run once per target class, stacked to (K_t, C, *spatial)."""
+    return torch.cat([make(scalar_of_class(net, target, k)).attribute(**kwargs)
+                      for k in range(len(target.classes))])
+
+
+def test_saliency_matches_captum(case):
+    net, x, target = case
+    ours = get_method("saliency").attribute(net, x, target)
+    ref = per_class(net, target, Saliency, inputs=x.clone().requires_grad_(), abs=False)
+    close(ours, ref)
+
+
+def test_gradient_x_input_matches_captum(case):
+    net, x, target = case
+    ours = get_method("gradient_x_input").attribute(net, x, target)
+    close(ours, per_class(net, target, InputXGradient, inputs=x.clone().requires_grad_()))
+
+
+@pytest.mark.parametrize("base, captum_base", [("saliency", Saliency), ("gradient_x_input", InputXGradient)])
+def test_smoothgrad_matches_captum_noise_tunnel(case, base, captum_base):
+    net, x, target = case
+    n, sigma, seed = 4, 0.1, 7
+    ours = get_method("smoothgrad", base=base, n_samples=n, sigma=sigma, seed=seed, batch_size=n).attribute(net, x, target)
+    refs = []
+    for k in range(len(target.classes)):
+        torch.manual_seed(seed)  # captum draws its noise from the global generator
+        tunnel = NoiseTunnel(captum_base(scalar_of_class(net, target, k)))
+        kwargs = {"abs": False} if captum_base is Saliency else {}
+        refs.append(tunnel.attribute(x.clone().requires_grad_(), nt_type="smoothgrad", nt_samples=n, stdevs=sigma * 4.0, **kwargs))
+    close(ours, torch.cat(refs))
+
+
+def test_smoothgrad_noise_batches_do_not_change_the_mean(case):
+    net, x, target = case
+    one = get_method("smoothgrad", n_samples=6, batch_size=6).attribute(net, x, target)
+    two = get_method("smoothgrad", n_samples=6, batch_size=4).attribute(net, x, target)
+    noiseless = get_method("saliency").attribute(net, x, target)
+    # different draws, same expectation: both are closer to each other than to ... a zero map
+    assert torch.isfinite(two).all() and not torch.equal(one, noiseless)
+    squared = get_method("smoothgrad", n_samples=6, batch_size=6, variant="smoothgrad_sq").attribute(net, x, target)
+    variance = get_method("smoothgrad", n_samples=6, batch_size=6, variant="vargrad").attribute(net, x, target)
+    close(variance, squared - one * one, rtol=1e-4)
+
+
+@pytest.mark.parametrize("baseline", ["zeros", "minimum", "blurred"])
+@pytest.mark.parametrize("quadrature", ["gausslegendre", "riemann_trapezoid"])
+def test_integrated_gradients_match_captum(case, baseline, quadrature):
+    net, x, target = case
+    steps = 6
+    ours = get_method("integrated_gradients", steps=steps, baseline=baseline, quadrature=quadrature,
+                      batch_size=4, blur_sigma=2.0, path_warp=1.0).attribute(net, x, target)
+    ref = per_class(net, target, IntegratedGradients, inputs=x.clone().requires_grad_(),
+                    baselines=make_baseline(x, baseline, 2.0), n_steps=steps, method=quadrature,
+                    internal_batch_size=4)
+    close(ours, ref)
+
+
+def test_baselines():
+    x = torch.randn(1, 2, 9, 9, 9)
+    torch.testing.assert_close(make_baseline(x, "minimum")[0, 1], torch.full((9, 9, 9), float(x[0, 1].min())))
+    blurred = make_baseline(x, "blurred", 3.0)
+    assert blurred.std() < x.std() / 3 and blurred.shape == x.shape
+    torch.testing.assert_close(make_baseline(x, "blurred", 0.0), x)
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+@pytest.mark.parametrize("baseline", ["zeros", "minimum", "blurred"])
+def test_integrated_gradients_completeness(baseline, norm):
+    """Sum of the attributions = S(x) - S(baseline) within 1%, also on scale-invariant (instance-norm) nets."""
+    torch.manual_seed(0)
+    net = UNet(3, 2, 3, channels=(4, 8), strides=(2,), num_res_units=1, norm=norm).eval()
+    x = torch.randn(1, 2, 16, 16, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logits = net(x)
+    target = predicted_target(logits, [c for c in range(3) if (logits[0].argmax(0) == c).any()])
+    ours = get_method("integrated_gradients", steps=64, baseline=baseline).attribute(net, x, target)
+    with torch.no_grad():
+        difference = target.scalars(net(x))[0] - target.scalars(net(make_baseline(x, baseline, 5.0)))[0]
+    assert difference.abs().min() > 1.0
+    torch.testing.assert_close(ours.flatten(1).sum(1), difference, rtol=0.01, atol=0.0)
+
+
+def test_unwarped_path_misses_the_jump_of_instance_norm_nets():
+    """Why path_warp exists: from zeros, evenly spread nodes lose a large part of S(x) - S(0)."""
+    torch.manual_seed(0)
+    net = UNet(3, 2, 3, channels=(4, 8), strides=(2,), num_res_units=1).eval()
+    x = torch.randn(1, 2, 16, 16, 16, generator=torch.Generator().manual_seed(2))
+    target = region_target(np.ones((16,) * 3, bool), [1, 2], 3)
+    with torch.no_grad():
+        difference = target.scalars(net(x))[0] - target.scalars(net(torch.zeros_like(x)))[0]
+    even = get_method("integrated_gradients", steps=32, path_warp=1.0).attribute(net, x, target).flatten(1).sum(1)
+    warped = get_method("integrated_gradients", steps=32).attribute(net, x, target).flatten(1).sum(1)
+    even_error = ((even - difference).abs() / difference.abs())
+    warped_error = ((warped - difference).abs() / difference.abs())
+    assert even_error.min() > 0.2
+    assert warped_error.max() < 0.05
+
+
+def test_grad_cam_matches_captum_layer_grad_cam(case):
+    net, x, target = case
+    layer = "model.1.submodule"  # the bottom of the two-level UNet
+    ours = get_method("grad_cam", layer=layer).attribute(net, x, target)
+    module = dict(net.named_modules())[layer]
+    refs = []
+    for k in range(len(target.classes)):
+        cam = LayerGradCam(scalar_of_class(net, target, k), module).attribute(x.clone().requires_grad_(), relu_attributions=True)
+        mode = "trilinear" if x.ndim == 5 else "bilinear"
+        refs.append(LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode=mode))
+    close(ours, torch.cat(refs))
+
+
+def test_grad_cam_default_layer_is_the_bottleneck(case):
+    net, x, target = case
+    from napari_segxai.core.attribution.grad_cam import default_layer
+
+    assert default_layer(net, x) == "model.1.submodule"
+    with pytest.raises(ValueError, match="no layer 'nope'"):
+        get_method("grad_cam", layer="nope").attribute(net, x, target)
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_occlusion_matches_captum(case, per_channel):
+    net, x, target = case
+    window, stride = 6, 5  # the last cube is cut by the border, as in captum
+    ours = get_method("occlusion", window=window, stride=stride, baseline=0.5, per_channel=per_channel,
+                      batch_size=7).attribute(net, x, target)
+    channels = 1 if per_channel else x.shape[1]
+    spatial = x.ndim - 2
+    ref = per_class(net, target, Occlusion, inputs=x.clone().requires_grad_(), sliding_window_shapes=(channels,) + (window,) * spatial,
+                    strides=(1,) + (stride,) * spatial, baselines=0.5, perturbations_per_eval=7)
+    close(ours, ref if per_channel else ref[:, :1])
+    if not per_channel:
+        close(ref[:, 1:], ref[:, :1].expand_as(ref[:, 1:]))
+
+
+# ---- hand-checkable: a per-voxel linear model y_k(v) = sum_c W[k, c] x_c(v) + b_k ----------
+
+
+@pytest.fixture(scope="module")
+def linear():
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Conv3d(3, 4, kernel_size=1)).eval()
+    x = torch.randn(1, 3, 8, 8, 8)
+    region = np.zeros((8, 8, 8), bool)
+    region[2:6, 1:5, 3:7] = True
+    target = region_target(region, [1, 3], 4)
+    weights = net[0].weight.detach()[:, :, 0, 0, 0]
+    mask = torch.as_tensor(region, dtype=torch.float32)
+    expected_gradient = torch.stack([weights[c].view(3, 1, 1, 1) * mask for c in (1, 3)])
+    return net, x, target, expected_gradient
+
+
+def test_linear_model_gradient_methods(linear):
+    net, x, target, gradient = linear
+    close(get_method("saliency").attribute(net, x, target), gradient)
+    close(get_method("gradient_x_input").attribute(net, x, target), gradient * x)
+    # SmoothGrad of a linear model is its gradient whatever the noise
+    close(get_method("smoothgrad", n_samples=3, sigma=0.5).attribute(net, x, target), gradient)
+    for quadrature in ("gausslegendre", "riemann_left"):
+        ig = get_method("integrated_gradients", steps=3, quadrature=quadrature, path_warp=1.0).attribute(net, x, target)
+        close(ig, gradient * x)
+
+
+def test_linear_model_occlusion_is_weight_times_input(linear):
+    net, x, target, gradient = linear
+    ours = get_method("occlusion", window=1, stride=1, baseline=0.0).attribute(net, x, target)
+    close(ours, gradient * x)
+
+
+def test_linear_model_grad_cam(linear):
+    net, x, target, gradient = linear
+    ours = get_method("grad_cam", layer="0", relu=False).attribute(net, x, target)
+    mask = torch.tensor(target.masks[0], dtype=torch.float32)
+    with torch.no_grad():
+        y = net(x)[0]
+    expected = torch.stack([(mask.mean() * y[c]).unsqueeze(0) for c in (1, 3)])
+    close(ours, expected)
