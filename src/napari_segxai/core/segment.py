@@ -211,14 +211,18 @@ def activate(logits: torch.Tensor, activation: str) -> torch.Tensor:
 def labels_from_probabilities(probabilities: ArrayLike, card: ModelCard) -> ArrayLike:
     """Label values (int16): argmax for softmax; for sigmoid the last class above 0.5 (nested regions), else 0."""
     tensor, was_numpy = _as_tensor(probabilities)
-    values = torch.tensor(card.label_values, dtype=torch.int16, device=tensor.device)
-    if card.activation == "softmax":
-        labels = values[tensor.argmax(dim=0)]
+    values = [torch.tensor(v, dtype=torch.int16, device=tensor.device) for v in card.label_values]
+    if card.activation == "softmax":  # a running argmax: far faster than argmax over dim 0 on a CPU
+        best = tensor[0].clone()
+        labels = torch.full(tensor.shape[1:], card.label_values[0], dtype=torch.int16, device=tensor.device)
+        for k in range(1, tensor.shape[0]):
+            better = tensor[k] > best
+            best = torch.where(better, tensor[k], best)
+            labels = torch.where(better, values[k], labels)
     else:
-        above = tensor > 0.5
-        k = tensor.shape[0]
-        last = (k - 1) - above.flip(0).to(torch.uint8).argmax(dim=0)
-        labels = torch.where(above.any(dim=0), values[last], torch.zeros((), dtype=torch.int16, device=tensor.device))
+        labels = torch.zeros(tensor.shape[1:], dtype=torch.int16, device=tensor.device)
+        for k in range(tensor.shape[0]):
+            labels = torch.where(tensor[k] > 0.5, values[k], labels)
     return labels.cpu().numpy() if was_numpy else labels
 
 
@@ -341,31 +345,26 @@ def _resize(tensor: torch.Tensor, shape: Sequence[int], interpolation: str) -> t
 
 
 def _normalize(image: torch.Tensor, method: str) -> torch.Tensor:
-    """Per-channel intensity normalisation of (C, *spatial)."""
+    """Per-channel intensity normalisation of (C, *spatial), in place on ``image`` (a copy we own)."""
     if method == "none":
         return image
-    flat = image.reshape(image.shape[0], -1)
-    if method == "minmax":
-        low, high = flat.min(dim=1).values, flat.max(dim=1).values
-        scale = torch.where(high > low, high - low, torch.ones_like(high))
-        return (image - _expand(low, image)) / _expand(scale, image)
-    if method == "zscore":
-        mean, std = flat.mean(dim=1), flat.std(dim=1, unbiased=False)
-        return (image - _expand(mean, image)) / _expand(torch.where(std > 0, std, torch.ones_like(std)), image)
-    if method == "zscore_nonzero":
-        mask = flat != 0
-        count = mask.sum(dim=1).clamp(min=1)
-        mean = (flat * mask).sum(dim=1) / count
-        var = (((flat - mean[:, None]) * mask) ** 2).sum(dim=1) / count
-        std = torch.where(var > 0, var.sqrt(), torch.ones_like(var))
-        normalized = (image - _expand(mean, image)) / _expand(std, image)
-        return torch.where(image != 0, normalized, torch.zeros((), dtype=image.dtype, device=image.device))
-    raise ValueError(f"Unknown normalization {method!r}; use zscore_nonzero, zscore, minmax or none.")
-
-
-def _expand(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Per-channel values shaped to broadcast over (C, *spatial)."""
-    return values.reshape(-1, *([1] * (like.ndim - 1)))
+    if method not in ("zscore_nonzero", "zscore", "minmax"):
+        raise ValueError(f"Unknown normalization {method!r}; use zscore_nonzero, zscore, minmax or none.")
+    for channel in image:
+        if method == "minmax":
+            low, high = channel.min(), channel.max()
+            channel.sub_(low).div_(torch.where(high > low, high - low, torch.ones_like(high)))
+        elif method == "zscore":
+            std, mean = torch.std_mean(channel, correction=0)
+            channel.sub_(mean).div_(torch.where(std > 0, std, torch.ones_like(std)))
+        else:
+            background = channel == 0
+            inside = channel[~background]
+            if inside.numel() == 0:
+                continue
+            std, mean = torch.std_mean(inside, correction=0)
+            channel.sub_(mean).div_(torch.where(std > 0, std, torch.ones_like(std))).masked_fill_(background, 0)
+    return image
 
 
 def _as_tensor(array: ArrayLike) -> tuple[torch.Tensor, bool]:
