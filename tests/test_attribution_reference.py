@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import (
+    DeepLift,
+    Deconvolution,
+    GuidedBackprop,
     InputXGradient,
     IntegratedGradients,
     LayerAttribution,
@@ -187,6 +190,78 @@ def test_occlusion_matches_captum(case, per_channel):
     close(ours, ref if per_channel else ref[:, :1])
     if not per_channel:
         close(ref[:, 1:], ref[:, :1].expand_as(ref[:, 1:]))
+
+
+@pytest.mark.parametrize("name, captum_method", [("guided_backprop", GuidedBackprop), ("deconvolution", Deconvolution)])
+@pytest.mark.parametrize("act", ["relu", ("relu", {"inplace": True})])
+def test_rectified_backprop_matches_captum_on_relu_nets(name, captum_method, act):
+    torch.manual_seed(0)
+    net = UNet(3, 2, 3, channels=(4, 8), strides=(2,), num_res_units=1, act=act).eval()
+    x = torch.randn(1, 2, 16, 16, 16, generator=torch.Generator().manual_seed(2))
+    target = region_target(np.ones((16,) * 3, bool), [1, 2], 3)
+    inplace = [getattr(m, "inplace", None) for m in net.modules()]
+    ours = get_method(name).attribute(net, x, target)
+    assert [getattr(m, "inplace", None) for m in net.modules()] == inplace
+    with pytest.warns(UserWarning):  # captum announces its ReLU hooks
+        ref = torch.cat([captum_method(_Scalars(net, target)).attribute(x.clone().requires_grad_(), target=k)
+                         for k in range(2)])
+    close(ours, ref)
+    assert not torch.allclose(ours, get_method("saliency").attribute(net, x, target))
+
+
+@pytest.mark.parametrize("name, captum_method", [("guided_backprop", GuidedBackprop), ("deconvolution", Deconvolution)])
+def test_rectified_backprop_rewrites_prelu_where_captum_does_not(case, name, captum_method):
+    """MONAI's default PReLU: captum hooks only nn.ReLU and silently returns the plain gradient."""
+    net, x, target = case
+    saliency = get_method("saliency").attribute(net, x, target)
+    with pytest.warns(UserWarning):
+        captum = captum_method(_Scalars(net, target)).attribute(x.clone().requires_grad_(), target=0)
+    close(captum, saliency[:1])
+    ours = get_method(name).attribute(net, x, target)
+    assert (ours - saliency).abs().max() > 0.1 * saliency.abs().max()
+
+
+class _Scalars(torch.nn.Module):
+    """captum model: the network followed by the target's aggregation, (B, K_t)."""
+
+    def __init__(self, net, target):
+        super().__init__()
+        self.net, self.target = net, target
+
+    def forward(self, z):
+        return self.target.scalars(self.net(z))
+
+
+@pytest.mark.parametrize("act", ["relu", "prelu"])
+@pytest.mark.parametrize("baseline", ["zeros", "blurred"])
+def test_deeplift_sums_to_delta_on_batch_norm_nets(act, baseline):
+    """Summation-to-delta: exact for PReLU too, because the Rescale rule is given to PReLU."""
+    from captum.attr._core import deep_lift as captum_deep_lift
+
+    table = dict(captum_deep_lift.SUPPORTED_NON_LINEAR)
+    torch.manual_seed(0)
+    net = UNet(3, 2, 3, channels=(4, 8), strides=(2,), num_res_units=1, act=act, norm="batch").eval()
+    x = torch.randn(1, 2, 16, 16, 16, generator=torch.Generator().manual_seed(2))
+    target = region_target(np.ones((16,) * 3, bool), [0, 1, 2], 3)
+    ours = get_method("deeplift", baseline=baseline).attribute(net, x, target)
+    with torch.no_grad():
+        difference = target.scalars(net(x))[0] - target.scalars(net(make_baseline(x, baseline, 5.0)))[0]
+    torch.testing.assert_close(ours.flatten(1).sum(1), difference, rtol=1e-3, atol=1e-3)
+    assert captum_deep_lift.SUPPORTED_NON_LINEAR == table
+
+
+def test_deeplift_matches_captum_on_relu_nets(case):
+    _, x, target = case
+    torch.manual_seed(0)
+    dims = x.ndim - 2
+    n_classes = x.shape[1]  # the fixture's nets have as many classes as channels
+    net = UNet(dims, x.shape[1], n_classes, channels=(4, 8), strides=(2,), num_res_units=1,
+               act="relu", norm="batch").eval()
+    ours = get_method("deeplift").attribute(net, x, target)
+    with pytest.warns(UserWarning):
+        ref = torch.cat([DeepLift(_Scalars(net, target)).attribute(x.clone().requires_grad_(), baselines=0.0, target=k)
+                         for k in range(len(target.classes))])
+    close(ours, ref)
 
 
 # ---- hand-checkable: a per-voxel linear model y_k(v) = sum_c W[k, c] x_c(v) + b_k ----------

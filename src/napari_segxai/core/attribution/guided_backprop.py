@@ -1,0 +1,19 @@
+"""Guided backpropagation: Springenberg et al. 2015, arXiv:1412.6806."""
+
+from __future__ import annotations
+
+from ._hooks import rectified_backward
+from .base import GradientMethod, class_gradients, register
+
+
+@register("guided_backprop")
+class GuidedBackprop(GradientMethod):
+    """Gradient with only positive gradients passed back through every activation (any rectifier, not only ReLU)."""
+
+    signed = True
+    parameters = {}
+
+    def attribute_batch(self, network, inputs, target, progress=None, should_cancel=None):
+        """Guided gradients (B, K_t, C, *spatial): one forward pass, one backward pass per class."""
+        with rectified_backward(network, "guided"):
+            return class_gradients(network, inputs, target, progress, should_cancel)
