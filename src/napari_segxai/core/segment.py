@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
@@ -52,18 +53,24 @@ class NetworkGrid:
         """Voxel size in mm of the network grid."""
         return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
 
+    @property
+    def shape_in_case_axes(self) -> tuple[int, ...]:
+        """The network grid's shape with its axes in the case's order (before reorientation)."""
+        return tuple(self.shape[int(new_axis)] for new_axis, _ in self.orientation)
+
     def to_case_grid(self, array: ArrayLike, *, interpolation: str = "linear") -> ArrayLike:
         """Map an array (..., *network grid) onto the case grid (..., *case shape); linear or nearest."""
+        # Flips and axis swaps commute with voxel-centre resizing, so reorient the small grid first.
         tensor, was_numpy = _as_tensor(array)
-        tensor = _resize(tensor, self.reoriented_shape, interpolation) if self.resampled else tensor
         tensor = _reorient(tensor, _inverse_ornt(self.orientation))
+        tensor = _resize(tensor, self.case_shape, interpolation) if self.resampled else tensor
         return _like(tensor, was_numpy)
 
     def to_network_grid(self, array: ArrayLike, *, interpolation: str = "nearest") -> ArrayLike:
         """Map an array (..., *case shape) onto the network grid (..., *network grid), e.g. a painted region."""
         tensor, was_numpy = _as_tensor(array)
+        tensor = _resize(tensor, self.shape_in_case_axes, interpolation) if self.resampled else tensor
         tensor = _reorient(tensor, self.orientation)
-        tensor = _resize(tensor, self.shape, interpolation) if self.resampled else tensor
         return _like(tensor, was_numpy)
 
 
@@ -94,29 +101,37 @@ def pick_device(requested: Union[str, torch.device, None] = None) -> torch.devic
 def preprocess(case: Any, card: ModelCard, *, device: Union[str, torch.device] = "cpu") -> tuple[torch.Tensor, NetworkGrid]:
     """The network input (1, C, *grid) float32 for ``case``, and the :class:`NetworkGrid` to map results back."""
     indices = channel_indices(case, card)
-    image = torch.from_numpy(np.ascontiguousarray(case.channels[indices], dtype=np.float32)).to(device)
+    array = np.asarray(case.channels)
+    array = array if array.dtype == np.float32 and array.dtype.isnative else array.astype(np.float32)
+    with warnings.catch_warnings():  # a read-only array is fine: it is never written to
+        warnings.simplefilter("ignore", UserWarning)
+        source = torch.from_numpy(array)
+    image = source if indices == list(range(source.shape[0])) else source[indices]
+    image = image.to(device)
     case_shape = tuple(int(s) for s in image.shape[1:])
     if len(case_shape) != 3:
         raise ValueError(f"Case {case.name} has {len(case_shape)} spatial axes; segmentation needs a 3D volume.")
     case_affine = np.asarray(case.affine, dtype=np.float64)
 
     ornt = _orientation_transform(case_affine, card.orientation)
-    image = _reorient(image, ornt)
-    reoriented_shape = tuple(int(s) for s in image.shape[1:])
+    reoriented_shape = tuple(case_shape[int(i)] for i in np.argsort(ornt[:, 0]))
     affine = case_affine @ _ornt_affine(ornt, case_shape)
-
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     shape = _target_shape(case, card, reoriented_shape, spacing)
     resampled = shape != reoriented_shape
     if resampled:
-        image = _resize(image, shape, "linear")
         affine = affine @ _resize_affine(reoriented_shape, shape)
-
-    image = _normalize(image, card.normalization)
     grid = NetworkGrid(
         case_shape=case_shape, case_affine=case_affine, orientation=ornt,
         reoriented_shape=reoriented_shape, shape=shape, affine=affine, resampled=resampled,
     )
+    # Resize first (in the case's axis order, on the large grid), then flip/permute the small result.
+    if resampled:
+        image = _resize(image, grid.shape_in_case_axes, "linear")
+    image = _reorient(image, ornt)
+    if image.untyped_storage().data_ptr() == source.untyped_storage().data_ptr():
+        image = image.clone()  # normalisation works in place and the case is never modified
+    image = _normalize(image, card.normalization)
     return image.unsqueeze(0), grid
 
 
