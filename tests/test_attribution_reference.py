@@ -264,6 +264,63 @@ def test_deeplift_matches_captum_on_relu_nets(case):
     close(ours, ref)
 
 
+def brute_force_shapley(net, x, target, features, baseline):
+    """Exact Shapley values (K_t, m) of the feature groups by the subset formula."""
+    import itertools
+    import math
+
+    m = int(features.max()) + 1
+
+    def value(subset):
+        keep = torch.zeros(m)
+        keep[list(subset)] = 1.0
+        kept = keep[features].unsqueeze(0)
+        with torch.no_grad():
+            return target.scalars(net(baseline + kept * (x - baseline)))[0].double()
+
+    values = {s: value(s) for r in range(m + 1) for s in itertools.combinations(range(m), r)}
+    phi = torch.zeros(len(target.classes), m, dtype=torch.float64)
+    for i in range(m):
+        for subset, v in values.items():
+            if i not in subset:
+                w = math.factorial(len(subset)) * math.factorial(m - len(subset) - 1) / math.factorial(m)
+                phi[:, i] += w * (values[tuple(sorted(subset + (i,)))] - v)
+    return phi
+
+
+def per_feature(relevance, features):
+    """Sum of a relevance map (K_t, G, *spatial) over each feature group: (K_t, m)."""
+    m = int(features.max()) + 1
+    return torch.stack([relevance[:, features == j].sum(1) for j in range(m)], dim=1).double()
+
+
+@pytest.mark.parametrize("baseline", ["zeros", "minimum"])
+def test_kernel_shap_enumerated_equals_exact_shapley(baseline):
+    from napari_segxai.core.attribution.kernel_shap import cube_features
+
+    torch.manual_seed(0)
+    net = UNet(2, 2, 3, channels=(4, 8), strides=(2,), num_res_units=1).eval()
+    x = torch.randn(1, 2, 16, 12, generator=torch.Generator().manual_seed(2))
+    target = region_target(np.ones((16, 12), bool), [1, 2], 3)
+    features = cube_features((16, 12), 8, 2)  # 2 x 2 cubes per channel: 8 features, 254 coalitions
+    exact = brute_force_shapley(net, x, target, features, make_baseline(x, baseline))
+    enumerated = get_method("kernel_shap", cube=8, n_samples=254, baseline=baseline).attribute(net, x, target)
+    close(per_feature(enumerated, features), exact, rtol=1e-5)
+    # cube values are spread evenly: constant inside a cube
+    assert torch.allclose(enumerated[:, 0, :8, :8], enumerated[:, 0, :1, :1].expand(-1, 8, 8))
+    sampled = get_method("kernel_shap", cube=8, n_samples=200, seed=3, baseline=baseline).attribute(net, x, target)
+    error = (per_feature(sampled, features) - exact).abs().max() / exact.abs().max()
+    assert error < 0.1
+    torch.testing.assert_close(per_feature(sampled, features).sum(1), exact.sum(1), rtol=1e-4, atol=1e-3)
+
+
+def test_kernel_shap_needs_more_samples_than_features():
+    net = tiny_unet(3, 2, 3)
+    target = region_target(np.ones((16,) * 3, bool), 1, 3)
+    with pytest.raises(ValueError, match="raise n_samples"):
+        get_method("kernel_shap", cube=4, n_samples=20).attribute(net, torch.randn(1, 2, 16, 16, 16), target)
+
+
 # ---- hand-checkable: a per-voxel linear model y_k(v) = sum_c W[k, c] x_c(v) + b_k ----------
 
 
@@ -296,6 +353,18 @@ def test_linear_model_occlusion_is_weight_times_input(linear):
     net, x, target, gradient = linear
     ours = get_method("occlusion", window=1, stride=1, baseline=0.0).attribute(net, x, target)
     close(ours, gradient * x)
+
+
+def test_linear_model_kernel_shap_is_weight_times_input_per_cube(linear):
+    from napari_segxai.core.attribution.kernel_shap import cube_features
+
+    net, x, target, gradient = linear
+    ours = get_method("kernel_shap", cube=4, n_samples=64, seed=1).attribute(net, x, target)  # 24 features, sampled
+    features = cube_features((8, 8, 8), 4, 3)
+    expected = per_feature(gradient * x, features)
+    close(per_feature(ours, features), expected, rtol=1e-4)
+    sizes = torch.bincount(features.flatten()).double()
+    close(ours.double(), (expected / sizes)[:, features], rtol=1e-4)
 
 
 def test_linear_model_grad_cam(linear):

@@ -1,0 +1,153 @@
+"""Kernel SHAP over cubes: Lundberg and Lee 2017, arXiv:1705.07874."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+
+from .. import progress as _progress
+from .base import AttributionMethod, Parameter, register, samples_per_batch
+from .integrated_gradients import BASELINES, make_baseline
+
+
+def cube_features(spatial: tuple[int, ...], side: int, groups: int, device=None) -> torch.Tensor:
+    """Feature index (groups, *spatial): non-overlapping cubes of ``side`` tiling the grid, numbered per group."""
+    counts = [math.ceil(s / side) for s in spatial]
+    grids = torch.meshgrid(*[torch.arange(s, device=device) // side for s in spatial], indexing="ij")
+    index = torch.zeros(spatial, dtype=torch.long, device=device)
+    for grid, count in zip(grids, counts):
+        index = index * count + grid
+    n_cubes = math.prod(counts)
+    return torch.stack([index + g * n_cubes for g in range(groups)])
+
+
+def shapley_kernel(m: int, size: torch.Tensor) -> torch.Tensor:
+    """Kernel SHAP weight of a coalition of ``size`` features out of ``m``."""
+    binomial = torch.exp(torch.lgamma(torch.tensor(m + 1.0)) - torch.lgamma(size + 1.0) - torch.lgamma(m - size + 1.0))
+    return (m - 1) / (binomial * size * (m - size))
+
+
+def coalitions(m: int, n_samples: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coalitions (n, m) of kept features and their regression weights (the Shapley kernel).
+
+    As in the ``shap`` library: coalition sizes whose subsets (with their complements) all fit
+    in the budget, smallest first, are enumerated with their exact kernel weights; the rest of
+    the budget draws sizes in proportion to their remaining kernel mass and members at random,
+    each drawn coalition paired with its complement, sharing that mass equally. When all
+    2^m - 2 coalitions fit, the result is the exact Shapley value.
+    """
+    if 2**m - 2 <= n_samples:
+        rows = torch.tensor(list(itertools.product((0.0, 1.0), repeat=m)), dtype=torch.float64)[1:-1]
+        return rows, shapley_kernel(m, rows.sum(1))
+    mass = {size: (m - 1) / (size * (m - size)) for size in range(1, m)}  # kernel weight of all coalitions of a size
+    remaining = set(mass)
+    rows, weights = [], []
+    budget = n_samples
+    for size in range(1, m // 2 + 1):
+        pair = {size, m - size}
+        count = sum(math.comb(m, t) for t in pair)
+        share = budget * sum(mass[t] for t in pair) / sum(mass[t] for t in remaining)
+        if share < count:
+            break
+        for t in pair:
+            for members in itertools.combinations(range(m), t):
+                row = torch.zeros(m, dtype=torch.float64)
+                row[list(members)] = 1.0
+                rows.append(row)
+                weights.append(mass[t] / math.comb(m, t))
+        budget -= count
+        remaining -= pair
+    enumerated = (torch.stack(rows), torch.tensor(weights, dtype=torch.float64)) if rows else None
+    if not remaining or budget < 2:
+        return enumerated
+    sizes = torch.tensor(sorted(remaining), dtype=torch.float64)
+    probability = torch.tensor([mass[int(t)] for t in sizes], dtype=torch.float64)
+    half = budget // 2
+    drawn = sizes[torch.multinomial(probability, half, replacement=True, generator=generator)]
+    order = torch.rand(half, m, generator=generator).argsort(1).argsort(1)
+    sampled = (order < drawn.unsqueeze(1)).double()
+    sampled = torch.cat([sampled, 1 - sampled])
+    sampled_weights = torch.full((sampled.shape[0],), float(probability.sum()) / sampled.shape[0], dtype=torch.float64)
+    if enumerated is None:
+        return sampled, sampled_weights
+    return torch.cat([enumerated[0], sampled]), torch.cat([enumerated[1], sampled_weights])
+
+
+@register("kernel_shap")
+class KernelSHAP(AttributionMethod):
+    """Shapley values of cubes (per channel) from a weighted regression on masked inputs, all classes at once.
+
+    Each cube's value is spread evenly over its voxels, so a class's map sums to
+    S(x) - S(baseline) exactly (the efficiency constraint is imposed in the regression).
+    """
+
+    signed = True
+    parameters = {
+        "cube": Parameter(8, "side of the cubes in voxels (the features)", minimum=1),
+        "per_channel": Parameter(True, "one feature per cube and input channel (one map per channel)"),
+        "n_samples": Parameter(0, "masked inputs evaluated (all coalitions when 2^features - 2 fit); "
+                               "0: four per feature, at least 64", minimum=0),
+        "baseline": Parameter("zeros", "values of removed features", choices=BASELINES),
+        "blur_sigma": Parameter(5.0, "Gaussian sigma in voxels of the blurred baseline", minimum=0.0),
+        "batch_size": Parameter(0, "masked inputs per forward pass; 0 chooses from free memory", minimum=0),
+        "seed": Parameter(0, "seed of the coalition sampling", minimum=0),
+    }
+
+    @property
+    def channel_resolved(self) -> bool:
+        return self.params["per_channel"]
+
+    def _attribute(self, network, inputs, target, progress, should_cancel) -> torch.Tensor:
+        spatial = tuple(inputs.shape[2:])
+        groups = inputs.shape[1] if self.params["per_channel"] else 1
+        features = cube_features(spatial, self.params["cube"], groups, inputs.device)
+        m = int(features.max()) + 1
+        baseline = make_baseline(inputs, self.params["baseline"], self.params["blur_sigma"])
+        with torch.no_grad():
+            ends = target.scalars(network(torch.cat([baseline, inputs])))
+        empty, difference = ends[0].double(), (ends[1] - ends[0]).double()
+        if m == 1:
+            values = difference.unsqueeze(1)
+        else:
+            generator = torch.Generator().manual_seed(self.params["seed"])
+            n_samples = self.params["n_samples"] or max(64, 4 * m)
+            rows, weights = coalitions(m, n_samples, generator)
+            if rows.shape[0] <= m:
+                raise ValueError(
+                    f"kernel_shap: {rows.shape[0]} samples cannot fit {m} cube features; raise n_samples "
+                    f"above {m} or enlarge the cubes."
+                )
+            outputs = self._evaluate(network, inputs, baseline, features, rows, target, progress, should_cancel)
+            values = _constrained_regression(rows, weights, outputs.double() - empty, difference)
+        sizes = torch.bincount(features.flatten(), minlength=m).double()
+        density = (values / sizes).to(inputs.dtype)            # (K_t, m)
+        maps = density[:, features]                            # (K_t, groups, *spatial)
+        return maps
+
+    def _evaluate(self, network, inputs, baseline, features, rows, target, progress, should_cancel):
+        """Target scalars (n, K_t) of the input with the features of each coalition kept, the rest at baseline."""
+        n = rows.shape[0]
+        batch = samples_per_batch(network, inputs, n, self.params["batch_size"], with_gradients=False)
+        keep_rows = rows.to(device=inputs.device, dtype=inputs.dtype)
+        outputs = []
+        with torch.no_grad():
+            for start in range(0, n, batch):
+                _progress.step(start, n, progress, should_cancel)
+                keep = keep_rows[start : start + batch][:, features]       # (b, groups, *spatial)
+                masked = baseline + keep * (inputs - baseline)
+                outputs.append(target.scalars(network(masked)))
+        _progress.step(n, n, progress, None)
+        return torch.cat(outputs)
+
+
+def _constrained_regression(rows, weights, outputs, difference) -> torch.Tensor:
+    """Weighted least squares phi (K_t, m) with sum(phi) = difference, for outputs (n, K_t) minus the empty coalition."""
+    last = rows[:, -1:]
+    design = rows[:, :-1] - last                                   # eliminate phi_m = difference - sum(others)
+    response = outputs - last * difference.unsqueeze(0)            # (n, K_t)
+    root = weights.sqrt().unsqueeze(1)
+    solution = torch.linalg.lstsq(design * root, response * root).solution   # (m - 1, K_t)
+    others = solution.T
+    return torch.cat([others, (difference - others.sum(1)).unsqueeze(1)], dim=1)
