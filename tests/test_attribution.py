@@ -250,3 +250,35 @@ def test_core_attribution_imports_no_gui():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---- batching under the memory cap ------------------------------------------------------------
+
+
+def test_batch_size_follows_the_memory_cap(monkeypatch):
+    from napari_segxai.core.attribution import base
+
+    net = tiny_unet(3, 2, 3)
+    x = torch.randn(1, 2, 16, 16, 16)
+    assert base.samples_per_batch(net, x, 10, requested=3) == 3
+    assert base.samples_per_batch(net, x, 10, requested=30) == 10
+    assert 1 <= base.samples_per_batch(net, x, 10) <= 10
+    per_sample = base.activation_bytes(net, x)
+    monkeypatch.setattr(base, "CPU_BATCH_CAP", 3 * per_sample * 4 + 1)
+    assert base.samples_per_batch(net, x, 10) == 4
+    assert base.samples_per_batch(net, x, 10, with_gradients=False) == 10
+    monkeypatch.setattr(base, "CPU_BATCH_CAP", 1)
+    assert base.samples_per_batch(net, x, 10) == 1
+
+
+@pytest.mark.parametrize("name, params", [
+    ("integrated_gradients", {"steps": 5}),
+    ("smoothgrad", {"n_samples": 4}),
+    ("occlusion", {"window": 8, "stride": 4}),
+    ("kernel_shap", {"cube": 8, "n_samples": 40}),
+])
+def test_results_do_not_depend_on_the_batch_size(case, name, params):
+    net, x, target = case
+    one = get_method(name, batch_size=1, **params).attribute(net, x, target)
+    many = get_method(name, batch_size=3, **params).attribute(net, x, target)
+    torch.testing.assert_close(one, many, rtol=1e-4, atol=1e-5 * float(one.abs().max()))
