@@ -28,6 +28,8 @@ FAST = {
     "smoothgrad": {"n_samples": 3},
     "integrated_gradients": {"steps": 4},
     "occlusion": {"window": 8, "stride": 8},
+    "kernel_shap": {"n_samples": 40},
+    "meaningful_perturbation": {"iterations": 3},
 }
 
 # (spatial dims, input channels, output classes, side)

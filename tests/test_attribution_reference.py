@@ -367,6 +367,28 @@ def test_linear_model_kernel_shap_is_weight_times_input_per_cube(linear):
     close(ours.double(), (expected / sizes)[:, features], rtol=1e-4)
 
 
+class _OneChannelEvidence(torch.nn.Module):
+    """Class 1 logit = 4 x channel 0 at each voxel, class 0 logit = 0: only channel 0 carries class 1."""
+
+    def forward(self, x):
+        return torch.cat([torch.zeros_like(x[:, :1]), 4 * x[:, :1]], 1)
+
+
+@pytest.mark.parametrize("deletion", ["zeros", "minimum"])
+def test_meaningful_perturbation_deletes_exactly_the_evidence(deletion):
+    x = torch.ones(1, 2, 12, 12, 12)
+    x.view(1, 2, -1)[:, :, 0] = -1.0  # gives the minimum deletion a value below the input
+    region = np.zeros((12,) * 3, bool)
+    region[3:9, 3:9, 3:9] = True
+    target = region_target(region, 1, 2)
+    ours = get_method("meaningful_perturbation", deletion=deletion, mask_scale=1, iterations=60).attribute(
+        _OneChannelEvidence(), x, target)
+    inside = torch.as_tensor(region)
+    assert ours[0, 0][inside].mean() > 0.9       # channel 0 in the region had to go
+    assert ours[0, 0][~inside].mean() < 0.1      # nothing else did
+    assert ours[0, 1].max() < 0.05
+
+
 def test_linear_model_grad_cam(linear):
     net, x, target, gradient = linear
     ours = get_method("grad_cam", layer="0", relu=False).attribute(net, x, target)
@@ -375,3 +397,14 @@ def test_linear_model_grad_cam(linear):
         y = net(x)[0]
     expected = torch.stack([(mask.mean() * y[c]).unsqueeze(0) for c in (1, 3)])
     close(ours, expected)
+
+
+def test_meaningful_perturbation_deletions():
+    x = torch.randn(1, 2, 10, 10, 10, generator=torch.Generator().manual_seed(4)) * torch.tensor([1.0, 5.0]).view(1, 2, 1, 1, 1)
+    method = get_method("meaningful_perturbation", deletion="noise", seed=3)
+    noise = method.deleted(x)
+    torch.testing.assert_close(noise, method.deleted(x))
+    assert not torch.allclose(noise, get_method("meaningful_perturbation", deletion="noise", seed=4).deleted(x))
+    torch.testing.assert_close(noise.std(dim=(2, 3, 4)), x.std(dim=(2, 3, 4)), rtol=0.1, atol=0.0)
+    torch.testing.assert_close(get_method("meaningful_perturbation", deletion="blurred", blur_sigma=2.0).deleted(x),
+                               make_baseline(x, "blurred", 2.0))
