@@ -408,3 +408,67 @@ def test_meaningful_perturbation_deletions():
     torch.testing.assert_close(noise.std(dim=(2, 3, 4)), x.std(dim=(2, 3, 4)), rtol=0.1, atol=0.0)
     torch.testing.assert_close(get_method("meaningful_perturbation", deletion="blurred", blur_sigma=2.0).deleted(x),
                                make_baseline(x, "blurred", 2.0))
+
+
+# ---- LRP (zennit) -------------------------------------------------------------------------------
+
+
+def _lrp_unet():
+    torch.manual_seed(0)
+    return UNet(3, 2, 3, channels=(4, 8, 16), strides=(2, 2), num_res_units=2).eval()
+
+
+def test_lrp_normalised_start_equals_explicit_per_voxel_maps():
+    """sum over region voxels a of M_a / sum(M_a), with each M_a from its own LRP pass."""
+    from napari_segxai.core.attribution.lrp import lrp_context, make_composite
+
+    net = _lrp_unet()
+    x = torch.randn(1, 2, 16, 16, 16, generator=torch.Generator().manual_seed(2))
+    region = np.zeros((16,) * 3, bool)
+    region[7, 5:9, 6] = True
+    target = region_target(region, [1, 2], 3)
+    ours = get_method("lrp").attribute(net, x, target)
+    composite = make_composite(net, x, "epsilon_plus_flat", 1e-6, 0.25, False)
+    explicit = torch.zeros_like(ours)
+    with lrp_context(net, composite) as modified:
+        xr = x.clone().requires_grad_(True)
+        out = modified(xr)
+        for k, c in enumerate(target.classes):
+            for voxel in np.argwhere(region):
+                start = torch.zeros_like(out)
+                start[(0, c) + tuple(voxel)] = 1.0
+                (single,) = torch.autograd.grad(out, xr, start, retain_graph=True)
+                explicit[k] += single[0] / single.sum()
+    close(ours, explicit, rtol=1e-4)
+    torch.testing.assert_close(ours.flatten(1).sum(1), torch.full((2,), 4.0), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("composite", ["epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1_flat"])
+def test_lrp_conserves_relevance_on_monai_unet(composite):
+    """With biases left out of the rules, the input relevance sums to the starting logits (norm pass + residual Sum canonizer)."""
+    net = _lrp_unet()
+    x = torch.randn(1, 2, 16, 16, 16, generator=torch.Generator().manual_seed(2))
+    region = np.zeros((16,) * 3, bool)
+    region[4:12, 4:12, 4:12] = True
+    target = region_target(region, [1, 2], 3)
+    ours = get_method("lrp", composite=composite, start="logit", zero_bias=True).attribute(net, x, target)
+    with torch.no_grad():
+        started = target.scalars(net(x))[0]
+    torch.testing.assert_close(ours.flatten(1).sum(1), started, rtol=0.03, atol=0.0)
+
+
+def test_lrp_leaves_the_network_as_it_was():
+    net = _lrp_unet()
+    x = torch.randn(1, 2, 16, 16, 16)
+    with torch.no_grad():
+        before = net(x)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    target = region_target(np.ones((16,) * 3, bool), 1, 3)
+    get_method("lrp").attribute(net, x, target)
+    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
+    assert not any(hasattr(m, "canonizer_sum") or m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                   for m in net.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), before, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="explains logits"):
+        get_method("lrp").attribute(net, x, region_target(np.ones((16,) * 3, bool), 1, 3, output_space="probabilities"))

@@ -18,7 +18,7 @@ from .targets import Target, predicted_target, region_target, voxel_target
 
 # one module per method; importing them fills the registry in this order (fast methods first)
 from . import saliency, gradient_x_input, smoothgrad, integrated_gradients, grad_cam, occlusion  # noqa: E402,F401
-from . import guided_backprop, deconvolution, deeplift, kernel_shap, meaningful_perturbation  # noqa: E402,F401
+from . import guided_backprop, deconvolution, deeplift, lrp, kernel_shap, meaningful_perturbation  # noqa: E402,F401
 
 __all__ = [
     "AttributionMethod",
