@@ -24,7 +24,7 @@ SPACING_TOLERANCE = 0.01
 SLICE_BATCH = 32
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Segmentation:
     """Class probabilities and labels of one case, on the case's own voxel grid."""
 
@@ -36,7 +36,7 @@ class Segmentation:
     seconds: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class NetworkGrid:
     """How the network's input grid relates to the case grid: reorientation, then resampling."""
 
