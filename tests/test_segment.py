@@ -239,6 +239,12 @@ def test_output_channels_must_match_classes(tmp_path):
         segment(card=card, case=blocky_case(lps_affine()), network=net)
 
 
+def test_network_that_cannot_take_the_input_gives_a_clear_error(tmp_path):
+    card = threshold_card(tmp_path)
+    with pytest.raises(ValueError, match=r"failed on input windows shaped \(2, 2, 8, 8, 8\) \(.*channels"):
+        segment(blocky_case(lps_affine()), card, network=torch.nn.Conv3d(3, 2, 1))
+
+
 def test_pick_device():
     assert pick_device("cpu") == torch.device("cpu")
     automatic = pick_device(None)

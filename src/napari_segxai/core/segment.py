@@ -251,8 +251,20 @@ class _CountingPredictor:
 
     def __call__(self, windows: torch.Tensor) -> torch.Tensor:
         step(self.done, self.total, self.progress, self.should_cancel)
-        with _autocast(windows.device):
-            output = self.network(windows)
+        try:
+            with _autocast(windows.device):
+                output = self.network(windows)
+        except torch.cuda.OutOfMemoryError as err:
+            raise ValueError(
+                f"The network ran out of GPU memory on {windows.shape[0]} windows of {tuple(windows.shape[2:])} "
+                "voxels; lower inference.sw_batch_size or roi_size in the model card, or run on the CPU."
+            ) from err
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(
+                f"The network failed on input windows shaped {tuple(windows.shape)} ({first}); check that the "
+                "model card's modalities, kwargs and inference.roi_size match the network."
+            ) from err
         if isinstance(output, (list, tuple)):  # deep-supervision style outputs: the full-resolution head
             output = output[0]
         self.done += int(windows.shape[0])
