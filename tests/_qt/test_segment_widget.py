@@ -7,7 +7,7 @@ import pytest
 import yaml
 from napari.layers import Labels
 
-from napari_segxai._layers import layer_world_affine
+from napari_segxai._layers import case_from_layers, layer_world_affine
 from napari_segxai._qt import segment_widget
 from napari_segxai._qt.segment_widget import SegmentWidget
 from napari_segxai._reader import napari_get_reader
@@ -42,7 +42,7 @@ def _card_variant(tiny_card, folder, **changes):
 
 
 def test_segment_widget_runs_refuses_a_second_run_cancels_and_reports_errors(
-    make_napari_viewer, qtbot, tiny_case, tiny_card, lps_affine, notices, tmp_path
+    make_napari_viewer, qtbot, tiny_case, tiny_card, lps_affine, notices, tmp_path, make_tiny_case
 ):
     viewer = make_napari_viewer()
     _open(viewer, tiny_case)
@@ -113,6 +113,12 @@ def test_segment_widget_runs_refuses_a_second_run_cancels_and_reports_errors(
     assert viewer.layers["Tiny_case_001 segmentation"] is before
     assert widget.status.text() == "Cancelled."
     assert len(notices["error"]) == 2
+
+    # Opening a second case makes its layers the selection; their modalities come from metadata.
+    _open(viewer, make_tiny_case(np.diag([1.0, 1.0, 1.0, 1.0])))
+    second = widget.chosen_layers()
+    assert [layer.metadata["segxai_case"] for layer in second] == ["Tiny_case_002"] * 4
+    assert case_from_layers(second).modalities == ("t1", "t1ce", "t2", "flair")
 
 
 def test_viewer_picture_shows_the_case_and_its_labels(make_napari_viewer, tiny_case, tmp_path):

@@ -225,9 +225,10 @@ class SegmentWidget(QWidget):
         if new:
             newest_case = (new[-1].metadata or {}).get("segxai_case")
             if newest_case is not None:
-                self._checked = dict.fromkeys(self._checked, False)
-                for layer in new:
-                    self._checked[id(layer)] = (layer.metadata or {}).get("segxai_case") == newest_case
+                for layer in layers:
+                    same_case = (layer.metadata or {}).get("segxai_case") == newest_case
+                    if id(layer) not in known or not same_case:
+                        self._checked[id(layer)] = same_case
             else:
                 select = not any(self._checked.values())
                 for layer in new:
