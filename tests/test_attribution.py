@@ -284,3 +284,17 @@ def test_results_do_not_depend_on_the_batch_size(case, name, params):
     one = get_method(name, batch_size=1, **params).attribute(net, x, target)
     many = get_method(name, batch_size=3, **params).attribute(net, x, target)
     torch.testing.assert_close(one, many, rtol=1e-4, atol=1e-5 * float(one.abs().max()))
+
+
+def test_weighted_target_scalars():
+    masks = np.zeros((1, 4, 4), bool)
+    masks[0, :2] = True
+    weights = np.full((1, 4, 4), 0.5, np.float32)
+    weights[0, 0] = 2.0
+    target = Target("region", (1,), masks, weights=weights)
+    output = torch.arange(32, dtype=torch.float32).view(1, 2, 4, 4)
+    expected = 2.0 * output[0, 1, 0].sum() + 0.5 * output[0, 1, 1].sum()
+    torch.testing.assert_close(target.scalars(output)[0, 0], expected)
+    assert target.subset(0).weights is not None
+    with pytest.raises(ValueError, match="weights must have the masks' shape"):
+        Target("region", (1,), masks, weights=np.ones((4, 4)))

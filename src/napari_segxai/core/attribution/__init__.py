@@ -15,6 +15,7 @@ from .base import (
     register,
 )
 from .targets import Target, predicted_target, region_target, voxel_target
+from .windows import window_slices, windowable_methods, windowed_attribute
 
 # one module per method; importing them fills the registry in this order (fast methods first)
 from . import saliency, gradient_x_input, smoothgrad, integrated_gradients, grad_cam, occlusion  # noqa: E402,F401
@@ -33,4 +34,7 @@ __all__ = [
     "region_target",
     "register",
     "voxel_target",
+    "window_slices",
+    "windowable_methods",
+    "windowed_attribute",
 ]

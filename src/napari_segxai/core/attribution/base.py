@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import time
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 from .. import progress as _progress
+from .baselines import make_baseline
 from .targets import Target
 
 _REGISTRY: dict[str, type["AttributionMethod"]] = {}
@@ -69,6 +71,9 @@ class AttributionMethod:
     name: ClassVar[str] = ""
     signed: ClassVar[bool] = True             # relevance can be negative (diverging colormap)
     gradient_based: ClassVar[bool] = False    # needs autograd through the network
+    windowable: ClassVar[bool] = False        # linear in the explained function: adds up over sliding windows
+    uses_baseline: ClassVar[bool] = False     # has the baseline / blur_sigma parameters
+    _fixed_baseline: torch.Tensor | None = None
     parameters: ClassVar[Mapping[str, Parameter]] = {}
 
     def __init__(self, **params: Any) -> None:
@@ -89,6 +94,22 @@ class AttributionMethod:
     def channel_resolved(self) -> bool:
         """Whether the relevance has one map per input channel (else one map shared by all)."""
         return True
+
+    def baseline_of(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The reference input for ``inputs``: the fixed one if set, else built from the parameters."""
+        if self._fixed_baseline is not None:
+            if self._fixed_baseline.shape != inputs.shape:
+                raise ValueError(f"{self.name}: the fixed baseline {tuple(self._fixed_baseline.shape)} does not match the input {tuple(inputs.shape)}.")
+            return self._fixed_baseline
+        return make_baseline(inputs, self.params["baseline"], self.params["blur_sigma"])
+
+    def with_baseline(self, baseline: torch.Tensor) -> "AttributionMethod":
+        """A copy of this method that uses ``baseline`` as its reference input."""
+        if not self.uses_baseline:
+            raise ValueError(f"{self.name} has no baseline.")
+        method = copy.copy(self)
+        method._fixed_baseline = baseline.detach()
+        return method
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())

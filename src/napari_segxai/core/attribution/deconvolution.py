@@ -11,6 +11,7 @@ class Deconvolution(GradientMethod):
     """Backward pass where each activation passes the positive part of its output gradient, whatever its input."""
 
     signed = True
+    windowable = True
     parameters = {}
 
     def attribute_batch(self, network, inputs, target, progress=None, should_cancel=None):

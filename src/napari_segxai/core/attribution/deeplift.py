@@ -15,7 +15,7 @@ from torch import nn
 from .. import progress as _progress
 from ._hooks import no_inplace
 from .base import AttributionMethod, Parameter, register
-from .integrated_gradients import BASELINES, make_baseline
+from .baselines import BASELINES
 
 # Element-wise activations captum's Rescale rule lacks; its generic rule is exact for them.
 EXTRA_RESCALE: tuple[type[nn.Module], ...] = (nn.PReLU, nn.ReLU6, nn.RReLU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish)
@@ -60,13 +60,15 @@ class DeepLIFT(AttributionMethod):
     """
 
     signed = True
+    windowable = True
+    uses_baseline = True
     parameters = {
         "baseline": Parameter("zeros", "reference input", choices=BASELINES),
         "blur_sigma": Parameter(5.0, "Gaussian sigma in voxels of the blurred baseline", minimum=0.0),
     }
 
     def _attribute(self, network, inputs, target, progress, should_cancel) -> torch.Tensor:
-        baseline = make_baseline(inputs, self.params["baseline"], self.params["blur_sigma"])
+        baseline = self.baseline_of(inputs)
         model = _TargetScalars(network, target)
         n = len(target.classes)
         maps = []

@@ -10,6 +10,7 @@ class GradientXInput(GradientMethod):
     """Input times the gradient of each class's target scalar (captum ``InputXGradient``)."""
 
     signed = True
+    windowable = True
     parameters = {}
 
     def attribute_batch(self, network, inputs, target, progress=None, should_cancel=None):

@@ -11,6 +11,7 @@ class GuidedBackprop(GradientMethod):
     """Gradient with only positive gradients passed back through every activation (any rectifier, not only ReLU)."""
 
     signed = True
+    windowable = True
     parameters = {}
 
     def attribute_batch(self, network, inputs, target, progress=None, should_cancel=None):

@@ -5,28 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 from captum.attr._utils.approximation_methods import SUPPORTED_METHODS, approximation_parameters
-from scipy import ndimage
 
 from .. import progress as _progress
 from .base import AttributionMethod, Parameter, class_gradients, register, samples_per_batch
+from .baselines import BASELINES, make_baseline
 
-BASELINES = ("zeros", "minimum", "blurred")
-
-
-def make_baseline(inputs: torch.Tensor, kind: str, blur_sigma: float = 5.0) -> torch.Tensor:
-    """The reference input: zeros, each channel's minimum, or the input blurred per channel."""
-    if kind == "zeros":
-        return torch.zeros_like(inputs)
-    if kind == "minimum":
-        minimum = inputs.transpose(0, 1).flatten(1).min(1).values
-        return minimum.view(1, -1, *([1] * (inputs.ndim - 2))).expand_as(inputs).clone()
-    if kind == "blurred":
-        array = inputs.detach().cpu().double().numpy()
-        sigma = (0, 0) + (float(blur_sigma),) * (inputs.ndim - 2)
-        blurred = ndimage.gaussian_filter(array, sigma=sigma, mode="nearest")
-        return torch.as_tensor(blurred, dtype=inputs.dtype, device=inputs.device)
-    raise ValueError(f"Unknown baseline {kind!r}; choose one of {', '.join(BASELINES)}.")
-
+__all__ = ["BASELINES", "IntegratedGradients", "make_baseline"]
 
 @register("integrated_gradients")
 class IntegratedGradients(AttributionMethod):
@@ -41,6 +25,8 @@ class IntegratedGradients(AttributionMethod):
 
     gradient_based = True
     signed = True
+    windowable = True
+    uses_baseline = True
     parameters = {
         "steps": Parameter(32, "points on the straight path from the baseline to the input", minimum=1),
         "baseline": Parameter("zeros", "reference input the path starts from", choices=BASELINES),
@@ -61,7 +47,7 @@ class IntegratedGradients(AttributionMethod):
         step_sizes = np.asarray(step_sizes_fn(steps), dtype=np.float64) * warp * nodes ** (warp - 1)
         weights = torch.as_tensor(step_sizes, dtype=inputs.dtype, device=inputs.device)
         alphas = torch.as_tensor(nodes**warp, dtype=inputs.dtype, device=inputs.device)
-        baseline = make_baseline(inputs, self.params["baseline"], self.params["blur_sigma"])
+        baseline = self.baseline_of(inputs)
         delta = inputs - baseline
         batch = samples_per_batch(network, inputs, steps, self.params["batch_size"])
         view = (-1,) + (1,) * (inputs.ndim - 1)

@@ -9,7 +9,7 @@ import torch
 
 from .. import progress as _progress
 from .base import AttributionMethod, Parameter, register, samples_per_batch
-from .integrated_gradients import BASELINES, make_baseline
+from .baselines import BASELINES
 
 
 def cube_features(spatial: tuple[int, ...], side: int, groups: int, device=None) -> torch.Tensor:
@@ -84,6 +84,7 @@ class KernelSHAP(AttributionMethod):
     """
 
     signed = True
+    uses_baseline = True
     parameters = {
         "cube": Parameter(8, "side of the cubes in voxels (the features)", minimum=1),
         "per_channel": Parameter(True, "one feature per cube and input channel (one map per channel)"),
@@ -104,7 +105,7 @@ class KernelSHAP(AttributionMethod):
         groups = inputs.shape[1] if self.params["per_channel"] else 1
         features = cube_features(spatial, self.params["cube"], groups, inputs.device)
         m = int(features.max()) + 1
-        baseline = make_baseline(inputs, self.params["baseline"], self.params["blur_sigma"])
+        baseline = self.baseline_of(inputs)
         with torch.no_grad():
             ends = target.scalars(network(torch.cat([baseline, inputs])))
         empty, difference = ends[0].double(), (ends[1] - ends[0]).double()

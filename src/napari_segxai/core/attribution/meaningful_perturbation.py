@@ -9,7 +9,7 @@ import torch
 from .. import progress as _progress
 from .base import AttributionMethod, Parameter, register
 from .grad_cam import upsample
-from .integrated_gradients import make_baseline
+from .baselines import make_baseline
 
 DELETIONS = ("blurred", "zeros", "minimum", "noise")
 

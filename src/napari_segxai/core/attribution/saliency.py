@@ -10,6 +10,7 @@ class Saliency(GradientMethod):
     """Gradient of each class's target scalar w.r.t. the input (signed, like captum ``abs=False``)."""
 
     signed = True
+    windowable = True
     parameters = {}
 
     def attribute_batch(self, network, inputs, target, progress=None, should_cancel=None):

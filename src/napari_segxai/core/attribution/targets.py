@@ -46,6 +46,7 @@ class Target:
     threshold: float | None = None  # kept only voxels with p_c > threshold (predicted kind only)
     output: str = "logits"          # "logits" or "probabilities"
     activation: str = "softmax"     # how the network's logits become probabilities
+    weights: np.ndarray | None = None  # float (K_t, *spatial) voxel weights inside the masks (sliding windows)
 
     def __post_init__(self) -> None:
         if self.kind not in TARGET_KINDS:
@@ -65,6 +66,12 @@ class Target:
         masks = masks.copy()
         masks.flags.writeable = False
         object.__setattr__(self, "masks", masks)
+        if self.weights is not None:
+            weights = np.array(self.weights, dtype=np.float32)
+            if weights.shape != masks.shape:
+                raise ValueError(f"Target weights must have the masks' shape {masks.shape}, got {weights.shape}.")
+            weights.flags.writeable = False
+            object.__setattr__(self, "weights", weights)
         object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
         empty = [c for c, m in zip(self.classes, masks) if not m.any()]
         if empty:
@@ -95,19 +102,21 @@ class Target:
 
     def subset(self, index: int) -> "Target":
         """The same target restricted to its ``index``-th class."""
+        weights = None if self.weights is None else self.weights[index : index + 1]
         return Target(self.kind, (self.classes[index],), self.masks[index : index + 1],
-                      self.threshold, self.output, self.activation)
+                      self.threshold, self.output, self.activation, weights)
 
     def _mask_tensor(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """The masks as a tensor on ``device``, made once per device and dtype."""
         cache = self.__dict__.setdefault("_tensors", {})
         key = (str(device), dtype)
         if key not in cache:
-            cache[key] = torch.from_numpy(self.masks.copy()).to(device=device, dtype=dtype)
+            values = self.masks if self.weights is None else self.weights * self.masks
+            cache[key] = torch.from_numpy(np.array(values)).to(device=device, dtype=dtype)
         return cache[key]
 
     def scalars(self, output: torch.Tensor) -> torch.Tensor:
-        """The explained scalars (B, K_t) from a network output (B, K, *spatial)."""
+        """The explained scalars (B, K_t) from a network output (B, K, *spatial): (weighted) sums over the masks."""
         if tuple(output.shape[2:]) != self.spatial_shape:
             raise ValueError(
                 f"The network output has spatial shape {tuple(output.shape[2:])} but the target masks "
