@@ -7,7 +7,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -15,6 +15,9 @@ import torch.nn.functional as F
 
 from .model_card import ClassInfo, ModelCard, build_network
 from .progress import CancelFn, ProgressFn, step
+
+if TYPE_CHECKING:
+    from .case import Case
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -98,7 +101,7 @@ def pick_device(requested: Union[str, torch.device, None] = None) -> torch.devic
     return device
 
 
-def preprocess(case: Any, card: ModelCard, *, device: Union[str, torch.device] = "cpu") -> tuple[torch.Tensor, NetworkGrid]:
+def preprocess(case: Case, card: ModelCard, *, device: Union[str, torch.device] = "cpu") -> tuple[torch.Tensor, NetworkGrid]:
     """The network input (1, C, *grid) float32 for ``case``, and the :class:`NetworkGrid` to map results back."""
     indices = channel_indices(case, card)
     array = np.asarray(case.channels)
@@ -136,7 +139,7 @@ def preprocess(case: Any, card: ModelCard, *, device: Union[str, torch.device] =
 
 
 def segment(
-    case: Any,
+    case: Case,
     card: ModelCard,
     *,
     network: Optional[torch.nn.Module] = None,
@@ -279,7 +282,7 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=dtype)
 
 
-def channel_indices(case: Any, card: ModelCard) -> list[int]:
+def channel_indices(case: Case, card: ModelCard) -> list[int]:
     """Indices of the card's modalities among the case's channels, in the card's order; ValueError if missing."""
     have = [m.lower() for m in case.modalities]
     missing = [m for m in card.modalities if m not in have]
@@ -328,7 +331,7 @@ def _reorient(tensor: torch.Tensor, ornt: np.ndarray) -> torch.Tensor:
     return tensor.permute(order).contiguous() if order != list(range(tensor.ndim)) else tensor
 
 
-def _target_shape(case: Any, card: ModelCard, shape: tuple[int, ...], spacing: np.ndarray) -> tuple[int, ...]:
+def _target_shape(case: Case, card: ModelCard, shape: tuple[int, ...], spacing: np.ndarray) -> tuple[int, ...]:
     """The grid shape at the card's spacing, or ``shape`` when no resampling is needed or allowed."""
     if card.spacing is None or card.spacing_policy == "ignore":
         return shape
