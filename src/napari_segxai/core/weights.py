@@ -159,6 +159,9 @@ def save_state_dict(state: Mapping[str, torch.Tensor], path: str | Path) -> Path
     os.close(handle)
     try:
         save_file(tensors, temporary)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates owner-only files
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
