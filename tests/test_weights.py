@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import numpy as np
@@ -38,7 +39,9 @@ def test_safetensors_round_trip_is_atomic(tmp_path):
     for key in state:
         torch.testing.assert_close(loaded[key], state[key])
     assert [p.name for p in path.parent.iterdir()] == ["net.safetensors"]  # no temporary left behind
-    assert path.stat().st_mode & 0o044  # readable by others, as any written file (mkstemp makes 0600)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as any new file, not mkstemp's 0600
     with pytest.raises(ValueError, match="saved as safetensors"):
         save_state_dict(state, tmp_path / "net.pt")
 
