@@ -472,3 +472,33 @@ def test_lrp_leaves_the_network_as_it_was():
         torch.testing.assert_close(net(x), before, rtol=0, atol=0)
     with pytest.raises(ValueError, match="explains logits"):
         get_method("lrp").attribute(net, x, region_target(np.ones((16,) * 3, bool), 1, 3, output_space="probabilities"))
+
+
+def test_supervoxels_follow_edges_and_feed_kernel_shap():
+    from napari_segxai.core.attribution.kernel_shap import supervoxel_features
+    from napari_segxai.core.attribution.supervoxels import slic
+
+    image = torch.zeros(2, 20, 20, 12)
+    image[:, :, :, 7:] = 3.0  # an edge that the seed grid (spacing 8) does not follow
+    image += 0.05 * torch.randn(image.shape, generator=torch.Generator().manual_seed(0))
+    labels = slic(image, 8, compactness=1.0)
+    assert labels.shape == (20, 20, 12) and labels.min() == 0
+    assert torch.equal(labels.unique(), torch.arange(int(labels.max()) + 1))
+    for label in labels.unique():
+        inside = labels == label
+        assert not (inside[:, :, :7].any() and inside[:, :, 7:].any())
+    # compactness high: the grid wins over the edge
+    stiff = slic(image, 8, compactness=50.0)
+    assert any(((stiff == l)[:, :, :7].any() and (stiff == l)[:, :, 7:].any()) for l in stiff.unique())
+    # Kernel SHAP over them: efficiency holds, the map is constant on each supervoxel
+    net = tiny_unet(3, 2, 3)
+    x = image.unsqueeze(0)
+    target = region_target(np.ones((20, 20, 12), bool), [1, 2], 3)
+    ours = get_method("kernel_shap", features="supervoxels", cube=8, n_samples=64).attribute(net, x, target)
+    features = supervoxel_features(x, 8, 2, 1.0)
+    with torch.no_grad():
+        difference = target.scalars(net(x))[0] - target.scalars(net(torch.zeros_like(x)))[0]
+    torch.testing.assert_close(ours.flatten(1).sum(1), difference, rtol=1e-4, atol=1e-3)
+    for j in features.unique()[:5]:
+        values = ours[0][features == j]
+        assert torch.allclose(values, values[0].expand_as(values))

@@ -10,6 +10,7 @@ import torch
 from .. import progress as _progress
 from .base import AttributionMethod, Parameter, register, samples_per_batch
 from .baselines import BASELINES
+from .supervoxels import slic
 
 
 def cube_features(spatial: tuple[int, ...], side: int, groups: int, device=None) -> torch.Tensor:
@@ -21,6 +22,13 @@ def cube_features(spatial: tuple[int, ...], side: int, groups: int, device=None)
         index = index * count + grid
     n_cubes = math.prod(counts)
     return torch.stack([index + g * n_cubes for g in range(groups)])
+
+
+def supervoxel_features(inputs: torch.Tensor, size: int, groups: int, compactness: float) -> torch.Tensor:
+    """Feature index (groups, *spatial): SLIC supervoxels of the input (all channels), numbered per group."""
+    labels = slic(inputs[0], size, compactness)
+    n = int(labels.max()) + 1
+    return torch.stack([labels + g * n for g in range(groups)])
 
 
 def shapley_kernel(m: int, size: torch.Tensor) -> torch.Tensor:
@@ -77,16 +85,19 @@ def coalitions(m: int, n_samples: int, generator: torch.Generator) -> tuple[torc
 
 @register("kernel_shap")
 class KernelSHAP(AttributionMethod):
-    """Shapley values of cubes (per channel) from a weighted regression on masked inputs, all classes at once.
+    """Shapley values of cubes or supervoxels (per channel) from a weighted regression on masked inputs, all classes at once.
 
-    Each cube's value is spread evenly over its voxels, so a class's map sums to
+    Each feature's value is spread evenly over its voxels, so a class's map sums to
     S(x) - S(baseline) exactly (the efficiency constraint is imposed in the regression).
     """
 
     signed = True
     uses_baseline = True
     parameters = {
-        "cube": Parameter(8, "side of the cubes in voxels (the features)", minimum=1),
+        "features": Parameter("cubes", "the features: a grid of cubes, or SLIC supervoxels of the input",
+                              choices=("cubes", "supervoxels")),
+        "cube": Parameter(8, "side of the cubes, or spacing of the supervoxel seeds, in voxels", minimum=1),
+        "compactness": Parameter(1.0, "supervoxels: weight of distance against intensity", minimum=0.0),
         "per_channel": Parameter(True, "one feature per cube and input channel (one map per channel)"),
         "n_samples": Parameter(0, "masked inputs evaluated (all coalitions when 2^features - 2 fit); "
                                "0: four per feature, at least 64", minimum=0),
@@ -103,7 +114,10 @@ class KernelSHAP(AttributionMethod):
     def _attribute(self, network, inputs, target, progress, should_cancel) -> torch.Tensor:
         spatial = tuple(inputs.shape[2:])
         groups = inputs.shape[1] if self.params["per_channel"] else 1
-        features = cube_features(spatial, self.params["cube"], groups, inputs.device)
+        if self.params["features"] == "supervoxels":
+            features = supervoxel_features(inputs, self.params["cube"], groups, self.params["compactness"])
+        else:
+            features = cube_features(spatial, self.params["cube"], groups, inputs.device)
         m = int(features.max()) + 1
         baseline = self.baseline_of(inputs)
         with torch.no_grad():
