@@ -17,6 +17,8 @@ from .base import (
 from .targets import Target, predicted_target, region_target, voxel_target
 from .windows import window_slices, windowable_methods, windowed_attribute
 
+from .explain_case import explain_case  # noqa: E402
+
 # one module per method; importing them fills the registry in this order (fast methods first)
 from . import saliency, gradient_x_input, smoothgrad, integrated_gradients, grad_cam, occlusion  # noqa: E402,F401
 from . import guided_backprop, deconvolution, deeplift, lrp, kernel_shap, meaningful_perturbation  # noqa: E402,F401
@@ -28,6 +30,7 @@ __all__ = [
     "Target",
     "available_methods",
     "explain",
+    "explain_case",
     "get_method",
     "method_class",
     "predicted_target",

@@ -45,10 +45,14 @@ def windowed_attribute(
     overlap: float = 0.25,
     mode: str = "gaussian",
     sigma_scale: float = 0.125,
+    importance: np.ndarray | torch.Tensor | None = None,
     progress: _progress.ProgressFn | None = None,
     should_cancel: _progress.CancelFn | None = None,
 ) -> torch.Tensor:
-    """Relevance (K_t, C, *spatial) of a sliding-window model, one window that meets the target at a time."""
+    """Relevance (K_t, C, *spatial) of a sliding-window model, one window that meets the target at a time.
+
+    ``importance`` replaces MONAI's importance map of a window (shape ``roi_size`` cut to the grid).
+    """
     if isinstance(method, str):
         method = get_method(method)
     if not method.windowable:
@@ -64,7 +68,12 @@ def windowed_attribute(
         raise ValueError(f"The window overlap must be in [0, 1), got {overlap}.")
     windows = window_slices(spatial, roi_size, overlap)
     roi = tuple(w.stop - w.start for w in windows[0])
-    importance = compute_importance_map(roi, mode=mode, sigma_scale=sigma_scale, device="cpu").float().numpy()
+    if importance is None:
+        importance = compute_importance_map(roi, mode=mode, sigma_scale=sigma_scale, device="cpu").float().numpy()
+    else:
+        importance = np.asarray(importance.cpu() if isinstance(importance, torch.Tensor) else importance, dtype=np.float32)
+        if importance.shape != roi:
+            raise ValueError(f"The importance map has shape {importance.shape}, the windows {roi}.")
     coverage = np.zeros(spatial, dtype=np.float64)
     for window in windows:
         coverage[window] += importance

@@ -1,0 +1,239 @@
+"""Explain a segmentation of a case with a model card: relevance on the case's own grid and affine."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.data.utils import compute_importance_map
+
+from .. import progress as _progress
+from .base import AttributionMethod, Relevance, get_method
+from .targets import DEFAULT_CONFIDENCE, Target, predicted_target, region_target
+from .windows import windowed_attribute
+
+if TYPE_CHECKING:
+    from ..case import Case
+    from ..model_card import ModelCard
+
+
+class SliceWise(torch.nn.Module):
+    """A 2D network applied to every slice of a volume along one axis: (B, C, X, Y, Z) -> (B, K, X, Y, Z)."""
+
+    def __init__(self, network: torch.nn.Module, axis: int) -> None:
+        super().__init__()
+        self.network = network
+        self.axis = axis
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stacked = x.movedim(2 + self.axis, 1)                      # (B, S, C, a, b)
+        batch, n_slices = stacked.shape[:2]
+        out = self.network(stacked.reshape(batch * n_slices, *stacked.shape[2:]))
+        return out.reshape(batch, n_slices, *out.shape[1:]).movedim(1, 2 + self.axis)
+
+
+def class_indices(card: "ModelCard", classes: Sequence[int | str] | int | str | None) -> tuple[int, ...]:
+    """Output channels of the named (or indexed) classes; every class with a non-zero label when None."""
+    if classes is None:
+        chosen = tuple(i for i, c in enumerate(card.classes) if c.label != 0)
+        return chosen or tuple(range(len(card.classes)))
+    if isinstance(classes, (int, str)):
+        classes = [classes]
+    names = card.class_names
+    out = []
+    for c in classes:
+        if isinstance(c, str) and not c.isdigit():
+            if c not in names:
+                raise ValueError(f"Model {card.name} has no class {c!r}; its classes are {', '.join(names)}.")
+            out.append(names.index(c))
+        else:
+            index = int(c)
+            if not 0 <= index < len(names):
+                raise ValueError(f"Class index {index} is out of range for model {card.name} ({len(names)} classes).")
+            out.append(index)
+    return tuple(out)
+
+
+def explain_case(
+    case: "Case",
+    card: "ModelCard",
+    *,
+    method: str | AttributionMethod = "saliency",
+    classes: Sequence[int | str] | int | str | None = None,
+    target: str = "predicted",
+    region: np.ndarray | None = None,
+    voxel: Sequence[float] | None = None,
+    confident: bool = False,
+    threshold: float = DEFAULT_CONFIDENCE,
+    output_space: str = "logits",
+    network: torch.nn.Module | None = None,
+    device: str | torch.device | None = None,
+    margin: int | None = None,
+    progress: _progress.ProgressFn | None = None,
+    should_cancel: _progress.CancelFn | None = None,
+    **params: Any,
+) -> Relevance:
+    """Relevance maps (K_t, C, X, Y, Z) of ``case`` on its grid: preprocess as the card says, explain, map back.
+
+    ``target``: ``predicted`` (the predicted region of each class, optionally only confident
+    voxels), ``region`` (``region``: a boolean array on the case grid) or ``voxel`` (``voxel``:
+    a voxel index of the case). Methods additive over windows explain the card's sliding-window
+    model window by window; the others explain the network on one crop around the target
+    region, ``margin`` voxels wider on each side (default half a window), zero outside it.
+    """
+    from ..model_card import build_network
+    from ..segment import infer, pick_device, preprocess
+
+    if isinstance(method, str):
+        method = get_method(method, **params)
+    elif params:
+        raise ValueError("Pass parameters either to get_method or to explain_case, not to both.")
+    if target not in ("predicted", "region", "voxel"):
+        raise ValueError(f"Unknown target {target!r}; choose predicted, region or voxel.")
+    indices = class_indices(card, classes)
+    start = time.perf_counter()
+    device = pick_device(device)
+    network = build_network(card, device) if network is None else network.to(device).eval()
+    image, grid = preprocess(case, card, device=device)
+    first, second = _split_progress(progress, target == "predicted")
+    if target == "predicted":
+        with torch.no_grad():
+            logits = infer(image, card, network, progress=first, should_cancel=should_cancel)
+        goal = predicted_target(logits, indices, confident=confident, threshold=threshold,
+                                output_space=output_space, activation=card.activation)
+    elif target == "region":
+        if region is None:
+            raise ValueError("A region target needs a region: a boolean array on the case grid.")
+        region = np.asarray(region)
+        if region.shape != case.shape:
+            raise ValueError(f"The region has shape {region.shape} but the case has {case.shape}; paint it on the case.")
+        on_grid = grid.to_network_grid(region.astype(np.float32), interpolation="nearest") > 0.5
+        if not on_grid.any():
+            raise ValueError("The region is empty on the model's grid (too small after resampling); paint a larger region.")
+        goal = region_target(on_grid, indices, len(card.classes), output_space=output_space, activation=card.activation)
+    else:
+        goal = _voxel_target(case, grid, voxel, indices, len(card.classes), output_space, card.activation)
+    if not torch.isfinite(image).all():
+        raise ValueError(f"Case {case.name} has non-finite values after preprocessing; check the images.")
+    model = network if card.spatial_dims == 3 else SliceWise(network, card.slice_axis)
+    image, goal, unpad = _pad_to_windows(image, goal, card)
+    if method.windowable:
+        relevance = windowed_attribute(method, model, image, goal, roi_size=_roi(card, image), overlap=card.overlap,
+                                       mode=card.mode, importance=_importance(card, image),
+                                       progress=second, should_cancel=should_cancel)
+    else:
+        relevance = _attribute_crop(method, model, image, goal, card, margin, second, should_cancel)
+    relevance = grid.to_case_grid(relevance[(slice(None), slice(None)) + unpad], interpolation="linear")
+    _progress.step(100, 100, progress, None)
+    return Relevance(
+        relevance=relevance.detach().float().cpu().numpy(),
+        class_indices=goal.classes,
+        class_names=tuple(card.class_names[c] for c in goal.classes),
+        channel_names=tuple(card.modalities) if relevance.shape[1] == len(card.modalities) else ("all channels",),
+        method=method.name,
+        parameters=dict(method.params),
+        signed=method.signed,
+        target=goal,
+        seconds=time.perf_counter() - start,
+        affine=np.array(case.affine, dtype=np.float64),
+    )
+
+
+def _split_progress(progress, two_stages: bool):
+    """Progress callbacks for inference (first half) and attribution (second half, or all) on a 0..100 scale."""
+    if progress is None:
+        return None, None
+    if not two_stages:
+        return None, lambda done, total: progress(int(99 * done / max(total, 1)), 100)
+    return (lambda done, total: progress(int(50 * done / max(total, 1)), 100),
+            lambda done, total: progress(50 + int(49 * done / max(total, 1)), 100))
+
+
+def _voxel_target(case, grid, voxel, indices, n_classes, output_space, activation) -> Target:
+    """A one-voxel target on the model's grid at the case voxel ``voxel`` (mapped through world coordinates)."""
+    if voxel is None or len(voxel) != len(case.shape):
+        raise ValueError(f"A voxel target needs a voxel index with {len(case.shape)} coordinates.")
+    point = np.asarray(voxel, dtype=float)
+    if np.any(point < -0.5) or np.any(point > np.array(case.shape) - 0.5):
+        raise ValueError(f"Voxel {tuple(voxel)} lies outside the case of shape {case.shape}; click inside the image.")
+    world = case.affine @ np.append(point, 1.0)
+    on_grid = np.linalg.solve(grid.affine, world)[:3]
+    index = tuple(int(np.clip(np.rint(v), 0, s - 1)) for v, s in zip(on_grid, grid.shape))
+    mask = np.zeros(grid.shape, dtype=bool)
+    mask[index] = True
+    return Target("voxel", indices, np.broadcast_to(mask, (len(indices),) + grid.shape), None, output_space, activation)
+
+
+def _roi(card, image: torch.Tensor) -> tuple[int, ...]:
+    """The window of the card on the 3D grid (a slice-wise card's window spans the whole slice axis)."""
+    roi = list(card.roi_size)
+    if card.spatial_dims == 2:
+        roi.insert(card.slice_axis, int(image.shape[2 + card.slice_axis]))
+    return tuple(int(r) for r in roi)
+
+
+def _importance(card, image: torch.Tensor):
+    """The window weights: MONAI's for 3D cards; for slice-wise cards the 2D map repeated along the slice axis."""
+    if card.spatial_dims == 3:
+        return None
+    plane = compute_importance_map(tuple(card.roi_size), mode=card.mode, device="cpu").float()
+    return plane.unsqueeze(card.slice_axis).expand(_roi(card, image)).contiguous()
+
+
+def _pad_to_windows(image: torch.Tensor, goal: Target, card):
+    """Pad the grid with zeros to at least one window, as sliding_window_inference does; the slices that undo it."""
+    roi = _roi(card, image)
+    spatial = tuple(image.shape[2:])
+    before = [max(r - s, 0) // 2 for r, s in zip(roi, spatial)]
+    after = [max(r - s, 0) - b for r, s, b in zip(roi, spatial, before)]
+    if not any(before) and not any(after):
+        return image, goal, tuple(slice(None) for _ in spatial)
+    pad = [v for b, a in zip(reversed(before), reversed(after)) for v in (b, a)]
+    padded = F.pad(image, pad)
+    masks = np.pad(goal.masks, [(0, 0)] + list(zip(before, after)))
+    goal = Target(goal.kind, goal.classes, masks, goal.threshold, goal.output, goal.activation)
+    return padded, goal, tuple(slice(b, b + s) for b, s in zip(before, spatial))
+
+
+def _granule(size: int) -> int:
+    """The largest power of two (at most 32) dividing a window side: crops of its multiples suit the network."""
+    granule = 1
+    while size % (granule * 2) == 0 and granule < 32:
+        granule *= 2
+    return granule
+
+
+def _attribute_crop(method, model, image, goal: Target, card, margin, progress, should_cancel) -> torch.Tensor:
+    """Relevance of the network on one crop around the target region (zero elsewhere), for non-additive methods."""
+    spatial = tuple(image.shape[2:])
+    roi = _roi(card, image)
+    union = goal.masks.any(0)
+    present = np.nonzero(union)
+    low = [int(p.min()) for p in present]
+    high = [int(p.max()) + 1 for p in present]
+    starts, sizes = [], []
+    for axis, (lo, hi, r, s) in enumerate(zip(low, high, roi, spatial)):
+        m = r // 2 if margin is None else int(margin)
+        if card.spatial_dims == 2 and axis == card.slice_axis:
+            m, r = 0, hi - lo
+        granule = 1 if card.spatial_dims == 2 and axis == card.slice_axis else _granule(r)
+        size = math.ceil(max(r, hi - lo + 2 * m) / granule) * granule
+        begin = (lo + hi) // 2 - size // 2
+        begin = min(max(begin, 0), s - size) if size <= s else -((size - s) // 2)
+        starts.append(begin)
+        sizes.append(size)
+    source = tuple(slice(max(b, 0), min(b + n, s)) for b, n, s in zip(starts, sizes, spatial))
+    inside = tuple(slice(src.start - b, src.stop - b) for src, b in zip(source, starts))
+    crop = image.new_zeros(image.shape[:2] + tuple(sizes))
+    crop[(slice(None), slice(None)) + inside] = image[(slice(None), slice(None)) + source]
+    masks = np.zeros((len(goal.classes),) + tuple(sizes), dtype=bool)
+    masks[(slice(None),) + inside] = goal.masks[(slice(None),) + source]
+    local = Target(goal.kind, goal.classes, masks, goal.threshold, goal.output, goal.activation)
+    part = method.attribute(model, crop, local, progress, should_cancel)
+    relevance = part.new_zeros((part.shape[0], part.shape[1]) + spatial)
+    relevance[(slice(None), slice(None)) + source] = part[(slice(None), slice(None)) + inside]
+    return relevance
