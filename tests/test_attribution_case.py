@@ -66,6 +66,7 @@ def test_saliency_of_predicted_lesion_lands_on_the_lesion(tmp_path, affine):
     np.testing.assert_allclose(result.relevance[0, 1], 0.0, atol=1e-6)
     np.testing.assert_array_equal(case.channels, before)
     assert result.seconds > 0 and result.method == "saliency"
+    np.testing.assert_array_equal(result.target.masks[0], lesion)  # the target, on the case grid too
 
 
 def test_voxel_and_region_targets_map_through_world_coordinates(tmp_path):
@@ -81,6 +82,8 @@ def test_voxel_and_region_targets_map_through_world_coordinates(tmp_path):
     painted = explain_case(case, card, target="region", region=region, classes=[1], network=net, device="cpu",
                            method="gradient_x_input")
     np.testing.assert_allclose(painted.relevance[0, 0], K * region * case.channel("flair"), atol=1e-5)
+    np.testing.assert_array_equal(painted.target.masks[0], region)
+    assert point.target.voxel_counts == (1,) and point.target.masks[0, 3, 7, 2]
 
 
 def test_non_additive_method_runs_on_a_crop_around_the_target(tmp_path):

@@ -128,6 +128,7 @@ def explain_case(
     else:
         relevance = _attribute_crop(method, model, image, goal, card, margin, second, should_cancel)
     relevance = grid.to_case_grid(relevance[(slice(None), slice(None)) + unpad], interpolation="linear")
+    goal = _on_case_grid(goal, unpad, grid)
     _progress.step(100, 100, progress, None)
     return Relevance(
         relevance=relevance.detach().float().cpu().numpy(),
@@ -141,6 +142,14 @@ def explain_case(
         seconds=time.perf_counter() - start,
         affine=np.array(case.affine, dtype=np.float64),
     )
+
+
+def _on_case_grid(goal: Target, unpad, grid) -> Target:
+    """The target with its masks mapped back to the case grid (nearest); kept on the model grid if a class would vanish."""
+    masks = grid.to_case_grid(np.array(goal.masks[(slice(None),) + unpad]), interpolation="nearest")
+    if not all(m.any() for m in masks):
+        return goal
+    return Target(goal.kind, goal.classes, masks, goal.threshold, goal.output, goal.activation)
 
 
 def _split_progress(progress, two_stages: bool):
