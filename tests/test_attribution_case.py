@@ -140,3 +140,27 @@ def test_untrained_unet_card_end_to_end(tmp_path):
         assert result.relevance.shape[0] == 2 and result.relevance.shape[2:] == case.shape
         assert np.isfinite(result.relevance).all() and np.abs(result.relevance).max() > 0
         assert result.class_names == ("edema", "core")
+
+
+def test_grad_cam_and_lrp_see_inside_slice_wise_networks():
+    from napari_segxai.core.attribution import SliceWise, get_method, region_target
+    from napari_segxai.core.attribution.grad_cam import default_layer
+    from napari_segxai.core.attribution.lrp import input_layers
+    from monai.networks.nets import UNet
+
+    torch.manual_seed(0)
+    net2d = UNet(2, 2, 3, channels=(4, 8), strides=(2,), num_res_units=1).eval()
+    model = SliceWise(net2d, axis=1)
+    x = torch.randn(1, 2, 16, 5, 16)
+    target = region_target(np.ones((16, 5, 16), bool), [1, 2], 3)
+    layer = default_layer(model, x)
+    assert layer.startswith("network.")
+    cam = get_method("grad_cam", layer=layer).attribute(model, x, target)
+    assert cam.shape == (2, 1, 16, 5, 16)
+    # each slice's map is that slice's own 2D Grad-CAM
+    single = get_method("grad_cam", layer=layer[len("network."):]).attribute(
+        net2d, x[:, :, :, 3], region_target(np.ones((16, 16), bool), [1, 2], 3))
+    torch.testing.assert_close(cam[:, :, :, 3], single, rtol=1e-4, atol=1e-5)
+    assert input_layers(model, x) == ["network.model.0.residual", "network.model.0.conv.unit0.conv"]
+    relevance = get_method("lrp").attribute(model, x, target)
+    assert relevance.shape == (2, 2, 16, 5, 16) and torch.isfinite(relevance).all()

@@ -18,6 +18,7 @@ from .targets import Target, predicted_target, region_target, voxel_target
 from .windows import window_slices, windowable_methods, windowed_attribute
 
 from .explain_case import explain_case  # noqa: E402
+from .slicewise import SliceWise  # noqa: E402
 
 # one module per method; importing them fills the registry in this order (fast methods first)
 from . import saliency, gradient_x_input, smoothgrad, integrated_gradients, grad_cam, occlusion  # noqa: E402,F401
@@ -27,6 +28,7 @@ __all__ = [
     "AttributionMethod",
     "Parameter",
     "Relevance",
+    "SliceWise",
     "Target",
     "available_methods",
     "explain",

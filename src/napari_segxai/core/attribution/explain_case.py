@@ -13,27 +13,13 @@ from monai.data.utils import compute_importance_map
 
 from .. import progress as _progress
 from .base import AttributionMethod, Relevance, get_method
+from .slicewise import SliceWise
 from .targets import DEFAULT_CONFIDENCE, Target, predicted_target, region_target
 from .windows import windowed_attribute
 
 if TYPE_CHECKING:
     from ..case import Case
     from ..model_card import ModelCard
-
-
-class SliceWise(torch.nn.Module):
-    """A 2D network applied to every slice of a volume along one axis: (B, C, X, Y, Z) -> (B, K, X, Y, Z)."""
-
-    def __init__(self, network: torch.nn.Module, axis: int) -> None:
-        super().__init__()
-        self.network = network
-        self.axis = axis
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        stacked = x.movedim(2 + self.axis, 1)                      # (B, S, C, a, b)
-        batch, n_slices = stacked.shape[:2]
-        out = self.network(stacked.reshape(batch * n_slices, *stacked.shape[2:]))
-        return out.reshape(batch, n_slices, *out.shape[1:]).movedim(1, 2 + self.axis)
 
 
 def class_indices(card: "ModelCard", classes: Sequence[int | str] | int | str | None) -> tuple[int, ...]:

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from .. import progress as _progress
 from .base import AttributionMethod, Parameter, register
+from .slicewise import SliceWise
 
 _LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
@@ -17,14 +18,15 @@ def spatial_layers(network: torch.nn.Module, inputs: torch.Tensor) -> list[tuple
     Skip connections (modules that concatenate a stored feature map with their submodule's) are
     left out: their output is a concatenation of two layers, not a layer of features.
     """
+    ndim, batch = _feature_map_layout(network, inputs)
     found: list[tuple[str, tuple[int, ...]]] = []
     handles = []
     for name, module in network.named_modules():
-        if not name or type(module).__name__ == "SkipConnection":
+        if not name or type(module).__name__ == "SkipConnection" or isinstance(module, SliceWise):
             continue
 
         def hook(_module, _inputs, output, name=name):
-            if isinstance(output, torch.Tensor) and output.ndim == inputs.ndim and output.shape[0] == 1:
+            if isinstance(output, torch.Tensor) and output.ndim == ndim and output.shape[0] == batch:
                 found.append((name, tuple(output.shape)))
 
         handles.append(module.register_forward_hook(hook))
@@ -35,6 +37,13 @@ def spatial_layers(network: torch.nn.Module, inputs: torch.Tensor) -> list[tuple
         for handle in handles:
             handle.remove()
     return found
+
+
+def _feature_map_layout(network: torch.nn.Module, inputs: torch.Tensor) -> tuple[int, int]:
+    """Dimensions and batch size of a layer's feature map: (1, F, *spatial), or per slice for a slice-wise network."""
+    if isinstance(network, SliceWise):
+        return inputs.ndim - 1, int(inputs.shape[2 + network.axis])
+    return inputs.ndim, 1
 
 
 def default_layer(network: torch.nn.Module, inputs: torch.Tensor) -> str:
@@ -92,7 +101,7 @@ class GradCAM(AttributionMethod):
         if len(captured) != 1 or not isinstance(captured[0], torch.Tensor):
             raise ValueError(f"grad_cam: layer {name!r} must run exactly once and return one tensor; choose another layer.")
         activation = captured[0]
-        if activation.ndim != inputs.ndim:
+        if (activation.ndim, activation.shape[0]) != _feature_map_layout(network, inputs):
             raise ValueError(f"grad_cam: layer {name!r} has no spatial feature map {tuple(activation.shape)}; choose a convolutional layer.")
         n = len(target.classes)
         maps = []
@@ -105,4 +114,11 @@ class GradCAM(AttributionMethod):
             cam = (weights * activation).sum(1, keepdim=True)
             maps.append(F.relu(cam) if self.params["relu"] else cam)
         _progress.step(n, n, progress, None)
-        return upsample(torch.cat(maps).detach(), tuple(inputs.shape[2:]), self.params["interpolation"])
+        maps = torch.cat(maps).detach()
+        if not isinstance(network, SliceWise):
+            return upsample(maps, tuple(inputs.shape[2:]), self.params["interpolation"])
+        # per slice (S * n, 1, *plane'): each slice's own Grad-CAM, upsampled in its plane, stacked along the slice axis
+        axis = network.axis
+        plane = tuple(s for i, s in enumerate(inputs.shape[2:]) if i != axis)
+        slices = upsample(maps, plane, self.params["interpolation"]).view(n, -1, *plane)
+        return slices.unsqueeze(1).movedim(2, 2 + axis)

@@ -14,6 +14,7 @@ from torch import nn
 from .. import progress as _progress
 from ._hooks import no_inplace
 from .base import AttributionMethod, Parameter, register
+from .slicewise import SliceWise
 
 COMPOSITES = ("epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1_flat")
 STARTS = ("normalised", "logit", "ones")
@@ -89,10 +90,13 @@ def input_layers(network: nn.Module, inputs: torch.Tensor) -> list[str]:
     zennit = _zennit()
     names: list[str] = []
     handles = []
+    received = [inputs]
+    if isinstance(network, SliceWise):  # the 2D network reads the slices, a reshaped copy of the input
+        handles.append(network.network.register_forward_pre_hook(lambda _m, args: received.append(args[0])))
     for name, module in network.named_modules():
         if isinstance(module, (zennit.types.Convolution, zennit.types.Linear)):
             handles.append(module.register_forward_pre_hook(
-                lambda _m, args, name=name: names.append(name) if args and args[0] is inputs else None))
+                lambda _m, args, name=name: names.append(name) if args and args[0] is received[-1] else None))
     try:
         with torch.no_grad():
             network(inputs)
