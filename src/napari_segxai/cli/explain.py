@@ -232,14 +232,65 @@ def write_json(record: dict, path: Path, protected: Sequence[Path]) -> Path:
     return path
 
 
+def write_relevance(result, case_name: str, out: str | Path, *, protected: Sequence[str | Path] = (),
+                    details: dict | None = None) -> dict[str, str]:
+    """Write a Relevance on its case grid: one 4D NIfTI per class (channels last), the target masks, a JSON record."""
+    import numpy as np
+
+    from ..core.case import save_nifti
+
+    if result.affine is None:
+        raise UserError("This relevance has no affine (it is not on a case's grid); explain a case to export it.")
+    out = Path(out)
+    protected = [Path(p) for p in protected]
+    paths = output_paths(case_name, result.method, result.class_names, out)
+    resolved = {p.expanduser().resolve() for p in protected}
+    for path in paths.values():
+        if path.resolve() in resolved:
+            raise UserError(f"Refusing to overwrite {path}: it is an input; choose another folder.")
+    written: dict[str, str] = {}
+    for k, name in enumerate(result.class_names):
+        save_nifti(np.moveaxis(result.relevance[k], 0, -1), result.affine, paths[name], protected=protected)
+        written[name] = str(paths[name])
+    masks = np.asarray(result.target.masks)
+    target_file = None
+    if masks.shape[1:] == tuple(result.relevance.shape[2:]):
+        save_nifti(np.moveaxis(masks.astype(np.uint8), 0, -1), result.affine, paths["__target__"],
+                   protected=protected)
+        target_file = str(paths["__target__"])
+    details = dict(details or {})
+    record = {
+        "case": case_name,
+        "method": result.method,
+        "parameters": {k: _plain(v) for k, v in result.parameters.items()},
+        "signed": result.signed,
+        "target": {
+            "kind": result.target.kind,
+            "description": result.target_description,
+            "output": result.target.output,
+            "threshold": result.target.threshold,
+            "voxel": details.pop("voxel", None),
+            "region": details.pop("region", None),
+            "file": target_file,
+        },
+        "classes": list(result.class_names),
+        "channels": list(result.channel_names),
+        "files": written,
+        "shape": list(result.relevance.shape[2:]),
+        "affine": np.asarray(result.affine, dtype=float).tolist(),
+        "seconds": round(float(result.seconds), 3),
+        **details,
+    }
+    written["__json__"] = str(write_json(record, paths["__json__"], protected))
+    return written
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the case and the card, segment and explain, write one NIfTI per class and a JSON record."""
     import dataclasses
 
-    import numpy as np
-
     from ..core.attribution import explain_case, get_method
-    from ..core.case import load_case, save_nifti
+    from ..core.case import load_case
     from ..core.model_card import build_network, default_model_card, load_model_card
     from ..core.segment import channel_indices, pick_device
 
@@ -278,45 +329,20 @@ def run(args: argparse.Namespace) -> int:
         result = explain_case(case, card, method=method, classes=classes, network=network, device=device,
                               output_space=args.output, progress=bar, **target)
 
-    written = {}
-    for k, name in enumerate(result.class_names):
-        save_nifti(np.moveaxis(result.relevance[k], 0, -1), result.affine, paths[name], protected=protected)
-        written[name] = str(paths[name])
-    masks = np.asarray(result.target.masks)
-    target_file = None
-    if masks.shape[1:] == tuple(case.shape):
-        save_nifti(np.moveaxis(masks.astype(np.uint8), 0, -1), result.affine, paths["__target__"],
-                   protected=protected)
-        target_file = str(paths["__target__"])
-    record = {
-        "case": case.name,
+    details = {
         "case_files": [str(p) for p in case.source_paths],
         "model_card": str(card.path),
         "model": card.name,
-        "method": result.method,
-        "parameters": {k: _plain(v) for k, v in result.parameters.items()},
-        "signed": result.signed,
-        "target": {
-            "kind": result.target.kind,
-            "description": result.target_description,
-            "output": result.target.output,
-            "threshold": result.target.threshold,
-            "voxel": list(target["voxel"]) if "voxel" in target else None,
-            "region": str(region_path) if region_path else None,
-            "file": target_file,
-        },
-        "classes": list(result.class_names),
         "class_labels": [card.classes[i].label for i in result.class_indices],
-        "channels": list(result.channel_names),
-        "files": written,
-        "shape": list(result.relevance.shape[2:]),
+        "voxel": list(target["voxel"]) if "voxel" in target else None,
+        "region": str(region_path) if region_path else None,
         "device": str(device),
-        "seconds": round(float(result.seconds), 3),
     }
-    write_json(record, paths["__json__"], protected)
+    written = write_relevance(result, case.name, out, protected=protected, details=details)
     print(f"Explained {', '.join(result.class_names)} of {case.name} with {result.method} on {device} "
           f"in {result.seconds:.1f} s ({result.target_description}).")
-    for name, path in written.items():
+    for name in result.class_names:
+        path = written[name]
         print(f"{name} ({', '.join(result.channel_names)}, channels last): {path}")
     print(f"Record: {paths['__json__']}")
     return 0
