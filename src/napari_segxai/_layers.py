@@ -117,7 +117,7 @@ def segmentation_layer_data(segmentation, case, card_path: str | Path | None = N
     """A labels layer for a model's segmentation of ``case``, with the card's class names and colours."""
     kwargs: dict[str, Any] = {
         "name": segmentation_layer_name(case.name),
-        "opacity": 0.6,
+        "opacity": 0.5,
         "affine": np.asarray(segmentation.affine, dtype=float),
         "units": world_units(np.ndim(segmentation.labels)),
         "metadata": case_metadata(

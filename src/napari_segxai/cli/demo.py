@@ -127,9 +127,16 @@ def show(case, result, card, picture: Path, *, interactive: bool) -> Path:
     widget = SegmentWidget(viewer)
     widget.set_model_card(card.path)
     viewer.window.add_dock_widget(widget, name="Segment", area="right")
-    frame_tumour(viewer, segmentation, np.asarray(result.affine))
     viewer.scale_bar.visible = True
+    caption = f"{card.name} on {case.name} ({result.seconds:.1f} s, {result.device})"
+    if case.label is not None:
+        caption += f"\nDice: {format_dice(result.labels, case.label)}"
+    viewer.text_overlay.text = caption
+    viewer.text_overlay.position = "top_left"
+    viewer.text_overlay.visible = True
     viewer.window.resize(*window_size())
+    settle(viewer)
+    frame_tumour(viewer, segmentation, np.asarray(result.affine), np.any(case.channels != 0, axis=0))
     settle(viewer)
     picture.parent.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(str(picture), canvas_only=False, flash=False)
@@ -140,8 +147,22 @@ def show(case, result, card, picture: Path, *, interactive: bool) -> Path:
     return picture
 
 
-def frame_tumour(viewer, segmentation, affine) -> None:
-    """An axial view (anterior up, radiological left-right) through the centre of the segmented tumour."""
+def _world_box(mask, affine):
+    """World (mm) bounding box, (2, ndim), of the voxels of ``mask`` (of all voxels when none is set)."""
+    import itertools
+
+    import numpy as np
+
+    ndim = mask.ndim
+    where = np.argwhere(mask)
+    lo, hi = (where.min(0), where.max(0)) if len(where) else (np.zeros(ndim), np.array(mask.shape) - 1)
+    corners = np.array([[(lo, hi)[pick][axis] for axis, pick in enumerate(c)] for c in itertools.product((0, 1), repeat=ndim)])
+    world = (affine @ np.c_[corners, np.ones(len(corners))].T)[:ndim].T
+    return np.stack([world.min(0), world.max(0)])
+
+
+def frame_tumour(viewer, segmentation, affine, anatomy) -> None:
+    """An axial view (anterior up, radiological left-right) through the tumour's centre, zoomed on the anatomy."""
     import numpy as np
 
     ndim = affine.shape[0] - 1
@@ -153,6 +174,12 @@ def frame_tumour(viewer, segmentation, affine) -> None:
     viewer.camera.orientation2d = ("up", "left")
     viewer.dims.set_point(range(ndim), world)
     viewer.reset_view()
+    shown = list(viewer.dims.displayed)
+    everything = np.asarray(viewer.layers.extent.world)[:, shown]
+    box = _world_box(anatomy, affine)[:, shown]
+    gain = np.min((everything[1] - everything[0]) / np.maximum(box[1] - box[0], 1e-6))
+    viewer.camera.center = tuple((box[0] + box[1]) / 2)
+    viewer.camera.zoom = viewer.camera.zoom * max(1.0, 0.85 * gain)
 
 
 def window_size() -> tuple[int, int]:
