@@ -36,7 +36,7 @@ def test_npe2_finds_the_manifest_through_the_entry_point():
     assert set(reader.filename_patterns) == {"*.nii", "*.nii.gz"}
     assert {tuple(w.layer_types) for w in contributions.writers} == {("labels",), ("image",)}
     assert [(s.key, s.display_name) for s in contributions.sample_data] == [("demo", "SegXAI demo case")]
-    assert [w.display_name for w in contributions.widgets] == ["Segment"]
+    assert "Segment" in [w.display_name for w in contributions.widgets]
 
 
 def test_manifest_ships_inside_the_package_and_the_root_file_points_at_it():
