@@ -54,7 +54,7 @@ DEFAULT_CONFIG: dict = {
         "shift": [-0.25, 0.25], "noise_sd": [0.0, 0.1], "channel_probability": 0.8,
     },
     "optimizer": {"name": "Adam", "lr": 0.002, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 1e-5},
-    "schedule": {"name": "cosine", "steps": 1500, "warmup_steps": 20, "min_lr": 2e-5},
+    "schedule": {"name": "cosine", "horizon": "steps", "steps": 1500, "warmup_steps": 20, "min_lr": 2e-5},
     "loss": {"name": "DiceCELoss", "kwargs": {"to_onehot_y": True, "softmax": True, "include_background": True}},
     "checkpoints": 5,
     "time_budget_minutes": 45.0,
@@ -139,6 +139,8 @@ def _validate(config: dict, source: str) -> None:
         raise ValueError(f"{source}: loss.name {config['loss']['name']!r} is not one of {', '.join(LOSSES)}.")
     if config["optimizer"]["name"] not in OPTIMIZERS:
         raise ValueError(f"{source}: optimizer.name {config['optimizer']['name']!r} is not one of {', '.join(OPTIMIZERS)}.")
+    if config["schedule"]["horizon"] not in ("steps", "time"):
+        raise ValueError(f"{source}: schedule.horizon must be steps or time, got {config['schedule']['horizon']!r}.")
     if config["schedule"]["name"] not in ("cosine", "constant"):
         raise ValueError(f"{source}: schedule.name must be cosine or constant, got {config['schedule']['name']!r}.")
     data = config["data"]
@@ -268,8 +270,8 @@ def _build_optimizer(config: dict, params) -> torch.optim.Optimizer:
     return getattr(torch.optim, name)(params, **opt)
 
 
-def learning_rate(step_index: int, planned: int, config: dict) -> float:
-    """The learning rate of step ``step_index`` (0-based) in a run planned for ``planned`` steps."""
+def learning_rate(step_index: int, fraction: float, config: dict) -> float:
+    """The learning rate of update ``step_index`` (0-based) at ``fraction`` (0..1) of the schedule's horizon."""
     base = float(config["optimizer"]["lr"])
     sched = config["schedule"]
     warmup = int(sched.get("warmup_steps", 0))
@@ -278,13 +280,8 @@ def learning_rate(step_index: int, planned: int, config: dict) -> float:
     if sched["name"] == "constant":
         return base
     low = float(sched["min_lr"])
-    t = min(max(step_index - warmup, 0) / max(planned - warmup, 1), 1.0)
+    t = min(max(fraction, 0.0), 1.0)
     return low + 0.5 * (base - low) * (1 + math.cos(math.pi * t))
-
-
-def _checkpoint_steps(planned: int, count: int) -> list[int]:
-    """Steps (1-based counts of updates) after which checkpoints are saved, the last one at ``planned``."""
-    return sorted({max(1, round(planned * (k + 1) / count)) for k in range(count)})
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -351,14 +348,24 @@ def train(
     generation_seconds = time.perf_counter() - start
     log(f"generated in {generation_seconds:.0f} s")
 
+    horizon = config["schedule"]["horizon"]
+    warmup = int(config["schedule"]["warmup_steps"])
     planned = int(config["schedule"]["steps"])
-    ckpt_steps = _checkpoint_steps(planned, int(config["checkpoints"]))
+    n_checkpoints = int(config["checkpoints"])
+    loop_start = time.perf_counter()
+    loop_budget = max(budget - (loop_start - start), 1e-3)
     checkpoints: list[dict] = []
     lr_history: list[float] = []
     loss_history: list[float] = []
     crop, aug = config["crop"], config["augmentation"]
-    done, stopped = 0, "completed"
+    done, stopped, saved = 0, "completed", 0
     step_times: list[float] = []
+
+    def fraction() -> float:
+        """How far along the schedule's horizon training is (time, or updates after warm-up)."""
+        if horizon == "time":
+            return (time.perf_counter() - loop_start) / loop_budget
+        return (done - warmup) / max(planned - warmup, 1)
 
     def save_checkpoint(final: bool) -> None:
         state = {k: v.detach().float() for k, v in network.state_dict().items()}
@@ -377,11 +384,13 @@ def train(
 
     try:
         while done < planned:
+            if horizon == "time" and fraction() >= 1.0:
+                break
             t0 = time.perf_counter()
             if len(pool) < len(seeds) and done > 0 and done % int(data["grow_every"]) == 0:
                 pool.append(_pool_case(seeds[len(pool)], data["size"], label_to_index))
                 joined.append(done)
-            lr = learning_rate(done, planned, config)
+            lr = learning_rate(done, fraction(), config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             images, targets = [], []
@@ -403,27 +412,31 @@ def train(
             loss_history.append(float(loss.detach()))
             step_times.append(time.perf_counter() - t0)
             elapsed = time.perf_counter() - start
-            # Shrink the plan when the budget cannot hold it (checked every 25 steps on recent speed).
-            if done % 25 == 0 and done < planned:
+            if horizon == "steps" and done % 25 == 0 and done < planned:
+                # Shrink the plan when the budget cannot hold it (recent speed); the cosine follows.
                 speed = float(np.median(step_times[-25:]))
                 fit = done + int((budget - elapsed) * 0.97 / max(speed, 1e-6))
                 if fit < planned:
                     planned = max(fit, done + 1)
-                    ckpt_steps = [s for s in ckpt_steps if s <= done] + [
-                        s for s in _checkpoint_steps(planned, int(config["checkpoints"])) if s > done
-                    ]
                     log(f"step {done}: {speed:.2f} s/step, plan shortened to {planned} steps to fit the time budget")
-            if done in ckpt_steps and done < planned:
+            reached = min(int(max(fraction(), 0.0) * n_checkpoints + 1e-9), n_checkpoints - 1)
+            if reached > saved and done < planned:
+                saved = reached
                 save_checkpoint(final=False)
-                log(f"step {done}: checkpoint, loss {np.mean(loss_history[-20:]):.4f}, lr {lr:.2e}")
+                log(f"step {done}: checkpoint {saved}, loss {np.mean(loss_history[-20:]):.4f}, lr {lr:.2e}")
             if done % 10 == 0:
-                log(f"step {done}/{planned} loss {np.mean(loss_history[-10:]):.4f} lr {lr:.2e} "
-                    f"{np.mean(step_times[-10:]):.2f} s/step, pool {len(pool)}")
-            if elapsed > budget and done < planned:
+                log(f"step {done} ({100 * min(fraction(), 1):.0f}% of the schedule) loss {np.mean(loss_history[-10:]):.4f} "
+                    f"lr {lr:.2e} {np.mean(step_times[-10:]):.2f} s/step, pool {len(pool)}")
+            if horizon == "steps" and elapsed > budget and done < planned:
                 stopped = "time_budget"
                 log(f"time budget reached after {done} steps")
                 break
-            step(done, planned, progress, should_cancel)
+            if horizon == "time":
+                step(min(int(fraction() * 1000), 999), 1000, progress, should_cancel)
+            else:
+                step(done, planned, progress, should_cancel)
+        if horizon == "time":
+            planned = done
     except (KeyboardInterrupt, Cancelled):
         stopped = "interrupted"
         log(f"interrupted after {done} steps; keeping the checkpoints so far")
@@ -550,3 +563,70 @@ def largest_component(labels: np.ndarray) -> np.ndarray:
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
     return np.where(components == int(np.argmax(sizes)), labels, 0).astype(labels.dtype)
+
+
+HELD_OUT_SEED_START = 900_000
+"""First seed of the held-out generated cases used for evaluation (never used for training)."""
+
+
+def evaluate_generated(
+    card,
+    seeds: Sequence[int],
+    *,
+    network: Optional[torch.nn.Module] = None,
+    device: Optional[str] = None,
+    size: str = "full",
+    progress: Optional[ProgressFn] = None,
+    should_cancel: Optional[CancelFn] = None,
+) -> list[dict]:
+    """Region Dice of the card's model on generated cases, raw and after keeping the largest component."""
+    from .model_card import build_network
+    from .segment import pick_device, segment
+    from .synth import DEMO_SEED, generate_case
+
+    training = set()
+    if card.training is not None and Path(card.training).is_file():
+        training = set(json.loads(Path(card.training).read_text())["training_set"]["seeds"])
+    overlap = sorted(training.intersection(int(s) for s in seeds))
+    if overlap:
+        raise ValueError(f"Seeds {overlap[:5]} were used to train {card.name}; evaluate on held-out seeds.")
+    device = str(pick_device(device))
+    network = network if network is not None else build_network(card, device)
+    rows = []
+    for i, seed in enumerate(seeds):
+        synth = generate_case(int(seed), size=size)
+        seg = segment(synth.case, card, network=network, device=device)
+        rows.append(_dice_row(synth.case.name, seg, synth.case.label, seed=int(seed), demo=int(seed) == DEMO_SEED))
+        step(i + 1, len(seeds), progress, should_cancel)
+    return rows
+
+
+def _dice_row(name: str, seg, reference: np.ndarray, **extra) -> dict:
+    """One result row: Dice per region, raw and largest-component, and the segmentation time."""
+    row = {"case": name, **extra, "seconds": round(seg.seconds, 2)}
+    for region, value in region_dice(seg.labels, reference).items():
+        row[region] = round(value, 4)
+    for region, value in region_dice(largest_component(seg.labels), reference).items():
+        row[f"{region}_lcc"] = round(value, 4)
+    return row
+
+
+def evaluate_case(case, reference: np.ndarray, card, *, network=None, device: Optional[str] = None) -> dict:
+    """Region Dice of the card's model on one case against a reference label volume on the case's grid."""
+    from .segment import segment
+
+    if reference.shape != case.shape:
+        raise ValueError(f"The reference label of {case.name} has shape {reference.shape}, the case {case.shape}; give a label on the case's grid.")
+    seg = segment(case, card, network=network, device=device)
+    return _dice_row(case.name, seg, reference)
+
+
+def summarize(rows: Sequence[dict]) -> dict[str, dict[str, float]]:
+    """Mean, SD, min and count of every Dice column over result rows."""
+    columns = [k for k in rows[0] if k.startswith(tuple(REGIONS))] if rows else []
+    out = {}
+    for column in columns:
+        values = np.array([r[column] for r in rows], dtype=float)
+        out[column] = {"mean": round(float(values.mean()), 4), "sd": round(float(values.std(ddof=1)) if len(values) > 1 else 0.0, 4),
+                       "min": round(float(values.min()), 4), "n": int(len(values))}
+    return out
