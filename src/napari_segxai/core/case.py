@@ -22,8 +22,6 @@ Label values map to class names through an explicit table (:data:`LABEL_SCHEMES`
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ import nibabel as nib
 import numpy as np
 
 from . import naming
+from .files import atomic_path
 
 MAX_VOXELS = 2**31
 GRID_TOLERANCE_MM = 1e-3
@@ -334,15 +333,7 @@ def save_nifti(
     img.set_sform(affine, code=1)
     img.set_qform(affine, code=1)
     img.header.set_xyzt_units("mm")
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{naming.file_stem(path)}.", suffix=".tmp" + suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, suffix=".tmp" + suffix) as temporary:
+        nib.save(img, temporary)
     return path

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Mapping
 
 import torch
+
+from .files import atomic_path
 
 #: Keys under which training checkpoints commonly keep the network's state dict.
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "network", "net")
@@ -154,16 +154,6 @@ def save_state_dict(state: Mapping[str, torch.Tensor], path: str | Path) -> Path
         raise ValueError(f"Weights are saved as safetensors; name the file {path.with_suffix('.safetensors').name}.")
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     check_finite(tensors, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(tensors, temporary)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates owner-only files
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        save_file(tensors, str(temporary))
     return path
