@@ -1,0 +1,86 @@
+"""How relevance maps are shown: layer names, colormaps, contrast limits from percentiles, layer data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._layers import case_metadata, world_units
+
+SEPARATOR = " · "
+DEFAULT_PERCENTILE = 99.0
+DEFAULT_OPACITY = 0.8
+
+
+def relevance_layer_name(class_name: str, modality: str, method: str) -> str:
+    """The name of one relevance layer: class, modality and method."""
+    return SEPARATOR.join((class_name, modality, method))
+
+
+def relevance_colormap(signed: bool):
+    """A perceptual colormap whose opacity grows with |relevance|, so the image shows where relevance is small.
+
+    Signed maps: diverging blue (negative) - transparent (zero) - red (positive), with the end colours
+    of Moreland's cool-warm map; symmetric contrast limits keep zero in the middle. Unsigned maps:
+    inferno, transparent at zero.
+    """
+    from napari.utils.colormaps import Colormap, ensure_colormap
+
+    if signed:
+        controls = np.linspace(0.0, 1.0, 9)
+        strength = np.abs(controls - 0.5) * 2
+        blue = np.array([0.230, 0.299, 0.754])
+        red = np.array([0.706, 0.016, 0.150])
+        colors = [np.append(blue if c < 0.5 else red, s ** 0.8) for c, s in zip(controls, strength)]
+        return Colormap(colors=np.array(colors), controls=controls, name="segxai relevance (signed)")
+    inferno = ensure_colormap("inferno")
+    controls = np.linspace(0.0, 1.0, 17)
+    colors = inferno.map(controls).copy()
+    colors[:, 3] = np.clip(controls * 1.5, 0.0, 1.0)
+    return Colormap(colors=colors, controls=controls, name="segxai relevance (unsigned)")
+
+
+def relevance_limits(maps: np.ndarray, percentile: float, signed: bool) -> tuple[float, float]:
+    """Contrast limits from a percentile of |relevance| over all of a class's maps: (-v, v) signed, (0, v) else.
+
+    One scale per class across modalities, so the modalities' maps compare at a glance.
+    """
+    values = np.abs(np.asarray(maps, dtype=np.float32))
+    values = values[np.isfinite(values) & (values > 0)]
+    top = float(np.percentile(values, percentile)) if values.size else 0.0
+    if not top > 0:
+        top = float(values.max()) if values.size else 1.0
+    return (-top, top) if signed else (0.0, top)
+
+
+def relevance_layer_data(result, case, *, percentile: float = DEFAULT_PERCENTILE,
+                         opacity: float = DEFAULT_OPACITY) -> list[tuple[np.ndarray, dict[str, Any], str]]:
+    """Image layer tuples: one per explained class and input channel, on the case's affine."""
+    layers = []
+    colormap = relevance_colormap(result.signed)
+    affine = np.asarray(result.affine if result.affine is not None else case.affine, dtype=float)
+    for k, class_name in enumerate(result.class_names):
+        maps = result.relevance[k]
+        limits = relevance_limits(maps, percentile, result.signed)
+        for c, channel in enumerate(result.channel_names):
+            volume = np.asarray(maps[c])
+            layers.append((
+                volume,
+                {
+                    "name": relevance_layer_name(class_name, channel, result.method),
+                    "colormap": colormap,
+                    "contrast_limits": limits,
+                    "opacity": opacity,
+                    "blending": "translucent",
+                    "affine": affine,
+                    "units": world_units(volume.ndim),
+                    "metadata": case_metadata(
+                        case, segxai_role="relevance", segxai_class=class_name, segxai_modality=channel,
+                        segxai_method=result.method, segxai_signed=bool(result.signed),
+                        segxai_target=result.target_description,
+                    ),
+                },
+                "image",
+            ))
+    return layers
