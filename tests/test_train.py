@@ -1,0 +1,281 @@
+"""Training on toy generated cases: checkpoints, learning rates, manifest, card; cancel; ``segxai train`` and ``segxai evaluate``."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from napari_segxai.cli import main
+from napari_segxai.core.architectures import create_network
+from napari_segxai.core.model_card import build_network, load_model_card
+from napari_segxai.core.progress import Cancelled
+from napari_segxai.core.segment import segment
+from napari_segxai.core.synth import DEMO_SEED, generate_case
+from napari_segxai.core.train import (
+    MANIFEST_FORMAT,
+    evaluate_generated,
+    largest_component,
+    learning_rate,
+    load_config,
+    make_config,
+    read_manifest,
+    region_dice,
+    summarize,
+    train,
+    training_seeds,
+)
+from napari_segxai.core.weights import load_state_dict
+
+TINY = {
+    "name": "tiny-trained",
+    "description": "a tiny UNet trained for a few steps on toy cases",
+    "kwargs": {"channels": [4, 8], "strides": [2], "num_res_units": 0},
+    "data": {"size": "toy", "seed_start": 50, "initial_cases": 2, "cases": 4, "grow_every": 3},
+    "crop": {"size": [16, 16, 16], "per_step": 1, "tumour_fraction": 0.7},
+    "schedule": {"name": "cosine", "horizon": "steps", "steps": 10, "warmup_steps": 2, "min_lr": 1e-4},
+    "optimizer": {"name": "Adam", "lr": 0.01},
+    "checkpoints": 5,
+    "time_budget_minutes": 5,
+    "threads": 1,
+    "inference": {"roi_size": [16, 16, 16], "overlap": 0.25, "sw_batch_size": 1, "mode": "gaussian"},
+    "preprocessing": {"orientation": "RAS", "spacing": None, "spacing_policy": "resample", "normalization": "zscore_nonzero"},
+}
+
+TINY_2D = {
+    **TINY,
+    "name": "tiny-trained-2d",
+    "spatial_dims": 2,
+    "slice_axis": 2,
+    "crop": {"size": [16, 16], "per_step": 4, "tumour_fraction": 0.7},
+    "schedule": {"name": "cosine", "horizon": "steps", "steps": 6, "warmup_steps": 0, "min_lr": 1e-4},
+    "inference": {"roi_size": [32, 32], "overlap": 0.25, "sw_batch_size": 4, "mode": "gaussian"},
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "tiny"
+    lines: list[str] = []
+    reports: list[tuple[int, int]] = []
+    result = train(TINY, out, log=lines.append, progress=lambda d, t: reports.append((d, t)))
+    return result, out, lines, reports
+
+
+def test_training_writes_card_weights_checkpoints_and_manifest(trained):
+    result, out, lines, reports = trained
+    assert result.steps == 10 and result.stopped == "completed" and np.isfinite(result.final_loss)
+    assert result.card == out / "card.yaml" and result.manifest == out / "training" / "manifest.json"
+    assert (out / "weights.safetensors").is_file() and (out / "training" / "config.yaml").is_file()
+    assert reports[-1] == (10, 10) and any("step 10" in line for line in lines)
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["format"] == MANIFEST_FORMAT
+    assert manifest["steps"] == 10 and len(manifest["lr_history"]) == 10 and len(manifest["loss_history"]) == 10
+    assert manifest["optimizer"]["name"] == "Adam" and manifest["optimizer"]["lr"] == 0.01
+    assert manifest["loss"]["name"] == "DiceCELoss"
+    assert manifest["kwargs"] == {"spatial_dims": 3, "in_channels": 4, "out_channels": 4, "channels": [4, 8], "strides": [2], "num_res_units": 0}
+    assert manifest["parameters"] == sum(p.numel() for p in create_network("UNet", manifest["kwargs"]).parameters())
+    # The config as used reloads into the same settings.
+    assert load_config(out / "training" / "config.yaml") == make_config(TINY)
+
+
+def test_checkpoints_are_spread_over_training_and_carry_the_learning_rate(trained):
+    _, out, _, _ = trained
+    manifest = read_manifest(out)
+    checkpoints = manifest["checkpoints"]
+    assert len(checkpoints) == 5
+    steps = [c["step"] for c in checkpoints]
+    assert steps == sorted(steps) and len(set(steps)) == 5 and steps[-1] == 10 and steps[0] <= 4
+    config = make_config(TINY)
+    history = manifest["lr_history"]
+    for c in checkpoints:
+        assert c["lr"] == pytest.approx(history[c["step"] - 1], rel=1e-5)  # the lr of the last update before it
+        assert np.isfinite(c["loss"]) and c["cases_in_pool"] >= 2
+    # Warm-up, then a cosine from 0.01 down towards min_lr over the planned steps.
+    planned = manifest["schedule"]["planned_steps"]
+    expected = [learning_rate(i, (i - 2) / (planned - 2), config) for i in range(10)]
+    assert history == pytest.approx(expected, rel=1e-5)
+    assert history[0] < history[2] and history[2] == pytest.approx(0.01) and history[-1] < 0.001
+    assert checkpoints[-1]["path"] == str((out / "weights.safetensors").resolve())
+
+
+def test_checkpoints_reload_into_the_network_and_differ(trained):
+    _, out, _, _ = trained
+    manifest = read_manifest(out / "training" / "manifest.json")
+    states = []
+    for c in manifest["checkpoints"]:
+        state = load_state_dict(c["path"])
+        network = create_network(manifest["architecture"], manifest["kwargs"])
+        network.load_state_dict(state, strict=True)
+        states.append(state)
+    assert all(v.dtype == torch.float32 for v in states[0].values())
+    key = next(k for k in states[0] if k.endswith("weight"))
+    assert not torch.equal(states[0][key], states[-1][key])  # training moved the weights
+    final = load_state_dict(out / "weights.safetensors")
+    assert all(torch.equal(final[k], states[-1][k]) for k in final)
+
+
+def test_training_set_is_recorded_and_regenerates(trained):
+    _, out, _, _ = trained
+    ts = read_manifest(out)["training_set"]
+    assert ts["generator"] == "napari_segxai.core.synth.generate_case" and ts["size"] == "toy"
+    assert ts["seeds"] == [50, 51, 52, 53] == training_seeds(make_config(TINY))
+    assert ts["joined_at_step"] == [0, 0, 3, 6]  # two at the start, then one every grow_every updates
+    assert generate_case(ts["seeds"][2], size="toy").case.label.any()
+
+
+def test_card_loads_and_segments_a_toy_case(trained):
+    result, out, _, _ = trained
+    card = load_model_card(result.card)
+    assert card.name == "tiny-trained" and card.architecture == "UNet" and card.spatial_dims == 3
+    assert card.modalities == ("t1", "t1ce", "t2", "flair") and [c.label for c in card.classes] == [0, 1, 2, 4]
+    assert card.weights == (out / "weights.safetensors").resolve() or card.weights == out / "weights.safetensors"
+    assert card.training is not None and read_manifest(card.training)["name"] == "tiny-trained"
+    case = generate_case(123, size="toy").case
+    seg = segment(case, card, device="cpu")
+    assert seg.labels.shape == case.shape and seg.probabilities.shape == (4,) + case.shape
+    assert set(np.unique(seg.labels)) <= {0, 1, 2, 4}
+    np.testing.assert_allclose(seg.probabilities.sum(0), 1.0, atol=1e-4)
+
+
+def test_a_2d_slice_wise_model_trains_and_segments(tmp_path):
+    result = train(TINY_2D, tmp_path / "tiny2d")
+    manifest = read_manifest(result.manifest)
+    assert manifest["spatial_dims"] == 2 and manifest["slice_axis"] == 2 and manifest["kwargs"]["spatial_dims"] == 2
+    assert len(manifest["checkpoints"]) == 5
+    card = load_model_card(result.card)
+    assert card.spatial_dims == 2 and card.slice_axis == 2
+    case = generate_case(124, size="toy").case
+    seg = segment(case, card, device="cpu")
+    assert seg.labels.shape == case.shape and set(np.unique(seg.labels)) <= {0, 1, 2, 4}
+
+
+def test_cancel_keeps_the_checkpoints_so_far(tmp_path):
+    asked = []
+
+    def cancel_after_update_12() -> bool:
+        asked.append(True)  # asked once per initial case (2), then once after every update
+        return len(asked) >= 2 + 12
+
+    out = tmp_path / "cancelled"
+    config = {**TINY, "schedule": {**TINY["schedule"], "steps": 40}}
+    with pytest.raises(Cancelled):
+        train(config, out, should_cancel=cancel_after_update_12)
+    manifest = read_manifest(out)
+    assert manifest["stopped"] == "interrupted" and manifest["steps"] == 12
+    assert len(manifest["checkpoints"]) >= 2 and manifest["checkpoints"][-1]["step"] == 12
+    for c in manifest["checkpoints"]:
+        load_state_dict(c["path"])
+    assert load_model_card(out / "card.yaml").name == "tiny-trained"
+
+
+def test_keyboard_interrupt_also_keeps_the_checkpoints(tmp_path):
+    seen = []
+
+    def interrupt_at_update_8(done, total):
+        seen.append(done)
+        if done == 8:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(TINY, tmp_path / "interrupted", progress=interrupt_at_update_8)
+    manifest = read_manifest(tmp_path / "interrupted")
+    assert manifest["stopped"] == "interrupted" and manifest["steps"] == 8 and manifest["checkpoints"][-1]["step"] == 8
+
+
+def test_config_mistakes_are_value_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown setting 'epochs'"):
+        make_config({"epochs": 3})
+    with pytest.raises(ValueError, match="unknown setting crop.shape"):
+        make_config({"crop": {"shape": [8, 8, 8]}})
+    with pytest.raises(ValueError, match="crop.size must give 2 sizes"):
+        make_config({**TINY, "spatial_dims": 2, "slice_axis": 2})
+    with pytest.raises(ValueError, match="demo case's seed"):
+        make_config({"data": {"seed_start": DEMO_SEED - 1, "cases": 5, "initial_cases": 1}})
+    with pytest.raises(ValueError, match="out_channels"):
+        make_config({"kwargs": {"out_channels": 3}})
+    with pytest.raises(ValueError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="must be a mapping"):
+        load_config(tmp_path / "list.yaml")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty"):
+        train(TINY, tmp_path / "taken")
+    assert sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["keep.txt"]
+
+
+def test_segxai_train_cli(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "checkpoints": 3}))
+    out = tmp_path / "cli-model"
+    assert main(["train", "--config", str(config), "--out", str(out), "--steps", "8", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert str(out / "card.yaml") in printed and "8 steps" in printed
+    manifest = read_manifest(out)
+    assert manifest["steps"] == 8 and [c["step"] for c in manifest["checkpoints"]] == [4, 6, 8]
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "x"), "--steps", "0"]) == 2
+    assert "--steps must be at least 1" in capsys.readouterr().err
+    assert main(["train", "--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "y")]) == 2
+
+
+def test_dice_regions_and_largest_component():
+    reference = np.zeros((8, 8, 8), np.int16)
+    reference[2:6, 2:6, 2:6] = 2
+    reference[3:5, 3:5, 3:5] = 4
+    assert region_dice(reference, reference) == {"whole_tumour": 1.0, "tumour_core": 1.0, "enhancing": 1.0}
+    prediction = reference.copy()
+    prediction[3:5, 3:5, 3:5] = 1  # core right, enhancing missed
+    prediction[0, 0, 0] = 2        # a stray false positive
+    d = region_dice(prediction, reference)
+    assert d["tumour_core"] == 1.0 and d["enhancing"] == 0.0 and d["whole_tumour"] == pytest.approx(128 / 129)
+    cleaned = largest_component(prediction)
+    assert cleaned[0, 0, 0] == 0 and np.array_equal(cleaned[1:], prediction[1:])
+    assert region_dice(cleaned, reference)["whole_tumour"] == 1.0
+    rows = [{"case": "a", "whole_tumour": 0.5}, {"case": "b", "whole_tumour": 1.0}]
+    assert summarize(rows)["whole_tumour"] == {"mean": 0.75, "sd": pytest.approx(0.3536, abs=1e-4), "min": 0.5, "n": 2}
+
+
+def test_evaluate_refuses_training_seeds_and_scores_held_out_ones(trained):
+    result, _, _, _ = trained
+    card = load_model_card(result.card)
+    network = build_network(card, "cpu")
+    with pytest.raises(ValueError, match="were used to train"):
+        evaluate_generated(card, [51, 900], network=network, size="toy")
+    rows = evaluate_generated(card, [900, 901], network=network, device="cpu", size="toy")
+    assert [r["seed"] for r in rows] == [900, 901]
+    for row in rows:
+        for key in ("whole_tumour", "tumour_core", "enhancing", "whole_tumour_lcc"):
+            assert 0.0 <= row[key] <= 1.0
+
+
+def test_segxai_evaluate_cli(trained, tmp_path, capsys):
+    result, _, _, _ = trained
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(result.card), "--count", "2", "--size", "toy", "--seed-start", "910",
+                 "--out", str(out), "--device", "cpu"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["generated"]["seeds"] == [910, 911] and results["generated"]["summary"]["whole_tumour"]["n"] == 2
+    assert (out / "results.csv").read_text().count("\n") == 3
+    assert "whole_tumour" in capsys.readouterr().out
+    assert main(["evaluate", "--model", str(result.card), "--count", "0", "--out", str(out)]) == 2
+
+
+def test_every_manifest_key_is_documented(trained):
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "training_format.md").read_text()
+    manifest = json.loads(trained[0].manifest.read_text())
+    documented = set(re.findall(r"`([a-z_.]+)`", doc))
+    for key in manifest:
+        assert key in documented or f"{key}.generator" in documented, key
+    for key in manifest["training_set"]:
+        assert f"training_set.{key}" in documented, key
+    for key in manifest["checkpoints"][0]:
+        assert key in doc.split("| `checkpoints` |")[1].split("\n")[0], key
+    for key in manifest["schedule"]:
+        assert key in doc.split("| `schedule` |")[1].split("\n")[0], key
