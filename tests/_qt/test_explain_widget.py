@@ -53,7 +53,15 @@ def test_explain_widget_adds_one_layer_per_class_and_modality_on_the_case_grid(
     assert widget.case_choice.currentText() == "Tiny_case_001"
     assert [widget.method.itemText(i) for i in range(widget.method.count())] == list(available_methods())
     assert widget.method.currentText() == "saliency"
-    widget.set_model_card(tiny_card)
+    # The card of the case's latest segmentation becomes the card (and its classes the choices).
+    from napari_segxai._layers import case_metadata
+
+    t1 = viewer.layers["t1"]
+    meta = case_metadata(load_case(tiny_case), segxai_role="segmentation", segxai_model_card=str(tiny_card))
+    viewer.add_labels(np.zeros((16, 16, 12), np.int16), name="Tiny_case_001 segmentation",
+                      affine=layer_world_affine(t1), metadata=meta)
+    assert widget.card_path.text() == str(tiny_card)
+    viewer.layers.remove("Tiny_case_001 segmentation")
     assert [widget.class_list.item(i).text() for i in range(widget.class_list.count())] == ["background", *CLASSES]
     assert widget.chosen_classes() == [1, 2, 3]
     images = {layer.name: layer for layer in viewer.layers if layer.name in MODALITIES}
