@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import nibabel as nib
 import numpy as np
@@ -58,6 +59,10 @@ def test_explain_writes_one_4d_nifti_per_class_with_the_case_affine(tmp_path, ca
         "Case001_saliency.json", "Case001_saliency_core.nii.gz", "Case001_saliency_edema.nii.gz",
         "Case001_saliency_target.nii.gz",
     ]
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in out.iterdir():  # written with the usual permissions (not mkstemp's owner-only)
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
     printed = capsys.readouterr().out
     assert str(out / "Case001_saliency_edema.nii.gz") in printed
     assert {p: p.read_bytes() for p in case_dir.iterdir()} == inputs  # inputs untouched

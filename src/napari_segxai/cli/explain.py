@@ -224,6 +224,9 @@ def write_json(record: dict, path: Path, protected: Sequence[Path]) -> Path:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(record, handle, indent=2)
             handle.write("\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the usual permissions, not mkstemp's owner-only
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
