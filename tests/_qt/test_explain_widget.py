@@ -288,3 +288,17 @@ def test_opening_the_widget_after_the_viewer_does_not_crash_napari():
         pytest.skip("needs an X display (run under xvfb-run)")
     done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "alive" in done.stdout, done.stderr[-2000:]
+
+
+def test_percentile_limits_from_a_sample_of_a_large_map():
+    from napari_segxai._qt.explain_display import magnitudes, relevance_limits
+
+    rng = np.random.default_rng(0)
+    maps = rng.laplace(size=(4, 120, 120, 78)).astype(np.float32)
+    sample = magnitudes(maps, limit=500_000)
+    assert sample.size <= 500_000 and np.all(np.diff(sample) >= 0)
+    exact = np.percentile(np.abs(maps), 99)
+    low, high = relevance_limits(maps, 99, True, sorted_magnitudes=sample)
+    assert low == -high and high == pytest.approx(exact, rel=0.02)
+    assert relevance_limits(maps, 99, False, sorted_magnitudes=sample) == (0.0, high)
+    assert relevance_limits(np.zeros((2, 4, 4, 4)), 99, True) == (-1.0, 1.0)

@@ -41,28 +41,38 @@ def relevance_colormap(signed: bool):
     return Colormap(colors=colors, controls=controls, name="segxai relevance (unsigned)")
 
 
-def relevance_limits(maps: np.ndarray, percentile: float, signed: bool) -> tuple[float, float]:
+def magnitudes(maps: np.ndarray, limit: int = 2_000_000) -> np.ndarray:
+    """Sorted |relevance| of the non-zero voxels of a class's maps (every n-th voxel beyond ``limit``), for percentiles."""
+    flat = np.asarray(maps, dtype=np.float32).reshape(-1)
+    if flat.size > limit:
+        flat = flat[:: -(-flat.size // limit)]
+    values = np.abs(flat[np.isfinite(flat)])
+    return np.sort(values[values > 0])
+
+
+def relevance_limits(maps: np.ndarray, percentile: float, signed: bool, *, sorted_magnitudes=None) -> tuple[float, float]:
     """Contrast limits from a percentile of |relevance| over all of a class's maps: (-v, v) signed, (0, v) else.
 
-    One scale per class across modalities, so the modalities' maps compare at a glance.
+    One scale per class across modalities, so the modalities' maps compare at a glance. Pass
+    ``sorted_magnitudes`` (from :func:`magnitudes`) to skip the sort when the percentile changes.
     """
-    values = np.abs(np.asarray(maps, dtype=np.float32))
-    values = values[np.isfinite(values) & (values > 0)]
+    values = magnitudes(maps) if sorted_magnitudes is None else sorted_magnitudes
     top = float(np.percentile(values, percentile)) if values.size else 0.0
     if not top > 0:
-        top = float(values.max()) if values.size else 1.0
+        top = float(values[-1]) if values.size else 1.0
     return (-top, top) if signed else (0.0, top)
 
 
-def relevance_layer_data(result, case, *, percentile: float = DEFAULT_PERCENTILE,
-                         opacity: float = DEFAULT_OPACITY) -> list[tuple[np.ndarray, dict[str, Any], str]]:
+def relevance_layer_data(result, case, *, percentile: float = DEFAULT_PERCENTILE, opacity: float = DEFAULT_OPACITY,
+                         sorted_magnitudes=None) -> list[tuple[np.ndarray, dict[str, Any], str]]:
     """Image layer tuples: one per explained class and input channel, on the case's affine."""
     layers = []
     colormap = relevance_colormap(result.signed)
     affine = np.asarray(result.affine if result.affine is not None else case.affine, dtype=float)
     for k, class_name in enumerate(result.class_names):
         maps = result.relevance[k]
-        limits = relevance_limits(maps, percentile, result.signed)
+        limits = relevance_limits(maps, percentile, result.signed,
+                                  sorted_magnitudes=None if sorted_magnitudes is None else sorted_magnitudes[k])
         for c, channel in enumerate(result.channel_names):
             volume = np.asarray(maps[c])
             layers.append((

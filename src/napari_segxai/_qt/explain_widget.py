@@ -37,6 +37,7 @@ from .explain_imports import keep_triton_out
 from .explain_display import (
     DEFAULT_OPACITY,
     DEFAULT_PERCENTILE,
+    magnitudes,
     relevance_layer_data,
     relevance_limits,
 )
@@ -110,6 +111,7 @@ class ExplainWidget(QWidget):
         self.point: Optional[np.ndarray] = None   # world coordinates of the last click
         self.last: Optional[_Outcome] = None       # the last explanation shown
         self._grid_saved: Optional[dict] = None
+        self._magnitudes: list[np.ndarray] = []    # per explained class: sorted |relevance| for percentiles
 
         # --- what to explain
         self.case_choice = QComboBox()
@@ -530,9 +532,11 @@ class ExplainWidget(QWidget):
     def _show(self, outcome: _Outcome) -> list:
         """Add one layer per class and modality, replacing layers of the same name from an earlier run."""
         added = []
+        self._magnitudes = [magnitudes(maps) for maps in outcome.result.relevance]
         for data, kwargs, _ in relevance_layer_data(outcome.result, outcome.case,
                                                     percentile=self.percentile.value(),
-                                                    opacity=self.opacity.value() / 100):
+                                                    opacity=self.opacity.value() / 100,
+                                                    sorted_magnitudes=self._magnitudes):
             if kwargs["name"] in self.viewer.layers:
                 self.viewer.layers.remove(kwargs["name"])
             added.append(self.viewer.add_image(data, **kwargs))
@@ -568,7 +572,8 @@ class ExplainWidget(QWidget):
             return
         result = self.last.result
         for k, class_name in enumerate(result.class_names):
-            limits = relevance_limits(result.relevance[k], self.percentile.value(), result.signed)
+            limits = relevance_limits(result.relevance[k], self.percentile.value(), result.signed,
+                                      sorted_magnitudes=self._magnitudes[k])
             for layer in self.relevance_layers(class_name):
                 layer.contrast_limits = limits
                 layer.opacity = self.opacity.value() / 100
