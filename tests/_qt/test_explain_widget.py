@@ -159,6 +159,11 @@ def test_targets_region_point_errors_and_cancel(make_napari_viewer, qtbot, tiny_
     with pytest.raises(StopIteration):
         next(handler)
     np.testing.assert_allclose(widget.point, centre_world)
+    viewer.dims.ndisplay = 3  # a click in 3D has no depth: ignored, the widget says why
+    assert list(widget._on_click(viewer, Click(np.zeros(3)))) == []
+    assert "2D view" in widget.point_info.text()
+    np.testing.assert_allclose(widget.point, centre_world)
+    viewer.dims.ndisplay = 2
     _run(widget, qtbot)
     expected = explain_case(case, card, classes=["edema"], target="voxel", voxel=CENTRE, device="cpu")
     np.testing.assert_allclose(viewer.layers["edema · t2 · saliency"].data, expected.relevance[0, 2], rtol=1e-4, atol=1e-7)

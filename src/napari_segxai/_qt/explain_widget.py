@@ -395,6 +395,9 @@ class ExplainWidget(QWidget):
         """A click (press and release without dragging) in the viewer sets the point, when the target is a point."""
         if self.target.currentData() != "voxel" or self.point_source.currentText() != VIEWER_CLICK:
             return
+        if viewer.dims.ndisplay != 2:
+            self.point_info.setText("Switch to the 2D view to click a point (a 3D click has no depth).")
+            return
         start = np.asarray(event.position, dtype=float)
         dragged = False
         yield
