@@ -15,8 +15,10 @@ XRUN   := $(if $(DISPLAY),,xvfb-run -a -s "-screen 0 1600x1000x24")
 
 .PHONY: demo test setup system clean
 
+# With a display napari stays open; without one the same pipeline runs under a virtual
+# screen and writes the segmentation and a picture of the viewer to demo_out/.
 demo: setup
-	$(XRUN) $(VENV)/bin/segxai demo --out demo_out
+	$(XRUN) $(VENV)/bin/segxai demo --out demo_out $(if $(DISPLAY),,--headless)
 
 test: setup
 	$(XRUN) $(PY) -m pytest -q tests
