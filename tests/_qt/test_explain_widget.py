@@ -10,9 +10,8 @@ import pytest
 from qtpy.QtWidgets import QCheckBox, QComboBox, QSpinBox
 
 from napari_segxai._layers import layer_world_affine
-from napari_segxai._qt import explain_widget
 from napari_segxai._qt.explain_widget import ExplainWidget
-from napari_segxai._reader import napari_get_reader
+from _viewer import open_case
 from napari_segxai.core.attribution import available_methods, explain_case, method_class
 from napari_segxai.core.case import load_case
 from napari_segxai.core.model_card import load_model_card
@@ -21,21 +20,6 @@ TIMEOUT_MS = 120_000
 MODALITIES = ("t1", "t1ce", "t2", "flair")
 CLASSES = ("necrosis", "edema", "enhancing")
 CENTRE = (10, 6, 5)  # the tumour centre of the tiny case, in voxels
-
-
-def _open(viewer, path):
-    """Add a case's layers to ``viewer`` through the plugin's reader."""
-    for data, kwargs, kind in napari_get_reader(str(path))(str(path)):
-        getattr(viewer, f"add_{kind}")(data, **kwargs)
-
-
-@pytest.fixture
-def notices(monkeypatch):
-    """Messages the widget sends to napari's notifications, by kind."""
-    seen = {"error": [], "warning": [], "info": []}
-    for kind in seen:
-        monkeypatch.setattr(explain_widget, f"show_{kind}", seen[kind].append)
-    return seen
 
 
 def _run(widget, qtbot):
@@ -47,7 +31,7 @@ def test_explain_widget_adds_one_layer_per_class_and_modality_on_the_case_grid(
     make_napari_viewer, qtbot, tiny_case, tiny_card, lps_affine, notices, tmp_path
 ):
     viewer = make_napari_viewer()
-    _open(viewer, tiny_case)
+    open_case(viewer, tiny_case)
     widget = ExplainWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Explain")
     assert widget.case_choice.currentText() == "Tiny_case_001"
@@ -134,7 +118,7 @@ def test_explain_widget_adds_one_layer_per_class_and_modality_on_the_case_grid(
 
 def test_targets_region_point_errors_and_cancel(make_napari_viewer, qtbot, tiny_case, tiny_card, notices):
     viewer = make_napari_viewer()
-    _open(viewer, tiny_case)
+    open_case(viewer, tiny_case)
     widget = ExplainWidget(viewer)
     widget.set_model_card(tiny_card)
     widget.set_classes(["edema"])
@@ -241,7 +225,7 @@ def test_picture_of_the_explained_case_is_not_blank(make_napari_viewer, qtbot, t
 
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1500, 1000)
-    _open(viewer, tiny_case)
+    open_case(viewer, tiny_case)
     widget = ExplainWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Explain")
     widget.set_model_card(tiny_card)

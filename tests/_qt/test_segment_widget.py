@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import yaml
 from napari.layers import Labels
 
 from napari_segxai._layers import case_from_layers, layer_world_affine
-from napari_segxai._qt import segment_widget
 from napari_segxai._qt.segment_widget import SegmentWidget
-from napari_segxai._reader import napari_get_reader
+from _viewer import open_case
 
 TIMEOUT_MS = 120_000
-
-
-def _open(viewer, path):
-    """Add a case's layers to ``viewer`` through the plugin's reader."""
-    for data, kwargs, kind in napari_get_reader(str(path))(str(path)):
-        getattr(viewer, f"add_{kind}")(data, **kwargs)
-
-
-@pytest.fixture
-def notices(monkeypatch):
-    """Messages the widget sends to napari's notifications, by kind."""
-    seen = {"error": [], "warning": [], "info": []}
-    for kind in seen:
-        monkeypatch.setattr(segment_widget, f"show_{kind}", seen[kind].append)
-    return seen
 
 
 def _card_variant(tiny_card, folder, **changes):
@@ -45,7 +28,7 @@ def test_segment_widget_runs_refuses_a_second_run_cancels_and_reports_errors(
     make_napari_viewer, qtbot, tiny_case, tiny_card, lps_affine, notices, tmp_path, make_tiny_case
 ):
     viewer = make_napari_viewer()
-    _open(viewer, tiny_case)
+    open_case(viewer, tiny_case)
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segment")
     from napari_segxai.core.paths import demo_model_card_path
@@ -115,7 +98,7 @@ def test_segment_widget_runs_refuses_a_second_run_cancels_and_reports_errors(
     assert len(notices["error"]) == 2
 
     # Opening a second case makes its layers the selection; their modalities come from metadata.
-    _open(viewer, make_tiny_case(np.diag([1.0, 1.0, 1.0, 1.0])))
+    open_case(viewer, make_tiny_case(np.diag([1.0, 1.0, 1.0, 1.0])))
     second = widget.chosen_layers()
     assert [layer.metadata["segxai_case"] for layer in second] == ["Tiny_case_002"] * 4
     assert case_from_layers(second).modalities == ("t1", "t1ce", "t2", "flair")
@@ -125,7 +108,7 @@ def test_viewer_picture_shows_the_case_and_its_labels(make_napari_viewer, tiny_c
     from PIL import Image as PILImage
 
     viewer = make_napari_viewer(show=True)
-    _open(viewer, tiny_case)
+    open_case(viewer, tiny_case)
     centre = viewer.layers["Tiny_case_001 reference"].data_to_world([10, 6, 5])
     viewer.dims.set_point(range(3), centre)
     viewer.reset_view()

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 from napari.layers import Image, Labels, Points
-from napari.qt.threading import create_worker
-from napari.utils import cancelable_progress
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QObject, Qt, QTimer, Signal
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -42,6 +39,7 @@ from .explain_display import (
     relevance_limits,
 )
 from .explain_parameters import ParameterForm
+from .jobs import JobRunner, Outcome
 
 if TYPE_CHECKING:
     import napari
@@ -54,46 +52,6 @@ DEFAULT_METHOD = "saliency"
 VIEWER_CLICK = "last click in the viewer"
 
 
-@dataclass(frozen=True)
-class _Outcome:
-    """What an explain job ended with: a relevance, a user-facing error sentence, or a cancel."""
-
-    case: Any = None
-    card: Any = None
-    result: Any = None
-    error: Optional[str] = None
-    cancelled: bool = False
-
-
-def _explain_job(case, card, method, classes, target: dict, output_space: str, device: Optional[str],
-                 progress, should_cancel) -> _Outcome:
-    """Explain ``case`` with ``card`` (run in a worker thread); user mistakes become an error sentence."""
-    import torch
-
-    from ..core.attribution import explain_case
-    from ..core.progress import Cancelled
-
-    try:
-        result = explain_case(case, card, method=method, classes=classes, output_space=output_space,
-                              device=device, progress=progress, should_cancel=should_cancel, **target)
-    except Cancelled:
-        return _Outcome(case=case, card=card, cancelled=True)
-    except (MemoryError, torch.OutOfMemoryError):
-        return _Outcome(case=case, card=card, error=(
-            f"Explaining {case.name} with {method.name} ran out of memory on {device or 'the default device'}; "
-            "choose a smaller batch_size, fewer classes or another device."
-        ))
-    except (ValueError, OSError) as err:
-        return _Outcome(case=case, card=card, error=str(err) or type(err).__name__)
-    return _Outcome(case=case, card=card, result=result)
-
-
-class _ProgressRelay(QObject):
-    """Carries ``(done, total)`` from the worker thread to the main thread."""
-
-    advanced = Signal(int, int)
-
-
 class ExplainWidget(QWidget):
     """Choose a case, classes, a target and a method; Run adds one relevance layer per class and modality."""
 
@@ -103,13 +61,8 @@ class ExplainWidget(QWidget):
         from ..core.attribution import available_methods
 
         self.viewer = viewer
-        self._worker = None
-        self._cancel_requested = threading.Event()
-        self._napari_progress: Optional[cancelable_progress] = None
-        self._relay = _ProgressRelay(self)
-        self._relay.advanced.connect(self._on_progress)
         self.point: Optional[np.ndarray] = None   # world coordinates of the last click
-        self.last: Optional[_Outcome] = None       # the last explanation shown
+        self.last: Optional[Outcome] = None       # the last explanation shown
         self._grid_saved: Optional[dict] = None
         self._magnitudes: list[np.ndarray] = []    # per explained class: sorted |relevance| for percentiles
 
@@ -163,13 +116,12 @@ class ExplainWidget(QWidget):
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.run)
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
         self.status = QLabel("Ready.")
         self.status.setWordWrap(True)
+        self.jobs = JobRunner(self, self.progress_bar, self.status, self.cancel_button, noun="explanation")
 
         # --- display and export
         self.percentile = QDoubleSpinBox()
@@ -446,15 +398,14 @@ class ExplainWidget(QWidget):
     @property
     def running(self) -> bool:
         """Whether an explanation is in progress."""
-        return self._worker is not None
+        return self.jobs.running
 
     def run(self) -> None:
         """Explain the chosen case with the chosen card, classes, target and method in a worker thread."""
-        from ..core.attribution import get_method
+        from ..core.attribution import explain_case, get_method
         from ..core.segment import channel_indices
 
-        if self.running:
-            show_warning("An explanation is already running; wait for it or press Cancel.")
+        if self.jobs.refuse_if_running():
             return
         try:
             card = self._load_card()
@@ -469,58 +420,21 @@ class ExplainWidget(QWidget):
             show_error(str(err))
             return
         device = self.device.currentText()
-        self._cancel_requested.clear()
-        self._napari_progress = cancelable_progress(
-            total=0, desc=f"Explaining {case.name} ({method.name})", cancel_callback=self.cancel
+        self.jobs.start(
+            partial(explain_case, case, card, method=method, classes=classes,
+                    output_space=self.output_space.currentText(),
+                    device=None if device == "auto" else device, **target),
+            case, card, verb="Explaining",
+            memory_hint="choose a smaller batch_size, fewer classes or another device",
+            description=f"Explaining {case.name} with {method.name}", on_result=self._on_result,
         )
-        napari_progress = self._napari_progress
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(0)
-        self.status.setText(f"Explaining {case.name} with {method.name}…")
-        self.cancel_button.setEnabled(True)
-
-        def should_cancel() -> bool:
-            return self._cancel_requested.is_set() or napari_progress.is_canceled
-
-        worker = create_worker(
-            _explain_job, case, card, method, classes, target, self.output_space.currentText(),
-            None if device == "auto" else device, self._relay.advanced.emit, should_cancel,
-            _start_thread=False,
-        )
-        worker.returned.connect(self._on_returned)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        worker.start()
 
     def cancel(self) -> None:
         """Ask the running explanation to stop at its next step."""
-        if self.running:
-            self._cancel_requested.set()
-            self.status.setText("Cancelling…")
+        self.jobs.cancel()
 
-    def _on_progress(self, done: int, total: int) -> None:
-        """Show ``done`` of ``total`` on the widget's bar and on napari's activity bar."""
-        total = max(int(total), 1)
-        if self.progress_bar.maximum() != total:
-            self.progress_bar.setRange(0, total)
-        self.progress_bar.setValue(min(int(done), total))
-        bar = self._napari_progress
-        if bar is not None:
-            if bar.total != total:
-                bar.total = total
-            bar.update(min(int(done), total) - bar.n)
-
-    def _on_returned(self, outcome: _Outcome) -> None:
-        """Add the relevance layers (main thread), or report why there are none."""
-        if outcome.cancelled:
-            self.status.setText("Cancelled.")
-            show_info(f"Explaining {outcome.case.name} was cancelled.")
-            return
-        if outcome.error is not None:
-            self.status.setText("Failed.")
-            show_error(outcome.error)
-            return
-        self.progress_bar.setValue(self.progress_bar.maximum())
+    def _on_result(self, outcome: Outcome) -> None:
+        """Add the relevance layers (main thread)."""
         if self.grid_button.isChecked():
             self.grid_button.setChecked(False)
         layers = self._show(outcome)
@@ -532,7 +446,7 @@ class ExplainWidget(QWidget):
             f"{len(layers)} relevance layers ({result.method}, {result.seconds:.1f} s): {result.target_description}."
         )
 
-    def _show(self, outcome: _Outcome) -> list:
+    def _show(self, outcome: Outcome) -> list:
         """Add one layer per class and modality, replacing layers of the same name from an earlier run."""
         added = []
         self._magnitudes = [magnitudes(maps) for maps in outcome.result.relevance]
@@ -544,14 +458,6 @@ class ExplainWidget(QWidget):
                 self.viewer.layers.remove(kwargs["name"])
             added.append(self.viewer.add_image(data, **kwargs))
         return added
-
-    def _on_finished(self) -> None:
-        """Tidy up after the worker, whatever it ended with."""
-        self._worker = None
-        self.cancel_button.setEnabled(False)
-        if self._napari_progress is not None:
-            self._napari_progress.close()
-            self._napari_progress = None
 
     # ------------------------------------------------------------------ display
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from napari.layers import Image
-from napari.qt.threading import create_worker
-from napari.utils import cancelable_progress
-from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QObject, Qt, Signal
+from napari.utils.notifications import show_error
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -27,52 +24,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .jobs import JobRunner, Outcome
 from .._layers import case_from_layers, segmentation_layer_data, segmentation_layer_name
 
 if TYPE_CHECKING:
     import napari
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    """What a segmentation job ended with: a result, a user-facing error sentence, or a cancel."""
-
-    case: Any = None
-    card: Any = None
-    segmentation: Any = None
-    error: Optional[str] = None
-    cancelled: bool = False
-
-
-def _segment_job(case, card, device: Optional[str], progress, should_cancel) -> _Outcome:
-    """Segment ``case`` with ``card`` (run in a worker thread); user mistakes become an error sentence."""
-    import torch
-
-    from ..core.progress import Cancelled
-    from ..core.segment import segment
-
-    try:
-        segmentation = segment(
-            case, card, device=device, progress=progress, should_cancel=should_cancel
-        )
-    except Cancelled:
-        return _Outcome(case=case, card=card, cancelled=True)
-    except (MemoryError, torch.OutOfMemoryError):
-        return _Outcome(case=case, card=card, error=(
-            f"Segmenting {case.name} ran out of memory on {device or 'the default device'}; "
-            "choose another device or a card with a smaller inference roi_size."
-        ))
-    except (ValueError, OSError) as err:
-        return _Outcome(case=case, card=card, error=str(err) or type(err).__name__)
-    return _Outcome(case=case, card=card, segmentation=segmentation)
-
-
-class _ProgressRelay(QObject):
-    """Carries ``(done, total)`` from the worker thread to the main thread."""
-
-    advanced = Signal(int, int)
 
 
 class SegmentWidget(QWidget):
@@ -85,12 +43,7 @@ class SegmentWidget(QWidget):
         from ..core import segment as _segment  # noqa: F401
 
         self.viewer = viewer
-        self._worker = None
-        self._cancel_requested = threading.Event()
-        self._napari_progress: Optional[cancelable_progress] = None
         self._checked: dict[int, bool] = {}
-        self._relay = _ProgressRelay(self)
-        self._relay.advanced.connect(self._on_progress)
 
         self.layer_list = QListWidget()
         self.layer_list.setToolTip(
@@ -110,13 +63,12 @@ class SegmentWidget(QWidget):
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.run)
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
         self.status = QLabel("Ready.")
         self.status.setWordWrap(True)
+        self.jobs = JobRunner(self, self.progress_bar, self.status, self.cancel_button, noun="segmentation")
 
         card_row = QHBoxLayout()
         card_row.addWidget(self.card_path)
@@ -251,12 +203,11 @@ class SegmentWidget(QWidget):
     @property
     def running(self) -> bool:
         """Whether a segmentation is in progress."""
-        return self._worker is not None
+        return self.jobs.running
 
     def run(self) -> None:
         """Segment the chosen layers with the chosen card in a worker thread."""
-        if self.running:
-            show_warning("A segmentation is already running; wait for it or press Cancel.")
+        if self.jobs.refuse_if_running():
             return
         try:
             card = self._load_card()
@@ -264,70 +215,29 @@ class SegmentWidget(QWidget):
         except (ValueError, OSError) as err:
             show_error(str(err))
             return
+        from ..core.segment import segment
+
         device = self.device.currentText()
-        self._cancel_requested.clear()
-        self._napari_progress = cancelable_progress(
-            total=0, desc=f"Segmenting {case.name}", cancel_callback=self.cancel
+        self.jobs.start(
+            partial(segment, case, card, device=None if device == "auto" else device),
+            case, card, verb="Segmenting",
+            memory_hint="choose another device or a card with a smaller inference roi_size",
+            description=f"Segmenting {case.name} with {card.name}", on_result=self._on_result,
         )
-        napari_progress = self._napari_progress
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(0)
-        self.status.setText(f"Segmenting {case.name} with {card.name}…")
-        self.cancel_button.setEnabled(True)
-
-        def should_cancel() -> bool:
-            return self._cancel_requested.is_set() or napari_progress.is_canceled
-
-        worker = create_worker(
-            _segment_job,
-            case,
-            card,
-            None if device == "auto" else device,
-            self._relay.advanced.emit,
-            should_cancel,
-            _start_thread=False,
-        )
-        worker.returned.connect(self._on_returned)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        worker.start()
 
     def cancel(self) -> None:
         """Ask the running segmentation to stop after its current window."""
-        if self.running:
-            self._cancel_requested.set()
-            self.status.setText("Cancelling…")
+        self.jobs.cancel()
 
-    def _on_progress(self, done: int, total: int) -> None:
-        """Show ``done`` of ``total`` on the widget's bar and on napari's activity bar."""
-        total = max(int(total), 1)
-        if self.progress_bar.maximum() != total:
-            self.progress_bar.setRange(0, total)
-        self.progress_bar.setValue(min(int(done), total))
-        bar = self._napari_progress
-        if bar is not None:
-            if bar.total != total:
-                bar.total = total
-            bar.update(min(int(done), total) - bar.n)
-
-    def _on_returned(self, outcome: _Outcome) -> None:
-        """Add the segmentation (main thread), or report why there is none."""
-        if outcome.cancelled:
-            self.status.setText("Cancelled.")
-            show_info(f"Segmentation of {outcome.case.name} was cancelled.")
-            return
-        if outcome.error is not None:
-            self.status.setText("Failed.")
-            show_error(outcome.error)
-            return
-        self.progress_bar.setValue(self.progress_bar.maximum())
+    def _on_result(self, outcome: Outcome) -> None:
+        """Add the segmentation (main thread)."""
         layer = self._show_segmentation(outcome)
-        seg = outcome.segmentation
+        seg = outcome.result
         self.status.setText(f"{layer.name}: {seg.seconds:.1f} s on {seg.device}.")
 
-    def _show_segmentation(self, outcome: _Outcome):
+    def _show_segmentation(self, outcome: Outcome):
         """Add the labels layer, replacing this case's previous segmentation layer."""
-        data, kwargs, _ = segmentation_layer_data(outcome.segmentation, outcome.case, outcome.card.path)
+        data, kwargs, _ = segmentation_layer_data(outcome.result, outcome.case, outcome.card.path)
         name = segmentation_layer_name(outcome.case.name)
         index = None
         for i, existing in enumerate(self.viewer.layers):
@@ -339,14 +249,6 @@ class SegmentWidget(QWidget):
         if index is not None:
             self.viewer.layers.move(self.viewer.layers.index(layer), index)
         return layer
-
-    def _on_finished(self) -> None:
-        """Tidy up after the worker, whatever it ended with."""
-        self._worker = None
-        self.cancel_button.setEnabled(False)
-        if self._napari_progress is not None:
-            self._napari_progress.close()
-            self._napari_progress = None
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
         """Stop a running segmentation when the widget closes."""

@@ -1,0 +1,133 @@
+"""One background core job at a time for a dock widget: worker thread, progress, cancel, notifications."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from napari.qt.threading import create_worker
+from napari.utils import cancelable_progress
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import QLabel, QProgressBar, QPushButton
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a job ended with: a result, a user-facing error sentence, or a cancel."""
+
+    case: Any = None
+    card: Any = None
+    result: Any = None
+    error: Optional[str] = None
+    cancelled: bool = False
+
+
+def run_job(compute: Callable, case, card, *, verb: str, memory_hint: str,
+            progress, should_cancel) -> Outcome:
+    """Call ``compute(progress=, should_cancel=)`` in the worker; user mistakes become an error sentence."""
+    import torch
+
+    from ..core.progress import Cancelled
+
+    try:
+        result = compute(progress=progress, should_cancel=should_cancel)
+    except Cancelled:
+        return Outcome(case=case, card=card, cancelled=True)
+    except (MemoryError, torch.OutOfMemoryError):
+        return Outcome(case=case, card=card, error=f"{verb} {case.name} ran out of memory; {memory_hint}.")
+    except (ValueError, OSError) as err:
+        return Outcome(case=case, card=card, error=str(err) or type(err).__name__)
+    return Outcome(case=case, card=card, result=result)
+
+
+class JobRunner(QObject):
+    """Runs one core job at a time off the main thread and shows its progress on a widget's controls."""
+
+    advanced = Signal(int, int)  # (done, total) from the worker thread to the main thread
+
+    def __init__(self, parent: QObject, progress_bar: QProgressBar, status: QLabel,
+                 cancel_button: QPushButton, *, noun: str):
+        super().__init__(parent)
+        self.progress_bar, self.status, self.cancel_button = progress_bar, status, cancel_button
+        self.noun = noun  # "segmentation", "explanation": used in messages
+        self._worker = None
+        self._cancel_requested = threading.Event()
+        self._napari_progress: Optional[cancelable_progress] = None
+        self.advanced.connect(self._on_progress)
+        cancel_button.clicked.connect(self.cancel)
+        cancel_button.setEnabled(False)
+
+    @property
+    def running(self) -> bool:
+        """Whether a job is in progress."""
+        return self._worker is not None
+
+    def refuse_if_running(self) -> bool:
+        """Warn and return True when a job runs already (two jobs never write the same layers)."""
+        if self.running:
+            show_warning(f"A {self.noun} is already running; wait for it or press Cancel.")
+        return self.running
+
+    def start(self, compute: Callable, case, card, *, verb: str, memory_hint: str,
+              description: str, on_result: Callable[[Outcome], None]) -> None:
+        """Run ``compute`` in a worker; ``on_result`` gets a successful :class:`Outcome` on the main thread."""
+        self._cancel_requested.clear()
+        napari_progress = cancelable_progress(total=0, desc=description, cancel_callback=self.cancel)
+        self._napari_progress = napari_progress
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.status.setText(f"{description}…")
+        self.cancel_button.setEnabled(True)
+
+        def should_cancel() -> bool:
+            return self._cancel_requested.is_set() or napari_progress.is_canceled
+
+        worker = create_worker(
+            run_job, compute, case, card, verb=verb, memory_hint=memory_hint,
+            progress=self.advanced.emit, should_cancel=should_cancel, _start_thread=False,
+        )
+        worker.returned.connect(lambda outcome: self._on_returned(outcome, verb, on_result))
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        worker.start()
+
+    def cancel(self) -> None:
+        """Ask the running job to stop at its next step."""
+        if self.running:
+            self._cancel_requested.set()
+            self.status.setText("Cancelling…")
+
+    def _on_progress(self, done: int, total: int) -> None:
+        """Show ``done`` of ``total`` on the widget's bar and on napari's activity bar."""
+        total = max(int(total), 1)
+        if self.progress_bar.maximum() != total:
+            self.progress_bar.setRange(0, total)
+        self.progress_bar.setValue(min(int(done), total))
+        bar = self._napari_progress
+        if bar is not None:
+            if bar.total != total:
+                bar.total = total
+            bar.update(min(int(done), total) - bar.n)
+
+    def _on_returned(self, outcome: Outcome, verb: str, on_result: Callable[[Outcome], None]) -> None:
+        """Hand a result to the widget (main thread), or report why there is none."""
+        if outcome.cancelled:
+            self.status.setText("Cancelled.")
+            show_info(f"{verb} {outcome.case.name} was cancelled.")
+            return
+        if outcome.error is not None:
+            self.status.setText("Failed.")
+            show_error(outcome.error)
+            return
+        self.progress_bar.setValue(self.progress_bar.maximum())
+        on_result(outcome)
+
+    def _on_finished(self) -> None:
+        """Tidy up after the worker, whatever it ended with."""
+        self._worker = None
+        self.cancel_button.setEnabled(False)
+        if self._napari_progress is not None:
+            self._napari_progress.close()
+            self._napari_progress = None
