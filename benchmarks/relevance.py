@@ -110,6 +110,8 @@ def main(argv=None) -> int:
     parser.add_argument("--shape", default="240,240,155", help="spatial shape of the synthetic case")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each vanilla-gradient call")
     parser.add_argument("--steps", type=int, default=32, help="Integrated Gradients path points")
+    parser.add_argument("--ig-batch", type=int, default=0,
+                        help="Integrated Gradients path points per forward pass (0: our automatic choice from free memory)")
     parser.add_argument("--parts", default="saliency,ig,case",
                         help="comma-separated: saliency (vs captum and the floor), ig (vs captum), case (explain_case)")
     parser.add_argument("--grid", default="card", choices=["card", "same-grid"],
@@ -194,8 +196,8 @@ def main(argv=None) -> int:
                       f"captum / ours {s['captum'][key] / s['ours'][key]:.2f}x (target >= 1.25x)")
 
         if "ig" in parts:
-            batch = samples_per_batch(network, x, args.steps)
-            ours_ig = get_method("integrated_gradients", steps=args.steps)
+            batch = samples_per_batch(network, x, args.steps, args.ig_batch)
+            ours_ig = get_method("integrated_gradients", steps=args.steps, batch_size=batch)
 
             def ours():
                 return ours_ig.attribute(network, x, target)
@@ -207,7 +209,8 @@ def main(argv=None) -> int:
 
             s_ours = summarise([timed(ours)])
             s_captum = summarise([timed(captum_per_class)])
-            print(f"\n[Integrated Gradients, {args.steps} steps, {K} classes; automatic batch {batch} path points]")
+            how = "chosen" if args.ig_batch else "automatic"
+            print(f"\n[Integrated Gradients, {args.steps} steps, {K} classes; {how} batch {batch} path points]")
             print(row("ours (integrated_gradients, all classes)", s_ours))
             print(row(f"captum IntegratedGradients per class (batch {batch})", s_captum))
             print(f"  captum / ours: {s_captum['seconds'] / s_ours['seconds']:.2f}x wall, "
@@ -215,7 +218,8 @@ def main(argv=None) -> int:
 
         if "case" in parts:
             print(f"\n[explain_case: the card's sliding windows, relevance on the {' x '.join(map(str, case.shape))} case grid]")
-            for name, params in (("saliency", {}), ("integrated_gradients", {"steps": args.steps})):
+            ig = {"steps": args.steps, **({"batch_size": args.ig_batch} if args.ig_batch else {})}
+            for name, params in (("saliency", {}), ("integrated_gradients", ig)):
                 out = {}
 
                 def product():
