@@ -114,6 +114,8 @@ def main(argv=None) -> int:
                         help="Integrated Gradients path points per forward pass (0: our automatic choice from free memory)")
     parser.add_argument("--parts", default="saliency,ig,case",
                         help="comma-separated: saliency (vs captum and the floor), ig (vs captum), case (explain_case)")
+    parser.add_argument("--case-methods", default="saliency,integrated_gradients",
+                        help="comma-separated methods timed through explain_case (part 'case')")
     parser.add_argument("--grid", default="card", choices=["card", "same-grid"],
                         help="card: the card as it is (2 mm); same-grid: the card's spacing removed, so the network "
                              "sees the case's own grid (240 x 240 x 155 for a BraTS case)")
@@ -141,7 +143,8 @@ def main(argv=None) -> int:
             case, case_source = synthetic_case(tuple(int(s) for s in args.shape.split(","))), "synthetic LPS 1 mm case"
         print(f"Machine: {machine()}")
         print(f"Case: {case_source}, {len(case.modalities)} x {' x '.join(map(str, case.shape))}")
-        print(f"Model: {model_source}; device {device}")
+        print(f"Model: {model_source}; windows {card.roi_size}, overlap {card.overlap}, "
+              f"sw_batch_size {card.sw_batch_size}; device {device}")
 
         with torch.no_grad():
             image, grid = preprocess(case, card, device=device)
@@ -219,7 +222,10 @@ def main(argv=None) -> int:
         if "case" in parts:
             print(f"\n[explain_case: the card's sliding windows, relevance on the {' x '.join(map(str, case.shape))} case grid]")
             ig = {"steps": args.steps, **({"batch_size": args.ig_batch} if args.ig_batch else {})}
+            chosen = args.case_methods.split(",")
             for name, params in (("saliency", {}), ("integrated_gradients", ig)):
+                if name not in chosen:
+                    continue
                 out = {}
 
                 def product():
