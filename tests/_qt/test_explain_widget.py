@@ -268,7 +268,7 @@ print("alive")
 
 
 def test_opening_the_widget_after_the_viewer_does_not_crash_napari():
-    """torch's lazy triton import after the viewer's OpenGL context segfaulted (see _qt/explain_imports.py)."""
+    """torch's lazy triton import after the viewer's OpenGL context segfaulted (see _qt/no_triton.py)."""
     import os
     import subprocess
     import sys

@@ -30,7 +30,6 @@ from qtpy.QtWidgets import (
 )
 
 from .._layers import case_from_layers, layer_world_affine
-from .explain_imports import keep_triton_out
 from .explain_display import (
     DEFAULT_OPACITY,
     DEFAULT_PERCENTILE,
@@ -43,8 +42,6 @@ from .jobs import JobRunner, Outcome
 
 if TYPE_CHECKING:
     import napari
-
-keep_triton_out()  # before torch is imported inside the GUI process (see explain_imports)
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 TARGETS = (("predicted region", "predicted"), ("painted region", "region"), ("clicked point", "voxel"))
