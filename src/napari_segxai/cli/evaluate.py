@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from ..core.files import atomic_path, write_text
 from ._common import TerminalProgress, UserError
 
 
@@ -48,13 +47,6 @@ def _reference(folder: Path, stem: str):
     return case.label
 
 
-def _write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print a table, write results.json and results.csv."""
     from ..core.case import load_case
@@ -89,14 +81,13 @@ def run(args: argparse.Namespace) -> int:
         results["real"] = {"rows": real_rows, "summary": summarize(real_rows)}
     out = Path(args.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    _write(out / "results.json", json.dumps(results, indent=1))
+    write_text(out / "results.json", json.dumps(results, indent=1))
     all_rows = [dict(r, set="generated") for r in results.get("generated", {}).get("rows", [])] + [dict(r, set="real") for r in real_rows]
     fields = sorted({k for r in all_rows for k in r}, key=lambda k: (k not in ("set", "case", "seed"), k))
-    with tempfile.NamedTemporaryFile("w", newline="", delete=False, dir=out, prefix=".results.csv.") as f:
+    with atomic_path(out / "results.csv") as temporary, open(temporary, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(all_rows)
-    os.replace(f.name, out / "results.csv")
     _print(results)
     print(f"results: {out / 'results.json'}, {out / 'results.csv'}")
     return 0

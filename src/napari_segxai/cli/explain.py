@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..core.files import write_text
 from ._common import TerminalProgress, UserError, add_case_options
 
 DESCRIPTION = """\
@@ -218,20 +217,7 @@ def write_json(record: dict, path: Path, protected: Sequence[Path]) -> Path:
     target = path.resolve()
     if any(Path(p).resolve() == target for p in protected):
         raise UserError(f"Refusing to overwrite {path}: the case was loaded from it; choose another --out folder.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(record, handle, indent=2)
-            handle.write("\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # the usual permissions, not mkstemp's owner-only
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text(path, json.dumps(record, indent=2) + "\n")
     return path
 
 

@@ -35,6 +35,7 @@ import numpy as np
 from scipy import ndimage
 
 from .case import BRATS_124, Case, load_case, save_nifti
+from .files import atomic_path
 
 GENERATOR_VERSION = 1
 MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
@@ -114,14 +115,11 @@ def _template_2mm() -> dict[str, np.ndarray]:
     }
     out = {k: np.clip(np.asarray(img.get_fdata(), dtype=np.float32), 0, 1) for k, img in maps.items()}
     out["affine"] = np.asarray(maps["mask"].affine, dtype=np.float64)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".mni152.", suffix=".npz", dir=path.parent)
-    os.close(fd)
     try:
-        np.savez_compressed(tmp, **out)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".npz") as temporary:
+            np.savez_compressed(temporary, **out)
     except OSError:
-        Path(tmp).unlink(missing_ok=True)
+        pass  # a read-only cache only costs the next run the same loading
     return out
 
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from .files import write_text
 from .progress import CancelFn, Cancelled, ProgressFn, step
 
 MANIFEST_FORMAT = "segxai-training/1"
@@ -284,19 +283,6 @@ def learning_rate(step_index: int, fraction: float, config: dict) -> float:
     return low + 0.5 * (base - low) * (1 + math.cos(math.pi * t))
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write a text file through a temporary name renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def train(
     config: dict,
     out: str | Path,
@@ -333,7 +319,7 @@ def train(
     optimizer = _build_optimizer(config, network.parameters())
     checkpoints_dir = out / "training" / "checkpoints"
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
-    _write_text(out / "training" / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    write_text(out / "training" / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
     seeds = training_seeds(config)
     data = config["data"]
@@ -493,7 +479,7 @@ def _finish(config, out, kwargs, network, save_checkpoint, checkpoints, seeds, j
         "parameters": int(sum(p.numel() for p in network.parameters())),
     }
     manifest_path = out / "training" / "manifest.json"
-    _write_text(manifest_path, json.dumps(manifest, indent=1))
+    write_text(manifest_path, json.dumps(manifest, indent=1))
     card = {
         "name": config["name"],
         "description": config["description"],
@@ -514,7 +500,7 @@ def _finish(config, out, kwargs, network, save_checkpoint, checkpoints, seeds, j
         "training": "training/manifest.json",
     })
     card_path = out / "card.yaml"
-    _write_text(card_path, yaml.safe_dump(card, sort_keys=False, default_flow_style=None))
+    write_text(card_path, yaml.safe_dump(card, sort_keys=False, default_flow_style=None))
     final_loss = float(np.mean(loss_history[-20:])) if loss_history else float("nan")
     return TrainResult(card_path, manifest_path, done, seconds, stopped, final_loss)
 

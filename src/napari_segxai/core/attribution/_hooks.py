@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
