@@ -188,6 +188,12 @@ def test_keyboard_interrupt_also_keeps_the_checkpoints(tmp_path):
     assert manifest["stopped"] == "interrupted" and manifest["steps"] == 8 and manifest["checkpoints"][-1]["step"] == 8
 
 
+def test_default_inference_window_is_the_training_crop():
+    config = make_config({"crop": {"size": [48, 40, 32]}})
+    assert config["inference"]["roi_size"] == [48, 40, 32] and config["inference"]["overlap"] == 0.5
+    assert make_config({"inference": {"roi_size": [24, 24, 24]}})["inference"]["roi_size"] == [24, 24, 24]
+
+
 def test_config_mistakes_are_value_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown setting 'epochs'"):
         make_config({"epochs": 3})

@@ -59,7 +59,9 @@ DEFAULT_CONFIG: dict = {
     "time_budget_minutes": 45.0,
     "threads": 2,
     "seed": 0,
-    "inference": {"roi_size": [104, 120, 96], "overlap": 0.25, "sw_batch_size": 1, "mode": "gaussian"},
+    # roi_size None: the training crop size (windows the size the network saw in training; a
+    # whole-volume window gave the demo model false positives), overlap 0.5 for the same reason.
+    "inference": {"roi_size": None, "overlap": 0.5, "sw_batch_size": 1, "mode": "gaussian"},
     "preprocessing": {"orientation": "RAS", "spacing": [2.0, 2.0, 2.0], "spacing_policy": "resample",
                       "normalization": "zscore_nonzero"},
 }
@@ -112,6 +114,8 @@ def make_config(raw: dict, *, source: str = "the training config") -> dict:
             config[key].update(value)
         else:
             config[key] = value
+    if config["inference"]["roi_size"] is None:
+        config["inference"]["roi_size"] = list(config["crop"]["size"])
     _validate(config, source)
     return config
 
