@@ -65,7 +65,7 @@ def relevance_limits(maps: np.ndarray, percentile: float, signed: bool, *, sorte
 
 def relevance_layer_data(result, case, *, percentile: float = DEFAULT_PERCENTILE, opacity: float = DEFAULT_OPACITY,
                          sorted_magnitudes=None) -> list[tuple[np.ndarray, dict[str, Any], str]]:
-    """Image layer tuples: one per explained class and input channel, on the case's affine."""
+    """Image layer tuples: one per explained class and input channel, on the case's affine (metadata holds the result)."""
     layers = []
     colormap = relevance_colormap(result.signed)
     affine = np.asarray(result.affine if result.affine is not None else case.affine, dtype=float)
@@ -88,7 +88,7 @@ def relevance_layer_data(result, case, *, percentile: float = DEFAULT_PERCENTILE
                     "metadata": case_metadata(
                         case, segxai_role="relevance", segxai_class=class_name, segxai_modality=channel,
                         segxai_method=result.method, segxai_signed=bool(result.signed),
-                        segxai_target=result.target_description,
+                        segxai_target=result.target_description, segxai_result=result,
                     ),
                 },
                 "image",
