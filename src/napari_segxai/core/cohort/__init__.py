@@ -1,0 +1,15 @@
+"""Cohort analysis (Agg2Exp): segment and explain every case on dask workers, then global importance, anomalies and subgroups."""
+
+from .analysis import (ClassAnomalies, DiceCorrelation, anomaly_scores, cohort_table, dice_correlation, flagged_cases,
+                       global_importance, importance_chart, importance_matrix)
+from .cases import CohortCase, find_cases
+from .report import CohortReport, analyse_cohort
+from .runner import CohortRun, CohortSettings, process_case, run_cohort
+from .subgroups import SubgroupTest, read_metadata, subgroup_tests
+
+__all__ = [
+    "ClassAnomalies", "CohortCase", "CohortReport", "CohortRun", "CohortSettings", "DiceCorrelation", "SubgroupTest",
+    "analyse_cohort", "anomaly_scores", "cohort_table", "dice_correlation", "find_cases", "flagged_cases",
+    "global_importance", "importance_chart", "importance_matrix", "process_case", "read_metadata", "run_cohort",
+    "subgroup_tests",
+]

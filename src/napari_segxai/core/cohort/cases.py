@@ -1,0 +1,57 @@
+"""Find the cases of a cohort folder: every sub-folder holding NIfTI files, and every NIfTI file."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import naming
+
+
+@dataclass(frozen=True)
+class CohortCase:
+    """One case of a cohort: a stable identifier (used for its output folder) and where it lies."""
+
+    case_id: str
+    path: Path
+
+
+def case_id(text: str) -> str:
+    """A case name usable as a folder name: letters, digits, ``.``, ``_`` and ``-`` only."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "case"
+
+
+def _holds_nifti(folder: Path) -> bool:
+    """True when ``folder`` holds at least one visible NIfTI file."""
+    return any(p.is_file() and naming.is_nifti(p) and not p.name.startswith(".") for p in folder.iterdir())
+
+
+def find_cases(cases_dir: str | Path, *, exclude: tuple[str | Path, ...] = ()) -> list[CohortCase]:
+    """The cases of ``cases_dir`` sorted by name: sub-folders with NIfTI files, and NIfTI files (hidden ones skipped)."""
+    root = Path(cases_dir).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"The cases folder {root} does not exist or is not a folder; give a folder of case folders or NIfTI files.")
+    skipped = {Path(p).expanduser().resolve() for p in exclude}
+    found: list[tuple[str, Path]] = []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or entry.resolve() in skipped:
+            continue
+        if entry.is_dir() and _holds_nifti(entry):
+            found.append((entry.name, entry))
+        elif entry.is_file() and naming.is_nifti(entry):
+            found.append((naming.file_stem(entry), entry))
+    if not found:
+        raise ValueError(f"{root} holds no case: put one folder per case (or one NIfTI file per case) in it.")
+    cases: list[CohortCase] = []
+    taken: set[str] = set()
+    for name, path in found:
+        ident = case_id(name)
+        if ident.lower() in taken:  # e.g. a folder "a" and a file "a.nii.gz", or names differing only in case
+            ident = case_id(path.name)
+            n = 2
+            while ident.lower() in taken:
+                ident, n = f"{case_id(path.name)}-{n}", n + 1
+        taken.add(ident.lower())
+        cases.append(CohortCase(ident, path))
+    return cases
