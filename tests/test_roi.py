@@ -187,3 +187,14 @@ def test_reading_a_csv_that_is_not_a_table_fails_clearly(tmp_path):
     path.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="not an RoI importance table"):
         read_roi_csv(path)
+
+
+def test_progress_is_reported_per_class_and_cancel_stops():
+    from napari_segxai.core.progress import Cancelled
+
+    maps = np.ones((3, 1, 4, 4), dtype=np.float32)
+    seen = []
+    roi_importance(relevance_of(maps), {}, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    with pytest.raises(Cancelled):
+        roi_importance(relevance_of(maps), {}, should_cancel=lambda: True)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
+from . import progress as _progress
 from .files import write_text
 
 if TYPE_CHECKING:
@@ -190,7 +191,9 @@ def case_regions(
     return regions
 
 
-def roi_importance(relevance: "Relevance", regions: Mapping[str, np.ndarray]) -> RoiImportance:
+def roi_importance(relevance: "Relevance", regions: Mapping[str, np.ndarray], *,
+                   progress: _progress.ProgressFn | None = None,
+                   should_cancel: _progress.CancelFn | None = None) -> RoiImportance:
     """e_{b->a} with its signed split for every explained class a and region b, and the modality shares."""
     maps = np.asarray(relevance.relevance)
     if maps.ndim < 3:
@@ -205,6 +208,7 @@ def roi_importance(relevance: "Relevance", regions: Mapping[str, np.ndarray]) ->
     share_positive, share_negative = np.zeros((n_classes, n_channels)), np.zeros((n_classes, n_channels))
     total = np.zeros(n_classes)
     for k in range(n_classes):
+        _progress.step(k, n_classes, progress, should_cancel)
         flat = np.asarray(maps[k], dtype=np.float32).reshape(n_channels, -1)
         gains = np.maximum(flat, 0)
         losses = gains - flat                     # max(-e, 0), exactly
@@ -220,6 +224,7 @@ def roi_importance(relevance: "Relevance", regions: Mapping[str, np.ndarray]) ->
             down = np.bincount(label_image, weights=losses, minlength=size)
             for slot, r in enumerate(members, start=1):
                 positive[k, r], negative[k, r] = up[slot], down[slot]
+    _progress.step(n_classes, n_classes, progress, None)
     scale = np.divide(1.0, total, out=np.zeros_like(total), where=total > 0)[:, None]
     positive, negative = positive * scale, negative * scale
     share_positive, share_negative = share_positive * scale, share_negative * scale
