@@ -1,0 +1,63 @@
+"""The exact TracIn engine: gradients of every training region at every checkpoint, computed for each query."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..progress import CancelFn, ProgressFn, step
+from .checkpoints import TracInModel
+from .regions import DEFAULT_MARGIN, RegionExample, prepare_example
+from .training_set import check_generator, training_case
+
+
+def training_example(model: TracInModel, seed: int, class_indices: Sequence[int], *, threshold: float,
+                     margin: int = DEFAULT_MARGIN) -> RegionExample:
+    """Training case ``seed`` cut into the final network's confident class regions, with its label as the loss target."""
+    case = training_case(model.card, seed)
+    return prepare_example(
+        case, model.card, model.network, class_indices, threshold=threshold, target="label",
+        label_to_index=model.record.label_to_index, margin=margin, seed=seed, device=model.device,
+    )
+
+
+def tracin_scores(learning_rates: Sequence[float], test: torch.Tensor, train: torch.Tensor) -> np.ndarray:
+    """sum_t lr_t * test[t] . train[t] for (T, A, D) test and (T, B, D) train gradients -> (A, B), in float64."""
+    lrs = torch.as_tensor(list(learning_rates), dtype=torch.float64)
+    return torch.einsum("t,tad,tbd->ab", lrs, test.double(), train.double()).numpy()
+
+
+def exact_influence(
+    model: TracInModel,
+    test: RegionExample,
+    seeds: Sequence[int],
+    class_indices: Sequence[int],
+    *,
+    threshold: float,
+    margin: int = DEFAULT_MARGIN,
+    progress: Optional[ProgressFn] = None,
+    should_cancel: Optional[CancelFn] = None,
+) -> tuple[np.ndarray, list[RegionExample]]:
+    """(K_test, N, K_train) TracIn scores of ``test`` against every training case, and the training examples' regions."""
+    check_generator(model.record)
+    total = len(seeds) + 1
+    step(0, total, progress, should_cancel)
+    test_gradients = model.gradients(test)
+    step(1, total, progress, should_cancel)
+    scores = np.zeros((test.targets.shape[0], len(seeds), len(class_indices)), dtype=np.float64)
+    examples = []
+    for n, seed in enumerate(seeds):
+        example = training_example(model, seed, class_indices, threshold=threshold, margin=margin)
+        scores[:, n, :] = tracin_scores(model.learning_rates, test_gradients, model.gradients(example))
+        examples.append(_light(example))
+        step(n + 2, total, progress, should_cancel)
+    return scores, examples
+
+
+def _light(example: RegionExample) -> RegionExample:
+    """The example without its image and targets (only where its regions are is kept)."""
+    from dataclasses import replace
+
+    return replace(example, image=torch.empty(0), targets=torch.empty(0, dtype=torch.int64))

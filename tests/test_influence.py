@@ -1,0 +1,164 @@
+"""TracIn exact engine: equal to captum TracInCP, per-class-pair split, results, missing training record."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from _influence import LRS, SEEDS, blob_case, toy_model
+from napari_segxai.core.influence import (
+    Evidence, InfluenceResult, NoTrainingRecord, influence, region_loss, training_case, training_record,
+)
+from napari_segxai.core.model_card import load_model_card
+
+
+@pytest.fixture
+def cases_cache(tmp_path, monkeypatch):
+    """Regenerated training cases go to a temporary folder."""
+    from napari_segxai.core.influence import training_set
+
+    folder = tmp_path / "cache"
+    monkeypatch.setattr(training_set, "_cases_folder", lambda size, version: folder / f"v{version}-{size}")
+    return folder
+
+
+@pytest.fixture
+def card(tmp_path, cases_cache):
+    return load_model_card(toy_model(tmp_path / "toy"))
+
+
+def test_exact_engine_equals_captum_tracincp(card):
+    from captum.influence import TracInCP
+
+    from napari_segxai.core.influence.checkpoints import load_tracin_model
+    from napari_segxai.core.influence.exact import training_example
+    from napari_segxai.core.influence.gradients import RegionLoss
+    from napari_segxai.core.influence.regions import prepare_example
+    from napari_segxai.core.weights import load_state_dict
+
+    case = blob_case()
+    result = influence(case, card, engine="exact", layers="last", last_k=2, threshold=0.3)
+    assert result.scores.shape == (3, len(SEEDS), 3) and np.abs(result.scores).max() > 0
+
+    model = load_tracin_model(card, layers="last", last_k=2)
+    train = [training_example(model, s, [1, 2, 3], threshold=0.3) for s in SEEDS]
+    dataset = [(ex.image[0], ex.targets[k]) for ex in train for k in range(3)]
+    record = training_record(card)
+
+    def load(net, path):
+        net.load_state_dict(load_state_dict(path))
+        return dict((str(c.path), c.lr) for c in record.checkpoints)[path]
+
+    tracin = TracInCP(model.gradient_network, torch.utils.data.DataLoader(dataset, batch_size=1),
+                      [str(c.path) for c in record.checkpoints], checkpoints_load_func=load,
+                      layers=list(model.layer_names), loss_fn=RegionLoss(), batch_size=1,
+                      sample_wise_grads_per_batch=False)
+    test = prepare_example(case, card, model.network, [1, 2, 3], threshold=0.3)
+    reference = tracin.influence((test.image.expand(3, *test.image.shape[1:]), test.targets)).detach().numpy()
+    reference = reference.reshape(3, len(SEEDS), 3)
+    np.testing.assert_allclose(result.scores, reference, rtol=1e-4, atol=1e-6 * np.abs(reference).max())
+
+
+def test_class_pair_scores_split_the_whole_prediction_loss(card):
+    """Region-size-weighted class losses add up to the loss over all confident voxels, so their scores do too."""
+    from napari_segxai.core.influence.checkpoints import load_tracin_model
+    from napari_segxai.core.influence.exact import tracin_scores, training_example
+    from napari_segxai.core.influence.gradients import example_gradients, layer_parameters
+    from napari_segxai.core.influence.regions import IGNORE, prepare_example
+
+    case = blob_case()
+    result = influence(case, card, engine="exact", layers="all", threshold=0.0)
+    model = load_tracin_model(card, layers="all")
+    test = prepare_example(case, card, model.network, [1, 2, 3], threshold=0.0)
+    union = test.targets.max(0).values.unsqueeze(0)  # every region's voxels with their own class as target
+    assert (union != IGNORE).sum() == test.voxels.sum() > 0
+    whole = []
+    for state in model.states:
+        model.gradient_network.load_state_dict(state)
+        params = layer_parameters(model.gradient_network, model.layer_names)
+        loss = region_loss(model.gradient_network(test.image), union)[0]
+        whole.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)]))
+    train = training_example(model, SEEDS[0], [1, 2, 3], threshold=0.0)
+    whole_scores = tracin_scores(model.learning_rates, torch.stack(whole)[:, None], model.gradients(train))[0]
+    weights = test.voxels / test.voxels.sum()
+    np.testing.assert_allclose((weights[:, None] * result.scores[:, 0, :]).sum(0), whole_scores, rtol=1e-4, atol=1e-9)
+    # and each class pair is its own number: rows differ when the test regions differ
+    assert not np.allclose(result.scores[1], result.scores[2])
+    assert example_gradients  # imported API exists
+
+
+def test_regions_follow_the_prediction_and_the_threshold(card):
+    from napari_segxai.core.influence.checkpoints import load_tracin_model
+    from napari_segxai.core.influence.regions import IGNORE, prepare_example
+    from napari_segxai.core.segment import segment
+
+    case = blob_case()
+    model = load_tracin_model(card)
+    loose = prepare_example(case, card, model.network, [1, 2, 3], threshold=0.0)
+    strict = prepare_example(case, card, model.network, [1, 2, 3], threshold=0.45)
+    labels = segment(case, card).labels
+    for k, value in enumerate((1, 2, 4)):
+        assert loose.voxels[k] == int((labels == value).sum())
+        assert strict.voxels[k] <= loose.voxels[k]
+        inside = loose.targets[k] != IGNORE
+        assert torch.all(loose.targets[k][inside] == k + 1)
+    assert strict.voxels.sum() < loose.voxels.sum()
+
+
+def test_result_ranks_proponents_and_opponents_and_writes_csv(card, tmp_path):
+    result = influence(blob_case(), card, engine="exact", threshold=0.0)
+    assert isinstance(result, InfluenceResult) and result.engine == "exact"
+    assert result.layer_names and result.checkpoints and result.learning_rates == LRS
+    for test_class in result.test_classes:
+        pros, cons = result.proponents(test_class, top=4), result.opponents(test_class, top=4)
+        assert all(isinstance(e, Evidence) for e in pros + cons)
+        assert [e.score for e in pros] == sorted((e.score for e in pros), reverse=True) and all(e.score > 0 for e in pros)
+        assert [e.score for e in cons] == sorted(e.score for e in cons) and all(e.score < 0 for e in cons)
+        for e in pros + cons:
+            n, b = result.training_cases.index(e.training_case), result.train_classes.index(e.train_class)
+            assert e.score == result.scores[result.test_classes.index(test_class), n, b]
+            assert all(a <= c < z for c, (a, z) in zip(e.centroid, e.bbox)) and e.voxels > 0
+    only = result.proponents("edema", "enhancing", top=10) + result.opponents("edema", "enhancing", top=10)
+    assert {e.train_class for e in only} <= {"enhancing"}
+    with pytest.raises(ValueError, match="was not queried"):
+        result.proponents("liver")
+    path = result.to_csv(tmp_path / "out" / "influence.csv")
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == len(result.rows()) > 0
+    best = min((r for r in rows if r["test_class"] == "edema"), key=lambda r: int(r["rank"]))
+    assert float(best["score"]) == pytest.approx(result.scores[result.test_classes.index("edema")].max(), rel=1e-5)
+
+
+def test_training_case_is_regenerated_and_cached(card, cases_cache):
+    from napari_segxai.core.synth import generate_case
+
+    case = training_case(card, SEEDS[1])
+    again = training_case(card, SEEDS[1])
+    expected = generate_case(SEEDS[1], size="toy").case
+    np.testing.assert_allclose(case.channels, expected.channels, atol=1e-6)
+    np.testing.assert_array_equal(again.label, expected.label)
+    assert case.name == expected.name and any(cases_cache.rglob("ground_truth.json"))
+    with pytest.raises(ValueError, match="not one of the 3 training cases"):
+        training_case(card, 5)
+
+
+def test_a_card_without_training_record_says_so_in_one_sentence(tmp_path):
+    card = load_model_card(toy_model(tmp_path / "bare", training=False))
+    with pytest.raises(NoTrainingRecord) as err:
+        influence(blob_case(), card)
+    assert str(err.value) == "This model has no recorded checkpoints; train it with `segxai train` to record them."
+    assert isinstance(err.value, ValueError)
+
+
+def test_user_mistakes_are_value_errors(card):
+    with pytest.raises(ValueError, match="has no class 'liver'"):
+        influence(blob_case(), card, classes=["liver"], engine="exact")
+    with pytest.raises(ValueError, match="Unknown TracIn engine"):
+        influence(blob_case(), card, engine="fast")
+    with pytest.raises(ValueError, match="Unknown layer choice"):
+        influence(blob_case(), card, engine="exact", layers="first")
+    with pytest.raises(ValueError, match="threshold"):
+        influence(blob_case(), card, engine="exact", threshold=1.5)
