@@ -1,0 +1,22 @@
+"""Can the explanations be trusted? Sanity checks, quality metrics and a ground-truth benchmark (numpy/torch/scipy).
+
+- :mod:`.randomisation`: model parameter randomisation (Adebayo et al. 2018), cascading and independent;
+- :mod:`.metrics`: faithfulness correlation, deletion curve, max-sensitivity, complexity, efficiency;
+- :mod:`.groundtruth`: explanation precision and modality shares on generated cases, next to edge-filter and random-weights baselines;
+- :mod:`.similarity`: Spearman, SSIM (any dims) and top-k overlap of maps.
+
+Everything works on a :class:`Problem`: a network, one input and the segmentation target it explains
+(:func:`case_problem` builds it from a case and a model card).
+"""
+
+from .metrics import METRICS, DeletionCurve, QualityResult, QualityRow, complexity, deletion_curve, faithfulness_correlation, max_sensitivity, quality_metrics
+from .problem import Problem, case_problem, relevance_of
+from .randomisation import MODES, RandomisationResult, SimilarityRow, VerdictRow, randomisation_test, randomised_copy, weight_layers
+from .similarity import abs_spearman, map_ssim, spearman, ssim, top_k_overlap
+
+__all__ = [
+    "METRICS", "MODES", "DeletionCurve", "Problem", "QualityResult", "QualityRow", "RandomisationResult",
+    "SimilarityRow", "VerdictRow", "abs_spearman", "case_problem", "complexity", "deletion_curve",
+    "faithfulness_correlation", "map_ssim", "max_sensitivity", "quality_metrics", "randomisation_test",
+    "randomised_copy", "relevance_of", "spearman", "ssim", "top_k_overlap", "weight_layers",
+]

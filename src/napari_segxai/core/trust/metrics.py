@@ -1,0 +1,360 @@
+"""Quality metrics of relevance maps on segmentation targets: faithfulness, deletion, sensitivity, complexity, efficiency.
+
+Every metric explains and perturbs the problem's own target (each class's output summed over its
+region), so the function measured is the function explained. A voxel is removed by setting
+all its channels to the baseline (zeros, each channel's minimum, or the input blurred).
+Perturbed inputs run in batches under the attribution engine's memory cap.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .. import progress as _progress
+from ..attribution import AttributionMethod
+from ..attribution.baselines import BASELINES, make_baseline
+from .problem import Problem, method_label, relevance_of, stages, target_scores
+from .tables import write_csv
+
+METRICS = ("faithfulness", "deletion", "sensitivity", "complexity")
+
+
+@dataclass(frozen=True)
+class DeletionCurve:
+    """Target output of one class as the most relevant voxels (or random ones) are removed."""
+
+    method: str
+    class_name: str
+    order: str                  # "relevance" (most relevant first) or "random"
+    fractions: np.ndarray       # share of voxels removed at each point, 0 .. 1
+    scores: np.ndarray          # the class's explained scalar at each point
+    normalised: np.ndarray      # (score - score with everything removed) / (intact - everything removed)
+    auc: float                  # area under the normalised curve (lower: the relevant voxels matter more)
+
+
+@dataclass(frozen=True)
+class QualityRow:
+    """Every quality metric of one method's map for one class, with the seconds each took."""
+
+    method: str
+    class_name: str
+    faithfulness: float         # Pearson r of summed relevance and output drop over random voxel subsets
+    deletion_auc: float         # area under the normalised deletion curve, most relevant first
+    deletion_auc_random: float  # the same with voxels removed in random order
+    max_sensitivity: float      # max over noisy inputs of ||e(x + noise) - e(x)|| / ||e(x)||
+    above_threshold: float      # share of voxels whose |relevance| exceeds the threshold x the maximum
+    entropy: float              # Shannon entropy (nats) of the normalised |relevance|
+    entropy_normalised: float   # entropy / log(number of voxels): 1 for a flat map
+    seconds_explain: float      # efficiency: one explanation of all classes
+    seconds_faithfulness: float
+    seconds_deletion: float
+    seconds_sensitivity: float
+    seconds_complexity: float
+
+
+@dataclass(frozen=True)
+class QualityResult:
+    """Quality rows (one per method and class), the deletion curves, and the settings used."""
+
+    rows: tuple[QualityRow, ...]
+    curves: tuple[DeletionCurve, ...] = field(default=())
+    settings: dict = field(default_factory=dict)
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write the quality rows as CSV (atomic)."""
+        return write_csv(self.rows, path)
+
+    def plot_deletion(self, path: str | Path) -> Path:
+        """The deletion curves as a PNG (atomic)."""
+        from .plots import deletion_plot
+
+        return deletion_plot(self, path)
+
+
+def spatial_relevance(relevance: np.ndarray) -> np.ndarray:
+    """Relevance of each voxel: the sum over channels of a map (C, *spatial)."""
+    return np.asarray(relevance, dtype=np.float64).sum(0)
+
+
+def removal_baseline(problem: Problem, baseline: str | torch.Tensor, blur_sigma: float = 5.0) -> torch.Tensor:
+    """The input every removed voxel takes its values from (1, C, *spatial)."""
+    if isinstance(baseline, torch.Tensor):
+        if baseline.shape != problem.inputs.shape:
+            raise ValueError(f"The baseline {tuple(baseline.shape)} must have the input's shape {tuple(problem.inputs.shape)}.")
+        return baseline.to(problem.inputs)
+    if baseline not in BASELINES:
+        raise ValueError(f"Unknown baseline {baseline!r}; choose one of {', '.join(BASELINES)}.")
+    return make_baseline(problem.inputs, baseline, blur_sigma)
+
+
+def _removed(problem: Problem, reference: torch.Tensor, masks: np.ndarray) -> torch.Tensor:
+    """Copies of the input (B, C, *spatial) with the voxels of each bool mask (B, *spatial) set to the reference."""
+    keep = torch.from_numpy(~masks).to(problem.inputs.device).unsqueeze(1)
+    return torch.where(keep, problem.inputs, reference)
+
+
+def faithfulness_correlation(
+    problem: Problem,
+    relevance: np.ndarray,
+    *,
+    subset: float = 0.1,
+    n_subsets: int = 32,
+    baseline: str | torch.Tensor = "zeros",
+    subsets: Sequence[np.ndarray] | None = None,
+    seed: int = 0,
+    batch_size: int = 0,
+    progress: _progress.ProgressFn | None = None,
+    should_cancel: _progress.CancelFn | None = None,
+) -> np.ndarray:
+    """Faithfulness correlation (Bhatt et al. 2020) per class: Pearson r between relevance summed over random voxel subsets and the output drop when they are removed.
+
+    ``subset`` is the share of voxels in each subset; ``subsets`` (flat voxel indices) replaces
+    the seeded random draw. One forward pass per subset gives every class's drop.
+    """
+    n_voxels = int(np.prod(problem.spatial_shape))
+    if subsets is None:
+        if not 0 < subset < 1:
+            raise ValueError(f"The subset share must be between 0 and 1, got {subset}.")
+        if n_subsets < 2:
+            raise ValueError(f"Faithfulness correlation needs at least 2 subsets, got {n_subsets}.")
+        rng = np.random.default_rng(seed)
+        size = max(1, int(round(subset * n_voxels)))
+        subsets = [rng.choice(n_voxels, size, replace=False) for _ in range(n_subsets)]
+    subsets = [np.asarray(s, dtype=np.int64) for s in subsets]
+    reference = removal_baseline(problem, baseline)
+    intact = target_scores(problem, lambda a, b: problem.inputs, 1)[0]
+
+    def make(start: int, stop: int) -> torch.Tensor:
+        masks = np.zeros((stop - start, n_voxels), dtype=bool)
+        for row, index in enumerate(subsets[start:stop]):
+            masks[row, index] = True
+        return _removed(problem, reference, masks.reshape((-1,) + problem.spatial_shape))
+
+    perturbed = target_scores(problem, make, len(subsets), batch_size=batch_size,
+                              progress=progress, should_cancel=should_cancel)
+    drops = intact[None, :] - perturbed                              # (n_subsets, K_t)
+    flat = relevance.reshape(relevance.shape[0], relevance.shape[1], -1).astype(np.float64).sum(1)
+    sums = np.stack([flat[:, s].sum(1) for s in subsets])           # (n_subsets, K_t)
+    return np.array([_pearson(sums[:, k], drops[:, k]) for k in range(flat.shape[0])])
+
+
+def deletion_curve(
+    problem: Problem,
+    relevance_k: np.ndarray,
+    class_index: int,
+    *,
+    steps: int = 20,
+    baseline: str | torch.Tensor = "zeros",
+    order: str = "relevance",
+    seed: int = 0,
+    batch_size: int = 0,
+    method: str = "",
+    progress: _progress.ProgressFn | None = None,
+    should_cancel: _progress.CancelFn | None = None,
+) -> DeletionCurve:
+    """Deletion curve of one class: its output as voxels are removed, most relevant (summed over channels) first, in ``steps`` equal parts."""
+    if steps < 1:
+        raise ValueError(f"The deletion curve needs at least 1 step, got {steps}.")
+    if order not in ("relevance", "random"):
+        raise ValueError(f"Unknown deletion order {order!r}; choose relevance or random.")
+    n_voxels = int(np.prod(problem.spatial_shape))
+    if order == "relevance":
+        ranking = np.argsort(-spatial_relevance(relevance_k).ravel(), kind="stable")
+    else:
+        ranking = np.random.default_rng(seed).permutation(n_voxels)
+    counts = np.array([int(round(j * n_voxels / steps)) for j in range(steps + 1)])
+    reference = removal_baseline(problem, baseline)
+
+    def make(start: int, stop: int) -> torch.Tensor:
+        masks = np.zeros((stop - start, n_voxels), dtype=bool)
+        for row, count in enumerate(counts[start:stop]):
+            masks[row, ranking[:count]] = True
+        return _removed(problem, reference, masks.reshape((-1,) + problem.spatial_shape))
+
+    scores = target_scores(problem, make, len(counts), batch_size=batch_size,
+                           progress=progress, should_cancel=should_cancel)[:, class_index]
+    return _curve(method, problem.class_names[class_index], order, counts / n_voxels, scores)
+
+
+def _curve(method, class_name, order, fractions, scores) -> DeletionCurve:
+    """A deletion curve with its normalised form and area."""
+    span = scores[0] - scores[-1]
+    normalised = (scores - scores[-1]) / span if span != 0 else np.full_like(scores, np.nan)
+    auc = float(np.trapezoid(normalised, fractions)) if span != 0 else float("nan")
+    return DeletionCurve(method, class_name, order, np.asarray(fractions, float), np.asarray(scores, float),
+                         normalised, auc)
+
+
+def max_sensitivity(
+    problem: Problem,
+    method: str | AttributionMethod,
+    relevance: np.ndarray,
+    *,
+    n_samples: int = 8,
+    radius: float = 0.05,
+    seed: int = 0,
+    progress: _progress.ProgressFn | None = None,
+    should_cancel: _progress.CancelFn | None = None,
+) -> np.ndarray:
+    """Max-sensitivity (Yeh et al. 2019) per class: the largest ||e(x + d) - e(x)|| / ||e(x)|| over noisy inputs.
+
+    The noise d is uniform in [-radius s_c, radius s_c] per voxel, s_c the standard deviation of
+    input channel c; the map is recomputed for every noisy input.
+    """
+    if n_samples < 1 or radius <= 0:
+        raise ValueError(f"Max-sensitivity needs at least one sample and a positive radius, got {n_samples} and {radius}.")
+    generator = torch.Generator().manual_seed(int(seed))
+    spread = problem.inputs.transpose(0, 1).flatten(1).std(1).view(1, -1, *([1] * len(problem.spatial_shape)))
+    norms = np.sqrt((relevance.reshape(relevance.shape[0], -1).astype(np.float64) ** 2).sum(1))
+    worst = np.zeros(relevance.shape[0])
+    for i in range(n_samples):
+        _progress.step(i, n_samples, progress, should_cancel)
+        noise = (torch.rand(problem.inputs.shape, generator=generator, dtype=torch.float64) * 2 - 1)
+        noisy = problem.inputs + radius * spread * noise.to(problem.inputs)
+        other, _ = relevance_of(problem, method, inputs=noisy, should_cancel=should_cancel)
+        change = np.sqrt(((other - relevance).reshape(relevance.shape[0], -1).astype(np.float64) ** 2).sum(1))
+        worst = np.maximum(worst, np.divide(change, norms, out=np.full_like(change, np.inf), where=norms > 0))
+    _progress.step(n_samples, n_samples, progress, None)
+    return worst
+
+
+def complexity(relevance: np.ndarray, *, threshold: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per class: share of voxels above ``threshold`` x the maximum |relevance|, entropy (nats) of the normalised |relevance|, and that entropy / log(voxels).
+
+    A voxel's |relevance| is the sum over channels of the absolute map.
+    """
+    if not 0 <= threshold < 1:
+        raise ValueError(f"The complexity threshold must be in [0, 1), got {threshold}.")
+    magnitude = np.abs(np.asarray(relevance, dtype=np.float64)).sum(1)
+    magnitude = magnitude.reshape(magnitude.shape[0], -1)
+    top = magnitude.max(1, keepdims=True)
+    above = np.where(top[:, 0] > 0, (magnitude > threshold * top).mean(1), 0.0)
+    totals = magnitude.sum(1, keepdims=True)
+    p = np.divide(magnitude, totals, out=np.zeros_like(magnitude), where=totals > 0)
+    entropy = -(p * np.log(np.where(p > 0, p, 1.0))).sum(1)
+    return above, entropy, entropy / np.log(magnitude.shape[1]) if magnitude.shape[1] > 1 else entropy
+
+
+def quality_metrics(
+    problem: Problem,
+    methods: Sequence[str | AttributionMethod],
+    *,
+    metrics: Sequence[str] = METRICS,
+    baseline: str = "zeros",
+    subset: float = 0.1,
+    n_subsets: int = 32,
+    deletion_steps: int = 20,
+    noise_samples: int = 8,
+    noise_radius: float = 0.05,
+    threshold: float = 0.1,
+    seed: int = 0,
+    batch_size: int = 0,
+    progress: _progress.ProgressFn | None = None,
+    should_cancel: _progress.CancelFn | None = None,
+) -> QualityResult:
+    """Every chosen metric for every method on the problem: one row per method and class, plus the deletion curves."""
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"Unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}.")
+    if not methods:
+        raise ValueError("No attribution method to measure; give one or more methods.")
+    n_classes = len(problem.class_names)
+    nan = np.full(n_classes, np.nan)
+    weights = []
+    for _ in methods:
+        weights += [1, n_subsets if "faithfulness" in metrics else 0,
+                    (deletion_steps + 1) * (n_classes + 1) if "deletion" in metrics else 0,
+                    noise_samples * 4 if "sensitivity" in metrics else 0]
+    parts = stages(progress, weights)
+    rows: list[QualityRow] = []
+    curves: list[DeletionCurve] = []
+    random_curves: list[DeletionCurve] | None = None
+    for method in methods:
+        label = method_label(method)
+        relevance, seconds_explain = relevance_of(problem, method, progress=next(parts), should_cancel=should_cancel)
+        faithful, seconds = _timed(lambda p: faithfulness_correlation(
+            problem, relevance, subset=subset, n_subsets=n_subsets, baseline=baseline, seed=seed,
+            batch_size=batch_size, progress=p, should_cancel=should_cancel), next(parts), "faithfulness" in metrics, nan)
+        seconds_faithfulness = seconds
+        start = time.perf_counter()
+        part = next(parts)
+        auc, auc_random = nan.copy(), nan.copy()
+        if "deletion" in metrics:
+            total = n_classes + (1 if random_curves is None else 0)
+            for k in range(n_classes):
+                curve = deletion_curve(problem, relevance[k], k, steps=deletion_steps, baseline=baseline,
+                                       batch_size=batch_size, method=label, should_cancel=should_cancel,
+                                       progress=_sub(part, k, total))
+                curves.append(curve)
+                auc[k] = curve.auc
+            if random_curves is None:
+                random_curves = _random_curves(problem, deletion_steps, baseline, seed, batch_size,
+                                               _sub(part, n_classes, total), should_cancel)
+                curves += random_curves
+            auc_random = np.array([c.auc for c in random_curves])
+        seconds_deletion = time.perf_counter() - start if "deletion" in metrics else float("nan")
+        sensitivity, seconds_sensitivity = _timed(lambda p: max_sensitivity(
+            problem, method, relevance, n_samples=noise_samples, radius=noise_radius, seed=seed,
+            progress=p, should_cancel=should_cancel), next(parts), "sensitivity" in metrics, nan)
+        start = time.perf_counter()
+        above, entropy, entropy_norm = complexity(relevance, threshold=threshold) if "complexity" in metrics else (nan, nan, nan)
+        seconds_complexity = time.perf_counter() - start if "complexity" in metrics else float("nan")
+        for k, name in enumerate(problem.class_names):
+            rows.append(QualityRow(
+                label, name, float(faithful[k]), float(auc[k]), float(auc_random[k]), float(sensitivity[k]),
+                float(above[k]), float(entropy[k]), float(entropy_norm[k]), float(seconds_explain),
+                seconds_faithfulness, seconds_deletion, seconds_sensitivity, seconds_complexity,
+            ))
+    if progress is not None:
+        progress(1000, 1000)
+    settings = dict(metrics=list(metrics), baseline=baseline, subset=subset, n_subsets=n_subsets,
+                    deletion_steps=deletion_steps, noise_samples=noise_samples, noise_radius=noise_radius,
+                    threshold=threshold, seed=seed)
+    return QualityResult(tuple(rows), tuple(curves), settings)
+
+
+def _random_curves(problem, steps, baseline, seed, batch_size, progress, should_cancel) -> list[DeletionCurve]:
+    """Deletion curves of every class for one seeded random voxel order (one set of forward passes)."""
+    n_voxels = int(np.prod(problem.spatial_shape))
+    ranking = np.random.default_rng(seed).permutation(n_voxels)
+    counts = np.array([int(round(j * n_voxels / steps)) for j in range(steps + 1)])
+    reference = removal_baseline(problem, baseline)
+
+    def make(start: int, stop: int) -> torch.Tensor:
+        masks = np.zeros((stop - start, n_voxels), dtype=bool)
+        for row, count in enumerate(counts[start:stop]):
+            masks[row, ranking[:count]] = True
+        return _removed(problem, reference, masks.reshape((-1,) + problem.spatial_shape))
+
+    scores = target_scores(problem, make, len(counts), batch_size=batch_size, progress=progress, should_cancel=should_cancel)
+    return [_curve("random order", name, "random", counts / n_voxels, scores[:, k])
+            for k, name in enumerate(problem.class_names)]
+
+
+def _timed(run, progress, enabled: bool, empty: np.ndarray):
+    """Run a metric (given its progress callback) when enabled: its values and seconds, else nan."""
+    if not enabled:
+        return empty, float("nan")
+    start = time.perf_counter()
+    values = run(progress)
+    return values, time.perf_counter() - start
+
+
+def _sub(progress, index: int, count: int):
+    """A progress callback for the ``index``-th of ``count`` equal parts of another."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(index * max(total, 1) + done, count * max(total, 1))
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation (nan when either is constant)."""
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])

@@ -1,0 +1,86 @@
+"""Figures of the trust measures, drawn with matplotlib's Agg renderer (no GUI toolkit) and written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..files import atomic_path
+
+if TYPE_CHECKING:
+    from .metrics import QualityResult
+    from .randomisation import RandomisationResult
+
+MEASURES = {"spearman": "Spearman rank correlation of |relevance|", "ssim": "SSIM of |relevance|",
+            "top_k": "top-k voxel overlap"}
+
+
+def randomisation_plot(result: "RandomisationResult", path: str | Path, *, measure: str = "spearman") -> Path:
+    """Similarity to the trained network's map against the number of layers randomised, one panel per mode and class."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if measure not in MEASURES:
+        raise ValueError(f"Unknown similarity {measure!r}; choose one of {', '.join(MEASURES)}.")
+    modes = [m for m in ("cascading", "independent") if any(r.mode == m for r in result.rows)]
+    classes = list(dict.fromkeys(r.class_name for r in result.rows))
+    methods = list(dict.fromkeys(r.method for r in result.rows))
+    figure = Figure(figsize=(4.2 * len(classes), 3.4 * len(modes)), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = np.atleast_2d(figure.subplots(len(modes), len(classes), squeeze=False))
+    n_layers = len(result.layers)
+    for i, mode in enumerate(modes):
+        for j, name in enumerate(classes):
+            ax = axes[i, j]
+            for method in methods:
+                points = sorted((r.depth, getattr(r, measure)) for r in result.rows
+                                if r.method == method and r.class_name == name and r.mode in ("none", mode))
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=method)
+            ax.axhline(0.0, color="0.7", linewidth=0.8)
+            ax.set_ylim(-0.2 if measure == "spearman" else -0.05, 1.05)
+            ax.set_xlim(0, n_layers)
+            ax.set_title(f"{name}: {mode}", fontsize=10)
+            ax.set_xlabel("layers randomised from the output" if mode == "cascading" else "layer position from the output")
+            if j == 0:
+                ax.set_ylabel(MEASURES[measure], fontsize=8)
+    axes[0, -1].legend(fontsize=7, loc="lower left")
+    figure.suptitle("Model parameter randomisation (0 = trained network)", fontsize=11)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def deletion_plot(result: "QualityResult", path: str | Path) -> Path:
+    """Deletion curves (normalised target output against the share of voxels removed), one panel per class."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    curves = result.curves
+    if not curves:
+        raise ValueError("There are no deletion curves to plot; run the deletion metric first.")
+    classes = list(dict.fromkeys(c.class_name for c in curves))
+    figure = Figure(figsize=(4.2 * len(classes), 3.4), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = np.atleast_1d(figure.subplots(1, len(classes), squeeze=False)[0])
+    for ax, name in zip(axes, classes):
+        for curve in curves:
+            if curve.class_name == name:
+                style = "--" if curve.order == "random" else "-"
+                label = "random order" if curve.order == "random" else curve.method
+                if curve.order == "random" and any(l.get_label() == label for l in ax.get_lines()):
+                    continue
+                ax.plot(curve.fractions, curve.normalised, style, label=label)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("share of voxels removed (most relevant first)")
+        ax.set_ylabel("target output (1 = intact, 0 = all removed)", fontsize=8)
+    axes[-1].legend(fontsize=7)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _save(figure, path: str | Path) -> Path:
+    """Write a figure as PNG through a temporary file."""
+    with atomic_path(path, suffix=".png") as temporary:
+        figure.savefig(temporary, format="png")
+    return Path(path)

@@ -1,0 +1,114 @@
+"""Similarity of two relevance maps: Spearman rank correlation, structural similarity (SSIM), top-k overlap."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage, stats
+
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
+
+def abs_spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of the absolute values of two maps (Adebayo et al.'s measure)."""
+    a, b = _pair(a, b)
+    return spearman(np.abs(a), np.abs(b))
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of two arrays of the same shape (nan when either is constant)."""
+    a, b = _pair(a, b)
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    rank_a = stats.rankdata(a)
+    rank_b = stats.rankdata(b)
+    return float(np.corrcoef(rank_a, rank_b)[0, 1])
+
+
+def ssim(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    data_range: float | None = None,
+    win_size: int = 7,
+    gaussian: bool = False,
+    sigma: float = 1.5,
+) -> float:
+    """Mean structural similarity (Wang et al. 2004) of two arrays of any dimension, as scikit-image computes it.
+
+    Uniform ``win_size`` windows with the sample covariance (scikit-image's default), or Gaussian
+    windows (``sigma``, truncated at 3.5 sigma, population covariance); the border of half a
+    window is left out of the mean. ``data_range`` defaults to the joint range of both arrays.
+    """
+    a, b = (np.asarray(x, dtype=np.float64) for x in (a, b))
+    if a.shape != b.shape:
+        raise ValueError(f"SSIM needs two arrays of the same shape, got {a.shape} and {b.shape}.")
+    if gaussian:
+        truncate = 3.5
+        win_size = 2 * int(truncate * sigma + 0.5) + 1
+
+        def smooth(x):
+            return ndimage.gaussian_filter(x, sigma=sigma, truncate=truncate, mode="reflect")
+
+        cov_norm = 1.0
+    else:
+        if win_size < 3 or win_size % 2 == 0:
+            raise ValueError(f"The SSIM window must be an odd size of at least 3, got {win_size}.")
+
+        def smooth(x):
+            return ndimage.uniform_filter(x, size=win_size, mode="reflect")
+
+        n = win_size ** a.ndim
+        cov_norm = n / (n - 1)
+    if any(s < win_size for s in a.shape):
+        raise ValueError(f"SSIM needs every side of the map to be at least {win_size} voxels, got {a.shape}.")
+    if data_range is None:
+        data_range = float(max(a.max(), b.max()) - min(a.min(), b.min()))
+    if data_range <= 0:
+        return 1.0 if np.array_equal(a, b) else 0.0
+    mean_a, mean_b = smooth(a), smooth(b)
+    var_a = cov_norm * (smooth(a * a) - mean_a * mean_a)
+    var_b = cov_norm * (smooth(b * b) - mean_b * mean_b)
+    cov = cov_norm * (smooth(a * b) - mean_a * mean_b)
+    c1 = (SSIM_K1 * data_range) ** 2
+    c2 = (SSIM_K2 * data_range) ** 2
+    index = ((2 * mean_a * mean_b + c1) * (2 * cov + c2)) / ((mean_a**2 + mean_b**2 + c1) * (var_a + var_b + c2))
+    pad = (win_size - 1) // 2
+    inner = tuple(slice(pad, s - pad) for s in a.shape)
+    return float(index[inner].mean())
+
+
+def map_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM of two relevance maps (C, *spatial): |relevance| scaled to [0, 1] by each map's maximum, mean over channels."""
+    a, b = _pair(a, b, flatten=False)
+    a, b = np.abs(a), np.abs(b)
+    a = a / a.max() if a.max() > 0 else a
+    b = b / b.max() if b.max() > 0 else b
+    win = min(7, min(a.shape[1:]) - (1 - min(a.shape[1:]) % 2))
+    return float(np.mean([ssim(x, y, data_range=1.0, win_size=win) for x, y in zip(a, b)]))
+
+
+def top_k_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
+    """Share of the k voxels with the largest |relevance| (summed over channels) that two maps (C, *spatial) have in common."""
+    a, b = _pair(a, b, flatten=False)
+    first = top_k_voxels(a, k)
+    second = top_k_voxels(b, k)
+    return float(np.intersect1d(first, second, assume_unique=True).size / first.size)
+
+
+def top_k_voxels(relevance: np.ndarray, k: int) -> np.ndarray:
+    """Flat indices of the k voxels with the largest |relevance| summed over channels (C, *spatial)."""
+    spatial = np.abs(np.asarray(relevance, dtype=np.float64)).sum(0).ravel()
+    k = int(k)
+    if not 1 <= k <= spatial.size:
+        raise ValueError(f"k must be between 1 and the number of voxels ({spatial.size}), got {k}.")
+    return np.argpartition(-spatial, k - 1)[:k]
+
+
+def _pair(a, b, flatten: bool = True):
+    """Two arrays as float64 of the same shape (flattened when asked)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"The two maps have different shapes {a.shape} and {b.shape}; compare maps of one grid.")
+    return (a.ravel(), b.ravel()) if flatten else (a, b)

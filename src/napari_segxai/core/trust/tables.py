@@ -1,0 +1,49 @@
+"""Rows of trust measures (frozen dataclasses) as CSV files and plain-text tables."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..files import write_text
+
+
+def row_dicts(rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """Dataclass rows as dictionaries, in field order."""
+    return [dataclasses.asdict(row) for row in rows]
+
+
+def write_csv(rows: Sequence[Any], path: str | Path) -> Path:
+    """Write dataclass rows as a CSV file (one column per field), atomically."""
+    if not rows:
+        raise ValueError(f"There are no rows to write to {path}; run at least one measure.")
+    buffer = io.StringIO()
+    fields = [f.name for f in dataclasses.fields(rows[0])]
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in row_dicts(rows):
+        writer.writerow({k: _cell(v) for k, v in row.items()})
+    return write_text(path, buffer.getvalue())
+
+
+def format_table(rows: Sequence[Any], columns: Sequence[str] | None = None) -> str:
+    """Dataclass rows as an aligned plain-text table (numbers with 3 significant decimals)."""
+    if not rows:
+        return "(no rows)"
+    columns = list(columns) if columns else [f.name for f in dataclasses.fields(rows[0])]
+    cells = [[_cell(getattr(row, c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    """A value as table text: floats with four significant digits, nan as 'nan'."""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return str(value)

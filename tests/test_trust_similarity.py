@@ -1,0 +1,65 @@
+"""Similarity of relevance maps: Spearman, SSIM (any dims, as scikit-image computes it) and top-k overlap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_segxai.core.trust.similarity import SSIM_K1, SSIM_K2, abs_spearman, map_ssim, spearman, ssim, top_k_overlap
+
+
+def test_identical_maps_are_perfectly_similar():
+    a = np.random.default_rng(0).normal(size=(2, 12, 12, 12))
+    assert spearman(a, a) == pytest.approx(1.0)
+    assert map_ssim(a, a) == pytest.approx(1.0)
+    assert ssim(a[0], a[0]) == pytest.approx(1.0)
+    assert top_k_overlap(a, a, 50) == 1.0
+
+
+def test_spearman_is_a_rank_measure_and_abs_spearman_ignores_sign():
+    a = np.random.default_rng(1).normal(size=500)
+    assert spearman(a, np.exp(3 * a)) == pytest.approx(1.0)
+    assert spearman(a, -a) == pytest.approx(-1.0)
+    assert abs_spearman(a, -a) == pytest.approx(1.0)
+    assert np.isnan(spearman(a, np.ones_like(a)))
+    b = np.random.default_rng(2).normal(size=500)
+    assert abs(spearman(a, b)) < 0.15
+
+
+def test_ssim_of_two_constant_images_is_the_luminance_term():
+    a, b = np.full((9, 9, 9), 0.2), np.full((9, 9, 9), 0.7)
+    c1 = (SSIM_K1 * 1.0) ** 2
+    expected = (2 * 0.2 * 0.7 + c1) / (0.2**2 + 0.7**2 + c1)  # no variance: the contrast-structure term is C2 / C2
+    assert ssim(a, b, data_range=1.0) == pytest.approx(expected, rel=1e-12)
+
+
+def test_ssim_of_a_negated_pattern_is_negative():
+    a = np.random.default_rng(3).uniform(size=(16, 16))
+    assert ssim(a, 1.0 - a, data_range=1.0) < -0.5   # same brightness, opposite structure
+
+
+@pytest.mark.parametrize("shape", [(24, 20), (16, 14, 12)])
+@pytest.mark.parametrize("gaussian", [False, True])
+def test_ssim_matches_scikit_image(shape, gaussian):
+    metrics = pytest.importorskip("skimage.metrics")
+    rng = np.random.default_rng(4)
+    a = rng.uniform(size=shape)
+    b = np.clip(a + rng.normal(0, 0.2, shape), 0, 1)
+    if gaussian:
+        expected = metrics.structural_similarity(a, b, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                                 use_sample_covariance=False)
+    else:
+        expected = metrics.structural_similarity(a, b, data_range=1.0, win_size=7)
+    assert ssim(a, b, data_range=1.0, gaussian=gaussian) == pytest.approx(expected, rel=1e-9)
+
+
+def test_top_k_overlap_counts_shared_voxels_summed_over_channels():
+    a = np.zeros((2, 4, 4, 4))
+    b = np.zeros((2, 4, 4, 4))
+    a[0, 0, 0, :] = [4, 3, 2, 1]            # top-4 of a: (0,0,0..3)
+    b[1, 0, 0, :2] = [-5, -4]                # sign ignored, channels summed
+    b[0, 3, 3, 2:] = [9, 8]
+    assert top_k_overlap(a, b, 4) == pytest.approx(0.5)
+    assert top_k_overlap(a, b, 2) == 0.0    # a's top 2: (0,0,0), (0,0,1); b's: (3,3,2), (3,3,3)
+    with pytest.raises(ValueError, match="k must be"):
+        top_k_overlap(a, b, 0)
