@@ -38,20 +38,25 @@ def test_sample_data_opens_the_demo_case(demo_case):
 
 
 @pytest.mark.slow
-def test_demo_writes_the_segmentation_and_a_picture_of_the_viewer(
-    demo_case, make_tiny_card, tmp_path, capsys, qapp
-):
-    card = make_tiny_card(96)
+def test_demo_writes_the_segmentation_relevance_and_a_picture_of_the_viewer(demo_case, tmp_path, capsys, qapp):
+    """The bundled model on the demo case: segmentation, relevance for every tumour class, the viewer picture."""
     shot = tmp_path / "docs" / "screenshot.png"
     out = tmp_path / "out"
-    status = demo.run(_args("--model", str(card), "--out", str(out), "--headless", "--screenshot", str(shot)))
+    status = demo.run(_args("--out", str(out), "--headless", "--screenshot", str(shot)))
     assert status == 0
     printed = capsys.readouterr().out
-    assert "Dice against the case's ground truth" in printed
+    assert "Dice against the case's ground truth: whole tumour 0.9" in printed
     (seg,) = out.glob("*_seg.nii.gz")
     img = nib.load(seg)
     np.testing.assert_allclose(img.affine, demo_case.affine, atol=1e-5)
     assert img.shape == demo_case.shape
+    maps = sorted(out.glob(f"*_{demo.DEMO_METHOD}_*.nii.gz"))
+    assert len(maps) == 4  # necrosis, edema, enhancing and the target masks
+    edema = nib.load(next(m for m in maps if m.name.endswith("_edema.nii.gz")))
+    assert edema.shape == demo_case.shape + (4,)
+    np.testing.assert_allclose(edema.affine, demo_case.affine, atol=1e-5)
+    # by construction oedema shows on FLAIR and enhancement on T1ce: the relevance says so too
+    assert "edema: flair" in printed and "enhancing: t1ce" in printed
     picture = out / "demo_viewer.png"
     assert shot.read_bytes() == picture.read_bytes()
     from PIL import Image
@@ -67,12 +72,15 @@ def test_demo_without_a_display_still_segments(demo_case, make_tiny_card, tmp_pa
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.setattr(demo.sys, "platform", "linux")
     out = tmp_path / "out"
-    assert demo.run(_args("--model", str(make_tiny_card(96)), "--out", str(out))) == 0
-    assert len(list(out.glob("*_seg.nii.gz"))) == 1
+    assert demo.run(_args("--model", str(make_tiny_card(96)), "--out", str(out), "--method", "none")) == 0
+    assert [p.name.endswith("_seg.nii.gz") for p in out.iterdir()] == [True]
     assert not (out / "demo_viewer.png").exists()
     assert "No display" in capsys.readouterr().out
 
 
-def test_demo_refuses_a_screenshot_that_is_not_png(tmp_path):
+def test_demo_refuses_a_screenshot_that_is_not_png_and_an_unknown_method(tmp_path):
     with pytest.raises(ValueError, match="must name a .png file"):
         demo.run(_args("--out", str(tmp_path), "--screenshot", str(tmp_path / "shot.jpg")))
+    with pytest.raises(ValueError, match="Unknown method 'magic'"):
+        demo.run(_args("--out", str(tmp_path), "--method", "magic"))
+    assert list(tmp_path.iterdir()) == []

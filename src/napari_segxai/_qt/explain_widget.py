@@ -430,6 +430,13 @@ class ExplainWidget(QWidget):
         """Ask the running explanation to stop at its next step."""
         self.jobs.cancel()
 
+    def show_result(self, case, card, result) -> list:
+        """Show a relevance computed elsewhere (e.g. by ``segxai demo``) as if this widget had run it."""
+        if self.method.findText(result.method) >= 0:
+            self.method.setCurrentText(result.method)
+        self._on_result(Outcome(case=case, card=card, result=result))
+        return self.relevance_layers()
+
     def _on_result(self, outcome: Outcome) -> None:
         """Add the relevance layers (main thread)."""
         if self.grid_button.isChecked():

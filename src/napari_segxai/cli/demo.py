@@ -13,6 +13,9 @@ from ._common import TerminalProgress, UserError
 # The modality shown under the segmentation: the one on which the demo's oedema shows best.
 SHOWN_MODALITY = "flair"
 WINDOW_SIZE = (1500, 900)
+# Gradient x input: 14 s on the demo case on 2 CPU cores, and its modality shares follow the
+# demo's ground truth (oedema on FLAIR, enhancement and necrosis on T1ce); see benchmarks/RESULTS.md.
+DEMO_METHOD = "gradient_x_input"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -22,8 +25,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="segment the bundled demo case with the bundled model and show it in napari",
         description=(
             "Build the demo case (a tumour grown in MNI152 anatomy; written once to the user cache), "
-            "segment it with the bundled demo model, write the segmentation as NIfTI to --out, then "
-            "open napari on the case with the segmentation over it. With --headless, or when there is "
+            "segment it with the bundled demo model, explain every predicted tumour class (--method), "
+            "write the segmentation and the relevance maps as NIfTI to --out, then open napari on the "
+            "case with the segmentation and the relevance over it. With --headless, or when there is "
             "no display, the viewer is shown only long enough to save a picture of it "
             "(<out>/demo_viewer.png); napari needs an X server for that, e.g. run under "
             "'xvfb-run -a'."
@@ -46,6 +50,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="model card (YAML) to segment with; default: the bundled demo model",
     )
     parser.add_argument(
+        "--method", default=DEMO_METHOD, metavar="M",
+        help=f"relevance method of the registry (see 'segxai explain --help'), or 'none' to skip "
+             f"explaining; default: {DEMO_METHOD}",
+    )
+    parser.add_argument(
         "--device", default=None, choices=["auto", "cpu", "cuda", "mps"],
         help="where to run the model; default: CUDA, then MPS, then CPU",
     )
@@ -61,22 +70,26 @@ def has_display() -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Segment the demo case, write the result, then show it (or save a picture of the viewer)."""
+    from ..core.attribution import available_methods
     from ..core.case import load_case, save_nifti
-    from ..core.model_card import default_model_card, load_model_card
-    from ..core.segment import segment
+    from ..core.model_card import build_network, default_model_card, load_model_card
+    from ..core.segment import pick_device, segment
     from ..core.synth import demo_case_path
     from .segment import output_paths
 
     if args.screenshot is not None and args.screenshot.suffix.lower() != ".png":
         raise UserError(f"--screenshot must name a .png file, not {args.screenshot}.")
+    if args.method != "none" and args.method not in available_methods():
+        raise UserError(f"Unknown method {args.method!r}; choose one of {', '.join(available_methods())} or none.")
     out = Path(args.out)
     card = default_model_card() if args.model is None else load_model_card(args.model)
     print("Preparing the demo case (the first run builds it; later runs reuse it)…", flush=True)
     case_folder = demo_case_path()
     case = load_case(case_folder)
-    device = None if args.device in (None, "auto") else args.device
+    device = pick_device(None if args.device in (None, "auto") else args.device)
+    network = build_network(card, device)
     with TerminalProgress(f"segmenting {case.name}") as bar:
-        result = segment(case, card, device=device, progress=bar)
+        result = segment(case, card, network=network, device=device, progress=bar)
     labels_path, _ = output_paths(case.name, out)
     save_nifti(result.labels, result.affine, labels_path, protected=case.source_paths)
     print(f"Segmented {case.name} with {card.name} on {result.device} in {result.seconds:.1f} s.")
@@ -84,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"Dice against the case's ground truth: {format_dice(result.labels, case.label)}.")
     print(f"Demo case: {case_folder}")
     print(f"Segmentation: {labels_path}")
+    relevance = None
+    if args.method != "none":
+        relevance = explain_predicted(case, card, result, args.method, network, device, out)
 
     headless = args.headless or not has_display()
     if headless and not has_display():
@@ -92,13 +108,65 @@ def run(args: argparse.Namespace) -> int:
             "(or 'make demo') to get one."
         )
         return 0
-    picture = show(case, result, card, out / "demo_viewer.png", interactive=not headless)
+    picture = show(case, result, card, out / "demo_viewer.png", interactive=not headless, relevance=relevance)
     print(f"Viewer picture: {picture}")
     if args.screenshot is not None:
         args.screenshot.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(picture, args.screenshot)
         print(f"Copied to: {args.screenshot}")
     return 0
+
+
+def explain_predicted(case, card, segmentation, method: str, network, device, out: Path):
+    """Explain every predicted non-background class; write the maps; print each class's modality shares."""
+    import numpy as np
+
+    from ..core.attribution import explain_case
+    from .explain import write_relevance
+
+    present = {int(v) for v in np.unique(segmentation.labels)}
+    classes = [i for i, info in enumerate(card.classes) if info.label != 0 and info.label in present]
+    if not classes:
+        print("The model predicted no tumour class on this case, so there is nothing to explain.")
+        return None
+    with TerminalProgress(f"explaining {case.name} ({method})") as bar:
+        relevance = explain_case(case, card, method=method, classes=classes, network=network, device=device,
+                                 progress=bar)
+    written = write_relevance(relevance, case.name, out, protected=case.source_paths,
+                              details={"model_card": str(card.path), "model": card.name, "device": str(device)})
+    print(f"Explained {', '.join(relevance.class_names)} with {relevance.method} in {relevance.seconds:.1f} s "
+          f"({relevance.target_description}).")
+    for line in modality_shares(relevance):
+        print(f"  {line}")
+    print(f"Relevance maps: {out} ({len(written) - 1} files)")
+    return relevance
+
+
+def modality_shares(relevance) -> list[str]:
+    """One line per explained class: the share of its |relevance| on each input channel, largest first."""
+    import numpy as np
+
+    lines = []
+    for k, name in enumerate(relevance.class_names):
+        per_channel = np.abs(relevance.relevance[k]).reshape(len(relevance.channel_names), -1).sum(axis=1)
+        share = per_channel / max(float(per_channel.sum()), np.finfo(np.float32).tiny)
+        order = np.argsort(-share)
+        lines.append(f"{name}: " + ", ".join(f"{relevance.channel_names[c]} {share[c]:.0%}" for c in order))
+    return lines
+
+
+def shown_relevance(relevance, segmentation) -> str:
+    """The layer to show first: the largest predicted class, on the input channel holding most of its relevance."""
+    import numpy as np
+
+    from .._qt.explain_display import relevance_layer_name
+
+    labels = {info.name: info.label for info in segmentation.classes}
+    sizes = [int(np.count_nonzero(segmentation.labels == labels[name])) for name in relevance.class_names]
+    k = int(np.argmax(sizes))
+    per_channel = np.abs(relevance.relevance[k]).reshape(len(relevance.channel_names), -1).sum(axis=1)
+    return relevance_layer_name(relevance.class_names[k], relevance.channel_names[int(np.argmax(per_channel))],
+                                relevance.method)
 
 
 def format_dice(prediction, reference) -> str:
@@ -109,13 +177,14 @@ def format_dice(prediction, reference) -> str:
     return ", ".join(f"{name.replace('_', ' ')} {value:.3f}" for name, value in scores.items())
 
 
-def show(case, result, card, picture: Path, *, interactive: bool) -> Path:
-    """Open napari on the case and its segmentation at the tumour's centre; save a picture; keep it open if interactive."""
+def show(case, result, card, picture: Path, *, interactive: bool, relevance=None) -> Path:
+    """Open napari on the case, its segmentation and relevance at the tumour's centre; save a picture; keep it open if interactive."""
     import napari
     import numpy as np
 
     from .._layers import case_layer_data, segmentation_layer_data
     from .._qt import SegmentWidget
+    from .._qt.explain_widget import ExplainWidget
 
     viewer = napari.Viewer(title=f"SegXAI demo: {case.name}", show=True)
     for data, kwargs, kind in case_layer_data(case, visible_modality=SHOWN_MODALITY):
@@ -127,10 +196,21 @@ def show(case, result, card, picture: Path, *, interactive: bool) -> Path:
     widget = SegmentWidget(viewer)
     widget.set_model_card(card.path)
     viewer.window.add_dock_widget(widget, name="Segment", area="right")
-    viewer.scale_bar.visible = True
     caption = f"{card.name} on {case.name} ({result.seconds:.1f} s, {result.device})"
     if case.label is not None:
         caption += f"\nDice: {format_dice(result.labels, case.label)}"
+    if relevance is not None:
+        explain = ExplainWidget(viewer)
+        explain.set_model_card(card.path)
+        viewer.window.add_dock_widget(explain, name="Explain", area="right")
+        shown = shown_relevance(relevance, result)
+        for layer in explain.show_result(case, card, relevance):
+            layer.visible = layer.name == shown
+        segmentation.contour = 1  # outlines, so the relevance inside the tumour shows
+        viewer.layers.selection.active = viewer.layers[shown]
+        caption += f"\nShown: {shown}\nRelevance share by sequence ({relevance.method}):\n" + "\n".join(
+            modality_shares(relevance))
+    viewer.scale_bar.visible = True
     viewer.text_overlay.text = caption
     viewer.text_overlay.position = "top_left"
     viewer.text_overlay.visible = True
