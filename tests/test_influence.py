@@ -18,10 +18,8 @@ from napari_segxai.core.model_card import load_model_card
 @pytest.fixture
 def cases_cache(tmp_path, monkeypatch):
     """Regenerated training cases go to a temporary folder."""
-    from napari_segxai.core.influence import training_set
-
     folder = tmp_path / "cache"
-    monkeypatch.setattr(training_set, "_cases_folder", lambda size, version: folder / f"v{version}-{size}")
+    monkeypatch.setenv("SEGXAI_TRAINING_CASES", str(folder))
     return folder
 
 

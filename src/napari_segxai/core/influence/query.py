@@ -54,6 +54,7 @@ def influence(
     index_dir=None,
     scheduler: Optional[str] = None,
     workers: Optional[int] = None,
+    rebuild: bool = False,
     model=None,
     progress: Optional[ProgressFn] = None,
     should_cancel: Optional[CancelFn] = None,
@@ -95,11 +96,12 @@ def influence(
 
         index = load_or_build_index(model, train_indices, threshold=threshold, projection=projection, margin=margin,
                                     index_dir=index_dir, scheduler=scheduler, workers=workers,
-                                    progress=progress, should_cancel=should_cancel)
+                                    rebuild=rebuild, progress=progress, should_cancel=should_cancel)
         scores = index.scores(model.gradients(test))
         centroids, bboxes, voxels, names = index.centroids, index.bboxes, index.voxels, index.case_names
         used_projection = index.projection
-        details.update(index_path=str(index.path), index_built=index.built, index_seconds=index.build_seconds)
+        details.update(index_path=str(index.path), index_status=index.meta.get("status"),
+                       index_seconds=index.build_seconds, index_bytes=index.nbytes)
     return InfluenceResult(
         test_classes=tuple(card.class_names[i] for i in test_indices),
         train_classes=tuple(card.class_names[i] for i in train_indices),

@@ -90,11 +90,16 @@ def check_generator(record: TrainingRecord) -> None:
         )
 
 
+#: Environment variable naming another folder for the regenerated training cases.
+CASES_ENV = "SEGXAI_TRAINING_CASES"
+
+
 def _cases_folder(size: str, version: int) -> Path:
-    """Where regenerated training cases are cached."""
+    """Where regenerated training cases are cached (``$SEGXAI_TRAINING_CASES``, else the user cache folder)."""
     from ..synth import cache_dir
 
-    return cache_dir() / "training-cases" / f"v{version}-{size}"
+    root = Path(os.environ[CASES_ENV]).expanduser() if os.environ.get(CASES_ENV) else cache_dir() / "training-cases"
+    return root / f"v{version}-{size}"
 
 
 def training_case(card: ModelCard, seed: int) -> Case:

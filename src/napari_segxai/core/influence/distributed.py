@@ -1,0 +1,95 @@
+"""Building a TracIn index on dask.distributed workers (the cohort analysis's runner: a LocalCluster or a scheduler)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..progress import CancelFn, ProgressFn, step
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_model(spec_json: str):
+    """The TracIn model a worker loads once per build settings."""
+    from ..model_card import load_model_card
+    from .checkpoints import load_tracin_model
+
+    spec = json.loads(spec_json)
+    return load_tracin_model(load_model_card(spec["card"]), layers=spec["layers"], last_k=spec["last_k"], device="cpu")
+
+
+def rows_task(spec_json: str, seeds: Sequence[int]) -> dict:
+    """One task: the stored form of training cases ``seeds`` (runs on a worker)."""
+    import torch
+
+    from .index import gradient_rows
+
+    spec = json.loads(spec_json)
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    model = _worker_model(spec_json)
+    return gradient_rows(model, seeds, spec["class_indices"], threshold=spec["threshold"],
+                         projection=spec["projection"], margin=spec["margin"])
+
+
+def build_rows_distributed(model, class_indices: Sequence[int], *, threshold: float, projection: Optional[int],
+                           margin: int, scheduler: Optional[str] = None, workers: Optional[int] = None,
+                           client=None, progress: Optional[ProgressFn] = None,
+                           should_cancel: Optional[CancelFn] = None) -> dict:
+    """The index rows of every training case, computed in chunks on dask workers and gathered in seed order."""
+    from distributed import Client, as_completed
+
+    from ..cohort.runner import connect, default_workers, local_cluster
+
+    if workers is not None and workers < 1:
+        raise ValueError(f"The number of workers must be 1 or more, got {workers}.")
+    seeds = list(model.record.seeds)
+    owned = []
+    if client is None:
+        if scheduler:
+            client = connect(scheduler)
+            owned.append(client)
+        else:
+            cluster = local_cluster(workers or default_workers())
+            client = Client(cluster)
+            owned.extend([client, cluster])
+    try:
+        n_workers = max(len(client.scheduler_info()["workers"]), 1)
+        spec = json.dumps({
+            "card": str(model.card.path), "layers": model.layers, "last_k": model.last_k,
+            "class_indices": [int(i) for i in class_indices], "threshold": float(threshold),
+            "projection": projection, "margin": int(margin),
+            "threads": max(1, (os.cpu_count() or 1) // n_workers) if not scheduler else None,
+        }, sort_keys=True)
+        size = max(1, math.ceil(len(seeds) / (4 * n_workers)))
+        chunks = [seeds[i : i + size] for i in range(0, len(seeds), size)]
+        futures = {client.submit(rows_task, spec, chunk, pure=False): i for i, chunk in enumerate(chunks)}
+        parts: dict[int, dict] = {}
+        done = 0
+        step(0, len(seeds), progress, should_cancel)
+        try:
+            for future in as_completed(futures):
+                i = futures[future]
+                parts[i] = future.result()
+                done += len(chunks[i])
+                step(done, len(seeds), progress, should_cancel)
+        except BaseException:
+            client.cancel(list(futures))
+            raise
+    finally:
+        for thing in owned:
+            thing.close()
+    ordered = [parts[i] for i in range(len(chunks))]
+    return {
+        "gradients": np.concatenate([p["gradients"] for p in ordered], axis=1),
+        "voxels": np.concatenate([p["voxels"] for p in ordered]),
+        "centroids": np.concatenate([p["centroids"] for p in ordered]),
+        "bboxes": np.concatenate([p["bboxes"] for p in ordered]),
+        "names": [n for p in ordered for n in p["names"]],
+        "seeds": [s for p in ordered for s in p["seeds"]],
+    }

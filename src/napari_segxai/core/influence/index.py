@@ -1,0 +1,291 @@
+"""The indexed TracIn engine: training gradients per checkpoint and class region, computed once and stored.
+
+The index file lives beside the checkpoints (``<model>/training/influence/``), or in the user
+cache folder when that folder cannot be written (an installed package). Its name encodes the
+settings; inside, a fingerprint of the checkpoint and weight files, learning rates, layers,
+projection, threshold, margin, classes, training seeds and generator version says whether it is
+still valid. A stale index is rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..files import atomic_path, write_text
+from ..progress import CancelFn, ProgressFn, step
+from .checkpoints import TracInModel
+from .exact import training_example
+from .regions import DEFAULT_MARGIN
+from .training_set import check_generator, file_digest
+
+INDEX_FORMAT = "segxai-influence-index/1"
+#: Version of the per-class-region loss (docs/influence.md); a change makes every index stale.
+LOSS_VERSION = 1
+#: Gradients with at most this many entries are stored exactly; longer ones are projected.
+EXACT_LIMIT = 16384
+#: Projection size used for longer gradients when none is asked for.
+DEFAULT_PROJECTION = 2048
+PROJECTION_SEED = 20240607
+#: Rows of the projection matrix made at a time.
+_CHUNK = 4096
+
+
+def project(vectors: torch.Tensor, size: int, seed: int = PROJECTION_SEED) -> torch.Tensor:
+    """(M, D) -> (M, size): a seeded Gaussian random projection (entries N(0, 1/size)), made chunk by chunk."""
+    vectors = vectors.float()
+    out = torch.zeros(vectors.shape[0], int(size), dtype=torch.float64)
+    generator = torch.Generator()
+    scale = 1.0 / math.sqrt(int(size))
+    for start in range(0, vectors.shape[1], _CHUNK):
+        stop = min(start + _CHUNK, vectors.shape[1])
+        generator.manual_seed(int(seed) * 1_000_003 + start)
+        matrix = torch.randn(stop - start, int(size), generator=generator) * scale
+        out += (vectors[:, start:stop] @ matrix).double()
+    return out.float()
+
+
+def resolve_projection(parameters: int, projection: Optional[int]) -> Optional[int]:
+    """The projection size an index uses: None (exact) for short gradients unless asked, else the default or ``projection``."""
+    if projection is None:
+        return None if parameters <= EXACT_LIMIT else DEFAULT_PROJECTION
+    projection = int(projection)
+    if projection < 0:
+        raise ValueError(f"The projection size must be positive (or 0 for none), got {projection}.")
+    if projection == 0 or projection >= parameters:
+        return None
+    return projection
+
+
+@dataclass(eq=False)
+class InfluenceIndex:
+    """Stored training gradients (T, N, K, d) with where each training region lies."""
+
+    path: Path
+    gradients: np.ndarray          # (T, N, K, d) float32, projected when ``projection``
+    learning_rates: tuple[float, ...]
+    projection: Optional[int]
+    projection_seed: int
+    parameters: int
+    case_names: tuple[str, ...]
+    seeds: tuple[int, ...]
+    voxels: np.ndarray             # (N, K)
+    centroids: np.ndarray          # (N, K, 3)
+    bboxes: np.ndarray             # (N, K, 3, 2)
+    meta: dict = field(default_factory=dict)
+    built: bool = False
+    build_seconds: float = 0.0
+
+    def scores(self, test_gradients: torch.Tensor) -> np.ndarray:
+        """(K_test, N, K) TracIn scores of (T, K_test, D) test gradients: one projection and one matrix product."""
+        t, k_test, d = test_gradients.shape
+        if d != self.parameters or t != self.gradients.shape[0]:
+            raise ValueError(f"Test gradients ({t} checkpoints x {d} parameters) do not fit the index ({self.gradients.shape[0]} x {self.parameters}).")
+        test = test_gradients.float()
+        if self.projection:
+            test = project(test.reshape(t * k_test, d), self.projection, self.projection_seed).reshape(t, k_test, -1)
+        lrs = torch.as_tensor(self.learning_rates, dtype=torch.float64)
+        train = torch.from_numpy(self.gradients)
+        return torch.einsum("t,tad,tnbd->anb", lrs, test.double(), train.double()).numpy()
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the stored gradients in bytes."""
+        return int(self.gradients.nbytes)
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def index_settings(model: TracInModel, class_indices: Sequence[int], *, threshold: float, projection: Optional[int],
+                   margin: int) -> dict:
+    """What an index depends on, besides the contents of the weight files."""
+    record = model.record
+    return {
+        "format": INDEX_FORMAT, "loss_version": LOSS_VERSION, "layers": model.layers, "last_k": model.last_k,
+        "layer_names": list(model.layer_names), "parameters": model.parameters,
+        "projection": projection, "projection_seed": PROJECTION_SEED if projection else None,
+        "threshold": float(threshold), "margin": int(margin), "classes": [model.card.class_names[i] for i in class_indices],
+        "class_indices": [int(i) for i in class_indices], "seeds": list(record.seeds), "size": record.size,
+        "generator_version": record.generator_version, "architecture": record.architecture,
+        "kwargs": record.kwargs, "activation": model.card.activation, "spatial_dims": model.card.spatial_dims,
+        "slice_axis": model.card.slice_axis, "preprocessing": [model.card.orientation, model.card.spacing,
+                                                              model.card.spacing_policy, model.card.normalization],
+        "inference": [model.card.roi_size, model.card.overlap, model.card.mode],
+    }
+
+
+def fingerprint(model: TracInModel, settings: dict) -> str:
+    """SHA-256 of the settings, every checkpoint file, its learning rate and the final weights that define the regions."""
+    files = [[file_digest(c.path), c.lr] for c in model.record.checkpoints]
+    payload = {"settings": settings, "checkpoints": files, "weights": file_digest(Path(model.card.weights))}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def index_folder(model: TracInModel, index_dir=None) -> Path:
+    """Where the index lives: ``index_dir``, else beside the checkpoints when writable, else the user cache folder."""
+    if index_dir is not None:
+        return Path(index_dir).expanduser()
+    beside = model.record.folder / "influence"
+    if _writable(beside):
+        return beside
+    from ..synth import cache_dir
+
+    key = hashlib.sha256(str(model.record.manifest).encode()).hexdigest()[:16]
+    return cache_dir() / "influence" / key
+
+
+def _writable(folder: Path) -> bool:
+    """Whether ``folder`` exists and can be written, or can be created."""
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    return os.access(probe, os.W_OK | os.X_OK)
+
+
+def index_path(model: TracInModel, settings: dict, index_dir=None) -> Path:
+    """The index file for these settings (the settings' hash names it)."""
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return index_folder(model, index_dir) / f"index-{model.layers}-{key}.npz"
+
+
+# --------------------------------------------------------------------------- build, save, load
+
+
+def gradient_rows(model: TracInModel, seeds: Sequence[int], class_indices: Sequence[int], *, threshold: float,
+                  projection: Optional[int], margin: int, progress=None, should_cancel=None, done: int = 0,
+                  total: int = 0) -> dict:
+    """Stored form of training cases ``seeds``: (T, n, K, d) gradients (projected when asked) and their regions."""
+    gradients, voxels, centroids, bboxes, names = [], [], [], [], []
+    for i, seed in enumerate(seeds):
+        example = training_example(model, int(seed), class_indices, threshold=threshold, margin=margin)
+        g = model.gradients(example)                                      # (T, K, D)
+        if projection:
+            t, k, d = g.shape
+            g = project(g.reshape(t * k, d), projection).reshape(t, k, -1)
+        gradients.append(g.numpy().astype(np.float32))
+        voxels.append(example.voxels)
+        centroids.append(example.centroids)
+        bboxes.append(example.bboxes)
+        names.append(example.name)
+        if total:
+            step(done + i + 1, total, progress, should_cancel)
+    return {
+        "gradients": np.stack(gradients, axis=1), "voxels": np.stack(voxels), "centroids": np.stack(centroids),
+        "bboxes": np.stack(bboxes), "names": names, "seeds": [int(s) for s in seeds],
+    }
+
+
+def build_index(model: TracInModel, class_indices: Sequence[int], *, threshold: float = 0.5,
+                projection: Optional[int] = None, margin: int = DEFAULT_MARGIN, index_dir=None,
+                scheduler: Optional[str] = None, workers: Optional[int] = None, distributed: bool = False,
+                progress: Optional[ProgressFn] = None, should_cancel: Optional[CancelFn] = None) -> InfluenceIndex:
+    """Compute the training gradients of every case, checkpoint and class region, and save the index atomically.
+
+    In this process by default; on dask workers when ``distributed`` (a LocalCluster of ``workers``)
+    or a ``scheduler`` address is given.
+    """
+    check_generator(model.record)
+    start = time.perf_counter()
+    projection = resolve_projection(model.parameters, projection)
+    settings = index_settings(model, class_indices, threshold=threshold, projection=projection, margin=margin)
+    seeds = list(model.record.seeds)
+    if distributed or scheduler:
+        from .distributed import build_rows_distributed
+
+        rows = build_rows_distributed(model, class_indices, threshold=threshold, projection=projection, margin=margin,
+                                      scheduler=scheduler, workers=workers, progress=progress, should_cancel=should_cancel)
+    else:
+        step(0, len(seeds), progress, should_cancel)
+        rows = gradient_rows(model, seeds, class_indices, threshold=threshold, projection=projection, margin=margin,
+                             progress=progress, should_cancel=should_cancel, total=len(seeds))
+    seconds = time.perf_counter() - start
+    meta = {"settings": settings, "fingerprint": fingerprint(model, settings), "learning_rates": list(model.learning_rates),
+            "checkpoints": [str(c.path) for c in model.record.checkpoints], "case_names": rows["names"],
+            "build_seconds": round(seconds, 2), "built_with": "dask" if (distributed or scheduler) else "in-process",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    index = InfluenceIndex(
+        path=index_path(model, settings, index_dir), gradients=rows["gradients"], learning_rates=model.learning_rates,
+        projection=projection, projection_seed=PROJECTION_SEED, parameters=model.parameters,
+        case_names=tuple(rows["names"]), seeds=tuple(rows["seeds"]), voxels=rows["voxels"], centroids=rows["centroids"],
+        bboxes=rows["bboxes"], meta=meta, built=True, build_seconds=seconds,
+    )
+    save_index(index)
+    return index
+
+
+def save_index(index: InfluenceIndex) -> Path:
+    """Write ``index`` atomically (a self-ignoring folder keeps it out of version control)."""
+    folder = index.path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / ".gitignore").exists():
+        write_text(folder / ".gitignore", "# TracIn indexes are rebuilt on demand (segxai influence)\n*\n")
+    with atomic_path(index.path, suffix=".npz") as temporary:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, gradients=index.gradients, voxels=index.voxels, centroids=index.centroids,
+                     bboxes=index.bboxes, seeds=np.asarray(index.seeds, dtype=np.int64),
+                     meta=np.frombuffer(json.dumps(index.meta).encode(), dtype=np.uint8))
+    return index.path
+
+
+def read_index(path: str | Path) -> InfluenceIndex:
+    """An index read back from its file (ValueError when it is not one)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(bytes(data["meta"]).decode())
+            arrays = {k: data[k] for k in ("gradients", "voxels", "centroids", "bboxes", "seeds")}
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{path} is not a readable TracIn index ({err}); delete it to rebuild.") from err
+    if meta.get("settings", {}).get("format") != INDEX_FORMAT:
+        raise ValueError(f"{path} is not a {INDEX_FORMAT} file; delete it to rebuild.")
+    settings = meta["settings"]
+    return InfluenceIndex(
+        path=path, gradients=arrays["gradients"], learning_rates=tuple(meta["learning_rates"]),
+        projection=settings["projection"], projection_seed=settings["projection_seed"] or PROJECTION_SEED,
+        parameters=int(settings["parameters"]), case_names=tuple(meta["case_names"]),
+        seeds=tuple(int(s) for s in arrays["seeds"]), voxels=arrays["voxels"], centroids=arrays["centroids"],
+        bboxes=arrays["bboxes"], meta=meta, build_seconds=float(meta.get("build_seconds", 0.0)),
+    )
+
+
+def index_status(model: TracInModel, class_indices: Sequence[int], *, threshold: float = 0.5,
+                 projection: Optional[int] = None, margin: int = DEFAULT_MARGIN, index_dir=None) -> tuple[Path, str]:
+    """Where the index for these settings is and whether it is ``current``, ``stale`` or ``missing``."""
+    projection = resolve_projection(model.parameters, projection)
+    settings = index_settings(model, class_indices, threshold=threshold, projection=projection, margin=margin)
+    path = index_path(model, settings, index_dir)
+    if not path.is_file():
+        return path, "missing"
+    try:
+        index = read_index(path)
+    except ValueError:
+        return path, "stale"
+    return path, "current" if index.meta.get("fingerprint") == fingerprint(model, settings) else "stale"
+
+
+def load_or_build_index(model: TracInModel, class_indices: Sequence[int], *, threshold: float = 0.5,
+                        projection: Optional[int] = None, margin: int = DEFAULT_MARGIN, index_dir=None,
+                        scheduler: Optional[str] = None, workers: Optional[int] = None, rebuild: bool = False,
+                        progress: Optional[ProgressFn] = None, should_cancel: Optional[CancelFn] = None) -> InfluenceIndex:
+    """The current index for these settings: read from disk, or built (and saved) when missing or stale."""
+    path, status = index_status(model, class_indices, threshold=threshold, projection=projection, margin=margin,
+                                index_dir=index_dir)
+    if status == "current" and not rebuild:
+        index = read_index(path)
+        index.meta["status"] = "current"
+        return index
+    index = build_index(model, class_indices, threshold=threshold, projection=projection, margin=margin,
+                        index_dir=index_dir, scheduler=scheduler, workers=workers,
+                        distributed=bool(scheduler) or bool(workers), progress=progress, should_cancel=should_cancel)
+    index.meta["status"] = "rebuilt (stale)" if status == "stale" else ("rebuilt" if rebuild else "built")
+    return index

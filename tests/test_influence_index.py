@@ -1,0 +1,124 @@
+"""TracIn indexed engine: equal to exact unprojected, round trip, staleness, projection, where the file goes, dask build."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from _influence import SEEDS, blob_case, toy_model
+from napari_segxai.core.influence import influence
+from napari_segxai.core.influence.checkpoints import load_tracin_model
+from napari_segxai.core.influence.index import (
+    build_index, index_status, load_or_build_index, project, read_index, resolve_projection,
+)
+from napari_segxai.core.model_card import load_model_card
+
+
+@pytest.fixture
+def card(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGXAI_TRAINING_CASES", str(tmp_path / "cases"))
+    return load_model_card(toy_model(tmp_path / "toy"))
+
+
+def test_unprojected_index_equals_exact_and_lives_beside_the_checkpoints(card):
+    case = blob_case()
+    exact = influence(case, card, engine="exact", threshold=0.2)
+    indexed = influence(case, card, engine="indexed", threshold=0.2)
+    assert indexed.projection is None and indexed.details["index_status"] == "built"
+    np.testing.assert_allclose(indexed.scores, exact.scores, rtol=1e-5, atol=1e-7 * np.abs(exact.scores).max())
+    np.testing.assert_array_equal(indexed.centroids, exact.centroids)
+    np.testing.assert_array_equal(indexed.train_voxels, exact.train_voxels)
+    path = indexed.details["index_path"]
+    assert str(card.training.parent / "influence") in path
+    assert (card.training.parent / "influence" / ".gitignore").read_text().strip().endswith("*")
+    again = influence(case, card, engine="indexed", threshold=0.2)
+    assert again.details["index_status"] == "current" and again.details["index_path"] == path
+    np.testing.assert_array_equal(again.scores, indexed.scores)
+
+
+def test_index_round_trips_from_disk(card):
+    model = load_tracin_model(card)
+    built = build_index(model, [1, 2, 3], threshold=0.0)
+    back = read_index(built.path)
+    for name in ("gradients", "voxels", "centroids", "bboxes"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(built, name))
+    assert back.seeds == SEEDS and back.case_names == built.case_names and back.learning_rates == built.learning_rates
+    assert back.meta["fingerprint"] == built.meta["fingerprint"] and back.parameters == model.parameters
+    test = torch.randn(len(model.states), 2, model.parameters)
+    np.testing.assert_array_equal(back.scores(test), built.scores(test))
+
+
+def test_a_changed_checkpoint_makes_the_index_stale_and_it_is_rebuilt(card):
+    from napari_segxai.core.weights import load_state_dict, save_state_dict
+
+    case = blob_case()
+    first = influence(case, card, threshold=0.0)
+    model = load_tracin_model(card)
+    assert index_status(model, [1, 2, 3], threshold=0.0)[1] == "current"
+    assert index_status(model, [1, 2, 3], threshold=0.3)[1] == "missing"
+    path = model.record.checkpoints[0].path
+    state = load_state_dict(path)
+    save_state_dict({k: v * 1.5 if v.is_floating_point() else v for k, v in state.items()}, path)
+    model = load_tracin_model(card)
+    assert index_status(model, [1, 2, 3], threshold=0.0)[1] == "stale"
+    second = influence(case, card, threshold=0.0)
+    assert second.details["index_status"] == "rebuilt (stale)"
+    assert second.details["index_path"] == first.details["index_path"]
+    assert not np.allclose(second.scores, first.scores)
+    exact = influence(case, card, engine="exact", threshold=0.0)
+    np.testing.assert_allclose(second.scores, exact.scores, rtol=1e-5, atol=1e-7 * np.abs(exact.scores).max())
+    assert index_status(model, [1, 2, 3], threshold=0.0)[1] == "current"
+
+
+def test_projection_is_seeded_and_keeps_inner_products():
+    torch.manual_seed(0)
+    vectors = torch.randn(6, 10000)
+    a, b = project(vectors, 4096), project(vectors, 4096)
+    assert torch.equal(a, b) and a.shape == (6, 4096)
+    assert not torch.equal(project(vectors, 4096, seed=1), a)
+    exact, approx = vectors @ vectors.T, (a @ a.T)
+    assert torch.allclose(approx, exact, atol=0.05 * float(exact.diag().mean()))
+    assert resolve_projection(500, None) is None and resolve_projection(10**6, None) > 0
+    assert resolve_projection(500, 1000) is None and resolve_projection(5000, 256) == 256
+    with pytest.raises(ValueError, match="projection size"):
+        resolve_projection(5000, -3)
+
+
+def test_projected_index_scores_are_the_projected_gradients_products(card):
+    case = blob_case()
+    model = load_tracin_model(card, layers="all")
+    result = influence(case, card, layers="all", projection=64, threshold=0.0)
+    assert result.projection == 64 and result.parameters == model.parameters > 64
+    index = read_index(result.details["index_path"])
+    assert index.gradients.shape == (len(model.states), len(SEEDS), 3, 64)
+    from napari_segxai.core.influence.exact import tracin_scores, training_example
+
+    train = model.gradients(training_example(model, SEEDS[1], [1, 2, 3], threshold=0.0))
+    t, k, d = train.shape
+    np.testing.assert_allclose(index.gradients[:, 1], project(train.reshape(t * k, d), 64).reshape(t, k, 64),
+                               rtol=1e-4, atol=1e-6 * float(train.abs().max()))
+    assert tracin_scores  # the exact product of the same projected vectors is what scores() computes
+
+
+def test_read_only_model_folder_puts_the_index_in_the_user_cache(card, tmp_path, monkeypatch):
+    from napari_segxai.core.influence import index as index_module
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(index_module, "_writable", lambda folder: False)
+    model = load_tracin_model(card)
+    index = load_or_build_index(model, [2], threshold=0.0)
+    assert str(index.path).startswith(str(tmp_path / "xdg" / "napari-segxai" / "influence"))
+    assert not (card.training.parent / "influence").exists()
+
+
+def test_dask_local_cluster_build_equals_in_process_build(card, tmp_path):
+    model = load_tracin_model(card)
+    here = build_index(model, [1, 2, 3], threshold=0.0, index_dir=tmp_path / "here")
+    there = build_index(model, [1, 2, 3], threshold=0.0, index_dir=tmp_path / "there", distributed=True, workers=1)
+    assert there.meta["built_with"] == "dask" and here.meta["built_with"] == "in-process"
+    assert there.seeds == here.seeds and there.case_names == here.case_names
+    np.testing.assert_allclose(there.gradients, here.gradients, rtol=1e-5, atol=1e-8)
+    np.testing.assert_array_equal(there.voxels, here.voxels)
+    np.testing.assert_array_equal(there.centroids, here.centroids)
+    assert there.meta["fingerprint"] == here.meta["fingerprint"]
