@@ -1,0 +1,111 @@
+"""A horizontal strip of training-case thumbnails (proponents or opponents); a click hands back its Evidence."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from qtpy.QtCore import QSize, Qt, Signal
+from qtpy.QtGui import QColor, QIcon, QImage, QPixmap
+from qtpy.QtWidgets import QAbstractItemView, QListView, QListWidget, QListWidgetItem, QWidget
+
+from ..core.thumbnails import DEFAULT_SIZE, format_score
+
+EVIDENCE_ROLE = Qt.ItemDataRole.UserRole
+CAPTION_PX = 40       # two caption lines under a thumbnail
+SCROLLBAR_PX = 18
+
+
+def pixmap(image: np.ndarray) -> QPixmap:
+    """A QPixmap of an (H, W, 3) uint8 picture (copied: Qt does not keep the numpy buffer)."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    height, width = image.shape[:2]
+    qimage = QImage(image.data, width, height, 3 * width, QImage.Format.Format_RGB888)
+    return QPixmap.fromImage(qimage.copy())
+
+
+def placeholder(size: int) -> QPixmap:
+    """The grey square shown while a thumbnail is being drawn."""
+    blank = QPixmap(size, size)
+    blank.fill(QColor(40, 40, 40))
+    return blank
+
+
+def caption(evidence) -> str:
+    """Case id, then class and score, under a thumbnail."""
+    return f"{evidence.training_case}\n{evidence.train_class}  {format_score(evidence.score)}"
+
+
+def tooltip(evidence) -> str:
+    """What a thumbnail shows, in full."""
+    centre = ", ".join(str(v) for v in evidence.centroid)
+    box = " × ".join(f"{a}–{b}" for a, b in evidence.bbox)
+    return (
+        f"{evidence.training_case} (seed {evidence.seed}): its {evidence.train_class} region, TracIn score "
+        f"{evidence.score:+.4g}.\nSlice through voxel ({centre}); region box {box}.\n"
+        "Outline: the case's reference labels. Click to open the case in the viewer."
+    )
+
+
+class EvidenceStrip(QListWidget):
+    """One row of thumbnails, each with its training case id, class and score."""
+
+    chosen = Signal(object)  # the Evidence of a clicked thumbnail
+
+    def __init__(self, kind: str, size: int = DEFAULT_SIZE, parent: Optional[QWidget] = None):
+        super().__init__(parent)
+        self.kind = kind  # "proponents" or "opponents"
+        self.thumbnail_size = int(size)
+        self.setObjectName(f"{kind}_strip")
+        self.setViewMode(QListView.ViewMode.IconMode)
+        self.setFlow(QListView.Flow.LeftToRight)
+        self.setWrapping(False)
+        self.setMovement(QListView.Movement.Static)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setIconSize(QSize(self.thumbnail_size, self.thumbnail_size))
+        self.setGridSize(QSize(self.thumbnail_size + 26, self.thumbnail_size + CAPTION_PX))
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setFixedHeight(self.thumbnail_size + CAPTION_PX + SCROLLBAR_PX)
+        self.setToolTip(f"No {kind} yet: press Run.")
+        self._drawn: set[int] = set()
+        self.itemClicked.connect(self._clicked)
+        self.itemActivated.connect(self._clicked)
+
+    def show_evidence(self, items: Sequence[Any]) -> None:
+        """Show one placeholder thumbnail per Evidence, with its caption; pictures come with :meth:`set_thumbnail`."""
+        self.clear()
+        self._drawn = set()
+        blank = QIcon(placeholder(self.thumbnail_size))
+        for evidence in items:
+            item = QListWidgetItem(blank, caption(evidence))
+            item.setData(EVIDENCE_ROLE, evidence)
+            item.setToolTip(tooltip(evidence))
+            item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
+            self.addItem(item)
+        self.setToolTip("" if items else f"No {self.kind} for this choice.")
+
+    def set_thumbnail(self, row: int, image: np.ndarray) -> None:
+        """Put the picture of row ``row`` in place of its placeholder."""
+        item = self.item(row)
+        if item is not None:
+            item.setIcon(QIcon(pixmap(image)))
+            self._drawn.add(row)
+
+    def has_picture(self, row: int) -> bool:
+        """Whether row ``row`` shows its thumbnail (not the placeholder)."""
+        return row in self._drawn
+
+    def evidence(self, row: int):
+        """The Evidence shown at ``row``."""
+        item = self.item(row)
+        return None if item is None else item.data(EVIDENCE_ROLE)
+
+    def evidences(self) -> list:
+        """Every Evidence shown, left to right."""
+        return [self.evidence(row) for row in range(self.count())]
+
+    def _clicked(self, item: QListWidgetItem) -> None:
+        evidence = item.data(EVIDENCE_ROLE)
+        if evidence is not None:
+            self.chosen.emit(evidence)

@@ -1,0 +1,165 @@
+"""The Training evidence dock widget in a real napari viewer under Xvfb: query, thumbnails, opening a training case."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt
+
+from napari_segxai._layers import layer_world_affine
+from napari_segxai._qt.evidence_widget import ANY_CLASS, EVIDENCE_KEY, EvidenceWidget
+from napari_segxai.core.influence import NoTrainingRecord, influence, training_case
+from napari_segxai.core.model_card import load_model_card
+from napari_segxai.core.synth import generate_case, write_case
+from napari_segxai.core.thumbnails import thumbnail
+from _viewer import open_case
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from test_train import TINY  # noqa: E402
+
+TIMEOUT_MS = 120_000
+QUERY_SEED = 7   # a toy case outside the training seeds (50..53)
+
+
+@pytest.fixture
+def notices(notices, monkeypatch):
+    """The shared notices fixture, also catching this widget's own notifications."""
+    from napari_segxai._qt import evidence_widget
+
+    for kind in ("error", "warning", "info"):
+        monkeypatch.setattr(evidence_widget, f"show_{kind}", notices[kind].append)
+    return notices
+
+
+@pytest.fixture(scope="module")
+def toy_model(tmp_path_factory) -> Path:
+    """A tiny UNet trained for 60 steps on four toy cases (about 10 s): it predicts tumour, with 5 checkpoints."""
+    from napari_segxai.core.train import train
+
+    config = copy.deepcopy(TINY)
+    config["kwargs"] = {"channels": [8, 16], "strides": [2], "num_res_units": 0}
+    config["schedule"]["steps"] = 60
+    config["crop"].update(per_step=2, tumour_fraction=0.9)
+    return train(config, tmp_path_factory.mktemp("evidence") / "toy").card
+
+
+@pytest.fixture
+def toy_case(tmp_path) -> Path:
+    """A generated toy case folder (32³) that the toy model was not trained on."""
+    return write_case(generate_case(QUERY_SEED, size="toy"), tmp_path / f"synth-toy-{QUERY_SEED:08d}")
+
+
+def _run(widget, qtbot):
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+
+
+def _click(qtbot, strip, row):
+    rect = strip.visualItemRect(strip.item(row))
+    qtbot.mouseClick(strip.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+
+
+def test_thumbnails_appear_and_a_click_opens_the_training_case_beside_the_case(
+    make_napari_viewer, qtbot, toy_model, toy_case, notices
+):
+    viewer = make_napari_viewer(show=True)
+    open_case(viewer, toy_case)
+    widget = EvidenceWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Training evidence")
+    case_name = f"synth-toy-{QUERY_SEED:08d}"
+    assert widget.case_choice.currentText() == case_name
+    widget.set_model_card(toy_model)
+    assert widget.card_info.text() == "tiny-trained: 4 training cases, 5 checkpoints."
+    assert [widget.test_class.itemText(i) for i in range(widget.test_class.count())] == ["necrosis", "edema", "enhancing"]
+    assert widget.train_class.currentText() == ANY_CLASS
+    widget.engine.setCurrentText("exact")
+    widget.test_class.setCurrentText("edema")
+    widget.top.setValue(3)
+
+    _run(widget, qtbot)
+    assert notices["error"] == [] and notices["warning"] == []
+    card = load_model_card(toy_model)
+    from napari_segxai.core.case import load_case
+
+    expected = influence(load_case(toy_case), card, engine="exact")
+    proponents, opponents = expected.proponents("edema", top=3), expected.opponents("edema", top=3)
+    assert proponents and opponents  # the toy model predicts oedema; some training regions help, some oppose
+    assert widget.proponents.evidences() == proponents
+    assert widget.opponents.evidences() == opponents
+    first = widget.proponents.item(0).text()
+    assert proponents[0].training_case in first and proponents[0].train_class in first
+    assert f"{proponents[0].score:+.3g}" in first
+    assert "TracIn (exact engine)" in widget.status.text()
+
+    # Thumbnails replace the grey placeholders as they are drawn: the training case sliced through the region.
+    qtbot.waitUntil(lambda: not widget.drawing, timeout=TIMEOUT_MS)
+    for strip, items in ((widget.proponents, proponents), (widget.opponents, opponents)):
+        for row, evidence in enumerate(items):
+            assert strip.has_picture(row)
+            pixels = strip.item(row).icon().pixmap(128, 128).toImage()
+            assert pixels.width() == 128
+            tcase = training_case(card, evidence.seed)
+            want = thumbnail(tcase, tcase.label, evidence.centroid, colors=card.classes)
+            centre = pixels.pixelColor(64, 64)
+            assert (centre.red(), centre.green(), centre.blue()) == tuple(int(v) for v in want[64, 64])
+
+    # Another class pair re-ranks from the same query, without running again.
+    widget.train_class.setCurrentText("enhancing")
+    assert widget.proponents.evidences() == expected.proponents("edema", "enhancing", top=3)
+    widget.train_class.setCurrentText(ANY_CLASS)
+    qtbot.waitUntil(lambda: not widget.drawing, timeout=TIMEOUT_MS)
+
+    # A click opens that training case: its own affine, names prefixed with its id, beside the case in a grid.
+    chosen = widget.proponents.evidence(0)
+    _click(qtbot, widget.proponents, 0)
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert notices["error"] == []
+    tcase = training_case(card, chosen.seed)
+    flair = viewer.layers[f"{chosen.training_case} flair"]
+    reference = viewer.layers[f"{chosen.training_case} reference"]
+    np.testing.assert_array_equal(flair.data, tcase.channel("flair"))
+    np.testing.assert_allclose(layer_world_affine(flair), tcase.affine)
+    np.testing.assert_array_equal(reference.data, tcase.label)
+    assert flair.metadata[EVIDENCE_KEY]["query_case"] == case_name
+    assert reference.colormap.map(np.array([2]))[0, :3] == pytest.approx([60 / 255, 180 / 255, 75 / 255], abs=0.01)
+    assert viewer.canvas.grid.enabled and widget.side_button.isChecked()
+    visible = [layer.name for layer in viewer.layers if layer.visible]
+    assert f"{chosen.training_case} flair" in visible and f"{chosen.training_case} reference" in visible
+    assert "flair" in visible  # the query case's image of the same modality, beside it
+    world = tcase.affine @ np.append(chosen.centroid, 1.0)
+    np.testing.assert_allclose(viewer.dims.point[-3:], world[:3], atol=np.abs(tcase.affine[:3, :3]).max())
+    # The training case is not offered as a case to rank (it was opened as evidence).
+    assert [widget.case_choice.itemText(i) for i in range(widget.case_choice.count())] == [case_name]
+    count = len(viewer.layers)
+    _click(qtbot, widget.proponents, 0)  # opened already: shown again, not added twice
+    assert len(viewer.layers) == count and not widget.running
+
+    viewer.window._qt_window.resize(1400, 900)
+    qtbot.wait(200)
+    viewer.screenshot(str(Path("/tmp/evidence_widget_test.png")), canvas_only=False, flash=False)
+
+    widget.side_button.click()  # back: grid off, the case as it was, the training case kept but hidden
+    assert not viewer.canvas.grid.enabled and not widget.side_button.isChecked()
+    assert [layer.name for layer in viewer.layers if layer.visible] == ["t1", f"{case_name} reference"]
+    widget.side_button.click()  # and beside it again
+    assert viewer.canvas.grid.enabled and viewer.layers[f"{chosen.training_case} flair"].visible
+
+
+def test_a_model_without_training_record_is_explained_in_one_sentence(
+    make_napari_viewer, qtbot, tiny_case, tiny_card, notices
+):
+    viewer = make_napari_viewer()
+    open_case(viewer, tiny_case)
+    widget = EvidenceWidget(viewer)
+    widget.set_model_card(tiny_card)
+    sentence = str(NoTrainingRecord())
+    assert widget.card_info.text() == sentence
+    widget.run_button.click()
+    assert not widget.running
+    assert widget.status.text() == sentence and "segxai train" in sentence
+    assert notices["warning"] == [sentence] and notices["error"] == []
+    assert widget.proponents.count() == 0 and widget.opponents.count() == 0
