@@ -24,6 +24,14 @@ def pixmap(image: np.ndarray) -> QPixmap:
     return QPixmap.fromImage(qimage.copy())
 
 
+def icon(picture: QPixmap) -> QIcon:
+    """An icon that shows the picture untinted when its item is selected (the item's background marks it)."""
+    out = QIcon()
+    for mode in (QIcon.Mode.Normal, QIcon.Mode.Selected, QIcon.Mode.Active):
+        out.addPixmap(picture, mode)
+    return out
+
+
 def placeholder(size: int) -> QPixmap:
     """The grey square shown while a thumbnail is being drawn."""
     blank = QPixmap(size, size)
@@ -76,7 +84,7 @@ class EvidenceStrip(QListWidget):
         """Show one placeholder thumbnail per Evidence, with its caption; pictures come with :meth:`set_thumbnail`."""
         self.clear()
         self._drawn = set()
-        blank = QIcon(placeholder(self.thumbnail_size))
+        blank = icon(placeholder(self.thumbnail_size))
         for evidence in items:
             item = QListWidgetItem(blank, caption(evidence))
             item.setData(EVIDENCE_ROLE, evidence)
@@ -89,7 +97,7 @@ class EvidenceStrip(QListWidget):
         """Put the picture of row ``row`` in place of its placeholder."""
         item = self.item(row)
         if item is not None:
-            item.setIcon(QIcon(pixmap(image)))
+            item.setIcon(icon(pixmap(image)))
             self._drawn.add(row)
 
     def has_picture(self, row: int) -> bool:
