@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 from ..core.progress import Cancelled  # noqa: F401  (re-exported for main)
@@ -10,6 +11,21 @@ from ..core.progress import Cancelled  # noqa: F401  (re-exported for main)
 
 class UserError(ValueError):
     """A mistake the user can fix; printed as one sentence, exit status 2."""
+
+
+def output_folder(path: str | Path) -> Path:
+    """The --out folder, created when missing; a UserError when it is a file or cannot be written to."""
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; give a folder for the outputs.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise UserError(f"Cannot write into the output folder {out} ({err.strerror or err}); "
+                        "choose a folder you can write to.") from None
+    return out
 
 
 def add_case_options(parser: argparse.ArgumentParser, *, model: bool = True) -> None:

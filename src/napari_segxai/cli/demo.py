@@ -8,7 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ._common import TerminalProgress, UserError
+from ._common import TerminalProgress, UserError, output_folder
 
 # The modality shown under the segmentation: the one on which the demo's oedema shows best.
 SHOWN_MODALITY = "flair"
@@ -81,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--screenshot must name a .png file, not {args.screenshot}.")
     if args.method != "none" and args.method not in available_methods():
         raise UserError(f"Unknown method {args.method!r}; choose one of {', '.join(available_methods())} or none.")
-    out = Path(args.out)
     card = default_model_card() if args.model is None else load_model_card(args.model)
+    out = output_folder(args.out)
     print("Preparing the demo case (the first run builds it; later runs reuse it)…", flush=True)
     case_folder = demo_case_path()
     case = load_case(case_folder)

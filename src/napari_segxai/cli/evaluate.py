@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from ..core.files import atomic_path, write_text
-from ._common import TerminalProgress, UserError
+from ._common import TerminalProgress, UserError, output_folder
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     card = load_model_card(args.model) if args.model else default_model_card()
     device = str(pick_device(None if args.device in (None, "auto") else args.device))
     network = build_network(card, device)
+    out = output_folder(args.out)
     start = HELD_OUT_SEED_START if args.seed_start is None else args.seed_start
     seeds = list(range(start, start + args.count))
     results: dict = {"model": str(card.path), "device": device}
@@ -79,8 +80,6 @@ def run(args: argparse.Namespace) -> int:
         real_rows.append(row)
     if real_rows:
         results["real"] = {"rows": real_rows, "summary": summarize(real_rows)}
-    out = Path(args.out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
     write_text(out / "results.json", json.dumps(results, indent=1))
     all_rows = [dict(r, set="generated") for r in results.get("generated", {}).get("rows", [])] + [dict(r, set="real") for r in real_rows]
     fields = sorted({k for r in all_rows for k in r}, key=lambda k: (k not in ("set", "case", "seed"), k))

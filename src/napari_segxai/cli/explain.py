@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..core.files import write_text
-from ._common import TerminalProgress, UserError, add_case_options
+from ._common import TerminalProgress, UserError, add_case_options, output_folder
 
 DESCRIPTION = """\
 Segment a case with a model card's network and explain it: for each chosen class, which voxels
@@ -311,6 +311,7 @@ def run(args: argparse.Namespace) -> int:
     for path in paths.values():
         if path.resolve() in resolved:
             raise UserError(f"Refusing to overwrite {path}: it is an input; choose another --out folder.")
+    output_folder(out)
 
     device = pick_device(None if args.device in (None, "auto") else args.device)
     network = build_network(card, device)

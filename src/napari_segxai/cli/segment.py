@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import TerminalProgress, UserError, add_case_options
+from ._common import TerminalProgress, UserError, add_case_options, output_folder
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"Refusing to overwrite {path}: the case was loaded from it; choose another --out folder.")
 
     channel_indices(case, card)  # a missing modality is reported before any work starts
+    output_folder(args.out)
     device = pick_device(None if args.device in (None, "auto") else args.device)
     network = build_network(card, device)
     with TerminalProgress(f"segmenting {case.name}") as bar:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import TerminalProgress, UserError
+from ._common import TerminalProgress, UserError, output_folder
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -33,9 +33,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--count must be at least 1, got {args.count}.")
     if args.seed < 0:
         raise UserError(f"--seed must be a non-negative integer, got {args.seed}.")
-    out = Path(args.out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder.")
+    out = output_folder(args.out)
     written = []
     with TerminalProgress("synth") as bar:
         for i in range(args.count):

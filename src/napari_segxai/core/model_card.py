@@ -89,8 +89,13 @@ def load_model_card(path: str | Path) -> ModelCard:
         raise ModelCardError(f"Model card {path} does not exist; give the path of a card YAML file.")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ModelCardError(f"Model card {path} is not valid YAML: {err}".rstrip(".") + ".") from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or "cannot be parsed"
+        raise ModelCardError(f"Model card {path} is not valid YAML{where} ({problem}); fix the file.") from err
+    except UnicodeDecodeError as err:
+        raise ModelCardError(f"Model card {path} is not UTF-8 text; give a YAML file.") from err
     return parse_model_card(raw, path)
 
 

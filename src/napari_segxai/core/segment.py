@@ -294,7 +294,15 @@ def channel_indices(case: Case, card: ModelCard) -> list[int]:
         )
     if case.channels.shape[0] != len(have):
         raise ValueError(f"Case {case.name} has {case.channels.shape[0]} channels but {len(have)} modality names.")
-    return [have.index(m) for m in card.modalities]
+    indices = [have.index(m) for m in card.modalities]
+    for name, index in zip(card.modalities, indices):
+        channel = case.channels[index]
+        if channel.size and channel.min() == channel.max():
+            raise ValueError(
+                f"The {name} image of case {case.name} holds one value everywhere ({float(channel.flat[0]):g}), "
+                "so it is empty; check that file."
+            )
+    return indices
 
 
 def _orientation_transform(affine: np.ndarray, orientation: Optional[str]) -> np.ndarray:

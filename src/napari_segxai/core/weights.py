@@ -69,7 +69,8 @@ def _load_pickle(path: Path, trusted: bool) -> object:
                 "in the model card or pass --trust-model on the command line."
             ) from err
     except Exception as err:  # torch raises KeyError, RuntimeError, EOFError... for non-torch files
-        raise ValueError(f"Weights file {path} is not a readable PyTorch file ({err!r}).") from err
+        reason = str(err).split(". ")[0].strip() or type(err).__name__
+        raise ValueError(f"Weights file {path} is not a readable PyTorch file ({reason}); check that it is complete.") from err
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
