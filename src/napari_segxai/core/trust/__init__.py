@@ -9,12 +9,15 @@ Everything works on a :class:`Problem`: a network, one input and the segmentatio
 (:func:`case_problem` builds it from a case and a model card).
 """
 
+from .groundtruth import EDGE_FILTERS, GroundTruthResult, ModalityRow, PrecisionRow, edge_relevance, explanation_precision, ground_truth_benchmark, modality_shares
 from .metrics import METRICS, DeletionCurve, QualityResult, QualityRow, complexity, deletion_curve, faithfulness_correlation, max_sensitivity, quality_metrics
 from .problem import Problem, case_problem, relevance_of
 from .randomisation import MODES, RandomisationResult, SimilarityRow, VerdictRow, randomisation_test, randomised_copy, weight_layers
 from .similarity import abs_spearman, map_ssim, spearman, ssim, top_k_overlap
 
 __all__ = [
+    "EDGE_FILTERS", "GroundTruthResult", "ModalityRow", "PrecisionRow", "edge_relevance", "explanation_precision",
+    "ground_truth_benchmark", "modality_shares",
     "METRICS", "MODES", "DeletionCurve", "Problem", "QualityResult", "QualityRow", "RandomisationResult",
     "SimilarityRow", "VerdictRow", "abs_spearman", "case_problem", "complexity", "deletion_curve",
     "faithfulness_correlation", "map_ssim", "max_sensitivity", "quality_metrics", "randomisation_test",
