@@ -89,6 +89,15 @@ def test_each_class_gets_its_own_colour_from_a_mapping_or_card_classes():
     assert _coloured(plain, palette[2]).any() and _coloured(plain, palette[4]).any()
 
 
+def test_the_highlighted_class_is_drawn_thicker():
+    volume, labels = _volume_and_labels()
+    plain = thumbnail(volume, labels, (6, 4, 7), size=64, colors=COLORS)
+    marked = thumbnail(volume, labels, (6, 4, 7), size=64, colors=COLORS, highlight=2)
+    two_pixels = _rect_edge(40, 32, 55, 47, (64, 64)) | _rect_edge(41, 33, 54, 46, (64, 64))
+    np.testing.assert_array_equal(_coloured(marked, GREEN), two_pixels)
+    np.testing.assert_array_equal(marked[~two_pixels], plain[~two_pixels])
+
+
 def test_stored_orientation_is_undone_with_the_affine():
     volume, labels = _volume_and_labels()
     ras = Case(volume[None], ("t1",), np.eye(4), labels, None, (), "ras")
@@ -161,10 +170,12 @@ def test_contact_sheet_writes_a_png_with_rows_of_tiles(tmp_path):
     case = Case(volume[None], ("flair",), np.eye(4), labels, None, (), "synth-00000007")
     evidence = SimpleNamespace(training_case="synth-00000007", seed=7, train_class="edema", score=-0.0123,
                                centroid=(6, 4, 7), bbox=((4, 8), (2, 6), (5, 10)))
-    tile = case_tile(evidence, case, colors=COLORS, size=64)
+    classes = (ClassInfo("background", 0, "#000000"), ClassInfo("edema", 2, "#3cb44b"))
+    tile = case_tile(evidence, case, colors=classes, size=64)
     assert tile.case_id == "synth-00000007" and tile.class_name == "edema" and tile.score == -0.0123
     assert tile.caption == "synth-00000007\nedema  -0.0123" and format_score(2.5e-7) == "+2.5e-07"
-    np.testing.assert_array_equal(tile.image, thumbnail(volume, labels, (6, 4, 7), size=64, colors=COLORS))
+    np.testing.assert_array_equal(tile.image, thumbnail(volume, labels, (6, 4, 7), size=64, colors=COLORS,
+                                                        highlight=2))  # its class's outline thicker
     path = contact_sheet({"Proponents": [tile, tile, tile], "Opponents": [tile]}, tmp_path / "sheet.png",
                          "Training evidence")
     picture = matplotlib.image.imread(path)

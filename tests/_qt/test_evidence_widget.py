@@ -63,6 +63,17 @@ def _click(qtbot, strip, row):
     qtbot.mouseClick(strip.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
 
 
+def _array(pixmap) -> np.ndarray:
+    """An (H, W, 3) uint8 array of a QPixmap."""
+    from qtpy.QtGui import QImage
+
+    image = pixmap.toImage().convertToFormat(QImage.Format.Format_RGB888)
+    bits = image.constBits()
+    bits.setsize(image.sizeInBytes())
+    rows = np.frombuffer(bits, np.uint8).reshape(image.height(), image.bytesPerLine())
+    return rows[:, : 3 * image.width()].reshape(image.height(), image.width(), 3).copy()
+
+
 def test_thumbnails_appear_and_a_click_opens_the_training_case_beside_the_case(
     make_napari_viewer, qtbot, toy_model, toy_case, notices
 ):
@@ -100,12 +111,11 @@ def test_thumbnails_appear_and_a_click_opens_the_training_case_beside_the_case(
     for strip, items in ((widget.proponents, proponents), (widget.opponents, opponents)):
         for row, evidence in enumerate(items):
             assert strip.has_picture(row)
-            pixels = strip.item(row).icon().pixmap(128, 128).toImage()
-            assert pixels.width() == 128
+            shown = _array(strip.item(row).icon().pixmap(128, 128))
             tcase = training_case(card, evidence.seed)
-            want = thumbnail(tcase, tcase.label, evidence.centroid, colors=card.classes)
-            centre = pixels.pixelColor(64, 64)
-            assert (centre.red(), centre.green(), centre.blue()) == tuple(int(v) for v in want[64, 64])
+            want = thumbnail(tcase, tcase.label, evidence.centroid, colors=card.classes,
+                             highlight=card.classes[card.class_names.index(evidence.train_class)].label)
+            np.testing.assert_array_equal(shown, want)
 
     # Another class pair re-ranks from the same query, without running again.
     widget.train_class.setCurrentText("enhancing")

@@ -532,12 +532,12 @@ class EvidenceWidget(QWidget):
 
 
 def _thumbnails(card, items: list[tuple[int, Any]], size: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(key, picture) for each (key, Evidence): its training case sliced through its region, card colours.
+    """(key, picture) for each (key, Evidence): its training case through its region, card colours, its class thicker.
 
     Each training case is regenerated (or read from the cache) once, however many of its regions are shown.
     """
     from ..core.influence import training_case
-    from ..core.thumbnails import thumbnail
+    from ..core.thumbnails import class_label, thumbnail
 
     by_seed: dict[int, list[tuple[int, Any]]] = {}
     for key, evidence in items:
@@ -545,4 +545,5 @@ def _thumbnails(card, items: list[tuple[int, Any]], size: int) -> Iterator[tuple
     for seed, group in by_seed.items():
         case = training_case(card, seed)
         for key, evidence in group:
-            yield key, thumbnail(case, case.label, evidence.centroid, size=size, colors=card.classes)
+            yield key, thumbnail(case, case.label, evidence.centroid, size=size, colors=card.classes,
+                                 highlight=class_label(card.classes, evidence.train_class))

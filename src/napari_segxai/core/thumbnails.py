@@ -215,6 +215,7 @@ def thumbnail(
     channel: Union[int, str, None] = None,
     affine: Optional[np.ndarray] = None,
     modalities: Optional[Sequence[str]] = None,
+    highlight: Optional[int] = None,
 ) -> np.ndarray:
     """A (size, size, 3) uint8 picture: the slice through ``centroid`` with each label's outline in its colour.
 
@@ -223,7 +224,8 @@ def thumbnail(
     on the stored grid. With an affine (a Case's, or given) a 3D volume is shown in RAS axes and
     ``axis`` counts RAS axes (0 sagittal, 1 coronal, 2 axial); without one, array axes. A 2D
     image is shown whole (``axis`` is ignored). ``colors``: label value -> colour, or a model
-    card's classes.
+    card's classes. ``highlight``: a label value whose outline is drawn one pixel thicker (the
+    region the picture is about).
     """
     size = int(size)
     if size < 8:
@@ -268,8 +270,8 @@ def thumbnail(
         values = [int(v) for v in np.unique(shown) if int(v) != 0]
         palette = label_colors(colors, [int(v) for v in np.unique(labels) if int(v) != 0] if labels is not None else values)
         line = max(1, size // 160)
-        for value in values:
-            picture[outline(shown == value, line)] = palette[value]
+        for value in sorted(values, key=lambda v: v == highlight):  # the highlighted outline on top
+            picture[outline(shown == value, line + (value == highlight))] = palette[value]
     square = np.zeros((size, size, 3), np.uint8)
     top, left = (size - height) // 2, (size - width) // 2
     square[top:top + height, left:left + width] = picture
@@ -278,11 +280,24 @@ def thumbnail(
 
 def case_tile(evidence, case, labels: Optional[np.ndarray] = None, colors: Colors = None,
               size: int = DEFAULT_SIZE, axis: int = 2) -> Tile:
-    """The tile of one proponent or opponent (an ``Evidence``): its training case sliced through its region."""
+    """The tile of one proponent or opponent (an ``Evidence``): its training case sliced through its region.
+
+    With a model card's classes as ``colors``, the outline of the evidence's class is drawn thicker.
+    """
     image = thumbnail(case, case.label if labels is None else labels, evidence.centroid, axis=axis,
-                      size=size, colors=colors)
+                      size=size, colors=colors, highlight=class_label(colors, evidence.train_class))
     return Tile(image=image, case_id=str(evidence.training_case), class_name=str(evidence.train_class),
                 score=float(evidence.score))
+
+
+def class_label(classes: Colors, name: str) -> Optional[int]:
+    """The label value of class ``name`` among a model card's classes (None when unknown or not given)."""
+    if classes is None or isinstance(classes, Mapping):
+        return None
+    for info in classes:
+        if getattr(info, "name", None) == name:
+            return int(info.label)
+    return None
 
 
 # --------------------------------------------------------------------------- contact sheet
