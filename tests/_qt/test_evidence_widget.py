@@ -173,3 +173,26 @@ def test_a_model_without_training_record_is_explained_in_one_sentence(
     assert widget.status.text() == sentence and "segxai train" in sentence
     assert notices["warning"] == [sentence] and notices["error"] == []
     assert widget.proponents.count() == 0 and widget.opponents.count() == 0
+
+
+def test_a_training_case_far_away_in_world_space_is_shown_alone(
+    make_napari_viewer, qtbot, toy_model, make_tiny_case, lps_affine, notices
+):
+    from napari_segxai.core.influence import Evidence
+
+    far = lps_affine.copy()
+    far[:3, 3] += 500.0  # scanner coordinates nowhere near the template space of the training cases
+    viewer = make_napari_viewer()
+    open_case(viewer, make_tiny_case(far, name="Far_case"))
+    widget = EvidenceWidget(viewer)
+    widget.set_model_card(toy_model)
+    evidence = Evidence(training_case="synth-toy-00000050", seed=50, train_class="edema", score=0.5,
+                        centroid=(16, 16, 16), bbox=((10, 20), (10, 20), (10, 20)), voxels=100)
+    widget.open_training_case(evidence)
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert notices["error"] == []
+    assert widget.apart and not viewer.canvas.grid.enabled and "alone" in widget.status.text()
+    assert sorted(layer.name for layer in viewer.layers if layer.visible) == [
+        "synth-toy-00000050 flair", "synth-toy-00000050 reference"]
+    widget.side_button.click()
+    assert [layer.name for layer in viewer.layers if layer.visible] == ["t1", "Far_case reference"]

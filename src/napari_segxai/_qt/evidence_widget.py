@@ -52,6 +52,7 @@ class EvidenceWidget(QWidget):
         self._thumbnails = None                   # the worker drawing thumbnails
         self._generation = 0                      # thumbnails of an older ranking are dropped
         self._side_saved: Optional[dict] = None
+        self.apart = False                        # the opened training case lies elsewhere in world space
 
         # --- what to rank
         self.case_choice = QComboBox()
@@ -433,9 +434,11 @@ class EvidenceWidget(QWidget):
             offset = self.viewer.dims.ndim - len(world)
             for axis, value in enumerate(world):
                 self.viewer.dims.set_point(offset + axis, float(value))
+        where = (f"alone (its world coordinates do not overlap {self._query_name()}'s; Side by side off shows "
+                 "the case again)" if self.apart else f"beside {self._query_name()}")
         self.status.setText(
-            f"Opened {evidence.training_case} ({evidence.train_class}, score {evidence.score:+.3g}) beside "
-            f"{self._query_name()}; the slice goes through its {evidence.train_class} region."
+            f"Opened {evidence.training_case} ({evidence.train_class}, score {evidence.score:+.3g}) {where}; "
+            f"the slice goes through its {evidence.train_class} region."
         )
 
     @staticmethod
@@ -498,17 +501,20 @@ class EvidenceWidget(QWidget):
                 grid.enabled = self._side_saved["enabled"]
                 self._side_saved = None
             if enabled:
-                show_warning("Open a training case first (click a thumbnail); it then shows beside the case.")
+                show_warning("Open a training case first (click a thumbnail), with the case's image layers in the viewer.")
             self._check_side_button(False)
             return
         self._save_view()
-        shown = [layer for cell in cells for layer in cell]
+        # Grid views share one camera: a training case lying elsewhere in world space (a case in scanner
+        # coordinates, the training cases in template space) would fall outside its view, so it is shown alone.
+        self.apart = not _overlap(cells[0], cells[1])
+        shown = cells[1] if self.apart else [layer for cell in cells for layer in cell]
         for position, layer in enumerate(shown):
             self.viewer.layers.move(self.viewer.layers.index(layer), position)
         for layer in self.viewer.layers:
             layer.visible = any(layer is s for s in shown)
         grid.stride = len(cells[0])
-        grid.enabled = True
+        grid.enabled = not self.apart
         self.viewer.reset_view()
         self._check_side_button(True)
 
@@ -529,6 +535,19 @@ class EvidenceWidget(QWidget):
         """Stop a running query and the thumbnail drawing when the widget closes."""
         self.cancel()
         super().closeEvent(event)
+
+
+def _overlap(first: list, second: list) -> bool:
+    """Whether the world bounding boxes of two groups of layers intersect (on their common trailing axes)."""
+    def box(layers):
+        extents = [np.asarray(layer.extent.world, dtype=float) for layer in layers]
+        ndim = min(e.shape[1] for e in extents)
+        stacked = np.stack([e[:, -ndim:] for e in extents])
+        return stacked[:, 0].min(0), stacked[:, 1].max(0)
+
+    (low_a, high_a), (low_b, high_b) = box(first), box(second)
+    n = min(len(low_a), len(low_b))
+    return bool(np.all(low_a[-n:] <= high_b[-n:]) and np.all(low_b[-n:] <= high_a[-n:]))
 
 
 def _thumbnails(card, items: list[tuple[int, Any]], size: int) -> Iterator[tuple[int, np.ndarray]]:
