@@ -121,6 +121,12 @@ def test_thumbnails_appear_and_a_click_opens_the_training_case_beside_the_case(
     widget.train_class.setCurrentText("enhancing")
     assert widget.proponents.evidences() == expected.proponents("edema", "enhancing", top=3)
     widget.train_class.setCurrentText(ANY_CLASS)
+    if expected.test_voxels[expected.test_classes.index("necrosis")] == 0:  # the toy model draws no necrosis
+        widget.test_class.setCurrentText("necrosis")
+        assert widget.proponents.count() == widget.opponents.count() == 0
+        assert widget.status.text() == f"No proponents or opponents: {case_name} has no confident necrosis region."
+    widget.test_class.setCurrentText("edema")
+    assert widget.proponents.evidences() == proponents and "TracIn (exact engine)" in widget.status.text()
     qtbot.waitUntil(lambda: not widget.drawing, timeout=TIMEOUT_MS)
 
     # A click opens that training case: its own affine, names prefixed with its id, beside the case in a grid.

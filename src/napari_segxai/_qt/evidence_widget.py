@@ -302,7 +302,6 @@ class EvidenceWidget(QWidget):
     def _on_result(self, outcome: Outcome) -> None:
         """Keep the query's result and show its proponents and opponents (main thread)."""
         self.last = outcome
-        self.status.setText(outcome.result.describe())
         self._rank()
 
     def _rank(self, *_: Any) -> None:
@@ -319,7 +318,9 @@ class EvidenceWidget(QWidget):
         top = self.top.value()
         self.proponents.show_evidence(result.proponents(test_class, train_class, top=top))
         self.opponents.show_evidence(result.opponents(test_class, train_class, top=top))
-        if not self.proponents.count() and not self.opponents.count():
+        if self.proponents.count() or self.opponents.count():
+            self.status.setText(result.describe())
+        else:
             a = result.test_classes.index(test_class)
             why = (f"{self.last.case.name} has no confident {test_class} region"
                    if result.test_voxels[a] == 0 else "no training region of that class scored")
