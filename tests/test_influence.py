@@ -160,3 +160,20 @@ def test_user_mistakes_are_value_errors(card):
         influence(blob_case(), card, engine="exact", layers="first")
     with pytest.raises(ValueError, match="threshold"):
         influence(blob_case(), card, engine="exact", threshold=1.5)
+
+
+def test_feature_similarity_check_on_a_training_case_finds_itself(card, tmp_path):
+    from napari_segxai.core.influence.features import similarity_check, similarity_plot, similarity_table
+
+    query = training_case(card, SEEDS[0])
+    result = influence(query, card, engine="exact", threshold=0.0)
+    assert result.similarity.shape == result.scores.shape
+    for a, name in enumerate(result.test_classes):
+        if result.test_voxels[a] and result.train_voxels[0, a]:
+            assert result.similarity[a, 0, a] == pytest.approx(1.0, abs=1e-5)  # the same region of the same case
+    assert np.all(np.abs(result.similarity) <= 1 + 1e-6)
+    rows = similarity_check(result, top=2)
+    assert rows and all(-1 <= r.spearman <= 1 and r.top == 2 for r in rows)
+    assert "Spearman" in similarity_table(rows)
+    path = similarity_plot(result, rows, tmp_path / "similarity.png")
+    assert path.stat().st_size > 1000

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 
-from .gradients import DEFAULT_LAST_K, example_gradients, layer_parameters, select_layers
+from .gradients import DEFAULT_LAST_K, example_gradients, layer_parameters, parametrised_layers, select_layers
 from .regions import RegionExample, size_multiple
 from .training_set import TrainingRecord, training_record
 
@@ -27,6 +28,15 @@ class TracInModel:
     layer_names: tuple[str, ...]
     parameters: int
     device: torch.device
+    feature_layer: str = ""            # the last hidden layer is this module's input
+    feature_size: int = 0
+
+    def features(self, example: RegionExample) -> np.ndarray:
+        """(K, F) last-hidden-layer features of the final network averaged over each class region of ``example``."""
+        from .features import region_features
+
+        return region_features(self.network, self.feature_layer, example, spatial_dims=self.card.spatial_dims,
+                               slice_axis=self.card.slice_axis, size=self.feature_size)
 
     def gradients(self, example: RegionExample) -> torch.Tensor:
         """(T, K, D) gradients of every class region's loss of ``example`` at every checkpoint."""
@@ -47,6 +57,7 @@ def load_tracin_model(card, *, layers: str = "last", last_k: int = DEFAULT_LAST_
     from ..architectures import create_network
     from ..segment import pick_device
     from ..weights import load_into, load_state_dict
+    from .features import feature_size
 
     record = record or training_record(card)
     device = pick_device(device)
@@ -61,9 +72,12 @@ def load_tracin_model(card, *, layers: str = "last", last_k: int = DEFAULT_LAST_
     side = 2 * size_multiple(card)
     probe = torch.zeros((1, len(card.modalities)) + (side,) * card.spatial_dims, device=device)
     names = select_layers(gradient_network, layers, last_k=last_k, probe=probe)
+    feature_layer = parametrised_layers(network, probe)[-1]
+    features = feature_size(network, feature_layer, probe)
     count = sum(p.numel() for p in layer_parameters(gradient_network, names))
     return TracInModel(
         card=card, record=record, network=network, gradient_network=gradient_network, states=states,
         learning_rates=tuple(c.lr for c in record.checkpoints), layers=layers, last_k=int(last_k),
-        layer_names=names, parameters=int(count), device=device,
+        layer_names=names, parameters=int(count), device=device, feature_layer=feature_layer,
+        feature_size=features,
     )

@@ -92,4 +92,5 @@ def build_rows_distributed(model, class_indices: Sequence[int], *, threshold: fl
         "bboxes": np.concatenate([p["bboxes"] for p in ordered]),
         "names": [n for p in ordered for n in p["names"]],
         "seeds": [s for p in ordered for s in p["seeds"]],
+        "features": np.concatenate([p["features"] for p in ordered]),
     }

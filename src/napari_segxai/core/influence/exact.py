@@ -39,21 +39,22 @@ def exact_influence(
     margin: int = DEFAULT_MARGIN,
     progress: Optional[ProgressFn] = None,
     should_cancel: Optional[CancelFn] = None,
-) -> tuple[np.ndarray, list[RegionExample]]:
-    """(K_test, N, K_train) TracIn scores of ``test`` against every training case, and the training examples' regions."""
+) -> tuple[np.ndarray, list[RegionExample], np.ndarray]:
+    """(K_test, N, K_train) TracIn scores of ``test`` against every training case, the training regions and their features."""
     check_generator(model.record)
     total = len(seeds) + 1
     step(0, total, progress, should_cancel)
     test_gradients = model.gradients(test)
     step(1, total, progress, should_cancel)
     scores = np.zeros((test.targets.shape[0], len(seeds), len(class_indices)), dtype=np.float64)
-    examples = []
+    examples, features = [], []
     for n, seed in enumerate(seeds):
         example = training_example(model, seed, class_indices, threshold=threshold, margin=margin)
         scores[:, n, :] = tracin_scores(model.learning_rates, test_gradients, model.gradients(example))
+        features.append(model.features(example))
         examples.append(_light(example))
         step(n + 2, total, progress, should_cancel)
-    return scores, examples
+    return scores, examples, np.stack(features)
 
 
 def _light(example: RegionExample) -> RegionExample:

@@ -81,6 +81,7 @@ class InfluenceIndex:
     voxels: np.ndarray             # (N, K)
     centroids: np.ndarray          # (N, K, 3)
     bboxes: np.ndarray             # (N, K, 3, 2)
+    features: Optional[np.ndarray] = None   # (N, K, F) last-hidden-layer features of each region
     meta: dict = field(default_factory=dict)
     built: bool = False
     build_seconds: float = 0.0
@@ -112,7 +113,7 @@ def index_settings(model: TracInModel, class_indices: Sequence[int], *, threshol
     record = model.record
     return {
         "format": INDEX_FORMAT, "loss_version": LOSS_VERSION, "layers": model.layers, "last_k": model.last_k,
-        "layer_names": list(model.layer_names), "parameters": model.parameters,
+        "layer_names": list(model.layer_names), "parameters": model.parameters, "feature_layer": model.feature_layer,
         "projection": projection, "projection_seed": PROJECTION_SEED if projection else None,
         "threshold": float(threshold), "margin": int(margin), "classes": [model.card.class_names[i] for i in class_indices],
         "class_indices": [int(i) for i in class_indices], "seeds": list(record.seeds), "size": record.size,
@@ -165,7 +166,7 @@ def gradient_rows(model: TracInModel, seeds: Sequence[int], class_indices: Seque
                   projection: Optional[int], margin: int, progress=None, should_cancel=None, done: int = 0,
                   total: int = 0) -> dict:
     """Stored form of training cases ``seeds``: (T, n, K, d) gradients (projected when asked) and their regions."""
-    gradients, voxels, centroids, bboxes, names = [], [], [], [], []
+    gradients, voxels, centroids, bboxes, names, features = [], [], [], [], [], []
     for i, seed in enumerate(seeds):
         example = training_example(model, int(seed), class_indices, threshold=threshold, margin=margin)
         g = model.gradients(example)                                      # (T, K, D)
@@ -174,6 +175,7 @@ def gradient_rows(model: TracInModel, seeds: Sequence[int], class_indices: Seque
             g = project(g.reshape(t * k, d), projection).reshape(t, k, -1)
         gradients.append(g.numpy().astype(np.float32))
         voxels.append(example.voxels)
+        features.append(model.features(example))
         centroids.append(example.centroids)
         bboxes.append(example.bboxes)
         names.append(example.name)
@@ -181,7 +183,7 @@ def gradient_rows(model: TracInModel, seeds: Sequence[int], class_indices: Seque
             step(done + i + 1, total, progress, should_cancel)
     return {
         "gradients": np.stack(gradients, axis=1), "voxels": np.stack(voxels), "centroids": np.stack(centroids),
-        "bboxes": np.stack(bboxes), "names": names, "seeds": [int(s) for s in seeds],
+        "bboxes": np.stack(bboxes), "names": names, "seeds": [int(s) for s in seeds], "features": np.stack(features),
     }
 
 
@@ -217,7 +219,7 @@ def build_index(model: TracInModel, class_indices: Sequence[int], *, threshold: 
         path=index_path(model, settings, index_dir), gradients=rows["gradients"], learning_rates=model.learning_rates,
         projection=projection, projection_seed=PROJECTION_SEED, parameters=model.parameters,
         case_names=tuple(rows["names"]), seeds=tuple(rows["seeds"]), voxels=rows["voxels"], centroids=rows["centroids"],
-        bboxes=rows["bboxes"], meta=meta, built=True, build_seconds=seconds,
+        bboxes=rows["bboxes"], features=rows["features"], meta=meta, built=True, build_seconds=seconds,
     )
     save_index(index)
     return index
@@ -232,7 +234,7 @@ def save_index(index: InfluenceIndex) -> Path:
     with atomic_path(index.path, suffix=".npz") as temporary:
         with open(temporary, "wb") as handle:
             np.savez(handle, gradients=index.gradients, voxels=index.voxels, centroids=index.centroids,
-                     bboxes=index.bboxes, seeds=np.asarray(index.seeds, dtype=np.int64),
+                     bboxes=index.bboxes, seeds=np.asarray(index.seeds, dtype=np.int64), features=index.features,
                      meta=np.frombuffer(json.dumps(index.meta).encode(), dtype=np.uint8))
     return index.path
 
@@ -243,7 +245,7 @@ def read_index(path: str | Path) -> InfluenceIndex:
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(bytes(data["meta"]).decode())
-            arrays = {k: data[k] for k in ("gradients", "voxels", "centroids", "bboxes", "seeds")}
+            arrays = {k: data[k] for k in ("gradients", "voxels", "centroids", "bboxes", "seeds", "features")}
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(f"{path} is not a readable TracIn index ({err}); delete it to rebuild.") from err
     if meta.get("settings", {}).get("format") != INDEX_FORMAT:
@@ -254,7 +256,7 @@ def read_index(path: str | Path) -> InfluenceIndex:
         projection=settings["projection"], projection_seed=settings["projection_seed"] or PROJECTION_SEED,
         parameters=int(settings["parameters"]), case_names=tuple(meta["case_names"]),
         seeds=tuple(int(s) for s in arrays["seeds"]), voxels=arrays["voxels"], centroids=arrays["centroids"],
-        bboxes=arrays["bboxes"], meta=meta, build_seconds=float(meta.get("build_seconds", 0.0)),
+        bboxes=arrays["bboxes"], features=arrays["features"], meta=meta, build_seconds=float(meta.get("build_seconds", 0.0)),
     )
 
 

@@ -84,7 +84,7 @@ def influence(
     seeds = model.record.seeds
     details: dict = {}
     if engine == "exact":
-        scores, examples = exact_influence(model, test, seeds, train_indices, threshold=threshold, margin=margin,
+        scores, examples, train_features = exact_influence(model, test, seeds, train_indices, threshold=threshold, margin=margin,
                                            progress=progress, should_cancel=should_cancel)
         centroids = np.stack([e.centroids for e in examples])
         bboxes = np.stack([e.bboxes for e in examples])
@@ -99,9 +99,13 @@ def influence(
                                     rebuild=rebuild, progress=progress, should_cancel=should_cancel)
         scores = index.scores(model.gradients(test))
         centroids, bboxes, voxels, names = index.centroids, index.bboxes, index.voxels, index.case_names
+        train_features = index.features
         used_projection = index.projection
         details.update(index_path=str(index.path), index_status=index.meta.get("status"),
                        index_seconds=index.build_seconds, index_bytes=index.nbytes)
+    from .features import cosine_similarity
+
+    similarity = cosine_similarity(model.features(test), train_features)
     return InfluenceResult(
         test_classes=tuple(card.class_names[i] for i in test_indices),
         train_classes=tuple(card.class_names[i] for i in train_indices),
@@ -111,5 +115,7 @@ def influence(
         layer_names=model.layer_names, projection=used_projection, threshold=float(threshold),
         checkpoints=tuple(str(c.path) for c in model.record.checkpoints), learning_rates=model.learning_rates,
         seconds=time.perf_counter() - start, case_name=case.name, parameters=model.parameters,
-        details={**details, "test_centroids": test.centroids.tolist(), "test_bboxes": test.bboxes.tolist()},
+        details={**details, "test_centroids": test.centroids.tolist(), "test_bboxes": test.bboxes.tolist(),
+                 "feature_layer": model.feature_layer},
+        similarity=similarity,
     )

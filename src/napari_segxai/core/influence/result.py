@@ -50,6 +50,7 @@ class InfluenceResult:
     case_name: str = ""
     parameters: int = 0                     # gradient length before projection
     details: dict = field(default_factory=dict)
+    similarity: Optional[np.ndarray] = None  # (K_test, N_train, K_train) cosine similarity of last-hidden-layer region features
 
     def _test_index(self, test_class: str) -> int:
         if test_class not in self.test_classes:
