@@ -30,7 +30,7 @@ def notices(notices, monkeypatch):
     """The shared notices fixture, also catching this widget's own notifications."""
     from napari_segxai._qt import evidence_widget
 
-    for kind in ("error", "warning", "info"):
+    for kind in ("error", "warning"):
         monkeypatch.setattr(evidence_widget, f"show_{kind}", notices[kind].append)
     return notices
 
