@@ -115,7 +115,7 @@ def test_clicking_a_bar_shows_its_region_and_a_modality_bar_selects_its_layer(ma
     bar = next(b for b in widget.bars if widget.current().importance.region_names[b[3]] == "edema" and b[2] == 1)
     _click(widget, bar[0])
     layer = viewer.layers["RoI: edema"]
-    assert layer.metadata["segxai_role"] == HIGHLIGHT_ROLE
+    assert layer.metadata["segxai_role"] == HIGHLIGHT_ROLE and layer.contour == 1
     np.testing.assert_array_equal(layer.data.astype(bool), case.label == 2)
     np.testing.assert_allclose(layer.affine.affine_matrix, case.affine)
     assert "edema" in widget.status.text() and "voxels" in widget.status.text()

@@ -3,7 +3,7 @@
 Each relevance result the Explain widget adds (its layers carry the Relevance in ``segxai_result``)
 is summarised with :func:`core.roi.roi_importance` over regions from the case's segmentation
 layer (and an optional atlas labels layer). Clicking a region's bar shows that region as a
-labels layer named ``RoI: <region>`` and moves the slices to where the region is largest;
+labels layer named ``RoI: <region>`` (its outline, so the relevance inside stays visible) and moves the slices to where the region is largest;
 clicking the bar again removes it. Clicking a modality's bar selects that relevance layer.
 """
 
@@ -34,7 +34,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._layers import CLASS_PALETTE
+from .._layers import CLASS_PALETTE, world_units
 from ..core import progress as _progress
 from ..core.roi import BACKGROUND, BRAIN_OUTSIDE_TUMOUR, RoiImportance, case_regions, roi_importance
 from .jobs import JobRunner, Outcome
@@ -470,11 +470,13 @@ class RoiWidget(MplCanvasWidget):
 
         mask = entry.regions[region]
         layer = self.viewer.add_labels(
-            mask.astype(np.uint8), name=name, affine=entry.affine, opacity=0.55, blending="translucent",
+            mask.astype(np.uint8), name=name, affine=entry.affine, units=world_units(mask.ndim), opacity=1.0,
+            blending="translucent",
             colormap=DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: HIGHLIGHT_COLOR}),
             metadata={"segxai_role": HIGHLIGHT_ROLE, "segxai_case": entry.case_name, "segxai_region": region,
                       "segxai_result_id": id(entry.result)},
         )
+        layer.contour = 1
         if mask.any():
             voxel = [int(np.argmax(mask.sum(axis=tuple(a for a in range(mask.ndim) if a != axis))))
                      for axis in range(mask.ndim)]
