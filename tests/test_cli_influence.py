@@ -1,0 +1,62 @@
+"""``segxai influence`` and ``segxai influence-check`` on a toy model with hand-made checkpoints."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from _influence import blob_case, toy_model
+from napari_segxai.cli import main
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    from napari_segxai.core.case import save_nifti
+
+    monkeypatch.setenv("SEGXAI_TRAINING_CASES", str(tmp_path / "cases"))
+    card = toy_model(tmp_path / "toy")
+    case = blob_case()
+    folder = tmp_path / "case"
+    for modality, channel in zip(case.modalities, case.channels):
+        save_nifti(channel, case.affine, folder / f"blobs_{modality}.nii.gz")
+    return card, folder
+
+
+def test_segxai_influence_writes_csv_and_contact_sheets(setup, tmp_path, capsys):
+    card, folder = setup
+    out = tmp_path / "out"
+    assert main(["influence", str(folder), "--model", str(card), "--out", str(out), "--top", "3",
+                 "--threshold", "0.0", "--class", "edema", "--class", "enhancing"]) == 0
+    printed = capsys.readouterr().out
+    assert "edema proponents:" in printed and "Contact sheet:" in printed
+    (table,) = out.glob("*_influence.csv")
+    stem = table.name[: -len("_influence.csv")]
+    rows = list(csv.DictReader(table.open()))
+    assert {r["test_class"] for r in rows} == {"edema", "enhancing"} and rows[0]["rank"]
+    for name in ("edema", "enhancing"):
+        sheet = out / f"{stem}_influence_{name}.png"
+        assert sheet.stat().st_size > 5000 and sheet.read_bytes()[:4] == b"\x89PNG"
+    assert not (out / f"{stem}_influence_necrosis.png").exists()
+
+
+def test_segxai_influence_check_prints_the_similarity_table(setup, tmp_path, capsys):
+    card, folder = setup
+    out = tmp_path / "check"
+    assert main(["influence-check", str(folder), "--model", str(card), "--out", str(out), "--threshold", "0.0",
+                 "--top", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "Spearman" in printed and "proponents" in printed
+    (plot,) = out.glob("*_similarity.png")
+    assert plot.stat().st_size > 1000
+    (table,) = out.glob("*_similarity.csv")
+    assert "test_class,regions,spearman" in table.read_text()
+
+
+def test_segxai_influence_without_training_record_is_one_sentence(tmp_path, capsys, setup):
+    _, folder = setup
+    bare = toy_model(tmp_path / "bare", training=False)
+    assert main(["influence", str(folder), "--model", str(bare), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("segxai influence: error: This model has no recorded checkpoints; "
+                           "train it with `segxai train` to record them.")
