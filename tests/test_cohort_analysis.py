@@ -19,12 +19,11 @@ from napari_segxai.core.cohort.subgroups import over_representation
 
 def record(case, shares, *, dice=None, modality=None, klass="edema"):
     """A per-case record as a worker writes it: RoI rows of one class."""
-    rows = [{"class": klass, "kind": "region", "name": n, "importance": v, "positive": v, "negative": 0.0}
+    rows = [{"class": klass, "kind": "region", "name": n, "importance": v, "positive": v, "negative": 0.0, "voxels": 100}
             for n, v in shares.items()]
     rows += [{"class": klass, "kind": "modality", "name": n, "importance": v, "positive": v, "negative": 0.0}
              for n, v in (modality or {}).items()]
-    return {"case": case, "roi": rows, "dice": None if dice is None else {klass: dice},
-            "region_voxels": {n: 100 for n in shares}}
+    return {"case": case, "roi": rows, "dice": None if dice is None else {klass: dice}}
 
 
 def test_cohort_table_rows_and_dice():

@@ -21,7 +21,6 @@ def cohort_table(records: Iterable[Mapping]) -> list[dict]:
     table = []
     for record in records:
         dice = record.get("dice") or {}
-        voxels = record.get("region_voxels") or {}
         for row in record["roi"]:
             kind = row["kind"]
             table.append({
@@ -32,7 +31,7 @@ def cohort_table(records: Iterable[Mapping]) -> list[dict]:
                 "importance": float(row["importance"]),
                 "positive": _number(row.get("positive")),
                 "negative": _number(row.get("negative")),
-                "region_voxels": int(voxels[row["name"]]) if kind == "region" and row["name"] in voxels else None,
+                "region_voxels": int(row["voxels"]) if kind == "region" and row.get("voxels") is not None else None,
                 "dice": _number(dice.get(row["class"])),
             })
     return table

@@ -128,24 +128,29 @@ def _explain_case(case: CohortCase, folder: Path, settings: CohortSettings) -> d
     t0 = time.perf_counter()
     segmentation = segment(image, card, network=network, device=device)
     t1 = time.perf_counter()
-    relevance = explain_case(image, card, method=settings.method, network=network, device=device,
-                             **dict(settings.parameters))
-    t2 = time.perf_counter()
-    brain = np.any(image.channels != 0, axis=0)
-    regions = case_regions(segmentation.labels, card.classes, brain=brain)
-    roi = roi_importance(relevance, regions)
+    present = set(np.unique(segmentation.labels).tolist())
+    explained = [i for i, c in enumerate(card.classes) if c.label != 0 and c.label in present]
+    absent = [c.name for c in card.classes if c.label != 0 and c.label not in present]
     folder.mkdir(parents=True, exist_ok=True)
-    files = [str(roi.to_csv(folder / "roi.csv"))]
+    files, rows, relevance = [], [], None
+    if explained:  # a class the model did not predict has no region to explain
+        relevance = explain_case(image, card, method=settings.method, classes=explained, network=network,
+                                 device=device, **dict(settings.parameters))
+        regions = case_regions(segmentation.labels, card.classes, channels=image.channels)
+        roi = roi_importance(relevance, regions)
+        files.append(str(roi.to_csv(folder / "roi.csv")))
+        rows = [{k: _plain(v) for k, v in row.items() if k not in ("method", "target")} for row in roi.rows()]
+    t2 = time.perf_counter()
     if settings.maps:
         protected = image.source_paths
         files.append(str(save_nifti(segmentation.labels, image.affine, folder / "segmentation.nii.gz", protected=protected)))
-        for k, name in enumerate(relevance.class_names):
+        for k, name in enumerate(relevance.class_names if relevance is not None else ()):
             path = folder / f"relevance_{case_id(name)}.nii.gz"
             files.append(str(save_nifti(np.moveaxis(relevance.relevance[k], 0, -1), image.affine, path, protected=protected)))
     scores = None
     if image.label is not None:
         scores = {c.name: round(dice(segmentation.labels == c.label, image.label == c.label), 6)
-                  for c in card.classes if c.name in relevance.class_names}
+                  for c in card.classes if c.label != 0}
     return {
         "case": case.case_id,
         "name": image.name,
@@ -153,15 +158,15 @@ def _explain_case(case: CohortCase, folder: Path, settings: CohortSettings) -> d
         "status": "done",
         "settings": settings.fingerprint(),
         "model": card.name,
-        "method": relevance.method,
-        "parameters": {k: _plain(v) for k, v in relevance.parameters.items()},
-        "target": roi.target,
-        "classes": list(relevance.class_names),
-        "modalities": list(relevance.channel_names),
-        "regions": list(roi.region_names),
-        "region_voxels": {n: int(v) for n, v in zip(roi.region_names, roi.region_voxels)},
-        "total_relevance": {n: float(v) for n, v in zip(roi.class_names, roi.total)},
-        "roi": [{k: _plain(v) for k, v in row.items()} for row in roi.rows()],
+        "method": settings.method,
+        "parameters": {k: _plain(v) for k, v in (relevance.parameters if relevance else dict(settings.parameters)).items()},
+        "target": relevance.target_description if relevance else None,
+        "classes": list(relevance.class_names) if relevance else [],
+        "not_predicted": absent,
+        "modalities": list(card.modalities),
+        "predicted_voxels": {c.name: int(np.count_nonzero(segmentation.labels == c.label))
+                             for c in card.classes if c.label != 0},
+        "roi": rows,
         "dice": scores,
         "maps": bool(settings.maps),
         "files": files,
@@ -211,13 +216,13 @@ def default_workers() -> int:
 
 
 def local_cluster(workers: int, *, memory_limit: str | float | None = "auto"):
-    """A dask LocalCluster of ``workers`` single-threaded worker processes on loopback, without a dashboard."""
+    """A dask LocalCluster of ``workers`` single-threaded worker processes on loopback (dashboard on a free port)."""
     import logging
 
     from distributed import LocalCluster
 
     return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                        dashboard_address=None, memory_limit=memory_limit, silence_logs=logging.ERROR)
+                        dashboard_address=":0", memory_limit=memory_limit, silence_logs=logging.ERROR)
 
 
 def connect(scheduler: str):
