@@ -1,0 +1,217 @@
+"""``segxai trust``: can a case's explanations be trusted? Sanity checks, quality metrics and (generated cases) ground truth."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..core.files import write_text
+from ._common import TerminalProgress, UserError, add_case_options, output_folder
+
+DESCRIPTION = """\
+Measure how far the relevance maps of a case's segmentation deserve trust, for one or more
+attribution methods. The target is each class's output summed over its predicted region, on a
+crop around the regions (as `segxai explain` uses for non-additive methods).
+
+  sanity   model parameter randomisation (Adebayo et al. 2018): re-initialise the network's layers
+           from the output towards the input (cascading) and one at a time (independent),
+           recompute each map and compare it with the original (Spearman of |relevance|, SSIM,
+           top-k overlap). A method passes when the fully randomised network's map has a rank
+           correlation below 0.5 with the original.
+  metrics  faithfulness correlation, deletion curve and its area (and a random order's),
+           max-sensitivity under small input noise, complexity (share of voxels above 10% of the
+           maximum, entropy), seconds per explanation and per metric.
+  --ground-truth (generated cases, with ground_truth.json): explanation precision against the
+           true lesion, next to Sobel/Laplace edge filters and a random-weights network, and the
+           share of relevance on the modality that carries each class.
+
+Writes into --out: sanity.csv, sanity_verdicts.csv, sanity.png, metrics.csv, deletion.png,
+groundtruth_precision.csv, groundtruth_modality.csv (with --ground-truth) and trust.json.
+See docs/trust.md for what each number means."""
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``trust`` and its options."""
+    parser = subparsers.add_parser(
+        "trust", help="sanity checks, quality metrics and ground-truth precision of explanation methods on a case",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_case_options(parser)
+    parser.add_argument(
+        "--methods", default="saliency,gradient_x_input,integrated_gradients", metavar="M1,M2",
+        help="comma-separated attribution methods (see `segxai explain --help`); "
+             "default: saliency,gradient_x_input,integrated_gradients",
+    )
+    parser.add_argument(
+        "--param", action="append", default=[], metavar="METHOD:KEY=VALUE",
+        help="a method parameter, e.g. --param integrated_gradients:steps=16 (repeatable)",
+    )
+    parser.add_argument(
+        "--classes", default=None, metavar="NAMES",
+        help="comma-separated class names (or output indices); default: every class with a non-zero label",
+    )
+    parser.add_argument(
+        "--checks", default="sanity,metrics", metavar="LIST",
+        help="which measures to run: sanity, metrics, or both (default: sanity,metrics)",
+    )
+    parser.add_argument(
+        "--ground-truth", action="store_true",
+        help="also run the ground-truth benchmark (the case must be a generated case folder with ground_truth.json)",
+    )
+    parser.add_argument(
+        "--modes", default="cascading,independent", metavar="LIST",
+        help="randomisation modes: cascading, independent, or both (default: both)",
+    )
+    parser.add_argument(
+        "--max-steps", type=int, default=8, metavar="N",
+        help="randomise at most N evenly spaced depths (the last always randomises every layer); default 8",
+    )
+    parser.add_argument(
+        "--metrics", default="faithfulness,deletion,sensitivity,complexity", metavar="LIST",
+        help="quality metrics to run (default: faithfulness,deletion,sensitivity,complexity)",
+    )
+    parser.add_argument("--subsets", type=int, default=32, metavar="N",
+                        help="faithfulness: number of random voxel subsets (default 32)")
+    parser.add_argument("--subset", type=float, default=0.1, metavar="SHARE",
+                        help="faithfulness: share of the crop's voxels in each subset (default 0.1)")
+    parser.add_argument("--deletion-steps", type=int, default=20, metavar="N",
+                        help="deletion curve: number of equal steps from intact to all removed (default 20)")
+    parser.add_argument("--noise-samples", type=int, default=8, metavar="N",
+                        help="max-sensitivity: number of noisy inputs, each explained again (default 8)")
+    parser.add_argument("--noise-radius", type=float, default=0.05, metavar="R",
+                        help="max-sensitivity: uniform noise of +-R times each channel's standard deviation (default 0.05)")
+    parser.add_argument("--baseline", default="zeros", choices=["zeros", "minimum", "blurred"],
+                        help="what a removed voxel becomes (default zeros: the brain's mean after z-scoring)")
+    parser.add_argument("--margin", type=int, default=None, metavar="VOXELS",
+                        help="crop margin around the predicted regions on the model's grid; default half a window")
+    parser.add_argument("--seed", type=int, default=0, help="seed of randomisation, subsets, noise (default 0)")
+    parser.add_argument(
+        "--trust-model", action="store_true",
+        help="allow full unpickling of a .pt/.pth weights file (this runs code from the file: use only for "
+             "files from a source you trust); same as 'trusted: true' in the card",
+    )
+    return parser
+
+
+def parse_list(text: str, allowed: Sequence[str], option: str) -> list[str]:
+    """A comma-separated option value, each item checked against ``allowed``."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise UserError(f"{option} is empty; give one or more of {', '.join(allowed)}.")
+    bad = [t for t in items if t not in allowed]
+    if bad:
+        raise UserError(f"{option}: {bad[0]!r} is not one of {', '.join(allowed)}.")
+    return items
+
+
+def build_methods(names: str, params: Sequence[str]) -> list:
+    """Attribution method instances from --methods and --param METHOD:KEY=VALUE."""
+    from ..core.attribution import available_methods, get_method
+    from .explain import parse_parameters
+
+    chosen = parse_list(names, available_methods(), "--methods")
+    per_method: dict[str, list[str]] = {name: [] for name in chosen}
+    for item in params:
+        method, sep, rest = item.partition(":")
+        if not sep or method not in per_method:
+            raise UserError(f"--param {item!r} must read METHOD:KEY=VALUE with a METHOD from --methods, "
+                            f"e.g. --param {chosen[0]}:KEY=VALUE.")
+        per_method[method].append(rest)
+    return [get_method(name, **parse_parameters(name, per_method[name])) for name in chosen]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the case's problem, run the chosen measures, write tables, plots and a JSON record."""
+    import dataclasses
+
+    from ..core.case import load_case
+    from ..core.model_card import default_model_card, load_model_card
+    from ..core.segment import channel_indices
+    from ..core.trust import METRICS, MODES, case_problem, ground_truth_benchmark, quality_metrics, randomisation_test
+    from ..core.trust.tables import format_table
+    from .explain import parse_classes
+
+    card = default_model_card() if args.model is None else load_model_card(args.model)
+    if args.trust_model and not card.trusted:
+        card = dataclasses.replace(card, trusted=True)
+    methods = build_methods(args.methods, args.param)
+    checks = parse_list(args.checks, ("sanity", "metrics"), "--checks")
+    modes = parse_list(args.modes, MODES, "--modes")
+    metrics = parse_list(args.metrics, METRICS, "--metrics")
+    if args.max_steps < 1:
+        raise UserError(f"--max-steps must be at least 1, got {args.max_steps}.")
+    signature = None
+    if args.ground_truth:
+        from ..core.synth import read_ground_truth
+
+        if not Path(args.case).is_dir():
+            raise UserError(f"--ground-truth needs a generated case folder with ground_truth.json, got {args.case}.")
+        signature = read_ground_truth(args.case)["modality_signature"]
+    case = load_case(args.case)
+    channel_indices(case, card)
+    if args.ground_truth and case.label is None:
+        raise UserError(f"{args.case} has no segmentation file; --ground-truth needs the true label.")
+    out = output_folder(args.out)
+    classes = parse_classes(args.classes, card)
+    start = time.perf_counter()
+    with TerminalProgress(f"segmenting {case.name}") as bar:
+        problem = case_problem(case, card, classes=classes, device=None if args.device in (None, "auto") else args.device,
+                               margin=args.margin, progress=bar)
+    record: dict[str, Any] = {
+        "case": case.name, "case_files": [str(p) for p in case.source_paths], "model_card": str(card.path),
+        "model": card.name, "methods": {m.name: {k: _plain(v) for k, v in m.params.items()} for m in methods},
+        "classes": list(problem.class_names), "crop_shape": list(problem.spatial_shape),
+        "target": problem.target.describe(), "seed": args.seed, "files": {},
+    }
+    if "sanity" in checks:
+        with TerminalProgress("randomising the model") as bar:
+            sanity = randomisation_test(problem, methods, modes=modes, max_steps=args.max_steps, seed=args.seed,
+                                        progress=bar)
+        record["files"]["sanity"] = str(sanity.to_csv(out / "sanity.csv"))
+        verdicts = sanity.verdicts()
+        from ..core.trust.tables import write_csv
+
+        record["files"]["sanity_verdicts"] = str(write_csv(verdicts, out / "sanity_verdicts.csv"))
+        record["files"]["sanity_plot"] = str(sanity.plot(out / "sanity.png"))
+        record["layers"] = list(sanity.layers)
+        record["sanity_seconds"] = round(sanity.seconds, 2)
+        print(f"Model parameter randomisation ({len(sanity.layers)} layers; similarity once all are randomised):")
+        print(format_table(verdicts))
+    if "metrics" in checks:
+        with TerminalProgress("measuring quality") as bar:
+            quality = quality_metrics(problem, methods, metrics=metrics, baseline=args.baseline, subset=args.subset,
+                                      n_subsets=args.subsets, deletion_steps=args.deletion_steps,
+                                      noise_samples=args.noise_samples, noise_radius=args.noise_radius,
+                                      seed=args.seed, progress=bar)
+        record["files"]["metrics"] = str(quality.to_csv(out / "metrics.csv"))
+        if quality.curves:
+            record["files"]["deletion_plot"] = str(quality.plot_deletion(out / "deletion.png"))
+        record["metric_settings"] = quality.settings
+        print("Quality metrics:")
+        print(format_table(quality.rows, ["method", "class_name", "faithfulness", "deletion_auc", "deletion_auc_random",
+                                          "max_sensitivity", "above_threshold", "entropy_normalised", "seconds_explain"]))
+    if args.ground_truth:
+        with TerminalProgress("ground-truth benchmark") as bar:
+            truth = ground_truth_benchmark(problem, methods, signature=signature, seed=args.seed, progress=bar)
+        paths = truth.to_csv(out)
+        record["files"]["groundtruth"] = [str(p) for p in paths]
+        print("Explanation precision (top-k voxels inside the true lesion, k = lesion size):")
+        print(format_table(truth.precision))
+        if truth.modality:
+            print("Modality ground truth (share of relevance on the modality that carries the class):")
+            print(format_table(truth.modality, ["method", "model", "class_name", "carrier", "carrier_share",
+                                                "expected_share", "top_modality", "agrees"]))
+    record["seconds"] = round(time.perf_counter() - start, 2)
+    write_text(out / "trust.json", json.dumps(record, indent=2) + "\n")
+    print(f"Tables, plots and trust.json in {out} ({record['seconds']:.0f} s).")
+    return 0
+
+
+def _plain(value: Any) -> Any:
+    """A parameter value as plain JSON."""
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    return str(value)
