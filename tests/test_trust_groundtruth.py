@@ -116,3 +116,29 @@ def test_gradient_x_input_of_a_linear_model_lands_in_its_region():
     problem = linear_problem(shape=(8, 8, 8))
     relevance, _ = relevance_of(problem, "gradient_x_input")
     assert explanation_precision(relevance[0], problem.target.masks[0]) == 1.0
+
+
+class FlairLesionNet2D(torch.nn.Module):
+    """The same per-pixel rule as FlairLesionNet, for a slice-wise (2D) card."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 3, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([[-4.0, 0.0], [4.0, 0.0], [0.0, 4.0]]).view(3, 2, 1, 1))
+            self.conv.bias.copy_(torch.tensor([2.0, -2.0, -6.0]))
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_slice_wise_card_problem_keeps_the_slices_of_the_region(tmp_path):
+    card = load_model_card(write_card(
+        tmp_path / "card2d", spatial_dims=2, slice_axis=2,
+        kwargs={"spatial_dims": 2, "in_channels": 2, "out_channels": 3, "channels": [4, 8], "strides": [2]},
+        preprocessing={"spacing": [2.0, 2.0], "normalization": "none"}, inference={"roi_size": [8, 8]}))
+    problem = case_problem(flair_case(), card, classes=["edema"], network=FlairLesionNet2D(), margin=1, device="cpu")
+    assert problem.spatial_shape == (8, 8, 6)              # in-plane: multiples of 8; along the slices: the region's 6
+    assert problem.target.masks[0].sum() == 6 * 6 * 6
+    result = ground_truth_benchmark(problem, ["saliency"], random_weights=False)
+    assert result.precision[0].precision == 1.0
