@@ -101,6 +101,12 @@ def test_bars_follow_a_new_result_and_match_the_core_numbers(make_napari_viewer,
     assert widget.result_choice.count() == 2 and widget.result_choice.currentIndex() == 1
     assert widget.current().importance.class_names == ("edema",)
 
+    # Results whose layers are all removed are forgotten (they hold the whole relevance).
+    for layer in [layer for layer in viewer.layers if layer.metadata.get("segxai_result") is result]:
+        viewer.layers.remove(layer)
+    assert [entry.result for entry in widget.entries] == [edema] and widget.result_choice.count() == 1
+    assert widget.current().importance.class_names == ("edema",)
+
 
 def test_clicking_a_bar_shows_its_region_and_a_modality_bar_selects_its_layer(make_napari_viewer, qtbot, explained):
     case, card, result = explained

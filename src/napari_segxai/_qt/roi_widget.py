@@ -175,7 +175,7 @@ class RoiWidget(MplCanvasWidget):
         self.canvas.mpl_connect("button_press_event", self._on_press)
         self.canvas.mpl_connect("motion_notify_event", self._on_motion)
         viewer.layers.events.inserted.connect(self._on_inserted)
-        viewer.layers.events.removed.connect(self._refresh_atlas_choices)
+        viewer.layers.events.removed.connect(self._on_removed)
         for layer in viewer.layers:
             self._note_result(layer)
         self._refresh_atlas_choices()
@@ -217,7 +217,7 @@ class RoiWidget(MplCanvasWidget):
         except ValueError as err:
             show_error(str(err))
             return
-        self._start(requests, replace=None)
+        self._start(requests)
 
     def recompute(self) -> None:
         """Summarise the shown result again (new segmentation or atlas)."""
@@ -234,10 +234,10 @@ class RoiWidget(MplCanvasWidget):
         except ValueError as err:
             show_error(str(err))
             return
-        self._start([request], replace=self.result_choice.currentIndex())
+        self._start([request])
 
-    def _start(self, requests: list[RoiRequest], replace: Optional[int]) -> None:
-        """Run :func:`summarise` for the requests in a worker; entries are added (or replace one) on return."""
+    def _start(self, requests: list[RoiRequest]) -> None:
+        """Run :func:`summarise` for the requests in a worker; their entries are shown on return."""
         def compute(progress=None, should_cancel=None):
             entries = []
             for n, request in enumerate(requests):
@@ -250,30 +250,58 @@ class RoiWidget(MplCanvasWidget):
         names = ", ".join(dict.fromkeys(r.case_name for r in requests))
         self.jobs.start(compute, SimpleNamespace(name=names), None, verb="Summarising relevance of",
                         memory_hint="close other results or explain fewer classes",
-                        description=f"RoI importance of {names}",
-                        on_result=lambda outcome: self._on_result(outcome, replace))
+                        description=f"RoI importance of {names}", on_result=self._on_result)
 
-    def _on_result(self, outcome: Outcome, replace: Optional[int]) -> None:
-        """Show the new entries (main thread), then any result that arrived meanwhile."""
-        entries = outcome.result
-        self.result_choice.blockSignals(True)
-        if replace is not None and replace < len(self.entries):
-            self.entries[replace] = entries[0]
-            self.result_choice.setItemText(replace, entries[0].title)
-            index = replace
-        else:
-            for entry in entries:
+    def _on_result(self, outcome: Outcome) -> None:
+        """Show the new entries (a recomputed one replaces its old entry), then any result that arrived meanwhile."""
+        alive = self._results_in_viewer()
+        shown = None
+        for entry in outcome.result:
+            if id(entry.result) not in alive:
+                continue      # its layers were removed while it was summarised
+            index = next((i for i, old in enumerate(self.entries) if old.result is entry.result), None)
+            if index is None:
                 self.entries.append(entry)
-                self.result_choice.addItem(entry.title)
-            index = len(self.entries) - 1
-        self.result_choice.setCurrentIndex(index)
-        self.result_choice.blockSignals(False)
-        entry = self.entries[index]
-        self.status.setText(f"Regions from {entry.region_source}"
-                            + (f" and atlas {entry.atlas}" if entry.atlas != NO_ATLAS else "")
-                            + f". Target: {entry.importance.target}.")
+                index = len(self.entries) - 1
+            else:
+                self.entries[index] = entry
+            shown = index
+        self._list_entries(shown)
+        entry = self.current()
+        if shown is not None and entry is not None:
+            self.status.setText(f"Regions from {entry.region_source}"
+                                + (f" and atlas {entry.atlas}" if entry.atlas != NO_ATLAS else "")
+                                + f". Target: {entry.importance.target}.")
         self.redraw()
         self._start_pending()
+
+    def _results_in_viewer(self) -> set[int]:
+        """Ids of the relevance results that still have a layer in the viewer."""
+        return {id(result) for layer in self.viewer.layers
+                if (result := (layer.metadata or {}).get("segxai_result")) is not None}
+
+    def _list_entries(self, index: Optional[int]) -> None:
+        """Refill the result list and show entry ``index`` (else keep the shown one, else the newest)."""
+        current = self.current()
+        self.result_choice.blockSignals(True)
+        self.result_choice.clear()
+        self.result_choice.addItems([entry.title for entry in self.entries])
+        if index is None:
+            index = next((i for i, e in enumerate(self.entries) if e is current), len(self.entries) - 1)
+        self.result_choice.setCurrentIndex(index)
+        self.result_choice.blockSignals(False)
+
+    def _on_removed(self, event: Any = None) -> None:
+        """Forget results whose layers are all gone (they hold the full relevance in memory)."""
+        self._refresh_atlas_choices()
+        alive = self._results_in_viewer()
+        kept = [entry for entry in self.entries if id(entry.result) in alive]
+        self._pending = {key: layer for key, layer in self._pending.items() if key in alive}
+        if len(kept) != len(self.entries):
+            shown = self.current()
+            self.entries = kept
+            self._list_entries(next((i for i, e in enumerate(kept) if e is shown), None))
+            self.redraw()
 
     def _request(self, result, layer) -> RoiRequest:
         """Read the labels, images and atlas a result is summarised over from the viewer's layers."""
@@ -539,7 +567,7 @@ class RoiWidget(MplCanvasWidget):
         """Stop a running job and stop listening to the viewer."""
         self.jobs.cancel()
         self.viewer.layers.events.inserted.disconnect(self._on_inserted)
-        self.viewer.layers.events.removed.disconnect(self._refresh_atlas_choices)
+        self.viewer.layers.events.removed.disconnect(self._on_removed)
         super().closeEvent(event)
 
 
