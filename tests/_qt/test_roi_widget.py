@@ -119,6 +119,12 @@ def test_clicking_a_bar_shows_its_region_and_a_modality_bar_selects_its_layer(ma
     qtbot.waitUntil(lambda: len(widget.entries) == 1 and not widget.jobs.running, timeout=TIMEOUT_MS)
 
     bar = next(b for b in widget.bars if widget.current().importance.region_names[b[3]] == "edema" and b[2] == 1)
+    widget.canvas.draw()
+    centre = bar[0].axes.transData.transform((bar[0].get_x() + bar[0].get_width() / 2, bar[0].get_height() / 2))
+    widget.canvas.callbacks.process("motion_notify_event", MouseEvent("motion_notify_event", widget.canvas, *centre))
+    share = widget.current().importance.region("edema", "edema")
+    assert widget.status.text().startswith(f"edema: {share:.1%} of |relevance| in region edema")
+    assert bar[0].get_linewidth() == 2.0 and "RoI: edema" not in viewer.layers   # hovering only says the value
     _click(widget, bar[0])
     layer = viewer.layers["RoI: edema"]
     assert layer.metadata["segxai_role"] == HIGHLIGHT_ROLE and layer.contour == 1
