@@ -168,6 +168,13 @@ def deletion_curve(
         ranking = np.argsort(-spatial_relevance(relevance_k).ravel(), kind="stable")
     else:
         ranking = np.random.default_rng(seed).permutation(n_voxels)
+    fractions, scores = _removal_scores(problem, ranking, steps, baseline, batch_size, progress, should_cancel)
+    return _curve(method, problem.class_names[class_index], order, fractions, scores[:, class_index])
+
+
+def _removal_scores(problem, ranking, steps, baseline, batch_size, progress, should_cancel):
+    """Shares of voxels removed (steps + 1 points, 0 to 1) in ``ranking`` order, and every class's scalar at each."""
+    n_voxels = int(np.prod(problem.spatial_shape))
     counts = np.array([int(round(j * n_voxels / steps)) for j in range(steps + 1)])
     reference = removal_baseline(problem, baseline)
 
@@ -177,9 +184,9 @@ def deletion_curve(
             masks[row, ranking[:count]] = True
         return _removed(problem, reference, masks.reshape((-1,) + problem.spatial_shape))
 
-    scores = target_scores(problem, make, len(counts), batch_size=batch_size,
-                           progress=progress, should_cancel=should_cancel)[:, class_index]
-    return _curve(method, problem.class_names[class_index], order, counts / n_voxels, scores)
+    scores = target_scores(problem, make, len(counts), batch_size=batch_size, progress=progress,
+                           should_cancel=should_cancel)
+    return counts / n_voxels, scores
 
 
 def _curve(method, class_name, order, fractions, scores) -> DeletionCurve:
@@ -321,20 +328,9 @@ def quality_metrics(
 
 def _random_curves(problem, steps, baseline, seed, batch_size, progress, should_cancel) -> list[DeletionCurve]:
     """Deletion curves of every class for one seeded random voxel order (one set of forward passes)."""
-    n_voxels = int(np.prod(problem.spatial_shape))
-    ranking = np.random.default_rng(seed).permutation(n_voxels)
-    counts = np.array([int(round(j * n_voxels / steps)) for j in range(steps + 1)])
-    reference = removal_baseline(problem, baseline)
-
-    def make(start: int, stop: int) -> torch.Tensor:
-        masks = np.zeros((stop - start, n_voxels), dtype=bool)
-        for row, count in enumerate(counts[start:stop]):
-            masks[row, ranking[:count]] = True
-        return _removed(problem, reference, masks.reshape((-1,) + problem.spatial_shape))
-
-    scores = target_scores(problem, make, len(counts), batch_size=batch_size, progress=progress, should_cancel=should_cancel)
-    return [_curve("random order", name, "random", counts / n_voxels, scores[:, k])
-            for k, name in enumerate(problem.class_names)]
+    ranking = np.random.default_rng(seed).permutation(int(np.prod(problem.spatial_shape)))
+    fractions, scores = _removal_scores(problem, ranking, steps, baseline, batch_size, progress, should_cancel)
+    return [_curve("random order", name, "random", fractions, scores[:, k]) for k, name in enumerate(problem.class_names)]
 
 
 def _timed(run, progress, enabled: bool, empty: np.ndarray):
