@@ -63,3 +63,13 @@ def test_top_k_overlap_counts_shared_voxels_summed_over_channels():
     assert top_k_overlap(a, b, 2) == 0.0    # a's top 2: (0,0,0), (0,0,1); b's: (3,3,2), (3,3,3)
     with pytest.raises(ValueError, match="k must be"):
         top_k_overlap(a, b, 0)
+
+
+def test_ranks_average_ties_as_scipy_does():
+    stats = pytest.importorskip("scipy.stats")
+    from napari_segxai.core.trust.similarity import ranks
+
+    values = np.random.default_rng(5).integers(0, 30, 2000).astype(float)
+    values[:300] = 0.0                                   # many ties, as zeros outside the brain
+    np.testing.assert_allclose(ranks(values), stats.rankdata(values))
+    assert spearman(values, values**3) == pytest.approx(1.0)

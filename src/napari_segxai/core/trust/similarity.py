@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage, stats
+import torch
+from scipy import ndimage
 
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
@@ -20,9 +21,23 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     a, b = _pair(a, b)
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
-    rank_a = stats.rankdata(a)
-    rank_b = stats.rankdata(b)
-    return float(np.corrcoef(rank_a, rank_b)[0, 1])
+    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+
+
+def ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of a flat array, ties given their average rank (as scipy.stats.rankdata), sorted by torch."""
+    flat = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64).ravel())
+    ordered, order = torch.sort(flat)
+    n = flat.numel()
+    new_run = torch.ones(n, dtype=torch.bool)
+    new_run[1:] = ordered[1:] != ordered[:-1]
+    starts = torch.nonzero(new_run).flatten()
+    run = torch.cumsum(new_run.long(), 0) - 1
+    ends = torch.cat([starts[1:], torch.tensor([n])])
+    average = (starts + ends - 1).double() / 2 + 1           # mean of the 1-based positions of each run
+    out = torch.empty(n, dtype=torch.float64)
+    out[order] = average[run]
+    return out.numpy()
 
 
 def ssim(
