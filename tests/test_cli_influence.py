@@ -10,11 +10,18 @@ from _influence import blob_case, toy_model
 from napari_segxai.cli import main
 
 
+@pytest.fixture(scope="module")
+def cases_cache(tmp_path_factory):
+    """Regenerated training cases go to a temporary folder shared by this module's tests."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEGXAI_TRAINING_CASES", str(tmp_path_factory.mktemp("cases")))
+        yield
+
+
 @pytest.fixture
-def setup(tmp_path, monkeypatch):
+def setup(tmp_path, cases_cache):
     from napari_segxai.core.case import save_nifti
 
-    monkeypatch.setenv("SEGXAI_TRAINING_CASES", str(tmp_path / "cases"))
     card = toy_model(tmp_path / "toy")
     case = blob_case()
     folder = tmp_path / "case"

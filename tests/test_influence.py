@@ -15,12 +15,13 @@ from napari_segxai.core.influence import (
 from napari_segxai.core.model_card import load_model_card
 
 
-@pytest.fixture
-def cases_cache(tmp_path, monkeypatch):
-    """Regenerated training cases go to a temporary folder."""
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("SEGXAI_TRAINING_CASES", str(folder))
-    return folder
+@pytest.fixture(scope="module")
+def cases_cache(tmp_path_factory):
+    """Regenerated training cases go to a temporary folder shared by this module's tests."""
+    folder = tmp_path_factory.mktemp("cases")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEGXAI_TRAINING_CASES", str(folder))
+        yield folder
 
 
 @pytest.fixture
@@ -131,14 +132,14 @@ def test_result_ranks_proponents_and_opponents_and_writes_csv(card, tmp_path):
 
 
 def test_training_case_is_regenerated_and_cached(card, cases_cache):
-    from napari_segxai.core.synth import generate_case
+    from napari_segxai.core.synth import GENERATOR_VERSION, generate_case
 
     case = training_case(card, SEEDS[1])
     again = training_case(card, SEEDS[1])
     expected = generate_case(SEEDS[1], size="toy").case
     np.testing.assert_allclose(case.channels, expected.channels, atol=1e-6)
     np.testing.assert_array_equal(again.label, expected.label)
-    assert case.name == expected.name and any(cases_cache.rglob("ground_truth.json"))
+    assert case.name == expected.name and (cases_cache / f"v{GENERATOR_VERSION}-toy" / expected.name / "ground_truth.json").is_file()
     with pytest.raises(ValueError, match="not one of the 3 training cases"):
         training_case(card, 5)
 

@@ -15,9 +15,16 @@ from napari_segxai.core.influence.index import (
 from napari_segxai.core.model_card import load_model_card
 
 
+@pytest.fixture(scope="module")
+def cases_cache(tmp_path_factory):
+    """Regenerated training cases go to a temporary folder shared by this module's tests."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEGXAI_TRAINING_CASES", str(tmp_path_factory.mktemp("cases")))
+        yield
+
+
 @pytest.fixture
-def card(tmp_path, monkeypatch):
-    monkeypatch.setenv("SEGXAI_TRAINING_CASES", str(tmp_path / "cases"))
+def card(tmp_path, cases_cache):
     return load_model_card(toy_model(tmp_path / "toy"))
 
 
