@@ -175,3 +175,37 @@ def _summary(report: CohortReport, records: list[dict], top: int, contamination:
         "notes": report.notes,
         "files": {k: str(v) for k, v in report.files.items()},
     }
+
+
+@dataclass(frozen=True)
+class RankedCase:
+    """One case in a class's anomaly ranking, read back from a cohort output folder."""
+
+    class_name: str
+    rank: int
+    case: str
+    score: float
+    flagged: bool
+    dice: Optional[float]
+    source: Optional[Path]     # where the case was read from (None if its record is gone)
+
+
+def read_ranking(out: str | Path) -> tuple[dict[str, list[RankedCase]], dict]:
+    """The anomaly ranking per class and the summary of a ``segxai cohort`` output folder (ValueError if it is not one)."""
+    out = Path(out).expanduser()
+    path = out / FILES["anomalies"]
+    if not path.is_file() or not (out / FILES["summary"]).is_file():
+        raise ValueError(f"{out} holds no {FILES['anomalies']} and {FILES['summary']}; choose the --out folder of a segxai cohort run.")
+    summary = json.loads((out / FILES["summary"]).read_text(encoding="utf-8"))
+    sources: dict[str, Optional[Path]] = {}
+    ranking: dict[str, list[RankedCase]] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            case = row["case"]
+            if case not in sources:
+                record = read_record(out, case)
+                sources[case] = Path(record["source"]) if record and record.get("source") else None
+            ranking.setdefault(row["class"], []).append(RankedCase(
+                row["class"], int(row["rank"]), case, float(row["anomaly_score"]), row["flagged"] == "1",
+                float(row["dice"]) if row["dice"] else None, sources[case]))
+    return ranking, summary
