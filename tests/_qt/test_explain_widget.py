@@ -76,6 +76,13 @@ def test_explain_widget_adds_one_layer_per_class_and_modality_on_the_case_grid(
             assert layer.colormap.map(np.array([0.5]))[0, 3] < 0.05  # zero relevance is see-through
             assert layer.metadata["segxai_role"] == "relevance"
     assert "predicted region" in widget.status.text()
+    # one map is shown: the class with the largest region, on the modality holding most of its relevance
+    sizes = [int(mask.sum()) for mask in expected.target.masks]
+    k = int(np.argmax(sizes))
+    top = MODALITIES[int(np.argmax(np.abs(expected.relevance[k]).reshape(4, -1).sum(1)))]
+    shown = [layer.name for layer in viewer.layers if layer.metadata.get("segxai_role") == "relevance" and layer.visible]
+    assert shown == [f"{CLASSES[k]} · {top} · saliency"]
+    assert viewer.layers.selection.active.name == shown[0]
 
     # Display controls: the percentile sets the contrast limits, the slider the opacity.
     layer = viewer.layers["edema · flair · saliency"]
@@ -97,7 +104,7 @@ def test_explain_widget_adds_one_layer_per_class_and_modality_on_the_case_grid(
     assert grid.actual_shape(viewer.layers) == (2, 2)
     widget.grid_button.click()
     assert not grid.enabled and len(viewer.layers) == n_layers
-    assert viewer.layers["necrosis · t1 · saliency"].visible
+    assert [layer.name for layer in viewer.layers if layer.visible and "saliency" in layer.name] == shown
 
     # Export: one NIfTI per class with the case affine, and a JSON record; inputs are refused.
     written = widget.export_relevance(tmp_path / "export")

@@ -63,6 +63,14 @@ def relevance_limits(maps: np.ndarray, percentile: float, signed: bool, *, sorte
     return (-top, top) if signed else (0.0, top)
 
 
+def strongest_layer(result) -> str:
+    """The layer to show first: the explained class with the largest target, on the channel holding most of its relevance."""
+    sizes = [int(np.count_nonzero(mask)) for mask in np.asarray(result.target.masks)]
+    k = int(np.argmax(sizes)) if sizes else 0
+    per_channel = np.abs(result.relevance[k]).reshape(len(result.channel_names), -1).sum(axis=1)
+    return relevance_layer_name(result.class_names[k], result.channel_names[int(np.argmax(per_channel))], result.method)
+
+
 def relevance_layer_data(result, case, *, percentile: float = DEFAULT_PERCENTILE, opacity: float = DEFAULT_OPACITY,
                          sorted_magnitudes=None) -> list[tuple[np.ndarray, dict[str, Any], str]]:
     """Image layer tuples: one per explained class and input channel, on the case's affine (metadata holds the result)."""

@@ -36,6 +36,7 @@ from .explain_display import (
     magnitudes,
     relevance_layer_data,
     relevance_limits,
+    strongest_layer,
 )
 from .explain_parameters import ParameterForm
 from .jobs import JobRunner, Outcome
@@ -62,6 +63,7 @@ class ExplainWidget(QWidget):
         self.last: Optional[Outcome] = None       # the last explanation shown
         self._grid_saved: Optional[dict] = None
         self._magnitudes: list[np.ndarray] = []    # per explained class: sorted |relevance| for percentiles
+        self._adding = None                        # the steps still to do to show the last result
 
         # --- what to explain
         self.case_choice = QComboBox()
@@ -394,8 +396,8 @@ class ExplainWidget(QWidget):
 
     @property
     def running(self) -> bool:
-        """Whether an explanation is in progress."""
-        return self.jobs.running
+        """Whether an explanation is in progress (computing, or its layers still being added)."""
+        return self.jobs.running or self._adding is not None
 
     def run(self) -> None:
         """Explain the chosen case with the chosen card, classes, target and method in a worker thread."""
@@ -403,6 +405,9 @@ class ExplainWidget(QWidget):
         from ..core.segment import channel_indices
 
         if self.jobs.refuse_if_running():
+            return
+        if self._adding is not None:
+            show_warning("The last explanation's layers are still being added; run again in a moment.")
             return
         try:
             card = self._load_card()
@@ -435,33 +440,60 @@ class ExplainWidget(QWidget):
         if self.method.findText(result.method) >= 0:
             self.method.setCurrentText(result.method)
         self._on_result(Outcome(case=case, card=card, result=result))
+        self.finish_adding()
         return self.relevance_layers()
 
     def _on_result(self, outcome: Outcome) -> None:
-        """Add the relevance layers (main thread)."""
+        """Start adding the relevance layers, one step per turn of the event loop (main thread)."""
         if self.grid_button.isChecked():
             self.grid_button.setChecked(False)
-        layers = self._show(outcome)
         self.last = outcome
-        self.grid_class.clear()
-        self.grid_class.addItems(list(outcome.result.class_names))
-        result = outcome.result
-        self.status.setText(
-            f"{len(layers)} relevance layers ({result.method}, {result.seconds:.1f} s): {result.target_description}."
-        )
+        self._adding = self._show(outcome)
+        QTimer.singleShot(0, self._add_next)
 
-    def _show(self, outcome: Outcome) -> list:
-        """Add one layer per class and modality, replacing layers of the same name from an earlier run."""
-        added = []
-        self._magnitudes = [magnitudes(maps) for maps in outcome.result.relevance]
-        for data, kwargs, _ in relevance_layer_data(outcome.result, outcome.case,
+    def _add_next(self) -> None:
+        """Do one step of adding layers, then let Qt paint and handle input before the next."""
+        if self._adding is None:
+            return
+        if next(self._adding, None) is None:
+            self._adding = None
+        else:
+            QTimer.singleShot(0, self._add_next)
+
+    def finish_adding(self) -> None:
+        """Add the remaining layers of the last explanation now."""
+        while self._adding is not None:
+            self._add_next()
+
+    def _show(self, outcome: Outcome):
+        """Add one layer per class and modality, replacing same-named layers; yields between steps.
+
+        Each step (sorting one class's magnitudes, adding one layer: 50-150 ms each) is short, so
+        the viewer never freezes while a dozen full-size layers arrive.
+        """
+        result = outcome.result
+        self._magnitudes = []
+        for maps in result.relevance:
+            self._magnitudes.append(magnitudes(maps))
+            yield True
+        added = 0
+        shown = strongest_layer(result)  # one layer visible: a dozen overlaid maps read as noise and draw slowly
+        for data, kwargs, _ in relevance_layer_data(result, outcome.case,
                                                     percentile=self.percentile.value(),
                                                     opacity=self.opacity.value() / 100,
                                                     sorted_magnitudes=self._magnitudes):
             if kwargs["name"] in self.viewer.layers:
                 self.viewer.layers.remove(kwargs["name"])
-            added.append(self.viewer.add_image(data, **kwargs))
-        return added
+            self.viewer.add_image(data, visible=kwargs["name"] == shown, **kwargs)
+            added += 1
+            yield True
+        self.viewer.layers.selection.active = self.viewer.layers[shown]
+        self.grid_class.clear()
+        self.grid_class.addItems(list(result.class_names))
+        self.status.setText(
+            f"{added} relevance layers ({result.method}, {result.seconds:.1f} s; showing {shown}; the others are "
+            f"in the layer list, or use Grid view): {result.target_description}."
+        )
 
     # ------------------------------------------------------------------ display
 
@@ -481,7 +513,7 @@ class ExplainWidget(QWidget):
 
     def _restyle(self, *_: Any) -> None:
         """Apply the percentile and opacity controls to the last explanation's layers."""
-        if self.last is None:
+        if self.last is None or self._adding is not None:
             return
         result = self.last.result
         for k, class_name in enumerate(result.class_names):
@@ -595,6 +627,7 @@ class ExplainWidget(QWidget):
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
         """Stop a running explanation and stop listening to clicks when the widget closes."""
         self.cancel()
+        self._adding = None
         if self._on_click in self.viewer.mouse_drag_callbacks:
             self.viewer.mouse_drag_callbacks.remove(self._on_click)
         super().closeEvent(event)

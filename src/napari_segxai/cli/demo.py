@@ -155,20 +155,6 @@ def modality_shares(relevance) -> list[str]:
     return lines
 
 
-def shown_relevance(relevance, segmentation) -> str:
-    """The layer to show first: the largest predicted class, on the input channel holding most of its relevance."""
-    import numpy as np
-
-    from .._qt.explain_display import relevance_layer_name
-
-    labels = {info.name: info.label for info in segmentation.classes}
-    sizes = [int(np.count_nonzero(segmentation.labels == labels[name])) for name in relevance.class_names]
-    k = int(np.argmax(sizes))
-    per_channel = np.abs(relevance.relevance[k]).reshape(len(relevance.channel_names), -1).sum(axis=1)
-    return relevance_layer_name(relevance.class_names[k], relevance.channel_names[int(np.argmax(per_channel))],
-                                relevance.method)
-
-
 def format_dice(prediction, reference) -> str:
     """Dice per BraTS region (whole tumour, tumour core, enhancing), as one line."""
     from ..core.train import region_dice
@@ -203,11 +189,9 @@ def show(case, result, card, picture: Path, *, interactive: bool, relevance=None
         explain = ExplainWidget(viewer)
         explain.set_model_card(card.path)
         viewer.window.add_dock_widget(explain, name="Explain", area="right")
-        shown = shown_relevance(relevance, result)
-        for layer in explain.show_result(case, card, relevance):
-            layer.visible = layer.name == shown
+        explain.show_result(case, card, relevance)
+        shown = viewer.layers.selection.active.name
         segmentation.contour = 1  # outlines, so the relevance inside the tumour shows
-        viewer.layers.selection.active = viewer.layers[shown]
         caption += f"\nShown: {shown}\nRelevance share by sequence ({relevance.method}):\n" + "\n".join(
             modality_shares(relevance))
     viewer.scale_bar.visible = True
