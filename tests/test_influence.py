@@ -178,3 +178,16 @@ def test_feature_similarity_check_on_a_training_case_finds_itself(card, tmp_path
     assert "Spearman" in similarity_table(rows)
     path = similarity_plot(result, rows, tmp_path / "similarity.png")
     assert path.stat().st_size > 1000
+
+
+def test_a_given_segmentation_is_reused_for_the_regions(card):
+    from napari_segxai.core.segment import segment
+
+    case = blob_case()
+    fresh = influence(case, card, engine="exact", threshold=0.3, classes=["edema"])
+    reused = influence(case, card, engine="exact", threshold=0.3, classes=["edema"], segmentation=segment(case, card))
+    np.testing.assert_array_equal(reused.test_voxels, fresh.test_voxels)
+    np.testing.assert_allclose(reused.scores, fresh.scores, rtol=1e-5, atol=1e-9)
+    other = segment(blob_case(shape=(16, 16, 20)), card)
+    with pytest.raises(ValueError, match="does not belong to this case"):
+        influence(case, card, engine="exact", segmentation=other)

@@ -55,6 +55,7 @@ def influence(
     scheduler: Optional[str] = None,
     workers: Optional[int] = None,
     rebuild: bool = False,
+    segmentation=None,
     model=None,
     progress: Optional[ProgressFn] = None,
     should_cancel: Optional[CancelFn] = None,
@@ -62,8 +63,9 @@ def influence(
     """TracIn scores of each predicted class region of ``case`` against each class region of every training case.
 
     ``engine="exact"`` recomputes every training gradient; ``"indexed"`` reads them from an index file
-    beside the checkpoints (built on first use, rebuilt when stale). Raises :class:`NoTrainingRecord`
-    when the card has no recorded checkpoints.
+    beside the checkpoints (built on first use, rebuilt when stale). A ``segmentation`` of the case
+    by this card is reused for the regions. Raises :class:`NoTrainingRecord` when the card has no
+    recorded checkpoints.
     """
     from .checkpoints import load_tracin_model
     from .exact import exact_influence
@@ -80,7 +82,7 @@ def influence(
     if model is None:
         model = load_tracin_model(card, layers=layers, last_k=last_k, device=device)
     test = prepare_example(case, card, model.network, test_indices, threshold=threshold, target="prediction",
-                           margin=margin, device=model.device)
+                           margin=margin, device=model.device, segmentation=segmentation)
     seeds = model.record.seeds
     details: dict = {}
     if engine == "exact":

@@ -46,16 +46,27 @@ def size_multiple(card: ModelCard) -> int:
 
 def predict_regions(
     case: Case, card: ModelCard, network: torch.nn.Module, class_indices: Sequence[int], threshold: float,
-    *, device: torch.device | str = "cpu",
+    *, device: torch.device | str = "cpu", segmentation=None,
 ) -> tuple[torch.Tensor, object, torch.Tensor, torch.Tensor]:
-    """Network input, its grid, the predicted class index per voxel, and bool regions (K, *grid) for ``class_indices``."""
+    """Network input, its grid, the predicted class index per voxel, and bool regions (K, *grid) for ``class_indices``.
+
+    A given ``segmentation`` of the case by the same card is reused (mapped to the network grid,
+    nearest neighbour) instead of running the network again.
+    """
     from ..segment import activate, infer, labels_from_probabilities, preprocess
 
     with torch.inference_mode():
         image, grid = preprocess(case, card, device=device)
-        logits = infer(image, card, network)
-        probabilities = activate(logits[0].float(), card.activation)
-        labels = labels_from_probabilities(probabilities, card)
+        if segmentation is None:
+            logits = infer(image, card, network)
+            probabilities = activate(logits[0].float(), card.activation)
+            labels = labels_from_probabilities(probabilities, card)
+        else:
+            if tuple(segmentation.labels.shape) != tuple(case.shape) or len(segmentation.classes) != len(card.classes):
+                raise ValueError(f"The segmentation given for {case.name} does not belong to this case and model; "
+                                 "segment the case with this model card first.")
+            probabilities = torch.as_tensor(grid.to_network_grid(segmentation.probabilities, interpolation="nearest")).to(image.device)
+            labels = torch.as_tensor(grid.to_network_grid(segmentation.labels, interpolation="nearest")).to(image.device)
         index = torch.zeros(labels.shape, dtype=torch.int64, device=labels.device)
         for k, value in enumerate(card.label_values):
             index[labels == value] = k
@@ -75,9 +86,11 @@ def prepare_example(
     margin: int = DEFAULT_MARGIN,
     seed: int = -1,
     device: torch.device | str = "cpu",
+    segmentation=None,
 ) -> RegionExample:
     """``case`` as a :class:`RegionExample`: regions from ``network``'s prediction, targets the prediction or the label."""
-    image, grid, predicted, regions = predict_regions(case, card, network, class_indices, threshold, device=device)
+    image, grid, predicted, regions = predict_regions(case, card, network, class_indices, threshold, device=device,
+                                                      segmentation=segmentation)
     if target == "prediction":
         index = predicted
     elif target == "label":
