@@ -104,6 +104,10 @@ def run(args: argparse.Namespace) -> int:
     params = parse_parameters(args.method, args.param)
     if args.metadata is not None:
         read_metadata(args.metadata)  # a bad CSV is reported before the long run
+    if args.device not in (None, "auto") and not args.scheduler:
+        from ..core.segment import pick_device
+
+        pick_device(args.device)  # a device this machine lacks is reported once, not by every case
     settings = CohortSettings(
         model_card=str(Path(card.path).resolve()), method=args.method, parameters=tuple(sorted(params.items())),
         maps=args.maps, device=None if args.device in (None, "auto") else args.device, trusted=args.trust_model,
