@@ -129,3 +129,13 @@ def test_dask_local_cluster_build_equals_in_process_build(card, tmp_path):
     np.testing.assert_array_equal(there.voxels, here.voxels)
     np.testing.assert_array_equal(there.centroids, here.centroids)
     assert there.meta["fingerprint"] == here.meta["fingerprint"]
+
+
+def test_a_slice_wise_2d_model_gets_the_same_scores_from_both_engines(tmp_path, cases_cache):
+    card = load_model_card(toy_model(tmp_path / "toy2d", spatial_dims=2))
+    case = blob_case()
+    exact = influence(case, card, engine="exact", threshold=0.0, layers="all")
+    indexed = influence(case, card, engine="indexed", threshold=0.0, layers="all", projection=0)
+    assert exact.scores.shape == (3, len(SEEDS), 3) and np.abs(exact.scores).max() > 0
+    np.testing.assert_allclose(indexed.scores, exact.scores, rtol=1e-5, atol=1e-7 * np.abs(exact.scores).max())
+    assert exact.similarity.shape == exact.scores.shape
