@@ -189,3 +189,26 @@ def test_contact_sheet_writes_a_png_with_rows_of_tiles(tmp_path):
         contact_sheet({"Proponents": [tile]}, tmp_path / "sheet.jpg")
     with pytest.raises(ValueError, match="uint8"):
         contact_sheet({"Proponents": [Tile(np.zeros((4, 4)), "x", "edema", 0.0)]}, tmp_path / "bad.png")
+
+
+def test_relevance_overlay_is_red_where_positive_blue_where_negative_and_follows_the_orientation():
+    volume, labels = _volume_and_labels()
+    relevance = np.zeros(SHAPE, np.float32)
+    relevance[BOX] = 2.0                      # positive over the box: x 4..7, y 2..5 -> rows 40..55, columns 32..47
+    relevance[10:14, 10:14, 5:10] = -2.0      # negative: x 10..13 -> columns 8..23, y 10..13 -> rows 8..23
+    image = thumbnail(volume, None, (6, 4, 7), size=64, overlay=relevance).astype(int)
+    red, blue, grey = image[47, 40], image[15, 15], image[30, 60]
+    assert red[0] > 200 and red[2] < 60
+    assert blue[2] > 200 and blue[0] < 60
+    assert grey[0] == grey[1] == grey[2]
+    half = thumbnail(volume, None, (6, 4, 7), size=64, overlay=relevance, overlay_limit=4.0).astype(int)
+    assert 100 < half[47, 40, 0] < red[0]     # half the limit: half as opaque
+    # stored LPS with the affine saying so: the same picture
+    lps_affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    lps_affine[:2, 3] = 15.0
+    lps = thumbnail(volume[::-1, ::-1].copy(), None, (15 - 6, 15 - 4, 7), size=64,
+                    overlay=relevance[::-1, ::-1].copy(), affine=lps_affine).astype(int)
+    ras = thumbnail(volume, None, (6, 4, 7), size=64, overlay=relevance, affine=np.eye(4)).astype(int)
+    np.testing.assert_array_equal(lps, ras)
+    with pytest.raises(ValueError, match="overlay's shape"):
+        thumbnail(volume, None, (6, 4, 7), overlay=relevance[:8])

@@ -34,6 +34,9 @@ FALLBACK_COLORS: tuple[str, ...] = (
 ROW_ORDER = ("Proponents", "Opponents")
 
 Colors = Union[Mapping[int, Any], Sequence[Any], None]
+POSITIVE_RGB = np.array([230, 40, 30], dtype=np.float32)    # relevance overlay: evidence for the class
+NEGATIVE_RGB = np.array([40, 110, 240], dtype=np.float32)   # evidence against it
+OVERLAY_OPACITY = 0.9
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,8 @@ def thumbnail(
     affine: Optional[np.ndarray] = None,
     modalities: Optional[Sequence[str]] = None,
     highlight: Optional[int] = None,
+    overlay: Optional[np.ndarray] = None,
+    overlay_limit: Optional[float] = None,
 ) -> np.ndarray:
     """A (size, size, 3) uint8 picture: the slice through ``centroid`` with each label's outline in its colour.
 
@@ -225,7 +230,9 @@ def thumbnail(
     ``axis`` counts RAS axes (0 sagittal, 1 coronal, 2 axial); without one, array axes. A 2D
     image is shown whole (``axis`` is ignored). ``colors``: label value -> colour, or a model
     card's classes. ``highlight``: a label value whose outline is drawn one pixel thicker (the
-    region the picture is about).
+    region the picture is about). ``overlay``: a map on the same grid (e.g. relevance) blended over
+    the slice, red where positive and blue where negative, opaque at ``overlay_limit`` (default:
+    the largest |value|).
     """
     size = int(size)
     if size < 8:
@@ -237,19 +244,30 @@ def thumbnail(
             f"The centroid {tuple(centroid)} has {len(centroid)} coordinates for a {volume.ndim}D image; give one per axis."
         )
     low, high = window(volume)
+    if overlay is not None:
+        overlay = np.asarray(overlay, dtype=np.float32)
+        if overlay.shape != volume.shape:
+            raise ValueError(f"The overlay's shape {overlay.shape} differs from the image's {volume.shape}; "
+                             "give a map on the case's grid.")
+        if overlay_limit is None:
+            overlay_limit = float(np.max(np.abs(overlay))) if overlay.size else 0.0
+    overlay_plane = None
     if volume.ndim == 3:
         if axis not in (0, 1, 2):
             raise ValueError(f"Axis {axis} does not exist in a 3D image; choose 0, 1 or 2 (2: axial).")
         if affine is not None:
+            if overlay is not None:
+                overlay = _to_ras(overlay, None, centroid, affine)[0]
             volume, labels, centroid, spacing = _to_ras(volume, labels, centroid, affine)
         else:
             spacing = [1.0, 1.0, 1.0]
         index = int(np.clip(centroid[axis], 0, volume.shape[axis] - 1))
         plane = np.take(volume, index, axis=axis)
         label_plane = None if labels is None else np.take(labels, index, axis=axis)
+        overlay_plane = None if overlay is None else np.take(overlay, index, axis=axis)
         spacing = [s for a, s in enumerate(spacing) if a != axis]
     else:
-        plane, label_plane = volume, labels
+        plane, label_plane, overlay_plane = volume, labels, overlay
         spacing = [1.0, 1.0]
         if affine is not None and np.shape(affine) == (3, 3):
             spacing = list(np.linalg.norm(np.asarray(affine, dtype=float)[:2, :2], axis=0))
@@ -265,6 +283,11 @@ def thumbnail(
     grey = np.round(np.clip(grey, 0.0, 1.0) * 255).astype(np.uint8)
     grey[_resample(plane == 0, height, width, order=0)] = 0  # exact zeros: outside the (skull-stripped) brain
     picture = np.repeat(grey[..., None], 3, axis=2)
+    if overlay_plane is not None and overlay_limit and overlay_limit > 0:
+        values = _resample(overlay_plane.T[::-1, ::-1], height, width, order=1)
+        alpha = np.clip(np.abs(values) / overlay_limit, 0.0, 1.0)[..., None] * OVERLAY_OPACITY
+        colour = np.where(values[..., None] >= 0, POSITIVE_RGB, NEGATIVE_RGB)
+        picture = np.round(picture * (1 - alpha) + colour * alpha).astype(np.uint8)
     if label_plane is not None:
         shown = _resample(label_plane, height, width, order=0)
         values = [int(v) for v in np.unique(shown) if int(v) != 0]
