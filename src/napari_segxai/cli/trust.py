@@ -24,12 +24,15 @@ crop around the regions (as `segxai explain` uses for non-additive methods).
   metrics  faithfulness correlation, deletion curve and its area (and a random order's),
            max-sensitivity under small input noise, complexity (share of voxels above 10% of the
            maximum, entropy), seconds per explanation and per metric.
+  data     (only when asked: --checks sanity,metrics,data) data randomisation: twins of the
+           card's architecture trained briefly on generated cases with true and with permuted
+           labels; maps of the model and both twins compared pairwise.
   --ground-truth (generated cases, with ground_truth.json): explanation precision against the
            true lesion, next to Sobel/Laplace edge filters and a random-weights network, and the
            share of relevance on the modality that carries each class.
 
 Writes into --out: sanity.csv, sanity_verdicts.csv, sanity.png, metrics.csv, deletion.png,
-groundtruth_precision.csv, groundtruth_modality.csv (with --ground-truth) and trust.json.
+data_randomisation.csv (with the data check), groundtruth_precision.csv, groundtruth_modality.csv (with --ground-truth) and trust.json.
 See docs/trust.md for what each number means."""
 
 
@@ -55,7 +58,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--checks", default="sanity,metrics", metavar="LIST",
-        help="which measures to run: sanity, metrics, or both (default: sanity,metrics)",
+        help="which measures to run: sanity, metrics, data (default: sanity,metrics; data trains two small "
+             "twins of the model, minutes on a CPU)",
     )
     parser.add_argument(
         "--ground-truth", action="store_true",
@@ -85,6 +89,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="max-sensitivity: uniform noise of +-R times each channel's standard deviation (default 0.05)")
     parser.add_argument("--baseline", default="zeros", choices=["zeros", "minimum", "blurred"],
                         help="what a removed voxel becomes (default zeros: the brain's mean after z-scoring)")
+    parser.add_argument("--data-steps", type=int, default=100, metavar="N",
+                        help="data randomisation: training steps of each twin (default 100)")
+    parser.add_argument("--data-cases", type=int, default=8, metavar="N",
+                        help="data randomisation: generated training cases (default 8)")
     parser.add_argument("--margin", type=int, default=None, metavar="VOXELS",
                         help="crop margin around the predicted regions on the model's grid; default half a window")
     parser.add_argument("--seed", type=int, default=0, help="seed of randomisation, subsets, noise (default 0)")
@@ -138,7 +146,9 @@ def run(args: argparse.Namespace) -> int:
     if args.trust_model and not card.trusted:
         card = dataclasses.replace(card, trusted=True)
     methods = build_methods(args.methods, args.param)
-    checks = parse_list(args.checks, ("sanity", "metrics"), "--checks")
+    checks = parse_list(args.checks, ("sanity", "metrics", "data"), "--checks")
+    if "data" in checks and (args.data_steps < 1 or args.data_cases < 2):
+        raise UserError("--data-steps must be at least 1 and --data-cases at least 2.")
     modes = parse_list(args.modes, MODES, "--modes")
     metrics = parse_list(args.metrics, METRICS, "--metrics")
     if args.max_steps < 1:
@@ -193,6 +203,16 @@ def run(args: argparse.Namespace) -> int:
         print("Quality metrics:")
         print(format_table(quality.rows, ["method", "class_name", "faithfulness", "deletion_auc", "deletion_auc_random",
                                           "max_sensitivity", "above_threshold", "entropy_normalised", "seconds_explain"]))
+    if "data" in checks:
+        from ..core.trust import data_randomisation_test
+
+        with TerminalProgress("training twins on true and permuted labels") as bar:
+            data = data_randomisation_test(problem, methods, card, cases=args.data_cases, steps=args.data_steps,
+                                           seed=args.seed, progress=bar)
+        record["files"]["data_randomisation"] = str(data.to_csv(out / "data_randomisation.csv"))
+        record["data_randomisation"] = {"final_loss": data.final_loss, **data.settings, "seconds": round(data.seconds, 2)}
+        print("Data randomisation (similarity of maps between the model and its twins):")
+        print(format_table(data.rows))
     if args.ground_truth:
         with TerminalProgress("ground-truth benchmark") as bar:
             truth = ground_truth_benchmark(problem, methods, signature=signature, seed=args.seed, progress=bar)

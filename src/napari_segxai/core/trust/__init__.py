@@ -1,6 +1,7 @@
 """Can the explanations be trusted? Sanity checks, quality metrics and a ground-truth benchmark (numpy/torch/scipy).
 
 - :mod:`.randomisation`: model parameter randomisation (Adebayo et al. 2018), cascading and independent;
+- :mod:`.datarandom`: data randomisation (twins trained on true and permuted labels of generated cases);
 - :mod:`.metrics`: faithfulness correlation, deletion curve, max-sensitivity, complexity, efficiency;
 - :mod:`.groundtruth`: explanation precision and modality shares on generated cases, next to edge-filter and random-weights baselines;
 - :mod:`.similarity`: Spearman, SSIM (any dims) and top-k overlap of maps.
@@ -9,6 +10,7 @@ Everything works on a :class:`Problem`: a network, one input and the segmentatio
 (:func:`case_problem` builds it from a case and a model card).
 """
 
+from .datarandom import DataRandomisationResult, DataRandomisationRow, data_randomisation_test
 from .groundtruth import EDGE_FILTERS, GroundTruthResult, ModalityRow, PrecisionRow, edge_relevance, explanation_precision, ground_truth_benchmark, modality_shares
 from .metrics import METRICS, DeletionCurve, QualityResult, QualityRow, complexity, deletion_curve, faithfulness_correlation, max_sensitivity, quality_metrics
 from .problem import Problem, case_problem, relevance_of
@@ -16,6 +18,7 @@ from .randomisation import MODES, RandomisationResult, SimilarityRow, VerdictRow
 from .similarity import abs_spearman, map_ssim, spearman, ssim, top_k_overlap
 
 __all__ = [
+    "DataRandomisationResult", "DataRandomisationRow", "data_randomisation_test",
     "EDGE_FILTERS", "GroundTruthResult", "ModalityRow", "PrecisionRow", "edge_relevance", "explanation_precision",
     "ground_truth_benchmark", "modality_shares",
     "METRICS", "MODES", "DeletionCurve", "Problem", "QualityResult", "QualityRow", "RandomisationResult",
