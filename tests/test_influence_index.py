@@ -99,13 +99,17 @@ def test_projected_index_scores_are_the_projected_gradients_products(card):
     assert result.projection == 64 and result.parameters == model.parameters > 64
     index = read_index(result.details["index_path"])
     assert index.gradients.shape == (len(model.states), len(SEEDS), 3, 64)
-    from napari_segxai.core.influence.exact import tracin_scores, training_example
+    from napari_segxai.core.influence.exact import training_example
 
     train = model.gradients(training_example(model, SEEDS[1], [1, 2, 3], threshold=0.0))
     t, k, d = train.shape
     np.testing.assert_allclose(index.gradients[:, 1], project(train.reshape(t * k, d), 64).reshape(t, k, 64),
                                rtol=1e-4, atol=1e-6 * float(train.abs().max()))
-    assert tracin_scores  # the exact product of the same projected vectors is what scores() computes
+    test = torch.randn(t, 2, d)
+    expected = torch.einsum("t,tad,tnbd->anb", torch.tensor(index.learning_rates, dtype=torch.float64),
+                            project(test.reshape(t * 2, d), 64).reshape(t, 2, 64).double(),
+                            torch.from_numpy(index.gradients).double())
+    np.testing.assert_allclose(index.scores(test), expected.numpy(), rtol=1e-6)
 
 
 def test_read_only_model_folder_puts_the_index_in_the_user_cache(card, tmp_path, monkeypatch):

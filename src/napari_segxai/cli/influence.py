@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import re
-from pathlib import Path
 
 from ._common import TerminalProgress, UserError, add_case_options, output_folder
 
