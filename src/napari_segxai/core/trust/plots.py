@@ -21,6 +21,7 @@ def randomisation_plot(result: "RandomisationResult", path: str | Path, *, measu
     """Similarity to the trained network's map against the number of layers randomised, one panel per mode and class."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     if measure not in MEASURES:
         raise ValueError(f"Unknown similarity {measure!r}; choose one of {', '.join(MEASURES)}.")
@@ -39,7 +40,9 @@ def randomisation_plot(result: "RandomisationResult", path: str | Path, *, measu
                                 if r.method == method and r.class_name == name and r.mode in ("none", mode))
                 ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=method)
             ax.axhline(0.0, color="0.7", linewidth=0.8)
-            ax.set_ylim(-0.2 if measure == "spearman" else -0.05, 1.05)
+            lowest = min([getattr(r, measure) for r in result.rows if np.isfinite(getattr(r, measure))] + [0.0])
+            ax.set_ylim(min(-0.2 if measure == "spearman" else -0.05, lowest - 0.05), 1.05)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlim(0, n_layers)
             ax.set_title(f"{name}: {mode}", fontsize=10)
             ax.set_xlabel("layers randomised from the output" if mode == "cascading" else "layer position from the output")
