@@ -16,8 +16,6 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
-from matplotlib.patches import Patch
-from matplotlib.ticker import PercentFormatter
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
@@ -36,7 +34,8 @@ from qtpy.QtWidgets import (
 
 from .._layers import CLASS_PALETTE, world_units
 from ..core import progress as _progress
-from ..core.roi import BACKGROUND, BRAIN_OUTSIDE_TUMOUR, RoiImportance, case_regions, roi_importance
+from ..core.roi import RoiImportance, case_regions, roi_importance
+from ..core.roi_chart import FIXED_COLORS, draw_roi_bars, legend_entries
 from .jobs import JobRunner, Outcome
 from .mpl_canvas import MplCanvasWidget
 
@@ -47,8 +46,6 @@ VIEWS = ("Regions", "Modalities")
 NO_ATLAS = "none"
 HIGHLIGHT_ROLE = "roi highlight"
 HIGHLIGHT_COLOR = "#00e5ff"
-FIXED_COLORS = {BRAIN_OUTSIDE_TUMOUR: "#9aa0a6", BACKGROUND: "#5f6368"}
-MODALITY_COLORS = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#ff9da7", "#9c755f")
 
 
 def highlight_name(region: str) -> str:
@@ -371,55 +368,16 @@ class RoiWidget(MplCanvasWidget):
                       ha="center", va="center", transform=axes.transAxes)
             return
         table = entry.importance
-        if self.showing_modalities():
-            view, names = "modality", table.modality_names
-            totals, positive, negative = table.modality_share, table.modality_positive, table.modality_negative
-            colors = [MODALITY_COLORS[i % len(MODALITY_COLORS)] for i in range(len(names))]
-            label = "share of |relevance| in the modality"
-        else:
-            view, names = "region", table.region_names
-            totals, positive, negative = table.importance, table.positive, table.negative
-            colors = [entry.colors.get(name, "#888888") for name in names]
-            label = "e(b→a): share of |relevance| in region b"
-        signed = self.signed.isChecked() and positive is not None and negative is not None
-        groups = np.arange(len(table.class_names))
-        width = 0.8 / max(len(names), 1)
+        view = "modality" if self.showing_modalities() else "region"
+        positive = table.modality_positive if view == "modality" else table.positive
+        signed = self.signed.isChecked() and positive is not None
         edge = self.mpl_style["axes.edgecolor"]
-        for i, (name, color) in enumerate(zip(names, colors)):
-            x = groups + (i - (len(names) - 1) / 2) * width
-            if signed:
-                up = axes.bar(x, positive[:, i], width, color=color, label=name, edgecolor=edge, linewidth=0.4)
-                down = axes.bar(x, negative[:, i], width, bottom=positive[:, i], color=color, alpha=0.5,
-                                hatch="///", edgecolor=edge, linewidth=0.4)
-                parts = (("positive", up), ("negative", down))
-            else:
-                parts = (("total", axes.bar(x, totals[:, i], width, color=color, label=name,
-                                            edgecolor=edge, linewidth=0.4)),)
-            for part, container in parts:
-                for k, patch in enumerate(container.patches):
-                    self.bars.append((patch, view, k, i, part))
-        axes.set_xticks(groups, [f"for {name}" for name in table.class_names])
-        axes.set_ylabel(label, fontsize=8)
-        top = float(np.max(totals)) if totals.size else 0.0
-        axes.set_ylim(0, max(top * 1.12, 0.05))
-        axes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-        axes.tick_params(labelsize=8)
-        axes.grid(axis="y", linewidth=0.4, alpha=0.6)
-        axes.set_axisbelow(True)
-        for side in ("top", "right"):
-            axes.spines[side].set_visible(False)
-        axes.set_title(f"{entry.case_name} · {table.method}", fontsize=9)
-        handles, labels = axes.get_legend_handles_labels()
-        if signed:
-            handles += [Patch(facecolor="none", edgecolor=edge, label="positive"),
-                        Patch(facecolor="none", edgecolor=edge, hatch="///", label="negative")]
-            labels += ["positive", "negative (hatched)"]
+        self.bars = draw_roi_bars(axes, table, view=view, signed=signed, region_colors=entry.colors, edge=edge,
+                                  title=f"{entry.case_name} · {table.method}")
+        handles, labels = legend_entries(axes, signed=signed, edge=edge)
         if handles:
             self.figure.legend(handles, labels, loc="outside lower center", ncols=min(3, len(handles)), fontsize=7,
                                frameon=False)
-        if table.class_names and not np.any(table.total > 0):
-            axes.text(0.5, 0.5, "The relevance is zero everywhere.", ha="center", va="center",
-                      transform=axes.transAxes)
 
     def bar_value(self, patch) -> str:
         """What a bar says, in words."""
