@@ -112,15 +112,20 @@ def test_projected_index_scores_are_the_projected_gradients_products(card):
     np.testing.assert_allclose(index.scores(test), expected.numpy(), rtol=1e-6)
 
 
-def test_read_only_model_folder_puts_the_index_in_the_user_cache(card, tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", ["read-only", "installed"])
+def test_a_read_only_or_installed_model_puts_the_index_in_the_user_cache(where, tmp_path, cases_cache, monkeypatch):
     from napari_segxai.core.influence import index as index_module
 
+    folder = tmp_path / ("lib/python3.11/site-packages/pkg/models" if where == "installed" else "models")
+    card = load_model_card(toy_model(folder / "toy"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(index_module, "_writable", lambda folder: False)
+    if where == "read-only":  # (tests may run as root, who can write anywhere)
+        monkeypatch.setattr(index_module, "_writable", lambda folder: False)
     model = load_tracin_model(card)
     index = load_or_build_index(model, [2], threshold=0.0)
     assert str(index.path).startswith(str(tmp_path / "xdg" / "napari-segxai" / "influence"))
     assert not (card.training.parent / "influence").exists()
+    assert load_or_build_index(model, [2], threshold=0.0).meta["status"] == "current"
 
 
 def test_dask_local_cluster_build_equals_in_process_build(card, tmp_path):

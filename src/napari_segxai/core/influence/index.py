@@ -133,16 +133,21 @@ def fingerprint(model: TracInModel, settings: dict) -> str:
 
 
 def index_folder(model: TracInModel, index_dir=None) -> Path:
-    """Where the index lives: ``index_dir``, else beside the checkpoints when writable, else the user cache folder."""
+    """Where the index lives: ``index_dir``, else beside the checkpoints, else (installed or read-only model) the user cache."""
     if index_dir is not None:
         return Path(index_dir).expanduser()
     beside = model.record.folder / "influence"
-    if _writable(beside):
+    if _writable(beside) and not _installed(beside):
         return beside
     from ..synth import cache_dir
 
     key = hashlib.sha256(str(model.record.manifest).encode()).hexdigest()[:16]
     return cache_dir() / "influence" / key
+
+
+def _installed(folder: Path) -> bool:
+    """Whether ``folder`` lies inside an installed package (site-packages), where no package manager expects new files."""
+    return any(part in ("site-packages", "dist-packages") for part in Path(folder).resolve().parts)
 
 
 def _writable(folder: Path) -> bool:
