@@ -54,6 +54,7 @@ def test_randomised_copy_is_seeded_and_never_touches_the_network():
 def test_depths_are_thinned_but_always_reach_every_layer():
     assert depths(5, None) == [1, 2, 3, 4, 5]
     assert depths(40, 4) == [1, 14, 27, 40]
+    assert depths(40, 1) == [40]
     with pytest.raises(ValueError):
         depths(5, 0)
 

@@ -143,6 +143,8 @@ def depths(n_layers: int, max_steps: int | None) -> list[int]:
         return list(range(1, n_layers + 1))
     if max_steps < 1:
         raise ValueError(f"max_steps must be at least 1, got {max_steps}.")
+    if max_steps == 1:
+        return [n_layers]
     return sorted({int(round(d)) for d in np.linspace(1, n_layers, max_steps)})
 
 
