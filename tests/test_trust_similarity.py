@@ -67,9 +67,11 @@ def test_top_k_overlap_counts_shared_voxels_summed_over_channels():
 
 def test_ranks_average_ties_as_scipy_does():
     stats = pytest.importorskip("scipy.stats")
-    from napari_segxai.core.trust.similarity import ranks
+    from napari_segxai.core.trust.similarity import rank_correlation, ranks
 
     values = np.random.default_rng(5).integers(0, 30, 2000).astype(float)
     values[:300] = 0.0                                   # many ties, as zeros outside the brain
     np.testing.assert_allclose(ranks(values), stats.rankdata(values))
     assert spearman(values, values**3) == pytest.approx(1.0)
+    other = np.random.default_rng(6).normal(size=values.shape)
+    assert rank_correlation(ranks(values), other) == pytest.approx(stats.spearmanr(values, other)[0], rel=1e-12)

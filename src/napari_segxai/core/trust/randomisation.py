@@ -23,7 +23,7 @@ import torch
 from .. import progress as _progress
 from ..attribution import AttributionMethod
 from .problem import Problem, method_label, relevance_of
-from .similarity import abs_spearman, map_ssim, top_k_overlap
+from .similarity import map_ssim, rank_correlation, ranks, top_k_overlap
 from .tables import write_csv
 
 MODES = ("cascading", "independent")
@@ -175,14 +175,14 @@ def randomisation_test(
             plan.append((mode, depth, names))
     total = len(methods) * (len(plan) + 1)
     done = 0
-    original: dict[str, np.ndarray] = {}
+    original: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
     rows: list[SimilarityRow] = []
     for method in methods:
         _progress.step(done, total, progress, should_cancel)
         label = method_label(method)
         relevance, seconds = relevance_of(problem, method, should_cancel=should_cancel)
-        original[label] = relevance
-        rows += _compare(label, "none", 0, "", relevance, relevance, problem, top_k, seconds)
+        original[label] = (relevance, [ranks(np.abs(r)) for r in relevance])   # ranked once, compared at every step
+        rows += _compare(label, "none", 0, "", original[label], relevance, problem, top_k, seconds)
         done += 1
     for mode, depth, names in plan:
         model = randomised_copy(problem.network, layers, names, seed)
@@ -198,14 +198,15 @@ def randomisation_test(
 
 
 def _compare(method, mode, depth, layer, reference, relevance, problem, top_k, seconds) -> list[SimilarityRow]:
-    """One similarity row per explained class."""
+    """One similarity row per explained class (``reference``: the trained network's maps and the ranks of their |values|)."""
+    reference, reference_ranks = reference
     rows = []
     for k, name in enumerate(problem.class_names):
         k_voxels = top_k or int(problem.target.masks[k].sum())
         k_voxels = min(k_voxels, int(np.prod(problem.spatial_shape)))
         rows.append(SimilarityRow(
             method, mode, depth, layer, name,
-            abs_spearman(reference[k], relevance[k]), map_ssim(reference[k], relevance[k]),
+            rank_correlation(reference_ranks[k], np.abs(relevance[k])), map_ssim(reference[k], relevance[k]),
             top_k_overlap(reference[k], relevance[k], k_voxels), float(seconds),
         ))
     return rows

@@ -16,6 +16,16 @@ def abs_spearman(a: np.ndarray, b: np.ndarray) -> float:
     return spearman(np.abs(a), np.abs(b))
 
 
+def rank_correlation(ranks_a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman correlation of an array whose ranks are already known (``ranks(a)``) with another array."""
+    b = np.asarray(b).ravel()
+    if ranks_a.shape != b.shape:
+        raise ValueError(f"The two maps have different sizes {ranks_a.size} and {b.size}; compare maps of one grid.")
+    if np.ptp(ranks_a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(ranks_a, ranks(b))[0, 1])
+
+
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rank correlation of two arrays of the same shape (nan when either is constant)."""
     a, b = _pair(a, b)
@@ -26,7 +36,9 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def ranks(values: np.ndarray) -> np.ndarray:
     """Ranks 1..n of a flat array, ties given their average rank (as scipy.stats.rankdata), sorted by torch."""
-    flat = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64).ravel())
+    values = np.asarray(values)
+    dtype = values.dtype if values.dtype in (np.float32, np.float64) else np.float64
+    flat = torch.from_numpy(np.ascontiguousarray(values, dtype=dtype).ravel())
     ordered, order = torch.sort(flat)
     n = flat.numel()
     new_run = torch.ones(n, dtype=torch.bool)
