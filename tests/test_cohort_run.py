@@ -197,7 +197,8 @@ def test_killing_a_worker_mid_run_loses_no_case_and_duplicates_none(tiny_card, c
         killed.append((busy[0][0], list(busy[0][1])))
         client.run(os._exit, 1, workers=[busy[0][0]], on_error="ignore")
 
-    run = run_cohort(cases, out, CohortSettings(str(tiny_card)), workers=2, memory_limit="1.5GiB",
+    # on the CPU: a CUDA context alone would take a worker past the small memory limit (its nanny kills it)
+    run = run_cohort(cases, out, CohortSettings(str(tiny_card), device="cpu"), workers=2, memory_limit="1.5GiB",
                      progress=kill_a_busy_worker)
     assert killed and killed[0][1], "no worker was killed while it worked on a case"
     assert run.workers == 2 and not run.failed
