@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -77,7 +78,7 @@ def global_importance(table: Sequence[Mapping]) -> list[dict]:
     return out
 
 
-def importance_chart(rows: Sequence[Mapping], path, *, title: str = "Global RoI importance") -> "object":
+def importance_chart(rows: Sequence[Mapping], path, *, title: str = "Global RoI importance") -> Path:
     """A PNG bar chart of global importance (mean with SD error bars): regions per class, and modality shares."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -110,7 +111,7 @@ def importance_chart(rows: Sequence[Mapping], path, *, title: str = "Global RoI 
     figure.tight_layout()
     with atomic_path(path, suffix=".png") as temporary:
         figure.savefig(temporary, format="png")
-    return path
+    return Path(path)
 
 
 @dataclass(frozen=True, eq=False)

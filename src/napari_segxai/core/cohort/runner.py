@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
