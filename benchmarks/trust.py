@@ -27,7 +27,8 @@ from napari_segxai.core.synth import demo_case_path, load_synth_case  # noqa: E4
 from napari_segxai.core.trust import (  # noqa: E402
     case_problem, data_randomisation_test, ground_truth_benchmark, quality_metrics, randomisation_test,
 )
-from napari_segxai.core.trust.tables import write_csv  # noqa: E402
+from napari_segxai.core.synth import generate_case  # noqa: E402
+from napari_segxai.core.trust.tables import summarise, write_csv  # noqa: E402
 
 
 def markdown(header: list[str], rows: list[list]) -> str:
@@ -47,6 +48,35 @@ def mean_by_method(rows, field: str) -> dict[str, float]:
     return {k: float(np.nanmean(v)) for k, v in out.items()}
 
 
+def ground_truth_over_cases(card, methods, args) -> None:
+    """Precision and modality agreement over held-out generated cases: mean and spread per method, model and class."""
+    start = time.perf_counter()
+    precision, modality = [], []
+    for seed in range(5000, 5000 + args.gt_cases):
+        synth = generate_case(seed)
+        problem = case_problem(synth.case, card, margin=args.margin, device="cpu")
+        truth = ground_truth_benchmark(problem, methods, signature=synth.modality_signature)
+        precision += truth.precision
+        modality += truth.modality
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(precision, args.out / "groundtruth_cases_precision.csv")
+    write_csv(modality, args.out / "groundtruth_cases_modality.csv")
+    seeds = f"seeds 5000-{5000 + args.gt_cases - 1}"
+    print(f"\n### Explanation precision over {args.gt_cases} held-out generated cases ({seeds}; mean ± sd, "
+          f"{time.perf_counter() - start:.0f} s)\n")
+    table = summarise(precision, ("method", "model", "class_name"), ("precision",))
+    print(markdown(["method", "model", "class", "precision", "n"],
+                   [[*r.group.split(" / "), f"{r.mean:.2f} ± {r.sd:.2f}", r.n] for r in table]))
+    agreement = summarise(modality, ("method", "model", "class_name"), ("agrees", "carrier_share"))
+    print(f"\n### Modality ground truth over the same cases (share of cases whose top modality is the carrier)\n")
+    rows = {}
+    for r in agreement:
+        rows.setdefault(r.group, {})[r.measure] = r
+    print(markdown(["method", "model", "class", "agrees (share of cases)", "share on carrier", "n"],
+                   [[*g.split(" / "), f"{v['agrees'].mean:.2f}", f"{v['carrier_share'].mean:.2f} ± {v['carrier_share'].sd:.2f}",
+                     v["agrees"].n] for g, v in rows.items()]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="model card; default: the bundled demo model")
@@ -59,6 +89,9 @@ def main() -> int:
     parser.add_argument("--margin", type=int, default=16, help="crop margin (voxels of the model grid)")
     parser.add_argument("--data", action="store_true", help="also run data randomisation")
     parser.add_argument("--data-steps", type=int, default=100, help="training steps of each twin")
+    parser.add_argument("--gt-cases", type=int, default=0,
+                        help="ground truth only, over this many held-out generated cases (seeds 5000..): mean and spread")
+    parser.add_argument("--only-gt-cases", action="store_true", help="run only the multi-case ground truth")
     parser.add_argument("--out", type=Path, default=Path("/tmp/segxai-trust-benchmark"), help="folder for CSVs and figures")
     args = parser.parse_args()
 
@@ -72,8 +105,12 @@ def main() -> int:
             kwargs[key] = type(get_method(name).parameters[key].default)(value)
         methods.append(get_method(name, **kwargs))
     card = default_model_card() if args.model is None else load_model_card(args.model)
-    synth = load_synth_case(demo_case_path())
     print(f"Machine: {machine()}")
+    if args.gt_cases:
+        ground_truth_over_cases(card, methods, args)
+        if args.only_gt_cases:
+            return 0
+    synth = load_synth_case(demo_case_path())
     start = time.perf_counter()
     problem = case_problem(synth.case, card, margin=args.margin, device="cpu")
     print(f"Case {synth.case.name}, model {card.name}; crop {problem.spatial_shape} "

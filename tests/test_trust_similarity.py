@@ -75,3 +75,15 @@ def test_ranks_average_ties_as_scipy_does():
     assert spearman(values, values**3) == pytest.approx(1.0)
     other = np.random.default_rng(6).normal(size=values.shape)
     assert rank_correlation(ranks(values), other) == pytest.approx(stats.spearmanr(values, other)[0], rel=1e-12)
+
+
+def test_summarise_groups_rows_with_mean_and_spread():
+    from napari_segxai.core.trust.groundtruth import PrecisionRow
+    from napari_segxai.core.trust.tables import summarise
+
+    rows = [PrecisionRow("saliency", "trained", "edema", 10, p, 1.0) for p in (0.2, 0.4, float("nan"))]
+    rows.append(PrecisionRow("sobel", "input edges", "edema", 10, 0.1, 0.5))
+    summary = {(s.group, s.measure): s for s in summarise(rows, ("method", "class_name"), ("precision",))}
+    row = summary[("saliency / edema", "precision")]
+    assert row.mean == pytest.approx(0.3) and row.sd == pytest.approx(np.std([0.2, 0.4], ddof=1)) and row.n == 2
+    assert summary[("sobel / edema", "precision")].n == 1 and np.isnan(summary[("sobel / edema", "precision")].sd)

@@ -6,8 +6,11 @@ import csv
 import dataclasses
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
+
+import numpy as np
 
 from ..files import write_text
 
@@ -40,6 +43,33 @@ def format_table(rows: Sequence[Any], columns: Sequence[str] | None = None) -> s
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """Mean, standard deviation and count of one measure over the rows of one group (e.g. over cases)."""
+
+    group: str          # the grouping fields' values, joined by " / "
+    measure: str
+    mean: float
+    sd: float           # sample standard deviation (nan for one value)
+    n: int
+
+
+def summarise(rows: Sequence[Any], by: Sequence[str], measures: Sequence[str]) -> list[SummaryRow]:
+    """Mean and spread of numeric fields of dataclass rows, grouped by other fields (nan values left out)."""
+    groups: dict[tuple, list[Any]] = {}
+    for row in rows:
+        groups.setdefault(tuple(getattr(row, f) for f in by), []).append(row)
+    out = []
+    for key, members in groups.items():
+        for measure in measures:
+            values = np.array([float(getattr(r, measure)) for r in members])
+            values = values[np.isfinite(values)]
+            mean = float(values.mean()) if values.size else float("nan")
+            sd = float(values.std(ddof=1)) if values.size > 1 else float("nan")
+            out.append(SummaryRow(" / ".join(map(str, key)), measure, mean, sd, int(values.size)))
+    return out
 
 
 def _cell(value: Any) -> str:
