@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,8 @@ class CohortRun:
 # --------------------------------------------------------------------------- on a worker
 
 _MODELS: dict[tuple, tuple] = {}
+_MODEL_LOCK = threading.Lock()
+"""One case at a time per worker process: the cached network is shared, and explaining toggles its parameters' gradients."""
 
 
 def worker_model(settings: CohortSettings):
@@ -102,7 +105,8 @@ def process_case(case: CohortCase, out: str, settings: CohortSettings) -> dict:
         return dict(earlier, reused=True)  # finished already (e.g. by a worker that died before reporting)
     start = time.perf_counter()
     try:
-        record = _explain_case(case, folder, settings)
+        with _MODEL_LOCK:  # a worker of a --scheduler cluster may run several tasks in threads
+            record = _explain_case(case, folder, settings)
     except Exception as exc:  # noqa: BLE001 - one failed case is recorded and the cohort goes on
         return record_failure(out, case, one_line_error(exc))
     record["seconds"]["total"] = round(time.perf_counter() - start, 3)
