@@ -112,11 +112,9 @@ def faithfulness_correlation(
     progress: _progress.ProgressFn | None = None,
     should_cancel: _progress.CancelFn | None = None,
 ) -> np.ndarray:
-    """Faithfulness correlation (Bhatt et al. 2020) per class: Pearson r between relevance summed over random voxel subsets and the output drop when they are removed.
-
-    ``subset`` is the share of voxels in each subset; ``subsets`` (flat voxel indices) replaces
-    the seeded random draw. One forward pass per subset gives every class's drop.
-    """
+    """Faithfulness correlation (Bhatt et al. 2020) per class: Pearson r between relevance summed over random voxel subsets and the output drop when they are removed."""
+    # ``subset`` is the share of voxels in each subset; ``subsets`` (flat voxel indices) replaces
+    # the seeded random draw. One forward pass per subset gives every class's drop.
     n_voxels = int(np.prod(problem.spatial_shape))
     if subsets is None:
         if not 0 < subset < 1:
@@ -209,11 +207,9 @@ def max_sensitivity(
     progress: _progress.ProgressFn | None = None,
     should_cancel: _progress.CancelFn | None = None,
 ) -> np.ndarray:
-    """Max-sensitivity (Yeh et al. 2019) per class: the largest ||e(x + d) - e(x)|| / ||e(x)|| over noisy inputs.
-
-    The noise d is uniform in [-radius s_c, radius s_c] per voxel, s_c the standard deviation of
-    input channel c; the map is recomputed for every noisy input.
-    """
+    """Max-sensitivity (Yeh et al. 2019) per class: the largest ||e(x + d) - e(x)|| / ||e(x)|| over noisy inputs."""
+    # The noise d is uniform in [-radius s_c, radius s_c] per voxel, s_c the standard deviation of
+    # input channel c; the map is recomputed for every noisy input.
     if n_samples < 1 or radius <= 0:
         raise ValueError(f"Max-sensitivity needs at least one sample and a positive radius, got {n_samples} and {radius}.")
     generator = torch.Generator().manual_seed(int(seed))
@@ -232,10 +228,8 @@ def max_sensitivity(
 
 
 def complexity(relevance: np.ndarray, *, threshold: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per class: share of voxels above ``threshold`` x the maximum |relevance|, entropy (nats) of the normalised |relevance|, and that entropy / log(voxels).
-
-    A voxel's |relevance| is the sum over channels of the absolute map.
-    """
+    """Per class: share of voxels above ``threshold`` x the maximum |relevance|, entropy (nats) of the normalised |relevance|, and that entropy / log(voxels)."""
+    # A voxel's |relevance| is the sum over channels of the absolute map.
     if not 0 <= threshold < 1:
         raise ValueError(f"The complexity threshold must be in [0, 1), got {threshold}.")
     magnitude = np.abs(np.asarray(relevance, dtype=np.float64)).sum(1)

@@ -136,12 +136,10 @@ def case_problem(
     progress: _progress.ProgressFn | None = None,
     should_cancel: _progress.CancelFn | None = None,
 ) -> Problem:
-    """The predicted-region problem of a case: preprocessed as the card says, cropped around the regions.
-
-    The crop is the one ``explain_case`` uses for non-additive methods: the union of the
-    predicted regions, ``margin`` voxels wider on each side (default half a window), sized to
-    suit the network's strides. The case's label, when it has one, comes along on that grid.
-    """
+    """The predicted-region problem of a case: preprocessed as the card says, cropped around the regions."""
+    # The crop is the one ``explain_case`` uses for non-additive methods: the union of the
+    # predicted regions, ``margin`` voxels wider on each side (default half a window), sized to
+    # suit the network's strides. The case's label, when it has one, comes along on that grid.
     from ..attribution.explain_case import class_indices
     from ..attribution.slicewise import SliceWise
     from ..model_card import build_network

@@ -61,12 +61,10 @@ def ssim(
     gaussian: bool = False,
     sigma: float = 1.5,
 ) -> float:
-    """Mean structural similarity (Wang et al. 2004) of two arrays of any dimension, as scikit-image computes it.
-
-    Uniform ``win_size`` windows with the sample covariance (scikit-image's default), or Gaussian
-    windows (``sigma``, truncated at 3.5 sigma, population covariance); the border of half a
-    window is left out of the mean. ``data_range`` defaults to the joint range of both arrays.
-    """
+    """Mean structural similarity (Wang et al. 2004) of two arrays of any dimension, as scikit-image computes it."""
+    # Uniform ``win_size`` windows with the sample covariance (scikit-image's default), or Gaussian
+    # windows (``sigma``, truncated at 3.5 sigma, population covariance); the border of half a
+    # window is left out of the mean. ``data_range`` defaults to the joint range of both arrays.
     a, b = (np.asarray(x, dtype=np.float64) for x in (a, b))
     if a.shape != b.shape:
         raise ValueError(f"SSIM needs two arrays of the same shape, got {a.shape} and {b.shape}.")
