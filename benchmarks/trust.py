@@ -28,6 +28,7 @@ from napari_segxai.core.trust import (  # noqa: E402
     case_problem, data_randomisation_test, ground_truth_benchmark, quality_metrics, randomisation_test,
 )
 from napari_segxai.core.synth import generate_case  # noqa: E402
+from napari_segxai.core.train import HELD_OUT_SEED_START  # noqa: E402
 from napari_segxai.core.trust.tables import summarise, write_csv  # noqa: E402
 
 
@@ -52,7 +53,8 @@ def ground_truth_over_cases(card, methods, args) -> None:
     """Precision and modality agreement over held-out generated cases: mean and spread per method, model and class."""
     start = time.perf_counter()
     precision, modality = [], []
-    for seed in range(5000, 5000 + args.gt_cases):
+    seeds = range(HELD_OUT_SEED_START + 500, HELD_OUT_SEED_START + 500 + args.gt_cases)   # held out, past evaluate's
+    for seed in seeds:
         synth = generate_case(seed)
         problem = case_problem(synth.case, card, margin=args.margin, device="cpu")
         truth = ground_truth_benchmark(problem, methods, signature=synth.modality_signature)
@@ -61,7 +63,7 @@ def ground_truth_over_cases(card, methods, args) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(precision, args.out / "groundtruth_cases_precision.csv")
     write_csv(modality, args.out / "groundtruth_cases_modality.csv")
-    seeds = f"seeds 5000-{5000 + args.gt_cases - 1}"
+    seeds = f"seeds {seeds[0]}-{seeds[-1]}"
     print(f"\n### Explanation precision over {args.gt_cases} held-out generated cases ({seeds}; mean ± sd, "
           f"{time.perf_counter() - start:.0f} s)\n")
     table = summarise(precision, ("method", "model", "class_name"), ("precision",))
@@ -90,7 +92,7 @@ def main() -> int:
     parser.add_argument("--data", action="store_true", help="also run data randomisation")
     parser.add_argument("--data-steps", type=int, default=100, help="training steps of each twin")
     parser.add_argument("--gt-cases", type=int, default=0,
-                        help="ground truth only, over this many held-out generated cases (seeds 5000..): mean and spread")
+                        help="ground truth over this many held-out generated cases (seeds 900500..): mean and spread")
     parser.add_argument("--only-gt-cases", action="store_true", help="run only the multi-case ground truth")
     parser.add_argument("--out", type=Path, default=Path("/tmp/segxai-trust-benchmark"), help="folder for CSVs and figures")
     args = parser.parse_args()
