@@ -171,6 +171,7 @@ def _explain_case(case: CohortCase, folder: Path, settings: CohortSettings) -> d
                              for c in card.classes if c.label != 0},
         "roi": rows,
         "dice": scores,
+        "reference_scheme": image.label_scheme.name if image.label_scheme is not None else None,
         "maps": bool(settings.maps),
         "files": files,
         "device": str(device),
