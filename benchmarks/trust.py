@@ -56,7 +56,7 @@ def ground_truth_over_cases(card, methods, args) -> None:
     seeds = range(HELD_OUT_SEED_START + 500, HELD_OUT_SEED_START + 500 + args.gt_cases)   # held out, past evaluate's
     for seed in seeds:
         synth = generate_case(seed)
-        problem = case_problem(synth.case, card, margin=args.margin, device="cpu")
+        problem = case_problem(synth.case, card, margin=args.margin, device=args.device)
         truth = ground_truth_benchmark(problem, methods, signature=synth.modality_signature)
         precision += truth.precision
         modality += truth.modality
@@ -94,6 +94,7 @@ def main() -> int:
     parser.add_argument("--gt-cases", type=int, default=0,
                         help="ground truth over this many held-out generated cases (seeds 900500..): mean and spread")
     parser.add_argument("--only-gt-cases", action="store_true", help="run only the multi-case ground truth")
+    parser.add_argument("--device", default=None, help="cpu, cuda or mps; default: CUDA, then MPS, then CPU")
     parser.add_argument("--out", type=Path, default=Path("/tmp/segxai-trust-benchmark"), help="folder for CSVs and figures")
     args = parser.parse_args()
 
@@ -114,10 +115,10 @@ def main() -> int:
             return 0
     synth = load_synth_case(demo_case_path())
     start = time.perf_counter()
-    problem = case_problem(synth.case, card, margin=args.margin, device="cpu")
+    problem = case_problem(synth.case, card, margin=args.margin, device=args.device)
     print(f"Case {synth.case.name}, model {card.name}; crop {problem.spatial_shape} "
           f"({time.perf_counter() - start:.1f} s to segment and crop); classes {', '.join(problem.class_names)}; "
-          f"target voxels {problem.target.voxel_counts}")
+          f"target voxels {problem.target.voxel_counts}; device {problem.inputs.device}")
     labels = [m.name + ("" if not m.params else "(" + ", ".join(f"{k}={v}" for k, v in m.params.items()
                                                                   if k in ("steps", "n_samples")) + ")") for m in methods]
     print("Methods: " + "; ".join(labels))
