@@ -101,3 +101,18 @@ def test_progress_and_cancel():
         randomisation_test(problem, ["saliency"], max_steps=2, should_cancel=lambda: True)
     with pytest.raises(ValueError, match="mode"):
         randomisation_test(problem, ["saliency"], modes=("sideways",))
+
+
+def test_new_weights_come_from_the_cpu_generator_whatever_the_device():
+    import copy
+
+    net = Backwards()
+    layers = weight_layers(net, torch.zeros(1, 1, 4, 4, 4))
+    model = randomised_copy(net, layers, ["middle"], seed=2)
+    expected = copy.deepcopy(net.middle)
+    torch.manual_seed(2 * 100_003 + layers.index("middle"))
+    expected.reset_parameters()
+    assert torch.equal(model.middle.weight, expected.weight) and torch.equal(model.middle.bias, expected.bias)
+    if torch.cuda.is_available():
+        on_gpu = randomised_copy(net.cuda(), layers, ["middle"], seed=2)
+        assert torch.equal(on_gpu.middle.weight.cpu(), expected.weight)

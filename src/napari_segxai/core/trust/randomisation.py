@@ -117,24 +117,24 @@ def weight_layers(network: torch.nn.Module, inputs: torch.Tensor) -> tuple[str, 
 
 def randomised_copy(network: torch.nn.Module, layers: Sequence[str], names: Sequence[str], seed: int = 0) -> torch.nn.Module:
     """A deep copy of ``network`` whose layers ``names`` are re-initialised (seed per layer position in ``layers``)."""
+    # Each layer is re-initialised on the CPU and copied to its device, so a seed gives the same
+    # weights on every device (CUDA's generator draws other numbers than the CPU's).
     model = copy.deepcopy(network)
     for name in names:
         module = model.get_submodule(name)
-        layer_seed = int(seed) * 100_003 + layers.index(name)
-        with torch.random.fork_rng(devices=_cuda_devices(module)):
-            torch.manual_seed(layer_seed)
+        fresh = copy.deepcopy(module).cpu()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed) * 100_003 + layers.index(name))
             with torch.no_grad():
-                if hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
+                if hasattr(fresh, "reset_parameters"):
+                    fresh.reset_parameters()
                 else:
-                    for p in module.parameters(recurse=False):
+                    for p in fresh.parameters(recurse=False):
                         p.normal_(0.0, float(p.std()) if p.numel() > 1 else 1.0)
+        with torch.no_grad():
+            for target, source in zip(module.parameters(recurse=False), fresh.parameters(recurse=False)):
+                target.copy_(source.to(target.device))
     return model.eval()
-
-
-def _cuda_devices(module: torch.nn.Module) -> list[int]:
-    """CUDA device indices of a module's parameters (whose random state must be restored too)."""
-    return sorted({p.device.index or 0 for p in module.parameters(recurse=False) if p.is_cuda})
 
 
 def depths(n_layers: int, max_steps: int | None) -> list[int]:
