@@ -70,7 +70,7 @@ def ground_truth_over_cases(card, methods, args) -> None:
     print(markdown(["method", "model", "class", "precision", "n"],
                    [[*r.group.split(" / "), f"{r.mean:.2f} ± {r.sd:.2f}", r.n] for r in table]))
     agreement = summarise(modality, ("method", "model", "class_name"), ("agrees", "carrier_share"))
-    print(f"\n### Modality ground truth over the same cases (share of cases whose top modality is the carrier)\n")
+    print("\n### Modality ground truth over the same cases (share of cases whose top modality is the carrier)\n")
     rows = {}
     for r in agreement:
         rows.setdefault(r.group, {})[r.measure] = r
@@ -132,10 +132,8 @@ def main() -> int:
         sanity_rows += result.rows
         verdicts += result.verdicts()
     layers = len(result.layers)
-    t = time.perf_counter()
     quality = quality_metrics(problem, methods, n_subsets=args.subsets, deletion_steps=args.deletion_steps,
                               noise_samples=args.noise_samples)
-    quality_seconds = time.perf_counter() - t
     truth_seconds = {}
     precision, modality = [], []
     for method in methods:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_segxai.core.trust.similarity import SSIM_K1, SSIM_K2, abs_spearman, map_ssim, spearman, ssim, top_k_overlap
+from napari_segxai.core.trust.similarity import SSIM_K1, abs_spearman, map_ssim, spearman, ssim, top_k_overlap
 
 
 def test_identical_maps_are_perfectly_similar():
