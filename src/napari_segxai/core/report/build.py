@@ -1,0 +1,186 @@
+"""Everything a case report shows, computed once: segmentation, relevance, RoI importance, TracIn, trust numbers."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .. import progress as _progress
+
+DEFAULT_METHOD = "gradient_x_input"   # fast, signed, and its sequence shares follow the demo's ground truth
+DEFAULT_TOP = 4                       # proponents and opponents shown per class
+STEPS = ("segment", "explain", "regions", "influence")
+
+
+@dataclass(frozen=True, eq=False)
+class CaseReport:
+    """The parts of one case's report and the exact settings that made them."""
+
+    case: Any                                   # core.case.Case
+    card: Any                                   # core.model_card.ModelCard
+    segmentation: Any                           # core.segment.Segmentation
+    relevance: Any                              # core.attribution.Relevance
+    roi: Any                                    # core.roi.RoiImportance
+    influence: Any = None                       # core.influence.InfluenceResult, or None
+    influence_note: str = ""                    # why there is no influence section, when there is none
+    training_cases: dict = field(default_factory=dict)   # seed -> core.case.Case of the evidence shown
+    trust: dict = field(default_factory=dict)   # "sanity" / "metrics": rows (dicts) for the report's method
+    trust_note: str = ""
+    settings: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+    created: str = ""
+
+
+def build_report(
+    case,
+    card,
+    *,
+    method: str = DEFAULT_METHOD,
+    classes: Optional[Sequence[int | str]] = None,
+    top: int = DEFAULT_TOP,
+    influence: bool = True,
+    trust_dir: str | Path | None = None,
+    device: str | None = None,
+    network=None,
+    segmentation=None,
+    relevance=None,
+    progress: _progress.ProgressFn | None = None,
+    should_cancel: _progress.CancelFn | None = None,
+    **params: Any,
+) -> CaseReport:
+    """Segment, explain every predicted class with ``method``, summarise by region, find TracIn evidence.
+
+    A ``segmentation`` or ``relevance`` already computed for this case and card is reused, not recomputed.
+    """
+    from ..attribution import explain_case, get_method
+    from ..model_card import build_network
+    from ..roi import case_regions, roi_importance
+    from ..segment import channel_indices, pick_device, segment
+
+    if top < 1:
+        raise ValueError(f"The report shows at least one proponent per class; top must be 1 or more, got {top}.")
+    method_object = get_method(method, **params)
+    channel_indices(case, card)
+    trust, trust_note = read_trust(trust_dir, method_object.name)
+    seconds: dict[str, float] = {}
+    stage = _Stages(progress, should_cancel)
+    device = pick_device(device)
+    start = time.perf_counter()
+    if segmentation is None or relevance is None:
+        network = build_network(card, device) if network is None else network
+    if segmentation is None:
+        segmentation = segment(case, card, network=network, device=device, progress=stage.part(0),
+                               should_cancel=should_cancel)
+    seconds["segment"] = segmentation.seconds
+    if relevance is not None:
+        if relevance.method != method_object.name:
+            raise ValueError(f"The relevance given was made with {relevance.method}, not {method_object.name}.")
+        classes = list(relevance.class_indices)
+    if classes is None:
+        present = {int(v) for v in np.unique(segmentation.labels)}
+        classes = [i for i, info in enumerate(card.classes) if info.label != 0 and info.label in present]
+        if not classes:
+            raise ValueError(f"The model predicted no class other than background on {case.name}, so there is "
+                             "nothing to explain; check the case and the model card.")
+    if relevance is None:
+        relevance = explain_case(case, card, method=method_object, classes=classes, network=network,
+                                 device=device, progress=stage.part(1), should_cancel=should_cancel)
+    seconds["explain"] = relevance.seconds
+    tick = time.perf_counter()
+    regions = case_regions(segmentation.labels, card.classes, channels=case.channels)
+    roi = roi_importance(relevance, regions, progress=stage.part(2), should_cancel=should_cancel)
+    seconds["regions"] = time.perf_counter() - tick
+    evidence, note, training = None, "", {}
+    if influence:
+        evidence, note, training = _influence(case, card, segmentation, relevance.class_names, top, device,
+                                              stage.part(3), should_cancel)
+        seconds["influence"] = evidence.seconds if evidence is not None else 0.0
+    else:
+        note = "TracIn was not asked for (--no-influence)."
+    seconds["total"] = time.perf_counter() - start
+    _progress.step(1000, 1000, progress, None)
+    settings = {
+        "case": case.name,
+        "case folder": str(Path(case.source_paths[0]).parent) if case.source_paths else "(in memory)",
+        "case files": [Path(p).name for p in case.source_paths],
+        "model": card.name,
+        "model card": str(card.path),
+        "architecture": card.architecture,
+        "device": str(device),
+        "method": method_object.name,
+        "method parameters": dict(method_object.params),
+        "classes explained": list(relevance.class_names),
+        "target": relevance.target_description,
+        "sliding window": f"{list(card.roi_size)}, overlap {card.overlap}, {card.mode} blending",
+        "preprocessing": f"orientation {card.orientation}, spacing {card.spacing} ({card.spacing_policy}), "
+                         f"normalisation {card.normalization}",
+        "TracIn": evidence.describe() if evidence is not None else note,
+        "top evidence per class": top,
+        "trust numbers": str(trust_dir) if trust_dir else "not given",
+    }
+    return CaseReport(case=case, card=card, segmentation=segmentation, relevance=relevance, roi=roi,
+                      influence=evidence, influence_note=note, training_cases=training, trust=trust,
+                      trust_note=trust_note, settings=settings, seconds=seconds,
+                      created=datetime.datetime.now().astimezone().isoformat(timespec="seconds"))
+
+
+def _influence(case, card, segmentation, class_names, top, device, progress, should_cancel):
+    """The TracIn result, a note when there is none, and the training cases of the evidence shown."""
+    from ..influence import NoTrainingRecord, influence, training_case
+
+    try:
+        result = influence(case, card, classes=list(class_names), segmentation=segmentation, device=str(device),
+                           progress=progress, should_cancel=should_cancel)
+    except NoTrainingRecord as err:
+        return None, str(err), {}
+    seeds = {e.seed for name in result.test_classes
+             for e in result.proponents(name, top=top) + result.opponents(name, top=top)}
+    return result, "", {seed: training_case(card, seed) for seed in sorted(seeds)}
+
+
+def read_trust(folder: str | Path | None, method: str) -> tuple[dict, str]:
+    """The sanity verdicts and quality metrics of ``method`` from a ``segxai trust`` output folder."""
+    if folder is None:
+        return {}, "Not computed: run `segxai trust CASE --out DIR` and give DIR to the report (--trust DIR)."
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise ValueError(f"--trust {folder} is not a folder; give the --out folder of `segxai trust`.")
+    found = {}
+    for key, name in (("sanity", "sanity_verdicts.csv"), ("metrics", "metrics.csv")):
+        path = folder / name
+        if path.is_file():
+            with open(path, newline="", encoding="utf-8") as handle:
+                rows = [row for row in csv.DictReader(handle) if row.get("method") == method]
+            if rows:
+                found[key] = rows
+    if not found:
+        return {}, (f"{folder} holds no sanity_verdicts.csv or metrics.csv rows for {method}; "
+                    f"run `segxai trust CASE --methods {method} --out {folder}`.")
+    return found, ""
+
+
+class _Stages:
+    """Progress of the report's steps on one 0..1000 scale (each step its share)."""
+
+    SHARES = {"segment": 0.15, "explain": 0.45, "regions": 0.05, "influence": 0.35}
+
+    def __init__(self, progress, should_cancel):
+        self.progress, self.should_cancel = progress, should_cancel
+
+    def part(self, index: int):
+        """A progress callback for step ``index`` of :data:`STEPS`."""
+        if self.progress is None:
+            return None
+        before = sum(self.SHARES[s] for s in STEPS[:index])
+        share = self.SHARES[STEPS[index]]
+
+        def report(done: int, total: int) -> None:
+            self.progress(int(1000 * (before + share * done / max(total, 1))), 1000)
+
+        return report
