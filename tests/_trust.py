@@ -38,6 +38,16 @@ class SobelOfInput(AttributionMethod):
         return torch.from_numpy(np.broadcast_to(edges, (len(target.classes),) + edges.shape).copy()).float()
 
 
+class InputItself(AttributionMethod):
+    """A deliberately broken 'method': the input itself as the map of every class, whatever the network (never registered)."""
+
+    name = "input_itself"
+    signed = True
+
+    def _attribute(self, network, inputs, target, progress, should_cancel):
+        return inputs[0].detach().expand(len(target.classes), *inputs.shape[1:]).clone()
+
+
 def unet_problem(shape=(16, 16, 16), channels=2, seed=0) -> Problem:
     """A tiny random MONAI UNet (3 classes), a random input and the predicted regions of classes 1 and 2."""
     torch.manual_seed(seed)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from _trust import SobelOfInput, unet_problem
+from _trust import InputItself, SobelOfInput, unet_problem
 from napari_segxai.core.progress import Cancelled
 from napari_segxai.core.trust import randomisation_test, randomised_copy, weight_layers
 from napari_segxai.core.trust.randomisation import depths
@@ -59,21 +59,23 @@ def test_depths_are_thinned_but_always_reach_every_layer():
         depths(5, 0)
 
 
-def test_cascading_randomisation_changes_gradients_but_not_an_edge_filter(tmp_path):
+def test_cascading_randomisation_changes_gradients_but_not_an_edge_filter_or_the_input(tmp_path):
     problem = unet_problem()
-    result = randomisation_test(problem, ["saliency", SobelOfInput()], modes=("cascading",), seed=1)
+    result = randomisation_test(problem, ["saliency", SobelOfInput(), InputItself()], modes=("cascading",), seed=1)
     n_layers = len(result.layers)
     cascade = [r for r in result.rows if r.mode == "cascading"]
     assert {r.depth for r in cascade} == set(range(1, n_layers + 1))
-    edge = [r for r in cascade if r.method == "sobel_of_input"]
-    assert all(r.spearman == pytest.approx(1.0) and r.ssim == pytest.approx(1.0) and r.top_k == 1.0 for r in edge)
+    blind = [r for r in cascade if r.method in ("sobel_of_input", "input_itself")]
+    assert len(blind) == 2 * 2 * n_layers
+    assert all(r.spearman == pytest.approx(1.0) and r.ssim == pytest.approx(1.0) and r.top_k == 1.0 for r in blind)
     deepest = [r for r in cascade if r.method == "saliency" and r.depth == n_layers]
     assert all(r.spearman < 0.5 and r.ssim < 0.5 for r in deepest)
     verdicts = {(v.method, v.class_name): v.passes for v in result.verdicts()}
     assert verdicts == {("saliency", "one"): True, ("saliency", "two"): True,
-                        ("sobel_of_input", "one"): False, ("sobel_of_input", "two"): False}
+                        ("sobel_of_input", "one"): False, ("sobel_of_input", "two"): False,
+                        ("input_itself", "one"): False, ("input_itself", "two"): False}
     original = [r for r in result.rows if r.mode == "none"]
-    assert len(original) == 4 and all(r.spearman == pytest.approx(1.0) for r in original)
+    assert len(original) == 6 and all(r.spearman == pytest.approx(1.0) for r in original)
 
     table = result.to_csv(tmp_path / "sanity.csv")
     with open(table) as handle:
