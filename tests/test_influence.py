@@ -29,7 +29,9 @@ def card(tmp_path, cases_cache):
     return load_model_card(toy_model(tmp_path / "toy"))
 
 
-def test_exact_engine_equals_captum_tracincp(card):
+@pytest.mark.parametrize("layers, last_k", [("last", 2), ("all", 2)], ids=["last-2", "all"])
+def test_exact_engine_equals_captum_tracincp(card, layers, last_k):
+    """Our exact engine against captum TracInCP (autograd path: its per-sample fast path has no Conv3d rule)."""
     from captum.influence import TracInCP
 
     from napari_segxai.core.influence.checkpoints import load_tracin_model
@@ -39,10 +41,12 @@ def test_exact_engine_equals_captum_tracincp(card):
     from napari_segxai.core.weights import load_state_dict
 
     case = blob_case()
-    result = influence(case, card, engine="exact", layers="last", last_k=2, threshold=0.3)
+    result = influence(case, card, engine="exact", layers=layers, last_k=last_k, threshold=0.3)
     assert result.scores.shape == (3, len(SEEDS), 3) and np.abs(result.scores).max() > 0
 
-    model = load_tracin_model(card, layers="last", last_k=2)
+    model = load_tracin_model(card, layers=layers, last_k=last_k)
+    if layers == "all":
+        assert model.parameters == sum(p.numel() for p in model.gradient_network.parameters())
     train = [training_example(model, s, [1, 2, 3], threshold=0.3) for s in SEEDS]
     dataset = [(ex.image[0], ex.targets[k]) for ex in train for k in range(3)]
     record = training_record(card)

@@ -148,3 +148,35 @@ def test_a_slice_wise_2d_model_gets_the_same_scores_from_both_engines(tmp_path, 
     assert exact.scores.shape == (3, len(SEEDS), 3) and np.abs(exact.scores).max() > 0
     np.testing.assert_allclose(indexed.scores, exact.scores, rtol=1e-5, atol=1e-7 * np.abs(exact.scores).max())
     assert exact.similarity.shape == exact.scores.shape
+
+
+def test_file_digest_sees_a_same_size_rewrite_that_keeps_the_mtime(tmp_path, monkeypatch):
+    import hashlib
+    import os
+    import time
+
+    from napari_segxai.core.influence import training_set
+
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"a" * 64)
+    stamp = path.stat().st_mtime_ns
+
+    def rewrite(data: bytes, *, replace: bool) -> str:
+        if replace:
+            (tmp_path / "new.bin").write_bytes(data)
+            os.replace(tmp_path / "new.bin", path)
+        else:
+            path.write_bytes(data)
+        os.utime(path, ns=(stamp, stamp))
+        assert path.stat().st_mtime_ns == stamp and path.stat().st_size == 64
+        return hashlib.sha256(data).hexdigest()
+
+    assert training_set.file_digest(path) == hashlib.sha256(b"a" * 64).hexdigest()
+    # a file changed moments ago is hashed again, even within one timestamp tick
+    assert rewrite(b"b" * 64, replace=False) == training_set.file_digest(path)
+    # a settled file is remembered, keyed by inode and ctime as well as size and mtime
+    monkeypatch.setattr(training_set, "SETTLED_NS", -1)
+    assert training_set.file_digest(path) == hashlib.sha256(b"b" * 64).hexdigest()
+    time.sleep(0.05)
+    assert rewrite(b"c" * 64, replace=False) == training_set.file_digest(path)
+    assert rewrite(b"d" * 64, replace=True) == training_set.file_digest(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -124,14 +125,21 @@ def training_case(card: ModelCard, seed: int) -> Case:
     return load_case(folder)
 
 
+#: A file whose status changed less than this long ago is hashed every time (a rewrite within one
+#: timestamp tick would leave its size, mtime and ctime unchanged; the same rule as git's "racy" files).
+SETTLED_NS = 2_000_000_000
+
+
 def file_digest(path: Path, _memo: dict = {}) -> str:  # noqa: B006 (a deliberate per-process memo)
-    """SHA-256 of a file's bytes, remembered per (path, size, mtime)."""
+    """SHA-256 of a file's bytes, remembered per (device, inode, size, mtime, ctime) once the file has settled."""
     stat = os.stat(path)
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _memo:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+    key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if key in _memo:
+        return _memo[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if time.time_ns() - stat.st_ctime_ns > SETTLED_NS:
         _memo[key] = digest.hexdigest()
-    return _memo[key]
+    return digest.hexdigest()
