@@ -118,10 +118,10 @@ def make_tiny_case(tmp_path):
 @pytest.fixture
 def notices(monkeypatch):
     """Messages the widgets and their job runner send to napari's notifications, by kind."""
-    from napari_segxai._qt import explain_widget, jobs, segment_widget
+    from napari_segxai._qt import explain_widget, jobs, report_widget, segment_widget
 
     seen = {"error": [], "warning": [], "info": []}
-    for module in (jobs, segment_widget, explain_widget):
+    for module in (jobs, segment_widget, explain_widget, report_widget):
         for kind in seen:
             if hasattr(module, f"show_{kind}"):
                 monkeypatch.setattr(module, f"show_{kind}", seen[kind].append)

@@ -73,7 +73,7 @@ class SegmentWidget(QWidget):
         card_row = QHBoxLayout()
         card_row.addWidget(self.card_path)
         card_row.addWidget(browse)
-        form = QFormLayout()
+        self.form = form = QFormLayout()  # subclasses add their rows
         form.addRow("Case layers", self.layer_list)
         form.addRow("Model card", card_row)
         form.addRow("", self.card_info)

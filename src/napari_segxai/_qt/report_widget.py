@@ -1,0 +1,108 @@
+"""The "Report" dock widget: one click writes a case's one-page report (HTML and PNG) in the background."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLineEdit, QPushButton, QWidget
+
+from .jobs import Outcome
+from .segment_widget import SegmentWidget
+from .._layers import case_from_layers
+
+if TYPE_CHECKING:
+    import napari
+
+DEFAULT_FOLDER = Path.home() / "segxai-reports"
+
+
+def make_report(case, card, *, out: Path, method: str, influence: bool, trust_dir: Optional[Path],
+                device: Optional[str], progress=None, should_cancel=None) -> dict:
+    """Build and write the report (in the worker thread); the written files by kind."""
+    from ..core.report import build_report, write_report
+
+    report = build_report(case, card, method=method, influence=influence, trust_dir=trust_dir, device=device,
+                          progress=progress, should_cancel=should_cancel)
+    protected = {Path(p).resolve() for p in case.source_paths}
+    if out.resolve() in protected:
+        raise ValueError(f"The report folder {out} is one of the case's files; choose another folder.")
+    out.mkdir(parents=True, exist_ok=True)
+    return write_report(report, out)
+
+
+class ReportWidget(SegmentWidget):
+    """The Segment widget's case and model choice, plus a method, TracIn, trust numbers and a folder."""
+
+    def __init__(self, viewer: "napari.viewer.Viewer", parent: Optional[QWidget] = None):
+        super().__init__(viewer, parent)
+        from ..core.attribution import available_methods
+        from ..core.report import DEFAULT_METHOD
+
+        self.jobs.noun = "report"
+        self.method = QComboBox()
+        self.method.addItems(available_methods())
+        self.method.setCurrentText(DEFAULT_METHOD)
+        self.method.setToolTip("the relevance method the report shows for every predicted class")
+        self.influence = QCheckBox("Training evidence (TracIn)")
+        self.influence.setChecked(True)
+        self.influence.setToolTip("top proponents and opponents per class; needs a model trained with segxai train")
+        self.trust_dir = QLineEdit()
+        self.trust_dir.setPlaceholderText("optional: the --out folder of `segxai trust` on this case")
+        self.folder = QLineEdit(str(DEFAULT_FOLDER))
+        self.folder.setToolTip("the report goes into a sub-folder named after the case")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse_folder)
+        folder_row = QHBoxLayout()
+        folder_row.addWidget(self.folder)
+        folder_row.addWidget(browse)
+        self.form.addRow("Method", self.method)
+        self.form.addRow("", self.influence)
+        self.form.addRow("Trust numbers", self.trust_dir)
+        self.form.addRow("Report folder", folder_row)
+        self.run_button.setText("Write report")
+        self.last_written: dict = {}
+
+    def _browse_folder(self) -> None:
+        """Pick the folder reports go into."""
+        path = QFileDialog.getExistingDirectory(self, "Folder for reports", self.folder.text())
+        if path:
+            self.folder.setText(path)
+
+    def run(self) -> None:
+        """Segment, explain, summarise and find the evidence for the chosen case in a worker; write the page."""
+        if self.jobs.refuse_if_running():
+            return
+        try:
+            card = self._load_card()
+            case = case_from_layers(self.chosen_layers())
+            if not self.folder.text().strip():
+                raise ValueError("No report folder is given; type one or pick it with Browse….")
+            trust = self.trust_dir.text().strip()
+            trust_dir = Path(trust).expanduser() if trust else None
+            if trust_dir is not None and not trust_dir.is_dir():
+                raise ValueError(f"The trust folder {trust_dir} does not exist; give the --out folder of "
+                                 "`segxai trust`, or leave it empty.")
+        except (ValueError, OSError) as err:
+            show_error(str(err))
+            return
+        from functools import partial
+
+        device = self.device.currentText()
+        out = Path(self.folder.text().strip()).expanduser() / case.name
+        self.jobs.start(
+            partial(make_report, case, card, out=out, method=self.method.currentText(),
+                    influence=self.influence.isChecked(), trust_dir=trust_dir,
+                    device=None if device == "auto" else device),
+            case, card, verb="Writing the report on",
+            memory_hint="choose another device or a card with a smaller inference roi_size",
+            description=f"Report on {case.name}", on_result=self._on_result,
+        )
+
+    def _on_result(self, outcome: Outcome) -> None:
+        """Say where the report is (main thread)."""
+        self.last_written = dict(outcome.result)
+        html = self.last_written["html"]
+        self.status.setText(f"Report written: {html}")
+        show_info(f"Report on {outcome.case.name} written to {html} (and report.png beside it).")
