@@ -55,8 +55,19 @@ def test_refuses_to_overwrite_the_cases_own_label_file(tmp_path, case_dir, capsy
     label = case_dir / "Case001_seg.nii.gz"
     before = label.read_bytes()
     assert main(["segment", str(case_dir), "--model", str(card), "--out", str(case_dir)]) == 2
-    assert "Refusing to overwrite" in capsys.readouterr().err
+    assert "the case's own folder" in capsys.readouterr().err
     assert label.read_bytes() == before
+
+
+def test_refuses_to_write_into_the_folder_of_a_case_without_label(tmp_path, tiny_case_dir, capsys, monkeypatch):
+    case_dir = tiny_case_dir(modalities=("t1", "flair"), affine=AFFINE, shape=(16, 16, 12), label=False)
+    card = write_card(tmp_path / "model")
+    before = sorted(p.name for p in case_dir.iterdir())
+    monkeypatch.chdir(case_dir)  # also when --out names the folder another way
+    assert main(["segment", str(case_dir), "--model", str(card), "--out", ".", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "the case's own folder" in err and "Case001_seg.nii.gz" in err
+    assert sorted(p.name for p in case_dir.iterdir()) == before
 
 
 def test_bad_card_exits_2_naming_the_field(tmp_path, case_dir, capsys):

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core.progress import Cancelled  # noqa: F401  (re-exported for main)
+
+if TYPE_CHECKING:
+    from ..core.model_card import ModelCard
 
 
 class UserError(ValueError):
@@ -28,17 +32,39 @@ def output_folder(path: str | Path) -> Path:
     return out
 
 
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Add --model (the model card) and --trust-model, read back by :func:`load_card`."""
+    parser.add_argument(
+        "--model", type=Path, default=None, metavar="CARD",
+        help="model card (YAML); default: the bundled demo model",
+    )
+    parser.add_argument(
+        "--trust-model", action="store_true",
+        help="allow full unpickling of a .pt/.pth weights file (this runs code from the file: use only for "
+             "files from a source you trust); same as 'trusted: true' in the card",
+    )
+
+
+def load_card(args: argparse.Namespace) -> "ModelCard":
+    """The card of --model (the bundled demo card without it), marked trusted when --trust-model is given."""
+    import dataclasses
+
+    from ..core.model_card import default_model_card, load_model_card
+
+    card = default_model_card() if args.model is None else load_model_card(args.model)
+    if args.trust_model and not card.trusted:
+        card = dataclasses.replace(card, trusted=True)
+    return card
+
+
 def add_case_options(parser: argparse.ArgumentParser, *, model: bool = True) -> None:
-    """Add the options every case command shares: CASE, --model, --out, --device."""
+    """Add the options every case command shares: CASE, --model, --trust-model, --out, --device."""
     parser.add_argument(
         "case", type=Path,
         help="a case: a 3D or 4D NIfTI file, or a folder with one NIfTI per modality",
     )
     if model:
-        parser.add_argument(
-            "--model", type=Path, default=None, metavar="CARD",
-            help="model card (YAML); default: the bundled demo model",
-        )
+        add_model_options(parser)
     parser.add_argument(
         "--out", type=Path, required=True, metavar="DIR",
         help="output folder (created if missing; never an input's folder files)",

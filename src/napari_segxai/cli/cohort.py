@@ -6,7 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
-from ._common import TerminalProgress, UserError
+from ._common import TerminalProgress, UserError, add_model_options, load_card
 
 DESCRIPTION = """\
 Segment and explain every case of CASES_DIR (each sub-folder holding NIfTI files, and each NIfTI
@@ -38,8 +38,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("cases_dir", type=Path, metavar="CASES_DIR",
                         help="folder of cases: one sub-folder of per-modality NIfTI files (BraTS style) or one NIfTI file per case")
-    parser.add_argument("--model", type=Path, default=None, metavar="CARD",
-                        help="model card (YAML); default: the bundled demo model")
+    add_model_options(parser)
     parser.add_argument("--method", default="saliency", metavar="M",
                         help="attribution method (see segxai explain --help for the list); default: saliency")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -67,9 +66,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="how many most and least anomalous cases to list per class (default 5)")
     parser.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"],
                         help="where the workers run the model; default: CUDA, then MPS, then CPU")
-    parser.add_argument("--trust-model", action="store_true",
-                        help="allow full unpickling of a .pt/.pth weights file (this runs code from the file: use only "
-                             "for files from a source you trust); same as 'trusted: true' in the card")
     return parser
 
 
@@ -96,11 +92,10 @@ def run(args: argparse.Namespace) -> int:
     """Run the cohort on dask workers, analyse it, print a summary; exit status 1 when a case failed."""
     from ..core.cohort import CohortSettings, analyse_cohort, run_cohort
     from ..core.cohort.subgroups import read_metadata
-    from ..core.model_card import default_model_card, load_model_card
     from .explain import parse_parameters
 
     _check(args)
-    card = default_model_card() if args.model is None else load_model_card(args.model)
+    card = load_card(args)
     params = parse_parameters(args.method, args.param)
     if args.metadata is not None:
         read_metadata(args.metadata)  # a bad CSV is reported before the long run

@@ -8,7 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ._common import TerminalProgress, UserError, output_folder
+from ._common import TerminalProgress, UserError, add_model_options, load_card, output_folder
 
 # The modality shown under the segmentation: the one on which the demo's oedema shows best.
 SHOWN_MODALITY = "flair"
@@ -26,7 +26,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Build the demo case (a tumour grown in MNI152 anatomy; written once to the user cache), "
             "segment it with the bundled demo model, explain every predicted tumour class (--method), "
-            "write the segmentation and the relevance maps as NIfTI to --out, then open napari on the "
+            "write the segmentation and the relevance maps as NIfTI to --out and a one-page case report "
+            "(<out>/report/report.html and .png, with TracIn evidence), then open napari on the "
             "case with the segmentation and the relevance over it. With --headless, or when there is "
             "no display, the viewer is shown only long enough to save a picture of it "
             "(<out>/demo_viewer.png); napari needs an X server for that, e.g. run under "
@@ -45,14 +46,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--screenshot", type=Path, default=None, metavar="PATH",
         help="also copy the viewer picture to PATH (a .png), e.g. docs/screenshot.png",
     )
-    parser.add_argument(
-        "--model", type=Path, default=None, metavar="CARD",
-        help="model card (YAML) to segment with; default: the bundled demo model",
-    )
+    add_model_options(parser)
     parser.add_argument(
         "--method", default=DEMO_METHOD, metavar="M",
         help=f"relevance method of the registry (see 'segxai explain --help'), or 'none' to skip "
              f"explaining; default: {DEMO_METHOD}",
+    )
+    parser.add_argument(
+        "--no-influence", action="store_true",
+        help="leave the TracIn training evidence out of the case report (<out>/report/report.html)",
     )
     parser.add_argument(
         "--device", default=None, choices=["auto", "cpu", "cuda", "mps"],
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     """Segment the demo case, write the result, then show it (or save a picture of the viewer)."""
     from ..core.attribution import available_methods
     from ..core.case import load_case, save_nifti
-    from ..core.model_card import build_network, default_model_card, load_model_card
+    from ..core.model_card import build_network
     from ..core.segment import pick_device, segment
     from ..core.synth import demo_case_path
     from .segment import output_paths
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--screenshot must name a .png file, not {args.screenshot}.")
     if args.method != "none" and args.method not in available_methods():
         raise UserError(f"Unknown method {args.method!r}; choose one of {', '.join(available_methods())} or none.")
-    card = default_model_card() if args.model is None else load_model_card(args.model)
+    card = load_card(args)
     out = output_folder(args.out)
     print("Preparing the demo case (the first run builds it; later runs reuse it)…", flush=True)
     case_folder = demo_case_path()
@@ -100,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
     relevance = None
     if args.method != "none":
         relevance = explain_predicted(case, card, result, args.method, network, device, out)
+    if relevance is not None:
+        write_case_report(case, card, result, relevance, network, device, out / "report",
+                          influence=not args.no_influence)
 
     headless = args.headless or not has_display()
     if headless and not has_display():
@@ -140,6 +145,19 @@ def explain_predicted(case, card, segmentation, method: str, network, device, ou
         print(f"  {line}")
     print(f"Relevance maps: {out} ({len(written) - 1} files)")
     return relevance
+
+
+def write_case_report(case, card, segmentation, relevance, network, device, out: Path, *, influence: bool) -> None:
+    """The one-page case report (HTML + PNG) from the demo's segmentation and relevance; say where it is."""
+    from ..core.report import build_report, write_report
+
+    with TerminalProgress(f"case report on {case.name}") as bar:
+        report = build_report(case, card, method=relevance.method, influence=influence, device=str(device),
+                              network=network, segmentation=segmentation, relevance=relevance, progress=bar)
+    written = write_report(report, output_folder(out))
+    if report.influence is None:
+        print(f"Case report without training evidence: {report.influence_note}")
+    print(f"Case report: {written['html']} (and {written['png'].name} beside it)")
 
 
 def modality_shares(relevance) -> list[str]:

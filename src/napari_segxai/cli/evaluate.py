@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from ..core.files import atomic_path, write_text
-from ._common import TerminalProgress, UserError, output_folder
+from ._common import TerminalProgress, UserError, add_model_options, load_card, output_folder
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -19,7 +19,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "whole tumour (labels 1, 2, 4), tumour core (1, 4) and enhancing tumour (4), mean and SD, raw and "
         "after keeping the largest connected component. --real adds case folders scored against a reference label.",
     )
-    parser.add_argument("--model", type=Path, default=None, metavar="CARD", help="model card (YAML); default: the bundled demo model")
+    add_model_options(parser)
     parser.add_argument("--count", type=int, default=20, help="number of held-out generated cases (default 20; 0 for none)")
     parser.add_argument("--seed-start", type=int, default=None, help="first held-out seed (default 900000)")
     parser.add_argument("--size", choices=["full", "toy"], default="full", help="generated case size (default full)")
@@ -50,7 +50,7 @@ def _reference(folder: Path, stem: str):
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print a table, write results.json and results.csv."""
     from ..core.case import load_case
-    from ..core.model_card import build_network, default_model_card, load_model_card
+    from ..core.model_card import build_network
     from ..core.segment import pick_device
     from ..core.train import HELD_OUT_SEED_START, evaluate_case, evaluate_generated, summarize
 
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     for folder in args.real:
         if not folder.is_dir():
             raise UserError(f"--real {folder} is not a folder; give case folders.")
-    card = load_model_card(args.model) if args.model else default_model_card()
+    card = load_card(args)
     device = str(pick_device(None if args.device in (None, "auto") else args.device))
     network = build_network(card, device)
     out = output_folder(args.out)

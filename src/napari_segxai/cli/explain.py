@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..core.files import write_text
-from ._common import TerminalProgress, UserError, add_case_options, output_folder
+from ._common import TerminalProgress, UserError, add_case_options, load_card, output_folder
 
 DESCRIPTION = """\
 Segment a case with a model card's network and explain it: for each chosen class, which voxels
@@ -87,11 +87,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE",
         help="a method parameter, e.g. --param steps=64 --param baseline=blurred (repeatable)",
-    )
-    parser.add_argument(
-        "--trust-model", action="store_true",
-        help="allow full unpickling of a .pt/.pth weights file (this runs code from the file: "
-             "use only for files from a source you trust); same as 'trusted: true' in the card",
     )
     return parser
 
@@ -276,16 +271,12 @@ def write_relevance(result, case_name: str, out: str | Path, *, protected: Seque
 
 def run(args: argparse.Namespace) -> int:
     """Load the case and the card, segment and explain, write one NIfTI per class and a JSON record."""
-    import dataclasses
-
     from ..core.attribution import explain_case, get_method
     from ..core.case import load_case
-    from ..core.model_card import build_network, default_model_card, load_model_card
+    from ..core.model_card import build_network
     from ..core.segment import channel_indices, pick_device
 
-    card = default_model_card() if args.model is None else load_model_card(args.model)
-    if args.trust_model and not card.trusted:
-        card = dataclasses.replace(card, trusted=True)
+    card = load_card(args)
     params = parse_parameters(args.method, args.param)
     method = get_method(args.method, **params)
     target = parse_target(args.target, args.confident)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from ._common import TerminalProgress, UserError, add_case_options, output_folder
+from ._common import TerminalProgress, UserError, add_case_options, load_card, output_folder
 
 DESCRIPTION = """\
 Which training cases taught the model to draw this case's classes? Segments the case, splits it
@@ -68,11 +68,10 @@ def query(args: argparse.Namespace):
     """Load the case and the card and run the TracIn query the options ask for; returns (case, card, result)."""
     from ..core.case import load_case
     from ..core.influence import influence, training_record
-    from ..core.model_card import default_model_card, load_model_card
 
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be 1 or more, got {args.workers}.")
-    card = default_model_card() if args.model is None else load_model_card(args.model)
+    card = load_card(args)
     training_record(card)  # a model without checkpoints is reported before any work
     case = load_case(args.case)
     device = None if args.device in (None, "auto") else args.device

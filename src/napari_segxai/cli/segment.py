@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import TerminalProgress, UserError, add_case_options, output_folder
+from ._common import TerminalProgress, UserError, add_case_options, load_card, output_folder
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -20,11 +20,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     add_case_options(parser)
-    parser.add_argument(
-        "--trust-model", action="store_true",
-        help="allow full unpickling of a .pt/.pth weights file (this runs code from the file: "
-             "use only for files from a source you trust); same as 'trusted: true' in the card",
-    )
     return parser
 
 
@@ -35,24 +30,19 @@ def output_paths(case_name: str, out: Path) -> tuple[Path, Path]:
 
 def run(args: argparse.Namespace) -> int:
     """Load the case and the card, segment, write the two NIfTI files and say where."""
-    import dataclasses
-
     import numpy as np
 
     from ..core.case import load_case, save_nifti
-    from ..core.model_card import build_network, default_model_card, load_model_card
+    from ..core.model_card import build_network
     from ..core.segment import channel_indices, pick_device, segment
 
-    card = default_model_card() if args.model is None else load_model_card(args.model)
-    if args.trust_model and not card.trusted:
-        card = dataclasses.replace(card, trusted=True)
+    folder = Path(args.case).expanduser().resolve()
+    if folder.is_dir() and Path(args.out).expanduser().resolve() == folder:
+        raise UserError(f"--out {args.out} is the case's own folder, where {output_paths(folder.name, folder)[0].name} "
+                        "would be read as the case's reference label next time; choose another --out folder.")
+    card = load_card(args)
     case = load_case(args.case)
     labels_path, prob_path = output_paths(case.name, Path(args.out))
-    protected = {Path(p).resolve() for p in case.source_paths}
-    for path in (labels_path, prob_path):
-        if path.resolve() in protected:
-            raise UserError(f"Refusing to overwrite {path}: the case was loaded from it; choose another --out folder.")
-
     channel_indices(case, card)  # a missing modality is reported before any work starts
     output_folder(args.out)
     device = pick_device(None if args.device in (None, "auto") else args.device)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..core.files import write_text
-from ._common import TerminalProgress, UserError, add_case_options, output_folder
+from ._common import TerminalProgress, UserError, add_case_options, load_card, output_folder
 
 DESCRIPTION = """\
 Measure how far the relevance maps of a case's segmentation deserve trust, for one or more
@@ -48,6 +48,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="comma-separated attribution methods (see `segxai explain --help`); "
              "default: saliency,gradient_x_input,integrated_gradients",
     )
+    add_measure_options(parser)
+    parser.add_argument(
+        "--ground-truth", action="store_true",
+        help="also run the ground-truth benchmark (the case must be a generated case folder with ground_truth.json)",
+    )
+    return parser
+
+
+def add_measure_options(parser: argparse.ArgumentParser) -> None:
+    """The options that choose and tune the trust measures (``segxai trust`` and ``segxai evaluate --methods``)."""
     parser.add_argument(
         "--param", action="append", default=[], metavar="METHOD:KEY=VALUE",
         help="a method parameter, e.g. --param integrated_gradients:steps=16 (repeatable)",
@@ -60,10 +70,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--checks", default="sanity,metrics", metavar="LIST",
         help="which measures to run: sanity, metrics, data (default: sanity,metrics; data trains two small "
              "twins of the model, minutes on a CPU)",
-    )
-    parser.add_argument(
-        "--ground-truth", action="store_true",
-        help="also run the ground-truth benchmark (the case must be a generated case folder with ground_truth.json)",
     )
     parser.add_argument(
         "--modes", default="cascading,independent", metavar="LIST",
@@ -101,7 +107,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="allow full unpickling of a .pt/.pth weights file (this runs code from the file: use only for "
              "files from a source you trust); same as 'trusted: true' in the card",
     )
-    return parser
 
 
 def parse_list(text: str, allowed: Sequence[str], option: str) -> list[str]:
@@ -131,28 +136,46 @@ def build_methods(names: str, params: Sequence[str]) -> list:
     return [get_method(name, **parse_parameters(name, per_method[name])) for name in chosen]
 
 
-def run(args: argparse.Namespace) -> int:
-    """Build the case's problem, run the chosen measures, write tables, plots and a JSON record."""
+def measure_settings(args: argparse.Namespace):
+    """The trust measures and their settings from the options of :func:`add_measure_options`."""
+    from ..core.trust import CHECKS, METRICS, MODES, TrustSettings
+
+    checks = parse_list(args.checks, CHECKS, "--checks")
+    if "data" in checks and (args.data_steps < 1 or args.data_cases < 2):
+        raise UserError("--data-steps must be at least 1 and --data-cases at least 2.")
+    if args.max_steps < 1:
+        raise UserError(f"--max-steps must be at least 1, got {args.max_steps}.")
+    return TrustSettings(
+        checks=tuple(checks), modes=tuple(parse_list(args.modes, MODES, "--modes")), max_steps=args.max_steps,
+        metrics=tuple(parse_list(args.metrics, METRICS, "--metrics")), baseline=args.baseline, subset=args.subset,
+        n_subsets=args.subsets, deletion_steps=args.deletion_steps, noise_samples=args.noise_samples,
+        noise_radius=args.noise_radius, data_steps=args.data_steps, data_cases=args.data_cases, seed=args.seed,
+    )
+
+
+def load_card(args: argparse.Namespace):
+    """The --model card (default: the bundled demo model), trusted for full unpickling with --trust-model."""
     import dataclasses
 
-    from ..core.case import load_case
     from ..core.model_card import default_model_card, load_model_card
-    from ..core.segment import channel_indices
-    from ..core.trust import METRICS, MODES, case_problem, ground_truth_benchmark, quality_metrics, randomisation_test
-    from ..core.trust.tables import format_table
-    from .explain import parse_classes
 
     card = default_model_card() if args.model is None else load_model_card(args.model)
     if args.trust_model and not card.trusted:
         card = dataclasses.replace(card, trusted=True)
+    return card
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the case's problem, run the chosen measures, write tables, plots and a JSON record."""
+    from ..core.case import load_case
+    from ..core.segment import channel_indices
+    from ..core.trust import assess_case
+    from ..core.trust.tables import format_table, write_csv
+    from .explain import parse_classes
+
+    card = load_card(args)
     methods = build_methods(args.methods, args.param)
-    checks = parse_list(args.checks, ("sanity", "metrics", "data"), "--checks")
-    if "data" in checks and (args.data_steps < 1 or args.data_cases < 2):
-        raise UserError("--data-steps must be at least 1 and --data-cases at least 2.")
-    modes = parse_list(args.modes, MODES, "--modes")
-    metrics = parse_list(args.metrics, METRICS, "--metrics")
-    if args.max_steps < 1:
-        raise UserError(f"--max-steps must be at least 1, got {args.max_steps}.")
+    settings = measure_settings(args)
     signature = None
     if args.ground_truth:
         from ..core.synth import read_ground_truth
@@ -167,35 +190,29 @@ def run(args: argparse.Namespace) -> int:
     out = output_folder(args.out)
     classes = parse_classes(args.classes, card)
     start = time.perf_counter()
-    with TerminalProgress(f"segmenting {case.name}") as bar:
-        problem = case_problem(case, card, classes=classes, device=None if args.device in (None, "auto") else args.device,
-                               margin=args.margin, progress=bar)
+    with TerminalProgress(f"measuring {case.name}") as bar:
+        trust = assess_case(case, card, methods, settings=settings, classes=classes,
+                            device=None if args.device in (None, "auto") else args.device, margin=args.margin,
+                            ground_truth=args.ground_truth, signature=signature, progress=bar)
+    problem = trust.problem
     record: dict[str, Any] = {
         "case": case.name, "case_files": [str(p) for p in case.source_paths], "model_card": str(card.path),
         "model": card.name, "methods": {m.name: {k: _plain(v) for k, v in m.params.items()} for m in methods},
         "classes": list(problem.class_names), "crop_shape": list(problem.spatial_shape),
         "target": problem.target.describe(), "seed": args.seed, "files": {},
     }
-    if "sanity" in checks:
-        with TerminalProgress("randomising the model") as bar:
-            sanity = randomisation_test(problem, methods, modes=modes, max_steps=args.max_steps, seed=args.seed,
-                                        progress=bar)
+    if trust.sanity is not None:
+        sanity = trust.sanity
         record["files"]["sanity"] = str(sanity.to_csv(out / "sanity.csv"))
         verdicts = sanity.verdicts()
-        from ..core.trust.tables import write_csv
-
         record["files"]["sanity_verdicts"] = str(write_csv(verdicts, out / "sanity_verdicts.csv"))
         record["files"]["sanity_plot"] = str(sanity.plot(out / "sanity.png"))
         record["layers"] = list(sanity.layers)
         record["sanity_seconds"] = round(sanity.seconds, 2)
         print(f"Model parameter randomisation ({len(sanity.layers)} layers; similarity once all are randomised):")
         print(format_table(verdicts))
-    if "metrics" in checks:
-        with TerminalProgress("measuring quality") as bar:
-            quality = quality_metrics(problem, methods, metrics=metrics, baseline=args.baseline, subset=args.subset,
-                                      n_subsets=args.subsets, deletion_steps=args.deletion_steps,
-                                      noise_samples=args.noise_samples, noise_radius=args.noise_radius,
-                                      seed=args.seed, progress=bar)
+    if trust.quality is not None:
+        quality = trust.quality
         record["files"]["metrics"] = str(quality.to_csv(out / "metrics.csv"))
         if quality.curves:
             record["files"]["deletion_plot"] = str(quality.plot_deletion(out / "deletion.png"))
@@ -203,21 +220,15 @@ def run(args: argparse.Namespace) -> int:
         print("Quality metrics:")
         print(format_table(quality.rows, ["method", "class_name", "faithfulness", "deletion_auc", "deletion_auc_random",
                                           "max_sensitivity", "above_threshold", "entropy_normalised", "seconds_explain"]))
-    if "data" in checks:
-        from ..core.trust import data_randomisation_test
-
-        with TerminalProgress("training twins on true and permuted labels") as bar:
-            data = data_randomisation_test(problem, methods, card, cases=args.data_cases, steps=args.data_steps,
-                                           seed=args.seed, progress=bar)
+    if trust.data is not None:
+        data = trust.data
         record["files"]["data_randomisation"] = str(data.to_csv(out / "data_randomisation.csv"))
         record["data_randomisation"] = {"final_loss": data.final_loss, **data.settings, "seconds": round(data.seconds, 2)}
         print("Data randomisation (similarity of maps between the model and its twins):")
         print(format_table(data.rows))
-    if args.ground_truth:
-        with TerminalProgress("ground-truth benchmark") as bar:
-            truth = ground_truth_benchmark(problem, methods, signature=signature, seed=args.seed, progress=bar)
-        paths = truth.to_csv(out)
-        record["files"]["groundtruth"] = [str(p) for p in paths]
+    if trust.truth is not None:
+        truth = trust.truth
+        record["files"]["groundtruth"] = [str(p) for p in truth.to_csv(out)]
         print("Explanation precision (top-k voxels inside the true lesion, k = lesion size):")
         print(format_table(truth.precision))
         if truth.modality:
