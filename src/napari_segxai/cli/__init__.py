@@ -41,6 +41,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"segxai {args.command}: interrupted.", file=sys.stderr)
         return 130
+    except Exception as err:
+        what = out_of_memory(err)
+        if what is None:
+            raise  # a programming error keeps its traceback
+        print(f"segxai {args.command}: error: {what}", file=sys.stderr)
+        return 1
+
+
+def out_of_memory(err: BaseException) -> Optional[str]:
+    """One sentence for a MemoryError or a torch out-of-memory error (what ran out, what to try); None otherwise."""
+    torch = sys.modules.get("torch")  # only a command that imported torch can run out of GPU memory
+    # torch.cuda.OutOfMemoryError is torch.OutOfMemoryError (torch >= 2.5) and exists in older torch too
+    if torch is not None and isinstance(err, torch.cuda.OutOfMemoryError):
+        return ("the GPU ran out of memory; give the model card smaller windows (inference: roi_size) or a "
+                "smaller sw_batch_size, or run on the CPU with --device cpu.")
+    if isinstance(err, MemoryError):
+        return ("the computer ran out of memory (RAM); give the model card smaller windows (inference: roi_size) "
+                "or a smaller sw_batch_size, or close other programs.")
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover
