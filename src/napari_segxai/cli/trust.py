@@ -102,11 +102,6 @@ def add_measure_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--margin", type=int, default=None, metavar="VOXELS",
                         help="crop margin around the predicted regions on the model's grid; default half a window")
     parser.add_argument("--seed", type=int, default=0, help="seed of randomisation, subsets, noise (default 0)")
-    parser.add_argument(
-        "--trust-model", action="store_true",
-        help="allow full unpickling of a .pt/.pth weights file (this runs code from the file: use only for "
-             "files from a source you trust); same as 'trusted: true' in the card",
-    )
 
 
 def parse_list(text: str, allowed: Sequence[str], option: str) -> list[str]:
@@ -151,18 +146,6 @@ def measure_settings(args: argparse.Namespace):
         n_subsets=args.subsets, deletion_steps=args.deletion_steps, noise_samples=args.noise_samples,
         noise_radius=args.noise_radius, data_steps=args.data_steps, data_cases=args.data_cases, seed=args.seed,
     )
-
-
-def load_card(args: argparse.Namespace):
-    """The --model card (default: the bundled demo model), trusted for full unpickling with --trust-model."""
-    import dataclasses
-
-    from ..core.model_card import default_model_card, load_model_card
-
-    card = default_model_card() if args.model is None else load_model_card(args.model)
-    if args.trust_model and not card.trusted:
-        card = dataclasses.replace(card, trusted=True)
-    return card
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,12 +4,14 @@
 - :mod:`.datarandom`: data randomisation (twins trained on true and permuted labels of generated cases);
 - :mod:`.metrics`: faithfulness correlation, deletion curve, max-sensitivity, complexity, efficiency;
 - :mod:`.groundtruth`: explanation precision and modality shares on generated cases, next to edge-filter and random-weights baselines;
-- :mod:`.similarity`: Spearman, SSIM (any dims) and top-k overlap of maps.
+- :mod:`.similarity`: Spearman, SSIM (any dims) and top-k overlap of maps;
+- :mod:`.assess`: every chosen measure of one case in one call, and per-case rows summed up over cases.
 
 Everything works on a :class:`Problem`: a network, one input and the segmentation target it explains
 (:func:`case_problem` builds it from a case and a model card).
 """
 
+from .assess import CHECKS, CaseQualityRow, CaseTrust, TrustSettings, assess_case, assess_problem, quality_rows, quality_summary
 from .datarandom import DataRandomisationResult, DataRandomisationRow, data_randomisation_test
 from .groundtruth import EDGE_FILTERS, GroundTruthResult, ModalityRow, PrecisionRow, edge_relevance, explanation_precision, ground_truth_benchmark, modality_shares
 from .metrics import METRICS, DeletionCurve, QualityResult, QualityRow, complexity, deletion_curve, faithfulness_correlation, max_sensitivity, quality_metrics
@@ -18,6 +20,8 @@ from .randomisation import MODES, RandomisationResult, SimilarityRow, VerdictRow
 from .similarity import abs_spearman, map_ssim, spearman, ssim, top_k_overlap
 
 __all__ = [
+    "CHECKS", "CaseQualityRow", "CaseTrust", "TrustSettings", "assess_case", "assess_problem", "quality_rows",
+    "quality_summary",
     "DataRandomisationResult", "DataRandomisationRow", "data_randomisation_test",
     "EDGE_FILTERS", "GroundTruthResult", "ModalityRow", "PrecisionRow", "edge_relevance", "explanation_precision",
     "ground_truth_benchmark", "modality_shares",

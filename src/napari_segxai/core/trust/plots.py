@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -12,6 +12,7 @@ from ..files import atomic_path
 if TYPE_CHECKING:
     from .metrics import QualityResult
     from .randomisation import RandomisationResult
+    from .tables import SummaryRow
 
 MEASURES = {"spearman": "Spearman rank correlation of |relevance|", "ssim": "SSIM of |relevance|",
             "top_k": "top-k voxel overlap"}
@@ -78,6 +79,39 @@ def deletion_plot(result: "QualityResult", path: str | Path) -> Path:
         ax.set_xlabel("share of voxels removed (most relevant first)")
         ax.set_ylabel("target output (1 = intact, 0 = all removed)", fontsize=8)
     axes[-1].legend(fontsize=7)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def summary_plot(summary: "Sequence[SummaryRow]", path: str | Path, *, title: str = "") -> Path:
+    """One panel per measure: a bar per group (method) at its mean, the sample SD as error bar; measures never measured left out."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    measures = list(dict.fromkeys(r.measure for r in summary if r.n))
+    if not measures:
+        raise ValueError("There is no measured value to plot; run at least one measure on at least one case.")
+    groups = list(dict.fromkeys(r.group for r in summary))
+    by_key = {(r.measure, r.group): r for r in summary}
+    columns = min(4, len(measures))
+    rows = -(-len(measures) // columns)
+    figure = Figure(figsize=(3.3 * columns, 2.6 * rows + 0.6), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False).ravel())
+    colours = [f"C{i % 10}" for i in range(len(groups))]
+    for ax, measure in zip(axes, measures):
+        shown = [i for i, g in enumerate(groups) if (measure, g) in by_key and by_key[(measure, g)].n]
+        means = [by_key[(measure, groups[i])].mean for i in shown]
+        sds = np.nan_to_num([by_key[(measure, groups[i])].sd for i in shown])   # one value: no spread to draw
+        ax.bar(shown, means, yerr=sds, color=[colours[i] for i in shown], capsize=3)
+        ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right", fontsize=7)
+        ax.set_title(measure.replace("_", " "), fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.axhline(0.0, color="0.5", linewidth=0.6)
+    for ax in axes[len(measures):]:
+        ax.set_visible(False)
+    if title:
+        figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     return _save(figure, path)
 

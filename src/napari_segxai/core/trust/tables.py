@@ -72,6 +72,22 @@ def summarise(rows: Sequence[Any], by: Sequence[str], measures: Sequence[str]) -
     return out
 
 
+def summary_table(summary: Sequence[SummaryRow]) -> str:
+    """Summary rows as a plain-text table: a row per measure, a column per group, cells "mean ± sd (n)"; measures never measured left out."""
+    if not summary:
+        return "(no rows)"
+    groups = list(dict.fromkeys(r.group for r in summary))
+    cells: dict[str, dict[str, str]] = {}
+    for r in summary:
+        if r.n:
+            text = _cell(r.mean) if r.n == 1 else f"{_cell(r.mean)} ± {_cell(r.sd)}"
+            cells.setdefault(r.measure, {})[r.group] = f"{text} ({r.n})"
+    header = ["measure", *groups]
+    lines = [[m, *(cells[m].get(g, "-") for g in groups)] for m in dict.fromkeys(r.measure for r in summary) if m in cells]
+    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [header, *lines])
+
+
 def _cell(value: Any) -> str:
     """A value as table text: floats with four significant digits, nan as 'nan'."""
     if isinstance(value, float):

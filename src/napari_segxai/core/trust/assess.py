@@ -1,0 +1,218 @@
+"""Every trust measure of one case in one call, and the per-case rows that sum its numbers up over many cases.
+
+:func:`assess_case` segments a case, crops its problem and runs the chosen measures (model
+parameter randomisation, quality metrics, data randomisation, ground truth) with one progress
+scale; ``segxai trust`` runs it on one case, ``segxai evaluate --methods`` on many.
+:func:`quality_rows` flattens one case's results into one :class:`CaseQualityRow` per method
+and class; :func:`quality_summary` gives the mean and spread of every measure per method over
+the rows of many cases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+import torch
+
+from .. import progress as _progress
+from ..attribution import AttributionMethod
+from .datarandom import DataRandomisationResult, data_randomisation_test
+from .groundtruth import EDGES, RANDOM, TRAINED, GroundTruthResult, ground_truth_benchmark
+from .metrics import METRICS, QualityResult, quality_metrics
+from .problem import Problem, case_problem, method_label, stages
+from .randomisation import MODES, RandomisationResult, randomisation_test
+from .tables import SummaryRow, summarise
+
+if TYPE_CHECKING:
+    from ..case import Case
+    from ..model_card import ModelCard
+
+CHECKS = ("sanity", "metrics", "data")
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class TrustSettings:
+    """Which measures run on a case and with what settings (the defaults are ``segxai trust``'s)."""
+
+    checks: tuple[str, ...] = ("sanity", "metrics")   # of CHECKS; ground truth is asked for separately
+    modes: tuple[str, ...] = MODES
+    max_steps: int | None = 8
+    metrics: tuple[str, ...] = METRICS
+    baseline: str = "zeros"
+    subset: float = 0.1
+    n_subsets: int = 32
+    deletion_steps: int = 20
+    noise_samples: int = 8
+    noise_radius: float = 0.05
+    data_steps: int = 100
+    data_cases: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.checks if c not in CHECKS]
+        if unknown:
+            raise ValueError(f"Unknown trust check {unknown[0]!r}; choose from {', '.join(CHECKS)}.")
+
+
+@dataclass(frozen=True, eq=False)
+class CaseTrust:
+    """The measures run on one case (None for one not run), the problem they measured, the methods and the seconds."""
+
+    problem: Problem
+    methods: tuple[str, ...]
+    sanity: RandomisationResult | None
+    quality: QualityResult | None
+    data: DataRandomisationResult | None
+    truth: GroundTruthResult | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CaseQualityRow:
+    """Every trust number of one method's map of one class on one case (nan: not measured); a row of the over-cases table."""
+
+    case: str
+    method: str                       # an attribution method, or an edge filter (ground-truth baseline: precision only)
+    class_name: str
+    randomisation_spearman: float     # cascading, every layer randomised: Spearman of |relevance| with the trained map
+    randomisation_ssim: float
+    randomisation_top_k: float
+    randomisation_passes: float       # 1 passes, 0 fails (Spearman below 0.5); its mean is the share passing
+    faithfulness: float
+    deletion_auc: float
+    deletion_auc_random: float
+    max_sensitivity: float
+    above_threshold: float
+    entropy_normalised: float
+    seconds_explain: float
+    data_spearman: float              # Spearman of |relevance| of the true-label and the permuted-label twin
+    precision: float                  # ground truth: top-k voxels inside the true region of the class
+    precision_random_weights: float   # the same method on the network with every layer re-initialised
+    tumour_precision: float
+    carrier_share: float              # share of the relevance on the modality that carries the class
+    modality_agrees: float            # 1 when the top modality is the carrier, else 0
+
+
+MEASURES = tuple(f.name for f in dataclasses.fields(CaseQualityRow))[3:]
+"""The numeric fields of :class:`CaseQualityRow`, in table order."""
+
+
+def _stage_weights(settings: TrustSettings, ground_truth: bool) -> list[float]:
+    """Rough cost of each measure in explanations, for one progress scale (sanity, metrics, data, ground truth)."""
+    steps = settings.max_steps or 8
+    return [
+        len(settings.modes) * steps + 1 if "sanity" in settings.checks else 0,
+        2 + (settings.noise_samples if "sensitivity" in settings.metrics else 0) if "metrics" in settings.checks else 0,
+        settings.data_steps / 10 + 3 if "data" in settings.checks else 0,
+        2 if ground_truth else 0,
+    ]
+
+
+def assess_problem(
+    problem: Problem,
+    methods: Sequence[str | AttributionMethod],
+    *,
+    settings: TrustSettings = TrustSettings(),
+    card: "ModelCard | None" = None,
+    ground_truth: bool = False,
+    signature: Mapping[str, Mapping[str, float]] | None = None,
+    progress: _progress.ProgressFn | None = None,
+    should_cancel: _progress.CancelFn | None = None,
+) -> CaseTrust:
+    """Run the chosen measures on a problem; ``card`` is needed for data randomisation, the true label for ground truth."""
+    if not methods:
+        raise ValueError("No attribution method to measure; give one or more methods.")
+    if "data" in settings.checks and card is None:
+        raise ValueError("Data randomisation trains twins of the model's architecture; pass its model card.")
+    if ground_truth and problem.label is None:
+        raise ValueError(f"{problem.name} has no true label; the ground-truth benchmark needs a generated case.")
+    start = time.perf_counter()
+    sanity_part, metrics_part, data_part, truth_part = stages(progress, _stage_weights(settings, ground_truth))
+    s = settings
+    sanity = quality = data = truth = None
+    if "sanity" in s.checks:
+        sanity = randomisation_test(problem, methods, modes=s.modes, max_steps=s.max_steps, seed=s.seed,
+                                    progress=sanity_part, should_cancel=should_cancel)
+    if "metrics" in s.checks:
+        quality = quality_metrics(problem, methods, metrics=s.metrics, baseline=s.baseline, subset=s.subset,
+                                  n_subsets=s.n_subsets, deletion_steps=s.deletion_steps,
+                                  noise_samples=s.noise_samples, noise_radius=s.noise_radius, seed=s.seed,
+                                  progress=metrics_part, should_cancel=should_cancel)
+    if "data" in s.checks:
+        data = data_randomisation_test(problem, methods, card, cases=s.data_cases, steps=s.data_steps, seed=s.seed,
+                                       progress=data_part, should_cancel=should_cancel)
+    if ground_truth:
+        truth = ground_truth_benchmark(problem, methods, signature=signature, seed=s.seed, progress=truth_part,
+                                       should_cancel=should_cancel)
+    if progress is not None:
+        progress(1000, 1000)
+    return CaseTrust(problem, tuple(method_label(m) for m in methods), sanity, quality, data, truth,
+                     time.perf_counter() - start)
+
+
+def assess_case(
+    case: "Case",
+    card: "ModelCard",
+    methods: Sequence[str | AttributionMethod],
+    *,
+    settings: TrustSettings = TrustSettings(),
+    classes: Sequence[int | str] | int | str | None = None,
+    network: torch.nn.Module | None = None,
+    device: str | torch.device | None = None,
+    margin: int | None = None,
+    ground_truth: bool = False,
+    signature: Mapping[str, Mapping[str, float]] | None = None,
+    progress: _progress.ProgressFn | None = None,
+    should_cancel: _progress.CancelFn | None = None,
+) -> CaseTrust:
+    """Segment a case with the card's model, crop its predicted-region problem and run the chosen measures on it."""
+    segment_part, measure_part = stages(progress, (1, sum(_stage_weights(settings, ground_truth))))
+    problem = case_problem(case, card, classes=classes, network=network, device=device, margin=margin,
+                           progress=segment_part, should_cancel=should_cancel)
+    return assess_problem(problem, methods, settings=settings, card=card, ground_truth=ground_truth,
+                          signature=signature, progress=measure_part, should_cancel=should_cancel)
+
+
+def quality_rows(trust: CaseTrust, case: str | None = None) -> tuple[CaseQualityRow, ...]:
+    """One row per method and class of one case's measures (``case`` names it; default the problem's name)."""
+    name = trust.problem.name if case is None else case
+    verdicts = {(v.method, v.class_name): v for v in trust.sanity.verdicts()} if trust.sanity else {}
+    quality = {(r.method, r.class_name): r for r in trust.quality.rows} if trust.quality else {}
+    data = {(r.method, r.class_name): r for r in trust.data.rows
+            if (r.first, r.second) == ("true labels", "permuted labels")} if trust.data else {}
+    precision = {(r.method, r.model, r.class_name): r for r in trust.truth.precision} if trust.truth else {}
+    modality = {(r.method, r.model, r.class_name): r for r in trust.truth.modality} if trust.truth else {}
+    rows = []
+    for method in trust.methods:
+        for class_name in trust.problem.class_names:
+            v = verdicts.get((method, class_name))
+            q = quality.get((method, class_name))
+            d = data.get((method, class_name))
+            p = precision.get((method, TRAINED, class_name))
+            r = precision.get((method, RANDOM, class_name))
+            m = modality.get((method, TRAINED, class_name))
+            rows.append(CaseQualityRow(
+                name, method, class_name,
+                v.spearman if v else NAN, v.ssim if v else NAN, v.top_k if v else NAN, float(v.passes) if v else NAN,
+                q.faithfulness if q else NAN, q.deletion_auc if q else NAN, q.deletion_auc_random if q else NAN,
+                q.max_sensitivity if q else NAN, q.above_threshold if q else NAN, q.entropy_normalised if q else NAN,
+                q.seconds_explain if q else NAN,
+                d.spearman if d else NAN,
+                p.precision if p else NAN, r.precision if r else NAN, p.tumour_precision if p else NAN,
+                m.carrier_share if m else NAN, float(m.agrees) if m else NAN,
+            ))
+    edges = [p for p in (trust.truth.precision if trust.truth else ()) if p.model == EDGES]
+    for p in edges:
+        values = dict.fromkeys(MEASURES, NAN)
+        values.update(precision=p.precision, tumour_precision=p.tumour_precision)
+        rows.append(CaseQualityRow(name, p.method, p.class_name, **values))
+    return tuple(rows)
+
+
+def quality_summary(rows: Sequence[CaseQualityRow]) -> list[SummaryRow]:
+    """Mean, sample SD and count of every measure per method, over the cases and classes of ``rows`` (nan left out)."""
+    return summarise(rows, ("method",), MEASURES)
