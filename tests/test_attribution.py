@@ -265,10 +265,13 @@ def test_batch_size_follows_the_memory_cap(monkeypatch):
     assert base.samples_per_batch(net, x, 10, requested=3) == 3
     assert base.samples_per_batch(net, x, 10, requested=30) == 10
     assert 1 <= base.samples_per_batch(net, x, 10) <= 10
-    per_sample = base.activation_bytes(net, x)
-    monkeypatch.setattr(base, "CPU_BATCH_CAP", 3 * per_sample * 4 + 1)
+    activations = base.activation_bytes(net, x)
+    monkeypatch.setattr(base, "CPU_BATCH_CAP", activations + 4 * 2 * activations + 1)
     assert base.samples_per_batch(net, x, 10) == 4
-    assert base.samples_per_batch(net, x, 10, with_gradients=False) == 10
+    assert base.samples_per_batch(net, x, 10, with_gradients=False) == 9
+    maps = 3 * x.numel() * x.element_size()
+    monkeypatch.setattr(base, "CPU_BATCH_CAP", activations + 2 * (2 * activations + maps) + 1)
+    assert base.samples_per_batch(net, x, 10, maps_per_sample=3) == 2
     monkeypatch.setattr(base, "CPU_BATCH_CAP", 1)
     assert base.samples_per_batch(net, x, 10) == 1
 

@@ -38,6 +38,12 @@ class IntegratedGradients(AttributionMethod):
         "batch_size": Parameter(0, "path points per forward pass; 0 chooses from free memory", minimum=0),
     }
 
+    def points_per_batch(self, network, inputs, target) -> int:
+        """Path points per forward pass: ``batch_size``, else what fits the memory cap."""
+        # per path point: the point, its class gradients and their weighted copies
+        return samples_per_batch(network, inputs, self.params["steps"], self.params["batch_size"],
+                                 maps_per_sample=1 + 2 * len(target.classes))
+
     def _attribute(self, network, inputs, target, progress, should_cancel) -> torch.Tensor:
         steps = self.params["steps"]
         step_sizes_fn, alphas_fn = approximation_parameters(self.params["quadrature"])
@@ -49,7 +55,7 @@ class IntegratedGradients(AttributionMethod):
         alphas = torch.as_tensor(nodes**warp, dtype=inputs.dtype, device=inputs.device)
         baseline = self.baseline_of(inputs)
         delta = inputs - baseline
-        batch = samples_per_batch(network, inputs, steps, self.params["batch_size"])
+        batch = self.points_per_batch(network, inputs, target)
         view = (-1,) + (1,) * (inputs.ndim - 1)
         total = None
         for start in range(0, steps, batch):

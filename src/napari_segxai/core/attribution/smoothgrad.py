@@ -44,7 +44,9 @@ class SmoothGrad(AttributionMethod):
 
     def _attribute(self, network, inputs, target, progress, should_cancel) -> torch.Tensor:
         n = self.params["n_samples"]
-        batch = samples_per_batch(network, inputs, n, self.params["batch_size"])
+        # per noisy copy: its noise, the copy, the base method's class maps and their squares
+        batch = samples_per_batch(network, inputs, n, self.params["batch_size"],
+                                  maps_per_sample=2 + 2 * len(target.classes))
         stdev = self.stdevs(inputs)
         generator = torch.Generator(device=inputs.device).manual_seed(self.params["seed"])
         total = total_sq = None
