@@ -78,10 +78,10 @@ def _case_file(root: Path, name: str, data: bytes) -> Path:
     return path
 
 
-def _absurd_header(path: Path) -> Path:
-    """A NIfTI header declaring 2^15 x 2^15 x 2^15 voxels with almost no data behind it."""
+def _header_only(path: Path, shape=(32767, 32767, 32767)) -> Path:
+    """A NIfTI header declaring ``shape`` float32 voxels with almost no data behind it."""
     header = nib.Nifti1Header()
-    header.set_data_shape((32767, 32767, 32767))
+    header.set_data_shape(shape)
     header.set_data_dtype(np.float32)
     header.set_qform(lps_affine(), code=1)
     header.set_sform(lps_affine(), code=1)
@@ -124,7 +124,10 @@ def build(root: Path) -> list[BadInput]:
     add("not a NIfTI extension", "not a nifti file", case_path=_case_file(root, "scan_flair.png", b"\x89PNG\r\n"))
     add("2D image", "give a 3d or 4d", case_path=save(volume(shape=(12, 12)), root / "cases" / "slice_flair.nii.gz"))
     add("5D image", "give a 3d or 4d", case_path=save(volume(shape=(6, 6, 5, 2, 2)), root / "cases" / "five_d.nii.gz"))
-    add("absurd header dimensions", "header is probably corrupt", case_path=_absurd_header(root / "cases" / "huge_flair.nii.gz"))
+    add("absurd header dimensions", "header is probably corrupt", case_path=_header_only(root / "cases" / "huge_flair.nii.gz"))
+    # 3000^3 float32 is a valid image of 108 GB: it needs about 350 GB to load, more than any test machine has
+    add("valid image too large for memory", "of memory but only",
+        case_path=_header_only(root / "cases" / "large_flair.nii.gz", (3000, 3000, 3000)))
     nan = volume()
     nan[2, 3, 4] = np.nan
     add("NaN voxel", "nan or infinite", case_path=save(nan, root / "cases" / "nan_case" / "nan_case_flair.nii.gz").parent)
@@ -225,7 +228,7 @@ def build(root: Path) -> list[BadInput]:
     bad_card("refuses the case's spacing", "spacing", preprocessing={"spacing_policy": "refuse"})
 
     # ---------------------------------------------------------------- outputs
-    add("output path equal to an input", "refusing to overwrite", out=case)
+    add("output path equal to an input", "own folder", out=case)
     add("output folder is a file", "is a file, not a folder", out=case / f"{case.name}_flair.nii.gz")
     readonly = root / "out" / "read-only"
     readonly.mkdir(parents=True)

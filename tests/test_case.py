@@ -228,8 +228,39 @@ def test_absurd_header_refused_before_allocating(tmp_path):
     hdr.set_data_shape((30000, 30000, 30000))
     raw[:348] = hdr.binaryblock
     path.write_bytes(bytes(raw))
-    with pytest.raises(ValueError, match="more than 2147483648"):
+    with pytest.raises(ValueError, match="header is probably corrupt"):
         load_case(path)
+
+
+def _header_only(tmp_path, shape, dtype=np.float32):
+    """A .nii whose header declares ``shape`` with a few bytes of data behind it."""
+    path = write_nifti(np.zeros((2, 2, 2), dtype), np.eye(4), tmp_path / "big_t1.nii")
+    raw = bytearray(path.read_bytes())
+    hdr = nib.Nifti1Header.from_fileobj(__import__("io").BytesIO(bytes(raw[:348])))
+    hdr.set_data_shape(shape)
+    raw[:348] = hdr.binaryblock
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def test_a_valid_image_too_large_for_memory_is_refused_before_reading(tmp_path, monkeypatch):
+    from napari_segxai.core import memory
+
+    # 2000^3 float32: the 32 GB of voxels, a 8 GB finite mask and the 32 GB float32 copy.
+    path = _header_only(tmp_path, (2000, 2000, 2000))
+    monkeypatch.setattr(memory, "available_ram", lambda: 16 * 10**9)
+    with pytest.raises(ValueError) as refused:
+        load_case(path)
+    message = str(refused.value)
+    print(f"\n{message}")
+    assert message == (
+        f"{path} (2000 x 2000 x 2000 voxels of float32) needs about 72 GB of memory but only 16 GB is "
+        "available; crop or downsample the image first, or use a machine with more memory."
+    )
+    monkeypatch.undo()
+    # Against the memory really free here: 4000^3 float32 (576 GB) fits no test machine.
+    with pytest.raises(ValueError, match=r"needs about 576 GB of memory but only [\d.,]+ GB is available"):
+        load_case(_header_only(tmp_path, (4000, 4000, 4000)))
 
 
 def test_missing_and_non_nifti_paths(tmp_path):

@@ -270,3 +270,14 @@ def test_real_case_segments_on_its_own_grid(realdata, tmp_path):
     result = segment(case, card, device="cpu")
     assert result.labels.shape == case.shape and result.probabilities.shape == (3, *case.shape)
     np.testing.assert_array_equal(result.affine, case.affine)
+
+
+def test_a_case_too_large_for_memory_is_refused_before_any_work(tmp_path):
+    card = threshold_card(tmp_path)
+    # 2 x 2000^3 voxels that take no memory (a broadcast view): segmenting them needs about 320 GB.
+    huge = Case(np.broadcast_to(np.float32(1), (2, 2000, 2000, 2000)), ("t1", "flair"), np.eye(4), name="huge")
+    network = ThresholdNet(2)
+    with pytest.raises(ValueError, match=r"Segmenting case huge \(2000 x 2000 x 2000 voxels, 2 classes\) on cpu "
+                                         r"needs about 320 GB of memory but only [\d.,]+ GB is available"):
+        segment(huge, card, network=network, device="cpu")
+    assert network.windows == 0

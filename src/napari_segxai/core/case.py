@@ -32,8 +32,10 @@ import numpy as np
 
 from . import naming
 from .files import atomic_path
+from .memory import refuse_if_too_large
 
-MAX_VOXELS = 2**31
+#: More voxels than this (4096^3) means a corrupt header; fewer, but more than memory holds, is refused as too large.
+MAX_VOXELS = 2**36
 GRID_TOLERANCE_MM = 1e-3
 
 
@@ -125,8 +127,12 @@ class Case:
 # --------------------------------------------------------------------------- reading
 
 
-def _read_image(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The voxel array (trailing length-1 axes dropped) and affine of one NIfTI file."""
+def _read_image(path: Path, *, float32_copies: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The voxel array (trailing length-1 axes dropped) and affine of one NIfTI file.
+
+    Refused before any voxel is read when the file, plus ``float32_copies`` float32 arrays of its
+    size that the caller will make, would not fit in the memory available now.
+    """
     try:
         img = nib.load(str(path))
     except FileNotFoundError:
@@ -146,6 +152,14 @@ def _read_image(path: Path) -> tuple[np.ndarray, np.ndarray]:
         shape = shape[:3] + shape[4:]
     if len(shape) not in (3, 4):
         raise ValueError(f"{path} is {len(shape)}D with shape {tuple(img.shape)}; give a 3D or 4D NIfTI image.")
+    stored = np.dtype(img.get_data_dtype()).itemsize
+    buffers = 2 if path.name.lower().endswith(".gz") else 1  # gzip: the decompressed bytes, then the array
+    # the stored voxels, the finite-value mask and the caller's float32 copies
+    needed = n_voxels * (buffers * stored + 1 + 4 * float32_copies)
+    refuse_if_too_large(
+        needed, f"{path} ({' x '.join(map(str, shape))} voxels of {img.get_data_dtype()})",
+        "crop or downsample the image first, or use a machine with more memory",
+    )
     try:
         data = np.asanyarray(img.dataobj)
     except (OSError, EOFError, ValueError, zlib.error) as exc:
@@ -251,7 +265,7 @@ def _load_folder(folder: Path) -> Case:
     paths = [by_modality[m] for m in modalities]
     channels = ref_path = ref_affine = None
     for i, p in enumerate(paths):
-        data, affine = _read_image(p)
+        data, affine = _read_image(p, float32_copies=len(paths) if i == 0 else 0)
         if data.ndim != 3:
             raise ValueError(f"{p} is 4D; in a folder, each modality file must be 3D.")
         _check_finite(data, p)
@@ -265,7 +279,7 @@ def _load_folder(folder: Path) -> Case:
     label = scheme = None
     if label_paths:
         lp = label_paths[0]
-        data, affine = _read_image(lp)
+        data, affine = _read_image(lp, float32_copies=0)
         if data.ndim != 3:
             raise ValueError(f"{lp} is 4D; a label volume must be 3D.")
         _check_same_grid(ref_path, channels.shape[1:], ref_affine, lp, data.shape, affine)

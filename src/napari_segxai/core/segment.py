@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .memory import refuse_if_too_large
 from .model_card import ClassInfo, ModelCard, build_network
 from .progress import CancelFn, ProgressFn, step
 
@@ -101,6 +102,39 @@ def pick_device(requested: Union[str, torch.device, None] = None) -> torch.devic
     return device
 
 
+def network_grid(case: Case, card: ModelCard) -> NetworkGrid:
+    """The :class:`NetworkGrid` of ``case`` for ``card`` (from the case's shape and affine; no voxel is read)."""
+    case_shape = case.shape
+    if len(case_shape) != 3:
+        raise ValueError(f"Case {case.name} has {len(case_shape)} spatial axes; segmentation needs a 3D volume.")
+    case_affine = np.asarray(case.affine, dtype=np.float64)
+    ornt = _orientation_transform(case_affine, card.orientation)
+    reoriented_shape = tuple(case_shape[int(i)] for i in np.argsort(ornt[:, 0]))
+    affine = case_affine @ _ornt_affine(ornt, case_shape)
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    shape = _target_shape(case, card, reoriented_shape, spacing)
+    resampled = shape != reoriented_shape
+    if resampled:
+        affine = affine @ _resize_affine(reoriented_shape, shape)
+    return NetworkGrid(
+        case_shape=case_shape, case_affine=case_affine, orientation=ornt,
+        reoriented_shape=reoriented_shape, shape=shape, affine=affine, resampled=resampled,
+    )
+
+
+def refuse_if_too_large_to_segment(case: Case, card: ModelCard, device: torch.device) -> None:
+    """Refuse a case whose segmentation would not fit in ``device``'s free memory, before allocating it."""
+    grid = network_grid(case, card)
+    voxels = max(math.prod(grid.shape), math.prod(grid.case_shape))
+    n_classes = len(card.classes)
+    # the network input, the window sums and weights, logits -> probabilities -> case grid, the labels
+    needed = 4 * voxels * (len(card.modalities) + 3 * n_classes + 2)
+    refuse_if_too_large(
+        needed, f"Segmenting case {case.name} ({' x '.join(map(str, grid.case_shape))} voxels, {n_classes} classes) "
+        f"on {device}", "crop or downsample the case, or use a device with more memory", device=device,
+    )
+
+
 def preprocess(case: Case, card: ModelCard, *, device: Union[str, torch.device] = "cpu") -> tuple[torch.Tensor, NetworkGrid]:
     """The network input (1, C, *grid) float32 for ``case``, and the :class:`NetworkGrid` to map results back."""
     indices = channel_indices(case, card)
@@ -111,25 +145,10 @@ def preprocess(case: Case, card: ModelCard, *, device: Union[str, torch.device] 
         source = torch.from_numpy(array)
     image = source if indices == list(range(source.shape[0])) else source[indices]
     image = image.to(device)
-    case_shape = tuple(int(s) for s in image.shape[1:])
-    if len(case_shape) != 3:
-        raise ValueError(f"Case {case.name} has {len(case_shape)} spatial axes; segmentation needs a 3D volume.")
-    case_affine = np.asarray(case.affine, dtype=np.float64)
-
-    ornt = _orientation_transform(case_affine, card.orientation)
-    reoriented_shape = tuple(case_shape[int(i)] for i in np.argsort(ornt[:, 0]))
-    affine = case_affine @ _ornt_affine(ornt, case_shape)
-    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    shape = _target_shape(case, card, reoriented_shape, spacing)
-    resampled = shape != reoriented_shape
-    if resampled:
-        affine = affine @ _resize_affine(reoriented_shape, shape)
-    grid = NetworkGrid(
-        case_shape=case_shape, case_affine=case_affine, orientation=ornt,
-        reoriented_shape=reoriented_shape, shape=shape, affine=affine, resampled=resampled,
-    )
+    grid = network_grid(case, card)
+    ornt = grid.orientation
     # Resize first (in the case's axis order, on the large grid), then flip/permute the small result.
-    if resampled:
+    if grid.resampled:
         image = _resize(image, grid.shape_in_case_axes, "linear")
     image = _reorient(image, ornt)
     if image.untyped_storage().data_ptr() == source.untyped_storage().data_ptr():
@@ -150,6 +169,7 @@ def segment(
     """Segment ``case`` with the model of ``card`` by sliding-window inference; results on the case's grid."""
     start = time.perf_counter()
     device = pick_device(device)
+    refuse_if_too_large_to_segment(case, card, device)
     if network is None:
         network = build_network(card, device)
     else:

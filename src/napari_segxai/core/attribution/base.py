@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 
 from .. import progress as _progress
+from ..memory import available_memory
 from .baselines import make_baseline
 from .targets import Target
 
@@ -281,24 +281,6 @@ def frozen_parameters(network: torch.nn.Module) -> Iterator[torch.nn.Module]:
     finally:
         for p, flag in saved:
             p.requires_grad_(flag)
-
-
-def available_memory(device: torch.device) -> int:
-    """Bytes of memory free on ``device`` now (CUDA: free device memory; else free RAM)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 2 * 1024**3
 
 
 def activation_bytes(network: torch.nn.Module, sample: torch.Tensor) -> int:

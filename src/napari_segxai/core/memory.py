@@ -1,0 +1,50 @@
+"""How much memory is free, and refusing work that would not fit in it before allocating anything."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def available_ram() -> int:
+    """Bytes of RAM the operating system can give this process now (MemAvailable on Linux)."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 2 * 1024**3
+
+
+def available_memory(device: Any = None) -> int:
+    """Bytes free on a torch ``device`` now: free GPU memory for CUDA, else the RAM :func:`available_ram` gives."""
+    if getattr(device, "type", None) == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    return available_ram()
+
+
+def gigabytes(n_bytes: float) -> str:
+    """``n_bytes`` as a short decimal-gigabyte string ("3.2 GB", "0.05 GB")."""
+    value = n_bytes / 1e9
+    return f"{value:.3g} GB" if value < 10 else f"{value:,.0f} GB"
+
+
+def refuse_if_too_large(needed: int, what: str, hint: str, device: Any = None) -> None:
+    """Raise ValueError when ``what`` needs more memory than ``device`` (default: RAM) has free now.
+
+    Called before allocating, so work that cannot fit is refused instead of killed by the OS.
+    """
+    available = available_memory(device)
+    if needed > available:
+        raise ValueError(
+            f"{what} needs about {gigabytes(needed)} of memory but only {gigabytes(available)} is "
+            f"available; {hint}."
+        )
