@@ -38,6 +38,22 @@ class ParameterForm(QWidget):
         """The editor of parameter ``key``."""
         return self._editors[key][0]
 
+    def set_values(self, values: dict[str, Any]) -> None:
+        """Put known parameters' values into their editors (other keys are ignored)."""
+        for key, value in values.items():
+            if key not in self._editors:
+                continue
+            editor, parameter = self._editors[key]
+            if isinstance(editor, QComboBox):
+                if value in parameter.choices:
+                    editor.setCurrentIndex(list(parameter.choices).index(value))
+            elif isinstance(editor, QCheckBox):
+                editor.setChecked(bool(value))
+            elif isinstance(editor, (QSpinBox, QDoubleSpinBox)):
+                editor.setValue(value)
+            else:
+                editor.setText("" if value is None or value == parameter.default else str(value))
+
     def values(self) -> dict[str, Any]:
         """The parameters as typed values (text left empty means the default)."""
         out: dict[str, Any] = {}

@@ -19,20 +19,37 @@ MEASURES = {"spearman": "Spearman rank correlation of |relevance|", "ssim": "SSI
 
 
 def randomisation_plot(result: "RandomisationResult", path: str | Path, *, measure: str = "spearman") -> Path:
-    """Similarity to the trained network's map against the number of layers randomised, one panel per mode and class."""
+    """Similarity to the trained network's map against the number of layers randomised, one panel per mode and class, as a PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    modes, classes = _modes(result), _classes(result)
+    figure = Figure(figsize=(4.2 * len(classes), 3.4 * len(modes)), dpi=100)
+    FigureCanvasAgg(figure)
+    draw_randomisation(figure, result, measure=measure)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def draw_randomisation(figure, result: "RandomisationResult", *, measure: str = "spearman",
+                       classes: Sequence[str] | None = None) -> list:
+    """Draw the randomisation panels (rows: modes, columns: ``classes``, default all) into a matplotlib figure; the axes."""
     from matplotlib.ticker import MaxNLocator
+
+    from .randomisation import PASS_SPEARMAN
 
     if measure not in MEASURES:
         raise ValueError(f"Unknown similarity {measure!r}; choose one of {', '.join(MEASURES)}.")
-    modes = [m for m in ("cascading", "independent") if any(r.mode == m for r in result.rows)]
-    classes = list(dict.fromkeys(r.class_name for r in result.rows))
+    modes = _modes(result)
+    classes = _classes(result) if classes is None else list(classes)
+    unknown = [name for name in classes if name not in _classes(result)]
+    if unknown or not classes or not modes:
+        raise ValueError(f"There is no randomisation result for class {unknown[0] if unknown else None!r}; "
+                         f"the result has {', '.join(_classes(result)) or 'no classes'}.")
     methods = list(dict.fromkeys(r.method for r in result.rows))
-    figure = Figure(figsize=(4.2 * len(classes), 3.4 * len(modes)), dpi=100)
-    FigureCanvasAgg(figure)
     axes = np.atleast_2d(figure.subplots(len(modes), len(classes), squeeze=False))
     n_layers = len(result.layers)
+    lowest = min([getattr(r, measure) for r in result.rows if np.isfinite(getattr(r, measure))] + [0.0])
     for i, mode in enumerate(modes):
         for j, name in enumerate(classes):
             ax = axes[i, j]
@@ -41,7 +58,8 @@ def randomisation_plot(result: "RandomisationResult", path: str | Path, *, measu
                                 if r.method == method and r.class_name == name and r.mode in ("none", mode))
                 ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=method)
             ax.axhline(0.0, color="0.7", linewidth=0.8)
-            lowest = min([getattr(r, measure) for r in result.rows if np.isfinite(getattr(r, measure))] + [0.0])
+            if measure == "spearman":
+                ax.axhline(PASS_SPEARMAN, color="0.5", linewidth=0.8, linestyle="--", label="pass below")
             ax.set_ylim(min(-0.2 if measure == "spearman" else -0.05, lowest - 0.05), 1.05)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlim(0, n_layers)
@@ -51,8 +69,17 @@ def randomisation_plot(result: "RandomisationResult", path: str | Path, *, measu
                 ax.set_ylabel(MEASURES[measure], fontsize=8)
     axes[0, -1].legend(fontsize=7, loc="lower left")
     figure.suptitle("Model parameter randomisation (0 = trained network)", fontsize=11)
-    figure.tight_layout()
-    return _save(figure, path)
+    return list(axes.ravel())
+
+
+def _modes(result: "RandomisationResult") -> list[str]:
+    """The randomisation modes a result has rows of, in the usual order."""
+    return [m for m in ("cascading", "independent") if any(r.mode == m for r in result.rows)]
+
+
+def _classes(result: "RandomisationResult") -> list[str]:
+    """The class names of a result's rows, in order."""
+    return list(dict.fromkeys(r.class_name for r in result.rows))
 
 
 def deletion_plot(result: "QualityResult", path: str | Path) -> Path:
