@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     problem = trust.problem
     record: dict[str, Any] = {
         "case": case.name, "case_files": [str(p) for p in case.source_paths], "model_card": str(card.path),
-        "model": card.name, "methods": {m.name: {k: _plain(v) for k, v in m.params.items()} for m in methods},
+        "model": card.name, "methods": {m.name: {k: json_value(v) for k, v in m.params.items()} for m in methods},
         "classes": list(problem.class_names), "crop_shape": list(problem.spatial_shape),
         "target": problem.target.describe(), "seed": args.seed, "files": {},
     }
@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plain(value: Any) -> Any:
+def json_value(value: Any) -> Any:
     """A parameter value as plain JSON."""
     if isinstance(value, (bool, int, float, str)) or value is None:
         return value

@@ -130,8 +130,8 @@ def summary_plot(summary: "Sequence[SummaryRow]", path: str | Path, *, title: st
         shown = [i for i, g in enumerate(groups) if (measure, g) in by_key and by_key[(measure, g)].n]
         means = [by_key[(measure, groups[i])].mean for i in shown]
         sds = np.nan_to_num([by_key[(measure, groups[i])].sd for i in shown])   # one value: no spread to draw
-        ax.bar(shown, means, yerr=sds, color=[colours[i] for i in shown], capsize=3)
-        ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right", fontsize=7)
+        ax.bar(range(len(shown)), means, yerr=sds, color=[colours[i] for i in shown], capsize=3)
+        ax.set_xticks(range(len(shown)), [groups[i] for i in shown], rotation=30, ha="right", fontsize=7)
         ax.set_title(measure.replace("_", " "), fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
         ax.axhline(0.0, color="0.5", linewidth=0.6)

@@ -21,7 +21,7 @@ def row_dicts(rows: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def write_csv(rows: Sequence[Any], path: str | Path) -> Path:
-    """Write dataclass rows as a CSV file (one column per field), atomically."""
+    """Write dataclass rows as a CSV file (one column per field, floats in full precision), atomically."""
     if not rows:
         raise ValueError(f"There are no rows to write to {path}; run at least one measure.")
     buffer = io.StringIO()
@@ -29,7 +29,7 @@ def write_csv(rows: Sequence[Any], path: str | Path) -> Path:
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in row_dicts(rows):
-        writer.writerow({k: _cell(v) for k, v in row.items()})
+        writer.writerow({k: repr(float(v)) if isinstance(v, float) else str(v) for k, v in row.items()})
     return write_text(path, buffer.getvalue())
 
 
