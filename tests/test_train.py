@@ -104,6 +104,51 @@ def test_checkpoints_are_spread_over_training_and_carry_the_learning_rate(traine
     assert checkpoints[-1]["path"] == str((out / "weights.safetensors").resolve())
 
 
+def _closest_gap(steps: list[int], start: int) -> int:
+    """The fewest updates between the start of the schedule and a checkpoint or between two checkpoints."""
+    return int(np.diff([start, *steps]).min())
+
+
+def test_slow_early_updates_do_not_bunch_the_checkpoints_of_a_time_budgeted_run(tmp_path):
+    """A shared CPU: the first updates are slow; the checkpoints still spread over the run's updates."""
+    import time
+
+    calls = []
+
+    def busy_cpu_at_first(done, total):
+        calls.append(done)
+        if len(calls) <= 6:
+            time.sleep(0.5)  # the first six updates take 3 s of the 9 s budget
+
+    config = {**TINY, "schedule": {**TINY["schedule"], "horizon": "time", "steps": 40}, "time_budget_minutes": 0.15}
+    result = train(config, tmp_path / "busy", progress=busy_cpu_at_first)
+    steps = [c["step"] for c in read_manifest(result.manifest)["checkpoints"]]
+    warmup = TINY["schedule"]["warmup_steps"]
+    assert len(steps) >= 4 and steps[-1] == result.steps
+    assert _closest_gap(steps, warmup) >= 0.1 * (result.steps - warmup), steps
+
+
+def test_checkpoint_placement_follows_updates_and_keeps_its_spacing_when_the_plan_shrinks():
+    from napari_segxai.core.train import next_checkpoint_step
+
+    def placed(plan_at) -> list[int]:
+        saved, last, steps = 0, 0, []
+        for done in range(1, 10_000):
+            plan = plan_at(done)
+            if done >= plan:
+                return steps + [done]
+            if saved < 4 and done >= next_checkpoint_step(saved, last, plan, 5, 20):
+                saved, last = saved + 1, done
+                steps.append(done)
+        raise AssertionError("the plan never ended")
+
+    assert placed(lambda done: 1020) == [220, 420, 620, 820, 1020]
+    # The expected updates fall from 3000 to 700 at update 650 (the CPU got busy): no bunching.
+    steps = placed(lambda done: 3000 if done < 650 else 700)
+    assert steps[0] == 616 and _closest_gap(steps, 20) >= (700 - 20) / 10, steps
+    assert len(steps) < 5  # a checkpoint is left out rather than crammed in
+
+
 def test_checkpoints_reload_into_the_network_and_differ(trained):
     _, out, _, _ = trained
     manifest = read_manifest(out / "training" / "manifest.json")

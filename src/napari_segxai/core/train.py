@@ -287,6 +287,22 @@ def learning_rate(step_index: int, fraction: float, config: dict) -> float:
     return low + 0.5 * (base - low) * (1 + math.cos(math.pi * t))
 
 
+def next_checkpoint_step(saved: int, last: int, steps: float, checkpoints: int, warmup: int) -> float:
+    """The update count at which intermediate checkpoint ``saved + 1`` of ``checkpoints`` is due in a run of ``steps`` updates.
+
+    The checkpoints sit at 1/n, 2/n, ... of the updates after warm-up; when the expected number
+    of updates drops during training, a checkpoint still comes at least half that spacing after
+    the previous one (saved at update ``last``) and before the final weights, so they are never
+    bunched (some may be left out: then it returns infinity).
+    """
+    start = min(warmup, steps)
+    gap = (steps - start) / (2 * checkpoints)
+    due = start + (saved + 1) * (steps - start) / checkpoints
+    if saved:
+        due = max(due, last + gap)
+    return due if due <= steps - gap else math.inf
+
+
 def train(
     config: dict,
     out: str | Path,
@@ -348,7 +364,7 @@ def train(
     lr_history: list[float] = []
     loss_history: list[float] = []
     crop, aug = config["crop"], config["augmentation"]
-    done, stopped, saved = 0, "completed", 0
+    done, stopped, saved, last_saved = 0, "completed", 0, 0
     step_times: list[float] = []
 
     def fraction() -> float:
@@ -409,9 +425,17 @@ def train(
                 if fit < planned:
                     planned = max(fit, done + 1)
                     log(f"step {done}: {speed:.2f} s/step, plan shortened to {planned} steps to fit the time budget")
-            reached = min(int(max(fraction(), 0.0) * n_checkpoints + 1e-9), n_checkpoints - 1)
-            if reached > saved and done < planned:
-                saved = reached
+            # Checkpoints go by updates, never by wall time: slow early updates (cases joining the
+            # pool, a shared CPU) would otherwise bunch them at the start.
+            if horizon == "time" and len(step_times) >= 5:
+                speed = float(np.median(step_times[-25:]))
+                remaining = loop_budget - (time.perf_counter() - loop_start)
+                expected = min(planned, done + int(max(remaining, 0.0) / max(speed, 1e-6)))
+            else:
+                expected = planned
+            due = next_checkpoint_step(saved, last_saved, expected, n_checkpoints, warmup)
+            if saved < n_checkpoints - 1 and done >= due and done < planned:
+                saved, last_saved = saved + 1, done
                 save_checkpoint(final=False)
                 log(f"step {done}: checkpoint {saved}, loss {np.mean(loss_history[-20:]):.4f}, lr {lr:.2e}")
             if done % 10 == 0:
