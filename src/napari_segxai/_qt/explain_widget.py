@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
-from napari.layers import Image, Labels, Points
+from napari.layers import Image, Labels, Points, Shapes
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
@@ -50,6 +51,46 @@ DEFAULT_METHOD = "saliency"
 VIEWER_CLICK = "last click in the viewer"
 
 
+def explain_and_sort(*args, progress=None, should_cancel=None, **kwargs) -> tuple:
+    """explain_case, then each class's sorted |relevance| for the colour limits, both in the worker thread."""
+    from ..core.attribution import explain_case
+
+    result = explain_case(*args, progress=progress, should_cancel=should_cancel, **kwargs)
+    return result, [magnitudes(maps) for maps in result.relevance]
+
+
+def shapes_region(layer: Shapes, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """The voxels of a grid (``shape``, voxel -> world ``affine``) enclosed by the shapes of a shapes layer.
+
+    Each shape is carried from the layer's data coordinates through world coordinates onto the
+    grid, so a layer drawn with another scale or affine than the case's images still lands where
+    it was drawn; napari's ``to_masks`` then rasterises it in the slice of the grid it lies in.
+    """
+    ndim = len(shape)
+    if layer.ndim != ndim:
+        raise ValueError(f"The shapes layer {layer.name!r} has {layer.ndim} dimensions but the case has {ndim}; "
+                         f"draw the region on a new shapes layer over the case's image.")
+    if len(layer.data) == 0:
+        raise ValueError(f"The shapes layer {layer.name!r} has no shape; draw the region to explain first.")
+    to_grid = np.linalg.solve(np.asarray(affine, dtype=float), layer_world_affine(layer))
+    region = np.zeros(shape, dtype=bool)
+    for vertices, kind in zip(layer.data, layer.shape_type):
+        points = np.asarray(vertices, dtype=float) @ to_grid[:ndim, :ndim].T + to_grid[:ndim, ndim]
+        flat = [a for a in range(ndim) if np.ptp(points[:, a]) < 1e-3]
+        if len(flat) < ndim - 2:
+            raise ValueError(f"A shape of layer {layer.name!r} does not lie in one slice of the case's grid (the layer "
+                             "is rotated against the case); draw it in a 2D view on a shapes layer over the case.")
+        sliced = flat[: ndim - 2]
+        if any(not -0.5 <= points[0, a] < shape[a] - 0.5 for a in sliced):
+            continue  # drawn on a slice outside the case
+        # napari rasterises a shape in its last two axes, at the slice its other axes give
+        order = sliced + [a for a in range(ndim) if a not in sliced]
+        single = Shapes([points[:, order]], shape_type=kind, ndim=ndim)
+        mask = single.to_masks(tuple(shape[a] for a in order))[0]
+        region |= np.transpose(mask, np.argsort(order))
+    return region
+
+
 class ExplainWidget(QWidget):
     """Choose a case, classes, a target and a method; Run adds one relevance layer per class and modality."""
 
@@ -84,11 +125,13 @@ class ExplainWidget(QWidget):
             self.target.addItem(text, kind)
         self.target.setToolTip(
             "What is explained: each class's output summed over its predicted region, over a painted "
-            "labels layer (non-zero voxels), or at one point (click in the viewer, or a points layer)."
+            "region (a labels layer's non-zero voxels, or the inside of a shapes layer's shapes), or at "
+            "one point (click in the viewer, or a points layer)."
         )
         self.target.currentIndexChanged.connect(self._target_changed)
         self.region_layer = QComboBox()
-        self.region_layer.setToolTip("The labels layer whose non-zero voxels are the region.")
+        self.region_layer.setToolTip("The labels layer whose non-zero voxels are the region, or the shapes layer "
+                                     "whose shapes (drawn over the case's image) enclose it.")
         self.point_source = QComboBox()
         self.point_source.setToolTip("Where the point comes from: a click in the viewer, or a points layer's last point.")
         self.point_info = QLabel("No point clicked yet.")
@@ -233,7 +276,7 @@ class ExplainWidget(QWidget):
         chosen = newest if newest in cases else current if current in cases else (cases[-1] if cases else "")
         self.case_choice.setCurrentText(chosen)
         self.case_choice.blockSignals(False)
-        self._fill(self.region_layer, [layer.name for layer in self.viewer.layers if isinstance(layer, Labels)])
+        self._fill(self.region_layer, [layer.name for layer in self.viewer.layers if isinstance(layer, (Labels, Shapes))])
         self._fill(self.point_source, [VIEWER_CLICK] + [layer.name for layer in self.viewer.layers
                                                          if isinstance(layer, Points)])
         segmentation_added = (inserted is not None and isinstance(inserted, Labels)
@@ -367,8 +410,14 @@ class ExplainWidget(QWidget):
         if kind == "region":
             name = self.region_layer.currentText()
             if not name or name not in self.viewer.layers:
-                raise ValueError("No labels layer to take the region from; paint one (a new labels layer) first.")
+                raise ValueError("No labels or shapes layer to take the region from; paint or draw one first.")
             layer = self.viewer.layers[name]
+            if isinstance(layer, Shapes):
+                region = shapes_region(layer, case.shape, case.affine)
+                if not region.any():
+                    raise ValueError(f"The shapes of layer {name!r} cover no voxel of the case; draw them over the "
+                                     "case's image.")
+                return {"target": "region", "region": region}
             region = np.asarray(layer.data) > 0
             if region.shape != case.shape or not np.allclose(layer_world_affine(layer), case.affine, atol=1e-4):
                 raise ValueError(f"The labels layer {name!r} is not on the case's grid; paint the region on a labels "
@@ -401,7 +450,7 @@ class ExplainWidget(QWidget):
 
     def run(self) -> None:
         """Explain the chosen case with the chosen card, classes, target and method in a worker thread."""
-        from ..core.attribution import explain_case, get_method
+        from ..core.attribution import get_method
         from ..core.segment import channel_indices
 
         if self.jobs.refuse_if_running():
@@ -423,7 +472,7 @@ class ExplainWidget(QWidget):
             return
         device = self.device.currentText()
         self.jobs.start(
-            partial(explain_case, case, card, method=method, classes=classes,
+            partial(explain_and_sort, case, card, method=method, classes=classes,
                     output_space=self.output_space.currentText(),
                     device=None if device == "auto" else device, **target),
             case, card, verb="Explaining",
@@ -447,8 +496,12 @@ class ExplainWidget(QWidget):
         """Start adding the relevance layers, one step per turn of the event loop (main thread)."""
         if self.grid_button.isChecked():
             self.grid_button.setChecked(False)
+        sorted_magnitudes = None
+        if isinstance(outcome.result, tuple):  # from explain_and_sort: the magnitudes are sorted already
+            result, sorted_magnitudes = outcome.result
+            outcome = dataclasses.replace(outcome, result=result)
         self.last = outcome
-        self._adding = self._show(outcome)
+        self._adding = self._show(outcome, sorted_magnitudes)
         QTimer.singleShot(0, self._add_next)
 
     def _add_next(self) -> None:
@@ -465,15 +518,15 @@ class ExplainWidget(QWidget):
         while self._adding is not None:
             self._add_next()
 
-    def _show(self, outcome: Outcome):
+    def _show(self, outcome: Outcome, sorted_magnitudes: Optional[list] = None):
         """Add one layer per class and modality, replacing same-named layers; yields between steps.
 
         Each step (sorting one class's magnitudes, adding one layer: 50-150 ms each) is short, so
         the viewer never freezes while a dozen full-size layers arrive.
         """
         result = outcome.result
-        self._magnitudes = []
-        for maps in result.relevance:
+        self._magnitudes = list(sorted_magnitudes or [])
+        for maps in result.relevance[len(self._magnitudes):]:
             self._magnitudes.append(magnitudes(maps))
             yield True
         added = 0
