@@ -4,9 +4,20 @@ from __future__ import annotations
 
 
 def make_demo_case() -> list[tuple]:
-    """The demo case's layers: four modalities and its reference labels, on the case's affine."""
+    """The demo case's layers: four modalities and its reference labels, on the case's affine.
+
+    The image layers name the bundled 3D demo model (``segxai_suggested_card``), which the
+    Segment widget then chooses for them.
+    """
     from ._layers import case_layer_data
     from .core.case import load_case
+    from .core.paths import demo_model_card_path
     from .core.synth import demo_case_path
 
-    return case_layer_data(load_case(demo_case_path()))
+    layers = case_layer_data(load_case(demo_case_path()))
+    card = demo_model_card_path("demo3d")
+    if card.is_file():
+        for _, kwargs, kind in layers:
+            if kind == "image":
+                kwargs["metadata"]["segxai_suggested_card"] = str(card)
+    return layers

@@ -84,3 +84,41 @@ def test_demo_refuses_a_screenshot_that_is_not_png_and_an_unknown_method(tmp_pat
     with pytest.raises(ValueError, match="Unknown method 'magic'"):
         demo.run(_args("--out", str(tmp_path), "--method", "magic"))
     assert list(tmp_path.iterdir()) == []
+
+
+def _manifest_key(kind: str, command: str) -> dict:
+    """The napari.yaml contribution of ``kind`` (sample_data, widgets) made by ``command``."""
+    from importlib.resources import files
+
+    import yaml
+
+    manifest = yaml.safe_load(files("napari_segxai").joinpath("napari.yaml").read_text())
+    (entry,) = [c for c in manifest["contributions"][kind] if c["command"] == f"napari-segxai.{command}"]
+    return entry
+
+
+def test_the_sample_opens_the_demo_case_with_the_demo_model_in_the_segment_widget(make_napari_viewer, demo_case):
+    """File > Open Sample > SegXAI demo case, then Plugins > Segment: the case's channels and the demo card are chosen."""
+    from napari_segxai.core.model_card import load_model_card
+    from napari_segxai.core.paths import demo_model_card_path
+
+    sample = _manifest_key("sample_data", "make_demo_case")
+    assert sample["display_name"] == "SegXAI demo case"
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-segxai", sample["key"])
+    assert [layer.name for layer in viewer.layers] == [*demo_case.modalities, f"{demo_case.name} reference"]
+    _, widget = viewer.window.add_plugin_dock_widget(
+        "napari-segxai", _manifest_key("widgets", "make_segment_widget")["display_name"]
+    )
+    chosen = widget.chosen_layers()
+    assert [layer.name for layer in chosen] == list(demo_case.modalities)
+    assert all(layer.metadata["segxai_case"] == demo_case.name for layer in chosen)
+    card = load_model_card(widget.card_path.text())
+    assert card.path.resolve() == demo_model_card_path("demo3d").resolve()
+    assert widget.card_info.text().startswith(f"{card.name}: ")
+    # With the widget open on another card, opening the sample again brings the demo model back.
+    widget.set_model_card(demo_model_card_path("demo2d"))
+    viewer.layers.clear()
+    viewer.open_sample("napari-segxai", sample["key"])
+    assert widget.chosen_layers() == list(viewer.layers[:4])
+    assert load_model_card(widget.card_path.text()).path.resolve() == card.path.resolve()

@@ -36,7 +36,9 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 class SegmentWidget(QWidget):
     """Choose a case's image layers, a model card and a device; Run segments in the background."""
 
-    def __init__(self, viewer: "napari.viewer.Viewer", parent: Optional[QWidget] = None):
+    # Unquoted on purpose: napari passes the viewer to a dock widget whose annotation reads
+    # exactly "napari.viewer.Viewer", and a quoted one would read "'napari.viewer.Viewer'".
+    def __init__(self, viewer: napari.viewer.Viewer, parent: Optional[QWidget] = None):
         super().__init__(parent)
         # Heavy imports (torch, MONAI) happen here, when the widget is built, not at manifest read.
         from ..core import model_card as _model_card  # noqa: F401
@@ -181,6 +183,9 @@ class SegmentWidget(QWidget):
                     same_case = (layer.metadata or {}).get("segxai_case") == newest_case
                     if id(layer) not in known or not same_case:
                         self._checked[id(layer)] = same_case
+                suggested = (new[-1].metadata or {}).get("segxai_suggested_card")
+                if suggested:  # a case that names its model (the demo sample) brings it along
+                    self.set_model_card(suggested)
             else:
                 select = not any(self._checked.values())
                 for layer in new:
