@@ -1,0 +1,89 @@
+"""Peak memory of every ``segxai`` command on a full-size case, each in its own process.
+
+Run: ``.venv/bin/python benchmarks/memory.py`` (``--help`` for options). Each command runs as a
+child process (``segxai <command> CASE --out <tmp> ...``) and its peak resident set size comes from
+the kernel's accounting for that child (``os.wait4``'s ``ru_maxrss``), so nothing is sampled and
+nothing is missed. The first row, ``segxai --help``, is the floor: the interpreter and the imports.
+Prints, per command: exit status, wall seconds, peak RSS and its share of the memory available
+when the run started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SEGXAI = [str(Path(sys.executable).with_name("segxai"))]  # the console script beside this interpreter
+DEFAULT_CASE = ROOT.parent / "shared" / "realdata" / "TCGA-DU-7294"
+
+# (label, arguments after the case); "{out}" is a fresh output folder per command.
+COMMANDS = (
+    ("segment", ["segment", "{case}", "--out", "{out}"]),
+    ("explain saliency", ["explain", "{case}", "--method", "saliency", "--out", "{out}"]),
+    ("explain gradient_x_input", ["explain", "{case}", "--method", "gradient_x_input", "--out", "{out}"]),
+    ("explain integrated_gradients", ["explain", "{case}", "--method", "integrated_gradients", "--out", "{out}"]),
+    ("influence", ["influence", "{case}", "--out", "{out}"]),
+    ("trust (sanity, metrics; saliency)", ["trust", "{case}", "--methods", "saliency", "--out", "{out}"]),
+    ("report", ["report", "{case}", "--out", "{out}"]),
+)
+
+
+def available_bytes() -> int:
+    """MemAvailable from /proc/meminfo (bytes)."""
+    with open("/proc/meminfo", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def run_child(argv: list[str], log: Path) -> tuple[int, float, int]:
+    """Run ``argv``; its exit status, wall seconds and peak RSS in bytes (the kernel's ru_maxrss)."""
+    start = time.perf_counter()
+    with open(log, "wb") as out:
+        child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return child.returncode, time.perf_counter() - start, usage.ru_maxrss * 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", type=Path, default=DEFAULT_CASE, help=f"a full-size case (default {DEFAULT_CASE})")
+    parser.add_argument("--only", default=None, metavar="LABELS",
+                        help="comma-separated row labels to run (default: all); e.g. 'segment,report'")
+    args = parser.parse_args()
+    if not args.case.exists():
+        parser.error(f"{args.case} does not exist; give a full-size case with --case.")
+    wanted = None if args.only is None else {s.strip() for s in args.only.split(",")}
+    rows = [("segxai --help (interpreter + imports)", ["--help"])] + [
+        (label, argv) for label, argv in COMMANDS if wanted is None or label in wanted]
+    import nibabel as nib
+
+    from napari_segxai.core.case import load_case
+
+    shape = load_case(args.case).channels.shape
+    print(f"case: {args.case} {shape}; machine: {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores, {available_bytes() / 2**30:.1f} GiB available; nibabel {nib.__version__}")
+    print(f"{'command':<38} {'exit':>4} {'seconds':>8} {'peak RSS':>10} {'of available':>12}")
+    with tempfile.TemporaryDirectory() as scratch:
+        for i, (label, template) in enumerate(rows):
+            out = Path(scratch) / f"out{i}"
+            argv = SEGXAI + [a.format(case=args.case, out=out) for a in template]
+            free = available_bytes()
+            status, seconds, peak = run_child(argv, Path(scratch) / f"log{i}.txt")
+            print(f"{label:<38} {status:>4} {seconds:>8.1f} {peak / 2**30:>8.2f} GiB {peak / free:>11.0%}", flush=True)
+            if status != 0:
+                print("    " + (Path(scratch) / f"log{i}.txt").read_text(errors="replace").strip().splitlines()[-1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
