@@ -109,6 +109,7 @@ def test_cases_without_methods_give_dice_against_their_labels(tmp_path, card, ca
     (["--methods", "saliency"], "--cases"),
     (["--methods", "saliency", "--cases", "CASES", "--count", "3"], "--count"),
     (["--methods", "saliency", "--cases", "CASES", "--checks", "vibes"], "--checks"),
+    (["--methods", "saliency", "--cases", "CASES", "--classes", "unicorn"], "no class 'unicorn'"),
     (["--methods", "saliency", "--cases", "/no/such/case"], "does not exist"),
     (["--methods", "saliency", "--cases", "BROKEN"], "No case could be measured"),
     (["--cases", "FILE"], "single file"),
@@ -117,7 +118,7 @@ def test_user_errors_are_one_sentence(tmp_path, card, cases, capsys, extra, mess
     root, broken = cases
     a_file = next(broken.iterdir())
     swap = {"CASES": str(root), "BROKEN": str(broken), "FILE": str(a_file)}
-    code = main(["evaluate", "--model", str(card), "--out", str(tmp_path / "o"), *[swap.get(e, e) for e in extra], *FAST])
+    code = main(["evaluate", "--model", str(card), "--out", str(tmp_path / "o"), *FAST, *[swap.get(e, e) for e in extra]])
     assert code == 2
     err = capsys.readouterr().err   # besides the progress bar: the skipped cases, then one error sentence
     errors = [line for line in err.splitlines() if line.startswith("segxai evaluate: error:")]

@@ -160,6 +160,7 @@ def run_dice(args: argparse.Namespace) -> int:
 
 def run_quality(args: argparse.Namespace) -> int:
     """Measure every method on every case, print the per-method table, write the rows, the summary, a plot and a record."""
+    from ..core.attribution.explain_case import class_indices
     from ..core.case import load_case
     from ..core.model_card import build_network
     from ..core.segment import channel_indices, pick_device
@@ -180,6 +181,7 @@ def run_quality(args: argparse.Namespace) -> int:
     methods = build_methods(args.methods, args.param)
     settings = measure_settings(args)
     classes = parse_classes(args.classes, card)
+    class_indices(card, classes)   # an unknown class stops here, not once per case
     paths = case_paths(args.cases)
     device = pick_device(None if args.device in (None, "auto") else args.device)
     network = build_network(card, device)
