@@ -10,13 +10,16 @@ PIP    := $(PY) -m pip
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 SYS_PKGS  := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxkbcommon-x11-0 libxcb-cursor0
 STAMP  := $(VENV)/.segxai-installed
-# Run under a virtual X server when there is no display (napari needs one).
-XRUN   := $(if $(DISPLAY),,xvfb-run -a -s "-screen 0 1600x1000x24")
+# Run under a virtual X server when there is no display (napari needs one) and xvfb-run is there;
+# decided when the recipe runs, after `system` may have installed it.
+XRUN   = xrun() { if [ -z "$$DISPLAY" ] && command -v xvfb-run >/dev/null 2>&1; then \
+	  xvfb-run -a -s "-screen 0 1600x1000x24" "$$@"; else "$$@"; fi; }; xrun
 
 .PHONY: demo test setup system clean
 
 # With a display napari stays open; without one the same pipeline runs under a virtual
-# screen and writes the segmentation and a picture of the viewer to demo_out/.
+# screen and writes the segmentation and a picture of the viewer to demo_out/ (without xvfb-run:
+# the segmentation only). Without either, `make test` skips the widget tests.
 demo: setup
 	$(XRUN) $(VENV)/bin/segxai demo --out demo_out $(if $(DISPLAY),,--headless)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -75,6 +77,21 @@ def write_tiny_card(folder: Path, roi: int = 8) -> Path:
     path = folder / "card.yaml"
     path.write_text(yaml.safe_dump(card, sort_keys=False), encoding="utf-8")
     return path
+
+
+QT_FIXTURES = frozenset({"qapp", "qtbot", "make_napari_viewer", "make_napari_viewer_proxy"})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without a display, skip the tests that need Qt: Qt would abort the whole run."""
+    if not sys.platform.startswith("linux") or any(
+        os.environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")
+    ):
+        return
+    skip = pytest.mark.skip(reason="no display: widget tests need one (run them under xvfb-run)")
+    for item in items:
+        if QT_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(skip)
 
 
 @pytest.fixture
