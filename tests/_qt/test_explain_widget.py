@@ -10,7 +10,7 @@ import pytest
 from qtpy.QtWidgets import QCheckBox, QComboBox, QSpinBox
 
 from napari_segxai._layers import layer_world_affine
-from napari_segxai._qt.explain_widget import ExplainWidget
+from napari_segxai._qt.explain_widget import ExplainWidget, shapes_region
 from _viewer import open_case
 from napari_segxai.core.attribution import available_methods, explain_case, method_class
 from napari_segxai.core.case import load_case
@@ -214,6 +214,65 @@ def test_targets_region_point_errors_and_cancel(make_napari_viewer, qtbot, tiny_
     assert len(viewer.layers) == n_layers
 
 
+def test_a_region_drawn_as_shapes_is_rasterised_on_the_case_grid(
+    make_napari_viewer, qtbot, tiny_case, tiny_card, lps_affine, notices
+):
+    viewer = make_napari_viewer()
+    open_case(viewer, tiny_case)
+    widget = ExplainWidget(viewer)
+    widget.set_model_card(tiny_card)
+    widget.set_classes(["edema"])
+    widget.target.setCurrentIndex(1)
+    case = load_case(tiny_case)
+    t1 = viewer.layers["t1"]
+
+    # Drawn over the case's image with its affine: shape vertices are case voxels (slice 10 of axis 0).
+    corners = np.array([[10, 4, 3], [10, 8, 3], [10, 8, 7], [10, 4, 7]], float)
+    viewer.add_shapes([corners], shape_type="rectangle", name="drawn", affine=layer_world_affine(t1))
+    choices = [widget.region_layer.itemText(i) for i in range(widget.region_layer.count())]
+    assert "drawn" in choices
+    widget.region_layer.setCurrentText("drawn")
+    region = np.zeros(case.shape, bool)
+    region[10, 4:9, 3:8] = True  # napari's to_masks keeps the voxels on the outline
+    np.testing.assert_array_equal(widget._target_arguments(case)["region"], region)
+    _run(widget, qtbot)
+    assert notices["error"] == []
+    expected = explain_case(case, load_model_card(tiny_card), classes=["edema"], target="region", region=region,
+                            device="cpu")
+    np.testing.assert_allclose(viewer.layers["edema · t2 · saliency"].data, expected.relevance[0, 2], rtol=1e-4, atol=1e-7)
+    assert "region" in widget.status.text()
+
+    # Drawn in world coordinates (a new shapes layer has no affine; the case is LPS, flipped against
+    # the world), on a slice of another axis: carried through the world onto the case's voxels.
+    voxels = np.array([[8, 4, 5], [12, 4, 5], [12, 8, 5], [8, 8, 5]], float)
+    world = voxels @ lps_affine[:3, :3].T + lps_affine[:3, 3]
+    viewer.add_shapes([world], shape_type="polygon", name="in world")
+    region = np.zeros(case.shape, bool)
+    region[8:13, 4:9, 5] = True
+    np.testing.assert_array_equal(shapes_region(viewer.layers["in world"], case.shape, case.affine), region)
+    # two shapes on different slices add up; a shape on a slice outside the case adds nothing
+    viewer.layers["in world"].add([corners @ lps_affine[:3, :3].T + lps_affine[:3, 3]], shape_type="rectangle")
+    viewer.layers["in world"].add([np.array([[40, 0, 0], [40, 4, 0], [40, 4, 4]]) @ lps_affine[:3, :3].T], shape_type="polygon")
+    both = shapes_region(viewer.layers["in world"], case.shape, case.affine)
+    assert both.sum() == 25 + 25 - 5 and both[10, 4:9, 3:8].all() and both[8:13, 4:9, 5].all()  # 5 shared voxels
+
+    # What cannot be rasterised on the case's grid is refused with one sentence.
+    tilt = np.deg2rad(30)
+    rotated = np.eye(4)
+    rotated[[0, 0, 2, 2], [0, 2, 0, 2]] = np.cos(tilt), -np.sin(tilt), np.sin(tilt), np.cos(tilt)
+    viewer.add_shapes([corners], shape_type="rectangle", name="tilted", affine=rotated @ layer_world_affine(t1))
+    viewer.add_shapes([[[0, 0], [4, 4]]], shape_type="rectangle", name="flat")
+    viewer.add_shapes([corners + [30, 0, 0]], shape_type="rectangle", name="outside", affine=layer_world_affine(t1))
+    viewer.add_shapes(ndim=3, name="nothing")
+    for name, message in (("tilted", "does not lie in one slice"), ("flat", "has 2 dimensions"),
+                          ("outside", "cover no voxel"), ("nothing", "has no shape")):
+        widget.region_layer.setCurrentText(name)
+        before = len(notices["error"])
+        widget.run_button.click()
+        assert len(notices["error"]) == before + 1 and message in notices["error"][-1], name
+        assert not widget.running
+
+
 def test_parameter_form_follows_every_registered_method(make_napari_viewer):
     viewer = make_napari_viewer()
     widget = ExplainWidget(viewer)
@@ -265,7 +324,7 @@ def test_picture_of_the_explained_case_is_not_blank(make_napari_viewer, qtbot, t
 SCRIPT = """
 import napari
 viewer = napari.Viewer(show=False)
-from napari_segxai._qt.explain_widget import ExplainWidget
+from napari_segxai._qt.explain_widget import ExplainWidget, shapes_region
 widget = ExplainWidget(viewer)
 from napari_segxai.core.architectures import create_network
 create_network("UNet", {"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": [4, 8], "strides": [2]})
