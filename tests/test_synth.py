@@ -166,3 +166,26 @@ def test_segxai_synth_writes_cases(tmp_path, capsys):
     np.testing.assert_array_equal(case.label, generate_case(12, size="toy").case.label)
     assert main(["synth", "--count", "0", "--out", str(out)]) == 2
     assert "--count must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", (0, DEMO_SEED))  # 0 has nearly the weakest fluid suppression on FLAIR
+def test_csf_is_dark_on_t1_and_flair_and_bright_on_t2_against_white_matter(seed, monkeypatch):
+    """Relative tissue contrasts, on the tissue maps the case's anatomy was sampled from."""
+    from napari_segxai.core import synth
+
+    anatomy, sampled = synth._anatomy("full"), {}
+    resample = ndimage.map_coordinates
+
+    def recording(volume, *args, **kwargs):
+        sampled[id(volume)] = out = resample(volume, *args, **kwargs)
+        return out
+
+    monkeypatch.setattr(synth.ndimage, "map_coordinates", recording)
+    case = generate_case(seed).case
+    mask, grey, white = (sampled[id(getattr(anatomy, name))] for name in ("mask", "gm", "wm"))
+    csf = np.clip(mask - grey - white, 0, 1)
+    tumour_free = (mask > 0.5) & ~ndimage.binary_dilation(case.label > 0, iterations=3)
+    pure_csf, pure_white = tumour_free & (csf > 0.9), tumour_free & (white > 0.9)
+    assert pure_csf.sum() > 300 and pure_white.sum() > 10_000
+    difference = {m: float(c[pure_csf].mean() - c[pure_white].mean()) for m, c in zip(case.modalities, case.channels)}
+    assert difference["t1"] < -1.5 and difference["flair"] < -0.3 and difference["t2"] > 1.5, difference
