@@ -1,10 +1,12 @@
 """The indexed TracIn engine: training gradients per checkpoint and class region, computed once and stored.
 
 The index file lives beside the checkpoints (``<model>/training/influence/``), or in the user
-cache folder when that folder cannot be written (an installed package). Its name encodes the
-settings; inside, a fingerprint of the checkpoint and weight files, learning rates, layers,
-projection, threshold, margin, classes, training seeds and generator version says whether it is
-still valid. A stale index is rebuilt, never used.
+cache folder when that folder cannot be written (an installed package); a current index shipped
+beside the checkpoints is read from there even then. Its name encodes the settings; inside, a
+fingerprint of the checkpoint and weight files' bytes, learning rates, layers, projection,
+threshold, margin, classes, training seeds and generator version (no file paths) says whether it
+is still valid. A stale index is rebuilt, never used. Gradient rows are stored as float16, each
+row scaled to a largest entry of 1 with its float32 scale kept beside it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ DEFAULT_PROJECTION = 2048
 PROJECTION_SEED = 20240607
 #: Rows of the projection matrix made at a time.
 _CHUNK = 4096
+#: How gradient rows are stored (with one float32 scale per row; see :func:`compress_rows`).
+STORED_DTYPE = np.float16
 
 
 def project(vectors: torch.Tensor, size: int, seed: int = PROJECTION_SEED) -> torch.Tensor:
@@ -66,12 +70,20 @@ def resolve_projection(parameters: int, projection: Optional[int]) -> Optional[i
     return projection
 
 
+def compress_rows(gradients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(..., d) float rows -> (STORED_DTYPE rows scaled to a largest absolute entry of 1, float32 scales (...))."""
+    gradients = np.asarray(gradients, dtype=np.float32)
+    scales = np.abs(gradients).max(axis=-1)
+    safe = np.where(scales > 0, scales, 1.0).astype(np.float32)
+    return (gradients / safe[..., None]).astype(STORED_DTYPE), scales.astype(np.float32)
+
+
 @dataclass(eq=False)
 class InfluenceIndex:
     """Stored training gradients (T, N, K, d) with where each training region lies."""
 
     path: Path
-    gradients: np.ndarray          # (T, N, K, d) float32, projected when ``projection``
+    gradients: np.ndarray          # (T, N, K, d) rows scaled by 1 / ``scales`` (float16), projected when ``projection``
     learning_rates: tuple[float, ...]
     projection: Optional[int]
     projection_seed: int
@@ -81,6 +93,7 @@ class InfluenceIndex:
     voxels: np.ndarray             # (N, K)
     centroids: np.ndarray          # (N, K, 3)
     bboxes: np.ndarray             # (N, K, 3, 2)
+    scales: Optional[np.ndarray] = None     # (T, N, K) float32: a stored row times its scale is the gradient
     features: Optional[np.ndarray] = None   # (N, K, F) last-hidden-layer features of each region
     meta: dict = field(default_factory=dict)
     built: bool = False
@@ -95,13 +108,21 @@ class InfluenceIndex:
         if self.projection:
             test = project(test.reshape(t * k_test, d), self.projection, self.projection_seed).reshape(t, k_test, -1)
         lrs = torch.as_tensor(self.learning_rates, dtype=torch.float64)
-        train = torch.from_numpy(self.gradients)
-        return torch.einsum("t,tad,tnbd->anb", lrs, test.double(), train.double()).numpy()
+        train = torch.from_numpy(self.gradients).double()
+        products = torch.einsum("t,tad,tnbd->tanb", lrs, test.double(), train)
+        if self.scales is not None:
+            products = products * torch.from_numpy(self.scales).double()[:, None]
+        return products.sum(0).numpy()
+
+    def training_gradients(self) -> np.ndarray:
+        """(T, N, K, d) float32 training gradients (projected when ``projection``) as stored, scales applied."""
+        rows = self.gradients.astype(np.float32)
+        return rows if self.scales is None else rows * self.scales[..., None]
 
     @property
     def nbytes(self) -> int:
-        """Size of the stored gradients in bytes."""
-        return int(self.gradients.nbytes)
+        """Size of the stored gradients (and their scales) in bytes."""
+        return int(self.gradients.nbytes) + (0 if self.scales is None else int(self.scales.nbytes))
 
 
 # --------------------------------------------------------------------------- identity
@@ -132,11 +153,16 @@ def fingerprint(model: TracInModel, settings: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def shipped_folder(model: TracInModel) -> Path:
+    """The folder beside the checkpoints, where a model (the bundled demo, say) ships its index."""
+    return model.record.folder / "influence"
+
+
 def index_folder(model: TracInModel, index_dir=None) -> Path:
-    """Where the index lives: ``index_dir``, else beside the checkpoints, else (installed or read-only model) the user cache."""
+    """Where a built index is written: ``index_dir``, else beside the checkpoints, else (installed or read-only model) the user cache."""
     if index_dir is not None:
         return Path(index_dir).expanduser()
-    beside = model.record.folder / "influence"
+    beside = shipped_folder(model)
     if _writable(beside) and not _installed(beside):
         return beside
     from ..synth import cache_dir
@@ -158,10 +184,15 @@ def _writable(folder: Path) -> bool:
     return os.access(probe, os.W_OK | os.X_OK)
 
 
-def index_path(model: TracInModel, settings: dict, index_dir=None) -> Path:
-    """The index file for these settings (the settings' hash names it)."""
+def index_name(model: TracInModel, settings: dict) -> str:
+    """The index file's name for these settings (the settings' hash names it)."""
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return index_folder(model, index_dir) / f"index-{model.layers}-{key}.npz"
+    return f"index-{model.layers}-{key}.npz"
+
+
+def index_path(model: TracInModel, settings: dict, index_dir=None) -> Path:
+    """Where a built index for these settings is written."""
+    return index_folder(model, index_dir) / index_name(model, settings)
 
 
 # --------------------------------------------------------------------------- build, save, load
@@ -230,12 +261,14 @@ def build_index(model: TracInModel, class_indices: Sequence[int], *, threshold: 
         rows = gradient_rows(model, seeds, class_indices, threshold=threshold, projection=projection, margin=margin,
                              progress=progress, should_cancel=should_cancel, total=len(seeds))
     seconds = time.perf_counter() - start
+    stored, scales = compress_rows(rows["gradients"])
     meta = {"settings": settings, "fingerprint": fingerprint(model, settings), "learning_rates": list(model.learning_rates),
-            "checkpoints": [str(c.path) for c in model.record.checkpoints], "case_names": rows["names"],
+            "checkpoints": [os.path.relpath(c.path, model.record.folder) for c in model.record.checkpoints],
+            "stored_dtype": np.dtype(STORED_DTYPE).name, "case_names": rows["names"],
             "build_seconds": round(seconds, 2), "built_with": "dask" if (distributed or scheduler) else "in-process",
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     index = InfluenceIndex(
-        path=index_path(model, settings, index_dir), gradients=rows["gradients"], learning_rates=model.learning_rates,
+        path=index_path(model, settings, index_dir), gradients=stored, scales=scales, learning_rates=model.learning_rates,
         projection=projection, projection_seed=PROJECTION_SEED, parameters=model.parameters,
         case_names=tuple(rows["names"]), seeds=tuple(rows["seeds"]), voxels=rows["voxels"], centroids=rows["centroids"],
         bboxes=rows["bboxes"], features=rows["features"], meta=meta, built=True, build_seconds=seconds,
@@ -250,11 +283,12 @@ def save_index(index: InfluenceIndex) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / ".gitignore").exists():
         write_text(folder / ".gitignore", "# TracIn indexes are rebuilt on demand (segxai influence)\n*\n")
+    arrays = {} if index.scales is None else {"scales": index.scales}
     with atomic_path(index.path, suffix=".npz") as temporary:
         with open(temporary, "wb") as handle:
             np.savez(handle, gradients=index.gradients, voxels=index.voxels, centroids=index.centroids,
                      bboxes=index.bboxes, seeds=np.asarray(index.seeds, dtype=np.int64), features=index.features,
-                     meta=np.frombuffer(json.dumps(index.meta).encode(), dtype=np.uint8))
+                     meta=np.frombuffer(json.dumps(index.meta).encode(), dtype=np.uint8), **arrays)
     return index.path
 
 
@@ -265,6 +299,7 @@ def read_index(path: str | Path) -> InfluenceIndex:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(bytes(data["meta"]).decode())
             arrays = {k: data[k] for k in ("gradients", "voxels", "centroids", "bboxes", "seeds", "features")}
+            arrays["scales"] = data["scales"] if "scales" in data.files else None  # float32 rows have none
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(f"{path} is not a readable TracIn index ({err}); delete it to rebuild.") from err
     if meta.get("settings", {}).get("format") != INDEX_FORMAT:
@@ -275,23 +310,38 @@ def read_index(path: str | Path) -> InfluenceIndex:
         projection=settings["projection"], projection_seed=settings["projection_seed"] or PROJECTION_SEED,
         parameters=int(settings["parameters"]), case_names=tuple(meta["case_names"]),
         seeds=tuple(int(s) for s in arrays["seeds"]), voxels=arrays["voxels"], centroids=arrays["centroids"],
-        bboxes=arrays["bboxes"], features=arrays["features"], meta=meta, build_seconds=float(meta.get("build_seconds", 0.0)),
+        bboxes=arrays["bboxes"], scales=arrays["scales"], features=arrays["features"], meta=meta,
+        build_seconds=float(meta.get("build_seconds", 0.0)),
     )
+
+
+def _read_meta(path: Path) -> Optional[dict]:
+    """The metadata of an index file without its arrays (None when it is not a readable index)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return json.loads(bytes(data["meta"]).decode())
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def index_status(model: TracInModel, class_indices: Sequence[int], *, threshold: float = 0.5,
                  projection: Optional[int] = None, margin: int = DEFAULT_MARGIN, index_dir=None) -> tuple[Path, str]:
-    """Where the index for these settings is and whether it is ``current``, ``stale`` or ``missing``."""
+    """Where the index for these settings is and whether it is ``current``, ``stale`` or ``missing``.
+
+    A current index beside the checkpoints (shipped with the model) is used even where new ones go
+    to the user cache; otherwise the path is where a build would write.
+    """
     projection = resolve_projection(model.parameters, projection)
     settings = index_settings(model, class_indices, threshold=threshold, projection=projection, margin=margin)
-    path = index_path(model, settings, index_dir)
-    if not path.is_file():
-        return path, "missing"
-    try:
-        index = read_index(path)
-    except ValueError:
-        return path, "stale"
-    return path, "current" if index.meta.get("fingerprint") == fingerprint(model, settings) else "stale"
+    target = index_path(model, settings, index_dir)
+    candidates = [target] if index_dir is not None else [shipped_folder(model) / target.name, target]
+    present = [path for path in dict.fromkeys(candidates) if path.is_file()]
+    expected = fingerprint(model, settings) if present else None
+    for path in present:
+        meta = _read_meta(path) or {}
+        if meta.get("settings", {}).get("format") == INDEX_FORMAT and meta.get("fingerprint") == expected:
+            return path, "current"
+    return target, "stale" if present else "missing"
 
 
 def load_or_build_index(model: TracInModel, class_indices: Sequence[int], *, threshold: float = 0.5,
