@@ -7,11 +7,13 @@ without leaving a partial output behind.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import os
 import pickle
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,8 @@ class BadInput:
     card: Path
     out: Path
     says: str  # a fragment the error sentence must contain (case-insensitive)
+    save_as: Path | None = None  # output entries: where the viewer user saves the segmentation instead
+    save_says: str = ""  # what refusing that save must say
 
 
 def volume(seed: int = 0, shape=SHAPE) -> np.ndarray:
@@ -111,8 +115,9 @@ def build(root: Path) -> list[BadInput]:
     case = good_case(root / "cases" / "good")
     entries: list[BadInput] = []
 
-    def add(name: str, says: str, *, case_path: Path = case, card_path: Path = card, out: Path | None = None):
-        entries.append(BadInput(name, case_path, card_path, out or root / "out" / name, says))
+    def add(name: str, says: str, *, case_path: Path = case, card_path: Path = card, out: Path | None = None,
+            save_as: Path | None = None, save_says: str = ""):
+        entries.append(BadInput(name, case_path, card_path, out or root / "out" / name, says, save_as, save_says))
 
     # ---------------------------------------------------------------- case files
     whole = nifti_bytes(volume())
@@ -228,14 +233,17 @@ def build(root: Path) -> list[BadInput]:
     bad_card("refuses the case's spacing", "spacing", preprocessing={"spacing_policy": "refuse"})
 
     # ---------------------------------------------------------------- outputs
-    add("output path equal to an input", "own folder", out=case)
-    add("output folder is a file", "is a file, not a folder", out=case / f"{case.name}_flair.nii.gz")
+    flair = case / f"{case.name}_flair.nii.gz"
+    add("output path equal to an input", "own folder", out=case, save_as=flair, save_says="refusing to overwrite")
+    add("output folder is a file", "is a file, not a folder", out=flair, save_as=flair / "seg.nii.gz",
+        save_says="is a file, not a folder")
     readonly = root / "out" / "read-only"
     readonly.mkdir(parents=True)
     readonly.chmod(0o555)
     if os.geteuid() == 0:  # root writes anywhere a mode allows nobody to; a read-only mount stops it
         readonly = Path("/proc/self/segxai-out")
-    add("read-only output folder", "cannot write", out=readonly)
+    add("read-only output folder", "cannot write", out=readonly, save_as=readonly / "seg.nii.gz",
+        save_says="cannot write")
     return entries
 
 
@@ -252,6 +260,33 @@ def leftovers(root: Path) -> list[str]:
     """Files under root/out (any output written for a refused input is a partial output)."""
     out = root / "out"
     return sorted(str(p.relative_to(root)) for p in out.rglob("*") if p.is_file()) if out.exists() else []
+
+
+def one_sentence(message: str) -> bool:
+    """One line ending with a full stop, no traceback or repr noise."""
+    return ("\n" not in message.strip() and message.strip().endswith(".") and "Traceback" not in message
+            and not re.search(r"<[a-zA-Z_.]+ object at 0x", message))
+
+
+def through_the_cli(entry: BadInput) -> tuple[bool, str]:
+    """Run ``segxai segment`` on ``entry``: (exit 2 with one sentence holding ``entry.says``, that sentence)."""
+    from napari_segxai.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = main(["segment", str(entry.case), "--model", str(entry.card), "--out", str(entry.out)])
+    err = err.getvalue()
+    prefix = "segxai segment: error: "
+    # the terminal progress bar may come first: the error is what follows the prefix
+    message = err.split(prefix, 1)[1] if prefix in err else err
+    clear = status == 2 and prefix in err and one_sentence(message)
+    return clear and entry.says.lower() in message.lower(), message.strip()
+
+
+def changed_inputs(root: Path, before: dict[str, str]) -> list[str]:
+    """Inputs whose bytes differ from ``before`` (or that disappeared)."""
+    after = fingerprints(root)
+    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
 
 
 def run_all(entries, run_one: Callable[[BadInput], tuple[bool, str]]):

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Callable, Optional, Union
 
+from napari.utils.notifications import show_error
+
 from .core.naming import is_nifti
 
 PathOrPaths = Union[str, os.PathLike, list, tuple]
@@ -44,6 +46,9 @@ def napari_get_reader(path: PathOrPaths) -> Optional[Callable[[PathOrPaths], lis
 
     try:
         case = load_case(single)
+    except ValueError as err:  # a user's bad file: say why (napari itself only says it was refused)
+        show_error(str(err))
+        return None
     except Exception:  # a reader must never raise: napari then offers the next plugin
         return None
 

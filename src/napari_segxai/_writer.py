@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from napari.utils.notifications import show_error
 
 from ._layers import world_affine
 
@@ -35,15 +36,32 @@ def _write(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
             f"Only 3D layers can be saved as NIfTI here; this one has {array.ndim} dimensions."
         )
     affine = world_affine(meta, array.ndim)
-    written = save_nifti(array, affine, _nifti_path(path), protected=_protected(meta))
+    target = _nifti_path(path)
+    if target.parent.is_file():
+        raise ValueError(f"{target.parent} is a file, not a folder; save into a folder.")
+    try:
+        written = save_nifti(array, affine, target, protected=_protected(meta))
+    except OSError as err:  # a read-only or missing folder, a full disk
+        raise ValueError(
+            f"Cannot write {target} ({err.strerror or err}); choose a folder you can write to."
+        ) from None
     return [str(written)]
+
+
+def _write_or_say_why(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """:func:`_write`, or a notification saying why nothing was written (napari swallows a writer's ValueError)."""
+    try:
+        return _write(path, data, meta)
+    except ValueError as err:
+        show_error(str(err))
+        return []
 
 
 def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Save a labels layer as a NIfTI label volume (smallest integer type) with the layer's affine."""
-    return _write(path, data, meta)
+    return _write_or_say_why(path, data, meta)
 
 
 def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Save an image layer as a float32 NIfTI volume with the layer's affine."""
-    return _write(path, np.asarray(data, dtype=np.float32), meta)
+    return _write_or_say_why(path, np.asarray(data, dtype=np.float32), meta)

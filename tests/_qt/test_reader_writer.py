@@ -74,7 +74,7 @@ def test_reader_returns_none_for_what_it_cannot_read(tmp_path, tiny_case):
         assert napari_get_reader(path if isinstance(path, list) else str(path)) is None
 
 
-def test_writer_round_trip_and_refusal(tiny_case, tmp_path, lps_affine):
+def test_writer_round_trip_and_refusal(tiny_case, tmp_path, lps_affine, monkeypatch):
     LPS_AFFINE = lps_affine
     layers = _layers(tiny_case)
     label = next(layer for layer in layers if isinstance(layer, Labels))
@@ -87,8 +87,11 @@ def test_writer_round_trip_and_refusal(tiny_case, tmp_path, lps_affine):
 
     source = tiny_case / "Tiny_case_001_seg.nii.gz"
     before = source.read_bytes()
-    with pytest.raises(ValueError, match="Refusing to overwrite"):
-        write_labels(str(source), np.zeros(SHAPE, np.int16), meta)
+    said = []
+    monkeypatch.setattr("napari_segxai._writer.show_error", said.append)
+    # napari swallows a writer's ValueError, so the writer says why and returns no written path
+    assert write_labels(str(source), np.zeros(SHAPE, np.int16), meta) == []
+    assert len(said) == 1 and said[0].startswith("Refusing to overwrite")
     assert source.read_bytes() == before
 
 
