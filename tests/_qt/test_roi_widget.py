@@ -93,6 +93,17 @@ def test_bars_follow_a_new_result_and_match_the_core_numbers(make_napari_viewer,
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
     with pytest.raises(ValueError, match=r"\.csv"):
         widget.save_csv(tmp_path / "roi.txt")
+    # Copy: the clipboard holds the same table as CSV text and the chart as a picture.
+    from qtpy.QtWidgets import QApplication
+
+    widget.copy_button.click()
+    clipboard = QApplication.clipboard().mimeData()
+    assert clipboard.text() == (tmp_path / "roi.csv").read_text(encoding="utf-8")
+    picture = clipboard.imageData()
+    from qtpy.QtGui import QImage
+
+    saved = QImage(str(png))
+    assert picture is not None and (picture.width(), picture.height()) == (saved.width(), saved.height()) > (100, 100)
 
     # A second result (another class set) is added and shown.
     edema = explain_case(case, card, method="saliency", classes=["edema"], device="cpu")

@@ -74,9 +74,17 @@ class MplCanvasWidget(QWidget):
         if path.suffix.lower() != ".png":
             raise ValueError(f"{path.name} is not a .png name; save the chart as .png.")
         with atomic_path(path, suffix=".png") as temporary:
-            with mplstyle.context(self.mpl_style):
-                self.figure.savefig(temporary, format="png", dpi=dpi, facecolor=self.mpl_style["figure.facecolor"])
+            temporary.write_bytes(self.png_bytes(dpi))
         return path
+
+    def png_bytes(self, dpi: int = 150) -> bytes:
+        """The chart as PNG bytes, in the napari theme's colours."""
+        import io
+
+        buffer = io.BytesIO()
+        with mplstyle.context(self.mpl_style):
+            self.figure.savefig(buffer, format="png", dpi=dpi, facecolor=self.mpl_style["figure.facecolor"])
+        return buffer.getvalue()
 
     def _on_theme_changed(self, event: Any = None) -> None:
         """Take the new theme's colours and redraw."""

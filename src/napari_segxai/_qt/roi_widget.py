@@ -141,6 +141,10 @@ class RoiWidget(MplCanvasWidget):
         self.save_png_button = QPushButton("Save PNG…")
         self.save_png_button.setToolTip("A PNG of the chart as shown.")
         self.save_png_button.clicked.connect(self._choose_png_path)
+        self.copy_button = QPushButton("Copy")
+        self.copy_button.setToolTip("Put the table (as CSV text) and the chart (as a picture) on the clipboard, "
+                                    "to paste into a spreadsheet, a slide or a message.")
+        self.copy_button.clicked.connect(self.copy_to_clipboard)
         self.cancel_button = QPushButton("Cancel")
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1)
@@ -156,6 +160,7 @@ class RoiWidget(MplCanvasWidget):
         options.addWidget(self.signed)
         options.addWidget(self.refresh_button)
         buttons = QHBoxLayout()
+        buttons.addWidget(self.copy_button)
         buttons.addWidget(self.save_csv_button)
         buttons.addWidget(self.save_png_button)
         jobs = QHBoxLayout()
@@ -498,6 +503,22 @@ class RoiWidget(MplCanvasWidget):
         if path.suffix.lower() != ".csv":
             raise ValueError(f"{path.name} is not a .csv name; save the table as .csv.")
         return entry.importance.to_csv(path)
+
+    def copy_to_clipboard(self) -> None:
+        """Put the shown result's table (CSV text) and the chart (a picture) on the clipboard."""
+        from qtpy.QtCore import QMimeData
+        from qtpy.QtGui import QImage
+        from qtpy.QtWidgets import QApplication
+
+        entry = self.current()
+        if entry is None:
+            show_error("There is no RoI importance to copy yet; run Explain first.")
+            return
+        data = QMimeData()
+        data.setText(entry.importance.csv_text())
+        data.setImageData(QImage.fromData(self.png_bytes(), "PNG"))
+        QApplication.clipboard().setMimeData(data)
+        self.status.setText("Copied the table (CSV text) and the chart (picture) to the clipboard.")
 
     def _choose_csv_path(self) -> None:
         """Ask for a file name and save the table."""

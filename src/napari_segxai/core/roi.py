@@ -74,14 +74,18 @@ class RoiImportance:
                              "negative": _optional(self.modality_negative, k, c), "voxels": None, **common})
         return rows
 
-    def to_csv(self, path: str | Path) -> Path:
-        """Write :meth:`rows` as CSV (atomically) and return the path."""
+    def csv_text(self) -> str:
+        """:meth:`rows` as CSV text."""
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
         writer.writeheader()
         for row in self.rows():
             writer.writerow({key: _cell(value) for key, value in row.items()})
-        return write_text(path, buffer.getvalue())
+        return buffer.getvalue()
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write :meth:`rows` as CSV (atomically) and return the path."""
+        return write_text(path, self.csv_text())
 
 
 def read_roi_csv(path: str | Path) -> RoiImportance:
