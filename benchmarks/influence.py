@@ -17,6 +17,9 @@ part). Stages, each saved as JSON in ``--work`` so a later run can reuse it:
   index at several sizes (Spearman over all training regions, per query class), and last-3-layer
   and final-layer TracIn against all-parameter TracIn (Spearman, top-10 overlap), for the demo
   case and ``--queries`` - 1 other held-out cases;
+* ``storage``: the stored index (float16 rows, one float32 scale each) against float32 gradients
+  recomputed exactly for ``--subset`` training cases: the rows' largest error, and for the
+  ``--queries`` cases the scores' Spearman, top-10 agreement and largest relative error;
 * ``similarity``: the faithfulness check (last-hidden-layer similarity vs TracIn rank) on the
   demo case, from the index.
 """
@@ -44,7 +47,7 @@ from napari_segxai.core.influence.regions import prepare_example  # noqa: E402
 from napari_segxai.core.model_card import load_model_card  # noqa: E402
 from napari_segxai.core.paths import demo_model_card_path  # noqa: E402
 
-STAGES = ("index", "query", "captum", "spearman", "similarity")
+STAGES = ("index", "query", "captum", "spearman", "storage", "similarity")
 CLASSES = [1, 2, 3]
 
 
@@ -239,6 +242,50 @@ def stage_spearman(card, args) -> dict:
             "projection_seconds_for_subset": projected_seconds, "queries": [q["name"] for q in tests]}
 
 
+def stage_storage(card, args) -> dict:
+    from napari_segxai.core.synth import generate_case
+    from napari_segxai.core.train import HELD_OUT_SEED_START
+
+    model = load_tracin_model(card)
+    index = load_or_build_index(model, CLASSES, threshold=0.5)
+    rng = np.random.default_rng(0)
+    seeds = sorted(rng.choice(model.record.seeds, size=min(args.subset, len(model.record.seeds)), replace=False).tolist())
+    columns = [index.seeds.index(s) for s in seeds]
+    stored = index.training_gradients()[:, columns]                                 # (T, n, K, d)
+    exact, valid = [], []
+    for i, seed in enumerate(seeds):
+        example = training_example(model, int(seed), CLASSES, threshold=0.5)
+        exact.append(model.gradients(example))
+        valid.append(example.voxels > 0)
+        log(f"storage: training case {i + 1}/{len(seeds)}")
+    exact = torch.stack(exact, 1).numpy()                                         # float32 (T, n, K, d)
+    valid = np.stack(valid)
+    peak = np.abs(exact).max(-1)
+    row_error = float((np.abs(stored - exact).max(-1) / np.where(peak > 0, peak, 1)).max())
+    queries = [demo_case()] + [generate_case(HELD_OUT_SEED_START + 50 + i, size=model.record.size).case
+                               for i in range(args.queries - 1)]
+    rows = []
+    for case in queries:
+        example = prepare_example(case, card, model.network, CLASSES, threshold=0.5)
+        test = model.gradients(example)
+        reference = tracin_scores(model.learning_rates, test, torch.from_numpy(exact).flatten(1, 2))   # (A, n*K)
+        ours = index.scores(test)[:, columns].reshape(len(CLASSES), -1)
+        for a, name in enumerate(("necrosis", "edema", "enhancing")):
+            if example.voxels[a] == 0:
+                continue
+            ref, got = reference[a][valid.ravel()], ours[a][valid.ravel()]
+            row = {"query": case.name, "class": name, "regions": int(valid.sum()), "spearman": _spearman(got, ref),
+                   "top10_overlap": _top_overlap(got, ref), "max_relative_error": float(np.max(np.abs(got - ref) / np.abs(ref))),
+                   "max_error_over_max_score": float(np.abs(got - ref).max() / np.abs(ref).max()),
+                   "median_relative_error": float(np.median(np.abs(got - ref) / np.abs(ref)))}
+            rows.append(row)
+            log(f"storage {row}")
+    return {"seeds": seeds, "stored_dtype": str(index.gradients.dtype), "file_bytes": index.path.stat().st_size,
+            "row_max_error_over_row_max": row_error, "rows": rows,
+            "min_spearman": min(r["spearman"] for r in rows), "max_relative_error": max(r["max_relative_error"] for r in rows),
+            "max_error_over_max_score": max(r["max_error_over_max_score"] for r in rows)}
+
+
 def stage_similarity(card, args) -> dict:
     from napari_segxai.core.influence.features import similarity_check, similarity_table
 
@@ -259,8 +306,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="build the index on a local dask cluster of N workers")
     parser.add_argument("--repeats", type=int, default=3, help="timed queries (median reported)")
     parser.add_argument("--captum-cases", type=int, default=8, help="training cases captum runs on (extrapolated)")
-    parser.add_argument("--subset", type=int, default=24, help="training cases of the Spearman stage")
-    parser.add_argument("--queries", type=int, default=2, help="query cases of the Spearman stage (the demo case first)")
+    parser.add_argument("--subset", type=int, default=24, help="training cases of the Spearman and storage stages")
+    parser.add_argument("--queries", type=int, default=2, help="query cases of the Spearman and storage stages (the demo case first)")
     parser.add_argument("--sizes", default="256,512,1024,2048,4096,8192", help="projection sizes of the Spearman stage")
     parser.add_argument("--check-tail", action="store_true", help="check once that the last layers' gradient is the tail of all")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
