@@ -57,6 +57,9 @@ def test_windows_are_monais():
     ("integrated_gradients", {"steps": 4, "baseline": "minimum"}),
     ("guided_backprop", {}),
     ("deconvolution", {}),
+    # the noise is drawn once on the whole grid and cropped: the whole-volume run draws it in one batch too
+    ("smoothgrad", {"n_samples": 3, "sigma": 0.2, "batch_size": 3}),
+    ("smoothgrad", {"base": "gradient_x_input", "n_samples": 2, "batch_size": 2, "seed": 4}),
 ])
 def test_windowed_equals_whole_volume(setup, name, params):
     net, whole, x, target = setup
@@ -97,6 +100,10 @@ def test_windowed_refuses_non_additive_methods_and_reports_progress(setup):
     assert "occlusion" not in windowable_methods()
     with pytest.raises(ValueError, match="not additive over windows"):
         windowed_attribute("occlusion", net, x, target, roi_size=ROI)
+    for params in ({"variant": "vargrad"}, {"variant": "smoothgrad_sq"}, {"base": "integrated_gradients"}):
+        assert not get_method("smoothgrad", **params).windowable  # squares, or a baseline rebuilt per copy
+        with pytest.raises(ValueError, match="not additive over windows"):
+            windowed_attribute(get_method("smoothgrad", **params), net, x, target, roi_size=ROI)
     seen = []
     windowed_attribute("saliency", net, x, target, roi_size=ROI, progress=lambda d, t: seen.append((d, t)))
     assert seen[-1] == (4, 4)

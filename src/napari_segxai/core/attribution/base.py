@@ -113,6 +113,13 @@ class AttributionMethod:
         method._fixed_baseline = baseline.detach()
         return method
 
+    def for_windows(self, inputs: torch.Tensor) -> Callable[[tuple[slice, ...]], "AttributionMethod"]:
+        """The method to run on each window's crop of ``inputs``: whole-grid references made once and cropped."""
+        if not self.uses_baseline:
+            return lambda window: self
+        baseline = self.baseline_of(inputs)  # a global baseline (minimum, blurred) is cropped, not rebuilt
+        return lambda window: self.with_baseline(baseline[(slice(None), slice(None)) + tuple(window)])
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"{type(self).__name__}({args})"

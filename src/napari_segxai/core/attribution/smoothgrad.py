@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from typing import Callable
+
 import torch
 
 from .. import progress as _progress
@@ -15,6 +18,7 @@ class SmoothGrad(AttributionMethod):
     """Average of another gradient method over noisy copies of the input (captum ``NoiseTunnel``)."""
 
     gradient_based = True
+    _fixed_noise: torch.Tensor | None = None
     parameters = {
         "base": Parameter("saliency", "gradient method applied to each noisy copy"),
         "n_samples": Parameter(16, "number of noisy copies", minimum=1),
@@ -35,6 +39,8 @@ class SmoothGrad(AttributionMethod):
             )
         self.base = base()
         self.signed = self.params["variant"] == "smoothgrad" and base.signed
+        # the mean of an additive method over noise fixed on the whole grid adds up over windows too
+        self.windowable = self.params["variant"] == "smoothgrad" and base.windowable and not base.uses_baseline
 
     def stdevs(self, inputs: torch.Tensor) -> torch.Tensor:
         """Noise standard deviation per channel (1, C, 1, ...): sigma times the channel's range."""
@@ -42,11 +48,32 @@ class SmoothGrad(AttributionMethod):
         span = flat.max(1).values - flat.min(1).values
         return (self.params["sigma"] * span).view(1, -1, *([1] * (inputs.ndim - 2)))
 
+    def noise_of(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The noise (n_samples, C, *spatial) of all copies, drawn at once (as ``batch_size >= n_samples`` draws it)."""
+        generator = torch.Generator(device=inputs.device).manual_seed(self.params["seed"])
+        expanded = self.stdevs(inputs).expand((self.params["n_samples"],) + tuple(inputs.shape[1:])).contiguous()
+        return torch.normal(0.0, expanded, generator=generator)
+
+    def for_windows(self, inputs: torch.Tensor) -> Callable[[tuple[slice, ...]], "SmoothGrad"]:
+        """The method for each window's crop: the noise drawn once on the whole grid and cropped."""
+        noise = self.noise_of(inputs)
+
+        def on_window(window: tuple[slice, ...]) -> "SmoothGrad":
+            method = copy.copy(self)
+            method._fixed_noise = noise[(slice(None), slice(None)) + tuple(window)]
+            return method
+
+        return on_window
+
     def _attribute(self, network, inputs, target, progress, should_cancel) -> torch.Tensor:
         n = self.params["n_samples"]
         # per noisy copy: its noise, the copy, the base method's class maps and their squares
         batch = samples_per_batch(network, inputs, n, self.params["batch_size"],
                                   maps_per_sample=2 + 2 * len(target.classes))
+        fixed = self._fixed_noise
+        if fixed is not None and tuple(fixed.shape) != (n,) + tuple(inputs.shape[1:]):
+            raise ValueError(f"smoothgrad: the fixed noise {tuple(fixed.shape)} does not match {n} copies of the "
+                             f"input {tuple(inputs.shape[1:])}.")
         stdev = self.stdevs(inputs)
         generator = torch.Generator(device=inputs.device).manual_seed(self.params["seed"])
         total = total_sq = None
@@ -54,8 +81,11 @@ class SmoothGrad(AttributionMethod):
         while done < n:
             _progress.step(done, n, progress, should_cancel)
             size = min(batch, n - done)
-            expanded = stdev.expand((size,) + tuple(inputs.shape[1:])).contiguous()
-            noisy = inputs + torch.normal(0.0, expanded, generator=generator)
+            if fixed is not None:
+                noisy = inputs + fixed[done : done + size]
+            else:
+                expanded = stdev.expand((size,) + tuple(inputs.shape[1:])).contiguous()
+                noisy = inputs + torch.normal(0.0, expanded, generator=generator)
             maps = self.base.attribute_batch(network, noisy, target, None, should_cancel)
             part, part_sq = maps.sum(0), (maps * maps).sum(0)
             total = part if total is None else total + part

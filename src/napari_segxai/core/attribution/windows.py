@@ -8,7 +8,8 @@ G = sum_w g_w. The explained scalar is therefore a sum over windows,
 
 each term depending only on the window's crop x_w. For methods that are linear in the
 explained function (gradients, input x gradient, Integrated Gradients, guided backprop,
-deconvolution, DeepLIFT) the relevance of S_c is the sum of each window's relevance of its
+deconvolution, DeepLIFT, SmoothGrad's mean over them with its noise drawn once on the whole
+grid and cropped) the relevance of S_c is the sum of each window's relevance of its
 own weighted term, placed at the window's position: only the windows that meet the target
 region are run, one window in memory at a time. This is exact for logits (when the model
 blends logits); for probabilities it explains the blend of per-window probabilities.
@@ -58,7 +59,8 @@ def windowed_attribute(
     if not method.windowable:
         raise ValueError(
             f"{method.name} is not additive over windows; choose one of "
-            f"{', '.join(windowable_methods())} or run it on a volume that fits one window."
+            f"{', '.join(windowable_methods())} (or smoothgrad's mean over one without a baseline), "
+            "or run it on a volume that fits one window."
         )
     inputs = check_inputs(inputs, target)
     spatial = tuple(inputs.shape[2:])
@@ -77,7 +79,7 @@ def windowed_attribute(
     coverage = np.zeros(spatial, dtype=np.float64)
     for window in windows:
         coverage[window] += importance
-    baseline = method.baseline_of(inputs) if method.uses_baseline else None
+    on_window = method.for_windows(inputs)
     relevance = None
     with frozen_parameters(network):
         for i, window in enumerate(windows):
@@ -94,9 +96,7 @@ def windowed_attribute(
             local = Target(target.kind, tuple(target.classes[k] for k in present), masks[present], target.threshold,
                            target.output, target.activation, np.asarray(weights)[present])
             crop = inputs[(slice(None), slice(None)) + window]
-            # a global baseline (minimum, blurred) is cropped, not rebuilt from the crop
-            local_method = method if baseline is None else method.with_baseline(baseline[(slice(None), slice(None)) + window])
-            part = local_method.attribute(network, crop, local, None, should_cancel)
+            part = on_window(window).attribute(network, crop, local, None, should_cancel)
             if relevance is None:
                 relevance = inputs.new_zeros((len(target.classes), part.shape[1]) + spatial)
             for j, k in enumerate(present):
@@ -106,7 +106,7 @@ def windowed_attribute(
 
 
 def windowable_methods() -> tuple[str, ...]:
-    """Registered methods whose relevance adds up over sliding windows."""
+    """Registered methods whose relevance adds up over sliding windows (besides SmoothGrad's mean over one of them)."""
     from .base import available_methods, method_class
 
     return tuple(m for m in available_methods() if method_class(m).windowable)
