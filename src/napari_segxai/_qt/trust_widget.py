@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -54,27 +55,27 @@ PASS_COLOR, FAIL_COLOR = "#4caf50", "#f44336"
 
 # (field of core.trust.CaseQualityRow, row label, tooltip)
 MEASURES = (
-    ("randomisation_passes", "Randomisation verdict",
+    ("randomisation_passes", "Randomisation",
      "passes when the map of the fully randomised network has a Spearman correlation below 0.5 with the "
      "trained network's map: the map depends on what the model learned"),
-    ("randomisation_spearman", "Spearman, all layers random",
+    ("randomisation_spearman", "Spearman, randomised",
      "rank correlation of |relevance| between the trained and the fully randomised network (lower is better)"),
-    ("randomisation_ssim", "SSIM, all layers random",
+    ("randomisation_ssim", "SSIM, randomised",
      "structural similarity of |relevance| between the trained and the fully randomised network (lower is better)"),
-    ("randomisation_top_k", "Top-k overlap, all layers random",
+    ("randomisation_top_k", "Top-k, randomised",
      "share of the k most relevant voxels both maps share, k = the region's size (lower is better)"),
-    ("faithfulness", "Faithfulness correlation",
+    ("faithfulness", "Faithfulness",
      "Pearson r between relevance summed over random voxel subsets and the output drop when they are removed "
      "(higher is better)"),
     ("deletion_auc", "Deletion AUC",
      "area under the output curve as the most relevant voxels are removed first (lower is better)"),
-    ("deletion_auc_random", "Deletion AUC, random order",
+    ("deletion_auc_random", "Deletion AUC, random",
      "the same with voxels removed in random order: the reference the method should beat"),
     ("max_sensitivity", "Max-sensitivity",
      "largest relative change of the map under small input noise (lower is better)"),
     ("above_threshold", "Complexity",
      "share of the crop's voxels above 10% of the largest |relevance| (lower: a sparser map)"),
-    ("seconds_explain", "Seconds per explanation", "one explanation of every class on the crop"),
+    ("seconds_explain", "Seconds / explanation", "one explanation of every class on the crop"),
 )
 
 
@@ -95,7 +96,7 @@ class RandomisationChart(MplCanvasWidget):
         self.result = None            # core.trust.RandomisationResult
         self.class_name: Optional[str] = None
         self.measure = "spearman"
-        self.canvas.setMinimumHeight(220)
+        self.canvas.setMinimumHeight(260)
         self.canvas_layout.setContentsMargins(0, 0, 0, 0)
         self.redraw()
 
@@ -114,7 +115,7 @@ class RandomisationChart(MplCanvasWidget):
             axes.text(0.5, 0.5, "No check yet.\nPress Run: the cascading randomisation plot appears here.",
                       ha="center", va="center", transform=axes.transAxes)
             return
-        draw_randomisation(self.figure, self.result, measure=self.measure, classes=[self.class_name])
+        draw_randomisation(self.figure, self.result, measure=self.measure, classes=[self.class_name], title=None)
 
 
 class TrustWidget(QWidget):
@@ -180,7 +181,8 @@ class TrustWidget(QWidget):
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.setMinimumHeight(self.table.verticalHeader().length() + 30)
+        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self._fit_table()
         self.plot_class = QComboBox()
         self.plot_class.setToolTip("The class whose randomisation curve is drawn.")
         self.plot_class.currentIndexChanged.connect(self._replot)
@@ -201,11 +203,11 @@ class TrustWidget(QWidget):
         what.addRow("Method", self.method)
         what.addRow(self.parameters)
         what.addRow("Device", self.device)
-        cost = QFormLayout()
-        cost.addRow("Randomisation steps", self.max_steps)
-        cost.addRow("Faithfulness subsets", self.n_subsets)
-        cost.addRow("Deletion steps", self.deletion_steps)
-        cost.addRow("Noise samples", self.noise_samples)
+        cost = QGridLayout()
+        for n, (label, spin) in enumerate((("Randomisation steps", self.max_steps), ("Subsets", self.n_subsets),
+                                           ("Deletion steps", self.deletion_steps), ("Noise samples", self.noise_samples))):
+            cost.addWidget(QLabel(label), n // 2, 2 * (n % 2))
+            cost.addWidget(spin, n // 2, 2 * (n % 2) + 1)
         cost_box = QGroupBox("Cost")
         cost_box.setLayout(cost)
         buttons = QHBoxLayout()
@@ -414,14 +416,21 @@ class TrustWidget(QWidget):
         self.plot_class.clear()
         self.plot_class.addItems(names)
         self.plot_class.blockSignals(False)
+        self._fit_table()
         self._replot()
         passed = sum(row.randomisation_passes == 1 for row in self.rows.values())
         self.status.setText(
             f"{trust.methods[0]} on {case_name}: {passed} of {len(names)} classes pass the randomisation check "
             f"({len(trust.sanity.layers)} weight layers). Crop {' x '.join(map(str, trust.problem.spatial_shape))}; "
-            f"{trust.problem.target.describe()}. {trust.seconds:.1f} s after segmenting "
-            f"(randomisation {trust.sanity.seconds:.1f} s)."
+            f"{trust.problem.target.describe()}. Measures {trust.seconds:.1f} s (randomisation "
+            f"{trust.sanity.seconds:.1f} s)."
         )
+
+    def _fit_table(self) -> None:
+        """Make the table exactly as tall as its rows, so every measure shows without scrolling."""
+        self.table.resizeRowsToContents()
+        height = self.table.horizontalHeader().sizeHint().height() + self.table.verticalHeader().length()
+        self.table.setFixedHeight(height + 2 * self.table.frameWidth() + 2)
 
     def value_at(self, measure: str, class_name: str) -> Optional[float]:
         """The number the table shows for one measure and class (None before a check)."""

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 MEASURES = {"spearman": "Spearman rank correlation of |relevance|", "ssim": "SSIM of |relevance|",
             "top_k": "top-k voxel overlap"}
+RANDOMISATION_TITLE = "Model parameter randomisation (0 = trained network)"
 
 
 def randomisation_plot(result: "RandomisationResult", path: str | Path, *, measure: str = "spearman") -> Path:
@@ -32,7 +33,7 @@ def randomisation_plot(result: "RandomisationResult", path: str | Path, *, measu
 
 
 def draw_randomisation(figure, result: "RandomisationResult", *, measure: str = "spearman",
-                       classes: Sequence[str] | None = None) -> list:
+                       classes: Sequence[str] | None = None, title: str | None = RANDOMISATION_TITLE) -> list:
     """Draw the randomisation panels (rows: modes, columns: ``classes``, default all) into a matplotlib figure; the axes."""
     from matplotlib.ticker import MaxNLocator
 
@@ -68,7 +69,8 @@ def draw_randomisation(figure, result: "RandomisationResult", *, measure: str = 
             if j == 0:
                 ax.set_ylabel(MEASURES[measure], fontsize=8)
     axes[0, -1].legend(fontsize=7, loc="lower left")
-    figure.suptitle("Model parameter randomisation (0 = trained network)", fontsize=11)
+    if title:
+        figure.suptitle(title, fontsize=11)
     return list(axes.ravel())
 
 
