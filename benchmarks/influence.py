@@ -264,24 +264,35 @@ def stage_storage(card, args) -> dict:
     row_error = float((np.abs(stored - exact).max(-1) / np.where(peak > 0, peak, 1)).max())
     queries = [demo_case()] + [generate_case(HELD_OUT_SEED_START + 50 + i, size=model.record.size).case
                                for i in range(args.queries - 1)]
+    # For comparison only (not what is stored): int8 rows with the same per-row scale, a quarter of float32.
+    int8 = np.round(exact / np.where(peak > 0, peak, 1)[..., None] * 127).astype(np.int8)
+    int8 = torch.from_numpy(int8.astype(np.float32) * (peak / 127)[..., None]).flatten(1, 2)
+
+    def compare(got, ref, prefix=""):
+        return {f"{prefix}spearman": _spearman(got, ref), f"{prefix}top10_overlap": _top_overlap(got, ref),
+                f"{prefix}max_relative_error": float(np.max(np.abs(got - ref) / np.abs(ref))),
+                f"{prefix}max_error_over_max_score": float(np.abs(got - ref).max() / np.abs(ref).max()),
+                f"{prefix}median_relative_error": float(np.median(np.abs(got - ref) / np.abs(ref)))}
+
     rows = []
     for case in queries:
         example = prepare_example(case, card, model.network, CLASSES, threshold=0.5)
         test = model.gradients(example)
         reference = tracin_scores(model.learning_rates, test, torch.from_numpy(exact).flatten(1, 2))   # (A, n*K)
         ours = index.scores(test)[:, columns].reshape(len(CLASSES), -1)
+        quarter = tracin_scores(model.learning_rates, test, int8)
         for a, name in enumerate(("necrosis", "edema", "enhancing")):
             if example.voxels[a] == 0:
                 continue
-            ref, got = reference[a][valid.ravel()], ours[a][valid.ravel()]
-            row = {"query": case.name, "class": name, "regions": int(valid.sum()), "spearman": _spearman(got, ref),
-                   "top10_overlap": _top_overlap(got, ref), "max_relative_error": float(np.max(np.abs(got - ref) / np.abs(ref))),
-                   "max_error_over_max_score": float(np.abs(got - ref).max() / np.abs(ref).max()),
-                   "median_relative_error": float(np.median(np.abs(got - ref) / np.abs(ref)))}
+            ref, keep = reference[a][valid.ravel()], valid.ravel()
+            row = {"query": case.name, "class": name, "regions": int(valid.sum()), **compare(ours[a][keep], ref),
+                   **compare(quarter[a][keep], ref, "int8_")}
             rows.append(row)
             log(f"storage {row}")
     return {"seeds": seeds, "stored_dtype": str(index.gradients.dtype), "file_bytes": index.path.stat().st_size,
             "row_max_error_over_row_max": row_error, "rows": rows,
+            "int8_min_spearman": min(r["int8_spearman"] for r in rows),
+            "int8_max_error_over_max_score": max(r["int8_max_error_over_max_score"] for r in rows),
             "min_spearman": min(r["spearman"] for r in rows), "max_relative_error": max(r["max_relative_error"] for r in rows),
             "max_error_over_max_score": max(r["max_error_over_max_score"] for r in rows)}
 
