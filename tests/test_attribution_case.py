@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from _cards import lps_affine, permuted_affine, write_card
-from napari_segxai.core.attribution import explain_case
+from napari_segxai.core.attribution import available_methods, explain_case
 from napari_segxai.core.case import Case
 from napari_segxai.core.model_card import load_model_card
 
@@ -164,3 +164,18 @@ def test_grad_cam_and_lrp_see_inside_slice_wise_networks():
     assert input_layers(model, x) == ["network.model.0.residual", "network.model.0.conv.unit0.conv"]
     relevance = get_method("lrp").attribute(model, x, target)
     assert relevance.shape == (2, 2, 16, 5, 16) and torch.isfinite(relevance).all()
+
+
+FEW_STEPS = {"meaningful_perturbation": {"iterations": 5}}
+
+
+@pytest.mark.parametrize("method", available_methods())
+def test_checking_for_cancel_inside_the_network_changes_no_relevance(tmp_path, method):
+    # A cancel check after every layer (forward hooks, gradient hooks) must leave every method's result as it was.
+    case, card = lesion_case(lps_affine((2.0, 2.0, 2.0))), lesion_card(tmp_path)
+    results = []
+    for should_cancel in (None, lambda: False):
+        torch.manual_seed(0)
+        results.append(explain_case(case, card, method=method, device="cpu", should_cancel=should_cancel,
+                                    **FEW_STEPS.get(method, {})).relevance)
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-5, atol=1e-7)

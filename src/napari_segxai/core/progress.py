@@ -7,7 +7,8 @@ when the caller asked to stop. The GUI and the CLI adapt these to their own prog
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import contextlib
+from typing import Any, Callable, Iterator, Optional
 
 ProgressFn = Callable[[int, int], None]
 CancelFn = Callable[[], bool]
@@ -28,3 +29,33 @@ def step(
         raise Cancelled(f"Cancelled after {done} of {total} steps.")
     if progress is not None:
         progress(done, total)
+
+
+@contextlib.contextmanager
+def cancel_inside(network: Any, should_cancel: Optional[CancelFn]) -> Iterator[Any]:
+    """Check ``should_cancel`` after every layer of a torch ``network``, forward and backward, while inside.
+
+    A forward or backward pass over a large window can take seconds; checking only between
+    passes would let a cancel wait that long. Raises :class:`Cancelled` from inside the pass.
+    """
+    if should_cancel is None:
+        yield network
+        return
+
+    def check(_grad=None) -> None:
+        if should_cancel():
+            raise Cancelled("Cancelled inside a pass through the network.")
+
+    def after_layer(_module, _inputs, output) -> None:
+        check()
+        for tensor in output if isinstance(output, (tuple, list)) else (output,):
+            if getattr(tensor, "requires_grad", False):
+                tensor.register_hook(check)  # runs when the backward pass reaches this layer
+
+    layers = [m for m in network.modules() if not any(True for _ in m.children())]
+    handles = [layer.register_forward_hook(after_layer) for layer in layers]
+    try:
+        yield network
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .memory import refuse_if_too_large
 from .model_card import ClassInfo, ModelCard, build_network
-from .progress import CancelFn, ProgressFn, step
+from .progress import CancelFn, ProgressFn, cancel_inside, step
 
 if TYPE_CHECKING:
     from .case import Case
@@ -214,13 +214,14 @@ def infer(
     spatial = tuple(int(s) for s in batches[0].shape[2:])
     per_image = count_windows(spatial, card.roi_size, card.overlap)
     predictor = _CountingPredictor(network, per_image * sum(b.shape[0] for b in batches), progress, should_cancel)
-    outputs = [
-        sliding_window_inference(
-            batch, roi_size=card.roi_size, sw_batch_size=card.sw_batch_size, predictor=predictor,
-            overlap=card.overlap, mode=card.mode, sw_device=image.device, device=image.device,
-        )
-        for batch in batches
-    ]
+    with cancel_inside(network, should_cancel):
+        outputs = [
+            sliding_window_inference(
+                batch, roi_size=card.roi_size, sw_batch_size=card.sw_batch_size, predictor=predictor,
+                overlap=card.overlap, mode=card.mode, sw_device=image.device, device=image.device,
+            )
+            for batch in batches
+        ]
     step(predictor.total, predictor.total, progress, None)
     if card.spatial_dims == 3:
         return outputs[0].float()

@@ -107,12 +107,13 @@ def explain_case(
         raise ValueError(f"Case {case.name} has non-finite values after preprocessing; check the images.")
     model = network if card.spatial_dims == 3 else SliceWise(network, card.slice_axis)
     image, goal, unpad = _pad_to_windows(image, goal, card)
-    if method.windowable:
-        relevance = windowed_attribute(method, model, image, goal, roi_size=_roi(card, image), overlap=card.overlap,
-                                       mode=card.mode, importance=_importance(card, image),
-                                       progress=second, should_cancel=should_cancel)
-    else:
-        relevance = _attribute_crop(method, model, image, goal, card, margin, second, should_cancel)
+    with _progress.cancel_inside(network, should_cancel):
+        if method.windowable:
+            relevance = windowed_attribute(method, model, image, goal, roi_size=_roi(card, image),
+                                           overlap=card.overlap, mode=card.mode, importance=_importance(card, image),
+                                           progress=second, should_cancel=should_cancel)
+        else:
+            relevance = _attribute_crop(method, model, image, goal, card, margin, second, should_cancel)
     relevance = grid.to_case_grid(relevance[(slice(None), slice(None)) + unpad], interpolation="linear")
     goal = _on_case_grid(goal, unpad, grid)
     _progress.step(100, 100, progress, None)
