@@ -73,7 +73,7 @@ def shapes_region(layer: Shapes, shape: tuple[int, ...], affine: np.ndarray) -> 
     if len(layer.data) == 0:
         raise ValueError(f"The shapes layer {layer.name!r} has no shape; draw the region to explain first.")
     to_grid = np.linalg.solve(np.asarray(affine, dtype=float), layer_world_affine(layer))
-    region = np.zeros(shape, dtype=bool)
+    by_order: dict[tuple[int, ...], tuple[list, list]] = {}
     for vertices, kind in zip(layer.data, layer.shape_type):
         points = np.asarray(vertices, dtype=float) @ to_grid[:ndim, :ndim].T + to_grid[:ndim, ndim]
         flat = [a for a in range(ndim) if np.ptp(points[:, a]) < 1e-3]
@@ -84,10 +84,14 @@ def shapes_region(layer: Shapes, shape: tuple[int, ...], affine: np.ndarray) -> 
         if any(not -0.5 <= points[0, a] < shape[a] - 0.5 for a in sliced):
             continue  # drawn on a slice outside the case
         # napari rasterises a shape in its last two axes, at the slice its other axes give
-        order = sliced + [a for a in range(ndim) if a not in sliced]
-        single = Shapes([points[:, order]], shape_type=kind, ndim=ndim)
-        mask = single.to_masks(tuple(shape[a] for a in order))[0]
-        region |= np.transpose(mask, np.argsort(order))
+        order = tuple(sliced + [a for a in range(ndim) if a not in sliced])
+        group = by_order.setdefault(order, ([], []))
+        group[0].append(points[:, order])
+        group[1].append(kind)
+    region = np.zeros(shape, dtype=bool)
+    for order, (data, kinds) in by_order.items():
+        masks = Shapes(data, shape_type=kinds, ndim=ndim).to_masks(tuple(shape[a] for a in order))
+        region |= np.transpose(masks.any(0), np.argsort(order))
     return region
 
 
