@@ -19,7 +19,6 @@ import platform
 import resource
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -33,48 +32,6 @@ from napari_segxai.core.model_card import ModelCard, build_network, default_mode
 from napari_segxai.core.segment import activate, labels_from_probabilities, pick_device, preprocess, segment
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "TCGA-DU-7294"
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo3d.yaml"
-
-DEMO_LIKE_CARD = """\
-name: untrained-unet-like-demo
-description: the demo model's architecture with random weights (the bundled card was absent)
-architecture: UNet
-kwargs: {spatial_dims: 3, in_channels: 4, out_channels: 4, channels: [16, 32, 64, 128], strides: [2, 2, 2], num_res_units: 2}
-weights: weights.safetensors
-spatial_dims: 3
-modalities: [t1, t1ce, t2, flair]
-classes:
-  - {name: background, label: 0, color: "#000000"}
-  - {name: necrosis, label: 1, color: "#e6194b"}
-  - {name: edema, label: 2, color: "#3cb44b"}
-  - {name: enhancing, label: 4, color: "#ffe119"}
-activation: softmax
-preprocessing: {orientation: RAS, spacing: [2.0, 2.0, 2.0], spacing_policy: resample, normalization: zscore_nonzero}
-inference: {roi_size: [96, 96, 96], overlap: 0.25, sw_batch_size: 1, mode: gaussian}
-"""
-
-
-def model_card(folder: Path) -> tuple[ModelCard, str]:
-    """The bundled demo card, else an untrained UNet shaped as the demo's training config says."""
-    try:
-        return default_model_card(), "bundled demo model"
-    except ValueError:
-        pass
-    import yaml
-
-    from napari_segxai.core.architectures import create_network
-    from napari_segxai.core.weights import save_state_dict
-
-    card = yaml.safe_load(DEMO_LIKE_CARD)
-    source = "untrained UNet (16, 32, 64, 128)"
-    if DEMO_CONFIG.is_file():  # the demo's training config: same network, windows and preprocessing
-        config = yaml.safe_load(DEMO_CONFIG.read_text())
-        card.update({k: config[k] for k in ("kwargs", "modalities", "classes", "preprocessing", "inference")})
-        source = f"untrained UNet {tuple(card['kwargs']['channels'])} as in {DEMO_CONFIG.name}"
-    (folder / "card.yaml").write_text(yaml.safe_dump(card))
-    torch.manual_seed(0)
-    save_state_dict(create_network("UNet", card["kwargs"]).state_dict(), folder / "weights.safetensors")
-    return load_model_card(folder / "card.yaml"), source + " (the bundled demo card is absent)"
 
 
 def synthetic_case(shape=(240, 240, 155), modalities=("t1", "t1ce", "t2", "flair"), seed=0) -> Case:
@@ -218,39 +175,41 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each call (median reported)")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: CUDA, then MPS, then CPU)")
     parser.add_argument("--configs", default="card,same-grid", help="comma-separated: card, same-grid")
+    parser.add_argument("--model", type=Path, default=None, help="model card (default: the bundled demo model)")
     args = parser.parse_args(argv)
 
     device = pick_device(args.device)
-    with tempfile.TemporaryDirectory() as folder:
-        card, model_source = model_card(Path(folder))
-        network = build_network(card, device)
-        if args.case is not None:
-            case, case_source = load_case(args.case), str(args.case)
-        elif REALDATA.is_dir() and not args.synthetic:
-            case, case_source = load_case(REALDATA), f"real case {REALDATA.name}"
-        else:
-            case, case_source = synthetic_case(tuple(int(s) for s in args.shape.split(","))), "synthetic LPS 1 mm case"
-        print(f"Machine: {machine()}")
-        print(f"Case: {case_source}, {len(case.modalities)} x {' x '.join(map(str, case.shape))}, "
-              f"voxels {' x '.join(f'{s:.3g}' for s in case.spacing)} mm")
-        print(f"Model: {model_source}; roi {card.roi_size}, overlap {card.overlap}, "
-              f"sw_batch_size {card.sw_batch_size}, {card.mode}; device {device}")
-        configs = {"card": card, "same-grid": dataclasses.replace(card, spacing=None)}
-        for name in args.configs.split(","):
-            result = compare(case, configs[name], network, device, args.repeats)
-            print(f"\n[{name}] network grid {' x '.join(map(str, result['grid']))} "
-                  f"(case grid {' x '.join(map(str, result['case']))})")
-            for which, label in (("ours", "segment()"), ("bare", "bare sliding_window_inference")):
-                row = result[which]
-                cuda = f", CUDA peak {row['cuda'] / 2**30:.2f} GiB" if device.type == "cuda" else ""
-                print(f"  {label:30s} median {row['seconds']:6.2f} s, min {row['min']:6.2f} s "
-                      f"(runs {row['all']}), CPU {row['cpu']:6.2f} s; peak RSS {row['rss'] / 2**30:.2f} GiB "
-                      f"(+{row['growth'] / 2**30:.2f} during the call){cuda}")
-            print(f"  work segment() does besides the network: preprocess() median {result['pre']['seconds']:.2f} s, "
-                  f"min {result['pre']['min']:.2f} s; back to the case grid (softmax, resize, labels) median "
-                  f"{result['back']['seconds']:.2f} s, min {result['back']['min']:.2f} s")
-            print(f"  ratio segment() / bare: {result['ratio_seconds']:.2f}x median wall, "
-                  f"{result['ratio_min']:.2f}x min wall, {result['ratio_cpu']:.2f}x CPU time (target <= 1.3x)")
+    card = default_model_card() if args.model is None else load_model_card(args.model)
+    model_source = "bundled demo model" if args.model is None else str(args.model)
+    network = build_network(card, device)
+    if args.case is not None:
+        case, case_source = load_case(args.case), str(args.case)
+    elif REALDATA.is_dir() and not args.synthetic:
+        case, case_source = load_case(REALDATA), f"real case {REALDATA.name}"
+    else:
+        case, case_source = synthetic_case(tuple(int(s) for s in args.shape.split(","))), "synthetic LPS 1 mm case"
+    print(f"Machine: {machine()}")
+    print(f"Case: {case_source}, {len(case.modalities)} x {' x '.join(map(str, case.shape))}, "
+          f"voxels {' x '.join(f'{s:.3g}' for s in case.spacing)} mm")
+    print(f"Model: {model_source}; roi {card.roi_size}, overlap {card.overlap}, "
+          f"sw_batch_size {card.sw_batch_size}, {card.mode}; device {device}")
+    configs = {"card": card, "same-grid": dataclasses.replace(card, spacing=None)}
+    for name in args.configs.split(","):
+        result = compare(case, configs[name], network, device, args.repeats)
+        print(f"\n[{name}] network grid {' x '.join(map(str, result['grid']))} "
+              f"(case grid {' x '.join(map(str, result['case']))})")
+        for which, label in (("ours", "segment()"), ("bare", "bare sliding_window_inference")):
+            row = result[which]
+            cuda = f", CUDA peak {row['cuda'] / 2**30:.2f} GiB" if device.type == "cuda" else ""
+            print(f"  {label:30s} median {row['seconds']:6.2f} s, min {row['min']:6.2f} s "
+                  f"(runs {row['all']}), CPU {row['cpu']:6.2f} s; peak RSS {row['rss'] / 2**30:.2f} GiB "
+                  f"(+{row['growth'] / 2**30:.2f} during the call){cuda}")
+        pre, back = result["pre"], result["back"]
+        print(f"  work segment() does besides the network: preprocess() median {pre['seconds']:.2f} s, min "
+              f"{pre['min']:.2f} s, CPU {pre['cpu']:.2f} s; back to the case grid (softmax, resize, labels) median "
+              f"{back['seconds']:.2f} s, min {back['min']:.2f} s, CPU {back['cpu']:.2f} s")
+        print(f"  ratio segment() / bare: {result['ratio_seconds']:.2f}x median wall, "
+              f"{result['ratio_min']:.2f}x min wall, {result['ratio_cpu']:.2f}x CPU time (target <= 1.3x)")
     return 0
 
 
