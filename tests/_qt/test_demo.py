@@ -65,6 +65,11 @@ def test_demo_writes_the_segmentation_relevance_and_a_picture_of_the_viewer(demo
     assert rgb.shape[0] >= 600 and rgb.shape[1] >= 900
     assert rgb.std() > 20, "the viewer picture is blank"
     assert str(picture) in printed
+    # the demo ends with the case report, TracIn evidence included (the index ships with the model)
+    page = (out / "report" / "report.html").read_text(encoding="utf-8")
+    assert f"Case report: {out / 'report' / 'report.html'}" in printed
+    assert "<td>proponent</td>" in page and "<td>opponent</td>" in page and demo.DEMO_METHOD in page
+    assert (out / "report" / "report.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_demo_without_a_display_still_segments(demo_case, make_tiny_card, tmp_path, capsys, monkeypatch):
@@ -122,3 +127,21 @@ def test_the_sample_opens_the_demo_case_with_the_demo_model_in_the_segment_widge
     viewer.open_sample("napari-segxai", sample["key"])
     assert widget.chosen_layers() == list(viewer.layers[:4])
     assert load_model_card(widget.card_path.text()).path.resolve() == card.path.resolve()
+
+
+def test_every_widget_of_the_manifest_docks_from_the_plugins_menu(make_napari_viewer):
+    """Plugins > SegXAI > each widget: napari builds it with the viewer (the annotation it looks for) and docks it."""
+    from importlib.resources import files
+
+    import yaml
+
+    manifest = yaml.safe_load(files("napari_segxai").joinpath("napari.yaml").read_text())
+    commands = {c["id"]: c["python_name"] for c in manifest["contributions"]["commands"]}
+    widgets = manifest["contributions"]["widgets"]
+    assert len(widgets) >= 7
+    viewer = make_napari_viewer()
+    for entry in widgets:
+        dock, widget = viewer.window.add_plugin_dock_widget("napari-segxai", entry["display_name"])
+        assert type(widget).__name__ == commands[entry["command"]].rsplit(":", 1)[1]
+        assert getattr(widget.viewer, "__wrapped__", widget.viewer) is viewer  # napari hands over a proxy
+        assert dock.widget() is not None

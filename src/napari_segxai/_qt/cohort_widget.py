@@ -44,7 +44,7 @@ TIPS = ("Rank by anomaly score for the class (1 = most anomalous)", "Case identi
 class CohortWidget(QWidget):
     """Cases of a cohort run sorted by anomaly score per class; double-click a row to open the case."""
 
-    def __init__(self, viewer: "napari.viewer.Viewer"):
+    def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__()
         self.viewer = viewer
         self.folder: Optional[Path] = None

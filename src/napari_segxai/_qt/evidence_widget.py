@@ -41,7 +41,7 @@ EVIDENCE_KEY = "segxai_evidence"   # layer metadata of an opened training case: 
 class EvidenceWidget(QWidget):
     """Choose a case, a model card and a class; Run ranks the training cases; a thumbnail click opens one."""
 
-    def __init__(self, viewer: "napari.viewer.Viewer", parent: Optional[QWidget] = None):
+    def __init__(self, viewer: napari.viewer.Viewer, parent: Optional[QWidget] = None):
         super().__init__(parent)
         # Heavy imports (torch, MONAI) happen here, when the widget is built, not at manifest read.
         from ..core.influence import ENGINES, LAYER_CHOICES

@@ -98,7 +98,7 @@ def shapes_region(layer: Shapes, shape: tuple[int, ...], affine: np.ndarray) -> 
 class ExplainWidget(QWidget):
     """Choose a case, classes, a target and a method; Run adds one relevance layer per class and modality."""
 
-    def __init__(self, viewer: "napari.viewer.Viewer", parent: Optional[QWidget] = None):
+    def __init__(self, viewer: napari.viewer.Viewer, parent: Optional[QWidget] = None):
         super().__init__(parent)
         # Heavy imports (torch, MONAI, captum) happen here, when the widget is built, not at manifest read.
         from ..core.attribution import available_methods

@@ -44,7 +44,7 @@ def style_from_theme(theme) -> dict[str, str]:
 class MplCanvasWidget(QWidget):
     """Owns a FigureCanvasQTAgg that follows the viewer's theme; subclasses draw into ``figure`` in :meth:`draw`."""
 
-    def __init__(self, viewer: "napari.viewer.Viewer", parent: Optional[QWidget] = None):
+    def __init__(self, viewer: napari.viewer.Viewer, parent: Optional[QWidget] = None):
         super().__init__(parent)
         self.viewer = viewer
         self.mpl_style = style_from_theme(get_theme(viewer.theme))

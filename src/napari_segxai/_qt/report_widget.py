@@ -35,7 +35,7 @@ def make_report(case, card, *, out: Path, method: str, influence: bool, trust_di
 class ReportWidget(SegmentWidget):
     """The Segment widget's case and model choice, plus a method, TracIn, trust numbers and a folder."""
 
-    def __init__(self, viewer: "napari.viewer.Viewer", parent: Optional[QWidget] = None):
+    def __init__(self, viewer: napari.viewer.Viewer, parent: Optional[QWidget] = None):
         super().__init__(viewer, parent)
         from ..core.attribution import available_methods
         from ..core.report import DEFAULT_METHOD

@@ -110,7 +110,7 @@ def summarise(request: RoiRequest, progress=None, should_cancel=None) -> RoiEntr
 class RoiWidget(MplCanvasWidget):
     """Grouped bars per explained class: e_{b->a} per region, or the share of each modality."""
 
-    def __init__(self, viewer: "napari.viewer.Viewer", parent: Optional[QWidget] = None):
+    def __init__(self, viewer: napari.viewer.Viewer, parent: Optional[QWidget] = None):
         super().__init__(viewer, parent)
         self.entries: list[RoiEntry] = []
         self.bars: list[tuple[Any, str, int, int, str]] = []   # (patch, view, class index, item index, part)
