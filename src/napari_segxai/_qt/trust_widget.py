@@ -4,8 +4,8 @@ For the chosen case, model card and attribution method, one background job runs
 ``core.trust.assess_case`` as ``segxai trust`` does (each predicted class's logits summed over its
 region, on a crop around the regions): cascading model-parameter randomisation and the quality
 metrics. The widget shows one column of ``quality_rows`` numbers per class and the
-cascading-randomisation plot. The cost settings start lower than the ``segxai trust`` defaults so a
-check takes seconds to a minute on a CPU.
+cascading-randomisation plot. The cost settings (the Cost box) start lower than the
+``segxai trust`` defaults.
 """
 
 from __future__ import annotations
@@ -91,12 +91,12 @@ def cell_text(measure: str, value: float) -> str:
 class RandomisationChart(MplCanvasWidget):
     """Similarity to the trained network's map against the layers randomised, for one class of the last check."""
 
-    def __init__(self, viewer: "napari.viewer.Viewer", parent: Optional[QWidget] = None):
+    def __init__(self, viewer: napari.viewer.Viewer, parent: Optional[QWidget] = None):
         super().__init__(viewer, parent)
         self.result = None            # core.trust.RandomisationResult
         self.class_name: Optional[str] = None
         self.measure = "spearman"
-        self.canvas.setMinimumHeight(260)
+        self.canvas.setMinimumHeight(200)
         self.canvas_layout.setContentsMargins(0, 0, 0, 0)
         self.redraw()
 
@@ -121,7 +121,7 @@ class RandomisationChart(MplCanvasWidget):
 class TrustWidget(QWidget):
     """Choose a case, a model card and a method; Run checks its maps in the background and shows the numbers and plot."""
 
-    def __init__(self, viewer: "napari.viewer.Viewer", parent: Optional[QWidget] = None):
+    def __init__(self, viewer: napari.viewer.Viewer, parent: Optional[QWidget] = None):
         super().__init__(parent)
         # Heavy imports (torch, MONAI, captum) happen here, when the widget is built, not at manifest read.
         from ..core.attribution import available_methods
