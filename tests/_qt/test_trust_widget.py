@@ -153,3 +153,27 @@ def test_cancel_stops_the_check_and_bad_states_give_a_notification(
     assert "missing.yaml" in widget.card_info.text()
     widget.run_button.click()
     assert not widget.running and len(seen["error"]) == 3
+
+
+def test_parameter_values_put_into_the_form_come_back_for_every_registered_method(qtbot):
+    from napari_segxai._qt.explain_parameters import ParameterForm
+    from napari_segxai.core.attribution import method_class
+
+    form = ParameterForm()
+    qtbot.addWidget(form)
+    for name in available_methods():
+        form.set_method(name)
+        wanted = {}
+        for key, parameter in method_class(name).parameters.items():
+            default = parameter.default
+            if parameter.choices is not None:
+                wanted[key] = parameter.choices[-1]
+            elif isinstance(default, bool):
+                wanted[key] = not default
+            elif isinstance(default, (int, float)):
+                top = parameter.maximum if parameter.maximum is not None else default + 2
+                wanted[key] = type(default)(min(default + 1, top))
+            else:
+                wanted[key] = default
+        form.set_values({**wanted, "not_a_parameter": 1})
+        assert form.values() == wanted, name
