@@ -38,12 +38,12 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from segment import REALDATA, PeakRSS, machine, model_card, synthetic_case  # noqa: E402
+from segment import REALDATA, PeakRSS, machine, synthetic_case  # noqa: E402
 
 from napari_segxai.core.attribution import explain_case, get_method  # noqa: E402
 from napari_segxai.core.attribution.targets import Target  # noqa: E402
 from napari_segxai.core.case import load_case  # noqa: E402
-from napari_segxai.core.model_card import build_network  # noqa: E402
+from napari_segxai.core.model_card import build_network, default_model_card  # noqa: E402
 from napari_segxai.core.segment import pick_device, preprocess  # noqa: E402
 
 
@@ -140,8 +140,9 @@ def main(argv=None) -> int:
     from captum.attr import IntegratedGradients, Saliency
 
     device = pick_device(args.device)
-    with tempfile.TemporaryDirectory() as folder:
-        card, model_source = model_card(Path(folder))
+    with tempfile.TemporaryDirectory():
+        card = default_model_card()
+        model_source = f"the bundled demo model ({card.path})"
         if args.grid == "same-grid":
             card = dataclasses.replace(card, spacing=None)
             model_source += ", spacing removed (same grid)"
