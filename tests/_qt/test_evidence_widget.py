@@ -202,3 +202,71 @@ def test_a_training_case_far_away_in_world_space_is_shown_alone(
         "synth-toy-00000050 flair", "synth-toy-00000050 reference"]
     widget.side_button.click()
     assert [layer.name for layer in viewer.layers if layer.visible] == ["t1", "Far_case reference"]
+
+
+@pytest.mark.slow
+def test_the_demo_case_is_ranked_from_the_shipped_index_and_a_thumbnail_opens_its_training_case(
+    make_napari_viewer, qtbot, notices, tmp_path
+):
+    """The bundled demo model on the demo case, indexed engine, from the index shipped beside its checkpoints."""
+    import time
+
+    from PIL import Image as PILImage
+
+    from napari_segxai.core.case import load_case
+    from napari_segxai.core.influence.checkpoints import load_tracin_model
+    from napari_segxai.core.influence.index import index_status, shipped_folder
+    from napari_segxai.core.model_card import default_model_card
+    from napari_segxai.core.synth import demo_case_path
+
+    card = default_model_card()
+    model = load_tracin_model(card)
+    path, status = index_status(model, [1, 2, 3], threshold=0.5)
+    assert (status, path.parent) == ("current", shipped_folder(model)), (
+        "the demo model ships its TracIn index: rebuild it with `segxai influence <demo case>` and commit it")
+    viewer = make_napari_viewer(show=True)
+    open_case(viewer, demo_case_path())
+    widget = EvidenceWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Training evidence")
+    assert Path(widget.card_path.text()).resolve() == Path(card.path).resolve()  # the bundled demo card, by default
+    assert widget.engine.currentText() == "indexed" and widget.layers.currentText() == "last"
+    assert widget.card_info.text() == "segxai-demo-3d: 160 training cases, 6 checkpoints."
+    widget.test_class.setCurrentText("edema")
+    widget.top.setValue(4)
+
+    start = time.perf_counter()
+    _run(widget, qtbot)
+    query_seconds = time.perf_counter() - start
+    assert notices["error"] == [] and notices["warning"] == []
+    shown = widget.last.result
+    assert shown.details["index_status"] == "current" and shown.details["index_path"] == str(path)
+    expected = influence(load_case(demo_case_path()), card, model=model)
+    for strip, items in ((widget.proponents, expected.proponents("edema", top=4)),
+                         (widget.opponents, expected.opponents("edema", top=4))):
+        assert strip.count() == len(items) == 4
+        assert strip.evidences() == items
+        assert [e.score for e in strip.evidences()] == [e.score for e in items]
+        assert all(f"{e.score:+.3g}" in strip.item(row).text() for row, e in enumerate(items))
+    assert all(e.score > 0 for e in expected.proponents("edema", top=4))
+    assert all(e.score < 0 for e in expected.opponents("edema", top=4))
+    qtbot.waitUntil(lambda: not widget.drawing, timeout=TIMEOUT_MS)
+    assert all(strip.has_picture(row) for strip in (widget.proponents, widget.opponents) for row in range(4))
+
+    chosen = widget.proponents.evidence(0)
+    _click(qtbot, widget.proponents, 0)
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert notices["error"] == []
+    tcase = training_case(card, chosen.seed)
+    flair = viewer.layers[f"{chosen.training_case} flair"]
+    np.testing.assert_array_equal(flair.data, tcase.channel("flair"))
+    np.testing.assert_allclose(layer_world_affine(flair), tcase.affine)
+    np.testing.assert_array_equal(viewer.layers[f"{chosen.training_case} reference"].data, tcase.label)
+    assert flair.metadata[EVIDENCE_KEY]["seed"] == chosen.seed and viewer.canvas.grid.enabled
+    world = tcase.affine @ np.append(chosen.centroid, 1.0)
+    np.testing.assert_allclose(viewer.dims.point[-3:], world[:3], atol=np.abs(tcase.affine[:3, :3]).max())
+
+    shot = tmp_path / "demo_evidence.png"
+    viewer.screenshot(str(shot), canvas_only=False, flash=False)
+    rgb = np.asarray(PILImage.open(shot).convert("RGB")).astype(float)
+    assert rgb.std() > 20, "the viewer picture is blank"
+    print(f"demo query in the widget: {query_seconds:.1f} s (index {path.name})")
