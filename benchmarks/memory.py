@@ -30,7 +30,7 @@ COMMANDS = (
     ("explain gradient_x_input", ["explain", "{case}", "--method", "gradient_x_input", "--out", "{out}"]),
     ("explain integrated_gradients", ["explain", "{case}", "--method", "integrated_gradients", "--out", "{out}"]),
     ("influence", ["influence", "{case}", "--out", "{out}"]),
-    ("trust (sanity, metrics; saliency)", ["trust", "{case}", "--methods", "saliency", "--out", "{out}"]),
+    ("trust saliency (sanity + metrics)", ["trust", "{case}", "--methods", "saliency", "--out", "{out}"]),
     ("report", ["report", "{case}", "--out", "{out}"]),
 )
 
