@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -23,6 +24,13 @@ from test_train import TINY  # noqa: E402
 
 TIMEOUT_MS = 120_000
 QUERY_SEED = 7   # a toy case outside the training seeds (50..53)
+
+
+def assert_same_evidence(shown, expected) -> None:
+    """The same training regions in the same order; scores equal to float32 rounding (the widget's worker thread
+    and this test reduce gradients in a different order)."""
+    assert [dataclasses.replace(e, score=0.0) for e in shown] == [dataclasses.replace(e, score=0.0) for e in expected]
+    np.testing.assert_allclose([e.score for e in shown], [e.score for e in expected], rtol=1e-5, atol=1e-9)
 
 
 @pytest.fixture
@@ -99,8 +107,8 @@ def test_thumbnails_appear_and_a_click_opens_the_training_case_beside_the_case(
     expected = influence(load_case(toy_case), card, engine="exact")
     proponents, opponents = expected.proponents("edema", top=3), expected.opponents("edema", top=3)
     assert proponents and opponents  # the toy model predicts oedema; some training regions help, some oppose
-    assert widget.proponents.evidences() == proponents
-    assert widget.opponents.evidences() == opponents
+    assert_same_evidence(widget.proponents.evidences(), proponents)
+    assert_same_evidence(widget.opponents.evidences(), opponents)
     first = widget.proponents.item(0).text()
     assert proponents[0].training_case in first and proponents[0].train_class in first
     assert f"{proponents[0].score:+.3g}" in first
@@ -119,14 +127,15 @@ def test_thumbnails_appear_and_a_click_opens_the_training_case_beside_the_case(
 
     # Another class pair re-ranks from the same query, without running again.
     widget.train_class.setCurrentText("enhancing")
-    assert widget.proponents.evidences() == expected.proponents("edema", "enhancing", top=3)
+    assert_same_evidence(widget.proponents.evidences(), expected.proponents("edema", "enhancing", top=3))
     widget.train_class.setCurrentText(ANY_CLASS)
     if expected.test_voxels[expected.test_classes.index("necrosis")] == 0:  # the toy model draws no necrosis
         widget.test_class.setCurrentText("necrosis")
         assert widget.proponents.count() == widget.opponents.count() == 0
         assert widget.status.text() == f"No proponents or opponents: {case_name} has no confident necrosis region."
     widget.test_class.setCurrentText("edema")
-    assert widget.proponents.evidences() == proponents and "TracIn (exact engine)" in widget.status.text()
+    assert_same_evidence(widget.proponents.evidences(), proponents)
+    assert "TracIn (exact engine)" in widget.status.text()
     qtbot.waitUntil(lambda: not widget.drawing, timeout=TIMEOUT_MS)
 
     # A click opens that training case: its own affine, names prefixed with its id, beside the case in a grid.
@@ -244,8 +253,7 @@ def test_the_demo_case_is_ranked_from_the_shipped_index_and_a_thumbnail_opens_it
     for strip, items in ((widget.proponents, expected.proponents("edema", top=4)),
                          (widget.opponents, expected.opponents("edema", top=4))):
         assert strip.count() == len(items) == 4
-        assert strip.evidences() == items
-        assert [e.score for e in strip.evidences()] == [e.score for e in items]
+        assert_same_evidence(strip.evidences(), items)
         assert all(f"{e.score:+.3g}" in strip.item(row).text() for row, e in enumerate(items))
     assert all(e.score > 0 for e in expected.proponents("edema", top=4))
     assert all(e.score < 0 for e in expected.opponents("edema", top=4))

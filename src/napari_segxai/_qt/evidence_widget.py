@@ -354,6 +354,9 @@ class EvidenceWidget(QWidget):
             return
         k, image = item
         strip, row, _ = jobs[k]
+        if not _alive(strip):  # the viewer closed (the widget went with it) while thumbnails were drawn
+            self._stop_thumbnails()
+            return
         strip.set_thumbnail(row, image)
 
     def _thumbnail_error(self, generation: int, err: BaseException) -> None:
@@ -536,6 +539,15 @@ class EvidenceWidget(QWidget):
         """Stop a running query and the thumbnail drawing when the widget closes."""
         self.cancel()
         super().closeEvent(event)
+
+
+def _alive(widget) -> bool:
+    """Whether the Qt object behind ``widget`` still exists (any binding raises RuntimeError once it is deleted)."""
+    try:
+        widget.objectName()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _overlap(first: list, second: list) -> bool:
