@@ -95,6 +95,11 @@ def shapes_region(layer: Shapes, shape: tuple[int, ...], affine: np.ndarray) -> 
     return region
 
 
+# Between two steps of adding layers: a zero timer would run the next step before Qt repaints and
+# serves other timers, so two steps and a repaint would run back to back.
+STEP_PAUSE_MS = 15
+
+
 class ExplainWidget(QWidget):
     """Choose a case, classes, a target and a method; Run adds one relevance layer per class and modality."""
 
@@ -506,7 +511,7 @@ class ExplainWidget(QWidget):
             outcome = dataclasses.replace(outcome, result=result)
         self.last = outcome
         self._adding = self._show(outcome, sorted_magnitudes)
-        QTimer.singleShot(0, self._add_next)
+        QTimer.singleShot(STEP_PAUSE_MS, self._add_next)
 
     def _add_next(self) -> None:
         """Do one step of adding layers, then let Qt paint and handle input before the next."""
@@ -515,7 +520,7 @@ class ExplainWidget(QWidget):
         if next(self._adding, None) is None:
             self._adding = None
         else:
-            QTimer.singleShot(0, self._add_next)
+            QTimer.singleShot(STEP_PAUSE_MS, self._add_next)
 
     def finish_adding(self) -> None:
         """Add the remaining layers of the last explanation now."""
@@ -525,7 +530,7 @@ class ExplainWidget(QWidget):
     def _show(self, outcome: Outcome, sorted_magnitudes: Optional[list] = None):
         """Add one layer per class and modality, replacing same-named layers; yields between steps.
 
-        Each step (sorting one class's magnitudes, adding one layer: 50-150 ms each) is short, so
+        Each step (sorting one class's magnitudes, adding one layer: 50-90 ms each) is short, so
         the viewer never freezes while a dozen full-size layers arrive.
         """
         result = outcome.result
@@ -535,6 +540,7 @@ class ExplainWidget(QWidget):
             yield True
         added = 0
         shown = strongest_layer(result)  # one layer visible: a dozen overlaid maps read as noise and draw slowly
+        yield True
         for data, kwargs, _ in relevance_layer_data(result, outcome.case,
                                                     percentile=self.percentile.value(),
                                                     opacity=self.opacity.value() / 100,
