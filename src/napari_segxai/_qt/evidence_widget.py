@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
@@ -13,7 +12,6 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_warning
 from qtpy.QtWidgets import (
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -27,6 +25,7 @@ from qtpy.QtWidgets import (
 
 from .._layers import case_from_layers, case_layer_data, card_classes, label_display, layer_world_affine
 from .evidence_strip import EvidenceStrip
+from .card_choice import CardChoice
 from .jobs import JobRunner, Outcome
 
 if TYPE_CHECKING:
@@ -38,7 +37,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 EVIDENCE_KEY = "segxai_evidence"   # layer metadata of an opened training case: the query and the evidence
 
 
-class EvidenceWidget(QWidget):
+class EvidenceWidget(CardChoice, QWidget):
     """Choose a case, a model card and a class; Run ranks the training cases; a thumbnail click opens one."""
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: Optional[QWidget] = None):
@@ -178,47 +177,6 @@ class EvidenceWidget(QWidget):
                               and (inserted.metadata or {}).get("segxai_role") == "segmentation")
         if chosen != current or segmentation_added or not self.card_path.text():
             self._case_changed()
-
-    def _segmentation_card(self, case_name: str) -> Optional[str]:
-        """The model card of the case's last segmentation layer, if any."""
-        for layer in reversed(list(self.viewer.layers)):
-            meta = layer.metadata or {}
-            if meta.get("segxai_role") == "segmentation" and meta.get("segxai_case") == case_name:
-                if meta.get("segxai_model_card"):
-                    return str(meta["segxai_model_card"])
-        return None
-
-    def _case_changed(self, *_: Any) -> None:
-        """Take the card of the chosen case's segmentation, else keep the field, else the bundled demo card."""
-        card = self._segmentation_card(self.case_choice.currentText())
-        if card is None and not self.card_path.text().strip():
-            from ..core.paths import demo_model_card_path
-
-            default = demo_model_card_path()
-            card = str(default) if default.is_file() else None
-        if card is not None and card != self.card_path.text():
-            self.set_model_card(card)
-
-    def set_model_card(self, path: str | Path) -> None:
-        """Choose the model card at ``path``: list its classes and say whether it has a training record."""
-        self.card_path.setText(str(path))
-        self._card_changed()
-
-    def _browse_card(self) -> None:
-        """Pick a model card with a file dialog."""
-        start = str(Path(self.card_path.text()).parent) if self.card_path.text() else ""
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a model card", start, "Model cards (*.yaml *.yml)")
-        if path:
-            self.set_model_card(path)
-
-    def _load_card(self):
-        """The model card named in the path field (ValueError with a sentence when it is unusable)."""
-        from ..core.model_card import load_model_card
-
-        text = self.card_path.text().strip()
-        if not text:
-            raise ValueError("No model card is chosen; pick a card (.yaml) with Browse….")
-        return load_model_card(Path(text).expanduser())
 
     def _card_changed(self) -> None:
         """List the card's classes; say in the widget when the card has no training record."""

@@ -40,6 +40,7 @@ from .explain_display import (
     strongest_layer,
 )
 from .explain_parameters import ParameterForm
+from .card_choice import CardChoice
 from .jobs import JobRunner, Outcome
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def shapes_region(layer: Shapes, shape: tuple[int, ...], affine: np.ndarray) -> 
 STEP_PAUSE_MS = 15
 
 
-class ExplainWidget(QWidget):
+class ExplainWidget(CardChoice, QWidget):
     """Choose a case, classes, a target and a method; Run adds one relevance layer per class and modality."""
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: Optional[QWidget] = None):
@@ -303,48 +304,6 @@ class ExplainWidget(QWidget):
         if current in names:
             box.setCurrentText(current)
         box.blockSignals(False)
-
-    def _segmentation_card(self, case_name: str) -> Optional[str]:
-        """The model card of the case's last segmentation layer, if any."""
-        for layer in reversed(list(self.viewer.layers)):
-            meta = layer.metadata or {}
-            if meta.get("segxai_role") == "segmentation" and meta.get("segxai_case") == case_name:
-                card = meta.get("segxai_model_card")
-                if card:
-                    return str(card)
-        return None
-
-    def _case_changed(self, *_: Any) -> None:
-        """Take the card of the chosen case's segmentation, else keep the field, else the demo card."""
-        card = self._segmentation_card(self.case_choice.currentText())
-        if card is None and not self.card_path.text().strip():
-            from ..core.paths import demo_model_card_path
-
-            default = demo_model_card_path()
-            card = str(default) if default.is_file() else None
-        if card is not None and card != self.card_path.text():
-            self.set_model_card(card)
-
-    def set_model_card(self, path: str | Path) -> None:
-        """Choose the model card at ``path``: list its classes."""
-        self.card_path.setText(str(path))
-        self._card_changed()
-
-    def _browse_card(self) -> None:
-        """Pick a model card with a file dialog."""
-        start = str(Path(self.card_path.text()).parent) if self.card_path.text() else ""
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a model card", start, "Model cards (*.yaml *.yml)")
-        if path:
-            self.set_model_card(path)
-
-    def _load_card(self):
-        """The model card named in the path field (ValueError with a sentence when it is unusable)."""
-        from ..core.model_card import load_model_card
-
-        text = self.card_path.text().strip()
-        if not text:
-            raise ValueError("No model card is chosen; pick a card (.yaml) with Browse….")
-        return load_model_card(Path(text).expanduser())
 
     def _card_changed(self) -> None:
         """List the card's classes (those with a non-zero label ticked), or say why the card is unusable."""

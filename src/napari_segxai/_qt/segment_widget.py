@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from napari.layers import Image
@@ -11,7 +10,6 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -24,6 +22,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .card_choice import CardChoice
 from .jobs import JobRunner, Outcome
 from .._layers import case_from_layers, segmentation_layer_data, segmentation_layer_name
 
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
-class SegmentWidget(QWidget):
+class SegmentWidget(CardChoice, QWidget):
     """Choose a case's image layers, a model card and a device; Run segments in the background."""
 
     # Unquoted on purpose: napari passes the viewer to a dock widget whose annotation reads
@@ -54,7 +53,7 @@ class SegmentWidget(QWidget):
         )
         self.card_path = QLineEdit()
         self.card_path.setPlaceholderText("model card (.yaml)")
-        self.card_path.editingFinished.connect(self._describe_card)
+        self.card_path.editingFinished.connect(self._card_changed)
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse_card)
         self.card_info = QLabel()
@@ -106,30 +105,7 @@ class SegmentWidget(QWidget):
         default = demo_model_card_path()
         self.set_model_card(default if default.is_file() else "")
 
-    def set_model_card(self, path: str | Path) -> None:
-        """Choose the model card at ``path`` and show what it expects."""
-        self.card_path.setText(str(path))
-        self._describe_card()
-
-    def _browse_card(self) -> None:
-        """Pick a model card with a file dialog."""
-        start = str(Path(self.card_path.text()).parent) if self.card_path.text() else ""
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Choose a model card", start, "Model cards (*.yaml *.yml)"
-        )
-        if path:
-            self.set_model_card(path)
-
-    def _load_card(self):
-        """The model card named in the path field (ValueError with a sentence when it is unusable)."""
-        from ..core.model_card import load_model_card
-
-        text = self.card_path.text().strip()
-        if not text:
-            raise ValueError("No model card is chosen; pick a card (.yaml) with Browse….")
-        return load_model_card(Path(text).expanduser())
-
-    def _describe_card(self) -> None:
+    def _card_changed(self) -> None:
         """Show what the chosen card expects and predicts, or why it cannot be used."""
         if not self.card_path.text().strip():
             self.card_info.setText("No model card chosen.")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from napari.layers import Image, Labels
@@ -21,7 +20,6 @@ from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QGridLayout,
     QGroupBox,
@@ -40,6 +38,7 @@ from qtpy.QtWidgets import (
 
 from .._layers import case_from_layers
 from .explain_parameters import ParameterForm
+from .card_choice import CardChoice
 from .jobs import JobRunner, Outcome
 from .mpl_canvas import MplCanvasWidget
 
@@ -118,7 +117,7 @@ class RandomisationChart(MplCanvasWidget):
         draw_randomisation(self.figure, self.result, measure=self.measure, classes=[self.class_name], title=None)
 
 
-class TrustWidget(QWidget):
+class TrustWidget(CardChoice, QWidget):
     """Choose a case, a model card and a method; Run checks its maps in the background and shows the numbers and plot."""
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: Optional[QWidget] = None):
@@ -292,47 +291,6 @@ class TrustWidget(QWidget):
             self.method.setCurrentText(DEFAULT_METHOD)
         else:
             self.follow(explain.method.currentText(), explain.parameters.values())
-
-    def _segmentation_card(self, case_name: str) -> Optional[str]:
-        """The model card of the case's last segmentation layer, if any."""
-        for layer in reversed(list(self.viewer.layers)):
-            meta = layer.metadata or {}
-            if meta.get("segxai_role") == "segmentation" and meta.get("segxai_case") == case_name:
-                if meta.get("segxai_model_card"):
-                    return str(meta["segxai_model_card"])
-        return None
-
-    def _case_changed(self, *_: Any) -> None:
-        """Take the card of the chosen case's segmentation, else keep the field, else the bundled demo card."""
-        card = self._segmentation_card(self.case_choice.currentText())
-        if card is None and not self.card_path.text().strip():
-            from ..core.paths import demo_model_card_path
-
-            default = demo_model_card_path()
-            card = str(default) if default.is_file() else None
-        if card is not None and card != self.card_path.text():
-            self.set_model_card(card)
-
-    def set_model_card(self, path: str | Path) -> None:
-        """Choose the model card at ``path`` and say what it expects and predicts."""
-        self.card_path.setText(str(path))
-        self._card_changed()
-
-    def _browse_card(self) -> None:
-        """Pick a model card with a file dialog."""
-        start = str(Path(self.card_path.text()).parent) if self.card_path.text() else ""
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a model card", start, "Model cards (*.yaml *.yml)")
-        if path:
-            self.set_model_card(path)
-
-    def _load_card(self):
-        """The model card named in the path field (ValueError with a sentence when it is unusable)."""
-        from ..core.model_card import load_model_card
-
-        text = self.card_path.text().strip()
-        if not text:
-            raise ValueError("No model card is chosen; pick a card (.yaml) with Browse….")
-        return load_model_card(Path(text).expanduser())
 
     def _card_changed(self) -> None:
         """Say what the card expects and predicts, or why it cannot be used."""
