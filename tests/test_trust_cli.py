@@ -41,11 +41,14 @@ def test_trust_writes_tables_plots_and_a_record(tmp_path, case_dir, card, capsys
     assert code == 0, capsys.readouterr().err
     names = sorted(p.name for p in out.iterdir())
     assert names == ["deletion.png", "groundtruth_modality.csv", "groundtruth_precision.csv", "metrics.csv",
-                     "sanity.csv", "sanity.png", "sanity_verdicts.csv", "trust.json"]
+                     "quality.csv", "sanity.csv", "sanity.png", "sanity_verdicts.csv", "trust.json"]
     record = json.loads((out / "trust.json").read_text())
     assert record["methods"]["integrated_gradients"]["steps"] == 4 and record["classes"] == ["edema"]
     sanity = _rows(out / "sanity.csv")
     assert {r["mode"] for r in sanity} == {"none", "cascading"} and len(sanity) == 2 * 3
+    quality = _rows(out / "quality.csv")
+    assert [(r["method"], r["class_name"]) for r in quality][:2] == [("saliency", "edema"), ("integrated_gradients", "edema")]
+    assert float(quality[0]["faithfulness"]) == float(_rows(out / "metrics.csv")[0]["faithfulness"])
     metrics = _rows(out / "metrics.csv")
     assert [r["method"] for r in metrics] == ["saliency", "integrated_gradients"]
     precision = _rows(out / "groundtruth_precision.csv")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 
@@ -40,7 +42,7 @@ def _widget(viewer, card, **cost):
 
 
 def test_trust_widget_shows_the_core_numbers_and_the_randomisation_plot(
-    make_napari_viewer, qtbot, tiny_case, tiny_card, seen
+    make_napari_viewer, qtbot, tiny_case, tiny_card, tmp_path, seen, monkeypatch
 ):
     viewer = make_napari_viewer()
     open_case(viewer, tiny_case)
@@ -77,6 +79,23 @@ def test_trust_widget_shows_the_core_numbers_and_the_randomisation_plot(
         verdict_cell = widget.table.item(0, CLASSES.index(name)).text()
         assert verdict_cell == ("passes" if verdict.passes else "fails")
     assert "saliency on Tiny_case_001" in widget.status.text() and "predicted" in widget.status.text()
+
+    # Save: the numbers on screen, as segxai trust writes them, into a folder made for it.
+    assert widget.save_button.isEnabled()
+    files = widget.save(tmp_path / "check")
+    assert sorted(p.name for p in (tmp_path / "check").iterdir()) == [
+        "deletion.png", "metrics.csv", "quality.csv", "sanity.csv", "sanity.png", "sanity_verdicts.csv"]
+    with open(files["quality"]) as handle:
+        saved = list(csv.DictReader(handle))
+    assert [r["class_name"] for r in saved] == list(CLASSES) and {r["case"] for r in saved} == {"Tiny_case_001"}
+    for r in saved:
+        assert float(r["randomisation_spearman"]) == widget.value_at("randomisation_spearman", r["class_name"])
+    (tmp_path / "clicked").mkdir()
+    monkeypatch.setattr(trust_widget.QFileDialog, "getExistingDirectory",
+                        staticmethod(lambda *a, **k: str(tmp_path / "clicked")))
+    widget.save_button.click()
+    assert seen["info"][-1] == f"Saved 6 tables and plots of the trust check in {tmp_path / 'clicked'}."
+    assert len(list((tmp_path / "clicked").iterdir())) == 6 and seen["error"] == []
 
     # The plot: one cascading panel for the chosen class, the method's curve through the core's rows.
     def curve(class_name, measure):
@@ -143,6 +162,10 @@ def test_cancel_stops_the_check_and_bad_states_give_a_notification(
     assert any("cancelled" in message for message in seen["info"])
     assert widget.last is None and widget.table.columnCount() == 0
     assert reached and len(seen["error"]) == 1
+    assert not widget.save_button.isEnabled()
+    with pytest.raises(ValueError, match="no trust check to save"):
+        widget.save(tmp_path / "nothing")
+    assert not (tmp_path / "nothing").exists()
 
     # A card that expects other modalities, and a card file that is missing: one sentence each, no job.
     widget.progress_bar.valueChanged.disconnect(cancel_in_randomisation)

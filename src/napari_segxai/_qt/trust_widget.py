@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QComboBox,
+    QFileDialog,
     QFormLayout,
     QGridLayout,
     QGroupBox,
@@ -165,6 +167,11 @@ class TrustWidget(CardChoice, QWidget):
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.run)
         self.cancel_button = QPushButton("Cancel")
+        self.save_button = QPushButton("Save…")
+        self.save_button.setToolTip("Write the last check's tables and plots into a folder, as segxai trust does: "
+                                    "quality.csv, sanity.csv, sanity_verdicts.csv, sanity.png, metrics.csv, deletion.png.")
+        self.save_button.setEnabled(False)
+        self.save_button.clicked.connect(self._choose_folder)
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
@@ -212,6 +219,7 @@ class TrustWidget(CardChoice, QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.save_button)
         plot_row = QHBoxLayout()
         plot_row.addWidget(QLabel("Plot"))
         plot_row.addWidget(self.plot_class, 1)
@@ -376,6 +384,7 @@ class TrustWidget(CardChoice, QWidget):
         self.plot_class.blockSignals(False)
         self._fit_table()
         self._replot()
+        self.save_button.setEnabled(True)
         passed = sum(row.randomisation_passes == 1 for row in self.rows.values())
         self.status.setText(
             f"{trust.methods[0]} on {case_name}: {passed} of {len(names)} classes pass the randomisation check "
@@ -383,6 +392,32 @@ class TrustWidget(CardChoice, QWidget):
             f"{trust.problem.target.describe()}. Measures {trust.seconds:.1f} s (randomisation "
             f"{trust.sanity.seconds:.1f} s)."
         )
+
+    def save(self, folder: str | Path) -> dict:
+        """Write the last check's tables and plots into ``folder`` (created if missing); returns the files by kind."""
+        from ..core.trust import write_trust
+
+        if self.last is None:
+            raise ValueError("There is no trust check to save yet; press Run first.")
+        folder = Path(folder).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{folder} is a file, not a folder; choose a folder for the trust check.")
+        folder.mkdir(parents=True, exist_ok=True)
+        return write_trust(self.last, folder, self.case_name)
+
+    def _choose_folder(self) -> None:
+        """Ask for a folder and save the last check there; problems become notifications."""
+        folder = QFileDialog.getExistingDirectory(self, "Save the trust check into")
+        if not folder:
+            return
+        try:
+            files = self.save(folder)
+        except (ValueError, OSError) as err:
+            show_error(str(err))
+            return
+        count = sum(len(f) if isinstance(f, list) else 1 for f in files.values())
+        show_info(f"Saved {count} tables and plots of the trust check in {folder}.")
+        self.status.setText(f"Saved the check in {folder}.")
 
     def _fit_table(self) -> None:
         """Make the table exactly as tall as its rows, so every measure shows without scrolling."""

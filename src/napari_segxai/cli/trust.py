@@ -152,8 +152,8 @@ def run(args: argparse.Namespace) -> int:
     """Build the case's problem, run the chosen measures, write tables, plots and a JSON record."""
     from ..core.case import load_case
     from ..core.segment import channel_indices
-    from ..core.trust import assess_case
-    from ..core.trust.tables import format_table, write_csv
+    from ..core.trust import assess_case, write_trust
+    from ..core.trust.tables import format_table
     from .explain import parse_classes
 
     card = load_card(args)
@@ -182,36 +182,27 @@ def run(args: argparse.Namespace) -> int:
         "case": case.name, "case_files": [str(p) for p in case.source_paths], "model_card": str(card.path),
         "model": card.name, "methods": {m.name: {k: json_value(v) for k, v in m.params.items()} for m in methods},
         "classes": list(problem.class_names), "crop_shape": list(problem.spatial_shape),
-        "target": problem.target.describe(), "seed": args.seed, "files": {},
+        "target": problem.target.describe(), "seed": args.seed,
     }
+    record["files"] = write_trust(trust, out, case.name)
     if trust.sanity is not None:
-        sanity = trust.sanity
-        record["files"]["sanity"] = str(sanity.to_csv(out / "sanity.csv"))
-        verdicts = sanity.verdicts()
-        record["files"]["sanity_verdicts"] = str(write_csv(verdicts, out / "sanity_verdicts.csv"))
-        record["files"]["sanity_plot"] = str(sanity.plot(out / "sanity.png"))
-        record["layers"] = list(sanity.layers)
-        record["sanity_seconds"] = round(sanity.seconds, 2)
-        print(f"Model parameter randomisation ({len(sanity.layers)} layers; similarity once all are randomised):")
-        print(format_table(verdicts))
+        record["layers"] = list(trust.sanity.layers)
+        record["sanity_seconds"] = round(trust.sanity.seconds, 2)
+        print(f"Model parameter randomisation ({len(trust.sanity.layers)} layers; similarity once all are randomised):")
+        print(format_table(trust.sanity.verdicts()))
     if trust.quality is not None:
-        quality = trust.quality
-        record["files"]["metrics"] = str(quality.to_csv(out / "metrics.csv"))
-        if quality.curves:
-            record["files"]["deletion_plot"] = str(quality.plot_deletion(out / "deletion.png"))
-        record["metric_settings"] = quality.settings
+        record["metric_settings"] = trust.quality.settings
         print("Quality metrics:")
-        print(format_table(quality.rows, ["method", "class_name", "faithfulness", "deletion_auc", "deletion_auc_random",
-                                          "max_sensitivity", "above_threshold", "entropy_normalised", "seconds_explain"]))
+        print(format_table(trust.quality.rows, ["method", "class_name", "faithfulness", "deletion_auc",
+                                                "deletion_auc_random", "max_sensitivity", "above_threshold",
+                                                "entropy_normalised", "seconds_explain"]))
     if trust.data is not None:
         data = trust.data
-        record["files"]["data_randomisation"] = str(data.to_csv(out / "data_randomisation.csv"))
         record["data_randomisation"] = {"final_loss": data.final_loss, **data.settings, "seconds": round(data.seconds, 2)}
         print("Data randomisation (similarity of maps between the model and its twins):")
         print(format_table(data.rows))
     if trust.truth is not None:
         truth = trust.truth
-        record["files"]["groundtruth"] = [str(p) for p in truth.to_csv(out)]
         print("Explanation precision (top-k voxels inside the true lesion, k = lesion size):")
         print(format_table(truth.precision))
         if truth.modality:

@@ -11,7 +11,7 @@ Everything works on a :class:`Problem`: a network, one input and the segmentatio
 (:func:`case_problem` builds it from a case and a model card).
 """
 
-from .assess import CHECKS, CaseQualityRow, CaseTrust, TrustSettings, assess_case, assess_problem, quality_rows, quality_summary
+from .assess import CHECKS, CaseQualityRow, CaseTrust, TrustSettings, assess_case, assess_problem, quality_rows, quality_summary, write_trust
 from .datarandom import DataRandomisationResult, DataRandomisationRow, data_randomisation_test
 from .groundtruth import EDGE_FILTERS, GroundTruthResult, ModalityRow, PrecisionRow, edge_relevance, explanation_precision, ground_truth_benchmark, modality_shares
 from .metrics import METRICS, DeletionCurve, QualityResult, QualityRow, complexity, deletion_curve, faithfulness_correlation, max_sensitivity, quality_metrics
@@ -21,7 +21,7 @@ from .similarity import abs_spearman, map_ssim, spearman, ssim, top_k_overlap
 
 __all__ = [
     "CHECKS", "CaseQualityRow", "CaseTrust", "TrustSettings", "assess_case", "assess_problem", "quality_rows",
-    "quality_summary",
+    "quality_summary", "write_trust",
     "DataRandomisationResult", "DataRandomisationRow", "data_randomisation_test",
     "EDGE_FILTERS", "GroundTruthResult", "ModalityRow", "PrecisionRow", "edge_relevance", "explanation_precision",
     "ground_truth_benchmark", "modality_shares",

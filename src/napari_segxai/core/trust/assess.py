@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
@@ -24,7 +25,7 @@ from .groundtruth import EDGES, RANDOM, TRAINED, GroundTruthResult, ground_truth
 from .metrics import METRICS, QualityResult, quality_metrics
 from .problem import Problem, case_problem, method_label, stages
 from .randomisation import MODES, RandomisationResult, randomisation_test
-from .tables import SummaryRow, summarise
+from .tables import SummaryRow, summarise, write_csv
 
 if TYPE_CHECKING:
     from ..case import Case
@@ -211,6 +212,31 @@ def quality_rows(trust: CaseTrust, case: str | None = None) -> tuple[CaseQuality
         values.update(precision=p.precision, tumour_precision=p.tumour_precision)
         rows.append(CaseQualityRow(name, p.method, p.class_name, **values))
     return tuple(rows)
+
+
+def write_trust(trust: CaseTrust, folder: str | Path, case: str | None = None) -> dict[str, str | list[str]]:
+    """Write one case's measures into ``folder`` as ``segxai trust`` does; returns the files written, by kind.
+
+    ``quality.csv`` (one :class:`CaseQualityRow` per method and class), then per measure run:
+    ``sanity.csv``, ``sanity_verdicts.csv`` and ``sanity.png`` (randomisation), ``metrics.csv`` and
+    ``deletion.png`` (quality metrics), ``data_randomisation.csv``, and the ground-truth tables.
+    Every file is written to a temporary name and renamed, so a failure leaves no partial file.
+    """
+    folder = Path(folder)
+    files: dict[str, str | list[str]] = {"quality": str(write_csv(quality_rows(trust, case), folder / "quality.csv"))}
+    if trust.sanity is not None:
+        files["sanity"] = str(trust.sanity.to_csv(folder / "sanity.csv"))
+        files["sanity_verdicts"] = str(write_csv(trust.sanity.verdicts(), folder / "sanity_verdicts.csv"))
+        files["sanity_plot"] = str(trust.sanity.plot(folder / "sanity.png"))
+    if trust.quality is not None:
+        files["metrics"] = str(trust.quality.to_csv(folder / "metrics.csv"))
+        if trust.quality.curves:
+            files["deletion_plot"] = str(trust.quality.plot_deletion(folder / "deletion.png"))
+    if trust.data is not None:
+        files["data_randomisation"] = str(trust.data.to_csv(folder / "data_randomisation.csv"))
+    if trust.truth is not None:
+        files["groundtruth"] = [str(p) for p in trust.truth.to_csv(folder)]
+    return files
 
 
 def quality_summary(rows: Sequence[CaseQualityRow]) -> list[SummaryRow]:
