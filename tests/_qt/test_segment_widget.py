@@ -120,3 +120,34 @@ def test_viewer_picture_shows_the_case_and_its_labels(make_napari_viewer, tiny_c
     saturation = rgb.max(axis=2) - rgb.min(axis=2)
     assert (saturation > 80).sum() > 20
     assert PILImage.open(tmp_path / "viewer.png").size == (picture.shape[1], picture.shape[0])
+
+
+def test_a_card_chosen_as_trusted_lets_its_pickled_network_load_and_no_other_card(
+    make_napari_viewer, qtbot, tiny_case, tiny_card, notices, tmp_path
+):
+    import torch
+
+    from napari_segxai.core.model_card import build_network, load_model_card
+
+    whole = tmp_path / "whole.pt"
+    torch.save(build_network(load_model_card(tiny_card)), whole)  # a pickle of the network object: runs code
+    pickled = _card_variant(tiny_card, tmp_path / "pickled", weights=str(whole))
+    other = _card_variant(tiny_card, tmp_path / "other", weights=str(whole))
+    viewer = make_napari_viewer()
+    open_case(viewer, tiny_case)
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment")
+
+    widget.set_model_card(pickled)          # as the viewer's user chose it: the file's code must not run
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert "trusted: true" in notices["error"][-1]
+    assert not any(layer.metadata.get("segxai_role") == "segmentation" for layer in viewer.layers)
+    widget.set_model_card(pickled, trusted=True)   # as segxai demo --trust-model hands it over
+    assert widget._load_card().trusted
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert any(isinstance(layer, Labels) and layer.metadata.get("segxai_role") == "segmentation"
+               for layer in viewer.layers)
+    widget.set_model_card(other)            # trust given to one card is not given to another
+    assert not widget._load_card().trusted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,8 +15,16 @@ class CardChoice:
     Widgets that pick a case from a ``case_choice`` combo box also get :meth:`_case_changed`.
     """
 
-    def set_model_card(self, path: str | Path) -> None:
-        """Choose the model card at ``path`` and show what the widget says about it."""
+    _trusted_card: Optional[Path] = None   # a card the user trusts although it does not say 'trusted: true'
+
+    def set_model_card(self, path: str | Path, *, trusted: bool = False) -> None:
+        """Choose the model card at ``path`` and show what the widget says about it.
+
+        ``trusted`` (``segxai demo --trust-model``) lets this card's pickled weights be fully unpickled, as
+        'trusted: true' in the card would; it holds for this path only, until another card is chosen as trusted.
+        """
+        if trusted:
+            self._trusted_card = Path(path).expanduser().resolve()
         self.card_path.setText(str(path))
         self._card_changed()
 
@@ -33,7 +42,11 @@ class CardChoice:
         text = self.card_path.text().strip()
         if not text:
             raise ValueError("No model card is chosen; pick a card (.yaml) with Browse….")
-        return load_model_card(Path(text).expanduser())
+        path = Path(text).expanduser()
+        card = load_model_card(path)
+        if not card.trusted and self._trusted_card is not None and path.resolve() == self._trusted_card:
+            card = dataclasses.replace(card, trusted=True)
+        return card
 
     def _segmentation_card(self, case_name: str) -> Optional[str]:
         """The model card of the case's last segmentation layer, if any."""

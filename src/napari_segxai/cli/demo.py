@@ -198,14 +198,14 @@ def show(case, result, card, picture: Path, *, interactive: bool, relevance=None
     data, kwargs, _ = segmentation_layer_data(result, case, card.path)
     segmentation = viewer.add_labels(data, **kwargs)
     widget = SegmentWidget(viewer)
-    widget.set_model_card(card.path)
+    widget.set_model_card(card.path, trusted=card.trusted)
     viewer.window.add_dock_widget(widget, name="Segment", area="right")
     caption = f"{card.name} on {case.name} ({result.seconds:.1f} s, {result.device})"
     if case.label is not None:
         caption += f"\nDice: {format_dice(result.labels, case.label)}"
     if relevance is not None:
         explain = ExplainWidget(viewer)
-        explain.set_model_card(card.path)
+        explain.set_model_card(card.path, trusted=card.trusted)
         viewer.window.add_dock_widget(explain, name="Explain", area="right")
         explain.show_result(case, card, relevance)
         shown = viewer.layers.selection.active.name
