@@ -145,3 +145,17 @@ def test_quality_rows_and_summary_of_one_problem():
         assess_problem(problem, ["saliency"], ground_truth=True)
     with pytest.raises(ValueError, match="Unknown trust check"):
         TrustSettings(checks=("vibes",))
+
+
+def test_data_randomisation_over_cases_fills_the_data_column(tmp_path, card, cases, capsys):
+    root, _ = cases
+    out = tmp_path / "out"
+    code = main(["evaluate", "--model", str(card), "--cases", str(root / "Case002"), "--methods", "saliency",
+                 "--checks", "sanity,data", "--data-steps", "2", "--data-cases", "2", "--out", str(out), *FAST])
+    assert code == 0, capsys.readouterr().err
+    (row,) = _rows(out / "quality.csv")
+    assert row["case"] == "Case002" and -1.0 <= float(row["data_spearman"]) <= 1.0
+    assert math.isnan(float(row["faithfulness"]))     # the metrics were not asked for
+    summary = {s["measure"]: s for s in _rows(out / "quality_summary.csv")}
+    assert int(summary["data_spearman"]["n"]) == 1
+    assert float(summary["data_spearman"]["mean"]) == pytest.approx(float(row["data_spearman"]), rel=1e-12)
