@@ -70,3 +70,37 @@ def test_cli_data_check(tmp_path, card, tiny_case_dir, capsys):
     assert (tmp_path / "out" / "data_randomisation.csv").read_text().startswith("method,class_name,first,second")
     assert main(["trust", str(folder), "--model", str(card.path), "--out", str(tmp_path / "o2"),
                  "--checks", "data", "--data-cases", "1"]) == 2
+
+
+def test_twins_train_with_the_recipe_of_the_cards_training_manifest(tmp_path, card):
+    import dataclasses
+    import json
+
+    from napari_segxai.core.architectures import create_network
+    from napari_segxai.core.model_card import default_model_card
+    from napari_segxai.core.train import DEFAULT_CONFIG
+    from napari_segxai.core.trust.datarandom import twin_recipe
+
+    demo = default_model_card()
+    manifest = json.loads(demo.training.read_text())
+    recipe = twin_recipe(demo)   # the bundled model: what it was trained with
+    assert recipe["optimizer"] == manifest["optimizer"] and recipe["loss"] == manifest["loss"]
+    assert recipe["augmentation"] == manifest["augmentation"]
+    assert twin_recipe(card)["optimizer"] == DEFAULT_CONFIG["optimizer"]   # no manifest: the demo trainer's defaults
+
+    # A manifest whose optimiser cannot move the weights: the twin stays at its seeded initialisation.
+    still = tmp_path / "manifest.json"
+    still.write_text(json.dumps({"optimizer": {"name": "SGD", "lr": 0.0}, "schedule": {"name": "constant"}}))
+    frozen = dataclasses.replace(card, training=still)
+    images, targets = training_volumes(frozen, [1000, 1001], size="toy")
+    twin, loss = train_twin(frozen, images, targets, permute=True, steps=2, crop=16, seed=3)
+    torch.manual_seed(3)
+    initial = create_network(card.architecture, card.kwargs)
+    assert np.isfinite(loss)
+    for (name, a), b in zip(twin.state_dict().items(), initial.state_dict().values()):
+        if "running" not in name and "num_batches" not in name:   # batch-norm statistics do move
+            assert torch.equal(a, b), name
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ValueError, match="unreadable"):
+        twin_recipe(dataclasses.replace(card, training=broken))

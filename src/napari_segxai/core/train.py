@@ -257,13 +257,15 @@ def _flip(image: torch.Tensor, target: torch.Tensor, rng: np.random.Generator, a
 # --------------------------------------------------------------------------- training
 
 
-def _build_loss(config: dict) -> torch.nn.Module:
+def build_loss(config: dict) -> torch.nn.Module:
+    """The MONAI loss of ``config['loss']`` (name and keyword arguments)."""
     from monai import losses
 
     return getattr(losses, config["loss"]["name"])(**config["loss"]["kwargs"])
 
 
-def _build_optimizer(config: dict, params) -> torch.optim.Optimizer:
+def build_optimizer(config: dict, params) -> torch.optim.Optimizer:
+    """The torch optimiser of ``config['optimizer']`` over ``params``."""
     opt = dict(config["optimizer"])
     name = opt.pop("name")
     if name == "SGD":
@@ -335,8 +337,8 @@ def train(
     kwargs.update(config["kwargs"])
     network = create_network(config["architecture"], kwargs, source="the training config")
     network.train()
-    loss_fn = _build_loss(config)
-    optimizer = _build_optimizer(config, network.parameters())
+    loss_fn = build_loss(config)
+    optimizer = build_optimizer(config, network.parameters())
     checkpoints_dir = out / "training" / "checkpoints"
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     write_text(out / "training" / "config.yaml", yaml.safe_dump(config, sort_keys=False))

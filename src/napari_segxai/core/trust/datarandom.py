@@ -1,8 +1,10 @@
 """Data randomisation test (Adebayo et al. 2018): maps of a model trained on permuted labels against the real ones.
 
 Two twins of the card's architecture start from the same seeded initialisation and train for
-the same short budget on the same generated cases: one on the true label maps, one on label
-maps permuted among the cases (case i learns the label map of case i + 1: a derangement, so no
+the same short budget on the same generated cases, with the demo trainer's recipe (loss,
+optimiser, learning-rate schedule and intensity augmentation of ``core.train``; those recorded in
+the card's training manifest when it has one): one on the true label maps, one on label maps
+permuted among the cases (case i learns the label map of case i + 1: a derangement, so no
 case keeps its own). Generated cases share one grid (the MNI152 template), so every label map
 fits every case. Maps of the same target are then compared between the model under test, the
 true-label twin and the permuted-label twin. A method whose map survives the permutation does
@@ -11,6 +13,7 @@ not explain what the model learned from the labels.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +84,22 @@ def training_volumes(card: "ModelCard", seeds: Sequence[int], size: str = "full"
     return images, targets
 
 
+def twin_recipe(card: "ModelCard") -> dict:
+    """How the twins train: the loss, optimiser, schedule and augmentation of the card's training manifest, else the demo trainer's defaults."""
+    from ..train import DEFAULT_CONFIG
+
+    recipe = {key: dict(DEFAULT_CONFIG[key]) for key in ("loss", "optimizer", "schedule", "augmentation")}
+    if card.training is not None:
+        try:
+            manifest = json.loads(Path(card.training).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"The training manifest {card.training} of model card {card.path} is unreadable ({err}).") from err
+        for key in recipe:
+            if isinstance(manifest.get(key), dict):
+                recipe[key] = dict(manifest[key])
+    return recipe
+
+
 def train_twin(
     card: "ModelCard",
     images: Sequence[torch.Tensor],
@@ -89,37 +108,54 @@ def train_twin(
     permute: bool,
     steps: int = 100,
     crop: int = 32,
-    learning_rate: float = 2e-3,
+    learning_rate: float | None = None,
     seed: int = 0,
     progress: _progress.ProgressFn | None = None,
     should_cancel: _progress.CancelFn | None = None,
 ) -> tuple[torch.nn.Module, float]:
-    """The card's architecture trained from a seeded initialisation (true or permuted labels, DiceCE, Adam); and its last loss."""
-    from monai.losses import DiceCELoss
+    """The card's architecture trained from a seeded initialisation on true or permuted labels with the demo trainer's recipe; and its last loss.
 
+    Each update takes one random ``crop``-sided cube (70% centred on a labelled voxel), flipped and
+    intensity-augmented as ``core.train`` does, with the learning rate of the recipe's schedule
+    stretched over ``steps`` updates (warm-up at most a fifth of them). ``learning_rate``
+    overrides the recipe's initial rate.
+    """
     from ..architectures import create_network
+    from ..train import augment, build_loss, build_optimizer
+    from ..train import learning_rate as scheduled_rate
 
     if card.spatial_dims != 3:
         raise ValueError("The data randomisation test trains 3D models only; use a 3D model card.")
     if len(images) < 2:
         raise ValueError("Label permutation needs at least two training cases.")
+    recipe = twin_recipe(card)
+    if learning_rate is not None:
+        recipe["optimizer"]["lr"] = float(learning_rate)
+    warmup = min(int(recipe["schedule"].get("warmup_steps", 0)), steps // 5)
+    recipe["schedule"]["warmup_steps"] = warmup
     labels = [targets[j] for j in label_permutation(len(targets))] if permute else list(targets)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         network = create_network(card.architecture, card.kwargs, source=f"Model card {card.path}")
-    network.train()
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
-    rng = np.random.default_rng(seed)
-    loss = torch.tensor(float("nan"))
-    for step in range(steps):
-        _progress.step(step, steps, progress, should_cancel)
-        i = int(rng.integers(len(images)))
-        image, label = _crop(images[i], labels[i], crop, rng)
-        optimizer.zero_grad()
-        loss = loss_fn(network(image[None]), label[None, None])
-        loss.backward()
-        optimizer.step()
+        network.train()
+        loss_fn = build_loss(recipe)
+        optimizer = build_optimizer(recipe, network.parameters())
+        rng = np.random.default_rng(seed)
+        loss = torch.tensor(float("nan"))
+        for step in range(steps):
+            _progress.step(step, steps, progress, should_cancel)
+            for group in optimizer.param_groups:
+                group["lr"] = scheduled_rate(step, (step - warmup) / max(steps - warmup, 1), recipe)
+            i = int(rng.integers(len(images)))
+            image, label = _crop(images[i], labels[i], crop, rng)
+            for axis in recipe["augmentation"].get("flip_axes", ()):
+                if rng.random() < 0.5:
+                    image, label = torch.flip(image, dims=[axis + 1]), torch.flip(label, dims=[axis])
+            image = augment(image, rng, recipe["augmentation"])
+            optimizer.zero_grad()
+            loss = loss_fn(network(image[None]), label[None, None])
+            loss.backward()
+            optimizer.step()
     _progress.step(steps, steps, progress, None)
     return network.eval(), float(loss.detach())
 
