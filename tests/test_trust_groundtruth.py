@@ -62,6 +62,24 @@ def test_case_problem_crops_the_predicted_region_with_its_label(tmp_path):
     np.testing.assert_array_equal(case.channels, before)
 
 
+def test_case_problem_crops_around_a_painted_region_or_one_voxel(tmp_path):
+    case, card = flair_case(), flair_card(tmp_path)
+    region = np.zeros(case.shape, bool)
+    region[2:4, 3:5, 10:13] = True      # outside the lesion: what the user painted, not what was predicted
+    problem = case_problem(case, card, classes=["edema", "core"], network=FlairLesionNet(), margin=1,
+                           target="region", region=region, device="cpu")
+    assert problem.target.kind == "region" and problem.target.voxel_counts == (12, 12)
+    assert problem.spatial_shape == (8, 8, 8)   # at least one window
+    np.testing.assert_array_equal(problem.target.masks[0], problem.target.masks[1])
+    point = case_problem(case, card, classes=["edema"], network=FlairLesionNet(), margin=1, target="voxel",
+                         voxel=(8, 7, 6), device="cpu")
+    assert point.target.kind == "voxel" and point.target.voxel_counts == (1,)
+    (inside,) = np.argwhere(point.target.masks[0])
+    assert point.inputs[0, 0][tuple(inside)] == 1.0        # the voxel (8, 7, 6) is in the bright FLAIR cube
+    with pytest.raises(ValueError, match="outside the case"):
+        case_problem(case, card, network=FlairLesionNet(), target="voxel", voxel=(99, 0, 0), device="cpu")
+
+
 def test_precision_of_a_perfect_map_is_one_and_of_its_complement_zero():
     region = np.zeros((8, 8, 8), bool)
     region[2:5, 1:6, 3:7] = True

@@ -234,7 +234,7 @@ def test_a_region_drawn_as_shapes_is_rasterised_on_the_case_grid(
     widget.region_layer.setCurrentText("drawn")
     region = np.zeros(case.shape, bool)
     region[10, 4:9, 3:8] = True  # napari's to_masks keeps the voxels on the outline
-    np.testing.assert_array_equal(widget._target_arguments(case)["region"], region)
+    np.testing.assert_array_equal(widget.target_arguments(case)["region"], region)
     _run(widget, qtbot)
     assert notices["error"] == []
     expected = explain_case(case, load_model_card(tiny_card), classes=["edema"], target="region", region=region,

@@ -137,6 +137,30 @@ def test_trust_widget_follows_the_method_of_the_explain_widget_and_its_maps(
     assert widget.case_choice.currentText() == "Tiny_case_001"
 
 
+def test_trust_widget_checks_the_point_the_explain_widget_explains(make_napari_viewer, qtbot, tiny_case, tiny_card, seen):
+    viewer = make_napari_viewer()
+    open_case(viewer, tiny_case)
+    explain = ExplainWidget(viewer)
+    viewer.window.add_dock_widget(explain, name="Explain")
+    widget = _widget(viewer, tiny_card, max_steps=1, noise_samples=1)
+    widget.target.setCurrentIndex(widget.target.findData("explain"))
+    assert "Explain widget's target" in widget.status.text()
+    explain.target.setCurrentIndex(explain.target.findData("voxel"))
+    widget.run_button.click()       # Explain has no point yet: its sentence, no job
+    assert not widget.running and "No point is chosen" in seen["error"][-1]
+
+    case = load_case(tiny_case)
+    voxel = np.argwhere(case.label > 0)[0]
+    explain.set_point(viewer.layers[0].data_to_world(voxel))
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert len(seen["error"]) == 1
+    target = widget.last.problem.target
+    assert target.kind == "voxel" and target.voxel_counts == (1, 1, 1)
+    assert "over the voxel" in widget.status.text()
+    assert widget.value_at("randomisation_passes", "edema") in (0.0, 1.0)
+
+
 def test_cancel_stops_the_check_and_bad_states_give_a_notification(
     make_napari_viewer, qtbot, tiny_case, tiny_card, tmp_path, seen
 ):
@@ -144,8 +168,13 @@ def test_cancel_stops_the_check_and_bad_states_give_a_notification(
     widget = _widget(viewer, tiny_card)
     widget.run_button.click()  # no case yet
     assert not widget.running and len(seen["error"]) == 1 and "image layers" in seen["error"][0]
-
+    widget.target.setCurrentIndex(widget.target.findData("explain"))
     open_case(viewer, tiny_case)
+    widget.run_button.click()  # no Explain widget to take the target from
+    assert not widget.running and len(seen["error"]) == 2 and "No Explain widget" in seen["error"][-1]
+    widget.target.setCurrentIndex(widget.target.findData("predicted"))
+    del seen["error"][1:]
+
     widget.max_steps.setValue(3)
     widget.noise_samples.setValue(8)
     reached = []

@@ -369,7 +369,7 @@ class ExplainWidget(CardChoice, QWidget):
         if not dragged:
             self.set_point(start)
 
-    def _target_arguments(self, case) -> dict:
+    def target_arguments(self, case) -> dict:
         """explain_case's target arguments from the controls (ValueError with a sentence when incomplete)."""
         kind = self.target.currentData()
         if kind == "predicted":
@@ -433,7 +433,7 @@ class ExplainWidget(CardChoice, QWidget):
             classes = self.chosen_classes()
             if not classes:
                 raise ValueError("No class is ticked; tick the classes to explain.")
-            target = self._target_arguments(case)
+            target = self.target_arguments(case)
             method = get_method(self.method.currentText(), **self.parameters.values())
         except (ValueError, OSError) as err:
             show_error(str(err))

@@ -1,9 +1,9 @@
 """The "Trust" dock widget: does a method's relevance map of the case deserve trust? Sanity check and quality metrics.
 
 For the chosen case, model card and attribution method, one background job runs
-``core.trust.assess_case`` as ``segxai trust`` does (each predicted class's logits summed over its
-region, on a crop around the regions): cascading model-parameter randomisation and the quality
-metrics. The widget shows one column of ``quality_rows`` numbers per class and the
+``core.trust.assess_case`` as ``segxai trust`` does (each class's logits summed over its predicted
+region, or over the painted region or clicked point of the docked Explain widget's target, on a
+crop around it): cascading model-parameter randomisation and the quality metrics. The widget shows one column of ``quality_rows`` numbers per class and the
 cascading-randomisation plot. The cost settings (the Cost box) start lower than the
 ``segxai trust`` defaults.
 """
@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DEFAULT_METHOD = "saliency"
+# (shown text, kind): what the checked maps explain
+TARGETS = (("each class's predicted region", "predicted"), ("the Explain widget's target", "explain"))
 # Cheaper than segxai trust's 8 steps (cascading and independent), 32 subsets, 20 deletion steps, 8 samples.
 COST_DEFAULTS = {"max_steps": 4, "n_subsets": 16, "deletion_steps": 10, "noise_samples": 3}
 SIMILARITIES = (("Spearman", "spearman"), ("SSIM", "ssim"), ("top-k overlap", "top_k"))
@@ -149,6 +151,12 @@ class TrustWidget(CardChoice, QWidget):
                                "Explain widget shows.")
         self.parameters = ParameterForm()
         self.method.currentTextChanged.connect(self.parameters.set_method)
+        self.target = QComboBox()
+        for text, kind in TARGETS:
+            self.target.addItem(text, kind)
+        self.target.setToolTip("What the checked maps explain (logits summed over it): each class's predicted "
+                               "region, or the region or point the docked Explain widget's Target names.")
+        self.target.currentIndexChanged.connect(self._say_target)
         self.device = QComboBox()
         self.device.addItems(DEVICES)
         self.device.setToolTip("auto: CUDA, then MPS, then CPU")
@@ -175,7 +183,7 @@ class TrustWidget(CardChoice, QWidget):
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
-        self.status = QLabel("Ready. The check explains each predicted class's region, as Explain's default target.")
+        self.status = QLabel()
         self.status.setWordWrap(True)
         self.jobs = JobRunner(self, self.progress_bar, self.status, self.cancel_button, noun="trust check")
 
@@ -208,6 +216,7 @@ class TrustWidget(CardChoice, QWidget):
         what.addRow("", self.card_info)
         what.addRow("Method", self.method)
         what.addRow(self.parameters)
+        what.addRow("Target", self.target)
         what.addRow("Device", self.device)
         cost = QGridLayout()
         for n, (label, spin) in enumerate((("Randomisation steps", self.max_steps), ("Subsets", self.n_subsets),
@@ -235,6 +244,7 @@ class TrustWidget(CardChoice, QWidget):
         layout.addWidget(self.chart, 1)
 
         self.parameters.set_method(self.method.currentText())
+        self._say_target()
         self._follow_explain_widget()
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self._refresh_layers)
@@ -288,17 +298,44 @@ class TrustWidget(CardChoice, QWidget):
         self.method.setCurrentText(method)
         self.parameters.set_values(dict(parameters or {}))
 
-    def _follow_explain_widget(self) -> None:
-        """Start from the method of a docked Explain widget, if there is one; else saliency."""
+    def _explain_widget(self):
+        """The Explain widget docked in this viewer, or None."""
         from .explain_widget import ExplainWidget
 
         window = getattr(self.viewer, "window", None)
         docked = list(getattr(window, "dock_widgets", {}).values()) if window is not None else []
-        explain = next((w for w in docked if isinstance(w, ExplainWidget)), None)
+        return next((w for w in docked if isinstance(w, ExplainWidget)), None)
+
+    def _follow_explain_widget(self) -> None:
+        """Start from the method of a docked Explain widget, if there is one; else saliency."""
+        explain = self._explain_widget()
         if explain is None:
             self.method.setCurrentText(DEFAULT_METHOD)
         else:
             self.follow(explain.method.currentText(), explain.parameters.values())
+
+    def _say_target(self, *_: Any) -> None:
+        """Say in the status line what the next check will explain."""
+        if self.running:
+            return
+        if self.target.currentData() == "predicted":
+            self.status.setText("Ready. The check explains each class's logits over its predicted region.")
+        else:
+            self.status.setText("Ready. The check explains each class's logits over the Explain widget's target "
+                                "(a painted region or a clicked point), taken when you press Run.")
+
+    def target_arguments(self, case) -> dict:
+        """assess_case's target arguments: none for the predicted regions, else the docked Explain widget's target."""
+        if self.target.currentData() == "predicted":
+            return {}
+        explain = self._explain_widget()
+        if explain is None:
+            raise ValueError("No Explain widget is docked to take the target from; open Plugins > SegXAI > Explain "
+                             "and choose its target, or check each class's predicted region.")
+        arguments = explain.target_arguments(case)
+        if arguments["target"] == "predicted":
+            arguments.pop("target")   # the same as ours; keep its confident-voxels choice
+        return arguments
 
     def _card_changed(self) -> None:
         """Say what the card expects and predicts, or why it cannot be used."""
@@ -340,13 +377,14 @@ class TrustWidget(CardChoice, QWidget):
             case = case_from_layers(self.case_layers())
             channel_indices(case, card)
             method = get_method(self.method.currentText(), **self.parameters.values())
+            target = self.target_arguments(case)
         except (ValueError, OSError) as err:
             show_error(str(err))
             return
         device = self.device.currentText()
         self.jobs.start(
             partial(assess_case, case, card, [method], settings=self.settings(),
-                    device=None if device == "auto" else device),
+                    device=None if device == "auto" else device, **target),
             case, card, verb="Checking the maps of",
             memory_hint="choose fewer randomisation steps or noise samples, or another device",
             description=f"Trust check of {method.name} on {case.name}", on_result=self._on_result,

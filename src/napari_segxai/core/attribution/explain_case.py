@@ -72,37 +72,22 @@ def explain_case(
     region, ``margin`` voxels wider on each side (default half a window), zero outside it.
     """
     from ..model_card import build_network
-    from ..segment import infer, pick_device, preprocess
+    from ..segment import pick_device, preprocess
 
     if isinstance(method, str):
         method = get_method(method, **params)
     elif params:
         raise ValueError("Pass parameters either to get_method or to explain_case, not to both.")
-    if target not in ("predicted", "region", "voxel"):
-        raise ValueError(f"Unknown target {target!r}; choose predicted, region or voxel.")
+    _check_target_kind(target)
     indices = class_indices(card, classes)
     start = time.perf_counter()
     device = pick_device(device)
     network = build_network(card, device) if network is None else network.to(device).eval()
     image, grid = preprocess(case, card, device=device)
     first, second = _split_progress(progress, target == "predicted")
-    if target == "predicted":
-        with torch.no_grad():
-            logits = infer(image, card, network, progress=first, should_cancel=should_cancel)
-        goal = predicted_target(logits, indices, confident=confident, threshold=threshold,
-                                output_space=output_space, activation=card.activation)
-    elif target == "region":
-        if region is None:
-            raise ValueError("A region target needs a region: a boolean array on the case grid.")
-        region = np.asarray(region)
-        if region.shape != case.shape:
-            raise ValueError(f"The region has shape {region.shape} but the case has {case.shape}; paint it on the case.")
-        on_grid = grid.to_network_grid(region.astype(np.float32), interpolation="nearest") > 0.5
-        if not on_grid.any():
-            raise ValueError("The region is empty on the model's grid (too small after resampling); paint a larger region.")
-        goal = region_target(on_grid, indices, len(card.classes), output_space=output_space, activation=card.activation)
-    else:
-        goal = _voxel_target(case, grid, voxel, indices, len(card.classes), output_space, card.activation)
+    goal = case_target(case, card, image, grid, network, indices, target=target, region=region, voxel=voxel,
+                       confident=confident, threshold=threshold, output_space=output_space, progress=first,
+                       should_cancel=should_cancel)
     if not torch.isfinite(image).all():
         raise ValueError(f"Case {case.name} has non-finite values after preprocessing; check the images.")
     model = network if card.spatial_dims == 3 else SliceWise(network, card.slice_axis)
@@ -129,6 +114,58 @@ def explain_case(
         seconds=time.perf_counter() - start,
         affine=np.array(case.affine, dtype=np.float64),
     )
+
+
+TARGETS = ("predicted", "region", "voxel")
+
+
+def _check_target_kind(target: str) -> None:
+    if target not in TARGETS:
+        raise ValueError(f"Unknown target {target!r}; choose predicted, region or voxel.")
+
+
+def case_target(
+    case: "Case",
+    card: "ModelCard",
+    image: torch.Tensor,
+    grid,
+    network: torch.nn.Module,
+    indices: Sequence[int],
+    *,
+    target: str = "predicted",
+    region: np.ndarray | None = None,
+    voxel: Sequence[float] | None = None,
+    confident: bool = False,
+    threshold: float = DEFAULT_CONFIDENCE,
+    output_space: str = "logits",
+    progress: _progress.ProgressFn | None = None,
+    should_cancel: _progress.CancelFn | None = None,
+) -> Target:
+    """The target on the model's grid of a preprocessed case (``image``, ``grid``: ``segment.preprocess``'s).
+
+    ``predicted`` segments the case (sliding windows) and takes each class's predicted region;
+    ``region`` maps a boolean array on the case grid; ``voxel`` maps one case voxel through world
+    coordinates. Every mistake is a ValueError with one sentence.
+    """
+    from ..segment import infer
+
+    _check_target_kind(target)
+    if target == "predicted":
+        with torch.no_grad():
+            logits = infer(image, card, network, progress=progress, should_cancel=should_cancel)
+        return predicted_target(logits, indices, confident=confident, threshold=threshold,
+                                output_space=output_space, activation=card.activation)
+    if target == "region":
+        if region is None:
+            raise ValueError("A region target needs a region: a boolean array on the case grid.")
+        region = np.asarray(region)
+        if region.shape != case.shape:
+            raise ValueError(f"The region has shape {region.shape} but the case has {case.shape}; paint it on the case.")
+        on_grid = grid.to_network_grid(region.astype(np.float32), interpolation="nearest") > 0.5
+        if not on_grid.any():
+            raise ValueError("The region is empty on the model's grid (too small after resampling); paint a larger region.")
+        return region_target(on_grid, indices, len(card.classes), output_space=output_space, activation=card.activation)
+    return _voxel_target(case, grid, voxel, indices, len(card.classes), output_space, card.activation)
 
 
 def _on_case_grid(goal: Target, unpad, grid) -> Target:
@@ -203,27 +240,40 @@ def _granule(size: int) -> int:
     return granule
 
 
-def _attribute_crop(method, model, image, goal: Target, card, margin, progress, should_cancel) -> torch.Tensor:
-    """Relevance of the network on one crop around the target region (zero elsewhere), for non-additive methods."""
-    spatial = tuple(image.shape[2:])
-    roi = _roi(card, image)
-    union = goal.masks.any(0)
-    present = np.nonzero(union)
-    low = [int(p.min()) for p in present]
-    high = [int(p.max()) + 1 for p in present]
+def crop_box(region: np.ndarray, window: Sequence[int], margin: int | None, fixed_axis: int | None = None):
+    """Source slices, slices inside the crop, and crop sizes around a region on the model's grid.
+
+    Each side: the region's extent, ``margin`` voxels wider on each side (default half the
+    window), at least one window, rounded up to a multiple of the window's power-of-two factor so
+    strided networks accept it; centred on the region, zero-padded where it leaves the grid.
+    Along ``fixed_axis`` (a slice-wise network's slice axis) just the region's extent.
+    """
+    spatial = region.shape
+    present = np.nonzero(region)
     starts, sizes = [], []
-    for axis, (lo, hi, r, s) in enumerate(zip(low, high, roi, spatial)):
-        m = r // 2 if margin is None else int(margin)
-        if card.spatial_dims == 2 and axis == card.slice_axis:
-            m, r = 0, hi - lo
-        granule = 1 if card.spatial_dims == 2 and axis == card.slice_axis else _granule(r)
-        size = math.ceil(max(r, hi - lo + 2 * m) / granule) * granule
+    for axis, (points, w, s) in enumerate(zip(present, window, spatial)):
+        lo, hi = int(points.min()), int(points.max()) + 1
+        if axis == fixed_axis:
+            starts.append(lo)
+            sizes.append(hi - lo)
+            continue
+        m = int(w) // 2 if margin is None else int(margin)
+        granule = _granule(int(w))
+        size = math.ceil(max(int(w), hi - lo + 2 * m) / granule) * granule
         begin = (lo + hi) // 2 - size // 2
         begin = min(max(begin, 0), s - size) if size <= s else -((size - s) // 2)
         starts.append(begin)
         sizes.append(size)
     source = tuple(slice(max(b, 0), min(b + n, s)) for b, n, s in zip(starts, sizes, spatial))
     inside = tuple(slice(src.start - b, src.stop - b) for src, b in zip(source, starts))
+    return source, inside, tuple(sizes)
+
+
+def _attribute_crop(method, model, image, goal: Target, card, margin, progress, should_cancel) -> torch.Tensor:
+    """Relevance of the network on one crop around the target region (zero elsewhere), for non-additive methods."""
+    spatial = tuple(image.shape[2:])
+    fixed_axis = card.slice_axis if card.spatial_dims == 2 else None
+    source, inside, sizes = crop_box(goal.masks.any(0), _roi(card, image), margin, fixed_axis)
     crop = image.new_zeros(image.shape[:2] + tuple(sizes))
     crop[(slice(None), slice(None)) + inside] = image[(slice(None), slice(None)) + source]
     masks = np.zeros((len(goal.classes),) + tuple(sizes), dtype=bool)

@@ -28,6 +28,8 @@ from .randomisation import MODES, RandomisationResult, randomisation_test
 from .tables import SummaryRow, summarise, write_csv
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ..case import Case
     from ..model_card import ModelCard
 
@@ -165,15 +167,26 @@ def assess_case(
     network: torch.nn.Module | None = None,
     device: str | torch.device | None = None,
     margin: int | None = None,
+    target: str = "predicted",
+    region: "np.ndarray | None" = None,
+    voxel: Sequence[float] | None = None,
+    confident: bool = False,
+    threshold: float = 0.5,
     ground_truth: bool = False,
     signature: Mapping[str, Mapping[str, float]] | None = None,
     progress: _progress.ProgressFn | None = None,
     should_cancel: _progress.CancelFn | None = None,
 ) -> CaseTrust:
-    """Segment a case with the card's model, crop its predicted-region problem and run the chosen measures on it."""
+    """Crop the case's problem around its target (by default each class's predicted region) and run the chosen measures on it.
+
+    ``target``, ``region``, ``voxel``, ``confident`` and ``threshold`` as :func:`case_problem` (and
+    ``explain_case``) take them.
+    """
     segment_part, measure_part = stages(progress, (1, sum(_stage_weights(settings, ground_truth))))
     problem = case_problem(case, card, classes=classes, network=network, device=device, margin=margin,
-                           progress=segment_part, should_cancel=should_cancel)
+                           target=target, region=region, voxel=voxel, confident=confident, threshold=threshold,
+                           progress=segment_part,
+                           should_cancel=should_cancel)
     return assess_problem(problem, methods, settings=settings, card=card, ground_truth=ground_truth,
                           signature=signature, progress=measure_part, should_cancel=should_cancel)
 

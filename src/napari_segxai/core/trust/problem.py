@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
@@ -11,7 +10,7 @@ import numpy as np
 import torch
 
 from .. import progress as _progress
-from ..attribution import AttributionMethod, Target, explain, get_method, predicted_target
+from ..attribution import AttributionMethod, Target, explain, get_method
 from ..attribution.base import samples_per_batch
 
 if TYPE_CHECKING:
@@ -131,27 +130,34 @@ def case_problem(
     network: torch.nn.Module | None = None,
     device: str | torch.device | None = None,
     margin: int | None = None,
+    target: str = "predicted",
+    region: np.ndarray | None = None,
+    voxel: Sequence[float] | None = None,
     confident: bool = False,
     threshold: float = 0.5,
     progress: _progress.ProgressFn | None = None,
     should_cancel: _progress.CancelFn | None = None,
 ) -> Problem:
-    """The predicted-region problem of a case: preprocessed as the card says, cropped around the regions."""
+    """The problem of a case: preprocessed as the card says, cropped around its target.
+
+    ``target`` as ``explain_case`` takes it: ``predicted`` (each class's predicted region, the
+    default), ``region`` (``region``, a boolean array on the case grid: a painted region) or
+    ``voxel`` (``voxel``, a case voxel index: a clicked point).
+    """
     # The crop is the one ``explain_case`` uses for non-additive methods: the union of the
     # predicted regions, ``margin`` voxels wider on each side (default half a window), sized to
     # suit the network's strides. The case's label, when it has one, comes along on that grid.
-    from ..attribution.explain_case import class_indices
+    from ..attribution.explain_case import case_target, class_indices, crop_box
     from ..attribution.slicewise import SliceWise
     from ..model_card import build_network
-    from ..segment import infer, pick_device, preprocess
+    from ..segment import pick_device, preprocess
 
     indices = class_indices(card, classes)
     device = pick_device(device)
     network = build_network(card, device) if network is None else network.to(device).eval()
     image, grid = preprocess(case, card, device=device)
-    with torch.no_grad():
-        logits = infer(image, card, network, progress=progress, should_cancel=should_cancel)
-    goal = predicted_target(logits, indices, confident=confident, threshold=threshold, activation=card.activation)
+    goal = case_target(case, card, image, grid, network, indices, target=target, region=region, voxel=voxel,
+                       confident=confident, threshold=threshold, progress=progress, should_cancel=should_cancel)
     model = network if card.spatial_dims == 3 else SliceWise(network, card.slice_axis)
     window = list(card.roi_size)
     fixed_axis = None
@@ -163,7 +169,7 @@ def case_problem(
     crop[(slice(None), slice(None)) + inside] = image[(slice(None), slice(None)) + source]
     masks = np.zeros((len(indices),) + sizes, dtype=bool)
     masks[(slice(None),) + inside] = goal.masks[(slice(None),) + source]
-    target = Target("predicted", goal.classes, masks, goal.threshold, goal.output, goal.activation)
+    target = Target(goal.kind, goal.classes, masks, goal.threshold, goal.output, goal.activation)
     label = class_labels = None
     if case.label is not None:
         on_grid = np.rint(grid.to_network_grid(np.asarray(case.label, dtype=np.float32), interpolation="nearest"))
@@ -172,34 +178,3 @@ def case_problem(
         class_labels = tuple(card.classes[c].label for c in indices)
     return Problem(model, crop, target, tuple(card.class_names[c] for c in indices), tuple(card.modalities),
                    case.name, label, class_labels)
-
-
-def crop_box(region: np.ndarray, window: Sequence[int], margin: int | None, fixed_axis: int | None = None):
-    """Source slices, slices inside the crop, and crop sizes around a region: ``margin`` wider, multiples of the window's power-of-two factor."""
-    spatial = region.shape
-    present = np.nonzero(region)
-    starts, sizes = [], []
-    for axis, (points, w, s) in enumerate(zip(present, window, spatial)):
-        lo, hi = int(points.min()), int(points.max()) + 1
-        if axis == fixed_axis:  # slice-wise network: no margin or strides along the slice axis
-            starts.append(lo)
-            sizes.append(hi - lo)
-            continue
-        m = w // 2 if margin is None else int(margin)
-        granule = _granule(int(w))
-        size = math.ceil(max(hi - lo + 2 * m, granule) / granule) * granule
-        begin = (lo + hi) // 2 - size // 2
-        begin = min(max(begin, 0), s - size) if size <= s else -((size - s) // 2)
-        starts.append(begin)
-        sizes.append(size)
-    source = tuple(slice(max(b, 0), min(b + n, s)) for b, n, s in zip(starts, sizes, spatial))
-    inside = tuple(slice(src.start - b, src.stop - b) for src, b in zip(source, starts))
-    return source, inside, tuple(sizes)
-
-
-def _granule(size: int) -> int:
-    """The largest power of two (at most 32) dividing a window side: crops of its multiples suit the network."""
-    granule = 1
-    while size % (granule * 2) == 0 and granule < 32:
-        granule *= 2
-    return granule
