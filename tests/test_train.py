@@ -330,3 +330,16 @@ def test_every_manifest_key_is_documented(trained):
         assert key in doc.split("| `checkpoints` |")[1].split("\n")[0], key
     for key in manifest["schedule"]:
         assert key in doc.split("| `schedule` |")[1].split("\n")[0], key
+
+
+def test_a_time_budget_longer_than_the_updates_still_ends_the_cosine_at_its_floor(tmp_path):
+    """A fast machine does every update of the cap early: the rate must still fall to min_lr, not stop mid-way."""
+    config = {**TINY, "schedule": {**TINY["schedule"], "horizon": "time", "steps": 12}, "time_budget_minutes": 30}
+    result = train(config, tmp_path / "fast")
+    manifest = read_manifest(result.manifest)
+    rates = manifest["lr_history"]
+    assert result.steps == 12 and len(rates) == 12
+    # the last update is 9/10 of the way after warm-up, as with horizon: steps (the time used is ~0 of 30 min)
+    assert rates[-1] == pytest.approx(learning_rate(11, 9 / 10, make_config(config)), rel=1e-3)
+    assert rates[-1] < 0.05 * TINY["optimizer"]["lr"]
+    assert all(a >= b for a, b in zip(rates[2:], rates[3:]))   # after warm-up it only falls

@@ -370,10 +370,15 @@ def train(
     step_times: list[float] = []
 
     def fraction() -> float:
-        """How far along the schedule's horizon training is (time, or updates after warm-up)."""
+        """How far along the schedule's horizon training is: updates after warm-up; for ``time``, also the time used.
+
+        A time horizon ends at whichever comes first, the time budget or the ``steps`` cap, so
+        the cosine reaches ``min_lr`` on a machine fast enough to do every update early.
+        """
+        by_updates = (done - warmup) / max(planned - warmup, 1)
         if horizon == "time":
-            return (time.perf_counter() - loop_start) / loop_budget
-        return (done - warmup) / max(planned - warmup, 1)
+            return max((time.perf_counter() - loop_start) / loop_budget, by_updates)
+        return by_updates
 
     def save_checkpoint(final: bool) -> None:
         state = {k: v.detach().float() for k, v in network.state_dict().items()}

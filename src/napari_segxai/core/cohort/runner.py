@@ -118,6 +118,8 @@ def process_case(case: CohortCase, out: str, settings: CohortSettings) -> dict:
 
 def _explain_case(case: CohortCase, folder: Path, settings: CohortSettings) -> dict:
     """The work on one case: load, segment, explain, regions, RoI importance, Dice; files written into ``folder``."""
+    import torch
+
     from ..attribution import explain_case
     from ..case import load_case, save_nifti
     from ..roi import case_regions, roi_importance
@@ -175,6 +177,7 @@ def _explain_case(case: CohortCase, folder: Path, settings: CohortSettings) -> d
         "maps": bool(settings.maps),
         "files": files,
         "device": str(device),
+        "torch_threads": torch.get_num_threads(),
         "seconds": {"load": round(t0 - loaded, 3), "segment": round(t1 - t0, 3), "explain": round(t2 - t1, 3)},
     }
 
