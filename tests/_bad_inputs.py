@@ -228,8 +228,12 @@ def build(root: Path) -> list[BadInput]:
     malicious = bad_card("malicious pickle", "trusted", save_weights=False, weights="weights.pt")
     with open(malicious / "weights.pt", "wb") as handle:
         pickle.dump({"state": _Boom(root / "PWNED")}, handle)
-    garbage_ts = bad_card("garbage TorchScript", "torchscript", save_weights=False, weights="model.ts")
+    garbage_ts = bad_card("garbage TorchScript", "not a loadable torchscript", save_weights=False,
+                          architecture="torchscript", kwargs={}, trusted=True, weights="model.ts")
     (garbage_ts / "model.ts").write_bytes(b"PK\x03\x04" + os.urandom(400))
+    untrusted_ts = bad_card("untrusted TorchScript archive", "--trust-model", save_weights=False,
+                            architecture="torchscript", kwargs={}, weights="model.ts")
+    torch.jit.save(torch.jit.script(create_network("UNet", TINY_CARD["kwargs"]).eval()), str(untrusted_ts / "model.ts"))
     bad_card("refuses the case's spacing", "spacing", preprocessing={"spacing_policy": "refuse"})
 
     # ---------------------------------------------------------------- outputs

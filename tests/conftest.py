@@ -8,6 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+pytest_plugins = ["pytester"]
+
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 
 # File-name templates per naming convention: canonical modality (or "seg") -> name.

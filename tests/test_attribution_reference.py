@@ -94,9 +94,13 @@ def test_smoothgrad_noise_batches_do_not_change_the_mean(case):
     net, x, target = case
     one = get_method("smoothgrad", n_samples=6, batch_size=6).attribute(net, x, target)
     two = get_method("smoothgrad", n_samples=6, batch_size=4).attribute(net, x, target)
+    odd = get_method("smoothgrad", n_samples=6, batch_size=1).attribute(net, x, target)
+    # the noise comes from the seed, not from how the copies are batched: the same mean every time
+    close(two, one, rtol=1e-4)
+    close(odd, one, rtol=1e-4)
     noiseless = get_method("saliency").attribute(net, x, target)
-    # different draws, same expectation: both are closer to each other than to ... a zero map
-    assert torch.isfinite(two).all() and not torch.equal(one, noiseless)
+    other_seed = get_method("smoothgrad", n_samples=6, batch_size=6, seed=1).attribute(net, x, target)
+    assert not torch.allclose(one, noiseless) and not torch.allclose(one, other_seed)  # the noise is there
     squared = get_method("smoothgrad", n_samples=6, batch_size=6, variant="smoothgrad_sq").attribute(net, x, target)
     variance = get_method("smoothgrad", n_samples=6, batch_size=6, variant="vargrad").attribute(net, x, target)
     close(variance, squared - one * one, rtol=1e-4)

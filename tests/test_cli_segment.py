@@ -47,7 +47,7 @@ def test_missing_modality_exits_2_with_one_line(tmp_path, case_dir, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0
     assert err.startswith("segxai segment: error:") and "no t2 channel" in err and "t1, flair" in err
-    assert not (tmp_path / "out").exists()
+    assert not any((tmp_path / "out").glob("*"))   # nothing written before the refusal
 
 
 def test_refuses_to_overwrite_the_cases_own_label_file(tmp_path, case_dir, capsys):
@@ -84,6 +84,22 @@ def test_trust_model_flag_allows_a_pickled_network(tmp_path, case_dir, capsys):
     args = ["segment", str(case_dir), "--model", str(card), "--out", str(tmp_path / "out"), "--device", "cpu"]
     assert main(args) == 2
     assert "--trust-model" in capsys.readouterr().err
+    assert main(args + ["--trust-model"]) == 0
+    assert (tmp_path / "out" / "Case001_seg.nii.gz").is_file()
+
+
+def test_trust_model_flag_gates_a_torchscript_archive(tmp_path, case_dir, capsys):
+    folder = tmp_path / "model"
+    write_card(folder)
+    network = build_network(load_model_card(folder / "card.yaml"))
+    torch.jit.save(torch.jit.script(network), str(folder / "model.ts"))
+    card = write_card(folder, save_weights=False, architecture="torchscript", kwargs={}, weights="model.ts",
+                      filename="scripted.yaml")
+    args = ["segment", str(case_dir), "--model", str(card), "--out", str(tmp_path / "out"), "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "TorchScript program" in err and "--trust-model" in err and "Traceback" not in err
+    assert not any((tmp_path / "out").glob("*"))   # nothing written before the refusal
     assert main(args + ["--trust-model"]) == 0
     assert (tmp_path / "out" / "Case001_seg.nii.gz").is_file()
 

@@ -15,7 +15,7 @@ from napari_segxai.core.model_card import (
     ClassInfo, ModelCard, ModelCardError, build_network, default_model_card, load_model_card,
 )
 from napari_segxai.core.paths import sample_data_dir
-from napari_segxai.core.weights import save_state_dict
+from napari_segxai.core.weights import UntrustedWeightsError, load_state_dict, save_state_dict
 
 
 def test_valid_card_loads_with_absolute_paths_and_defaults(tmp_path):
@@ -189,7 +189,13 @@ def test_torchscript_card(tmp_path):
     with pytest.raises(ModelCardError, match="is a TorchScript archive; set architecture to torchscript"):
         load_model_card(write_card(folder, save_weights=False, weights="net.pt"))
     card = load_model_card(write_card(folder, architecture="torchscript", kwargs={}, weights="net.pt"))
-    scripted = build_network(card)
+    with pytest.raises(UntrustedWeightsError, match="TorchScript program.*'trusted: true'.*--trust-model"):
+        build_network(card)   # an archive is a program: never run unless the user trusts it
+    with pytest.raises(UntrustedWeightsError, match="TorchScript program"):
+        load_state_dict(folder / "net.pt")   # reading its weights alone also loads the program
+    assert set(load_state_dict(folder / "net.pt", trusted=True)) == set(network.state_dict())
+    trusted = load_model_card(write_card(folder, architecture="torchscript", kwargs={}, weights="net.pt", trusted=True))
+    scripted = build_network(trusted)
     x = torch.randn(1, 2, 16, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), network(x))

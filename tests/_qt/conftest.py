@@ -82,16 +82,37 @@ def write_tiny_card(folder: Path, roi: int = 8) -> Path:
 QT_FIXTURES = frozenset({"qapp", "qtbot", "make_napari_viewer", "make_napari_viewer_proxy"})
 
 
+def in_ci() -> bool:
+    """Whether the tests run in CI (``CI=true``), where no widget test may be skipped."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Without a display, skip the tests that need Qt: Qt would abort the whole run."""
+    """Without a display, skip the tests that need Qt (Qt would abort the whole run); in CI, stop instead."""
     if not sys.platform.startswith("linux") or any(
         os.environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")
     ):
         return
+    needs_qt = [item for item in items if QT_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    if needs_qt and in_ci():
+        raise pytest.UsageError(
+            f"CI=true but there is no display, so {len(needs_qt)} widget tests cannot run; "
+            "run the suite under xvfb-run (make test does when Xvfb is installed)."
+        )
     skip = pytest.mark.skip(reason="no display: widget tests need one (run them under xvfb-run)")
-    for item in items:
-        if QT_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(skip)
+    for item in needs_qt:
+        item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI a skipped widget test is a failure: a test that cannot run must not pass quietly."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and in_ci():
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"CI=true and this widget test was skipped ({reason}); in CI every widget test must run."
 
 
 @pytest.fixture

@@ -151,3 +151,31 @@ def test_a_card_chosen_as_trusted_lets_its_pickled_network_load_and_no_other_car
                for layer in viewer.layers)
     widget.set_model_card(other)            # trust given to one card is not given to another
     assert not widget._load_card().trusted
+
+
+def test_a_torchscript_card_is_refused_in_the_viewer_until_it_is_chosen_as_trusted(
+    make_napari_viewer, qtbot, tiny_case, tiny_card, notices, tmp_path
+):
+    import torch
+
+    from napari_segxai.core.model_card import build_network, load_model_card
+
+    archive = tmp_path / "model.ts"
+    torch.jit.save(torch.jit.script(build_network(load_model_card(tiny_card))), str(archive))
+    scripted = _card_variant(tiny_card, tmp_path / "scripted", architecture="torchscript", kwargs={},
+                             weights=str(archive))
+    viewer = make_napari_viewer()
+    open_case(viewer, tiny_case)
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment")
+
+    widget.set_model_card(scripted)          # an archive is a program: it must not run untrusted
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert "TorchScript program" in notices["error"][-1] and "trusted: true" in notices["error"][-1]
+    assert not any(layer.metadata.get("segxai_role") == "segmentation" for layer in viewer.layers)
+    widget.set_model_card(scripted, trusted=True)
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert any(isinstance(layer, Labels) and layer.metadata.get("segxai_role") == "segmentation"
+               for layer in viewer.layers)

@@ -69,16 +69,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="comma-separated class names (or output indices) of the card, or 'all' for every class "
              "including background; default: every class with a non-zero label",
     )
-    parser.add_argument(
-        "--target", nargs="+", default=["predicted"], metavar="KIND",
-        help="what is explained: 'predicted' (each class's predicted region, default), "
-             "'voxel X,Y,Z' (one voxel index of the case) or 'region MASK.nii.gz' (non-zero voxels of a "
-             "mask on the case's grid, the same region for every class)",
-    )
-    parser.add_argument(
-        "--confident", type=float, default=None, metavar="THRESHOLD",
-        help="with the predicted target: keep only voxels whose class probability exceeds THRESHOLD (0-1)",
-    )
+    add_target_options(parser)
     parser.add_argument(
         "--output", default="logits", choices=["logits", "probabilities"],
         help="the output summed over the target: logits (default; probabilities saturate, so their "
@@ -130,6 +121,34 @@ def _typed(method: str, key: str, text: str, parameter) -> Any:
             return int(number)
         return number
     return text
+
+
+def add_target_options(parser: argparse.ArgumentParser) -> None:
+    """--target and --confident (``segxai explain`` and ``segxai trust``), read back by :func:`case_target_arguments`."""
+    parser.add_argument(
+        "--target", nargs="+", default=["predicted"], metavar="KIND",
+        help="what is explained: 'predicted' (each class's predicted region, default), "
+             "'voxel X,Y,Z' (one voxel index of the case) or 'region MASK.nii.gz' (non-zero voxels of a "
+             "mask on the case's grid, the same region for every class)",
+    )
+    parser.add_argument(
+        "--confident", type=float, default=None, metavar="THRESHOLD",
+        help="with the predicted target: keep only voxels whose class probability exceeds THRESHOLD (0-1)",
+    )
+
+
+def case_target_arguments(args: argparse.Namespace, case) -> dict[str, Any]:
+    """--target and --confident as explain_case / assess_case keyword arguments for ``case`` (UserError for mistakes)."""
+    target = parse_target(args.target, args.confident)
+    region_path = target.get("region")
+    if region_path is not None:
+        target["region"] = load_region(Path(region_path), case)
+    voxel = target.get("voxel")
+    if voxel is not None and (len(voxel) != len(case.shape)
+                              or any(not 0 <= v < n for v, n in zip(voxel, case.shape))):
+        raise UserError(f"Voxel {','.join(map(str, voxel))} is not a voxel of the case (shape "
+                        f"{' x '.join(map(str, case.shape))}); give {len(case.shape)} coordinates inside it.")
+    return target
 
 
 def parse_target(values: Sequence[str], confident: float | None) -> dict[str, Any]:
@@ -279,17 +298,11 @@ def run(args: argparse.Namespace) -> int:
     card = load_card(args)
     params = parse_parameters(args.method, args.param)
     method = get_method(args.method, **params)
-    target = parse_target(args.target, args.confident)
+    parse_target(args.target, args.confident)  # a mistake in --target is reported before the case is read
     case = load_case(args.case)
     channel_indices(case, card)  # a missing modality is reported before any work starts
-    region_path = target.get("region")
-    if region_path is not None:
-        target["region"] = load_region(Path(region_path), case)
-    voxel = target.get("voxel")
-    if voxel is not None and (len(voxel) != len(case.shape)
-                              or any(not 0 <= v < n for v, n in zip(voxel, case.shape))):
-        raise UserError(f"Voxel {','.join(map(str, voxel))} is not a voxel of the case (shape "
-                        f"{' x '.join(map(str, case.shape))}); give {len(case.shape)} coordinates inside it.")
+    target = case_target_arguments(args, case)
+    region_path = args.target[1] if args.target[0] == "region" else None
     classes = parse_classes(args.classes, card)
 
     from ..core.attribution.explain_case import class_indices

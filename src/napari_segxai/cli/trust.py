@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 from ..core.files import write_text
 from ._common import TerminalProgress, UserError, add_case_options, load_card, output_folder
+from .explain import add_target_options
 
 DESCRIPTION = """\
 Measure how far the relevance maps of a case's segmentation deserve trust, for one or more
@@ -49,6 +50,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
              "default: saliency,gradient_x_input,integrated_gradients",
     )
     add_measure_options(parser)
+    add_target_options(parser)
     parser.add_argument(
         "--ground-truth", action="store_true",
         help="also run the ground-truth benchmark (the case must be a generated case folder with ground_truth.json)",
@@ -154,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.segment import channel_indices
     from ..core.trust import assess_case, write_trust
     from ..core.trust.tables import format_table
-    from .explain import parse_classes
+    from .explain import case_target_arguments, parse_classes, parse_target
 
     card = load_card(args)
     methods = build_methods(args.methods, args.param)
@@ -166,8 +168,10 @@ def run(args: argparse.Namespace) -> int:
         if not Path(args.case).is_dir():
             raise UserError(f"--ground-truth needs a generated case folder with ground_truth.json, got {args.case}.")
         signature = read_ground_truth(args.case)["modality_signature"]
+    parse_target(args.target, args.confident)  # a mistake in --target is reported before the case is read
     case = load_case(args.case)
     channel_indices(case, card)
+    target = case_target_arguments(args, case)
     if args.ground_truth and case.label is None:
         raise UserError(f"{args.case} has no segmentation file; --ground-truth needs the true label.")
     out = output_folder(args.out)
@@ -176,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     with TerminalProgress(f"measuring {case.name}") as bar:
         trust = assess_case(case, card, methods, settings=settings, classes=classes,
                             device=None if args.device in (None, "auto") else args.device, margin=args.margin,
-                            ground_truth=args.ground_truth, signature=signature, progress=bar)
+                            ground_truth=args.ground_truth, signature=signature, progress=bar, **target)
     problem = trust.problem
     record: dict[str, Any] = {
         "case": case.name, "case_files": [str(p) for p in case.source_paths], "model_card": str(card.path),

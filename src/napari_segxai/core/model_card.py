@@ -204,7 +204,7 @@ def parse_model_card(raw: Any, path: Path) -> ModelCard:
 def build_network(card: ModelCard, device: str | torch.device = "cpu") -> torch.nn.Module:
     """The card's network with its weights loaded safely, in eval mode on ``device``."""
     if card.architecture == TORCHSCRIPT:
-        network = load_torchscript(card.weights, device)
+        network = load_torchscript(card.weights, device, trusted=card.trusted)
     else:
         network = create_network(card.architecture, card.kwargs, source=f"Model card {card.path}")
         state = load_state_dict(card.weights, trusted=card.trusted)

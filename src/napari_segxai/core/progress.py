@@ -52,7 +52,11 @@ def cancel_inside(network: Any, should_cancel: Optional[CancelFn]) -> Iterator[A
             if getattr(tensor, "requires_grad", False):
                 tensor.register_hook(check)  # runs when the backward pass reaches this layer
 
-    layers = [m for m in network.modules() if not any(True for _ in m.children())]
+    import torch
+
+    # TorchScript modules take no hooks: a scripted network is checked only between passes.
+    layers = [m for m in network.modules()
+              if not any(True for _ in m.children()) and not isinstance(m, torch.jit.ScriptModule)]
     handles = [layer.register_forward_hook(after_layer) for layer in layers]
     try:
         yield network

@@ -102,7 +102,7 @@ def _template_2mm() -> dict[str, np.ndarray]:
     path = cache_dir() / f"mni152-2mm-v{GENERATOR_VERSION}.npz"
     if path.exists():
         try:
-            with np.load(path) as f:
+            with np.load(path, allow_pickle=False) as f:
                 return {k: f[k] for k in f.files}
         except (OSError, ValueError):
             pass

@@ -29,15 +29,24 @@ def is_torchscript(path: str | Path) -> bool:
     return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
 
 
+def untrusted_error(path: str | Path, holds: str) -> UntrustedWeightsError:
+    """The one sentence for a weights file that can run code and was not marked trusted."""
+    return UntrustedWeightsError(
+        f"Weights file {path} holds {holds}, which can run code from the file; if you trust its source, "
+        "set 'trusted: true' in the model card or pass --trust-model on the command line "
+        "(in the viewer: choose the card as trusted)."
+    )
+
+
 def load_state_dict(path: str | Path, trusted: bool = False) -> dict[str, torch.Tensor]:
-    """Read a state dict from safetensors, a weights-only torch pickle, or a TorchScript archive, on the CPU."""
+    """Read a state dict from safetensors, a weights-only torch pickle, or (trusted) a TorchScript archive, on the CPU."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"Weights file {path} does not exist; check the model card's 'weights' field.")
     if path.suffix == ".safetensors":
         state = _load_safetensors(path)
     elif is_torchscript(path):
-        state = load_torchscript(path, "cpu").state_dict()
+        state = load_torchscript(path, "cpu", trusted=trusted).state_dict()
     else:
         state = _load_pickle(path, trusted)
     state = _unwrap_checkpoint(state, path)
@@ -63,11 +72,7 @@ def _load_pickle(path: Path, trusted: bool) -> object:
         if "weights only" not in str(err).lower():
             raise ValueError(f"Weights file {path} is not a readable PyTorch file ({err}).") from err
         if not trusted:
-            raise UntrustedWeightsError(
-                f"Weights file {path} holds Python objects that only full unpickling can read, "
-                "which can run code from the file; if you trust its source, set 'trusted: true' "
-                "in the model card or pass --trust-model on the command line."
-            ) from err
+            raise untrusted_error(path, "Python objects that only full unpickling can read") from err
     except Exception as err:  # torch raises KeyError, RuntimeError, EOFError... for non-torch files
         reason = str(err).split(". ")[0].strip() or type(err).__name__
         raise ValueError(f"Weights file {path} is not a readable PyTorch file ({reason}); check that it is complete.") from err
@@ -108,8 +113,10 @@ def check_finite(state: Mapping[str, torch.Tensor], path: str | Path) -> None:
         )
 
 
-def load_torchscript(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Load a TorchScript network onto ``device``."""
+def load_torchscript(path: str | Path, device: str | torch.device = "cpu", *, trusted: bool = False) -> torch.nn.Module:
+    """Load a TorchScript network onto ``device``; refused unless ``trusted`` (an archive is a program)."""
+    if not trusted:
+        raise untrusted_error(path, "a TorchScript program (its code runs when it is loaded and called)")
     try:
         return torch.jit.load(str(path), map_location=device)
     except Exception as err:

@@ -66,7 +66,7 @@ def load_tracin_model(card, *, layers: str = "last", last_k: int = DEFAULT_LAST_
     gradient_network = gradient_network.to(device).eval()
     states = []
     for ckpt in record.checkpoints:
-        state = load_state_dict(ckpt.path)
+        state = load_state_dict(ckpt.path, trusted=card.trusted)  # the card's trust covers its checkpoints
         load_into(gradient_network, state, ckpt.path)  # checks that the checkpoint fits the network
         states.append({k: v.detach().clone() for k, v in gradient_network.state_dict().items()})
     side = 2 * size_multiple(card)
