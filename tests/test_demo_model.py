@@ -14,10 +14,15 @@ from napari_segxai.core.train import HELD_OUT_SEED_START, read_manifest, region_
 from napari_segxai.core.weights import load_state_dict
 
 HELD_OUT_SEED = HELD_OUT_SEED_START + 777  # outside the training seeds and the benchmark's 20 seeds
-# Floors well below what benchmarks/RESULTS.md ("Demo model quality") measured on held-out cases.
-WHOLE_TUMOUR_FLOOR = {"demo3d": 0.6, "demo2d": 0.5}
-CORE_FLOOR = {"demo3d": 0.5, "demo2d": 0.4}
-
+#: The first five of the benchmark's held-out seeds; their mean Dice is printed by
+#: `.venv/bin/python benchmarks/demo_quality.py` ("first 5 seeds" rows).
+QUALITY_SEEDS = tuple(range(HELD_OUT_SEED_START, HELD_OUT_SEED_START + 5))
+#: Mean Dice measured on QUALITY_SEEDS (2026-12-05, benchmarks/demo_quality.py); the tests allow 0.05 less.
+MEASURED_DICE = {
+    "demo3d": {"whole_tumour": 0.949, "tumour_core": 0.959, "enhancing": 0.917},
+    "demo2d": {"whole_tumour": 0.915, "tumour_core": 0.976, "enhancing": 0.961},
+}
+TOLERANCE = 0.05
 
 def _card_path(kind: str):
     path = demo_model_card_path(kind)
@@ -53,16 +58,28 @@ def test_default_card_is_the_3d_demo():
     assert default_model_card().path == load_model_card(path).path
 
 
+@pytest.fixture(scope="module")
+def quality_cases():
+    return [generate_case(seed).case for seed in QUALITY_SEEDS]
+
+
 @pytest.mark.parametrize("kind", ["demo3d", "demo2d"])
-def test_demo_model_finds_a_held_out_tumour(kind, held_out_case):
+def test_demo_model_keeps_its_measured_quality_on_held_out_cases(kind, quality_cases):
+    card = load_model_card(_card_path(kind))
+    dice = [region_dice(segment(case, card, device="cpu").labels, case.label) for case in quality_cases]
+    for region, measured in MEASURED_DICE[kind].items():
+        mean = float(np.mean([d[region] for d in dice]))
+        assert mean >= measured - TOLERANCE, (region, mean, measured, dice)
+
+
+@pytest.mark.parametrize("kind", ["demo3d", "demo2d"])
+def test_demo_model_predicts_no_tumour_outside_the_brain(kind, held_out_case):
     card = load_model_card(_card_path(kind))
     case = held_out_case.case
     seg = segment(case, card, device="cpu")
     assert seg.labels.shape == case.shape
-    dice = region_dice(seg.labels, case.label)
-    assert dice["whole_tumour"] > WHOLE_TUMOUR_FLOOR[kind], dice
-    assert dice["tumour_core"] > CORE_FLOOR[kind], dice
     brain = np.any(case.channels != 0, axis=0)
     tumour = seg.labels > 0
+    assert np.count_nonzero(tumour) > 0.5 * np.count_nonzero(case.label > 0)
     outside = np.count_nonzero(tumour & ~brain)
     assert outside < 0.02 * np.count_nonzero(tumour), f"{outside} tumour voxels predicted outside the brain"
