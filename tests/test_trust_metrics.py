@@ -8,6 +8,7 @@ import torch
 
 from _trust import linear_problem, unet_problem
 from napari_segxai.core.progress import Cancelled
+from napari_segxai.core.trust.plots import deletion_plot
 from napari_segxai.core.trust import (
     complexity, deletion_curve, faithfulness_correlation, max_sensitivity, quality_metrics, relevance_of,
 )
@@ -84,7 +85,7 @@ def test_quality_metrics_rows_curves_progress_and_cancel(tmp_path):
     assert len(result.curves) == 2 * 2 + 2                   # per method and class, and one random order per class
     assert seen[-1] == (1000, 1000) and all(0 <= d <= t for d, t in seen)
     assert result.to_csv(tmp_path / "metrics.csv").read_text().startswith("method,class_name,faithfulness")
-    assert result.plot_deletion(tmp_path / "deletion.png").read_bytes()[:4] == b"\x89PNG"
+    assert deletion_plot(result, tmp_path / "deletion.png").read_bytes()[:4] == b"\x89PNG"
     only = quality_metrics(problem, ["saliency"], metrics=("complexity",))
     assert np.isnan(only.rows[0].faithfulness) and np.isfinite(only.rows[0].entropy)
     with pytest.raises(Cancelled):

@@ -11,6 +11,7 @@ import torch
 from _trust import InputItself, SobelOfInput, unet_problem
 from napari_segxai.core.progress import Cancelled
 from napari_segxai.core.trust import randomisation_test, randomised_copy, weight_layers
+from napari_segxai.core.trust.plots import randomisation_plot
 from napari_segxai.core.trust.randomisation import depths
 
 
@@ -81,7 +82,7 @@ def test_cascading_randomisation_changes_gradients_but_not_an_edge_filter_or_the
     with open(table) as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(result.rows) and rows[0]["method"] == "saliency"
-    picture = result.plot(tmp_path / "sanity.png")
+    picture = randomisation_plot(result, tmp_path / "sanity.png")
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .. import progress as _progress
+from ..dask_cluster import connect, default_workers, local_cluster, one_line_error
 from ..files import write_text
 from .cases import CohortCase, case_id, find_cases
 
@@ -182,14 +183,6 @@ def _explain_case(case: CohortCase, folder: Path, settings: CohortSettings) -> d
     }
 
 
-def one_line_error(exc: BaseException) -> str:
-    """An exception as one line: its message for a user error, else its type and message (first line each)."""
-    text = " ".join(str(exc).split()) or repr(exc)
-    if isinstance(exc, ValueError):
-        return text
-    return f"{type(exc).__name__}: {text}"
-
-
 def record_failure(out: str | Path, case: CohortCase, error: str) -> dict:
     """Write a case's failure (its one-line error) into its folder and return the failure record."""
     record = {"case": case.case_id, "source": str(case.path), "status": "failed", "error": error}
@@ -215,32 +208,6 @@ def _plain(value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- on the client
-
-
-def default_workers() -> int:
-    """Workers of the default local cluster: one per CPU core, at most four."""
-    return max(1, min(os.cpu_count() or 1, 4))
-
-
-def local_cluster(workers: int, *, memory_limit: str | float | None = "auto"):
-    """A dask LocalCluster of ``workers`` single-threaded worker processes on loopback (dashboard on a free port)."""
-    import logging
-
-    from distributed import LocalCluster
-
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                        dashboard_address=":0", memory_limit=memory_limit, silence_logs=logging.ERROR)
-
-
-def connect(scheduler: str):
-    """A client of the dask scheduler at ``scheduler`` (ValueError when it cannot be reached)."""
-    from distributed import Client
-
-    try:
-        return Client(scheduler, timeout="15s")
-    except (OSError, TimeoutError) as exc:
-        raise ValueError(f"Cannot reach a dask scheduler at {scheduler} ({one_line_error(exc)}); "
-                         "start one (dask scheduler) or leave --scheduler out to run on this machine.") from None
 
 
 def pending_cases(cases_dir: str | Path, out: str | Path, settings: CohortSettings) -> tuple[list[CohortCase], list[CohortCase], list[CohortCase]]:

@@ -1,4 +1,4 @@
-"""Building a TracIn index on dask.distributed workers (the cohort analysis's runner: a LocalCluster or a scheduler)."""
+"""Building a TracIn index on dask.distributed workers (a LocalCluster or a scheduler, as the cohort runner)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def rows_task(spec_json: str, seeds: Sequence[int]) -> dict:
     """One task: the stored form of training cases ``seeds`` (runs on a worker)."""
     import torch
 
-    from .index import gradient_rows
+    from .rows import gradient_rows
 
     spec = json.loads(spec_json)
     if spec.get("threads"):
@@ -44,7 +44,7 @@ def build_rows_distributed(model, class_indices: Sequence[int], *, threshold: fl
     """The index rows of every training case, computed in chunks on dask workers and gathered in seed order."""
     from distributed import Client, as_completed
 
-    from ..cohort.runner import connect, default_workers, local_cluster
+    from ..dask_cluster import connect, default_workers, local_cluster
 
     if workers is not None and workers < 1:
         raise ValueError(f"The number of workers must be 1 or more, got {workers}.")

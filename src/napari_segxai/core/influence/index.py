@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,8 @@ import torch
 from ..files import atomic_path, write_text
 from ..progress import CancelFn, ProgressFn, step
 from .checkpoints import TracInModel
-from .exact import training_example
+from .projection import PROJECTION_SEED, project
+from .rows import gradient_rows
 from .regions import DEFAULT_MARGIN
 from .training_set import check_generator, file_digest
 
@@ -37,27 +37,8 @@ LOSS_VERSION = 1
 EXACT_LIMIT = 16384
 #: Projection size used for longer gradients when none is asked for.
 DEFAULT_PROJECTION = 2048
-PROJECTION_SEED = 20240607
-#: Rows of the projection matrix made at a time.
-_CHUNK = 4096
 #: How gradient rows are stored (with one float32 scale per row; see :func:`compress_rows`).
 STORED_DTYPE = np.float16
-
-
-def project(vectors: torch.Tensor, size: int, seed: int = PROJECTION_SEED) -> torch.Tensor:
-    """(M, D) -> (M, size): a seeded Gaussian random projection (entries N(0, 1/size)), made chunk by chunk."""
-    vectors = vectors.float()
-    out = torch.zeros(vectors.shape[0], int(size), dtype=torch.float64)
-    generator = torch.Generator()
-    scale = 1.0 / math.sqrt(int(size))
-    for start in range(0, vectors.shape[1], _CHUNK):
-        stop = min(start + _CHUNK, vectors.shape[1])
-        generator.manual_seed(int(seed) * 1_000_003 + start)
-        matrix = torch.randn(stop - start, int(size), generator=generator) * scale
-        out += (vectors[:, start:stop] @ matrix).double()
-    return out.float()
-
-
 def resolve_projection(parameters: int, projection: Optional[int]) -> Optional[int]:
     """The projection size an index uses: None (exact) for short gradients unless asked, else the default or ``projection``."""
     if projection is None:
@@ -196,45 +177,6 @@ def index_path(model: TracInModel, settings: dict, index_dir=None) -> Path:
 
 
 # --------------------------------------------------------------------------- build, save, load
-
-
-def gradient_rows(model: TracInModel, seeds: Sequence[int], class_indices: Sequence[int], *, threshold: float,
-                  projection: Optional[int], margin: int, progress=None, should_cancel=None, done: int = 0,
-                  total: int = 0, batch: int = 16) -> dict:
-    """Stored form of training cases ``seeds``: (T, n, K, d) gradients (projected when asked) and their regions.
-
-    Projected gradients are projected ``batch`` cases at a time (the projection matrix is made once per batch).
-    """
-    gradients, voxels, centroids, bboxes, names, features = [], [], [], [], [], []
-    pending: list[torch.Tensor] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        stacked = torch.stack(pending, 1)                                 # (T, b, K, D)
-        t, b, k, d = stacked.shape
-        if projection:
-            stacked = project(stacked.reshape(t * b * k, d), projection).reshape(t, b, k, -1)
-        gradients.append(stacked.numpy().astype(np.float32))
-        pending.clear()
-
-    for i, seed in enumerate(seeds):
-        example = training_example(model, int(seed), class_indices, threshold=threshold, margin=margin)
-        pending.append(model.gradients(example))                          # (T, K, D)
-        voxels.append(example.voxels)
-        features.append(model.features(example))
-        centroids.append(example.centroids)
-        bboxes.append(example.bboxes)
-        names.append(example.name)
-        if not projection or len(pending) >= batch:
-            flush()
-        if total:
-            step(done + i + 1, total, progress, should_cancel)
-    flush()
-    return {
-        "gradients": np.concatenate(gradients, axis=1), "voxels": np.stack(voxels), "centroids": np.stack(centroids),
-        "bboxes": np.stack(bboxes), "names": names, "seeds": [int(s) for s in seeds], "features": np.stack(features),
-    }
 
 
 def build_index(model: TracInModel, class_indices: Sequence[int], *, threshold: float = 0.5,

@@ -235,16 +235,18 @@ def write_trust(trust: CaseTrust, folder: str | Path, case: str | None = None) -
     ``deletion.png`` (quality metrics), ``data_randomisation.csv``, and the ground-truth tables.
     Every file is written to a temporary name and renamed, so a failure leaves no partial file.
     """
+    from .plots import deletion_plot, randomisation_plot
+
     folder = Path(folder)
     files: dict[str, str | list[str]] = {"quality": str(write_csv(quality_rows(trust, case), folder / "quality.csv"))}
     if trust.sanity is not None:
         files["sanity"] = str(trust.sanity.to_csv(folder / "sanity.csv"))
         files["sanity_verdicts"] = str(write_csv(trust.sanity.verdicts(), folder / "sanity_verdicts.csv"))
-        files["sanity_plot"] = str(trust.sanity.plot(folder / "sanity.png"))
+        files["sanity_plot"] = str(randomisation_plot(trust.sanity, folder / "sanity.png"))
     if trust.quality is not None:
         files["metrics"] = str(trust.quality.to_csv(folder / "metrics.csv"))
         if trust.quality.curves:
-            files["deletion_plot"] = str(trust.quality.plot_deletion(folder / "deletion.png"))
+            files["deletion_plot"] = str(deletion_plot(trust.quality, folder / "deletion.png"))
     if trust.data is not None:
         files["data_randomisation"] = str(trust.data.to_csv(folder / "data_randomisation.csv"))
     if trust.truth is not None:

@@ -70,12 +70,6 @@ class QualityResult:
         """Write the quality rows as CSV (atomic)."""
         return write_csv(self.rows, path)
 
-    def plot_deletion(self, path: str | Path) -> Path:
-        """The deletion curves as a PNG (atomic)."""
-        from .plots import deletion_plot
-
-        return deletion_plot(self, path)
-
 
 def spatial_relevance(relevance: np.ndarray) -> np.ndarray:
     """Relevance of each voxel: the sum over channels of a map (C, *spatial)."""

@@ -83,12 +83,6 @@ class RandomisationResult:
         """Write every similarity row as CSV (atomic)."""
         return write_csv(self.rows, path)
 
-    def plot(self, path: str | Path, *, measure: str = "spearman") -> Path:
-        """The cascading-randomisation figure (similarity against randomised depth) as a PNG (atomic)."""
-        from .plots import randomisation_plot
-
-        return randomisation_plot(self, path, measure=measure)
-
 
 def weight_layers(network: torch.nn.Module, inputs: torch.Tensor) -> tuple[str, ...]:
     """Names of the modules with a weight of two or more dims, in the order one forward pass runs them."""

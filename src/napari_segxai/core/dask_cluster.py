@@ -1,0 +1,39 @@
+"""dask.distributed clusters for the cohort runner and the TracIn index build: a local cluster, a scheduler, error lines."""
+
+from __future__ import annotations
+
+import os
+
+
+def one_line_error(exc: BaseException) -> str:
+    """An exception as one line: its message for a user error, else its type and message (first line each)."""
+    text = " ".join(str(exc).split()) or repr(exc)
+    if isinstance(exc, ValueError):
+        return text
+    return f"{type(exc).__name__}: {text}"
+
+
+def default_workers() -> int:
+    """Workers of the default local cluster: one per CPU core, at most four."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+def local_cluster(workers: int, *, memory_limit: str | float | None = "auto"):
+    """A dask LocalCluster of ``workers`` single-threaded worker processes on loopback (dashboard on a free port)."""
+    import logging
+
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                        dashboard_address=":0", memory_limit=memory_limit, silence_logs=logging.ERROR)
+
+
+def connect(scheduler: str):
+    """A client of the dask scheduler at ``scheduler`` (ValueError when it cannot be reached)."""
+    from distributed import Client
+
+    try:
+        return Client(scheduler, timeout="15s")
+    except (OSError, TimeoutError) as exc:
+        raise ValueError(f"Cannot reach a dask scheduler at {scheduler} ({one_line_error(exc)}); "
+                         "start one (dask scheduler) or leave --scheduler out to run on this machine.") from None
