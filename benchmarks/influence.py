@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import statistics
 import sys
 import time
@@ -122,42 +124,6 @@ def stage_query(card, args) -> dict:
     return out
 
 
-def stage_captum(card, args) -> dict:
-    from captum.influence import TracInCP
-
-    from napari_segxai.core.influence.gradients import RegionLoss
-    from napari_segxai.core.weights import load_state_dict
-
-    model = load_tracin_model(card)
-    seeds = list(model.record.seeds[: args.captum_cases])
-    examples = [training_example(model, s, CLASSES, threshold=0.5) for s in seeds]
-    dataset = [(e.image[0], e.targets[k]) for e in examples for k in range(len(CLASSES))]
-    lrs = {str(c.path): c.lr for c in model.record.checkpoints}
-
-    def load(net, path):
-        net.load_state_dict(load_state_dict(path))
-        return lrs[path]
-
-    case = demo_case()
-    test = prepare_example(case, card, model.network, CLASSES, threshold=0.5)
-    start, cpu = time.perf_counter(), time.process_time()
-    tracin = TracInCP(model.gradient_network, torch.utils.data.DataLoader(dataset, batch_size=1), list(lrs),
-                      checkpoints_load_func=load, layers=list(model.layer_names), loss_fn=RegionLoss(),
-                      batch_size=1, sample_wise_grads_per_batch=False)
-    scores = tracin.influence((test.image.expand(len(CLASSES), *test.image.shape[1:]), test.targets)).detach().numpy()
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    ours = load_or_build_index(model, CLASSES, threshold=0.5).scores(model.gradients(test))[:, : len(seeds)]
-    scores = scores.reshape(len(CLASSES), len(seeds), len(CLASSES))
-    scale = float(np.abs(scores).max())
-    out = {"cases": len(seeds), "seconds": seconds, "cpu_seconds": cpu, "per_case": seconds / len(seeds),
-           "extrapolated_cpu_seconds": cpu / len(seeds) * len(model.record.seeds),
-           "extrapolated_seconds": seconds / len(seeds) * len(model.record.seeds),
-           "max_abs_difference_vs_index": float(np.abs(scores - ours).max()), "max_abs_score": scale}
-    log(f"captum {seconds:.1f} s on {len(seeds)} cases -> {out['extrapolated_seconds']:.0f} s for all; "
-        f"max |captum - ours| {out['max_abs_difference_vs_index']:.2e} of {scale:.2e}")
-    return out
-
-
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     from scipy.stats import spearmanr
 
@@ -167,6 +133,561 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 def _top_overlap(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
     k = min(k, len(a))
     return len(set(np.argsort(-a)[:k]) & set(np.argsort(-b)[:k])) / k
+
+
+# ----------------------------------------------------------------------------- captum, like with like
+#
+# Each part runs in its own process (its peak resident memory is its own) and leaves
+# ``<work>/captum/<part>.json`` (+ ``.npz`` scores); a part already there for the same settings is
+# reused, so a crash loses at most one part (the exact reference also keeps its progress).
+
+CAPTUM_PARTS = ("prepare", "ours_last", "ours_final", "tracincp", "fast", "randproj", "exact")
+
+
+def _captum_folder(args) -> Path:
+    return args.work / "captum"
+
+
+def _captum_settings(card, args) -> dict:
+    from napari_segxai.core.influence.training_set import training_record
+
+    seeds = list(training_record(card).seeds)
+    n = len(seeds) if not args.captum_cases else min(args.captum_cases, len(seeds))
+    return {"cases": n, "queries": int(args.captum_queries), "threads": int(args.threads), "card": str(args.card),
+            "case": str(CASE_PATH) if CASE_PATH else None}
+
+
+def _captum_record(card, args):
+    from dataclasses import replace
+
+    from napari_segxai.core.influence.training_set import training_record
+
+    record = training_record(card)
+    return replace(record, seeds=tuple(record.seeds[: _captum_settings(card, args)["cases"]]))
+
+
+def _query_cases(args) -> list:
+    """The demo case (or ``--case``) and ``--captum-queries`` - 1 held-out generated cases, written once to the work folder."""
+    from napari_segxai.core.case import load_case
+    from napari_segxai.core.synth import generate_case, write_case
+    from napari_segxai.core.train import HELD_OUT_SEED_START
+
+    cases = [demo_case()]
+    for i in range(args.captum_queries - 1):
+        seed = HELD_OUT_SEED_START + 50 + i
+        folder = _captum_folder(args) / "queries" / f"synth-{seed:08d}"
+        if not (folder / "ground_truth.json").is_file():
+            write_case(generate_case(seed, size="full"), folder)
+        cases.append(load_case(folder))
+    return cases
+
+
+def _example_path(args, seed: int) -> Path:
+    return _captum_folder(args) / "examples" / f"{int(seed)}.pt"
+
+
+def _load_example(args, seed: int):
+    """A training region example saved by the ``prepare`` part (exactly what ``training_example`` returned)."""
+    from napari_segxai.core.influence.regions import RegionExample
+
+    data = torch.load(_example_path(args, seed), weights_only=False)
+    data["targets"] = data["targets"].long()
+    return RegionExample(**data)
+
+
+class _CaseLoss(torch.nn.Module):
+    """TracInCP's loss: the three per-class-region losses (``region_loss``) of each case, one loss entry each.
+
+    captum (``sample_wise_grads_per_batch=False``) takes one gradient per loss entry, so one
+    forward pass per case serves its three regions, as in our engines.
+    """
+
+    reduction = "none"
+
+    def __init__(self, activation: str):
+        super().__init__()
+        self.activation = activation
+
+    def forward(self, logits, targets):  # (B, C, *s), (B, K, *s) -> (B * K,)
+        from napari_segxai.core.influence.gradients import region_loss
+
+        return torch.stack([region_loss(logits, targets[:, k], self.activation) for k in range(targets.shape[1])], 1).reshape(-1)
+
+
+class _Examples(torch.utils.data.Dataset):
+    """(image, targets) of the saved training examples, read from disk when asked (as a captum user would)."""
+
+    def __init__(self, args, seeds):
+        self.args, self.seeds = args, list(seeds)
+
+    def __len__(self):
+        return len(self.seeds)
+
+    def __getitem__(self, i):
+        example = _load_example(self.args, self.seeds[i])
+        return example.image[0], example.targets
+
+
+class _FinalConvRows(torch.nn.Module):
+    """The network seen by captum's TracInCPFast*: its final 3x3x3 Conv3d recast as a Linear on rows.
+
+    TracInCPFast assumes the final layer is Linear, so that an example's weight gradient is one
+    outer product (gradient of the loss w.r.t. the model's 2-D output) x (the layer's input). The
+    final Conv3d's gradient for a region is instead sum over voxels v of g_v (x) patch_v (rank up
+    to 4 = output channels), plus the bias gradient sum_v g_v. Here each region becomes 4 rows,
+    row c = [gradient of output channel c's weights (4x3x3x3 = 108 entries), of its bias]: the
+    closed form ``conv3d_weight(input, shape, g)`` of one forward pass and the gradient w.r.t.
+    the logits (no backward pass through the network, as in captum's trick). A Linear(109, C)
+    reads the rows and ``_RowLoss`` makes the gradient w.r.t. its output row c the unit vector
+    e_c, so captum's outer product of row c is exactly that row, and the sum of captum's scores
+    over the C x C rows of two regions is exact final-layer TracIn (weights and bias).
+    Inputs are example ids (train: position in the training set; test: negative), so cases of
+    different crop sizes fit in one batch.
+    """
+
+    def __init__(self, model, args, seeds):
+        super().__init__()
+        modules = dict(model.gradient_network.named_modules())
+        self.network = model.gradient_network
+        self.conv = modules[model.layer_names[-1]]
+        assert isinstance(self.conv, torch.nn.Conv3d) and self.conv.stride == (1, 1, 1) and self.conv.dilation == (1, 1, 1)
+        self.card, self.args, self.seeds, self.tests = model.card, args, list(seeds), {}
+        out_channels = self.conv.out_channels
+        self.fc = torch.nn.Linear(self.conv.weight[0].numel() + 1, out_channels, bias=False)
+
+    def example(self, i: int):
+        return self.tests[i] if i < 0 else _load_example(self.args, self.seeds[i])
+
+    def rows(self, example) -> torch.Tensor:
+        from napari_segxai.core.influence.gradients import forward, region_loss
+
+        k, c = example.targets.shape[0], self.conv.out_channels
+        out = torch.zeros(k * c, self.fc.in_features)
+        if not example.voxels.any():
+            return out
+        captured = {}
+        handle = self.conv.register_forward_hook(lambda m, i, o: captured.update(x=i[0]))
+        try:
+            with torch.no_grad():
+                logits = forward(self.network, example.image, self.card.spatial_dims, self.card.slice_axis)
+        finally:
+            handle.remove()
+        logits = logits.detach().requires_grad_()
+        for r in range(k):
+            if example.voxels[r] == 0:
+                continue
+            with torch.enable_grad():
+                loss = region_loss(logits, example.targets[r : r + 1], self.card.activation)[0]
+                (g,) = torch.autograd.grad(loss, logits)  # = d loss / d (final conv output): the residual is an identity
+            weight = torch.nn.grad.conv3d_weight(captured["x"], self.conv.weight.shape, g, stride=1, padding=self.conv.padding)
+            out[r * c : (r + 1) * c] = torch.cat([weight.flatten(1), g.sum((0, *range(2, g.ndim)))[:, None]], 1)
+        return out
+
+    def forward(self, ids):
+        return self.fc(torch.cat([self.rows(self.example(int(i))) for i in ids]))
+
+
+class _RowLoss(torch.nn.Module):
+    """Sum over rows r of out[r, r mod C]: its gradient w.r.t. row r is the unit vector e_(r mod C)."""
+
+    reduction = "sum"
+
+    def forward(self, out, targets):
+        pick = torch.arange(out.shape[0]) % out.shape[1]
+        return out[torch.arange(out.shape[0]), pick].sum()
+
+
+def _brute_force_neighbours():
+    from captum.influence._utils.nearest_neighbors import NearestNeighbors
+
+    class BruteForce(NearestNeighbors):
+        """Largest dot products by brute force (captum's default needs the annoy package, not installed)."""
+
+        def setup(self, data):
+            self.data = data
+
+        def get_nearest_neighbors(self, query, k):
+            scores = query @ self.data.T
+            top = scores.topk(k, dim=1)
+            return top.indices, top.values
+
+    return BruteForce()
+
+
+def _rows_to_regions(scores: torch.Tensor, queries: int, k: int, n: int, c: int) -> np.ndarray:
+    """captum row scores (Q*K*C, N*K*C) -> (Q, K, N, K) region scores (the sum over the C x C rows)."""
+    return scores.detach().double().reshape(queries, k, c, n, k, c).sum((2, 5)).numpy()
+
+
+def _part_ours(card, args, layers: str) -> tuple[dict, dict]:
+    from napari_segxai.core.influence.index import build_index, index_status, read_index
+
+    record = _captum_record(card, args)
+    folder = _captum_folder(args) / f"index-{layers}"
+    start = time.perf_counter()
+    model = load_tracin_model(card, layers=layers, record=record)
+    setup = time.perf_counter() - start
+    start = time.perf_counter()
+    index = build_index(model, CLASSES, threshold=0.5, index_dir=folder,
+                        progress=lambda d, n: log(f"ours ({layers}) index {d}/{n}") if d % 20 == 0 else None)
+    build = time.perf_counter() - start
+    build_peak = _peak_mb()
+    out = {"layers": layers, "layer_names": list(model.layer_names), "parameters": model.parameters, "setup_seconds": setup,
+           "build_seconds": build, "build_peak_rss_mb": build_peak, "file_bytes": index.path.stat().st_size}
+    if layers == "last":  # the shipped index (all training cases), where it is current: the same rows?
+        full = load_tracin_model(card, layers=layers)
+        path, status = index_status(full, CLASSES, threshold=0.5)
+        if status == "current" and path.parent != folder:
+            shipped = read_index(path).training_gradients()[:, : len(record.seeds)]
+            out["shipped_index"] = str(path)
+            out["max_difference_vs_shipped_over_max"] = float(np.abs(shipped - index.training_gradients()).max()
+                                                              / np.abs(shipped).max())
+    times, scores, voxels = [], [], []
+    for case in _query_cases(args):
+        start = time.perf_counter()
+        result = influence(case, card, layers=layers, model=model, index_dir=folder)
+        times.append(time.perf_counter() - start)
+        scores.append(result.scores)
+        voxels.append(result.test_voxels)
+        log(f"ours ({layers}) query {case.name}: {times[-1]:.2f} s")
+    out.update(query_seconds=times, queries=len(times))
+    return out, {"scores": np.stack(scores), "test_voxels": np.stack(voxels), "train_voxels": index.voxels}
+
+
+def _captum_model(card, args, layers: str):
+    record = _captum_record(card, args)
+    start = time.perf_counter()
+    model = load_tracin_model(card, layers=layers, record=record)
+    paths = [str(c.path) for c in record.checkpoints]
+    states = dict(zip(paths, model.states))
+    lrs = dict(zip(paths, model.learning_rates))
+
+    def load(net, path):
+        target = net.network if isinstance(net, _FinalConvRows) else net
+        target.load_state_dict(states[path])
+        return lrs[path]
+
+    return model, record, paths, load, time.perf_counter() - start
+
+
+def _part_tracincp(card, args) -> tuple[dict, dict]:
+    from captum.influence import TracInCP
+    from torch.utils.data import DataLoader
+
+    model, record, paths, load, setup = _captum_model(card, args, "last")
+    start = time.perf_counter()
+    tracin = TracInCP(model.gradient_network, _Examples(args, record.seeds), paths, checkpoints_load_func=load,
+                      layers=list(model.layer_names), loss_fn=_CaseLoss(model.card.activation), batch_size=1,
+                      sample_wise_grads_per_batch=False)
+    init = time.perf_counter() - start
+    cases = _query_cases(args)
+    calls, scores = {}, {}
+    for name, chosen in (("one", cases[:1]), ("all", cases)):
+        start = time.perf_counter()
+        tests = [prepare_example(c, card, model.network, CLASSES, threshold=0.5) for c in chosen]
+        raw = tracin.influence(DataLoader([(t.image[0], t.targets) for t in tests], batch_size=1))
+        calls[name] = time.perf_counter() - start
+        scores[name] = raw.detach().double().reshape(len(chosen), len(CLASSES), len(record.seeds), len(CLASSES)).numpy()
+        log(f"captum TracInCP, {len(chosen)} queries in one call: {calls[name]:.1f} s")
+    return ({"layers": "last", "layer_names": list(model.layer_names), "parameters": model.parameters, "setup_seconds": setup,
+             "init_seconds": init, "one_query_seconds": calls["one"], "all_queries_seconds": calls["all"],
+             "queries": len(cases), "one_vs_all_max_difference": float(np.abs(scores["one"][0] - scores["all"][0]).max())},
+            {"scores": scores["all"]})
+
+
+def _part_fast(card, args, rand_proj: bool) -> tuple[dict, dict]:
+    from captum.influence import TracInCPFast, TracInCPFastRandProj
+
+    model, record, paths, load, setup = _captum_model(card, args, "final")
+    n, k = len(record.seeds), len(CLASSES)
+    rows = _FinalConvRows(model, args, record.seeds)
+    c = rows.conv.out_channels
+    assert rows.fc.in_features * c == model.parameters  # the rows hold every parameter of the final layer
+    train = [(torch.tensor(i), torch.tensor(0)) for i in range(n)]
+    batch = args.fast_batch or n
+    cases = _query_cases(args)
+    out = {"layers": "final", "layer_names": list(model.layer_names), "parameters": model.parameters, "setup_seconds": setup,
+           "train_batch_size": batch, "queries": len(cases)}
+    start = time.perf_counter()
+    if rand_proj:
+        tracin = TracInCPFastRandProj(rows, rows.fc, train, paths, checkpoints_load_func=load, loss_fn=_RowLoss(),
+                                      batch_size=batch, nearest_neighbors=_brute_force_neighbours(), projection_dim=None)
+    else:
+        tracin = TracInCPFast(rows, rows.fc, train, paths, checkpoints_load_func=load, loss_fn=_RowLoss(), batch_size=batch)
+    out["init_seconds"] = time.perf_counter() - start
+
+    def query(chosen, first):
+        ids = []
+        for j, case in enumerate(chosen):
+            rows.tests[-1 - first - j] = prepare_example(case, card, model.network, CLASSES, threshold=0.5)
+            ids.append(-1 - first - j)
+        raw = tracin.influence((torch.tensor(ids), torch.zeros(len(ids), dtype=torch.long)), k=None)  # all scores
+        return _rows_to_regions(raw, len(chosen), k, n, c)
+
+    if rand_proj:  # precomputed: one query at a time, as the widget asks
+        times, scores = [], []
+        for j, case in enumerate(cases):
+            start = time.perf_counter()
+            scores.append(query([case], j)[0])
+            times.append(time.perf_counter() - start)
+            log(f"captum TracInCPFastRandProj query {case.name}: {times[-1]:.2f} s")
+        out["query_seconds"] = times
+        return out, {"scores": np.stack(scores), "embedding_shape": np.asarray(tracin.src_intermediate_quantities.shape)}
+    scores = {}
+    for name, chosen in (("one", cases[:1]), ("all", cases)):
+        start = time.perf_counter()
+        scores[name] = query(chosen, 0)
+        out[f"{name}_query_seconds" if name == "one" else "all_queries_seconds"] = time.perf_counter() - start
+        log(f"captum TracInCPFast, {len(chosen)} queries in one call: {time.perf_counter() - start:.1f} s")
+    out["one_vs_all_max_difference"] = float(np.abs(scores["one"][0] - scores["all"][0]).max())
+    return out, {"scores": scores["all"]}
+
+
+def _part_prepare(card, args) -> tuple[dict, dict]:
+    record = _captum_record(card, args)
+    start = time.perf_counter()
+    model = load_tracin_model(card, layers="final", record=record)
+    setup = time.perf_counter() - start
+    prepare, save_seconds, voxels, shapes = 0.0, 0.0, [], []
+    (_captum_folder(args) / "examples").mkdir(parents=True, exist_ok=True)
+    for i, seed in enumerate(record.seeds):
+        start = time.perf_counter()
+        example = training_example(model, int(seed), CLASSES, threshold=0.5)
+        prepare += time.perf_counter() - start
+        start = time.perf_counter()
+        data = dict(vars(example))
+        data["targets"] = example.targets.to(torch.int8)  # -100..3: exact
+        torch.save(data, _example_path(args, seed))
+        save_seconds += time.perf_counter() - start
+        voxels.append(example.voxels)
+        shapes.append(list(example.image.shape[2:]))
+        if (i + 1) % 20 == 0:
+            log(f"prepare {i + 1}/{len(record.seeds)} ({prepare:.0f} s)")
+    return ({"setup_seconds": setup, "prepare_seconds": prepare, "save_seconds": save_seconds,
+             "crop_voxels_median": float(np.median([np.prod(s) for s in shapes])), "crops": shapes},
+            {"train_voxels": np.stack(voxels)})
+
+
+def _part_exact(card, args) -> tuple[dict, dict]:
+    from napari_segxai.core.influence.exact import tracin_scores
+
+    record = _captum_record(card, args)
+    model = load_tracin_model(card, layers="all", record=record)
+    last = load_tracin_model(card, layers="last", record=record)
+    final = load_tracin_model(card, layers="final", record=record)
+    # The all-parameter gradient lists the layers in execution order: the last layers' gradients are its tail.
+    assert model.layer_names[-len(last.layer_names):] == last.layer_names and model.layer_names[-1:] == final.layer_names
+    tails = {"all": model.parameters, "last": last.parameters, "final": final.parameters}
+    start = time.perf_counter()
+    tests, test_voxels = [], []
+    for case in _query_cases(args):
+        example = prepare_example(case, card, model.network, CLASSES, threshold=0.5)
+        tests.append(model.gradients(example))
+        test_voxels.append(example.voxels)
+    tests = torch.cat(tests, 1)                                          # (T, Q*K, D)
+    tests = {name: tests[..., -d:].double().contiguous() for name, d in tails.items()}  # once, not per training case
+    q, k, n = len(test_voxels), len(CLASSES), len(record.seeds)
+    partial = _captum_folder(args) / "exact.partial.npz"
+    scores = {name: np.zeros((q * k, n, k)) for name in tails}
+    done = 0
+    if partial.is_file():
+        with np.load(partial) as data:
+            if data["scores_all"].shape == scores["all"].shape:
+                done = int(data["done"])
+                scores = {name: data[f"scores_{name}"].copy() for name in tails}
+                log(f"exact: resuming after {done} training cases")
+    for i in range(done, n):
+        grads = model.gradients(_load_example(args, record.seeds[i]))      # (T, K, D)
+        for name, d in tails.items():
+            scores[name][:, i] = tracin_scores(model.learning_rates, tests[name], grads[..., -d:])
+        if (i + 1) % 10 == 0 or i + 1 == n:
+            np.savez(partial, done=i + 1, **{f"scores_{name}": s for name, s in scores.items()})
+            log(f"exact: {i + 1}/{n} training cases ({time.perf_counter() - start:.0f} s)")
+    return ({"parameters": tails, "seconds": time.perf_counter() - start, "resumed_after": done},
+            {**{f"scores_{name}": s.reshape(q, k, n, k) for name, s in scores.items()}, "test_voxels": np.stack(test_voxels)})
+
+
+def _peak_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_captum_part(card, args) -> None:
+    """One part of the ``captum`` stage, in this (child) process: its JSON and arrays into ``<work>/captum``."""
+    part = args.captum_part
+    started, load = time.strftime("%Y-%m-%d %H:%M:%S"), os.getloadavg()
+    cpu = time.process_time()
+    start = time.perf_counter()
+    if part == "prepare":
+        out, arrays = _part_prepare(card, args)
+    elif part in ("ours_last", "ours_final"):
+        out, arrays = _part_ours(card, args, part.split("_")[1])
+    elif part == "tracincp":
+        out, arrays = _part_tracincp(card, args)
+    elif part in ("fast", "randproj"):
+        out, arrays = _part_fast(card, args, part == "randproj")
+    else:
+        out, arrays = _part_exact(card, args)
+    out.update(settings=_captum_settings(card, args), part_seconds=time.perf_counter() - start,
+               part_cpu_seconds=time.process_time() - cpu, peak_rss_mb=_peak_mb(), started=started,
+               load_at_start=list(load), load_at_end=list(os.getloadavg()), machine=machine())
+    folder = _captum_folder(args)
+    np.savez(folder / f"{part}.npz", **arrays)
+    (folder / f"{part}.json").write_text(json.dumps(out, indent=1, default=float))
+    log(f"part {part}: {out['part_seconds']:.0f} s, peak RSS {out['peak_rss_mb']:.0f} MB, load {load[0]:.1f} -> {os.getloadavg()[0]:.1f}")
+
+
+def _agreement(scores: np.ndarray, reference: np.ndarray, test_voxels: np.ndarray, train_voxels: np.ndarray) -> dict:
+    """Spearman and top-10 overlap of (Q, K, N, K) scores against the reference, over non-empty regions, per ranking."""
+    keep = (train_voxels > 0).ravel()
+    spearman, top = [], []
+    for q in range(scores.shape[0]):
+        for a in range(scores.shape[1]):
+            if test_voxels[q, a] == 0:
+                continue
+            got, ref = scores[q, a].ravel()[keep], reference[q, a].ravel()[keep]
+            spearman.append(_spearman(got, ref))
+            top.append(_top_overlap(got, ref))
+    return {"rankings": len(spearman), "regions": int(keep.sum()), "spearman_mean": float(np.mean(spearman)),
+            "spearman_min": float(np.min(spearman)), "top10_mean": float(np.mean(top)), "top10_min": float(np.min(top))}
+
+
+def _break_even(build: float, query: float, other_build: float, other_query: float):
+    """Smallest n >= 1 with build + n * query <= other_build + n * other_query (None: never)."""
+    if build + query <= other_build + other_query:
+        return 1
+    if other_query <= query:
+        return None
+    return int(math.ceil((build - other_build) / (other_query - query)))
+
+
+def stage_captum(card, args) -> dict:
+    import subprocess
+
+    folder = _captum_folder(args)
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = _captum_settings(card, args)
+    record = _captum_record(card, args)
+    start = time.perf_counter()
+    from napari_segxai.core.influence.training_set import training_case
+
+    for seed in record.seeds:  # regenerated once and cached: not part of any engine's cost
+        training_case(card, seed)
+    _query_cases(args)
+    log(f"captum: {settings['cases']} training cases and {settings['queries']} query cases ready "
+        f"({time.perf_counter() - start:.0f} s, cached)")
+    parts = [p.strip() for p in args.captum_parts.split(",") if p.strip()]
+    for part in parts:
+        if part not in CAPTUM_PARTS:
+            raise SystemExit(f"unknown captum part {part!r}; use {', '.join(CAPTUM_PARTS)}")
+    for part in CAPTUM_PARTS:
+        path = folder / f"{part}.json"
+        if path.is_file() and json.loads(path.read_text()).get("settings") == settings and (part not in parts or not args.fresh):
+            log(f"captum part {part}: reusing {path}")
+            continue
+        if part not in parts:
+            raise SystemExit(f"captum part {part} has no result for these settings in {folder}; run it (--captum-parts)")
+        if part == "exact" and args.fresh:
+            (folder / "exact.partial.npz").unlink(missing_ok=True)
+        command = [sys.executable, str(Path(__file__).resolve()), "--captum-part", part, "--card", str(args.card),
+                   "--work", str(args.work), "--threads", str(args.threads), "--captum-cases", str(settings["cases"]),
+                   "--captum-queries", str(args.captum_queries), "--fast-batch", str(args.fast_batch)]
+        if CASE_PATH:
+            command += ["--case", str(CASE_PATH)]
+        log(f"captum part {part}: {' '.join(command[2:])}")
+        subprocess.run(command, check=True)
+    return captum_report(folder, settings)
+
+
+def captum_report(folder: Path, settings: dict) -> dict:
+    """The like-with-like table from the parts' results (every number printed here)."""
+    parts = {p: json.loads((folder / f"{p}.json").read_text()) for p in CAPTUM_PARTS}
+    arrays = {p: dict(np.load(folder / f"{p}.npz")) for p in CAPTUM_PARTS}
+    prep = parts["prepare"]["prepare_seconds"]
+    exact = arrays["exact"]
+    test_voxels, train_voxels = exact["test_voxels"], arrays["prepare"]["train_voxels"]
+    assert np.array_equal(arrays["ours_last"]["test_voxels"], test_voxels)
+    assert np.array_equal(arrays["ours_last"]["train_voxels"], train_voxels)
+    reference = exact["scores_all"]
+    rows = []
+
+    def row(name, key, layer, build, first, queries, total20, peak, same_layer, pair=None):
+        scores = arrays[key]["scores"]
+        same = exact[f"scores_{same_layer}"]
+        r = {"method": name, "part": key, "layers": layer, "parameters": parts[key]["parameters"], "build_seconds": build,
+             "query_seconds_median": statistics.median(queries) if queries else None, "one_query_seconds": first,
+             "twenty_seconds": total20, "peak_rss_mb": peak, "pair": pair,
+             "max_error_vs_exact_same_layers": float(np.abs(scores - same).max() / np.abs(same).max()),
+             **_agreement(scores, reference, test_voxels, train_voxels)}
+        rows.append(r)
+        return r
+
+    q = settings["queries"]
+    for layers in ("last", "final"):
+        p = parts[f"ours_{layers}"]
+        build = p["setup_seconds"] + p["build_seconds"]
+        row(f"ours: index ({layers})", f"ours_{layers}", layers, build, build + p["query_seconds"][0], p["query_seconds"],
+            build + sum(p["query_seconds"]), p["peak_rss_mb"], layers)
+    p = parts["tracincp"]
+    build = prep + p["setup_seconds"] + p["init_seconds"]
+    row("captum TracInCP", "tracincp", "last", build, build + p["one_query_seconds"], [p["one_query_seconds"]],
+        build + p["all_queries_seconds"], p["peak_rss_mb"], "last", "ours_last")
+    p = parts["fast"]
+    build = prep + p["setup_seconds"] + p["init_seconds"]
+    row("captum TracInCPFast", "fast", "final", build, build + p["one_query_seconds"], [p["one_query_seconds"]],
+        build + p["all_queries_seconds"], p["peak_rss_mb"], "final", "ours_final")
+    p = parts["randproj"]
+    build = prep + p["setup_seconds"] + p["init_seconds"]
+    row("captum TracInCPFastRandProj", "randproj", "final", build, build + p["query_seconds"][0], p["query_seconds"],
+        build + sum(p["query_seconds"]), p["peak_rss_mb"], "final", "ours_final")
+    by_part = {r["part"]: r for r in rows}
+    for r in rows:
+        if r["pair"]:
+            ours = by_part[r["pair"]]
+            r["break_even_queries"] = _break_even(ours["build_seconds"], ours["query_seconds_median"],
+                                                  r["build_seconds"], r["query_seconds_median"])
+    references = {f"exact {layers} ({parts['exact']['parameters'][layers]:,} parameters)":
+                  _agreement(exact[f"scores_{layers}"], reference, test_voxels, train_voxels) for layers in ("last", "final")}
+    table = _captum_table(rows, q)
+    log("\n" + table)
+    log(f"build: everything before the first query (model and checkpoints loaded; the {settings['cases']} training cases' "
+        "regions prepared; our index built and saved, its region features included; captum's object made, "
+        "TracInCPFastRandProj's embeddings computed). One query: median, prepared query regions included (ours: "
+        "influence() end to end). TracInCP and TracInCPFast take the queries in one call (all known in advance); ours "
+        "and TracInCPFastRandProj one at a time. Break-even: the fewest queries, asked one at a time, after which ours "
+        "(same layers) costs no more in total.")
+    for name, a in references.items():
+        log(f"reference: {name} vs exact all-parameter: Spearman {a['spearman_mean']:.3f} (min {a['spearman_min']:.3f}), "
+            f"top-10 {a['top10_mean']:.2f}")
+    log(f"prepare the {settings['cases']} training cases' regions (in every build above): {prep:.1f} s; "
+        f"exact all-parameter reference: {parts['exact']['seconds']:.0f} s")
+    for key in ("tracincp", "fast"):
+        log(f"{key}: one-query call vs the same query in the {q}-query call: max |difference| {parts[key]['one_vs_all_max_difference']:.2e}")
+    if "max_difference_vs_shipped_over_max" in parts["ours_last"]:
+        log(f"built index vs the shipped index: max |difference| / max {parts['ours_last']['max_difference_vs_shipped_over_max']:.2e}")
+    for p in CAPTUM_PARTS:
+        log(f"part {p}: started {parts[p]['started']}, load average {parts[p]['load_at_start'][0]:.1f} -> "
+            f"{parts[p]['load_at_end'][0]:.1f}, {parts[p]['part_seconds']:.0f} s wall, {parts[p]['part_cpu_seconds']:.0f} s CPU")
+    return {"settings": settings, "rows": rows, "references": references, "prepare_seconds": prep, "table": table,
+            "parts": {p: {k: v for k, v in parts[p].items() if k != "crops"} for p in CAPTUM_PARTS}}
+
+
+def _captum_table(rows: list, queries: int) -> str:
+    def s(x):
+        return "n/a" if x is None else (f"{x:,.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}")
+
+    lines = [f"| method | layers (parameters) | build / precompute, s | one query, s | 1 query end to end, s | "
+             f"{queries} queries end to end, s | break-even vs ours, queries | peak RSS, MB | Spearman vs exact all-parameter, "
+             f"mean (min) | top-10 overlap, mean (min) | max error vs exact same-layer TracIn |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        even = "" if not r["pair"] else ("never" if r["break_even_queries"] is None else str(r["break_even_queries"]))
+        lines.append(f"| {r['method']} | {r['layers']} ({r['parameters']:,}) | {s(r['build_seconds'])} | "
+                     f"{s(r['query_seconds_median'])} | {s(r['one_query_seconds'])} | {s(r['twenty_seconds'])} | {even} | "
+                     f"{r['peak_rss_mb']:,.0f} | {r['spearman_mean']:.3f} ({r['spearman_min']:.3f}) | "
+                     f"{r['top10_mean']:.2f} ({r['top10_min']:.2f}) | {r['max_error_vs_exact_same_layers']:.1e} |")
+    return "\n".join(lines)
 
 
 def stage_spearman(card, args) -> dict:
@@ -316,7 +837,17 @@ def main(argv=None) -> int:
     parser.add_argument("--rebuild", action="store_true", help="rebuild the index even when it is current")
     parser.add_argument("--workers", type=int, default=None, help="build the index on a local dask cluster of N workers")
     parser.add_argument("--repeats", type=int, default=3, help="timed queries (median reported)")
-    parser.add_argument("--captum-cases", type=int, default=8, help="training cases captum runs on (extrapolated)")
+    parser.add_argument("--captum-cases", type=int, default=0,
+                        help="training cases of the captum stage: the first N (default 0: all of them; fewer only for a smoke test)")
+    parser.add_argument("--captum-queries", type=int, default=20,
+                        help="query cases of the captum stage (the demo case first, then held-out generated cases)")
+    parser.add_argument("--captum-parts", default=",".join(CAPTUM_PARTS),
+                        help=f"parts of the captum stage this run may compute, of {', '.join(CAPTUM_PARTS)} (a part whose "
+                             "result for the same settings is in --work is reused unless --fresh; the others must be there)")
+    parser.add_argument("--fresh", action="store_true", help="rerun the chosen captum parts even when --work has their result")
+    parser.add_argument("--fast-batch", type=int, default=0,
+                        help="training batch size of TracInCPFast* (default 0: the whole training set in one batch)")
+    parser.add_argument("--captum-part", default=None, help=argparse.SUPPRESS)  # runs one part in a child process
     parser.add_argument("--subset", type=int, default=24, help="training cases of the Spearman and storage stages")
     parser.add_argument("--queries", type=int, default=2, help="query cases of the Spearman and storage stages (the demo case first)")
     parser.add_argument("--sizes", default="256,512,1024,2048,4096,8192", help="projection sizes of the Spearman stage")
@@ -327,6 +858,9 @@ def main(argv=None) -> int:
     card = load_model_card(args.card)
     global CASE_PATH
     CASE_PATH = args.case
+    if args.captum_part:
+        run_captum_part(card, args)
+        return 0
     log(machine())
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     for name in stages:
@@ -337,15 +871,6 @@ def main(argv=None) -> int:
         result["stage_seconds"] = time.perf_counter() - start
         result["machine"] = machine()
         save(args.work, name, result)
-    summary = {}
-    for name in STAGES:
-        path = args.work / f"{name}.json"
-        if path.exists():
-            summary[name] = json.loads(path.read_text())
-    if "query" in summary and "captum" in summary:
-        q, c = summary["query"], summary["captum"]
-        log(f"ratio captum (extrapolated) / indexed query: {c['extrapolated_seconds'] / q['seconds']:.0f}x end to end, "
-            f"{c['extrapolated_seconds'] / q['tracin_seconds']:.0f}x TracIn part")
     return 0
 
 
