@@ -25,7 +25,7 @@ from napari_segxai.core.attribution import get_method  # noqa: E402
 from napari_segxai.core.model_card import default_model_card, load_model_card  # noqa: E402
 from napari_segxai.core.synth import demo_case_path, load_synth_case  # noqa: E402
 from napari_segxai.core.trust import (  # noqa: E402
-    case_problem, data_randomisation_test, ground_truth_benchmark, quality_metrics, randomisation_test,
+    QualitySettings, case_problem, data_randomisation_test, ground_truth_benchmark, quality_metrics, randomisation_test,
 )
 from napari_segxai.core.synth import generate_case  # noqa: E402
 from napari_segxai.core.train import HELD_OUT_SEED_START  # noqa: E402
@@ -132,8 +132,8 @@ def main() -> int:
         sanity_rows += result.rows
         verdicts += result.verdicts()
     layers = len(result.layers)
-    quality = quality_metrics(problem, methods, n_subsets=args.subsets, deletion_steps=args.deletion_steps,
-                              noise_samples=args.noise_samples)
+    quality = quality_metrics(problem, methods, settings=QualitySettings(
+        n_subsets=args.subsets, deletion_steps=args.deletion_steps, noise_samples=args.noise_samples))
     truth_seconds = {}
     precision, modality = [], []
     for method in methods:

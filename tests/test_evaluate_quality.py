@@ -13,7 +13,7 @@ from _cards import lps_affine, write_card
 from _trust import InputItself, unet_problem
 from napari_segxai.cli import main
 from napari_segxai.core.trust import TrustSettings, assess_problem, quality_rows, quality_summary
-from napari_segxai.core.trust.assess import MEASURES
+from napari_segxai.core.trust.assess import case_measures
 
 AFFINE = lps_affine((2.0, 2.0, 2.0))
 SIGNATURE = {"edema": {"t1": 0.2, "flair": 2.0}, "core": {"t1": 1.5, "flair": 0.4}}
@@ -71,7 +71,7 @@ def test_quality_over_cases_prints_the_table_and_writes_rows_summary_and_plot(tm
     assert all(r["randomisation_passes"] in ("0.0", "1.0") for r in by_case.values())
 
     summary = _rows(out / "quality_summary.csv")
-    assert {(s["group"], s["measure"]) for s in summary} == {(m, x) for m in ("saliency", "sobel", "laplace") for x in MEASURES}
+    assert {(s["group"], s["measure"]) for s in summary} == {(m, x) for m in ("saliency", "sobel", "laplace") for x in case_measures()}
     for s in summary:   # mean and sample SD over the per-case rows, as numpy computes them
         values = np.array([float(r[s["measure"]]) for r in rows if r["method"] == s["group"]])
         values = values[np.isfinite(values)]

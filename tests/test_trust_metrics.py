@@ -8,7 +8,9 @@ import torch
 
 from _trust import linear_problem, unet_problem
 from napari_segxai.core.progress import Cancelled
+from napari_segxai.core.trust import quality as quality_module
 from napari_segxai.core.trust.plots import deletion_plot
+from napari_segxai.core.trust.quality import Column, QualityMetric, QualitySettings, register_metric
 from napari_segxai.core.trust import (
     complexity, deletion_curve, faithfulness_correlation, max_sensitivity, quality_metrics, relevance_of,
 )
@@ -74,8 +76,8 @@ def test_complexity_of_constant_and_single_voxel_maps():
 def test_quality_metrics_rows_curves_progress_and_cancel(tmp_path):
     problem = unet_problem()
     seen = []
-    result = quality_metrics(problem, ["saliency", "gradient_x_input"], n_subsets=8, deletion_steps=4,
-                             noise_samples=2, progress=lambda d, t: seen.append((d, t)))
+    result = quality_metrics(problem, ["saliency", "gradient_x_input"],
+                             settings=QualitySettings(n_subsets=8, deletion_steps=4, noise_samples=2), progress=lambda d, t: seen.append((d, t)))
     assert [(r.method, r.class_name) for r in result.rows] == [
         ("saliency", "one"), ("saliency", "two"), ("gradient_x_input", "one"), ("gradient_x_input", "two")]
     for row in result.rows:
@@ -98,6 +100,30 @@ def test_inputs_and_network_are_left_untouched():
     problem = unet_problem()
     before = problem.inputs.clone()
     weights = {k: v.clone() for k, v in problem.network.state_dict().items()}
-    quality_metrics(problem, ["saliency"], n_subsets=4, deletion_steps=2, noise_samples=1)
+    quality_metrics(problem, ["saliency"], settings=QualitySettings(n_subsets=4, deletion_steps=2, noise_samples=1))
     assert torch.equal(problem.inputs, before)
     assert all(torch.equal(v, weights[k]) for k, v in problem.network.state_dict().items())
+
+
+def test_the_registry_holds_the_built_in_metrics_and_drives_rows_and_tables(monkeypatch):
+    from napari_segxai.core.trust import available_metrics, case_measures, metric_class
+
+    assert available_metrics() == ("faithfulness", "deletion", "sensitivity", "complexity")
+    assert all(metric_class(name).name == name for name in available_metrics())
+    monkeypatch.setattr(quality_module, "_METRICS", dict(quality_module._METRICS))   # undone after the test
+
+    @register_metric
+    class Peak(QualityMetric):
+        """A toy metric: the largest |relevance| of each class."""
+
+        name = "peak"
+        columns = (Column("peak", "Peak", "largest |relevance|"),)
+
+        def measure(self, context, progress):
+            return {"peak": np.abs(context.relevance).reshape(len(context.relevance), -1).max(1)}
+
+    with pytest.raises(ValueError, match="unique name"):
+        register_metric(Peak)
+    assert "peak" in case_measures()
+    result = quality_metrics(unet_problem(), ["saliency"], metrics=("peak", "complexity"))
+    assert all(row.peak > 0 and row.seconds_peak >= 0 and np.isnan(row.faithfulness) for row in result.rows)

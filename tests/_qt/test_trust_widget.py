@@ -16,7 +16,7 @@ from _viewer import open_case
 from napari_segxai.core.attribution import available_methods, explain_case
 from napari_segxai.core.case import load_case
 from napari_segxai.core.model_card import load_model_card
-from napari_segxai.core.trust import case_problem, quality_metrics, randomisation_test
+from napari_segxai.core.trust import QualitySettings, case_problem, quality_metrics, randomisation_test
 
 TIMEOUT_MS = 120_000
 CLASSES = ("necrosis", "edema", "enhancing")
@@ -63,7 +63,7 @@ def test_trust_widget_shows_the_core_numbers_and_the_randomisation_plot(
 
     problem = case_problem(load_case(tiny_case), load_model_card(tiny_card), device="cpu")
     sanity = randomisation_test(problem, ["saliency"], modes=("cascading",), max_steps=2)
-    quality = quality_metrics(problem, ["saliency"], n_subsets=6, deletion_steps=4, noise_samples=2)
+    quality = quality_metrics(problem, ["saliency"], settings=QualitySettings(n_subsets=6, deletion_steps=4, noise_samples=2))
     assert widget.table.columnCount() == 3
     assert [widget.table.horizontalHeaderItem(c).text() for c in range(3)] == list(CLASSES)
     for verdict, row in zip(sanity.verdicts(), quality.rows):

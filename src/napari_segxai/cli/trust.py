@@ -81,9 +81,12 @@ def add_measure_options(parser: argparse.ArgumentParser) -> None:
         "--max-steps", type=int, default=8, metavar="N",
         help="randomise at most N evenly spaced depths (the last always randomises every layer); default 8",
     )
+    from ..core.trust import available_metrics
+
+    metrics = ",".join(available_metrics())
     parser.add_argument(
-        "--metrics", default="faithfulness,deletion,sensitivity,complexity", metavar="LIST",
-        help="quality metrics to run (default: faithfulness,deletion,sensitivity,complexity)",
+        "--metrics", default=metrics, metavar="LIST",
+        help=f"quality metrics to run (default: every registered one: {metrics})",
     )
     parser.add_argument("--subsets", type=int, default=32, metavar="N",
                         help="faithfulness: number of random voxel subsets (default 32)")
@@ -135,7 +138,7 @@ def build_methods(names: str, params: Sequence[str]) -> list:
 
 def measure_settings(args: argparse.Namespace):
     """The trust measures and their settings from the options of :func:`add_measure_options`."""
-    from ..core.trust import CHECKS, METRICS, MODES, TrustSettings
+    from ..core.trust import CHECKS, MODES, TrustSettings, available_metrics
 
     checks = parse_list(args.checks, CHECKS, "--checks")
     if "data" in checks and (args.data_steps < 1 or args.data_cases < 2):
@@ -144,7 +147,7 @@ def measure_settings(args: argparse.Namespace):
         raise UserError(f"--max-steps must be at least 1, got {args.max_steps}.")
     return TrustSettings(
         checks=tuple(checks), modes=tuple(parse_list(args.modes, MODES, "--modes")), max_steps=args.max_steps,
-        metrics=tuple(parse_list(args.metrics, METRICS, "--metrics")), baseline=args.baseline, subset=args.subset,
+        metrics=tuple(parse_list(args.metrics, available_metrics(), "--metrics")), baseline=args.baseline, subset=args.subset,
         n_subsets=args.subsets, deletion_steps=args.deletion_steps, noise_samples=args.noise_samples,
         noise_radius=args.noise_radius, data_steps=args.data_steps, data_cases=args.data_cases, seed=args.seed,
     )
@@ -154,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     """Build the case's problem, run the chosen measures, write tables, plots and a JSON record."""
     from ..core.case import load_case
     from ..core.segment import channel_indices
-    from ..core.trust import assess_case, write_trust
+    from ..core.trust import assess_case, metric_columns, write_trust
     from ..core.trust.tables import format_table
     from .explain import case_target_arguments, parse_classes, parse_target
 
@@ -197,9 +200,8 @@ def run(args: argparse.Namespace) -> int:
     if trust.quality is not None:
         record["metric_settings"] = trust.quality.settings
         print("Quality metrics:")
-        print(format_table(trust.quality.rows, ["method", "class_name", "faithfulness", "deletion_auc",
-                                                "deletion_auc_random", "max_sensitivity", "above_threshold",
-                                                "entropy_normalised", "seconds_explain"]))
+        print(format_table(trust.quality.rows, ["method", "class_name",
+                                                *(c.name for c in metric_columns(case_table=True))]))
     if trust.data is not None:
         data = trust.data
         record["data_randomisation"] = {"final_loss": data.final_loss, **data.settings, "seconds": round(data.seconds, 2)}

@@ -10,7 +10,6 @@ the rows of many cases.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from .. import progress as _progress
 from ..attribution import AttributionMethod
 from .datarandom import DataRandomisationResult, data_randomisation_test
 from .groundtruth import EDGES, RANDOM, TRAINED, GroundTruthResult, ground_truth_benchmark
-from .metrics import METRICS, QualityResult, quality_metrics
+from .quality import Column, QualityResult, QualitySettings, available_metrics, metric_columns, quality_metrics
 from .problem import Problem, case_problem, method_label, stages
 from .randomisation import MODES, RandomisationResult, randomisation_test
 from .tables import SummaryRow, summarise, write_csv
@@ -44,7 +43,7 @@ class TrustSettings:
     checks: tuple[str, ...] = ("sanity", "metrics")   # of CHECKS; ground truth is asked for separately
     modes: tuple[str, ...] = MODES
     max_steps: int | None = 8
-    metrics: tuple[str, ...] = METRICS
+    metrics: tuple[str, ...] | None = None            # registered quality metrics to run; None: all of them
     baseline: str = "zeros"
     subset: float = 0.1
     n_subsets: int = 32
@@ -59,6 +58,15 @@ class TrustSettings:
         unknown = [c for c in self.checks if c not in CHECKS]
         if unknown:
             raise ValueError(f"Unknown trust check {unknown[0]!r}; choose from {', '.join(CHECKS)}.")
+        unknown = [m for m in (self.metrics or ()) if m not in available_metrics()]
+        if unknown:
+            raise ValueError(f"Unknown metric {unknown[0]!r}; choose from {', '.join(available_metrics())}.")
+
+    def quality(self) -> QualitySettings:
+        """The settings the quality metrics take."""
+        return QualitySettings(baseline=self.baseline, subset=self.subset, n_subsets=self.n_subsets,
+                               deletion_steps=self.deletion_steps, noise_samples=self.noise_samples,
+                               noise_radius=self.noise_radius, seed=self.seed)
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,34 +82,60 @@ class CaseTrust:
     seconds: float
 
 
+RANDOMISATION_COLUMNS = (
+    Column("randomisation_spearman", "Spearman, randomised",
+           "rank correlation of |relevance| between the trained and the fully randomised network (lower is better)"),
+    Column("randomisation_ssim", "SSIM, randomised",
+           "structural similarity of |relevance| between the trained and the fully randomised network (lower is better)"),
+    Column("randomisation_top_k", "Top-k, randomised",
+           "share of the k most relevant voxels both maps share, k = the region's size (lower is better)"),
+    Column("randomisation_passes", "Randomisation",
+           "passes when the map of the fully randomised network has a Spearman correlation below 0.5 with the "
+           "trained network's map: the map depends on what the model learned"),
+)
+DATA_COLUMNS = (Column("data_spearman", "Spearman, permuted labels",
+                       "Spearman of |relevance| of the twin trained on true labels and the one on permuted labels"),)
+TRUTH_COLUMNS = (
+    Column("precision", "Precision", "share of the k most relevant voxels inside the class's true region"),
+    Column("precision_random_weights", "Precision, random weights",
+           "the same method on the network with every layer re-initialised"),
+    Column("tumour_precision", "Tumour precision", "share of the k most relevant voxels inside the true tumour"),
+    Column("carrier_share", "Share on the carrier", "share of the relevance on the modality that carries the class"),
+    Column("modality_agrees", "Top modality is the carrier", "1 when the top modality is the carrier, else 0"),
+)
+
+
+def case_columns() -> tuple[Column, ...]:
+    """The numbers of a :class:`CaseQualityRow` in table order: randomisation, the registered metrics, data, ground truth."""
+    return (*RANDOMISATION_COLUMNS, *metric_columns(case_table=True), *DATA_COLUMNS, *TRUTH_COLUMNS)
+
+
 @dataclass(frozen=True)
 class CaseQualityRow:
-    """Every trust number of one method's map of one class on one case (nan: not measured); a row of the over-cases table."""
+    """One method and class of one case: every measure's headline number by :func:`case_columns` (nan: not run).
+
+    A method is an attribution method, or an edge filter (ground-truth baseline: precision only).
+    """
 
     case: str
-    method: str                       # an attribution method, or an edge filter (ground-truth baseline: precision only)
+    method: str
     class_name: str
-    randomisation_spearman: float     # cascading, every layer randomised: Spearman of |relevance| with the trained map
-    randomisation_ssim: float
-    randomisation_top_k: float
-    randomisation_passes: float       # 1 passes, 0 fails (Spearman below 0.5); its mean is the share passing
-    faithfulness: float
-    deletion_auc: float
-    deletion_auc_random: float
-    max_sensitivity: float
-    above_threshold: float
-    entropy_normalised: float
-    seconds_explain: float
-    data_spearman: float              # Spearman of |relevance| of the true-label and the permuted-label twin
-    precision: float                  # ground truth: top-k voxels inside the true region of the class
-    precision_random_weights: float   # the same method on the network with every layer re-initialised
-    tumour_precision: float
-    carrier_share: float              # share of the relevance on the modality that carries the class
-    modality_agrees: float            # 1 when the top modality is the carrier, else 0
+    values: Mapping[str, float]
+
+    def __getattr__(self, name: str) -> float:
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(name)
+
+    def as_dict(self) -> dict:
+        """The row as one flat mapping (CSV columns)."""
+        return {"case": self.case, "method": self.method, "class_name": self.class_name, **self.values}
 
 
-MEASURES = tuple(f.name for f in dataclasses.fields(CaseQualityRow))[3:]
-"""The numeric fields of :class:`CaseQualityRow`, in table order."""
+def case_measures() -> tuple[str, ...]:
+    """The numeric fields of :class:`CaseQualityRow`, in table order."""
+    return tuple(c.name for c in case_columns())
 
 
 def _stage_weights(settings: TrustSettings, ground_truth: bool) -> list[float]:
@@ -109,7 +143,8 @@ def _stage_weights(settings: TrustSettings, ground_truth: bool) -> list[float]:
     steps = settings.max_steps or 8
     return [
         len(settings.modes) * steps + 1 if "sanity" in settings.checks else 0,
-        2 + (settings.noise_samples if "sensitivity" in settings.metrics else 0) if "metrics" in settings.checks else 0,
+        2 + (settings.noise_samples if "sensitivity" in (settings.metrics or available_metrics()) else 0)
+        if "metrics" in settings.checks else 0,
         settings.data_steps / 10 + 3 if "data" in settings.checks else 0,
         2 if ground_truth else 0,
     ]
@@ -141,9 +176,7 @@ def assess_problem(
         sanity = randomisation_test(problem, methods, modes=s.modes, max_steps=s.max_steps, seed=s.seed,
                                     progress=sanity_part, should_cancel=should_cancel)
     if "metrics" in s.checks:
-        quality = quality_metrics(problem, methods, metrics=s.metrics, baseline=s.baseline, subset=s.subset,
-                                  n_subsets=s.n_subsets, deletion_steps=s.deletion_steps,
-                                  noise_samples=s.noise_samples, noise_radius=s.noise_radius, seed=s.seed,
+        quality = quality_metrics(problem, methods, metrics=s.metrics, settings=s.quality(),
                                   progress=metrics_part, should_cancel=should_cancel)
     if "data" in s.checks:
         data = data_randomisation_test(problem, methods, card, cases=s.data_cases, steps=s.data_steps, seed=s.seed,
@@ -209,21 +242,26 @@ def quality_rows(trust: CaseTrust, case: str | None = None) -> tuple[CaseQuality
             p = precision.get((method, TRAINED, class_name))
             r = precision.get((method, RANDOM, class_name))
             m = modality.get((method, TRAINED, class_name))
-            rows.append(CaseQualityRow(
-                name, method, class_name,
-                v.spearman if v else NAN, v.ssim if v else NAN, v.top_k if v else NAN, float(v.passes) if v else NAN,
-                q.faithfulness if q else NAN, q.deletion_auc if q else NAN, q.deletion_auc_random if q else NAN,
-                q.max_sensitivity if q else NAN, q.above_threshold if q else NAN, q.entropy_normalised if q else NAN,
-                q.seconds_explain if q else NAN,
-                d.spearman if d else NAN,
-                p.precision if p else NAN, r.precision if r else NAN, p.tumour_precision if p else NAN,
-                m.carrier_share if m else NAN, float(m.agrees) if m else NAN,
-            ))
+            values = dict.fromkeys(case_measures(), NAN)
+            if v:
+                values.update(randomisation_spearman=v.spearman, randomisation_ssim=v.ssim,
+                              randomisation_top_k=v.top_k, randomisation_passes=float(v.passes))
+            if q:
+                values.update({c.name: getattr(q, c.name) for c in metric_columns(case_table=True)})
+            if d:
+                values["data_spearman"] = d.spearman
+            if p:
+                values.update(precision=p.precision, tumour_precision=p.tumour_precision)
+            if r:
+                values["precision_random_weights"] = r.precision
+            if m:
+                values.update(carrier_share=m.carrier_share, modality_agrees=float(m.agrees))
+            rows.append(CaseQualityRow(name, method, class_name, values))
     edges = [p for p in (trust.truth.precision if trust.truth else ()) if p.model == EDGES]
     for p in edges:
-        values = dict.fromkeys(MEASURES, NAN)
+        values = dict.fromkeys(case_measures(), NAN)
         values.update(precision=p.precision, tumour_precision=p.tumour_precision)
-        rows.append(CaseQualityRow(name, p.method, p.class_name, **values))
+        rows.append(CaseQualityRow(name, p.method, p.class_name, values))
     return tuple(rows)
 
 
@@ -256,4 +294,4 @@ def write_trust(trust: CaseTrust, folder: str | Path, case: str | None = None) -
 
 def quality_summary(rows: Sequence[CaseQualityRow]) -> list[SummaryRow]:
     """Mean, sample SD and count of every measure per method, over the cases and classes of ``rows`` (nan left out)."""
-    return summarise(rows, ("method",), MEASURES)
+    return summarise(rows, ("method",), case_measures())

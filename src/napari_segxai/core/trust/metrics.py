@@ -8,9 +8,7 @@ Perturbed inputs run in batches under the attribution engine's memory cap.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -19,11 +17,8 @@ import torch
 from .. import progress as _progress
 from ..attribution import AttributionMethod
 from ..attribution.baselines import BASELINES, make_baseline
-from .problem import Problem, method_label, relevance_of, stages, target_scores
-from .tables import write_csv
-
-METRICS = ("faithfulness", "deletion", "sensitivity", "complexity")
-
+from .problem import Problem, relevance_of, target_scores
+from .quality import Column, MetricContext, QualitySettings, QualityMetric, register_metric
 
 @dataclass(frozen=True)
 class DeletionCurve:
@@ -36,39 +31,6 @@ class DeletionCurve:
     scores: np.ndarray          # the class's explained scalar at each point
     normalised: np.ndarray      # (score - score with everything removed) / (intact - everything removed)
     auc: float                  # area under the normalised curve (lower: the relevant voxels matter more)
-
-
-@dataclass(frozen=True)
-class QualityRow:
-    """Every quality metric of one method's map for one class, with the seconds each took."""
-
-    method: str
-    class_name: str
-    faithfulness: float         # Pearson r of summed relevance and output drop over random voxel subsets
-    deletion_auc: float         # area under the normalised deletion curve, most relevant first
-    deletion_auc_random: float  # the same with voxels removed in random order
-    max_sensitivity: float      # max over noisy inputs of ||e(x + noise) - e(x)|| / ||e(x)||
-    above_threshold: float      # share of voxels whose |relevance| exceeds the threshold x the maximum
-    entropy: float              # Shannon entropy (nats) of the normalised |relevance|
-    entropy_normalised: float   # entropy / log(number of voxels): 1 for a flat map
-    seconds_explain: float      # efficiency: one explanation of all classes
-    seconds_faithfulness: float
-    seconds_deletion: float
-    seconds_sensitivity: float
-    seconds_complexity: float
-
-
-@dataclass(frozen=True)
-class QualityResult:
-    """Quality rows (one per method and class), the deletion curves, and the settings used."""
-
-    rows: tuple[QualityRow, ...]
-    curves: tuple[DeletionCurve, ...] = field(default=())
-    settings: dict = field(default_factory=dict)
-
-    def to_csv(self, path: str | Path) -> Path:
-        """Write the quality rows as CSV (atomic)."""
-        return write_csv(self.rows, path)
 
 
 def spatial_relevance(relevance: np.ndarray) -> np.ndarray:
@@ -236,98 +198,11 @@ def complexity(relevance: np.ndarray, *, threshold: float = 0.1) -> tuple[np.nda
     return above, entropy, entropy / np.log(magnitude.shape[1]) if magnitude.shape[1] > 1 else entropy
 
 
-def quality_metrics(
-    problem: Problem,
-    methods: Sequence[str | AttributionMethod],
-    *,
-    metrics: Sequence[str] = METRICS,
-    baseline: str = "zeros",
-    subset: float = 0.1,
-    n_subsets: int = 32,
-    deletion_steps: int = 20,
-    noise_samples: int = 8,
-    noise_radius: float = 0.05,
-    threshold: float = 0.1,
-    seed: int = 0,
-    batch_size: int = 0,
-    progress: _progress.ProgressFn | None = None,
-    should_cancel: _progress.CancelFn | None = None,
-) -> QualityResult:
-    """Every chosen metric for every method on the problem: one row per method and class, plus the deletion curves."""
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise ValueError(f"Unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}.")
-    if not methods:
-        raise ValueError("No attribution method to measure; give one or more methods.")
-    n_classes = len(problem.class_names)
-    nan = np.full(n_classes, np.nan)
-    weights = []
-    for _ in methods:
-        weights += [1, n_subsets if "faithfulness" in metrics else 0,
-                    (deletion_steps + 1) * (n_classes + 1) if "deletion" in metrics else 0,
-                    noise_samples * 4 if "sensitivity" in metrics else 0]
-    parts = stages(progress, weights)
-    rows: list[QualityRow] = []
-    curves: list[DeletionCurve] = []
-    random_curves: list[DeletionCurve] | None = None
-    for method in methods:
-        label = method_label(method)
-        relevance, seconds_explain = relevance_of(problem, method, progress=next(parts), should_cancel=should_cancel)
-        faithful, seconds = _timed(lambda p: faithfulness_correlation(
-            problem, relevance, subset=subset, n_subsets=n_subsets, baseline=baseline, seed=seed,
-            batch_size=batch_size, progress=p, should_cancel=should_cancel), next(parts), "faithfulness" in metrics, nan)
-        seconds_faithfulness = seconds
-        start = time.perf_counter()
-        part = next(parts)
-        auc, auc_random = nan.copy(), nan.copy()
-        if "deletion" in metrics:
-            total = n_classes + (1 if random_curves is None else 0)
-            for k in range(n_classes):
-                curve = deletion_curve(problem, relevance[k], k, steps=deletion_steps, baseline=baseline,
-                                       batch_size=batch_size, method=label, should_cancel=should_cancel,
-                                       progress=_sub(part, k, total))
-                curves.append(curve)
-                auc[k] = curve.auc
-            if random_curves is None:
-                random_curves = _random_curves(problem, deletion_steps, baseline, seed, batch_size,
-                                               _sub(part, n_classes, total), should_cancel)
-                curves += random_curves
-            auc_random = np.array([c.auc for c in random_curves])
-        seconds_deletion = time.perf_counter() - start if "deletion" in metrics else float("nan")
-        sensitivity, seconds_sensitivity = _timed(lambda p: max_sensitivity(
-            problem, method, relevance, n_samples=noise_samples, radius=noise_radius, seed=seed,
-            progress=p, should_cancel=should_cancel), next(parts), "sensitivity" in metrics, nan)
-        start = time.perf_counter()
-        above, entropy, entropy_norm = complexity(relevance, threshold=threshold) if "complexity" in metrics else (nan, nan, nan)
-        seconds_complexity = time.perf_counter() - start if "complexity" in metrics else float("nan")
-        for k, name in enumerate(problem.class_names):
-            rows.append(QualityRow(
-                label, name, float(faithful[k]), float(auc[k]), float(auc_random[k]), float(sensitivity[k]),
-                float(above[k]), float(entropy[k]), float(entropy_norm[k]), float(seconds_explain),
-                seconds_faithfulness, seconds_deletion, seconds_sensitivity, seconds_complexity,
-            ))
-    if progress is not None:
-        progress(1000, 1000)
-    settings = dict(metrics=list(metrics), baseline=baseline, subset=subset, n_subsets=n_subsets,
-                    deletion_steps=deletion_steps, noise_samples=noise_samples, noise_radius=noise_radius,
-                    threshold=threshold, seed=seed)
-    return QualityResult(tuple(rows), tuple(curves), settings)
-
-
 def _random_curves(problem, steps, baseline, seed, batch_size, progress, should_cancel) -> list[DeletionCurve]:
     """Deletion curves of every class for one seeded random voxel order (one set of forward passes)."""
     ranking = np.random.default_rng(seed).permutation(int(np.prod(problem.spatial_shape)))
     fractions, scores = _removal_scores(problem, ranking, steps, baseline, batch_size, progress, should_cancel)
     return [_curve("random order", name, "random", fractions, scores[:, k]) for k, name in enumerate(problem.class_names)]
-
-
-def _timed(run, progress, enabled: bool, empty: np.ndarray):
-    """Run a metric (given its progress callback) when enabled: its values and seconds, else nan."""
-    if not enabled:
-        return empty, float("nan")
-    start = time.perf_counter()
-    values = run(progress)
-    return values, time.perf_counter() - start
 
 
 def _sub(progress, index: int, count: int):
@@ -342,3 +217,95 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
     return float(np.corrcoef(a, b)[0, 1])
+
+
+# --------------------------------------------------------------------------- the registered metrics
+
+
+@register_metric
+class Faithfulness(QualityMetric):
+    """Faithfulness correlation (Bhatt et al. 2020)."""
+
+    name = "faithfulness"
+    columns = (Column("faithfulness", "Faithfulness",
+                      "Pearson r between relevance summed over random voxel subsets and the output drop when they "
+                      "are removed (higher is better)"),)
+
+    def weight(self, settings: QualitySettings, n_classes: int) -> float:
+        return settings.n_subsets
+
+    def measure(self, context: MetricContext, progress) -> dict[str, np.ndarray]:
+        s = context.settings
+        return {"faithfulness": faithfulness_correlation(
+            context.problem, context.relevance, subset=s.subset, n_subsets=s.n_subsets, baseline=s.baseline,
+            seed=s.seed, batch_size=s.batch_size, progress=progress, should_cancel=context.should_cancel)}
+
+
+@register_metric
+class Deletion(QualityMetric):
+    """Deletion curve (Petsiuk et al. 2018): most relevant voxels removed first, against a seeded random order."""
+
+    name = "deletion"
+    columns = (
+        Column("deletion_auc", "Deletion AUC",
+               "area under the output curve as the most relevant voxels are removed first (lower is better)"),
+        Column("deletion_auc_random", "Deletion AUC, random",
+               "the same with voxels removed in random order: the reference the method should beat"),
+    )
+
+    def weight(self, settings: QualitySettings, n_classes: int) -> float:
+        return (settings.deletion_steps + 1) * (n_classes + 1)
+
+    def measure(self, context: MetricContext, progress) -> dict[str, np.ndarray]:
+        s, problem = context.settings, context.problem
+        n_classes = len(problem.class_names)
+        random_curves = context.shared.get(self.name)
+        total = n_classes + (1 if random_curves is None else 0)
+        auc = np.full(n_classes, np.nan)
+        for k in range(n_classes):
+            curve = deletion_curve(problem, context.relevance[k], k, steps=s.deletion_steps, baseline=s.baseline,
+                                   batch_size=s.batch_size, method=context.label, should_cancel=context.should_cancel,
+                                   progress=_sub(progress, k, total))
+            context.curves.append(curve)
+            auc[k] = curve.auc
+        if random_curves is None:   # one random order serves every method
+            random_curves = _random_curves(problem, s.deletion_steps, s.baseline, s.seed, s.batch_size,
+                                           _sub(progress, n_classes, total), context.should_cancel)
+            context.shared[self.name] = random_curves
+            context.curves.extend(random_curves)
+        return {"deletion_auc": auc, "deletion_auc_random": np.array([c.auc for c in random_curves])}
+
+
+@register_metric
+class Sensitivity(QualityMetric):
+    """Max-sensitivity (Yeh et al. 2019)."""
+
+    name = "sensitivity"
+    columns = (Column("max_sensitivity", "Max-sensitivity",
+                      "largest relative change of the map under small input noise (lower is better)"),)
+
+    def weight(self, settings: QualitySettings, n_classes: int) -> float:
+        return settings.noise_samples * 4
+
+    def measure(self, context: MetricContext, progress) -> dict[str, np.ndarray]:
+        s = context.settings
+        return {"max_sensitivity": max_sensitivity(
+            context.problem, context.method, context.relevance, n_samples=s.noise_samples, radius=s.noise_radius,
+            seed=s.seed, progress=progress, should_cancel=context.should_cancel)}
+
+
+@register_metric
+class Complexity(QualityMetric):
+    """Complexity: the share of voxels above a threshold, and the entropy of the normalised map."""
+
+    name = "complexity"
+    columns = (
+        Column("above_threshold", "Complexity",
+               "share of the crop's voxels above 10% of the largest |relevance| (lower: a sparser map)"),
+        Column("entropy", "Entropy", "Shannon entropy (nats) of the normalised |relevance|", in_case_table=False),
+        Column("entropy_normalised", "Entropy / log N", "entropy divided by log(voxels): 1 for a flat map"),
+    )
+
+    def measure(self, context: MetricContext, progress) -> dict[str, np.ndarray]:
+        above, entropy, normalised = complexity(context.relevance, threshold=context.settings.threshold)
+        return {"above_threshold": above, "entropy": entropy, "entropy_normalised": normalised}

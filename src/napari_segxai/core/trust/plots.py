@@ -10,7 +10,7 @@ import numpy as np
 from ..files import atomic_path
 
 if TYPE_CHECKING:
-    from .metrics import QualityResult
+    from .quality import QualityResult
     from .randomisation import RandomisationResult
     from .tables import SummaryRow
 

@@ -1,4 +1,4 @@
-"""Rows of trust measures (frozen dataclasses) as CSV files and plain-text tables."""
+"""Rows of trust measures (frozen dataclasses, or rows with ``as_dict()``) as CSV files and plain-text tables."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from ..files import write_text
 
 
 def row_dicts(rows: Sequence[Any]) -> list[dict[str, Any]]:
-    """Dataclass rows as dictionaries, in field order."""
-    return [dataclasses.asdict(row) for row in rows]
+    """Rows as dictionaries in field order: a row's own ``as_dict()`` (registry-driven rows), else its dataclass fields."""
+    return [row.as_dict() if hasattr(row, "as_dict") else dataclasses.asdict(row) for row in rows]
 
 
 def write_csv(rows: Sequence[Any], path: str | Path) -> Path:
@@ -25,10 +25,11 @@ def write_csv(rows: Sequence[Any], path: str | Path) -> Path:
     if not rows:
         raise ValueError(f"There are no rows to write to {path}; run at least one measure.")
     buffer = io.StringIO()
-    fields = [f.name for f in dataclasses.fields(rows[0])]
+    dicts = row_dicts(rows)
+    fields = list(dicts[0])
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
-    for row in row_dicts(rows):
+    for row in dicts:
         writer.writerow({k: repr(float(v)) if isinstance(v, float) else str(v) for k, v in row.items()})
     return write_text(path, buffer.getvalue())
 
@@ -37,7 +38,7 @@ def format_table(rows: Sequence[Any], columns: Sequence[str] | None = None) -> s
     """Dataclass rows as an aligned plain-text table (numbers with 3 significant decimals)."""
     if not rows:
         return "(no rows)"
-    columns = list(columns) if columns else [f.name for f in dataclasses.fields(rows[0])]
+    columns = list(columns) if columns else list(row_dicts(rows[:1])[0])
     cells = [[_cell(getattr(row, c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
