@@ -11,7 +11,9 @@ card predicts, each explained as its logits summed over its predicted region (th
 * Integrated Gradients, ``--steps`` points: ours (all classes per path point) against captum
   ``IntegratedGradients`` per class with ``internal_batch_size`` equal to our automatic batch;
 * the product path: ``explain_case`` (the card's sliding windows, relevance back on the 1 mm case
-  grid) for saliency and Integrated Gradients.
+  grid) for saliency and Integrated Gradients, and for SmoothGrad (``--case-methods smoothgrad``,
+  ``--smoothgrad-samples`` noisy copies, 4 by default; run window by window, its noise drawn once on
+  the whole grid).
 
 Seconds (wall and CPU), ratios and peak resident memory (sampled every 5 ms; freed heap returned to
 the system between calls). On CUDA every timed call is bracketed by ``torch.cuda.synchronize()`` and
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import os
 import dataclasses
 import gc
 import statistics
@@ -128,7 +131,10 @@ def main(argv=None) -> int:
     parser.add_argument("--parts", default="saliency,ig,case",
                         help="comma-separated: saliency (vs captum and the floor), ig (vs captum), case (explain_case)")
     parser.add_argument("--case-methods", default="saliency,integrated_gradients",
-                        help="comma-separated methods timed through explain_case (part 'case')")
+                        help="comma-separated methods timed through explain_case (part 'case'): saliency, "
+                             "integrated_gradients, smoothgrad")
+    parser.add_argument("--smoothgrad-samples", type=int, default=4,
+                        help="SmoothGrad noisy copies (n_samples) for --case-methods smoothgrad (default 4)")
     parser.add_argument("--grid", default="card", choices=["card", "same-grid"],
                         help="card: the card as it is (2 mm); same-grid: the card's spacing removed, so the network "
                              "sees the case's own grid (240 x 240 x 155 for a BraTS case)")
@@ -242,7 +248,11 @@ def main(argv=None) -> int:
             print(f"\n[explain_case: the card's sliding windows, relevance on the {' x '.join(map(str, case.shape))} case grid]")
             ig = {"steps": args.steps, **({"batch_size": args.ig_batch} if args.ig_batch else {})}
             chosen = args.case_methods.split(",")
-            for name, params in (("saliency", {}), ("integrated_gradients", ig)):
+            unknown = set(chosen) - {"saliency", "integrated_gradients", "smoothgrad"}
+            if unknown:
+                parser.error(f"--case-methods: unknown {sorted(unknown)}; use saliency, integrated_gradients, smoothgrad")
+            smooth = {"n_samples": args.smoothgrad_samples}
+            for name, params in (("saliency", {}), ("integrated_gradients", ig), ("smoothgrad", smooth)):
                 if name not in chosen:
                     continue
                 out = {}
@@ -253,7 +263,9 @@ def main(argv=None) -> int:
                 s = summarise([timed(product, device)])
                 result = out.pop("result")
                 print(row(f"{name} {params or ''}".strip(), s)
-                      + f"; result {result.relevance.nbytes / 2**30:.2f} GiB")
+                      + f"; {(s['rss'] - s['growth']) / 2**30:.2f} GiB before the call; relevance "
+                      f"{' x '.join(map(str, result.relevance.shape))}, {result.relevance.nbytes / 2**30:.2f} GiB; "
+                      f"load average {os.getloadavg()[0]:.1f} after")
                 del result
     return 0
 
