@@ -87,3 +87,30 @@ def test_summarise_groups_rows_with_mean_and_spread():
     row = summary[("saliency / edema", "precision")]
     assert row.mean == pytest.approx(0.3) and row.sd == pytest.approx(np.std([0.2, 0.4], ddof=1)) and row.n == 2
     assert summary[("sobel / edema", "precision")].n == 1 and np.isnan(summary[("sobel / edema", "precision")].sd)
+
+
+def test_the_similarity_registry_drives_the_randomisation_rows_and_the_case_table(monkeypatch):
+    from _trust import unet_problem
+    from napari_segxai.core.trust import case_measures, randomisation_test, similarity_names
+    from napari_segxai.core.trust import similarity as similarity_module
+    from napari_segxai.core.trust.similarity import SimilarityMeasure, register_similarity
+
+    assert similarity_names() == ("spearman", "ssim", "top_k")
+    monkeypatch.setattr(similarity_module, "_SIMILARITIES", dict(similarity_module._SIMILARITIES))  # undone after
+
+    @register_similarity
+    class SignAgreement(SimilarityMeasure):
+        """A toy measure: the share of voxels whose relevance has the reference's sign."""
+
+        name, label, help = "sign", "sign agreement", "share of voxels with the same sign"
+
+        def compare(self, prepared, relevance, k_voxels):
+            return float((np.sign(prepared) == np.sign(relevance)).mean())
+
+    with pytest.raises(ValueError, match="unique name"):
+        register_similarity(SignAgreement)
+    assert "randomisation_sign" in case_measures()
+    result = randomisation_test(unet_problem(), ["saliency"], modes=("cascading",), max_steps=1)
+    assert all(0 <= row.sign <= 1 for row in result.rows)
+    assert all(row.sign == 1.0 for row in result.rows if row.mode == "none")
+    assert all("sign" in verdict.values for verdict in result.verdicts())

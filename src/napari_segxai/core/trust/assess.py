@@ -23,6 +23,7 @@ from .datarandom import DataRandomisationResult, data_randomisation_test
 from .groundtruth import EDGES, RANDOM, TRAINED, GroundTruthResult, ground_truth_benchmark
 from .quality import Column, QualityResult, QualitySettings, available_metrics, metric_columns, quality_metrics
 from .problem import Problem, case_problem, method_label, stages
+from .similarity import similarity_measures
 from .randomisation import MODES, RandomisationResult, randomisation_test
 from .tables import SummaryRow, summarise, write_csv
 
@@ -82,17 +83,18 @@ class CaseTrust:
     seconds: float
 
 
-RANDOMISATION_COLUMNS = (
-    Column("randomisation_spearman", "Spearman, randomised",
-           "rank correlation of |relevance| between the trained and the fully randomised network (lower is better)"),
-    Column("randomisation_ssim", "SSIM, randomised",
-           "structural similarity of |relevance| between the trained and the fully randomised network (lower is better)"),
-    Column("randomisation_top_k", "Top-k, randomised",
-           "share of the k most relevant voxels both maps share, k = the region's size (lower is better)"),
-    Column("randomisation_passes", "Randomisation",
-           "passes when the map of the fully randomised network has a Spearman correlation below 0.5 with the "
-           "trained network's map: the map depends on what the model learned"),
-)
+PASSES_COLUMN = Column("randomisation_passes", "Randomisation",
+                       "passes when the map of the fully randomised network has a Spearman correlation below 0.5 with "
+                       "the trained network's map: the map depends on what the model learned")
+
+
+def randomisation_columns() -> tuple[Column, ...]:
+    """Every registered similarity once all layers are randomised (lower is better), then the verdict."""
+    return (*(Column(f"randomisation_{m.name}", f"{m.label}, randomised",
+                     f"{m.help} between the trained and the fully randomised network (lower is better)")
+              for m in similarity_measures()), PASSES_COLUMN)
+
+
 DATA_COLUMNS = (Column("data_spearman", "Spearman, permuted labels",
                        "Spearman of |relevance| of the twin trained on true labels and the one on permuted labels"),)
 TRUTH_COLUMNS = (
@@ -107,7 +109,7 @@ TRUTH_COLUMNS = (
 
 def case_columns() -> tuple[Column, ...]:
     """The numbers of a :class:`CaseQualityRow` in table order: randomisation, the registered metrics, data, ground truth."""
-    return (*RANDOMISATION_COLUMNS, *metric_columns(case_table=True), *DATA_COLUMNS, *TRUTH_COLUMNS)
+    return (*randomisation_columns(), *metric_columns(case_table=True), *DATA_COLUMNS, *TRUTH_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -244,8 +246,8 @@ def quality_rows(trust: CaseTrust, case: str | None = None) -> tuple[CaseQuality
             m = modality.get((method, TRAINED, class_name))
             values = dict.fromkeys(case_measures(), NAN)
             if v:
-                values.update(randomisation_spearman=v.spearman, randomisation_ssim=v.ssim,
-                              randomisation_top_k=v.top_k, randomisation_passes=float(v.passes))
+                values.update({f"randomisation_{name}": value for name, value in v.values.items()})
+                values["randomisation_passes"] = float(v.passes)
             if q:
                 values.update({c.name: getattr(q, c.name) for c in metric_columns(case_table=True)})
             if d:

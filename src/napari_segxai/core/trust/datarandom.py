@@ -17,7 +17,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ import torch
 from .. import progress as _progress
 from ..attribution import AttributionMethod
 from .problem import Problem, method_label, relevance_of
-from .similarity import abs_spearman, map_ssim, top_k_overlap
+from .similarity import MeasuredValues, prepare_reference, similarities
 from .tables import write_csv
 
 if TYPE_CHECKING:
@@ -36,16 +36,19 @@ TRAINING_SEED_START = 1000   # the demo trainer's first training seed; the demo 
 
 
 @dataclass(frozen=True)
-class DataRandomisationRow:
+class DataRandomisationRow(MeasuredValues):
     """Similarity of one class's maps from two of: the model, its true-label twin, its permuted-label twin."""
 
     method: str
     class_name: str
     first: str
     second: str
-    spearman: float
-    ssim: float
-    top_k: float
+    values: Mapping[str, float]   # every registered similarity measure (similarity_names())
+
+    def as_dict(self) -> dict:
+        """The row as one flat mapping (CSV columns)."""
+        return {"method": self.method, "class_name": self.class_name, "first": self.first, "second": self.second,
+                **self.values}
 
 
 @dataclass(frozen=True)
@@ -220,9 +223,8 @@ def data_randomisation_test(
         for first, second in PAIRS:
             for k, class_name in enumerate(problem.class_names):
                 k_voxels = int(problem.target.masks[k].sum())
-                rows.append(DataRandomisationRow(
-                    method_label(method), class_name, first, second, abs_spearman(maps[first][k], maps[second][k]),
-                    map_ssim(maps[first][k], maps[second][k]), top_k_overlap(maps[first][k], maps[second][k], k_voxels)))
+                values = similarities(prepare_reference(maps[first][k]), maps[second][k], k_voxels)
+                rows.append(DataRandomisationRow(method_label(method), class_name, first, second, values))
     _progress.step(total, total, progress, None)
     settings = dict(cases=int(cases), size=size, steps=int(steps), crop=int(crop), seed=int(seed),
                     training_seeds=[int(s) for s in seeds])

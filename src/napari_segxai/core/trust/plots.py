@@ -14,8 +14,6 @@ if TYPE_CHECKING:
     from .randomisation import RandomisationResult
     from .tables import SummaryRow
 
-MEASURES = {"spearman": "Spearman rank correlation of |relevance|", "ssim": "SSIM of |relevance|",
-            "top_k": "top-k voxel overlap"}
 RANDOMISATION_TITLE = "Model parameter randomisation (0 = trained network)"
 
 
@@ -38,9 +36,11 @@ def draw_randomisation(figure, result: "RandomisationResult", *, measure: str = 
     from matplotlib.ticker import MaxNLocator
 
     from .randomisation import PASS_SPEARMAN
+    from .similarity import similarity_measures
 
-    if measure not in MEASURES:
-        raise ValueError(f"Unknown similarity {measure!r}; choose one of {', '.join(MEASURES)}.")
+    labels = {m.name: m.help for m in similarity_measures()}
+    if measure not in labels:
+        raise ValueError(f"Unknown similarity {measure!r}; choose one of {', '.join(labels)}.")
     modes = _modes(result)
     classes = _classes(result) if classes is None else list(classes)
     unknown = [name for name in classes if name not in _classes(result)]
@@ -67,7 +67,7 @@ def draw_randomisation(figure, result: "RandomisationResult", *, measure: str = 
             ax.set_title(f"{name}: {mode}", fontsize=10)
             ax.set_xlabel("layers randomised from the output" if mode == "cascading" else "layer position from the output")
             if j == 0:
-                ax.set_ylabel(MEASURES[measure], fontsize=8)
+                ax.set_ylabel(labels[measure], fontsize=8)
     axes[0, -1].legend(fontsize=7, loc="lower left")
     if title:
         figure.suptitle(title, fontsize=11)

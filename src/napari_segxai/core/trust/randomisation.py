@@ -15,7 +15,7 @@ import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ import torch
 from .. import progress as _progress
 from ..attribution import AttributionMethod
 from .problem import Problem, method_label, relevance_of
-from .similarity import map_ssim, rank_correlation, ranks, top_k_overlap
+from .similarity import MeasuredValues, prepare_reference, similarities
 from .tables import write_csv
 
 MODES = ("cascading", "independent")
@@ -31,7 +31,7 @@ PASS_SPEARMAN = 0.5   # a method passes when full randomisation leaves a rank co
 
 
 @dataclass(frozen=True)
-class SimilarityRow:
+class SimilarityRow(MeasuredValues):
     """Similarity of one class's map after randomisation to its map from the trained network."""
 
     method: str
@@ -39,22 +39,27 @@ class SimilarityRow:
     depth: int           # cascading: number of layers randomised from the output; independent: position from the output
     layer: str           # the layer randomised last (cascading) or alone (independent)
     class_name: str
-    spearman: float      # Spearman rank correlation of |relevance|
-    ssim: float          # structural similarity of |relevance| scaled to [0, 1], mean over channels
-    top_k: float         # share of the k most relevant voxels in common (k = the class's target region size)
+    values: Mapping[str, float]   # every registered similarity measure (similarity_names()); k = the target region's size
     seconds: float       # to explain on this network
+
+    def as_dict(self) -> dict:
+        """The row as one flat mapping (CSV columns)."""
+        return {"method": self.method, "mode": self.mode, "depth": self.depth, "layer": self.layer,
+                "class_name": self.class_name, **self.values, "seconds": self.seconds}
 
 
 @dataclass(frozen=True)
-class VerdictRow:
+class VerdictRow(MeasuredValues):
     """The randomisation verdict of one method and class: similarity once every layer is randomised."""
 
     method: str
     class_name: str
-    spearman: float
-    ssim: float
-    top_k: float
+    values: Mapping[str, float]
     passes: bool         # spearman < the pass threshold: the map depends on the learned weights
+
+    def as_dict(self) -> dict:
+        """The row as one flat mapping (CSV columns)."""
+        return {"method": self.method, "class_name": self.class_name, **self.values, "passes": self.passes}
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,7 @@ class RandomisationResult:
                 if key not in deepest or row.depth > deepest[key].depth:
                     deepest[key] = row
         return tuple(
-            VerdictRow(r.method, r.class_name, r.spearman, r.ssim, r.top_k, bool(r.spearman < threshold))
+            VerdictRow(r.method, r.class_name, r.values, bool(r.spearman < threshold))
             for r in deepest.values()
         )
 
@@ -175,7 +180,7 @@ def randomisation_test(
         _progress.step(done, total, progress, should_cancel)
         label = method_label(method)
         relevance, seconds = relevance_of(problem, method, should_cancel=should_cancel)
-        original[label] = (relevance, [ranks(np.abs(r)) for r in relevance])   # ranked once, compared at every step
+        original[label] = [prepare_reference(r) for r in relevance]   # prepared once, compared at every step
         rows += _compare(label, "none", 0, "", original[label], relevance, problem, top_k, seconds)
         done += 1
     for mode, depth, names in plan:
@@ -192,15 +197,11 @@ def randomisation_test(
 
 
 def _compare(method, mode, depth, layer, reference, relevance, problem, top_k, seconds) -> list[SimilarityRow]:
-    """One similarity row per explained class (``reference``: the trained network's maps and the ranks of their |values|)."""
-    reference, reference_ranks = reference
+    """One similarity row per explained class (``reference``: the trained network's maps, prepared per class)."""
     rows = []
     for k, name in enumerate(problem.class_names):
         k_voxels = top_k or int(problem.target.masks[k].sum())
         k_voxels = min(k_voxels, int(np.prod(problem.spatial_shape)))
-        rows.append(SimilarityRow(
-            method, mode, depth, layer, name,
-            rank_correlation(reference_ranks[k], np.abs(relevance[k])), map_ssim(reference[k], relevance[k]),
-            top_k_overlap(reference[k], relevance[k], k_voxels), float(seconds),
-        ))
+        rows.append(SimilarityRow(method, mode, depth, layer, name, similarities(reference[k], relevance[k], k_voxels),
+                                  float(seconds)))
     return rows

@@ -1,6 +1,13 @@
-"""Similarity of two relevance maps: Spearman rank correlation, structural similarity (SSIM), top-k overlap."""
+"""Similarity of two relevance maps: Spearman rank correlation, structural similarity (SSIM), top-k overlap.
+
+The measures the sanity checks report are registered with :func:`register_similarity`; the
+randomisation and data-randomisation rows, their CSV files, the plots and the Trust widget take
+them from :func:`similarity_measures`, so adding one is one decorated class.
+"""
 
 from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import torch
@@ -137,3 +144,98 @@ def _pair(a, b, flatten: bool = True):
     if a.shape != b.shape:
         raise ValueError(f"The two maps have different shapes {a.shape} and {b.shape}; compare maps of one grid.")
     return (a.ravel(), b.ravel()) if flatten else (a, b)
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+class SimilarityMeasure:
+    """A similarity of a map to a reference map: ``prepare`` the reference once, ``compare`` a map to it many times."""
+
+    name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    help: ClassVar[str] = ""
+
+    def prepare(self, reference: np.ndarray) -> Any:
+        """What ``compare`` needs of the reference (computed once per reference map)."""
+        return reference
+
+    def compare(self, prepared: Any, relevance: np.ndarray, k_voxels: int) -> float:
+        raise NotImplementedError
+
+
+_SIMILARITIES: dict[str, SimilarityMeasure] = {}
+
+
+def register_similarity(cls: type[SimilarityMeasure]) -> type[SimilarityMeasure]:
+    """Class decorator: add a similarity measure to the registry under its ``name``."""
+    if not cls.name or cls.name in _SIMILARITIES or cls.name in ("passes", "seconds"):
+        raise ValueError(f"A similarity measure needs a unique name; {cls.name!r} is empty or taken.")
+    _SIMILARITIES[cls.name] = cls()
+    return cls
+
+
+def similarity_measures() -> tuple[SimilarityMeasure, ...]:
+    """The registered similarity measures, in registration order."""
+    return tuple(_SIMILARITIES.values())
+
+
+def similarity_names() -> tuple[str, ...]:
+    """Names of the registered similarity measures."""
+    return tuple(_SIMILARITIES)
+
+
+def prepare_reference(reference: np.ndarray) -> dict[str, Any]:
+    """Every measure's prepared form of one reference map."""
+    return {name: measure.prepare(reference) for name, measure in _SIMILARITIES.items()}
+
+
+def similarities(prepared: Mapping[str, Any], relevance: np.ndarray, k_voxels: int) -> dict[str, float]:
+    """Every registered measure of ``relevance`` against a prepared reference (:func:`prepare_reference`)."""
+    return {name: float(measure.compare(prepared[name], relevance, k_voxels)) for name, measure in _SIMILARITIES.items()}
+
+
+@register_similarity
+class Spearman(SimilarityMeasure):
+    """Spearman rank correlation of |relevance| (Adebayo et al. 2018's main measure)."""
+
+    name, label = "spearman", "Spearman"
+    help = "Spearman rank correlation of |relevance|"
+
+    def prepare(self, reference: np.ndarray) -> np.ndarray:
+        return ranks(np.abs(reference))
+
+    def compare(self, prepared: np.ndarray, relevance: np.ndarray, k_voxels: int) -> float:
+        return rank_correlation(prepared, np.abs(relevance))
+
+
+@register_similarity
+class StructuralSimilarity(SimilarityMeasure):
+    """SSIM (Wang et al. 2004) of |relevance| scaled to [0, 1], mean over channels."""
+
+    name, label = "ssim", "SSIM"
+    help = "SSIM of |relevance|"
+
+    def compare(self, prepared: np.ndarray, relevance: np.ndarray, k_voxels: int) -> float:
+        return map_ssim(prepared, relevance)
+
+
+@register_similarity
+class TopKOverlap(SimilarityMeasure):
+    """Share of the k most relevant voxels both maps share."""
+
+    name, label = "top_k", "top-k overlap"
+    help = "top-k voxel overlap"
+
+    def compare(self, prepared: np.ndarray, relevance: np.ndarray, k_voxels: int) -> float:
+        return top_k_overlap(prepared, relevance, k_voxels)
+
+
+class MeasuredValues:
+    """Mixin for rows holding registry-driven numbers in ``values``: each readable as an attribute (``row.spearman``)."""
+
+    def __getattr__(self, name: str) -> float:
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(name)
