@@ -9,10 +9,21 @@ part). Stages, each saved as JSON in ``--work`` so a later run can reuse it:
 * ``query``: one query for all classes of the full-size demo case (``segxai demo``'s case):
   median seconds of ``--repeats`` runs, end to end (segmentation of the case included) and the
   TracIn part alone (test gradients + product), peak resident memory;
-* ``captum``: captum ``TracInCP`` (``sample_wise_grads_per_batch=False``) with the same
-  checkpoints, learning rates, layers, loss and prepared training regions, for the same query,
-  on the first ``--captum-cases`` training cases, extrapolated linearly to the whole set (and its
-  scores checked against ours on those cases);
+* ``captum``: like with like on the WHOLE training set (``--captum-cases`` only for a smoke
+  test), no extrapolation: our index (build + ``influence()`` queries) against captum 0.9's
+  ``TracInCP`` (``sample_wise_grads_per_batch=False``; the default ``True`` silently drops Conv3d
+  gradients), both on the last 3 layers, and against ``TracInCPFast`` and its precomputing
+  ``TracInCPFastRandProj``, both on the final layer with our final-layer index: same
+  checkpoints, learning rates, per-class-region loss and training regions. The network's final
+  layer is a 3x3x3 Conv3d (plus an identity residual), which those two classes cannot take (they
+  assume one outer product per example, from a 2-D model output); a wrapper gives them each
+  region's final-layer gradient as 4 rank-one rows, which makes their scores exact. For
+  ``--captum-queries`` query cases (the demo case and held-out generated cases): build /
+  precompute seconds, seconds per query, end to end for 1 and for all queries, the break-even
+  number of queries, peak resident memory (each engine in its own process), and each engine's
+  Spearman and top-10 agreement with exact all-parameter TracIn over all training regions (and
+  its largest error against exact TracIn of its own layers). Parts (``--captum-parts``) are kept
+  in ``--work``/captum and reused, so an interrupted run resumes;
 * ``spearman``: on ``--subset`` training cases, exact all-parameter TracIn against the projected
   index at several sizes (Spearman over all training regions, per query class), and last-3-layer
   and final-layer TracIn against all-parameter TracIn (Spearman, top-10 overlap), for the demo
@@ -319,21 +330,29 @@ def _rows_to_regions(scores: torch.Tensor, queries: int, k: int, n: int, c: int)
     return scores.detach().double().reshape(queries, k, c, n, k, c).sum((2, 5)).numpy()
 
 
+class _Clock:
+    """Wall and CPU seconds of a block (CPU: this process, all its threads): ``.pair`` = [wall, cpu]."""
+
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.pair = [time.perf_counter() - self.wall, time.process_time() - self.cpu]
+
+
 def _part_ours(card, args, layers: str) -> tuple[dict, dict]:
     from napari_segxai.core.influence.index import build_index, index_status, read_index
 
     record = _captum_record(card, args)
     folder = _captum_folder(args) / f"index-{layers}"
-    start = time.perf_counter()
-    model = load_tracin_model(card, layers=layers, record=record)
-    setup = time.perf_counter() - start
-    start = time.perf_counter()
-    index = build_index(model, CLASSES, threshold=0.5, index_dir=folder,
-                        progress=lambda d, n: log(f"ours ({layers}) index {d}/{n}") if d % 20 == 0 else None)
-    build = time.perf_counter() - start
-    build_peak = _peak_mb()
-    out = {"layers": layers, "layer_names": list(model.layer_names), "parameters": model.parameters, "setup_seconds": setup,
-           "build_seconds": build, "build_peak_rss_mb": build_peak, "file_bytes": index.path.stat().st_size}
+    with _Clock() as setup:
+        model = load_tracin_model(card, layers=layers, record=record)
+    with _Clock() as build:
+        index = build_index(model, CLASSES, threshold=0.5, index_dir=folder,
+                            progress=lambda d, n: log(f"ours ({layers}) index {d}/{n}") if d % 20 == 0 else None)
+    out = {"layers": layers, "layer_names": list(model.layer_names), "parameters": model.parameters, "setup": setup.pair,
+           "build": build.pair, "build_peak_rss_mb": _peak_mb(), "file_bytes": index.path.stat().st_size}
     if layers == "last":  # the shipped index (all training cases), where it is current: the same rows?
         full = load_tracin_model(card, layers=layers)
         path, status = index_status(full, CLASSES, threshold=0.5)
@@ -344,20 +363,20 @@ def _part_ours(card, args, layers: str) -> tuple[dict, dict]:
                                                               / np.abs(shipped).max())
     times, scores, voxels = [], [], []
     for case in _query_cases(args):
-        start = time.perf_counter()
-        result = influence(case, card, layers=layers, model=model, index_dir=folder)
-        times.append(time.perf_counter() - start)
+        with _Clock() as clock:
+            result = influence(case, card, layers=layers, model=model, index_dir=folder)
+        times.append(clock.pair)
         scores.append(result.scores)
         voxels.append(result.test_voxels)
-        log(f"ours ({layers}) query {case.name}: {times[-1]:.2f} s")
-    out.update(query_seconds=times, queries=len(times))
+        log(f"ours ({layers}) query {case.name}: {clock.pair[0]:.2f} s wall, {clock.pair[1]:.2f} s CPU")
+    out["queries"] = times
     return out, {"scores": np.stack(scores), "test_voxels": np.stack(voxels), "train_voxels": index.voxels}
 
 
 def _captum_model(card, args, layers: str):
     record = _captum_record(card, args)
-    start = time.perf_counter()
-    model = load_tracin_model(card, layers=layers, record=record)
+    with _Clock() as setup:
+        model = load_tracin_model(card, layers=layers, record=record)
     paths = [str(c.path) for c in record.checkpoints]
     states = dict(zip(paths, model.states))
     lrs = dict(zip(paths, model.learning_rates))
@@ -367,7 +386,7 @@ def _captum_model(card, args, layers: str):
         target.load_state_dict(states[path])
         return lrs[path]
 
-    return model, record, paths, load, time.perf_counter() - start
+    return model, record, paths, load, setup.pair
 
 
 def _part_tracincp(card, args) -> tuple[dict, dict]:
@@ -375,24 +394,23 @@ def _part_tracincp(card, args) -> tuple[dict, dict]:
     from torch.utils.data import DataLoader
 
     model, record, paths, load, setup = _captum_model(card, args, "last")
-    start = time.perf_counter()
-    tracin = TracInCP(model.gradient_network, _Examples(args, record.seeds), paths, checkpoints_load_func=load,
-                      layers=list(model.layer_names), loss_fn=_CaseLoss(model.card.activation), batch_size=1,
-                      sample_wise_grads_per_batch=False)
-    init = time.perf_counter() - start
+    with _Clock() as init:
+        tracin = TracInCP(model.gradient_network, _Examples(args, record.seeds), paths, checkpoints_load_func=load,
+                          layers=list(model.layer_names), loss_fn=_CaseLoss(model.card.activation), batch_size=1,
+                          sample_wise_grads_per_batch=False)
     cases = _query_cases(args)
-    calls, scores = {}, {}
+    out = {"layers": "last", "layer_names": list(model.layer_names), "parameters": model.parameters, "setup": setup,
+           "init": init.pair, "queries": len(cases)}
+    scores = {}
     for name, chosen in (("one", cases[:1]), ("all", cases)):
-        start = time.perf_counter()
-        tests = [prepare_example(c, card, model.network, CLASSES, threshold=0.5) for c in chosen]
-        raw = tracin.influence(DataLoader([(t.image[0], t.targets) for t in tests], batch_size=1))
-        calls[name] = time.perf_counter() - start
+        with _Clock() as clock:
+            tests = [prepare_example(c, card, model.network, CLASSES, threshold=0.5) for c in chosen]
+            raw = tracin.influence(DataLoader([(t.image[0], t.targets) for t in tests], batch_size=1))
+        out[name] = clock.pair
         scores[name] = raw.detach().double().reshape(len(chosen), len(CLASSES), len(record.seeds), len(CLASSES)).numpy()
-        log(f"captum TracInCP, {len(chosen)} queries in one call: {calls[name]:.1f} s")
-    return ({"layers": "last", "layer_names": list(model.layer_names), "parameters": model.parameters, "setup_seconds": setup,
-             "init_seconds": init, "one_query_seconds": calls["one"], "all_queries_seconds": calls["all"],
-             "queries": len(cases), "one_vs_all_max_difference": float(np.abs(scores["one"][0] - scores["all"][0]).max())},
-            {"scores": scores["all"]})
+        log(f"captum TracInCP, {len(chosen)} queries in one call: {clock.pair[0]:.1f} s wall, {clock.pair[1]:.1f} s CPU")
+    out["one_vs_all_max_difference"] = float(np.abs(scores["one"][0] - scores["all"][0]).max())
+    return out, {"scores": scores["all"]}
 
 
 def _part_fast(card, args, rand_proj: bool) -> tuple[dict, dict]:
@@ -406,15 +424,15 @@ def _part_fast(card, args, rand_proj: bool) -> tuple[dict, dict]:
     train = [(torch.tensor(i), torch.tensor(0)) for i in range(n)]
     batch = args.fast_batch or n
     cases = _query_cases(args)
-    out = {"layers": "final", "layer_names": list(model.layer_names), "parameters": model.parameters, "setup_seconds": setup,
-           "train_batch_size": batch, "queries": len(cases)}
-    start = time.perf_counter()
-    if rand_proj:
-        tracin = TracInCPFastRandProj(rows, rows.fc, train, paths, checkpoints_load_func=load, loss_fn=_RowLoss(),
-                                      batch_size=batch, nearest_neighbors=_brute_force_neighbours(), projection_dim=None)
-    else:
-        tracin = TracInCPFast(rows, rows.fc, train, paths, checkpoints_load_func=load, loss_fn=_RowLoss(), batch_size=batch)
-    out["init_seconds"] = time.perf_counter() - start
+    out = {"layers": "final", "layer_names": list(model.layer_names), "parameters": model.parameters, "setup": setup,
+           "train_batch_size": batch}
+    with _Clock() as init:
+        if rand_proj:
+            tracin = TracInCPFastRandProj(rows, rows.fc, train, paths, checkpoints_load_func=load, loss_fn=_RowLoss(),
+                                          batch_size=batch, nearest_neighbors=_brute_force_neighbours(), projection_dim=None)
+        else:
+            tracin = TracInCPFast(rows, rows.fc, train, paths, checkpoints_load_func=load, loss_fn=_RowLoss(), batch_size=batch)
+    out["init"] = init.pair
 
     def query(chosen, first):
         ids = []
@@ -427,84 +445,93 @@ def _part_fast(card, args, rand_proj: bool) -> tuple[dict, dict]:
     if rand_proj:  # precomputed: one query at a time, as the widget asks
         times, scores = [], []
         for j, case in enumerate(cases):
-            start = time.perf_counter()
-            scores.append(query([case], j)[0])
-            times.append(time.perf_counter() - start)
-            log(f"captum TracInCPFastRandProj query {case.name}: {times[-1]:.2f} s")
-        out["query_seconds"] = times
-        return out, {"scores": np.stack(scores), "embedding_shape": np.asarray(tracin.src_intermediate_quantities.shape)}
+            with _Clock() as clock:
+                scores.append(query([case], j)[0])
+            times.append(clock.pair)
+            log(f"captum TracInCPFastRandProj query {case.name}: {clock.pair[0]:.2f} s wall, {clock.pair[1]:.2f} s CPU")
+        out["queries"] = times
+        out["embedding_shape"] = list(tracin.src_intermediate_quantities.shape)
+        return out, {"scores": np.stack(scores)}
     scores = {}
     for name, chosen in (("one", cases[:1]), ("all", cases)):
-        start = time.perf_counter()
-        scores[name] = query(chosen, 0)
-        out[f"{name}_query_seconds" if name == "one" else "all_queries_seconds"] = time.perf_counter() - start
-        log(f"captum TracInCPFast, {len(chosen)} queries in one call: {time.perf_counter() - start:.1f} s")
+        with _Clock() as clock:
+            scores[name] = query(chosen, 0)
+        out[name] = clock.pair
+        log(f"captum TracInCPFast, {len(chosen)} queries in one call: {clock.pair[0]:.1f} s wall, {clock.pair[1]:.1f} s CPU")
+    out["queries"] = len(cases)
     out["one_vs_all_max_difference"] = float(np.abs(scores["one"][0] - scores["all"][0]).max())
     return out, {"scores": scores["all"]}
 
 
 def _part_prepare(card, args) -> tuple[dict, dict]:
     record = _captum_record(card, args)
-    start = time.perf_counter()
-    model = load_tracin_model(card, layers="final", record=record)
-    setup = time.perf_counter() - start
-    prepare, save_seconds, voxels, shapes = 0.0, 0.0, [], []
+    with _Clock() as setup:
+        model = load_tracin_model(card, layers="final", record=record)
+    prepare, voxels, shapes = [0.0, 0.0], [], []
     (_captum_folder(args) / "examples").mkdir(parents=True, exist_ok=True)
     for i, seed in enumerate(record.seeds):
-        start = time.perf_counter()
-        example = training_example(model, int(seed), CLASSES, threshold=0.5)
-        prepare += time.perf_counter() - start
-        start = time.perf_counter()
+        with _Clock() as clock:
+            example = training_example(model, int(seed), CLASSES, threshold=0.5)
+        prepare = [prepare[0] + clock.pair[0], prepare[1] + clock.pair[1]]
         data = dict(vars(example))
         data["targets"] = example.targets.to(torch.int8)  # -100..3: exact
         torch.save(data, _example_path(args, seed))
-        save_seconds += time.perf_counter() - start
         voxels.append(example.voxels)
         shapes.append(list(example.image.shape[2:]))
         if (i + 1) % 20 == 0:
-            log(f"prepare {i + 1}/{len(record.seeds)} ({prepare:.0f} s)")
-    return ({"setup_seconds": setup, "prepare_seconds": prepare, "save_seconds": save_seconds,
-             "crop_voxels_median": float(np.median([np.prod(s) for s in shapes])), "crops": shapes},
+            log(f"prepare {i + 1}/{len(record.seeds)} ({prepare[0]:.0f} s)")
+    return ({"setup": setup.pair, "prepare": prepare, "crop_voxels_median": float(np.median([np.prod(s) for s in shapes])),
+             "crop_sides": [int(np.min(shapes)), int(np.max(shapes))], "crops": shapes},
             {"train_voxels": np.stack(voxels)})
+
+
+def _exact_seeds(record, args) -> list:
+    """The training cases of the exact all-parameter reference: all, or ``--exact-cases`` drawn at random (seed 0)."""
+    seeds = list(record.seeds)
+    if not args.exact_cases or args.exact_cases >= len(seeds):
+        return seeds
+    return sorted(int(s) for s in np.random.default_rng(0).choice(seeds, size=args.exact_cases, replace=False))
 
 
 def _part_exact(card, args) -> tuple[dict, dict]:
     from napari_segxai.core.influence.exact import tracin_scores
 
     record = _captum_record(card, args)
+    seeds = _exact_seeds(record, args)
     model = load_tracin_model(card, layers="all", record=record)
     last = load_tracin_model(card, layers="last", record=record)
     final = load_tracin_model(card, layers="final", record=record)
     # The all-parameter gradient lists the layers in execution order: the last layers' gradients are its tail.
     assert model.layer_names[-len(last.layer_names):] == last.layer_names and model.layer_names[-1:] == final.layer_names
     tails = {"all": model.parameters, "last": last.parameters, "final": final.parameters}
-    start = time.perf_counter()
-    tests, test_voxels = [], []
-    for case in _query_cases(args):
-        example = prepare_example(case, card, model.network, CLASSES, threshold=0.5)
-        tests.append(model.gradients(example))
-        test_voxels.append(example.voxels)
-    tests = torch.cat(tests, 1)                                          # (T, Q*K, D)
-    tests = {name: tests[..., -d:].double().contiguous() for name, d in tails.items()}  # once, not per training case
-    q, k, n = len(test_voxels), len(CLASSES), len(record.seeds)
-    partial = _captum_folder(args) / "exact.partial.npz"
-    scores = {name: np.zeros((q * k, n, k)) for name in tails}
-    done = 0
-    if partial.is_file():
-        with np.load(partial) as data:
-            if data["scores_all"].shape == scores["all"].shape:
-                done = int(data["done"])
-                scores = {name: data[f"scores_{name}"].copy() for name in tails}
-                log(f"exact: resuming after {done} training cases")
-    for i in range(done, n):
-        grads = model.gradients(_load_example(args, record.seeds[i]))      # (T, K, D)
-        for name, d in tails.items():
-            scores[name][:, i] = tracin_scores(model.learning_rates, tests[name], grads[..., -d:])
-        if (i + 1) % 10 == 0 or i + 1 == n:
-            np.savez(partial, done=i + 1, **{f"scores_{name}": s for name, s in scores.items()})
-            log(f"exact: {i + 1}/{n} training cases ({time.perf_counter() - start:.0f} s)")
-    return ({"parameters": tails, "seconds": time.perf_counter() - start, "resumed_after": done},
-            {**{f"scores_{name}": s.reshape(q, k, n, k) for name, s in scores.items()}, "test_voxels": np.stack(test_voxels)})
+    with _Clock() as clock:
+        tests, test_voxels = [], []
+        for case in _query_cases(args):
+            example = prepare_example(case, card, model.network, CLASSES, threshold=0.5)
+            tests.append(model.gradients(example))
+            test_voxels.append(example.voxels)
+        tests = torch.cat(tests, 1)                                          # (T, Q*K, D)
+        tests = {name: tests[..., -d:].double().contiguous() for name, d in tails.items()}  # once, not per training case
+        q, k, n = len(test_voxels), len(CLASSES), len(seeds)
+        partial = _captum_folder(args) / "exact.partial.npz"
+        scores = {name: np.zeros((q * k, n, k)) for name in tails}
+        done = 0
+        if partial.is_file():
+            with np.load(partial) as data:
+                if data["scores_all"].shape == scores["all"].shape and list(data["seeds"]) == seeds:
+                    done = int(data["done"])
+                    scores = {name: data[f"scores_{name}"].copy() for name in tails}
+                    log(f"exact: resuming after {done} training cases")
+        for i in range(done, n):
+            grads = model.gradients(_load_example(args, seeds[i]))           # (T, K, D)
+            for name, d in tails.items():
+                scores[name][:, i] = tracin_scores(model.learning_rates, tests[name], grads[..., -d:])
+            if (i + 1) % 8 == 0 or i + 1 == n:
+                np.savez(partial, done=i + 1, seeds=np.asarray(seeds), **{f"scores_{name}": s for name, s in scores.items()})
+                log(f"exact: {i + 1}/{n} training cases ({time.perf_counter() - clock.wall:.0f} s)")
+    return ({"parameters": tails, "seconds": clock.pair, "resumed_after": done, "seeds": seeds},
+            {**{f"scores_{name}": s.reshape(q, k, n, k) for name, s in scores.items()}, "test_voxels": np.stack(test_voxels),
+             "columns": np.asarray([list(record.seeds).index(s) for s in seeds])})
 
 
 def _peak_mb() -> float:
@@ -513,29 +540,35 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _part_settings(card, args, part: str) -> dict:
+    settings = _captum_settings(card, args)
+    if part == "exact":
+        settings["exact_cases"] = len(_exact_seeds(_captum_record(card, args), args))
+    return settings
+
+
 def run_captum_part(card, args) -> None:
     """One part of the ``captum`` stage, in this (child) process: its JSON and arrays into ``<work>/captum``."""
     part = args.captum_part
     started, load = time.strftime("%Y-%m-%d %H:%M:%S"), os.getloadavg()
-    cpu = time.process_time()
-    start = time.perf_counter()
-    if part == "prepare":
-        out, arrays = _part_prepare(card, args)
-    elif part in ("ours_last", "ours_final"):
-        out, arrays = _part_ours(card, args, part.split("_")[1])
-    elif part == "tracincp":
-        out, arrays = _part_tracincp(card, args)
-    elif part in ("fast", "randproj"):
-        out, arrays = _part_fast(card, args, part == "randproj")
-    else:
-        out, arrays = _part_exact(card, args)
-    out.update(settings=_captum_settings(card, args), part_seconds=time.perf_counter() - start,
-               part_cpu_seconds=time.process_time() - cpu, peak_rss_mb=_peak_mb(), started=started,
+    with _Clock() as clock:
+        if part == "prepare":
+            out, arrays = _part_prepare(card, args)
+        elif part in ("ours_last", "ours_final"):
+            out, arrays = _part_ours(card, args, part.split("_")[1])
+        elif part == "tracincp":
+            out, arrays = _part_tracincp(card, args)
+        elif part in ("fast", "randproj"):
+            out, arrays = _part_fast(card, args, part == "randproj")
+        else:
+            out, arrays = _part_exact(card, args)
+    out.update(settings=_part_settings(card, args, part), part=clock.pair, peak_rss_mb=_peak_mb(), started=started,
                load_at_start=list(load), load_at_end=list(os.getloadavg()), machine=machine())
     folder = _captum_folder(args)
     np.savez(folder / f"{part}.npz", **arrays)
     (folder / f"{part}.json").write_text(json.dumps(out, indent=1, default=float))
-    log(f"part {part}: {out['part_seconds']:.0f} s, peak RSS {out['peak_rss_mb']:.0f} MB, load {load[0]:.1f} -> {os.getloadavg()[0]:.1f}")
+    log(f"part {part}: {clock.pair[0]:.0f} s wall, {clock.pair[1]:.0f} s CPU, peak RSS {out['peak_rss_mb']:.0f} MB, "
+        f"load {load[0]:.1f} -> {os.getloadavg()[0]:.1f}")
 
 
 def _agreement(scores: np.ndarray, reference: np.ndarray, test_voxels: np.ndarray, train_voxels: np.ndarray) -> dict:
@@ -562,16 +595,20 @@ def _break_even(build: float, query: float, other_build: float, other_query: flo
     return int(math.ceil((build - other_build) / (other_query - query)))
 
 
+#: Parts that read the training examples the ``prepare`` part saves.
+_NEEDS_EXAMPLES = ("tracincp", "fast", "randproj", "exact")
+
+
 def stage_captum(card, args) -> dict:
     import subprocess
+
+    from napari_segxai.core.influence.training_set import training_case
 
     folder = _captum_folder(args)
     folder.mkdir(parents=True, exist_ok=True)
     settings = _captum_settings(card, args)
     record = _captum_record(card, args)
     start = time.perf_counter()
-    from napari_segxai.core.influence.training_set import training_case
-
     for seed in record.seeds:  # regenerated once and cached: not part of any engine's cost
         training_case(card, seed)
     _query_cases(args)
@@ -581,110 +618,157 @@ def stage_captum(card, args) -> dict:
     for part in parts:
         if part not in CAPTUM_PARTS:
             raise SystemExit(f"unknown captum part {part!r}; use {', '.join(CAPTUM_PARTS)}")
+    todo = []
     for part in CAPTUM_PARTS:
         path = folder / f"{part}.json"
-        if path.is_file() and json.loads(path.read_text()).get("settings") == settings and (part not in parts or not args.fresh):
+        current = path.is_file() and json.loads(path.read_text()).get("settings") == _part_settings(card, args, part)
+        if current and (part not in parts or not args.fresh):
             log(f"captum part {part}: reusing {path}")
-            continue
-        if part not in parts:
+        elif part not in parts:
             raise SystemExit(f"captum part {part} has no result for these settings in {folder}; run it (--captum-parts)")
-        if part == "exact" and args.fresh:
-            (folder / "exact.partial.npz").unlink(missing_ok=True)
-        command = [sys.executable, str(Path(__file__).resolve()), "--captum-part", part, "--card", str(args.card),
-                   "--work", str(args.work), "--threads", str(args.threads), "--captum-cases", str(settings["cases"]),
-                   "--captum-queries", str(args.captum_queries), "--fast-batch", str(args.fast_batch)]
-        if CASE_PATH:
-            command += ["--case", str(CASE_PATH)]
-        log(f"captum part {part}: {' '.join(command[2:])}")
-        subprocess.run(command, check=True)
+        else:
+            if part == "exact" and args.fresh:
+                (folder / "exact.partial.npz").unlink(missing_ok=True)
+            todo.append(part)
+    # Longest first, ``--jobs`` at a time (each part times itself in wall and CPU seconds, with the load beside them).
+    order = sorted(todo, key=("prepare", "tracincp", "exact", "fast", "ours_last", "randproj", "ours_final").index)
+    running: dict = {}
+    while order or running:
+        for part, process in list(running.items()):
+            if process.poll() is not None:
+                del running[part]
+                if process.returncode:
+                    for other in running.values():
+                        other.terminate()
+                    raise SystemExit(f"captum part {part} failed (exit status {process.returncode})")
+        ready = [p for p in order if p not in _NEEDS_EXAMPLES or ("prepare" not in order and "prepare" not in running)]
+        if ready and len(running) < max(1, args.jobs):
+            part = ready[0]
+            order.remove(part)
+            command = [sys.executable, str(Path(__file__).resolve()), "--captum-part", part, "--card", str(args.card),
+                       "--work", str(args.work), "--threads", str(args.threads), "--captum-cases", str(settings["cases"]),
+                       "--captum-queries", str(args.captum_queries), "--fast-batch", str(args.fast_batch),
+                       "--exact-cases", str(args.exact_cases)]
+            if CASE_PATH:
+                command += ["--case", str(CASE_PATH)]
+            log(f"captum part {part}: {' '.join(command[2:])}")
+            running[part] = subprocess.Popen(command)
+            continue
+        time.sleep(2)
     return captum_report(folder, settings)
+
+
+def _times(part: dict, *keys) -> np.ndarray:
+    """[wall, cpu] seconds summed over the named timings of a part (a list of pairs counts as their sum)."""
+    total = np.zeros(2)
+    for key in keys:
+        value = np.asarray(part[key], dtype=float)
+        total += value.sum(0) if value.ndim == 2 else value
+    return total
 
 
 def captum_report(folder: Path, settings: dict) -> dict:
     """The like-with-like table from the parts' results (every number printed here)."""
     parts = {p: json.loads((folder / f"{p}.json").read_text()) for p in CAPTUM_PARTS}
     arrays = {p: dict(np.load(folder / f"{p}.npz")) for p in CAPTUM_PARTS}
-    prep = parts["prepare"]["prepare_seconds"]
+    prep = _times(parts["prepare"], "prepare")
     exact = arrays["exact"]
+    columns = exact["columns"]
     test_voxels, train_voxels = exact["test_voxels"], arrays["prepare"]["train_voxels"]
     assert np.array_equal(arrays["ours_last"]["test_voxels"], test_voxels)
     assert np.array_equal(arrays["ours_last"]["train_voxels"], train_voxels)
     reference = exact["scores_all"]
     rows = []
 
-    def row(name, key, layer, build, first, queries, total20, peak, same_layer, pair=None):
-        scores = arrays[key]["scores"]
+    def row(name, key, build, one, queries, total, same_layer, pair=None):
+        scores = arrays[key]["scores"][:, :, columns]
         same = exact[f"scores_{same_layer}"]
-        r = {"method": name, "part": key, "layers": layer, "parameters": parts[key]["parameters"], "build_seconds": build,
-             "query_seconds_median": statistics.median(queries) if queries else None, "one_query_seconds": first,
-             "twenty_seconds": total20, "peak_rss_mb": peak, "pair": pair,
-             "max_error_vs_exact_same_layers": float(np.abs(scores - same).max() / np.abs(same).max()),
-             **_agreement(scores, reference, test_voxels, train_voxels)}
-        rows.append(r)
-        return r
+        rows.append({"method": name, "part": key, "layers": same_layer, "parameters": parts[key]["parameters"],
+                     "build": list(build), "query": list(one), "one_end_to_end": list(build + one),
+                     "all_end_to_end": list(total), "queries_asked": queries, "peak_rss_mb": parts[key]["peak_rss_mb"],
+                     "pair": pair, "max_error_vs_exact_same_layers": float(np.abs(scores - same).max() / np.abs(same).max()),
+                     **_agreement(scores, reference, test_voxels, train_voxels[columns])})
 
-    q = settings["queries"]
     for layers in ("last", "final"):
         p = parts[f"ours_{layers}"]
-        build = p["setup_seconds"] + p["build_seconds"]
-        row(f"ours: index ({layers})", f"ours_{layers}", layers, build, build + p["query_seconds"][0], p["query_seconds"],
-            build + sum(p["query_seconds"]), p["peak_rss_mb"], layers)
-    p = parts["tracincp"]
-    build = prep + p["setup_seconds"] + p["init_seconds"]
-    row("captum TracInCP", "tracincp", "last", build, build + p["one_query_seconds"], [p["one_query_seconds"]],
-        build + p["all_queries_seconds"], p["peak_rss_mb"], "last", "ours_last")
-    p = parts["fast"]
-    build = prep + p["setup_seconds"] + p["init_seconds"]
-    row("captum TracInCPFast", "fast", "final", build, build + p["one_query_seconds"], [p["one_query_seconds"]],
-        build + p["all_queries_seconds"], p["peak_rss_mb"], "final", "ours_final")
+        build = _times(p, "setup", "build")
+        queries = np.asarray(p["queries"])
+        row(f"ours: index ({layers})", f"ours_{layers}", build, np.median(queries, 0), "one at a time",
+            build + queries.sum(0), layers)
+    for key, name, layers, pair in (("tracincp", "captum TracInCP", "last", "ours_last"),
+                                    ("fast", "captum TracInCPFast", "final", "ours_final")):
+        p = parts[key]
+        build = prep + _times(p, "setup", "init")
+        row(name, key, build, np.asarray(p["one"]), "in one call", build + np.asarray(p["all"]), layers, pair)
     p = parts["randproj"]
-    build = prep + p["setup_seconds"] + p["init_seconds"]
-    row("captum TracInCPFastRandProj", "randproj", "final", build, build + p["query_seconds"][0], p["query_seconds"],
-        build + sum(p["query_seconds"]), p["peak_rss_mb"], "final", "ours_final")
+    build = prep + _times(p, "setup", "init")
+    queries = np.asarray(p["queries"])
+    row("captum TracInCPFastRandProj", "randproj", build, np.median(queries, 0), "one at a time", build + queries.sum(0),
+        "final", "ours_final")
     by_part = {r["part"]: r for r in rows}
     for r in rows:
         if r["pair"]:
             ours = by_part[r["pair"]]
-            r["break_even_queries"] = _break_even(ours["build_seconds"], ours["query_seconds_median"],
-                                                  r["build_seconds"], r["query_seconds_median"])
+            r["break_even_queries"] = [_break_even(ours["build"][m], ours["query"][m], r["build"][m], r["query"][m])
+                                       for m in (0, 1)]
     references = {f"exact {layers} ({parts['exact']['parameters'][layers]:,} parameters)":
-                  _agreement(exact[f"scores_{layers}"], reference, test_voxels, train_voxels) for layers in ("last", "final")}
-    table = _captum_table(rows, q)
+                  _agreement(exact[f"scores_{layers}"], reference, test_voxels, train_voxels[columns])
+                  for layers in ("last", "final")}
+    table = _captum_table(rows, settings["queries"])
     log("\n" + table)
-    log(f"build: everything before the first query (model and checkpoints loaded; the {settings['cases']} training cases' "
-        "regions prepared; our index built and saved, its region features included; captum's object made, "
-        "TracInCPFastRandProj's embeddings computed). One query: median, prepared query regions included (ours: "
-        "influence() end to end). TracInCP and TracInCPFast take the queries in one call (all known in advance); ours "
-        "and TracInCPFastRandProj one at a time. Break-even: the fewest queries, asked one at a time, after which ours "
-        "(same layers) costs no more in total.")
+    n_exact = len(parts["exact"]["seeds"])
+    log(f"Times: CPU seconds (wall seconds), torch threads {settings['threads']}. Build: everything before the first "
+        f"query (model and checkpoints loaded; the {settings['cases']} training cases' regions prepared, "
+        f"{prep[1]:.0f} s CPU ({prep[0]:.0f} s) of it in every build; our index built and saved, region features "
+        "included; captum's object made, TracInCPFastRandProj's embeddings computed). One query: median, the query's "
+        "regions prepared (ours: influence() end to end); TracInCP and TracInCPFast: a call with one query. TracInCP and "
+        f"TracInCPFast take the {settings['queries']} queries in one call (all known in advance), ours and "
+        "TracInCPFastRandProj one at a time. Break-even: the fewest queries, asked one at a time, after which ours "
+        f"(same layers) costs no more in total. Agreement: over the {n_exact} training cases' non-empty regions "
+        f"{'(all of them)' if n_exact == settings['cases'] else '(drawn at random, seed 0; the times are on all ' + str(settings['cases']) + ')'}, "
+        f"{rows[0]['rankings']} rankings (queries x classes with a region). Max error: largest |score - exact TracIn of "
+        "the same layers| over the largest |exact score|.")
     for name, a in references.items():
         log(f"reference: {name} vs exact all-parameter: Spearman {a['spearman_mean']:.3f} (min {a['spearman_min']:.3f}), "
-            f"top-10 {a['top10_mean']:.2f}")
-    log(f"prepare the {settings['cases']} training cases' regions (in every build above): {prep:.1f} s; "
-        f"exact all-parameter reference: {parts['exact']['seconds']:.0f} s")
+            f"top-10 {a['top10_mean']:.2f} (min {a['top10_min']:.2f})")
+    log(f"exact all-parameter reference ({parts['exact']['parameters']['all']:,} parameters, {n_exact} training cases): "
+        f"{parts['exact']['seconds'][1]:.0f} s CPU ({parts['exact']['seconds'][0]:.0f} s)")
     for key in ("tracincp", "fast"):
-        log(f"{key}: one-query call vs the same query in the {q}-query call: max |difference| {parts[key]['one_vs_all_max_difference']:.2e}")
+        log(f"{key}: one-query call vs the same query in the {settings['queries']}-query call: max |difference| "
+            f"{parts[key]['one_vs_all_max_difference']:.2e}")
     if "max_difference_vs_shipped_over_max" in parts["ours_last"]:
         log(f"built index vs the shipped index: max |difference| / max {parts['ours_last']['max_difference_vs_shipped_over_max']:.2e}")
+    log(f"index files: last {parts['ours_last']['file_bytes'] / 1e6:.1f} MB, final {parts['ours_final']['file_bytes'] / 1e6:.1f} MB; "
+        f"TracInCPFastRandProj embeddings {parts['randproj']['embedding_shape']} float32")
     for p in CAPTUM_PARTS:
         log(f"part {p}: started {parts[p]['started']}, load average {parts[p]['load_at_start'][0]:.1f} -> "
-            f"{parts[p]['load_at_end'][0]:.1f}, {parts[p]['part_seconds']:.0f} s wall, {parts[p]['part_cpu_seconds']:.0f} s CPU")
-    return {"settings": settings, "rows": rows, "references": references, "prepare_seconds": prep, "table": table,
+            f"{parts[p]['load_at_end'][0]:.1f}, {parts[p]['part'][0]:.0f} s wall, {parts[p]['part'][1]:.0f} s CPU")
+    log(f"machine: {parts['ours_last']['machine']}; captum {_captum_version()}")
+    return {"settings": settings, "rows": rows, "references": references, "prepare": list(prep), "table": table,
             "parts": {p: {k: v for k, v in parts[p].items() if k != "crops"} for p in CAPTUM_PARTS}}
+
+
+def _captum_version() -> str:
+    import captum
+
+    return captum.__version__
 
 
 def _captum_table(rows: list, queries: int) -> str:
     def s(x):
-        return "n/a" if x is None else (f"{x:,.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}")
+        return f"{x:,.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}"
 
-    lines = [f"| method | layers (parameters) | build / precompute, s | one query, s | 1 query end to end, s | "
-             f"{queries} queries end to end, s | break-even vs ours, queries | peak RSS, MB | Spearman vs exact all-parameter, "
+    def pair(v):
+        return f"{s(v[1])} ({s(v[0])})"
+
+    lines = [f"| method | layers (parameters) | build / precompute | one query | 1 query end to end | "
+             f"{queries} queries end to end | break-even vs ours, queries | peak RSS, MB | Spearman vs exact all-parameter, "
              f"mean (min) | top-10 overlap, mean (min) | max error vs exact same-layer TracIn |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        even = "" if not r["pair"] else ("never" if r["break_even_queries"] is None else str(r["break_even_queries"]))
-        lines.append(f"| {r['method']} | {r['layers']} ({r['parameters']:,}) | {s(r['build_seconds'])} | "
-                     f"{s(r['query_seconds_median'])} | {s(r['one_query_seconds'])} | {s(r['twenty_seconds'])} | {even} | "
+        even = "" if not r["pair"] else " (".join("never" if b is None else str(b) for b in r["break_even_queries"][::-1]) + ")"
+        lines.append(f"| {r['method']} | {r['layers']} ({r['parameters']:,}) | {pair(r['build'])} | {pair(r['query'])} | "
+                     f"{pair(r['one_end_to_end'])} | {pair(r['all_end_to_end'])} ({r['queries_asked']}) | {even} | "
                      f"{r['peak_rss_mb']:,.0f} | {r['spearman_mean']:.3f} ({r['spearman_min']:.3f}) | "
                      f"{r['top10_mean']:.2f} ({r['top10_min']:.2f}) | {r['max_error_vs_exact_same_layers']:.1e} |")
     return "\n".join(lines)
@@ -847,6 +931,10 @@ def main(argv=None) -> int:
     parser.add_argument("--fresh", action="store_true", help="rerun the chosen captum parts even when --work has their result")
     parser.add_argument("--fast-batch", type=int, default=0,
                         help="training batch size of TracInCPFast* (default 0: the whole training set in one batch)")
+    parser.add_argument("--exact-cases", type=int, default=0,
+                        help="training cases of the captum stage's exact all-parameter reference, drawn at random (seed 0) "
+                             "(default 0: all); only the agreement columns use them")
+    parser.add_argument("--jobs", type=int, default=1, help="captum parts run at a time, each in its own process")
     parser.add_argument("--captum-part", default=None, help=argparse.SUPPRESS)  # runs one part in a child process
     parser.add_argument("--subset", type=int, default=24, help="training cases of the Spearman and storage stages")
     parser.add_argument("--queries", type=int, default=2, help="query cases of the Spearman and storage stages (the demo case first)")
