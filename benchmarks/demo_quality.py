@@ -1,0 +1,207 @@
+"""Demo model quality: Dice of the bundled models on held-out generated cases and on the real TCGA cases.
+
+Run: ``nice -n 5 .venv/bin/python benchmarks/demo_quality.py`` (``--help`` for options). For each
+model (default: the bundled ``demo3d`` and ``demo2d`` cards), with the code of ``segxai evaluate``
+(``core.train.evaluate_generated`` / ``evaluate_case``: ``segment()`` as the card says, then
+``core.train.region_dice`` raw and after ``largest_component``, summarised by
+``core.train.summarize``):
+
+* ``--count`` held-out generated cases (seeds ``--seed-start``, 900000 by default, onwards; never
+  used in training): Dice per region (whole tumour = labels 1, 2, 4; tumour core = 1, 4;
+  enhancing = 4), mean ± SD and minimum, raw and "LCC" (only the largest connected tumour
+  component kept);
+* the mean over the first five of those seeds and the Dice of the held-out seed
+  ``HELD_OUT_SEED_START + 777``: the cases ``tests/test_demo_model.py`` segments, so its floors can
+  be set from what this prints;
+* the real cases of ``--real`` (default: TCGA-DU-7294 and TCGA-FG-6692 of ``../shared/realdata``
+  when present), against their ``fusion_mav`` reference label, raw and LCC;
+* the training record of each card (parameters, updates, minutes, training cases) from its
+  manifest, and the seconds per case.
+
+``--overlap`` and ``--roi-size`` replace the card's sliding-window overlap and window size (same
+weights) to measure other inference settings. Writes one CSV row per case, model and region
+(``--csv``, default ``demo_quality.csv`` in a new temporary folder): case, model, region, dice,
+dice_lcc, seconds, with the set, seed, windows and overlap beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from segment import machine  # noqa: E402
+
+from napari_segxai.cli.evaluate import _reference  # noqa: E402
+from napari_segxai.core.case import load_case  # noqa: E402
+from napari_segxai.core.model_card import build_network, load_model_card  # noqa: E402
+from napari_segxai.core.paths import demo_model_card_path  # noqa: E402
+from napari_segxai.core.segment import count_windows, network_grid  # noqa: E402
+from napari_segxai.core.synth import generate_case  # noqa: E402
+from napari_segxai.core.train import (  # noqa: E402
+    HELD_OUT_SEED_START,
+    REGIONS,
+    evaluate_case,
+    evaluate_generated,
+    read_manifest,
+    summarize,
+)
+
+REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+REAL_CASES = ("TCGA-DU-7294", "TCGA-FG-6692")
+TEST_SEED = HELD_OUT_SEED_START + 777
+"""The held-out seed tests/test_demo_model.py segments (outside the 20 benchmark seeds)."""
+SUBSET = 5
+"""The tests' QUALITY_SEEDS are the first five benchmark seeds."""
+
+
+def card_for(name: str):
+    """A bundled demo card by kind (demo3d, demo2d) or any card by path."""
+    path = demo_model_card_path(name) if name in ("demo3d", "demo2d") else Path(name)
+    return name if name in ("demo3d", "demo2d") else path.parent.name, load_model_card(path)
+
+
+def windows_text(card) -> str:
+    return f"{' x '.join(map(str, card.roi_size))}, overlap {card.overlap:g}"
+
+
+def training_text(card) -> str:
+    """Parameters, updates, wall minutes and training cases, from the card's training manifest."""
+    if card.training is None or not Path(card.training).is_file():
+        return "no training record"
+    m = read_manifest(card.training)
+    seeds = m["training_set"]["seeds"]
+    crop = m.get("crop", {})
+    crop_text = f", {crop.get('per_step')} crops of {' x '.join(map(str, crop.get('size', [])))} per update" if crop else ""
+    return (f"{m.get('parameters', '?'):,} parameters; {m['steps']} updates in {m['seconds'] / 60:.1f} min wall "
+            f"({m.get('generation_seconds', 0):.0f} s of it generating cases); {len(seeds)} training cases "
+            f"(seeds {min(seeds)}-{max(seeds)}){crop_text}")
+
+
+def case_windows(case, card) -> int:
+    """Sliding windows ``segment()`` takes over one case (3D), or per slice (2D)."""
+    shape = network_grid(case, card).shape
+    if card.spatial_dims == 2:
+        shape = tuple(s for i, s in enumerate(shape) if i != card.slice_axis)
+    return count_windows(shape, card.roi_size, card.overlap)
+
+
+def long_rows(rows: list[dict], model: str, card, which: str, windows: int) -> list[dict]:
+    """One CSV row per case and region from ``evaluate_generated`` / ``evaluate_case`` rows."""
+    out = []
+    for r in rows:
+        for region in REGIONS:
+            out.append({"case": r["case"], "model": model, "region": region, "dice": r[region],
+                        "dice_lcc": r[f"{region}_lcc"], "seconds": r["seconds"], "set": which,
+                        "seed": r.get("seed", ""), "roi_size": "x".join(map(str, card.roi_size)),
+                        "overlap": card.overlap, "windows": windows})
+    return out
+
+
+def print_summary(label: str, summary: dict) -> None:
+    print(f"  {label}")
+    print(f"    {'region':13s} {'Dice mean ± SD':>16s} {'min':>6s}   {'LCC mean ± SD':>16s} {'min':>6s}")
+    for region in REGIONS:
+        raw, lcc = summary[region], summary[f"{region}_lcc"]
+        print(f"    {region:13s} {raw['mean']:7.3f} ± {raw['sd']:.3f}  {raw['min']:6.3f}   "
+              f"{lcc['mean']:7.3f} ± {lcc['sd']:.3f}  {lcc['min']:6.3f}")
+
+
+def regions_text(row: dict, digits: int = 3) -> str:
+    return ", ".join(f"{region} {row[region]:.{digits}f} (LCC {row[f'{region}_lcc']:.{digits}f})" for region in REGIONS)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="demo3d,demo2d",
+                        help="comma-separated: demo3d, demo2d (the bundled cards) or card paths (default both demos)")
+    parser.add_argument("--count", type=int, default=20, help="held-out generated cases (default 20)")
+    parser.add_argument("--seed-start", type=int, default=HELD_OUT_SEED_START,
+                        help=f"first held-out seed (default {HELD_OUT_SEED_START})")
+    parser.add_argument("--no-test-seed", action="store_true",
+                        help=f"skip the tests' held-out seed {TEST_SEED}")
+    parser.add_argument("--real", type=Path, nargs="*", default=None, metavar="DIR",
+                        help="real case folders with a reference label (default: "
+                             f"{', '.join(REAL_CASES)} in {REALDATA} when present; give none for none)")
+    parser.add_argument("--reference", default="fusion_mav", help="reference label stem in each --real folder")
+    parser.add_argument("--overlap", type=float, default=None, help="replace the cards' sliding-window overlap")
+    parser.add_argument("--roi-size", default=None,
+                        help="replace the cards' window size, comma-separated (e.g. 104,120,96)")
+    parser.add_argument("--csv", type=Path, default=None, help="per-case CSV (default: a new temporary folder)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps")
+    args = parser.parse_args(argv)
+
+    real = ([REALDATA / name for name in REAL_CASES if (REALDATA / name).is_dir()]
+            if args.real is None else list(args.real))
+    seeds = list(range(args.seed_start, args.seed_start + args.count))
+    out_csv = args.csv or Path(tempfile.mkdtemp(prefix="segxai-demo-quality-")) / "demo_quality.csv"
+    print(f"Machine: {machine()}")
+    print(f"Held-out generated cases: {len(seeds)} (seeds {seeds[0]}-{seeds[-1]})" if seeds else "No generated cases")
+    print(f"Real cases: {', '.join(p.name for p in real) or 'none'} (reference {args.reference})")
+    first = generate_case(seeds[0] if seeds else TEST_SEED).case
+    csv_rows: list[dict] = []
+    for name in args.models.split(","):
+        model, card = card_for(name)
+        changed = {}
+        if args.overlap is not None:
+            changed["overlap"] = args.overlap
+        if args.roi_size is not None:
+            changed["roi_size"] = tuple(int(s) for s in args.roi_size.split(","))
+        label = model if not changed else f"{model} ({windows_text(dataclasses.replace(card, **changed))}, same weights)"
+        card = dataclasses.replace(card, **changed)
+        network = build_network(card, args.device)
+        print(f"\n[{label}] {card.path}: windows {windows_text(card)}, sw_batch_size {card.sw_batch_size}; "
+              f"{case_windows(first, card)} window(s) per generated case{' slice' if card.spatial_dims == 2 else ''}")
+        print(f"  training: {training_text(card)}")
+        start, load = time.perf_counter(), os.getloadavg()[0]
+        rows = evaluate_generated(card, seeds, network=network, device=args.device) if seeds else []
+        test_rows = ([] if args.no_test_seed or TEST_SEED in seeds else
+                     evaluate_generated(card, [TEST_SEED], network=network, device=args.device))
+        generated_seconds = time.perf_counter() - start
+        windows = case_windows(first, card)
+        csv_rows += long_rows(rows, label, card, "generated", windows)
+        csv_rows += long_rows(test_rows, label, card, "test seed", windows)
+        if rows:
+            print_summary(f"held-out generated cases (n={len(rows)}, seeds {seeds[0]}-{seeds[-1]}):", summarize(rows))
+            subset = rows[:SUBSET]
+            if len(subset) == SUBSET:
+                means = {region: statistics.fmean(r[region] for r in subset) for region in REGIONS}
+                print(f"  first {SUBSET} seeds ({subset[0]['seed']}-{subset[-1]['seed']}), mean Dice (tests' "
+                      f"MEASURED_DICE): " + ", ".join(f"{region} {v:.4f}" for region, v in means.items()))
+            worst = {region: min(rows, key=lambda r: r[region]) for region in REGIONS}
+            print("  per-case minimum: " + ", ".join(f"{region} {r[region]:.4f} (seed {r['seed']})"
+                                                     for region, r in worst.items()))
+            times = [r["seconds"] for r in rows]
+            print(f"  seconds per case (segment()): median {statistics.median(times):.1f}, "
+                  f"min {min(times):.1f}, max {max(times):.1f}")
+        for r in test_rows + [r for r in rows if r["seed"] == TEST_SEED]:
+            print(f"  tests' held-out seed {r['seed']}: " + regions_text(r, 4))
+        print(f"  generated cases: {generated_seconds:.0f} s wall in all (load average {load:.1f} at start, "
+              f"{os.getloadavg()[0]:.1f} at end)")
+        for folder in real:
+            case = load_case(folder)
+            row = evaluate_case(case, _reference(folder, args.reference), card, network=network, device=args.device)
+            csv_rows += long_rows([row], label, card, "real", case_windows(case, card))
+            print(f"  real {folder.name} ({case_windows(case, card)} window(s){' per slice' if card.spatial_dims == 2 else ''}, "
+                  f"{row['seconds']:.1f} s) vs {args.reference}: " + regions_text(row))
+        del network
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_csv, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(csv_rows[0]))
+        writer.writeheader()
+        writer.writerows(csv_rows)
+    print(f"\nper-case rows: {out_csv} ({len(csv_rows)} rows)")
+    print(f"finished {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
