@@ -81,9 +81,14 @@ def training_text(card) -> str:
     seeds = m["training_set"]["seeds"]
     crop = m.get("crop", {})
     crop_text = f", {crop.get('per_step')} crops of {' x '.join(map(str, crop.get('size', [])))} per update" if crop else ""
+    checkpoints = ", ".join(f"{c['step']}: {c['lr']:.1e}" for c in m["checkpoints"])
+    folder = Path(card.path).parent
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and "influence" not in p.parts)
     return (f"{m.get('parameters', '?'):,} parameters; {m['steps']} updates in {m['seconds'] / 60:.1f} min wall "
             f"({m.get('generation_seconds', 0):.0f} s of it generating cases); {len(seeds)} training cases "
-            f"(seeds {min(seeds)}-{max(seeds)}){crop_text}")
+            f"(seeds {min(seeds)}-{max(seeds)}){crop_text}; stopped: {m.get('stopped', '?')}; "
+            f"loss (mean of the last 20 updates) {m['checkpoints'][-1]['loss']:.3f}; "
+            f"checkpoints (step: lr) {checkpoints}; card folder without the TracIn index {size / 1e6:.1f} MB")
 
 
 def case_windows(case, card) -> int:
@@ -137,7 +142,13 @@ def main(argv=None) -> int:
                         help="replace the cards' window size, comma-separated (e.g. 104,120,96)")
     parser.add_argument("--csv", type=Path, default=None, help="per-case CSV (default: a new temporary folder)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps")
+    parser.add_argument("--training-only", action="store_true", help="print the cards' training records and stop")
     args = parser.parse_args(argv)
+    if args.training_only:
+        for name in args.models.split(","):
+            label, card = card_for(name.strip())
+            print(f"{label}: {training_text(card)}")
+        return 0
 
     real = ([REALDATA / name for name in REAL_CASES if (REALDATA / name).is_dir()]
             if args.real is None else list(args.real))
