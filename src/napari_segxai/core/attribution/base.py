@@ -349,8 +349,9 @@ def class_gradients(
 ) -> torch.Tensor:
     """Gradients (B, K_t, C, *spatial) of each target scalar w.r.t. a batch of inputs (B, C, *spatial).
 
-    One forward pass, then one backward pass per class on the retained graph (measured faster
-    on CPU than one batched vector-Jacobian product with ``is_grads_batched``). Samples of a
+    One forward pass, then one backward pass per class on the retained graph (on the CPU about as
+    fast as one batched vector-Jacobian product with ``is_grads_batched``, ``benchmarks/attribution.py
+    --parts loop``; the loop lets progress and cancel act between classes). Samples of a
     batch do not interact in an eval-mode network, so the gradient of the batch sum is the
     per-sample gradient.
     """

@@ -18,9 +18,8 @@ class IntegratedGradients(AttributionMethod):
 
     Networks with instance or group normalisation are nearly invariant to the scale of
     (x - x'), so from a zero or constant baseline most of the output's change happens within
-    alpha < 1e-3 of the path; evenly spread nodes miss it (completeness off by 20-60% at 16-64
-    steps on a MONAI UNet). ``path_warp`` moves the nodes there: completeness then holds within
-    a few per cent at 32 steps and within 1% at 64. ``path_warp=1`` reproduces captum's ``IntegratedGradients`` exactly.
+    alpha < 1e-3 of the path; evenly spread nodes miss it. ``path_warp`` moves the nodes there
+    (the figures, with and without it: ``benchmarks/attribution.py --parts ig``, docs/attribution.md). ``path_warp=1`` reproduces captum's ``IntegratedGradients`` exactly.
     """
 
     gradient_based = True
