@@ -10,7 +10,9 @@ from napari_segxai._qt.segment_widget import SegmentWidget
 from napari_segxai.core.model_card import default_model_card
 from napari_segxai.core.synth import demo_case_path
 
-MAX_CANCEL_S = 2.0
+# Not a speed target (benchmarks/viewer.py measures it): a cancel that took this long would have waited for
+# the job to end instead of stopping it inside a pass.
+MAX_CANCEL_S = 10.0
 
 
 def _cancel_when(widget, qtbot, started, what: str) -> float:
