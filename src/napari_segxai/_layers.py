@@ -2,8 +2,9 @@
 
 Every layer of a case carries the case's voxel-to-world affine (``affine=``), so images, labels
 and later relevance maps overlay in world (mm) coordinates whatever the file's orientation.
-Layer metadata names the case (``segxai_case``), the files it came from (``source_paths``,
-which the writer refuses to overwrite), the affine and, for images, the modality.
+Layer metadata names the case (:attr:`Key.CASE`), the files it came from (:attr:`Key.SOURCE_PATHS`,
+which the writer refuses to overwrite), the affine, the layer's :class:`Role` and, for images, the
+modality. The widgets find each other's results through these keys, never through each other.
 """
 
 from __future__ import annotations
@@ -13,6 +14,47 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+class Key:
+    """The layer metadata keys SegXAI reads and writes."""
+
+    CASE = "segxai_case"                      # the case a layer belongs to
+    ROLE = "segxai_role"                      # what the layer holds: one of :class:`Role`
+    SOURCE_PATHS = "source_paths"             # the case's files (never overwritten)
+    AFFINE = "affine"                         # the case's voxel-to-world matrix
+    MODALITY = "segxai_modality"              # the input channel an image or relevance layer shows
+    MODEL_CARD = "segxai_model_card"          # the card a segmentation was made with
+    SUGGESTED_CARD = "segxai_suggested_card"  # a card a case brings along (the demo sample)
+    RESULT = "segxai_result"                  # the core result a layer shows (a Relevance)
+    CLASS = "segxai_class"                    # the explained class of a relevance layer
+    METHOD = "segxai_method"                  # the attribution method of a relevance layer
+    SIGNED = "segxai_signed"                  # whether a relevance layer is signed
+    TARGET = "segxai_target"                  # what a relevance layer explains, in words
+    EXPLAIN_CHOICE = "segxai_explain_choice"  # what an Explain widget explains next (targets.ExplainChoice)
+    EVIDENCE = "segxai_evidence"              # a training case opened as evidence: the query and the score
+    REGION = "segxai_region"                  # the region a RoI highlight shows
+    RESULT_ID = "segxai_result_id"            # id() of the result a RoI highlight belongs to
+
+
+class Role:
+    """The values of :attr:`Key.ROLE`."""
+
+    IMAGE = "image"                  # one input channel of a case
+    REFERENCE = "reference"          # the case's own (ground-truth) labels
+    SEGMENTATION = "segmentation"    # a model's labels
+    RELEVANCE = "relevance"          # one class and channel of a relevance map
+    ROI_HIGHLIGHT = "roi highlight"  # one region shown from the RoI importance chart
+
+
+def layer_role(layer) -> str:
+    """A layer's role; a layer without one is taken for an image."""
+    return str((layer.metadata or {}).get(Key.ROLE, Role.IMAGE))
+
+
+def layer_case(layer) -> str:
+    """The case a layer belongs to; a layer without one is a case of its own, named after the layer."""
+    return str((layer.metadata or {}).get(Key.CASE) or layer.name)
 
 # Distinct colours for label values without a colour of their own (Trubetskoy's 20 colours,
 # in order); the demo cards use the first three for necrosis, oedema, enhancing tumour.
@@ -30,14 +72,15 @@ def world_units(ndim: int) -> tuple[str, ...]:
     return ("mm",) * int(ndim)
 
 
-def case_metadata(case, **extra: Any) -> dict[str, Any]:
-    """The metadata every layer of ``case`` carries."""
+def case_metadata(case, extra: Mapping[str, Any] | None = None, **more: Any) -> dict[str, Any]:
+    """The metadata every layer of ``case`` carries, plus ``extra`` (keys from :class:`Key`)."""
     meta = {
-        "segxai_case": case.name,
-        "source_paths": [str(p) for p in case.source_paths],
-        "affine": np.asarray(case.affine, dtype=float).copy(),
+        Key.CASE: case.name,
+        Key.SOURCE_PATHS: [str(p) for p in case.source_paths],
+        Key.AFFINE: np.asarray(case.affine, dtype=float).copy(),
     }
-    meta.update(extra)
+    meta.update(extra or {})
+    meta.update(more)
     return meta
 
 
@@ -95,7 +138,7 @@ def case_layer_data(case, visible_modality: str | None = None) -> list[tuple]:
                 "visible": modality == shown,
                 "affine": np.asarray(case.affine, dtype=float),
                 "units": world_units(volume.ndim),
-                "metadata": case_metadata(case, segxai_modality=modality, segxai_role="image"),
+                "metadata": case_metadata(case, {Key.MODALITY: modality, Key.ROLE: Role.IMAGE}),
             },
             "image",
         ))
@@ -105,7 +148,7 @@ def case_layer_data(case, visible_modality: str | None = None) -> list[tuple]:
             "opacity": 0.5,
             "affine": np.asarray(case.affine, dtype=float),
             "units": world_units(case.label.ndim),
-            "metadata": case_metadata(case, segxai_role="reference"),
+            "metadata": case_metadata(case, {Key.ROLE: Role.REFERENCE}),
         }
         if case.label_scheme is not None:
             kwargs.update(label_display(scheme_classes(case.label_scheme)))
@@ -121,8 +164,7 @@ def segmentation_layer_data(segmentation, case, card_path: str | Path | None = N
         "affine": np.asarray(segmentation.affine, dtype=float),
         "units": world_units(np.ndim(segmentation.labels)),
         "metadata": case_metadata(
-            case, segxai_role="segmentation",
-            segxai_model_card=None if card_path is None else str(card_path),
+            case, {Key.ROLE: Role.SEGMENTATION, Key.MODEL_CARD: None if card_path is None else str(card_path)},
         ),
     }
     kwargs.update(label_display(card_classes(segmentation.classes)))
@@ -158,7 +200,7 @@ def layer_modality(layer) -> str:
     """The modality an image layer holds: from its metadata, else from its name."""
     from .core.naming import normalize_modality
 
-    modality = (layer.metadata or {}).get("segxai_modality")
+    modality = (layer.metadata or {}).get(Key.MODALITY)
     return str(modality) if modality else normalize_modality(layer.name)
 
 
@@ -197,11 +239,10 @@ def case_from_layers(layers: Sequence) -> "Any":
         raise ValueError(
             f"The chosen layers repeat a modality ({', '.join(modalities)}); choose one layer per modality."
         )
-    first = layers[0].metadata or {}
-    name = str(first.get("segxai_case") or layers[0].name)
+    name = layer_case(layers[0])
     sources: list[Path] = []
     for layer in layers:
-        for p in (layer.metadata or {}).get("source_paths", []):
+        for p in (layer.metadata or {}).get(Key.SOURCE_PATHS, []):
             if Path(p) not in sources:
                 sources.append(Path(p))
     channels = np.stack([np.asarray(layer.data, dtype=np.float32) for layer in layers])

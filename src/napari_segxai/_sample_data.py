@@ -6,10 +6,10 @@ from __future__ import annotations
 def make_demo_case() -> list[tuple]:
     """The demo case's layers: four modalities and its reference labels, on the case's affine.
 
-    The image layers name the bundled 3D demo model (``segxai_suggested_card``), which the
-    Segment widget then chooses for them.
+    The image layers name the bundled 3D demo model (``Key.SUGGESTED_CARD``), which the
+    dock widgets then choose for them.
     """
-    from ._layers import case_layer_data
+    from ._layers import Key, case_layer_data
     from .core.case import load_case
     from .core.paths import demo_model_card_path
     from .core.synth import demo_case_path
@@ -19,5 +19,5 @@ def make_demo_case() -> list[tuple]:
     if card.is_file():
         for _, kwargs, kind in layers:
             if kind == "image":
-                kwargs["metadata"]["segxai_suggested_card"] = str(card)
+                kwargs["metadata"][Key.SUGGESTED_CARD] = str(card)
     return layers

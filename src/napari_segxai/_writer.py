@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from napari.utils.notifications import show_error
 
-from ._layers import world_affine
+from ._layers import Key, world_affine
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -23,7 +23,7 @@ def _nifti_path(path: str) -> Path:
 
 def _protected(meta: dict[str, Any]) -> list[Path]:
     """The files the layer's case was loaded from: never overwritten."""
-    return [Path(p) for p in (meta.get("metadata") or {}).get("source_paths", [])]
+    return [Path(p) for p in (meta.get("metadata") or {}).get(Key.SOURCE_PATHS, [])]
 
 
 def _write(path: str, data: Any, meta: dict[str, Any]) -> list[str]:

@@ -155,11 +155,15 @@ def make_tiny_case(tmp_path):
 
 @pytest.fixture
 def notices(monkeypatch):
-    """Messages the widgets and their job runner send to napari's notifications, by kind."""
-    from napari_segxai._qt import explain_widget, jobs, report_widget, segment_widget
+    """Messages the widgets, their base and their job runner send to napari's notifications, by kind."""
+    import importlib
+    import pkgutil
+
+    import napari_segxai._qt as qt
 
     seen = {"error": [], "warning": [], "info": []}
-    for module in (jobs, segment_widget, explain_widget, report_widget):
+    for info in pkgutil.iter_modules(qt.__path__):
+        module = importlib.import_module(f"{qt.__name__}.{info.name}")
         for kind in seen:
             if hasattr(module, f"show_{kind}"):
                 monkeypatch.setattr(module, f"show_{kind}", seen[kind].append)

@@ -10,7 +10,8 @@ import pytest
 from qtpy.QtWidgets import QCheckBox, QComboBox, QSpinBox
 
 from napari_segxai._layers import layer_world_affine
-from napari_segxai._qt.explain_widget import ExplainWidget, shapes_region
+from napari_segxai._qt.explain_widget import ExplainWidget
+from napari_segxai._qt.targets import shapes_region
 from _viewer import open_case
 from napari_segxai.core.attribution import available_methods, explain_case, method_class
 from napari_segxai.core.case import load_case
@@ -324,7 +325,7 @@ def test_picture_of_the_explained_case_is_not_blank(make_napari_viewer, qtbot, t
 SCRIPT = """
 import napari
 viewer = napari.Viewer(show=False)
-from napari_segxai._qt.explain_widget import ExplainWidget, shapes_region
+from napari_segxai._qt.explain_widget import ExplainWidget
 widget = ExplainWidget(viewer)
 from napari_segxai.core.architectures import create_network
 create_network("UNet", {"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": [4, 8], "strides": [2]})

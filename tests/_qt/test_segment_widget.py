@@ -144,13 +144,13 @@ def test_a_card_chosen_as_trusted_lets_its_pickled_network_load_and_no_other_car
     assert "trusted: true" in notices["error"][-1]
     assert not any(layer.metadata.get("segxai_role") == "segmentation" for layer in viewer.layers)
     widget.set_model_card(pickled, trusted=True)   # as segxai demo --trust-model hands it over
-    assert widget._load_card().trusted
+    assert widget.load_card().trusted
     widget.run()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert any(isinstance(layer, Labels) and layer.metadata.get("segxai_role") == "segmentation"
                for layer in viewer.layers)
     widget.set_model_card(other)            # trust given to one card is not given to another
-    assert not widget._load_card().trusted
+    assert not widget.load_card().trusted
 
 
 def test_a_torchscript_card_is_refused_in_the_viewer_until_it_is_chosen_as_trusted(

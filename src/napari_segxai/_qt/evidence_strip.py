@@ -1,8 +1,8 @@
-"""A horizontal strip of training-case thumbnails (proponents or opponents); a click hands back its Evidence."""
+"""A horizontal strip of training-case thumbnails (proponents or opponents), and the drawing of its pictures."""
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 from qtpy.QtCore import QSize, Qt, Signal
@@ -117,3 +117,21 @@ class EvidenceStrip(QListWidget):
         evidence = item.data(EVIDENCE_ROLE)
         if evidence is not None:
             self.chosen.emit(evidence)
+
+
+def draw_thumbnails(card, items: list[tuple[int, Any]], size: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(key, picture) for each (key, Evidence): its training case through its region, card colours, its class thicker.
+
+    Each training case is regenerated (or read from the cache) once, however many of its regions are shown.
+    """
+    from ..core.influence import training_case
+    from ..core.thumbnails import class_label, thumbnail
+
+    by_seed: dict[int, list[tuple[int, Any]]] = {}
+    for key, evidence in items:
+        by_seed.setdefault(int(evidence.seed), []).append((key, evidence))
+    for seed, group in by_seed.items():
+        case = training_case(card, seed)
+        for key, evidence in group:
+            yield key, thumbnail(case, case.label, evidence.centroid, size=size, colors=card.classes,
+                                 highlight=class_label(card.classes, evidence.train_class))

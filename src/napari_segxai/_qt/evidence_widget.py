@@ -2,68 +2,42 @@
 
 from __future__ import annotations
 
-from functools import partial
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
-from napari.layers import Image, Labels
+from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_warning
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QBoxLayout, QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox
 
-from .._layers import case_from_layers, case_layer_data, card_classes, label_display, layer_world_affine
-from .evidence_strip import EvidenceStrip
-from .card_choice import CardChoice
-from .jobs import JobRunner, Outcome
-
-if TYPE_CHECKING:
-    import napari
+from .._layers import Key, card_classes, case_layer_data, label_display, layer_world_affine
+from .compute_widget import ComputeWidget
+from .evidence_strip import EvidenceStrip, draw_thumbnails
+from .jobs import Outcome
+from .side_by_side import SideBySide, grid_cells
 
 ANY_CLASS = "any class"
 DEFAULT_TOP = 6
-DEVICES = ("auto", "cpu", "cuda", "mps")
-EVIDENCE_KEY = "segxai_evidence"   # layer metadata of an opened training case: the query and the evidence
+EVIDENCE_KEY = Key.EVIDENCE   # layer metadata of an opened training case: the query and the evidence
 
 
-class EvidenceWidget(CardChoice, QWidget):
+class EvidenceWidget(ComputeWidget):
     """Choose a case, a model card and a class; Run ranks the training cases; a thumbnail click opens one."""
 
-    def __init__(self, viewer: napari.viewer.Viewer, parent: Optional[QWidget] = None):
-        super().__init__(parent)
+    noun = "TracIn query"
+    memory_hint = "choose the last layers or the final layer, or another device"
+
+    last: Optional[Outcome] = None       # the last query: case, card, InfluenceResult
+    opened: Optional[dict] = None        # the training case opened last: evidence and layer names
+    _thumbnails = None                   # the worker drawing thumbnails
+    _generation = 0                      # thumbnails of an older ranking are dropped
+
+    def add_controls(self, form: QFormLayout) -> None:
+        """The class pair to rank, how many to show, and whose gradients count."""
         # Heavy imports (torch, MONAI) happen here, when the widget is built, not at manifest read.
         from ..core.influence import ENGINES, LAYER_CHOICES
 
-        self.viewer = viewer
-        self.last: Optional[Outcome] = None       # the last query: case, card, InfluenceResult
-        self.opened: Optional[dict] = None        # the training case opened last: evidence and layer names
-        self._thumbnails = None                   # the worker drawing thumbnails
-        self._generation = 0                      # thumbnails of an older ranking are dropped
-        self._side_saved: Optional[dict] = None
-        self.apart = False                        # the opened training case lies elsewhere in world space
-
-        # --- what to rank
-        self.case_choice = QComboBox()
-        self.case_choice.setToolTip("The case: its image layers (one per modality) are the model's input.")
-        self.case_choice.currentIndexChanged.connect(self._case_changed)
-        self.card_path = QLineEdit()
-        self.card_path.setPlaceholderText("model card (.yaml)")
-        self.card_path.editingFinished.connect(self._card_changed)
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse_card)
-        self.card_info = QLabel()
-        self.card_info.setWordWrap(True)
         self.test_class = QComboBox()
         self.test_class.setToolTip("The class of this case whose training evidence is shown (its predicted region).")
         self.train_class = QComboBox()
@@ -85,20 +59,16 @@ class EvidenceWidget(CardChoice, QWidget):
             "indexed: training gradients stored once beside the checkpoints (the first query builds the index); "
             "exact: recomputed for every query."
         )
-        self.device = QComboBox()
-        self.device.addItems(DEVICES)
-        self.device.setToolTip("Device: auto takes CUDA, then MPS, then CPU.")
-        self.run_button = QPushButton("Run")
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button = QPushButton("Cancel")
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(0)
-        self.status = QLabel("Ready.")
-        self.status.setWordWrap(True)
-        self.jobs = JobRunner(self, self.progress_bar, self.status, self.cancel_button, noun="TracIn query")
+        form.addRow("Class", self.test_class)
+        form.addRow("Training class", self.train_class)
+        form.addRow("Show top", self.top)
+        gradients = QHBoxLayout()
+        gradients.addWidget(self.layers)
+        gradients.addWidget(self.engine)
+        form.addRow("Gradients", gradients)
 
-        # --- results
+    def add_results(self, layout: QBoxLayout) -> None:
+        """The proponents' and opponents' thumbnails, and Side by side."""
         self.proponents = EvidenceStrip("proponents")
         self.opponents = EvidenceStrip("opponents")
         for strip in (self.proponents, self.opponents):
@@ -107,29 +77,7 @@ class EvidenceWidget(CardChoice, QWidget):
         self.side_button.setCheckable(True)
         self.side_button.setToolTip("The case and the training case opened last in two linked views (grid mode).")
         self.side_button.toggled.connect(self.set_side_by_side)
-
-        card_row = QHBoxLayout()
-        card_row.addWidget(self.card_path)
-        card_row.addWidget(browse)
-        form = QFormLayout()
-        form.addRow("Case", self.case_choice)
-        form.addRow("Model card", card_row)
-        form.addRow("", self.card_info)
-        form.addRow("Class", self.test_class)
-        form.addRow("Training class", self.train_class)
-        form.addRow("Show top", self.top)
-        gradients = QHBoxLayout()
-        for control in (self.layers, self.engine, self.device):
-            gradients.addWidget(control)
-        form.addRow("Gradients", gradients)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status)
+        self.side = SideBySide(self.viewer)
         layout.addWidget(QLabel("<b>Proponents</b> (training regions that taught the model this)"))
         layout.addWidget(self.proponents)
         layout.addWidget(QLabel("<b>Opponents</b> (training regions that pulled the other way)"))
@@ -137,127 +85,78 @@ class EvidenceWidget(CardChoice, QWidget):
         layout.addWidget(self.side_button)
         layout.addStretch(1)
 
-        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            event.connect(self._refresh_layers)
-        self._refresh_layers()
-
     # ------------------------------------------------------------------ the case and its card
 
-    def cases(self) -> dict[str, list[Image]]:
-        """Image layers grouped by case (the reader's ``segxai_case``); training cases opened from here excluded."""
-        groups: dict[str, list[Image]] = {}
-        for layer in self.viewer.layers:
-            if not isinstance(layer, Image) or layer.rgb:
-                continue
-            meta = layer.metadata or {}
-            if meta.get("segxai_role", "image") != "image" or EVIDENCE_KEY in meta:
-                continue
-            groups.setdefault(str(meta.get("segxai_case") or layer.name), []).append(layer)
-        return groups
+    def accepts_case_layer(self, layer) -> bool:
+        """Image layers of a case; training cases opened from here are evidence, not cases to rank."""
+        return super().accepts_case_layer(layer) and EVIDENCE_KEY not in (layer.metadata or {})
 
-    def case_layers(self) -> list[Image]:
-        """The image layers of the chosen case."""
-        return self.cases().get(self.case_choice.currentText(), [])
-
-    def _refresh_layers(self, event: Any = None) -> None:
-        """Update the case list; a newly opened case becomes the choice."""
-        inserted = getattr(event, "value", None) if event is not None and event.type == "inserted" else None
-        cases = list(self.cases())
-        current = self.case_choice.currentText()
-        newest = None
-        if isinstance(inserted, Image) and EVIDENCE_KEY not in (inserted.metadata or {}):
-            newest = (inserted.metadata or {}).get("segxai_case") or inserted.name
-        self.case_choice.blockSignals(True)
-        self.case_choice.clear()
-        self.case_choice.addItems(cases)
-        chosen = newest if newest in cases else current if current in cases else (cases[-1] if cases else "")
-        self.case_choice.setCurrentText(chosen)
-        self.case_choice.blockSignals(False)
-        segmentation_added = (isinstance(inserted, Labels)
-                              and (inserted.metadata or {}).get("segxai_role") == "segmentation")
-        if chosen != current or segmentation_added or not self.card_path.text():
-            self._case_changed()
-
-    def _card_changed(self) -> None:
-        """List the card's classes; say in the widget when the card has no training record."""
-        from ..core.influence import NoTrainingRecord, training_record
-
+    def card_cleared(self) -> None:
         for box in (self.test_class, self.train_class):
             box.blockSignals(True)
             box.clear()
-        try:
-            if not self.card_path.text().strip():
-                self.card_info.setText("No model card chosen.")
-                return
-            try:
-                card = self._load_card()
-            except (ValueError, OSError) as err:
-                self.card_info.setText(str(err))
-                return
-            if self.last is not None and self.last.card.path != card.path:
-                self.last = None  # a ranking by another model
-                self.proponents.show_evidence([])
-                self.opponents.show_evidence([])
-            names = [c.name for c in card.classes if c.label != 0] or list(card.class_names)
-            self.test_class.addItems(names)
-            self.train_class.addItems([ANY_CLASS, *names])
-            try:
-                record = training_record(card)
-            except NoTrainingRecord as err:
-                text = str(err)
-            except (ValueError, OSError, KeyError) as err:
-                text = f"The training record of {card.name} cannot be read: {err}"
-            else:
-                text = f"{card.name}: {len(record.seeds)} training cases, {len(record.checkpoints)} checkpoints."
-            self.card_info.setText(text)
-        finally:
-            for box in (self.test_class, self.train_class):
-                box.blockSignals(False)
+            box.blockSignals(False)
         self._rank()
+
+    def card_chosen(self, card) -> str:
+        """List the card's classes; say in the card line when the card has no training record."""
+        from ..core.influence import NoTrainingRecord, training_record
+
+        if self.last is not None and self.last.card.path != card.path:
+            self.last = None  # a ranking by another model
+            self.proponents.show_evidence([])
+            self.opponents.show_evidence([])
+        names = [c.name for c in card.classes if c.label != 0] or list(card.class_names)
+        for box, items in ((self.test_class, names), (self.train_class, [ANY_CLASS, *names])):
+            box.blockSignals(True)
+            box.addItems(items)
+            box.blockSignals(False)
+        try:
+            record = training_record(card)
+        except NoTrainingRecord as err:
+            text = str(err)
+        except (ValueError, OSError, KeyError) as err:
+            text = f"The training record of {card.name} cannot be read: {err}"
+        else:
+            text = f"{card.name}: {len(record.seeds)} training cases, {len(record.checkpoints)} checkpoints."
+        self._rank()
+        return text
 
     # ------------------------------------------------------------------ running the query
 
-    @property
-    def running(self) -> bool:
-        """Whether a query (or the opening of a training case) is in progress."""
-        return self.jobs.running
+    def job_options(self, case, card) -> dict:
+        """The engine and the layers whose gradients count (NoTrainingRecord when the card has no training record)."""
+        from ..core.influence import training_record
 
-    def run(self) -> None:
-        """Rank the training cases for every class of the chosen case, in a worker thread."""
-        from ..core.influence import NoTrainingRecord, training_record
-        from ..core.segment import channel_indices
+        training_record(card)
+        return {"engine": self.engine.currentText(), "layers": self.layers.currentText()}
 
-        if self.jobs.refuse_if_running():
-            return
-        try:
-            card = self._load_card()
-            training_record(card)
-            case = case_from_layers(self.case_layers())
-            channel_indices(case, card)
-        except NoTrainingRecord as err:
-            self.status.setText(str(err))
-            show_warning(str(err))
-            return
-        except (ValueError, OSError) as err:
-            show_error(str(err))
-            return
+    def job_description(self, case, card, options: dict) -> str:
+        return f"TracIn of {case.name} with {card.name}"
+
+    def refuse(self, error: Exception) -> None:
+        """A card without training record is said in the status line too; other mistakes as errors."""
+        from ..core.influence import NoTrainingRecord
+
+        if isinstance(error, NoTrainingRecord):
+            self.status.setText(str(error))
+            show_warning(str(error))
+        else:
+            super().refuse(error)
+
+    @staticmethod
+    def compute(case, card, *, progress=None, should_cancel=None, **options):
+        """Rank the training cases for every class of the case (worker thread)."""
         from ..core.influence import influence
 
-        device = self.device.currentText()
-        self.jobs.start(
-            partial(influence, case, card, engine=self.engine.currentText(), layers=self.layers.currentText(),
-                    device=None if device == "auto" else device),
-            case, card, verb="Ranking the training cases for",
-            memory_hint="choose the last layers or the final layer, or another device",
-            description=f"TracIn of {case.name} with {card.name}", on_result=self._on_result,
-        )
+        return influence(case, card, progress=progress, should_cancel=should_cancel, **options)
 
     def cancel(self) -> None:
         """Ask the running query to stop at its next step, and stop drawing thumbnails."""
         self.jobs.cancel()
         self._stop_thumbnails()
 
-    def _on_result(self, outcome: Outcome) -> None:
+    def show_outcome(self, outcome: Outcome) -> None:
         """Keep the query's result and show its proponents and opponents (main thread)."""
         self.last = outcome
         self._rank()
@@ -296,7 +195,7 @@ class EvidenceWidget(CardChoice, QWidget):
         if not jobs:
             return
         worker = create_worker(
-            _thumbnails, self.last.card, [(k, evidence) for k, (_, _, evidence) in enumerate(jobs)],
+            draw_thumbnails, self.last.card, [(k, evidence) for k, (_, _, evidence) in enumerate(jobs)],
             self.proponents.thumbnail_size, _start_thread=False,
         )
         generation = self._generation
@@ -348,7 +247,7 @@ class EvidenceWidget(CardChoice, QWidget):
         card = self.last.card if self.last is not None else None
         if card is None:
             try:
-                card = self._load_card()
+                card = self.load_card()
             except (ValueError, OSError) as err:
                 show_error(str(err))
                 return
@@ -359,23 +258,23 @@ class EvidenceWidget(CardChoice, QWidget):
         pending = SimpleNamespace(name=evidence.training_case)
         self.jobs.start(
             lambda progress=None, should_cancel=None: training_case(card, evidence.seed),
-            pending, card, verb="Opening", memory_hint="close other layers first",
-            description=f"Opening training case {evidence.training_case}",
+            pending, card, description=f"Opening training case {evidence.training_case}",
+            memory_hint="close other layers first",
             on_result=lambda outcome: self._add_training_case(evidence, outcome),
         )
 
     def _evidence_layers(self, case_name: str) -> list:
         """Layers of a training case opened from here earlier."""
         return [layer for layer in self.viewer.layers
-                if EVIDENCE_KEY in (layer.metadata or {}) and layer.metadata.get("segxai_case") == case_name]
+                if EVIDENCE_KEY in (layer.metadata or {}) and layer.metadata.get(Key.CASE) == case_name]
 
     def _add_training_case(self, evidence, outcome: Outcome) -> None:
         """Add the training case's layers (names prefixed with its id, its own affine, the card's colours)."""
         case, card = outcome.result, outcome.card
-        query = self.last.case.name if self.last is not None else self.case_choice.currentText()
+        query = self._query_name()
         note = {"query_case": query, "seed": int(evidence.seed), "train_class": str(evidence.train_class),
                 "score": float(evidence.score), "centroid": [int(v) for v in evidence.centroid]}
-        self._save_view()
+        self.side.save()
         added = []
         for data, kwargs, kind in case_layer_data(case, visible_modality="flair"):
             kwargs = dict(kwargs)
@@ -419,84 +318,29 @@ class EvidenceWidget(CardChoice, QWidget):
 
     # ------------------------------------------------------------------ side by side
 
-    def _cells(self) -> Optional[list[list]]:
-        """Grid cells: [query image, query labels] and [training image, training labels] (labels when there are)."""
-        if self.opened is None:
-            return None
-        names = set(self.opened["layers"])
-        training = [layer for layer in self.viewer.layers if layer.name in names]
-        train_image = next((layer for layer in training if isinstance(layer, Image) and layer.visible), None)
-        train_image = train_image or next((layer for layer in training if isinstance(layer, Image)), None)
-        train_labels = next((layer for layer in training if isinstance(layer, Labels)), None)
-        query = self._query_name()
-        query_images = self.cases().get(query, [])
-        if train_image is None or not query_images:
-            return None
-        modality = (train_image.metadata or {}).get("segxai_modality")
-        same = [layer for layer in query_images if (layer.metadata or {}).get("segxai_modality") == modality]
-        query_image = (same or [layer for layer in query_images if layer.visible] or query_images)[0]
-        query_labels = None
-        for layer in reversed(list(self.viewer.layers)):
-            meta = layer.metadata or {}
-            if isinstance(layer, Labels) and meta.get("segxai_case") == query and EVIDENCE_KEY not in meta:
-                query_labels = layer
-                if meta.get("segxai_role") == "segmentation":
-                    break
-        if train_labels is not None and query_labels is not None:
-            return [[query_image, query_labels], [train_image, train_labels]]
-        return [[query_image], [train_image]]
+    @property
+    def apart(self) -> bool:
+        """Whether the opened training case lies elsewhere in world space (shown alone, not beside the case)."""
+        return self.side.apart
 
     def set_side_by_side(self, enabled: bool) -> None:
         """Show the case and the opened training case in two linked grid views (or restore the view)."""
-        grid = self.viewer.canvas.grid
-        cells = self._cells() if enabled else None
-        if not enabled or cells is None:
-            if self._side_saved is not None:
-                saved = self._side_saved["visible"]
-                for layer in self.viewer.layers:  # training cases opened since then stay in the list, hidden
-                    layer.visible = saved.get(id(layer), False)
-                rank = {key: position for position, key in enumerate(saved)}
-                order = sorted(self.viewer.layers, key=lambda layer: rank.get(id(layer), len(rank)))
-                for position, layer in enumerate(order):
-                    self.viewer.layers.move(self.viewer.layers.index(layer), position)
-                grid.stride = self._side_saved["stride"]
-                grid.enabled = self._side_saved["enabled"]
-                self._side_saved = None
+        cells = None
+        if enabled and self.opened is not None:
+            cells = grid_cells(self.viewer, self.opened["layers"], self.cases().get(self._query_name(), []))
+        if cells is None:
+            self.side.restore()
             if enabled:
                 show_warning("Open a training case first (click a thumbnail), with the case's image layers in the viewer.")
-            self._check_side_button(False)
-            return
-        self._save_view()
-        # Grid views share one camera: a training case lying elsewhere in world space (a case in scanner
-        # coordinates, the training cases in template space) would fall outside its view, so it is shown alone.
-        self.apart = not _overlap(cells[0], cells[1])
-        shown = cells[1] if self.apart else [layer for cell in cells for layer in cell]
-        for position, layer in enumerate(shown):
-            self.viewer.layers.move(self.viewer.layers.index(layer), position)
-        for layer in self.viewer.layers:
-            layer.visible = any(layer is s for s in shown)
-        grid.stride = len(cells[0])
-        grid.enabled = not self.apart
-        self.viewer.reset_view()
-        self._check_side_button(True)
-
-    def _save_view(self) -> None:
-        """Remember which layers are visible and the grid settings, to restore when side by side ends."""
-        if self._side_saved is None:
-            grid = self.viewer.canvas.grid
-            self._side_saved = {"visible": {id(layer): layer.visible for layer in self.viewer.layers},
-                                "stride": grid.stride, "enabled": grid.enabled}
+        else:
+            self.side.show(cells)
+        self._check_side_button(cells is not None)
 
     def _check_side_button(self, checked: bool) -> None:
         if self.side_button.isChecked() != checked:
             self.side_button.blockSignals(True)
             self.side_button.setChecked(checked)
             self.side_button.blockSignals(False)
-
-    def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
-        """Stop a running query and the thumbnail drawing when the widget closes."""
-        self.cancel()
-        super().closeEvent(event)
 
 
 def _alive(widget) -> bool:
@@ -506,34 +350,3 @@ def _alive(widget) -> bool:
     except RuntimeError:
         return False
     return True
-
-
-def _overlap(first: list, second: list) -> bool:
-    """Whether the world bounding boxes of two groups of layers intersect (on their common trailing axes)."""
-    def box(layers):
-        extents = [np.asarray(layer.extent.world, dtype=float) for layer in layers]
-        ndim = min(e.shape[1] for e in extents)
-        stacked = np.stack([e[:, -ndim:] for e in extents])
-        return stacked[:, 0].min(0), stacked[:, 1].max(0)
-
-    (low_a, high_a), (low_b, high_b) = box(first), box(second)
-    n = min(len(low_a), len(low_b))
-    return bool(np.all(low_a[-n:] <= high_b[-n:]) and np.all(low_b[-n:] <= high_a[-n:]))
-
-
-def _thumbnails(card, items: list[tuple[int, Any]], size: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(key, picture) for each (key, Evidence): its training case through its region, card colours, its class thicker.
-
-    Each training case is regenerated (or read from the cache) once, however many of its regions are shown.
-    """
-    from ..core.influence import training_case
-    from ..core.thumbnails import class_label, thumbnail
-
-    by_seed: dict[int, list[tuple[int, Any]]] = {}
-    for key, evidence in items:
-        by_seed.setdefault(int(evidence.seed), []).append((key, evidence))
-    for seed, group in by_seed.items():
-        case = training_case(card, seed)
-        for key, evidence in group:
-            yield key, thumbnail(case, case.label, evidence.centroid, size=size, colors=card.classes,
-                                 highlight=class_label(card.classes, evidence.train_class))

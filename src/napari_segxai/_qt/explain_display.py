@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .._layers import case_metadata, world_units
+from .._layers import Key, Role, case_metadata, world_units
 
 SEPARATOR = " · "
 DEFAULT_PERCENTILE = 99.0
@@ -93,11 +93,11 @@ def relevance_layer_data(result, case, *, percentile: float = DEFAULT_PERCENTILE
                     "blending": "translucent",
                     "affine": affine,
                     "units": world_units(volume.ndim),
-                    "metadata": case_metadata(
-                        case, segxai_role="relevance", segxai_class=class_name, segxai_modality=channel,
-                        segxai_method=result.method, segxai_signed=bool(result.signed),
-                        segxai_target=result.target_description, segxai_result=result,
-                    ),
+                    "metadata": case_metadata(case, {
+                        Key.ROLE: Role.RELEVANCE, Key.CLASS: class_name, Key.MODALITY: channel,
+                        Key.METHOD: result.method, Key.SIGNED: bool(result.signed),
+                        Key.TARGET: result.target_description, Key.RESULT: result,
+                    }),
                 },
                 "image",
             ))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLineEdit, QSpinBox, QWidget
 
 LARGEST = 1_000_000
@@ -11,6 +12,8 @@ LARGEST = 1_000_000
 
 class ParameterForm(QWidget):
     """One editor per parameter of the chosen method: choices, switches, numbers or text."""
+
+    changed = Signal()   # a value was edited, or the form was rebuilt for another method
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -33,6 +36,8 @@ class ParameterForm(QWidget):
             editor.setObjectName(f"parameter_{key}")
             self._layout.addRow(key.replace("_", " "), editor)
             self._editors[key] = (editor, parameter)
+            _edited(editor).connect(lambda *_: self.changed.emit())
+        self.changed.emit()
 
     def editor(self, key: str) -> QWidget:
         """The editor of parameter ``key``."""
@@ -69,6 +74,17 @@ class ParameterForm(QWidget):
             else:
                 out[key] = editor.text().strip() or parameter.default
         return out
+
+
+def _edited(editor: QWidget):
+    """The signal an editor sends when its value changes."""
+    if isinstance(editor, QComboBox):
+        return editor.currentIndexChanged
+    if isinstance(editor, QCheckBox):
+        return editor.toggled
+    if isinstance(editor, (QSpinBox, QDoubleSpinBox)):
+        return editor.valueChanged
+    return editor.textChanged
 
 
 def _editor(parameter) -> QWidget:

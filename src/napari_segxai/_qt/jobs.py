@@ -24,7 +24,7 @@ class Outcome:
     cancelled: bool = False
 
 
-def run_job(compute: Callable, case, card, *, verb: str, memory_hint: str,
+def run_job(compute: Callable, case, card, *, description: str, memory_hint: str,
             progress, should_cancel) -> Outcome:
     """Call ``compute(progress=, should_cancel=)`` in the worker; user mistakes become an error sentence."""
     import torch
@@ -36,7 +36,7 @@ def run_job(compute: Callable, case, card, *, verb: str, memory_hint: str,
     except Cancelled:
         return Outcome(case=case, card=card, cancelled=True)
     except (MemoryError, torch.OutOfMemoryError):
-        return Outcome(case=case, card=card, error=f"{verb} {case.name} ran out of memory; {memory_hint}.")
+        return Outcome(case=case, card=card, error=f"{description} ran out of memory; {memory_hint}.")
     except (ValueError, OSError) as err:
         return Outcome(case=case, card=card, error=str(err) or type(err).__name__)
     return Outcome(case=case, card=card, result=result)
@@ -70,9 +70,12 @@ class JobRunner(QObject):
             show_warning(f"A {self.noun} is already running; wait for it or press Cancel.")
         return self.running
 
-    def start(self, compute: Callable, case, card, *, verb: str, memory_hint: str,
-              description: str, on_result: Callable[[Outcome], None]) -> None:
-        """Run ``compute`` in a worker; ``on_result`` gets a successful :class:`Outcome` on the main thread."""
+    def start(self, compute: Callable, case, card, *, description: str, memory_hint: str,
+              on_result: Callable[[Outcome], None]) -> None:
+        """Run ``compute`` in a worker; ``on_result`` gets a successful :class:`Outcome` on the main thread.
+
+        ``description`` ("Segmenting <case> with <card>") names the job in the progress bar and messages.
+        """
         self._cancel_requested.clear()
         napari_progress = cancelable_progress(total=0, desc=description, cancel_callback=self.cancel)
         self._napari_progress = napari_progress
@@ -85,10 +88,10 @@ class JobRunner(QObject):
             return self._cancel_requested.is_set() or napari_progress.is_canceled
 
         worker = create_worker(
-            run_job, compute, case, card, verb=verb, memory_hint=memory_hint,
+            run_job, compute, case, card, description=description, memory_hint=memory_hint,
             progress=self.advanced.emit, should_cancel=should_cancel, _start_thread=False,
         )
-        worker.returned.connect(lambda outcome: self._on_returned(outcome, verb, on_result))
+        worker.returned.connect(lambda outcome: self._on_returned(outcome, description, on_result))
         worker.finished.connect(self._on_finished)
         self._worker = worker
         worker.start()
@@ -111,11 +114,11 @@ class JobRunner(QObject):
                 bar.total = total
             bar.update(min(int(done), total) - bar.n)
 
-    def _on_returned(self, outcome: Outcome, verb: str, on_result: Callable[[Outcome], None]) -> None:
+    def _on_returned(self, outcome: Outcome, description: str, on_result: Callable[[Outcome], None]) -> None:
         """Hand a result to the widget (main thread), or report why there is none."""
         if outcome.cancelled:
             self.status.setText("Cancelled.")
-            show_info(f"{verb} {outcome.case.name} was cancelled.")
+            show_info(f"{description} was cancelled.")
             return
         if outcome.error is not None:
             self.status.setText("Failed.")

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
-from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLineEdit, QPushButton, QWidget
+from napari.utils.notifications import show_info
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QPushButton
 
+from .compute_widget import ComputeWidget
 from .jobs import Outcome
-from .segment_widget import SegmentWidget
-from .._layers import case_from_layers
-
-if TYPE_CHECKING:
-    import napari
 
 DEFAULT_FOLDER = Path.home() / "segxai-reports"
 
@@ -32,15 +28,19 @@ def make_report(case, card, *, out: Path, method: str, influence: bool, trust_di
     return write_report(report, out)
 
 
-class ReportWidget(SegmentWidget):
-    """The Segment widget's case and model choice, plus a method, TracIn, trust numbers and a folder."""
+class ReportWidget(ComputeWidget):
+    """Choose a case and a model card, a method, TracIn, trust numbers and a folder; one click writes the report."""
 
-    def __init__(self, viewer: napari.viewer.Viewer, parent: Optional[QWidget] = None):
-        super().__init__(viewer, parent)
+    noun = "report"
+    verb = "Writing the report on"
+    memory_hint = "choose another device or a card with a smaller inference roi_size"
+    run_text = "Write report"
+
+    def add_controls(self, form: QFormLayout) -> None:
+        """The method, TracIn, the trust folder and the report folder."""
         from ..core.attribution import available_methods
         from ..core.report import DEFAULT_METHOD
 
-        self.jobs.noun = "report"
         self.method = QComboBox()
         self.method.addItems(available_methods())
         self.method.setCurrentText(DEFAULT_METHOD)
@@ -57,11 +57,10 @@ class ReportWidget(SegmentWidget):
         folder_row = QHBoxLayout()
         folder_row.addWidget(self.folder)
         folder_row.addWidget(browse)
-        self.form.addRow("Method", self.method)
-        self.form.addRow("", self.influence)
-        self.form.addRow("Trust numbers", self.trust_dir)
-        self.form.addRow("Report folder", folder_row)
-        self.run_button.setText("Write report")
+        form.addRow("Method", self.method)
+        form.addRow("", self.influence)
+        form.addRow("Trust numbers", self.trust_dir)
+        form.addRow("Report folder", folder_row)
         self.last_written: dict = {}
 
     def _browse_folder(self) -> None:
@@ -70,37 +69,21 @@ class ReportWidget(SegmentWidget):
         if path:
             self.folder.setText(path)
 
-    def run(self) -> None:
-        """Segment, explain, summarise and find the evidence for the chosen case in a worker; write the page."""
-        if self.jobs.refuse_if_running():
-            return
-        try:
-            card = self._load_card()
-            case = case_from_layers(self.chosen_layers())
-            if not self.folder.text().strip():
-                raise ValueError("No report folder is given; type one or pick it with Browse….")
-            trust = self.trust_dir.text().strip()
-            trust_dir = Path(trust).expanduser() if trust else None
-            if trust_dir is not None and not trust_dir.is_dir():
-                raise ValueError(f"The trust folder {trust_dir} does not exist; give the --out folder of "
-                                 "`segxai trust`, or leave it empty.")
-        except (ValueError, OSError) as err:
-            show_error(str(err))
-            return
-        from functools import partial
+    def job_options(self, case, card) -> dict:
+        """The method, TracIn, the trust folder and the case's report folder (ValueError when one is wrong)."""
+        if not self.folder.text().strip():
+            raise ValueError("No report folder is given; type one or pick it with Browse….")
+        trust = self.trust_dir.text().strip()
+        trust_dir = Path(trust).expanduser() if trust else None
+        if trust_dir is not None and not trust_dir.is_dir():
+            raise ValueError(f"The trust folder {trust_dir} does not exist; give the --out folder of "
+                             "`segxai trust`, or leave it empty.")
+        return {"out": Path(self.folder.text().strip()).expanduser() / case.name,
+                "method": self.method.currentText(), "influence": self.influence.isChecked(), "trust_dir": trust_dir}
 
-        device = self.device.currentText()
-        out = Path(self.folder.text().strip()).expanduser() / case.name
-        self.jobs.start(
-            partial(make_report, case, card, out=out, method=self.method.currentText(),
-                    influence=self.influence.isChecked(), trust_dir=trust_dir,
-                    device=None if device == "auto" else device),
-            case, card, verb="Writing the report on",
-            memory_hint="choose another device or a card with a smaller inference roi_size",
-            description=f"Report on {case.name}", on_result=self._on_result,
-        )
+    compute = staticmethod(make_report)
 
-    def _on_result(self, outcome: Outcome) -> None:
+    def show_outcome(self, outcome: Outcome) -> None:
         """Say where the report is (main thread)."""
         self.last_written = dict(outcome.result)
         html = self.last_written["html"]

@@ -127,7 +127,7 @@ def explain_predicted(case, card, segmentation, method: str, network, device, ou
     import numpy as np
 
     from ..core.attribution import explain_case
-    from .explain import write_relevance
+    from ..core.relevance_files import write_relevance
 
     present = {int(v) for v in np.unique(segmentation.labels)}
     classes = [i for i, info in enumerate(card.classes) if info.label != 0 and info.label in present]
