@@ -159,6 +159,9 @@ def test_trust_widget_checks_the_point_the_explain_widget_explains(make_napari_v
     assert target.kind == "voxel" and target.voxel_counts == (1, 1, 1)
     assert "over the voxel" in widget.status.text()
     assert widget.value_at("randomisation_passes", "edema") in (0.0, 1.0)
+    explain.close()                 # a closed Explain widget names no target any more
+    widget.run_button.click()
+    assert not widget.running and "No Explain widget" in seen["error"][-1]
 
 
 def test_cancel_stops_the_check_and_bad_states_give_a_notification(
