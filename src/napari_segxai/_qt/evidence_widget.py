@@ -92,6 +92,7 @@ class EvidenceWidget(ComputeWidget):
         return super().accepts_case_layer(layer) and EVIDENCE_KEY not in (layer.metadata or {})
 
     def card_cleared(self) -> None:
+        """Forget the last card's classes (and the thumbnails ranked for them)."""
         for box in (self.test_class, self.train_class):
             box.blockSignals(True)
             box.clear()
@@ -132,6 +133,7 @@ class EvidenceWidget(ComputeWidget):
         return {"engine": self.engine.currentText(), "layers": self.layers.currentText()}
 
     def job_description(self, case, card, options: dict) -> str:
+        """TracIn of <case> with <card>."""
         return f"TracIn of {case.name} with {card.name}"
 
     def refuse(self, error: Exception) -> None:

@@ -147,6 +147,7 @@ class ExplainWidget(ComputeWidget):
         self._publish()
 
     def case_changed(self) -> None:
+        """Publish what Run would explain on the newly chosen case."""
         self._publish()
 
     @staticmethod
@@ -161,6 +162,7 @@ class ExplainWidget(ComputeWidget):
         box.blockSignals(False)
 
     def card_cleared(self) -> None:
+        """Forget the last card's classes."""
         self.class_list.clear()
 
     def card_chosen(self, card) -> str:
@@ -267,6 +269,7 @@ class ExplainWidget(ComputeWidget):
         return {"method": method, "classes": classes, "output_space": self.output_space.currentText(), **target}
 
     def job_description(self, case, card, options: dict) -> str:
+        """Explaining <case> with <method>."""
         return f"{self.verb} {case.name} with {options['method'].name}"
 
     def show_result(self, case, card, result) -> list:

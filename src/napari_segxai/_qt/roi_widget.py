@@ -160,6 +160,7 @@ class RoiWidget(ComputeWidget):
         return {"requests": [self._request(entry.result, layer)]}
 
     def job_description(self, case, card, options: dict) -> str:
+        """RoI importance of <the results' cases>."""
         return f"RoI importance of {', '.join(dict.fromkeys(r.case_name for r in options['requests']))}"
 
     @staticmethod

@@ -204,6 +204,7 @@ class TrustWidget(ComputeWidget):
         return {"methods": [method], "settings": self.settings(), **self.target_arguments(case)}
 
     def job_description(self, case, card, options: dict) -> str:
+        """Trust check of <method> on <case>."""
         return f"Trust check of {options['methods'][0].name} on {case.name}"
 
     @staticmethod
