@@ -10,7 +10,7 @@ import pytest
 from napari_segxai._qt import trust_widget
 from napari_segxai._qt.explain_display import relevance_layer_data
 from napari_segxai._qt.explain_widget import ExplainWidget
-from napari_segxai._qt.trust_widget import MEASURES, TrustWidget
+from napari_segxai._qt.trust_widget import TrustWidget
 from _cards import write_card
 from _viewer import open_case
 from napari_segxai.core.attribution import available_methods, explain_case
@@ -74,7 +74,7 @@ def test_trust_widget_shows_the_core_numbers_and_the_randomisation_plot(
         for measure in ("faithfulness", "deletion_auc", "deletion_auc_random", "max_sensitivity", "above_threshold"):
             assert widget.value_at(measure, name) == pytest.approx(getattr(row, measure), rel=1e-6, nan_ok=True)
         assert widget.value_at("seconds_explain", name) > 0
-        cell = widget.table.item([m for m, _, _ in MEASURES].index("randomisation_spearman"), CLASSES.index(name)).text()
+        cell = widget.table.item([m for m, _, _ in widget.measures].index("randomisation_spearman"), CLASSES.index(name)).text()
         assert cell == f"{verdict.spearman:.3f}"
         verdict_cell = widget.table.item(0, CLASSES.index(name)).text()
         assert verdict_cell == ("passes" if verdict.passes else "fails")

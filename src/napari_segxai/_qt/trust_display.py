@@ -12,33 +12,24 @@ from .mpl_canvas import MplCanvasWidget
 if TYPE_CHECKING:
     import napari
 
-SIMILARITIES = (("Spearman", "spearman"), ("SSIM", "ssim"), ("top-k overlap", "top_k"))
 PASS_COLOR, FAIL_COLOR = "#4caf50", "#f44336"
 
-# (field of core.trust.CaseQualityRow, row label, tooltip)
-MEASURES = (
-    ("randomisation_passes", "Randomisation",
-     "passes when the map of the fully randomised network has a Spearman correlation below 0.5 with the "
-     "trained network's map: the map depends on what the model learned"),
-    ("randomisation_spearman", "Spearman, randomised",
-     "rank correlation of |relevance| between the trained and the fully randomised network (lower is better)"),
-    ("randomisation_ssim", "SSIM, randomised",
-     "structural similarity of |relevance| between the trained and the fully randomised network (lower is better)"),
-    ("randomisation_top_k", "Top-k, randomised",
-     "share of the k most relevant voxels both maps share, k = the region's size (lower is better)"),
-    ("faithfulness", "Faithfulness",
-     "Pearson r between relevance summed over random voxel subsets and the output drop when they are removed "
-     "(higher is better)"),
-    ("deletion_auc", "Deletion AUC",
-     "area under the output curve as the most relevant voxels are removed first (lower is better)"),
-    ("deletion_auc_random", "Deletion AUC, random",
-     "the same with voxels removed in random order: the reference the method should beat"),
-    ("max_sensitivity", "Max-sensitivity",
-     "largest relative change of the map under small input noise (lower is better)"),
-    ("above_threshold", "Complexity",
-     "share of the crop's voxels above 10% of the largest |relevance| (lower: a sparser map)"),
-    ("seconds_explain", "Seconds / explanation", "one explanation of every class on the crop"),
-)
+
+def table_measures() -> tuple:
+    """The table's rows, from the core registries: (CaseQualityRow field, label, tooltip), the verdict first."""
+    from ..core.trust.assess import randomisation_columns
+    from ..core.trust.quality import metric_columns
+
+    randomisation = randomisation_columns()
+    shown = (randomisation[-1], *randomisation[:-1], *metric_columns(case_table=True))
+    return tuple((c.name, c.label, c.help) for c in shown)
+
+
+def similarity_choices() -> tuple:
+    """(label, name) of every registered similarity measure, for the chart's measure box."""
+    from ..core.trust import similarity_measures
+
+    return tuple((m.label, m.name) for m in similarity_measures())
 
 
 def cell_text(measure: str, value: float) -> str:

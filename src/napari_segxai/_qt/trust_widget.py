@@ -41,7 +41,7 @@ from .compute_widget import ComputeWidget
 from .explain_parameters import ParameterForm
 from .jobs import Outcome
 from .targets import published, target_arguments
-from .trust_display import FAIL_COLOR, MEASURES, PASS_COLOR, SIMILARITIES, RandomisationChart, cell_text
+from .trust_display import FAIL_COLOR, PASS_COLOR, RandomisationChart, cell_text, similarity_choices, table_measures
 
 if TYPE_CHECKING:
     import napari
@@ -119,9 +119,10 @@ class TrustWidget(ComputeWidget):
         self.save_button.setEnabled(False)
         self.save_button.clicked.connect(self._choose_folder)
         self.buttons.addWidget(self.save_button)
-        self.table = QTableWidget(len(MEASURES), 0)
-        self.table.setVerticalHeaderLabels([label for _, label, _ in MEASURES])
-        for row, (_, label, tip) in enumerate(MEASURES):
+        self.measures = table_measures()   # (field, label, tooltip) per row, from the core registries
+        self.table = QTableWidget(len(self.measures), 0)
+        self.table.setVerticalHeaderLabels([label for _, label, _ in self.measures])
+        for row, (_, label, tip) in enumerate(self.measures):
             self.table.verticalHeaderItem(row).setToolTip(tip)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
@@ -132,7 +133,7 @@ class TrustWidget(ComputeWidget):
         self.plot_class.setToolTip("The class whose randomisation curve is drawn.")
         self.plot_class.currentIndexChanged.connect(self._replot)
         self.plot_measure = QComboBox()
-        for text, key in SIMILARITIES:
+        for text, key in similarity_choices():
             self.plot_measure.addItem(text, key)
         self.plot_measure.setToolTip("The similarity to the trained network's map that is drawn.")
         self.plot_measure.currentIndexChanged.connect(self._replot)
@@ -228,7 +229,7 @@ class TrustWidget(ComputeWidget):
         self.table.setColumnCount(len(names))
         self.table.setHorizontalHeaderLabels(names)
         for column, class_name in enumerate(names):
-            for row, (measure, _, _) in enumerate(MEASURES):
+            for row, (measure, _, _) in enumerate(self.measures):
                 value = float(getattr(self.rows[class_name], measure))
                 item = QTableWidgetItem(cell_text(measure, value))
                 item.setData(Qt.ItemDataRole.UserRole, value)
@@ -287,7 +288,7 @@ class TrustWidget(ComputeWidget):
         """The number the table shows for one measure and class (None before a check)."""
         if self.last is None:
             return None
-        row = [m for m, _, _ in MEASURES].index(measure)
+        row = [m for m, _, _ in self.measures].index(measure)
         item = self.table.item(row, list(self.last.problem.class_names).index(class_name))
         return None if item is None else item.data(Qt.ItemDataRole.UserRole)
 
