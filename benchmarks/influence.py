@@ -711,6 +711,11 @@ def captum_report(folder: Path, settings: dict) -> dict:
             ours = by_part[r["pair"]]
             r["break_even_queries"] = [_break_even(ours["build"][m], ours["query"][m], r["build"][m], r["query"][m])
                                        for m in (0, 1)]
+    for r in rows:
+        if r["pair"]:
+            ours = by_part[r["pair"]]
+            r["ratio_to_ours"] = {key: [r[key][m] / ours[key][m] for m in (0, 1)]
+                                  for key in ("build", "query", "one_end_to_end", "all_end_to_end")}
     references = {f"exact {layers} ({parts['exact']['parameters'][layers]:,} parameters)":
                   _agreement(exact[f"scores_{layers}"], reference, test_voxels, train_voxels[columns])
                   for layers in ("last", "final")}
@@ -728,6 +733,13 @@ def captum_report(folder: Path, settings: dict) -> dict:
         f"{'(all of them)' if n_exact == settings['cases'] else '(drawn at random, seed 0; the times are on all ' + str(settings['cases']) + ')'}, "
         f"{rows[0]['rankings']} rankings (queries x classes with a region). Max error: largest |score - exact TracIn of "
         "the same layers| over the largest |exact score|.")
+    for r in rows:
+        if r["pair"]:
+            ratio = r["ratio_to_ours"]
+            log(f"{r['method']} / {by_part[r['pair']]['method']}, CPU (wall): one query {ratio['query'][1]:.1f}x "
+                f"({ratio['query'][0]:.1f}x), build {ratio['build'][1]:.2f}x ({ratio['build'][0]:.2f}x), 1 query end to end "
+                f"{ratio['one_end_to_end'][1]:.2f}x ({ratio['one_end_to_end'][0]:.2f}x), {settings['queries']} queries end to end "
+                f"{ratio['all_end_to_end'][1]:.2f}x ({ratio['all_end_to_end'][0]:.2f}x)")
     for name, a in references.items():
         log(f"reference: {name} vs exact all-parameter: Spearman {a['spearman_mean']:.3f} (min {a['spearman_min']:.3f}), "
             f"top-10 {a['top10_mean']:.2f} (min {a['top10_min']:.2f})")
@@ -738,6 +750,8 @@ def captum_report(folder: Path, settings: dict) -> dict:
             f"{parts[key]['one_vs_all_max_difference']:.2e}")
     if "max_difference_vs_shipped_over_max" in parts["ours_last"]:
         log(f"built index vs the shipped index: max |difference| / max {parts['ours_last']['max_difference_vs_shipped_over_max']:.2e}")
+    log(f"training crops (network input of each case's regions): {parts['prepare']['crop_sides'][0]} to "
+        f"{parts['prepare']['crop_sides'][1]} voxels per side, median {parts['prepare']['crop_voxels_median']:,.0f} voxels")
     log(f"index files: last {parts['ours_last']['file_bytes'] / 1e6:.1f} MB, final {parts['ours_final']['file_bytes'] / 1e6:.1f} MB; "
         f"TracInCPFastRandProj embeddings {parts['randproj']['embedding_shape']} float32")
     for p in CAPTUM_PARTS:
