@@ -10,8 +10,8 @@ part). Stages, each saved as JSON in ``--work`` so a later run can reuse it:
   median seconds of ``--repeats`` runs, end to end (segmentation of the case included) and the
   TracIn part alone (test gradients + product), peak resident memory;
 * ``captum``: like with like on the WHOLE training set (``--captum-cases`` only for a smoke
-  test), no extrapolation: our index (build + ``influence()`` queries) against captum 0.9's
-  ``TracInCP`` (``sample_wise_grads_per_batch=False``; the default ``True`` silently drops Conv3d
+  test), no extrapolation: our index (build + ``influence()`` queries) against captum's
+  ``TracInCP`` (``sample_wise_grads_per_batch=False``; ``True`` fails or silently drops Conv3d
   gradients), both on the last 3 layers, and against ``TracInCPFast`` and its precomputing
   ``TracInCPFastRandProj``, both on the final layer with our final-layer index: same
   checkpoints, learning rates, per-class-region loss and training regions. The network's final
@@ -19,11 +19,14 @@ part). Stages, each saved as JSON in ``--work`` so a later run can reuse it:
   assume one outer product per example, from a 2-D model output); a wrapper gives them each
   region's final-layer gradient as 4 rank-one rows, which makes their scores exact. For
   ``--captum-queries`` query cases (the demo case and held-out generated cases): build /
-  precompute seconds, seconds per query, end to end for 1 and for all queries, the break-even
-  number of queries, peak resident memory (each engine in its own process), and each engine's
-  Spearman and top-10 agreement with exact all-parameter TracIn over all training regions (and
-  its largest error against exact TracIn of its own layers). Parts (``--captum-parts``) are kept
-  in ``--work``/captum and reused, so an interrupted run resumes;
+  precompute, one query, end to end for 1 and for all queries, in CPU and wall seconds (CPU is
+  what compares on a shared machine: use ``--threads 1``), the break-even number of queries and
+  the ratios to ours, peak resident memory (each part in its own process, ``--jobs`` at a time),
+  and each engine's Spearman and top-10 agreement with exact all-parameter TracIn over the
+  training regions (of ``--exact-cases`` random training cases when given), and its largest
+  error against exact TracIn of its own layers. Parts (``--captum-parts``) are kept in
+  ``--work``/captum and reused, so an interrupted run resumes (``--fresh`` reruns them). The
+  published run: ``--stages captum --threads 1 --jobs 3 --exact-cases 64``;
 * ``spearman``: on ``--subset`` training cases, exact all-parameter TracIn against the projected
   index at several sizes (Spearman over all training regions, per query class), and last-3-layer
   and final-layer TracIn against all-parameter TracIn (Spearman, top-10 overlap), for the demo
