@@ -37,12 +37,12 @@ def test_cancel_ends_a_segmentation_and_an_explanation_of_the_demo_case_within_t
     segment = SegmentWidget(viewer)
     viewer.window.add_dock_widget(segment, name="Segment")
     segment.set_model_card(card)
-    # mid-way through a window batch: the first one has been reported, then a moment more
+    # as soon as the first window batch is reported: on an idle machine the whole segmentation of the
+    # demo case takes about a second, so waiting longer would let it finish first
     first_window = []
     segment.progress_bar.valueChanged.connect(
         lambda v: v > 0 and not first_window and first_window.append(time.perf_counter()))
-    segmenting = _cancel_when(
-        segment, qtbot, lambda: bool(first_window) and time.perf_counter() - first_window[0] > 0.3, "segmentation")
+    segmenting = _cancel_when(segment, qtbot, lambda: bool(first_window), "segmentation")
 
     explain = ExplainWidget(viewer)
     viewer.window.add_dock_widget(explain, name="Explain")
