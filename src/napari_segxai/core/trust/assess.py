@@ -25,7 +25,7 @@ from .quality import Column, QualityResult, QualitySettings, available_metrics, 
 from .problem import Problem, case_problem, method_label, stages
 from .similarity import similarity_measures
 from .randomisation import MODES, RandomisationResult, randomisation_test
-from .tables import SummaryRow, summarise, write_csv
+from .tables import MeasuredValues, SummaryRow, summarise, write_csv
 
 if TYPE_CHECKING:
     import numpy as np
@@ -113,7 +113,7 @@ def case_columns() -> tuple[Column, ...]:
 
 
 @dataclass(frozen=True)
-class CaseQualityRow:
+class CaseQualityRow(MeasuredValues):
     """One method and class of one case: every measure's headline number by :func:`case_columns` (nan: not run).
 
     A method is an attribution method, or an edge filter (ground-truth baseline: precision only).
@@ -123,12 +123,6 @@ class CaseQualityRow:
     method: str
     class_name: str
     values: Mapping[str, float]
-
-    def __getattr__(self, name: str) -> float:
-        values = self.__dict__.get("values", {})
-        if name in values:
-            return values[name]
-        raise AttributeError(name)
 
     def as_dict(self) -> dict:
         """The row as one flat mapping (CSV columns)."""

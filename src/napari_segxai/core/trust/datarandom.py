@@ -25,8 +25,8 @@ import torch
 from .. import progress as _progress
 from ..attribution import AttributionMethod
 from .problem import Problem, method_label, relevance_of
-from .similarity import MeasuredValues, prepare_reference, similarities
-from .tables import write_csv
+from .similarity import prepare_reference, similarities
+from .tables import MeasuredValues, write_csv
 
 if TYPE_CHECKING:
     from ..model_card import ModelCard

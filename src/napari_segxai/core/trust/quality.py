@@ -20,7 +20,7 @@ import numpy as np
 from .. import progress as _progress
 from ..attribution import AttributionMethod
 from .problem import Problem, method_label, relevance_of, stages
-from .tables import write_csv
+from .tables import MeasuredValues, write_csv
 
 
 @dataclass(frozen=True)
@@ -118,18 +118,12 @@ def row_fields() -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class QualityRow:
+class QualityRow(MeasuredValues):
     """Every quality metric of one method's map for one class (``values`` by :func:`row_fields`; nan: not run)."""
 
     method: str
     class_name: str
     values: Mapping[str, float]
-
-    def __getattr__(self, name: str) -> float:
-        values = self.__dict__.get("values", {})
-        if name in values:
-            return values[name]
-        raise AttributeError(name)
 
     def as_dict(self) -> dict[str, Any]:
         """The row as one flat mapping (CSV columns)."""

@@ -23,8 +23,8 @@ import torch
 from .. import progress as _progress
 from ..attribution import AttributionMethod
 from .problem import Problem, method_label, relevance_of
-from .similarity import MeasuredValues, prepare_reference, similarities
-from .tables import write_csv
+from .similarity import prepare_reference, similarities
+from .tables import MeasuredValues, write_csv
 
 MODES = ("cascading", "independent")
 PASS_SPEARMAN = 0.5   # a method passes when full randomisation leaves a rank correlation below this

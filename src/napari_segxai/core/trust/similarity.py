@@ -229,13 +229,3 @@ class TopKOverlap(SimilarityMeasure):
 
     def compare(self, prepared: np.ndarray, relevance: np.ndarray, k_voxels: int) -> float:
         return top_k_overlap(prepared, relevance, k_voxels)
-
-
-class MeasuredValues:
-    """Mixin for rows holding registry-driven numbers in ``values``: each readable as an attribute (``row.spearman``)."""
-
-    def __getattr__(self, name: str) -> float:
-        values = self.__dict__.get("values", {})
-        if name in values:
-            return values[name]
-        raise AttributeError(name)

@@ -15,6 +15,16 @@ import numpy as np
 from ..files import write_text
 
 
+class MeasuredValues:
+    """Mixin for rows holding registry-driven numbers in ``values``: each readable as an attribute (``row.spearman``)."""
+
+    def __getattr__(self, name: str) -> float:
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(name)
+
+
 def row_dicts(rows: Sequence[Any]) -> list[dict[str, Any]]:
     """Rows as dictionaries in field order: a row's own ``as_dict()`` (registry-driven rows), else its dataclass fields."""
     return [row.as_dict() if hasattr(row, "as_dict") else dataclasses.asdict(row) for row in rows]
