@@ -156,7 +156,7 @@ def present_target(net, x, classes) -> object:
 
 
 def demo_model():
-    from napari_segxai.core.model_card import build_network, default_model_card
+    from napari_segxai.core.model.card import build_network, default_model_card
 
     card = default_model_card()
     network = build_network(card, "cpu")
@@ -167,9 +167,9 @@ def demo_model():
 
 def demo_cube(card, side: int) -> torch.Tensor:
     """The demo case on the card's grid, centre-cropped (and zero-padded) to side^3."""
-    from napari_segxai.core.case import load_case
-    from napari_segxai.core.segment import preprocess
-    from napari_segxai.core.synth import demo_case_path
+    from napari_segxai.core.io.nifti import load_case
+    from napari_segxai.core.model.preprocess import preprocess
+    from napari_segxai.core.io.generated_cases import demo_case_path
 
     with torch.no_grad():
         image, _ = preprocess(load_case(demo_case_path()), card, device="cpu")
@@ -190,7 +190,7 @@ def demo_cube(card, side: int) -> torch.Tensor:
 def part_where(args) -> None:
     from napari_segxai.core.attribution.explain_case import _granule
     from napari_segxai.core.attribution.smoothgrad import VARIANTS, gradient_methods
-    from napari_segxai.core.model_card import default_model_card
+    from napari_segxai.core.model.card import default_model_card
 
     header("where: the support region of each registered method in explain_case")
     print(f"available_methods(): {', '.join(available_methods())}")
@@ -550,7 +550,7 @@ def part_shap(args) -> None:
 
 def real_crop(side: int) -> torch.Tensor:
     """The real case (1 mm) centre-cropped to side^3, each channel z-scored: (C, side, side, side)."""
-    from napari_segxai.core.case import load_case
+    from napari_segxai.core.io.nifti import load_case
 
     channels = load_case(REALDATA).channels
     starts = [(s - side) // 2 for s in channels.shape[1:]]
@@ -595,8 +595,8 @@ def part_occlusion(args) -> None:
 
 def case_child(spec: str) -> None:
     """In a child process: one explain_case call; prints a JSON line."""
-    from napari_segxai.core.case import load_case, load_label
-    from napari_segxai.core.model_card import default_model_card
+    from napari_segxai.core.io.nifti import load_case, load_label
+    from napari_segxai.core.model.card import default_model_card
 
     name, _, steps = spec.partition(":")
     params = {"steps": int(steps)} if steps else {}
@@ -620,7 +620,7 @@ def explain_case_call(case, card, name, region, params):
 
 def part_case(args) -> None:
     header(f"case: explain_case on {REALDATA.name} with the bundled demo card, target the {LABEL_FILE} tumour region")
-    from napari_segxai.core.model_card import default_model_card
+    from napari_segxai.core.model.card import default_model_card
 
     card = default_model_card()
     print(f"card {card.name}: UNet {tuple(card.kwargs['channels'])}, trained; windows {tuple(card.roi_size)}, overlap "
@@ -674,8 +674,8 @@ def part_memory(args) -> None:
     import tempfile
 
     from napari_segxai.core.attribution.base import activation_bytes
-    from napari_segxai.core.case import load_case
-    from napari_segxai.core.segment import preprocess
+    from napari_segxai.core.io.nifti import load_case
+    from napari_segxai.core.model.preprocess import preprocess
 
     header("memory: Integrated Gradients, B path points in one batch, on the real case's network grid")
     card, network = demo_model()

@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def generate(folder: Path, count: int, size: str, first_seed: int) -> Path:
     """Write ``count`` generated cases into ``folder`` (one BraTS-style sub-folder each)."""
-    from napari_segxai.core.synth import generate_case, write_case
+    from napari_segxai.core.training.synth import generate_case
+    from napari_segxai.core.io.generated_cases import write_case
 
     for seed in range(first_seed, first_seed + count):
         synth = generate_case(seed, size=size)
@@ -46,11 +47,12 @@ def direct(cases_dir: Path, card_path: Path, method: str) -> list[float]:
     import numpy as np
 
     from napari_segxai.core.attribution import explain_case
-    from napari_segxai.core.case import load_case
+    from napari_segxai.core.io.nifti import load_case
     from napari_segxai.core.cohort import find_cases
-    from napari_segxai.core.model_card import build_network, load_model_card
+    from napari_segxai.core.model.card import build_network, load_model_card
     from napari_segxai.core.roi import case_regions, roi_importance
-    from napari_segxai.core.segment import pick_device, segment
+    from napari_segxai.core.model.device import pick_device
+    from napari_segxai.core.model.inference import segment
 
     card = load_model_card(card_path)
     device = pick_device(None)
@@ -98,7 +100,7 @@ def runner(cases_dir: Path, out: Path, card_path: Path, method: str, workers: in
 
 
 def main(argv=None) -> int:
-    from napari_segxai.core.paths import sample_data_dir
+    from napari_segxai.core.io.paths import sample_data_dir
     from segment import machine
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -2,9 +2,9 @@
 
 Run: ``nice -n 5 .venv/bin/python benchmarks/demo_quality.py`` (``--help`` for options). For each
 model (default: the bundled ``demo3d`` and ``demo2d`` cards), with the code of ``segxai evaluate``
-(``core.train.evaluate_generated`` / ``evaluate_case``: ``segment()`` as the card says, then
-``core.train.region_dice`` raw and after ``largest_component``, summarised by
-``core.train.summarize``):
+(``core.training.evaluate.evaluate_generated`` / ``evaluate_case``: ``segment()`` as the card says, then
+``core.training.evaluate.region_dice`` raw and after ``largest_component``, summarised by
+``core.training.evaluate.summarize``):
 
 * ``--count`` held-out generated cases (seeds ``--seed-start``, 900000 by default, onwards; never
   used in training): Dice per region (whole tumour = labels 1, 2, 4; tumour core = 1, 4;
@@ -41,19 +41,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from segment import machine  # noqa: E402
 
 from napari_segxai.cli.evaluate import _reference  # noqa: E402
-from napari_segxai.core.case import load_case  # noqa: E402
-from napari_segxai.core.model_card import build_network, load_model_card  # noqa: E402
-from napari_segxai.core.paths import demo_model_card_path  # noqa: E402
-from napari_segxai.core.segment import count_windows, network_grid  # noqa: E402
-from napari_segxai.core.synth import generate_case  # noqa: E402
-from napari_segxai.core.train import (  # noqa: E402
-    HELD_OUT_SEED_START,
-    REGIONS,
-    evaluate_case,
-    evaluate_generated,
-    read_manifest,
-    summarize,
+from napari_segxai.core.io.nifti import load_case  # noqa: E402
+from napari_segxai.core.model.card import build_network, load_model_card  # noqa: E402
+from napari_segxai.core.io.paths import demo_model_card_path  # noqa: E402
+from napari_segxai.core.model.inference import count_windows  # noqa: E402
+from napari_segxai.core.model.preprocess import network_grid  # noqa: E402
+from napari_segxai.core.training.synth import generate_case  # noqa: E402
+from napari_segxai.core.training.evaluate import (
+    HELD_OUT_SEED_START, REGIONS, evaluate_case, evaluate_generated, summarize,
 )
+from napari_segxai.core.io.manifest import read_manifest
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 REAL_CASES = ("TCGA-DU-7294", "TCGA-FG-6692")

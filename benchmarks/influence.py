@@ -60,8 +60,8 @@ from napari_segxai.core.influence.exact import tracin_scores, training_example  
 from napari_segxai.core.influence.index import load_or_build_index, project  # noqa: E402
 from napari_segxai.core.influence.query import influence  # noqa: E402
 from napari_segxai.core.influence.regions import prepare_example  # noqa: E402
-from napari_segxai.core.model_card import load_model_card  # noqa: E402
-from napari_segxai.core.paths import demo_model_card_path  # noqa: E402
+from napari_segxai.core.model.card import load_model_card  # noqa: E402
+from napari_segxai.core.io.paths import demo_model_card_path  # noqa: E402
 
 STAGES = ("index", "query", "captum", "spearman", "storage", "similarity")
 CLASSES = [1, 2, 3]
@@ -81,8 +81,8 @@ CASE_PATH = None
 
 def demo_case():
     """The query case: ``--case``, else the demo case."""
-    from napari_segxai.core.case import load_case
-    from napari_segxai.core.synth import demo_case_path
+    from napari_segxai.core.io.nifti import load_case
+    from napari_segxai.core.io.generated_cases import demo_case_path
 
     return load_case(CASE_PATH or demo_case_path())
 
@@ -182,9 +182,10 @@ def _captum_record(card, args):
 
 def _query_cases(args) -> list:
     """The demo case (or ``--case``) and ``--captum-queries`` - 1 held-out generated cases, written once to the work folder."""
-    from napari_segxai.core.case import load_case
-    from napari_segxai.core.synth import generate_case, write_case
-    from napari_segxai.core.train import HELD_OUT_SEED_START
+    from napari_segxai.core.io.nifti import load_case
+    from napari_segxai.core.training.synth import generate_case
+    from napari_segxai.core.io.generated_cases import write_case
+    from napari_segxai.core.training.evaluate import HELD_OUT_SEED_START
 
     cases = [demo_case()]
     for i in range(args.captum_queries - 1):
@@ -792,8 +793,8 @@ def _captum_table(rows: list, queries: int) -> str:
 
 
 def stage_spearman(card, args) -> dict:
-    from napari_segxai.core.synth import generate_case
-    from napari_segxai.core.train import HELD_OUT_SEED_START
+    from napari_segxai.core.training.synth import generate_case
+    from napari_segxai.core.training.evaluate import HELD_OUT_SEED_START
 
     sizes = [int(s) for s in args.sizes.split(",")]
     everything = load_tracin_model(card, layers="all")
@@ -865,8 +866,8 @@ def stage_spearman(card, args) -> dict:
 
 
 def stage_storage(card, args) -> dict:
-    from napari_segxai.core.synth import generate_case
-    from napari_segxai.core.train import HELD_OUT_SEED_START
+    from napari_segxai.core.training.synth import generate_case
+    from napari_segxai.core.training.evaluate import HELD_OUT_SEED_START
 
     model = load_tracin_model(card)
     index = load_or_build_index(model, CLASSES, threshold=0.5)

@@ -67,7 +67,7 @@ def main() -> int:
         (label, argv) for label, argv in COMMANDS if wanted is None or label in wanted]
     import nibabel as nib
 
-    from napari_segxai.core.case import load_case
+    from napari_segxai.core.io.nifti import load_case
 
     shape = load_case(args.case).channels.shape
     print(f"case: {args.case} {shape}; machine: {platform.processor() or platform.machine()}, "

@@ -45,9 +45,10 @@ from segment import REALDATA, PeakRSS, machine, synthetic_case  # noqa: E402
 
 from napari_segxai.core.attribution import explain_case, get_method  # noqa: E402
 from napari_segxai.core.attribution.targets import Target  # noqa: E402
-from napari_segxai.core.case import load_case  # noqa: E402
-from napari_segxai.core.model_card import build_network, default_model_card  # noqa: E402
-from napari_segxai.core.segment import pick_device, preprocess  # noqa: E402
+from napari_segxai.core.io.nifti import load_case  # noqa: E402
+from napari_segxai.core.model.card import build_network, default_model_card  # noqa: E402
+from napari_segxai.core.model.device import pick_device  # noqa: E402
+from napari_segxai.core.model.preprocess import preprocess  # noqa: E402
 
 
 def release_memory() -> None:

@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from segment import REALDATA, machine, synthetic_case  # noqa: E402
 
 from napari_segxai.core.attribution import explain_case  # noqa: E402
-from napari_segxai.core.case import load_case  # noqa: E402
-from napari_segxai.core.model_card import default_model_card  # noqa: E402
+from napari_segxai.core.io.nifti import load_case  # noqa: E402
+from napari_segxai.core.model.card import default_model_card  # noqa: E402
 from napari_segxai.core.roi import case_regions, roi_importance  # noqa: E402
-from napari_segxai.core.segment import segment  # noqa: E402
-from napari_segxai.core.synth import demo_case_path  # noqa: E402
+from napari_segxai.core.model.inference import segment  # noqa: E402
+from napari_segxai.core.io.generated_cases import demo_case_path  # noqa: E402
 
 
 def shares(card, method: str) -> None:

@@ -42,18 +42,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from napari_segxai.core.case import Case, load_case
-from napari_segxai.core.model_card import ModelCard, build_network, default_model_card, load_model_card
-from napari_segxai.core.segment import (
-    _inverse_ornt,
-    _reorient,
-    _resize,
-    activate,
-    labels_from_probabilities,
-    pick_device,
-    preprocess,
-    segment,
-)
+from napari_segxai.core.case import Case
+from napari_segxai.core.io.nifti import load_case
+from napari_segxai.core.model.card import ModelCard, build_network, default_model_card, load_model_card
+from napari_segxai.core.model.preprocess import _inverse_ornt, _reorient, _resize, preprocess
+from napari_segxai.core.model.inference import activate, labels_from_probabilities, segment
+from napari_segxai.core.model.device import pick_device
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "TCGA-DU-7294"
 
@@ -175,7 +169,7 @@ def _load() -> str:
 
 def profile_segment(case: Case, card: ModelCard, network: torch.nn.Module, device: torch.device, calls: int) -> None:
     """Print where ``segment()``'s CPU time goes (cProfile, process time), per call, grouped."""
-    import napari_segxai.core.segment as core_segment
+    from napari_segxai.core.model import inference, preprocess
 
     segment(case, card, network=network, device=device)  # warm-up
     profiler = cProfile.Profile(time.process_time)
@@ -186,12 +180,12 @@ def profile_segment(case: Case, card: ModelCard, network: torch.nn.Module, devic
     profiler.disable()
     wall = time.perf_counter() - start_wall
     stats = pstats.Stats(profiler).stats  # {(file, line, name): (cc, nc, tottime, cumtime, callers)}
-    ours = str(Path(core_segment.__file__).resolve())
+    ours = {str(Path(module.__file__).resolve()) for module in (inference, preprocess)}
 
     def own(name: str) -> tuple:
-        keys = [k for k in stats if k[2] == name and str(Path(k[0]).resolve()) == ours]
+        keys = [k for k in stats if k[2] == name and str(Path(k[0]).resolve()) in ours]
         if len(keys) != 1:
-            raise RuntimeError(f"expected one profile entry for core.segment.{name}, found {keys}")
+            raise RuntimeError(f"expected one profile entry for core.model.{name}, found {keys}")
         return keys[0]
 
     def cumulative(name: str) -> float:
@@ -231,7 +225,7 @@ def profile_segment(case: Case, card: ModelCard, network: torch.nn.Module, devic
 
 
 def preprocess_shape(case: Case, card: ModelCard) -> tuple[int, ...]:
-    from napari_segxai.core.segment import network_grid
+    from napari_segxai.core.model.preprocess import network_grid
 
     return network_grid(case, card).shape
 
@@ -396,7 +390,8 @@ def main(argv=None) -> int:
     print(f"Model: {model_source}; roi {card.roi_size}, overlap {card.overlap}, "
           f"sw_batch_size {card.sw_batch_size}, {card.mode}; device {device}")
     if card.spatial_dims == 3:
-        from napari_segxai.core.segment import count_windows, network_grid
+        from napari_segxai.core.model.inference import count_windows
+        from napari_segxai.core.model.preprocess import network_grid
 
         counts = {name: count_windows(network_grid(case, c).shape, c.roi_size, c.overlap)
                   for name, c in (("card", card), ("same-grid", dataclasses.replace(card, spacing=None)))}

@@ -45,10 +45,10 @@ def main() -> int:
     from napari_segxai._layers import segmentation_layer_data
     from napari_segxai._qt.evidence_widget import EvidenceWidget
     from napari_segxai._reader import napari_get_reader
-    from napari_segxai.core.case import load_case
-    from napari_segxai.core.model_card import default_model_card, load_model_card
-    from napari_segxai.core.segment import segment
-    from napari_segxai.core.synth import demo_case_path
+    from napari_segxai.core.io.nifti import load_case
+    from napari_segxai.core.model.card import default_model_card, load_model_card
+    from napari_segxai.core.model.inference import segment
+    from napari_segxai.core.io.generated_cases import demo_case_path
 
     case_path = args.case or demo_case_path()
     card = load_model_card(args.model) if args.model else default_model_card()

@@ -211,8 +211,8 @@ def build(root: Path) -> list[BadInput]:
     add("card file that does not exist", "does not exist", card_path=cards / "nowhere.yaml")
     bad_card("weights file missing", "does not exist", save_weights=False, weights="absent.safetensors")
     mismatch = bad_card("mismatched weights", "does not match", save_weights=False)
-    from napari_segxai.core.architectures import create_network
-    from napari_segxai.core.weights import save_state_dict
+    from napari_segxai.core.model.architectures import create_network
+    from napari_segxai.core.model.weights import save_state_dict
 
     bigger = merged(TINY_CARD, {})["kwargs"] | {"channels": [8, 16]}
     save_state_dict(create_network("UNet", bigger).state_dict(), mismatch / "weights.safetensors")

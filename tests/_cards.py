@@ -48,8 +48,8 @@ def merged(base: dict, overrides: dict) -> dict:
 
 def write_card(folder: Path, *, save_weights: bool = True, filename: str = "card.yaml", **overrides) -> Path:
     """Write a tiny card (TINY_CARD with ``overrides``) and, for a UNet card, seeded random weights."""
-    from napari_segxai.core.architectures import create_network
-    from napari_segxai.core.weights import save_state_dict
+    from napari_segxai.core.model.architectures import create_network
+    from napari_segxai.core.model.weights import save_state_dict
 
     folder.mkdir(parents=True, exist_ok=True)
     card = merged(TINY_CARD, overrides)

@@ -22,9 +22,9 @@ LRS = (0.01, 0.004, 0.001)
 
 def toy_model(folder: Path, *, seeds=SEEDS, lrs=LRS, training: bool = True, spatial_dims: int = 3) -> Path:
     """Card, final weights, len(lrs) perturbed checkpoints and a manifest for toy cases; returns the card path."""
-    from napari_segxai.core.architectures import create_network
-    from napari_segxai.core.synth import GENERATOR_VERSION
-    from napari_segxai.core.weights import save_state_dict
+    from napari_segxai.core.model.architectures import create_network
+    from napari_segxai.core.training.synth import GENERATOR_VERSION
+    from napari_segxai.core.model.weights import save_state_dict
 
     folder.mkdir(parents=True, exist_ok=True)
     kwargs = dict(TOY_KWARGS, spatial_dims=spatial_dims)
@@ -47,7 +47,7 @@ def toy_model(folder: Path, *, seeds=SEEDS, lrs=LRS, training: bool = True, spat
         "modalities": ["t1", "t1ce", "t2", "flair"], "classes": [{"name": c["name"], "label": c["label"]} for c in CLASSES],
         "label_to_index": {"0": 0, "1": 1, "2": 2, "4": 3},
         "loss": {"name": "DiceCELoss", "kwargs": {"to_onehot_y": True, "softmax": True}},
-        "training_set": {"generator": "napari_segxai.core.synth.generate_case", "generator_version": GENERATOR_VERSION,
+        "training_set": {"generator": "napari_segxai.core.training.synth.generate_case", "generator_version": GENERATOR_VERSION,
                          "size": "toy", "seeds": list(seeds), "joined_at_step": [0] * len(seeds)},
         "checkpoints": checkpoints,
     }
@@ -71,7 +71,7 @@ def toy_model(folder: Path, *, seeds=SEEDS, lrs=LRS, training: bool = True, spat
 def blob_case(shape=(16, 16, 16), name="blobs"):
     """A hand-made four-channel case: two bright blobs in a dim box, labelled 2 and 4."""
     from napari_segxai.core.case import Case
-    from napari_segxai.core.synth import BRATS_124
+    from napari_segxai.core.training.synth import BRATS_124
 
     rng = np.random.default_rng(5)
     grid = np.indices(shape).astype(np.float32)

@@ -9,16 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_segxai.core.case import (
-    BINARY,
-    BRATS_123,
-    BRATS_124,
-    Case,
-    label_scheme_for,
-    load_case,
-    load_label,
-    save_nifti,
-)
+from napari_segxai.core.case import BINARY, BRATS_123, BRATS_124, Case, label_scheme_for
+from napari_segxai.core.io.nifti import load_case, load_label, save_nifti
 
 CANONICAL = ("t1", "t1ce", "t2", "flair")
 STYLES = ("brats2020", "brats2023", "plain", "toolkit")  # the naming styles of tiny_case_dir

@@ -20,7 +20,7 @@ def cases_cache(tmp_path_factory):
 
 @pytest.fixture
 def setup(tmp_path, cases_cache):
-    from napari_segxai.core.case import save_nifti
+    from napari_segxai.core.io.nifti import save_nifti
 
     card = toy_model(tmp_path / "toy")
     case = blob_case()

@@ -15,11 +15,12 @@ import torch
 
 from _cards import write_card
 from napari_segxai.cli import build_parser, main
-from napari_segxai.core.architectures import create_network
+from napari_segxai.core.model.architectures import create_network
 from napari_segxai.core.cohort import CohortSettings, analyse_cohort, run_cohort
 from napari_segxai.core.cohort.runner import DONE
-from napari_segxai.core.synth import generate_case, write_case
-from napari_segxai.core.weights import save_state_dict
+from napari_segxai.core.training.synth import generate_case
+from napari_segxai.core.io.generated_cases import write_case
+from napari_segxai.core.model.weights import save_state_dict
 
 KWARGS = {"spatial_dims": 3, "in_channels": 2, "out_channels": 3, "channels": [4, 8], "strides": [2], "num_res_units": 0}
 ODD = {"c03": "noise", "c07": "zeroed", "c10": "scaled"}   # FLAIR: noise, upper half of the slices zeroed, scaled x10

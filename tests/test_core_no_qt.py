@@ -28,6 +28,6 @@ def test_core_modules_import_no_gui_toolkit():
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert "napari_segxai.core.segment" in report["imported"]
-    assert "napari_segxai.core.model_card" in report["imported"]
+    assert "napari_segxai.core.model.inference" in report["imported"]
+    assert "napari_segxai.core.model.card" in report["imported"]
     assert report["gui"] == [], f"core imported GUI modules: {report['gui']}"

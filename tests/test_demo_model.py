@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_segxai.core.architectures import create_network
-from napari_segxai.core.model_card import default_model_card, load_model_card
-from napari_segxai.core.paths import demo_model_card_path
-from napari_segxai.core.segment import segment
-from napari_segxai.core.synth import DEMO_SEED, generate_case
-from napari_segxai.core.train import HELD_OUT_SEED_START, read_manifest, region_dice
-from napari_segxai.core.weights import load_state_dict
+from napari_segxai.core.model.architectures import create_network
+from napari_segxai.core.model.card import default_model_card, load_model_card
+from napari_segxai.core.io.paths import demo_model_card_path
+from napari_segxai.core.model.inference import segment
+from napari_segxai.core.training.synth import DEMO_SEED, generate_case
+from napari_segxai.core.training.evaluate import HELD_OUT_SEED_START, region_dice
+from napari_segxai.core.io.manifest import read_manifest
+from napari_segxai.core.model.weights import load_state_dict
 
 HELD_OUT_SEED = HELD_OUT_SEED_START + 777  # outside the training seeds and the benchmark's 20 seeds
 #: The first five of the benchmark's held-out seeds; their mean Dice is printed by

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from napari_segxai.core.files import atomic_path, write_text
+from napari_segxai.core.io.files import atomic_path, write_text
 
 
 def test_write_text_replaces_with_umask_permissions(tmp_path):

@@ -12,7 +12,7 @@ from _influence import LRS, SEEDS, blob_case, toy_model
 from napari_segxai.core.influence import (
     Evidence, InfluenceResult, NoTrainingRecord, influence, region_loss, training_case, training_record,
 )
-from napari_segxai.core.model_card import load_model_card
+from napari_segxai.core.model.card import load_model_card
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_exact_engine_equals_captum_tracincp(card, layers, last_k):
     from napari_segxai.core.influence.exact import training_example
     from napari_segxai.core.influence.gradients import RegionLoss
     from napari_segxai.core.influence.regions import prepare_example
-    from napari_segxai.core.weights import load_state_dict
+    from napari_segxai.core.model.weights import load_state_dict
 
     case = blob_case()
     result = influence(case, card, engine="exact", layers=layers, last_k=last_k, threshold=0.3)
@@ -95,7 +95,7 @@ def test_class_pair_scores_split_the_whole_prediction_loss(card):
 def test_regions_follow_the_prediction_and_the_threshold(card):
     from napari_segxai.core.influence.checkpoints import load_tracin_model
     from napari_segxai.core.influence.regions import IGNORE, prepare_example
-    from napari_segxai.core.segment import segment
+    from napari_segxai.core.model.inference import segment
 
     case = blob_case()
     model = load_tracin_model(card)
@@ -135,7 +135,7 @@ def test_result_ranks_proponents_and_opponents_and_writes_csv(card, tmp_path):
 
 
 def test_training_case_is_regenerated_and_cached(card, cases_cache):
-    from napari_segxai.core.synth import GENERATOR_VERSION, generate_case
+    from napari_segxai.core.training.synth import GENERATOR_VERSION, generate_case
 
     case = training_case(card, SEEDS[1])
     again = training_case(card, SEEDS[1])
@@ -184,7 +184,7 @@ def test_feature_similarity_check_on_a_training_case_finds_itself(card, tmp_path
 
 
 def test_a_given_segmentation_is_reused_for_the_regions(card):
-    from napari_segxai.core.segment import segment
+    from napari_segxai.core.model.inference import segment
 
     case = blob_case()
     fresh = influence(case, card, engine="exact", threshold=0.3, classes=["edema"])

@@ -19,7 +19,7 @@ STORED = {"rtol": 2e-3}
 
 def close_to_exact(indexed: np.ndarray, exact: np.ndarray) -> None:
     np.testing.assert_allclose(indexed, exact, rtol=STORED["rtol"], atol=STORED["rtol"] * np.abs(exact).max())
-from napari_segxai.core.model_card import load_model_card
+from napari_segxai.core.model.card import load_model_card
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_index_round_trips_from_disk(card):
 
 
 def test_a_changed_checkpoint_makes_the_index_stale_and_it_is_rebuilt(card):
-    from napari_segxai.core.weights import load_state_dict, save_state_dict
+    from napari_segxai.core.model.weights import load_state_dict, save_state_dict
 
     case = blob_case()
     first = influence(case, card, threshold=0.0)

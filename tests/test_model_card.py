@@ -9,13 +9,13 @@ import torch
 import yaml
 
 from _cards import DELETE, TINY_CARD, write_card
-from napari_segxai.core import model_card as model_card_module
-from napari_segxai.core.architectures import ARCHITECTURES, create_network, known_architectures
-from napari_segxai.core.model_card import (
+from napari_segxai.core.model import card as model_card_module
+from napari_segxai.core.model.architectures import ARCHITECTURES, create_network, known_architectures
+from napari_segxai.core.model.card import (
     ClassInfo, ModelCard, ModelCardError, build_network, default_model_card, load_model_card,
 )
-from napari_segxai.core.paths import sample_data_dir
-from napari_segxai.core.weights import UntrustedWeightsError, load_state_dict, save_state_dict
+from napari_segxai.core.io.paths import sample_data_dir
+from napari_segxai.core.model.weights import UntrustedWeightsError, load_state_dict, save_state_dict
 
 
 def test_valid_card_loads_with_absolute_paths_and_defaults(tmp_path):

@@ -22,7 +22,7 @@ def cases_cache(tmp_path_factory):
 
 @pytest.fixture
 def setup(tmp_path, cases_cache):
-    from napari_segxai.core.case import save_nifti
+    from napari_segxai.core.io.nifti import save_nifti
 
     card = toy_model(tmp_path / "toy")
     case = blob_case()
@@ -38,9 +38,9 @@ def fingerprint(folder):
 
 
 def test_report_is_one_self_contained_page_with_every_section(setup, tmp_path, capsys):
-    from napari_segxai.core.case import load_case
-    from napari_segxai.core.model_card import load_model_card
-    from napari_segxai.core.segment import segment
+    from napari_segxai.core.io.nifti import load_case
+    from napari_segxai.core.model.card import load_model_card
+    from napari_segxai.core.model.inference import segment
 
     card, folder = setup
     before = fingerprint(folder)

@@ -7,7 +7,7 @@ import pytest
 
 from napari_segxai.core.attribution.base import Relevance
 from napari_segxai.core.attribution.targets import Target
-from napari_segxai.core.model_card import ClassInfo
+from napari_segxai.core.model.card import ClassInfo
 from napari_segxai.core.roi import (BACKGROUND, BRAIN_OUTSIDE_TUMOUR, RoiImportance, brain_mask, case_regions,
                                     read_roi_csv, roi_importance)
 

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from _cards import cyclic_affine, lps_affine, permuted_affine, write_card
-from napari_segxai.core import segment as segment_module
+from napari_segxai.core.model import inference as inference_module
 from napari_segxai.core.case import Case
-from napari_segxai.core.model_card import load_model_card
+from napari_segxai.core.model.card import load_model_card
 from napari_segxai.core.progress import Cancelled
-from napari_segxai.core.segment import (
-    Segmentation, count_windows, labels_from_probabilities, pick_device, preprocess, segment,
-)
+from napari_segxai.core.model.inference import Segmentation, count_windows, labels_from_probabilities, segment
+from napari_segxai.core.model.device import pick_device
+from napari_segxai.core.model.preprocess import preprocess
 
 LESION = 3
 
@@ -147,7 +147,7 @@ def test_cancel_stops_inside_the_pass_it_was_asked_in(tmp_path):
 
 
 def test_slice_wise_model_segments_each_slice(tmp_path, monkeypatch):
-    monkeypatch.setattr(segment_module, "SLICE_BATCH", 4)  # several slice batches
+    monkeypatch.setattr(inference_module, "SLICE_BATCH", 4)  # several slice batches
     card = threshold_card(
         tmp_path, spatial_dims=2, slice_axis=2,
         kwargs={"spatial_dims": 2, "in_channels": 2, "out_channels": 2, "channels": [4, 8], "strides": [2]},
@@ -253,7 +253,7 @@ def test_pick_device():
 
 @pytest.mark.slow
 def test_real_case_segments_on_its_own_grid(realdata, tmp_path):
-    from napari_segxai.core.case import load_case
+    from napari_segxai.core.io.nifti import load_case
 
     case = load_case(realdata / "TCGA-DU-7294")
     card = load_model_card(write_card(

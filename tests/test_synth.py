@@ -9,16 +9,9 @@ import pytest
 from scipy import ndimage
 
 from napari_segxai.cli import main
-from napari_segxai.core.case import load_case
-from napari_segxai.core.synth import (
-    COMPARTMENTS,
-    DEMO_SEED,
-    MODALITIES,
-    generate_case,
-    load_synth_case,
-    read_ground_truth,
-    write_case,
-)
+from napari_segxai.core.io.nifti import load_case
+from napari_segxai.core.training.synth import COMPARTMENTS, DEMO_SEED, MODALITIES, generate_case
+from napari_segxai.core.io.generated_cases import load_synth_case, read_ground_truth, write_case
 
 FULL_SEEDS = (0, 1, 5)  # full-size cases (about 2 s each); 1 has no necrosis, 0 and 5 a large one
 NECROSIS_MIN_VOXELS = 300  # below this, partial volume with the rim dominates the necrosis contrast
@@ -171,7 +164,7 @@ def test_segxai_synth_writes_cases(tmp_path, capsys):
 @pytest.mark.parametrize("seed", (0, DEMO_SEED))  # 0 has nearly the weakest fluid suppression on FLAIR
 def test_csf_is_dark_on_t1_and_flair_and_bright_on_t2_against_white_matter(seed, monkeypatch):
     """Relative tissue contrasts, on the tissue maps the case's anatomy was sampled from."""
-    from napari_segxai.core import synth
+    from napari_segxai.core.training import synth
 
     anatomy, sampled = synth._anatomy("full"), {}
     resample = ndimage.map_coordinates

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from napari_segxai.core.case import Case
-from napari_segxai.core.model_card import ClassInfo
+from napari_segxai.core.model.card import ClassInfo
 from napari_segxai.core.thumbnails import (
     Tile,
     case_tile,

@@ -12,25 +12,17 @@ import torch
 import yaml
 
 from napari_segxai.cli import main
-from napari_segxai.core.architectures import create_network
-from napari_segxai.core.model_card import build_network, load_model_card
+from napari_segxai.core.model.architectures import create_network
+from napari_segxai.core.model.card import build_network, load_model_card
 from napari_segxai.core.progress import Cancelled
-from napari_segxai.core.segment import segment
-from napari_segxai.core.synth import DEMO_SEED, generate_case
-from napari_segxai.core.train import (
-    MANIFEST_FORMAT,
-    evaluate_generated,
-    largest_component,
-    learning_rate,
-    load_config,
-    make_config,
-    read_manifest,
-    region_dice,
-    summarize,
-    train,
-    training_seeds,
-)
-from napari_segxai.core.weights import load_state_dict
+from napari_segxai.core.model.inference import segment
+from napari_segxai.core.training.synth import DEMO_SEED, generate_case
+from napari_segxai.core.io.manifest import MANIFEST_FORMAT, read_manifest
+from napari_segxai.core.training.evaluate import evaluate_generated, largest_component, region_dice, summarize
+from napari_segxai.core.training.schedule import learning_rate
+from napari_segxai.core.training.config import load_config, make_config, training_seeds
+from napari_segxai.core.training.loop import train
+from napari_segxai.core.model.weights import load_state_dict
 
 TINY = {
     "name": "tiny-trained",
@@ -129,7 +121,7 @@ def test_slow_early_updates_do_not_bunch_the_checkpoints_of_a_time_budgeted_run(
 
 
 def test_checkpoint_placement_follows_updates_and_keeps_its_spacing_when_the_plan_shrinks():
-    from napari_segxai.core.train import next_checkpoint_step
+    from napari_segxai.core.training.schedule import next_checkpoint_step
 
     def placed(plan_at) -> list[int]:
         saved, last, steps = 0, 0, []
@@ -168,7 +160,7 @@ def test_checkpoints_reload_into_the_network_and_differ(trained):
 def test_training_set_is_recorded_and_regenerates(trained):
     _, out, _, _ = trained
     ts = read_manifest(out)["training_set"]
-    assert ts["generator"] == "napari_segxai.core.synth.generate_case" and ts["size"] == "toy"
+    assert ts["generator"] == "napari_segxai.core.training.synth.generate_case" and ts["size"] == "toy"
     assert ts["seeds"] == [50, 51, 52, 53] == training_seeds(make_config(TINY))
     assert ts["joined_at_step"] == [0, 0, 3, 6]  # two at the start, then one every grow_every updates
     assert generate_case(ts["seeds"][2], size="toy").case.label.any()

@@ -8,12 +8,12 @@ import torch
 
 from _cards import write_card
 from _trust import SobelOfInput
-from napari_segxai.core.model_card import load_model_card
+from napari_segxai.core.model.card import load_model_card
 from napari_segxai.core.trust import case_problem
 from napari_segxai.core.trust.datarandom import (
     data_randomisation_test, label_permutation, train_twin, training_volumes,
 )
-from napari_segxai.core.synth import generate_case
+from napari_segxai.core.training.synth import generate_case
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +76,9 @@ def test_twins_train_with_the_recipe_of_the_cards_training_manifest(tmp_path, ca
     import dataclasses
     import json
 
-    from napari_segxai.core.architectures import create_network
-    from napari_segxai.core.model_card import default_model_card
-    from napari_segxai.core.train import DEFAULT_CONFIG
+    from napari_segxai.core.model.architectures import create_network
+    from napari_segxai.core.model.card import default_model_card
+    from napari_segxai.core.training.config import DEFAULT_CONFIG
     from napari_segxai.core.trust.datarandom import twin_recipe
 
     demo = default_model_card()

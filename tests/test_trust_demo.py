@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from _trust import SobelOfInput
-from napari_segxai.core.model_card import load_model_card
-from napari_segxai.core.paths import demo_model_card_path
-from napari_segxai.core.synth import demo_case_path, load_synth_case
+from napari_segxai.core.model.card import load_model_card
+from napari_segxai.core.io.paths import demo_model_card_path
+from napari_segxai.core.io.generated_cases import demo_case_path, load_synth_case
 from napari_segxai.core.trust import case_problem, randomisation_test
 
 

@@ -42,7 +42,7 @@ def napari_get_reader(path: PathOrPaths) -> Optional[Callable[[PathOrPaths], lis
     single = _single_path(path)
     if single is None or not _looks_readable(single):
         return None
-    from .core.case import load_case
+    from .core.io.nifti import load_case
 
     try:
         case = load_case(single)

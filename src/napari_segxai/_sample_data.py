@@ -10,9 +10,9 @@ def make_demo_case() -> list[tuple]:
     dock widgets then choose for them.
     """
     from ._layers import Key, case_layer_data
-    from .core.case import load_case
-    from .core.paths import demo_model_card_path
-    from .core.synth import demo_case_path
+    from .core.io.nifti import load_case
+    from .core.io.paths import demo_model_card_path
+    from .core.io.generated_cases import demo_case_path
 
     layers = case_layer_data(load_case(demo_case_path()))
     card = demo_model_card_path("demo3d")

@@ -28,7 +28,7 @@ def _protected(meta: dict[str, Any]) -> list[Path]:
 
 def _write(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Save ``data`` at ``path`` with the world affine from the layer state ``meta``."""
-    from .core.case import save_nifti
+    from .core.io.nifti import save_nifti
 
     array = np.asarray(data)
     if array.ndim != 3:

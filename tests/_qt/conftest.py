@@ -42,8 +42,8 @@ def write_tiny_card(folder: Path, roi: int = 8) -> Path:
     import torch
     import yaml
 
-    from napari_segxai.core.architectures import create_network
-    from napari_segxai.core.weights import save_state_dict
+    from napari_segxai.core.model.architectures import create_network
+    from napari_segxai.core.model.weights import save_state_dict
 
     folder.mkdir(parents=True, exist_ok=True)
     kwargs = {

@@ -7,8 +7,8 @@ import time
 from _viewer import open_case
 from napari_segxai._qt.explain_widget import ExplainWidget
 from napari_segxai._qt.segment_widget import SegmentWidget
-from napari_segxai.core.model_card import default_model_card
-from napari_segxai.core.synth import demo_case_path
+from napari_segxai.core.model.card import default_model_card
+from napari_segxai.core.io.generated_cases import demo_case_path
 
 # Not a speed target (benchmarks/viewer.py measures it): a cancel that took this long would have waited for
 # the job to end instead of stopping it inside a pass.

@@ -20,8 +20,8 @@ def _args(*argv):
 @pytest.fixture(scope="module")
 def demo_case():
     """The demo case (built once into the user cache)."""
-    from napari_segxai.core.case import load_case
-    from napari_segxai.core.synth import demo_case_path
+    from napari_segxai.core.io.nifti import load_case
+    from napari_segxai.core.io.generated_cases import demo_case_path
 
     return load_case(demo_case_path())
 
@@ -104,8 +104,8 @@ def _manifest_key(kind: str, command: str) -> dict:
 
 def test_the_sample_opens_the_demo_case_with_the_demo_model_in_the_segment_widget(make_napari_viewer, demo_case):
     """File > Open Sample > SegXAI demo case, then Plugins > Segment: the case's channels and the demo card are chosen."""
-    from napari_segxai.core.model_card import load_model_card
-    from napari_segxai.core.paths import demo_model_card_path
+    from napari_segxai.core.model.card import load_model_card
+    from napari_segxai.core.io.paths import demo_model_card_path
 
     sample = _manifest_key("sample_data", "make_demo_case")
     assert sample["display_name"] == "SegXAI demo case"

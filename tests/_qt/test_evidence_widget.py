@@ -14,8 +14,9 @@ from qtpy.QtCore import Qt
 from napari_segxai._layers import layer_world_affine
 from napari_segxai._qt.evidence_widget import ANY_CLASS, EVIDENCE_KEY, EvidenceWidget
 from napari_segxai.core.influence import NoTrainingRecord, influence, training_case
-from napari_segxai.core.model_card import load_model_card
-from napari_segxai.core.synth import generate_case, write_case
+from napari_segxai.core.model.card import load_model_card
+from napari_segxai.core.training.synth import generate_case
+from napari_segxai.core.io.generated_cases import write_case
 from napari_segxai.core.thumbnails import thumbnail
 from _viewer import open_case
 
@@ -46,7 +47,7 @@ def notices(notices, monkeypatch):
 @pytest.fixture(scope="module")
 def toy_model(tmp_path_factory) -> Path:
     """A tiny UNet trained for 60 steps on four toy cases (about 10 s): it predicts tumour, with 5 checkpoints."""
-    from napari_segxai.core.train import train
+    from napari_segxai.core.training.loop import train
 
     config = copy.deepcopy(TINY)
     config["kwargs"] = {"channels": [8, 16], "strides": [2], "num_res_units": 0}
@@ -102,7 +103,7 @@ def test_thumbnails_appear_and_a_click_opens_the_training_case_beside_the_case(
     _run(widget, qtbot)
     assert notices["error"] == [] and notices["warning"] == []
     card = load_model_card(toy_model)
-    from napari_segxai.core.case import load_case
+    from napari_segxai.core.io.nifti import load_case
 
     expected = influence(load_case(toy_case), card, engine="exact")
     proponents, opponents = expected.proponents("edema", top=3), expected.opponents("edema", top=3)
@@ -222,11 +223,11 @@ def test_the_demo_case_is_ranked_from_the_shipped_index_and_a_thumbnail_opens_it
 
     from PIL import Image as PILImage
 
-    from napari_segxai.core.case import load_case
+    from napari_segxai.core.io.nifti import load_case
     from napari_segxai.core.influence.checkpoints import load_tracin_model
     from napari_segxai.core.influence.index import index_status, shipped_folder
-    from napari_segxai.core.model_card import default_model_card
-    from napari_segxai.core.synth import demo_case_path
+    from napari_segxai.core.model.card import default_model_card
+    from napari_segxai.core.io.generated_cases import demo_case_path
 
     card = default_model_card()
     model = load_tracin_model(card)

@@ -14,8 +14,8 @@ from napari_segxai._qt.explain_widget import ExplainWidget
 from napari_segxai._qt.targets import shapes_region
 from _viewer import open_case
 from napari_segxai.core.attribution import available_methods, explain_case, method_class
-from napari_segxai.core.case import load_case
-from napari_segxai.core.model_card import load_model_card
+from napari_segxai.core.io.nifti import load_case
+from napari_segxai.core.model.card import load_model_card
 
 TIMEOUT_MS = 120_000
 MODALITIES = ("t1", "t1ce", "t2", "flair")
@@ -327,7 +327,7 @@ import napari
 viewer = napari.Viewer(show=False)
 from napari_segxai._qt.explain_widget import ExplainWidget
 widget = ExplainWidget(viewer)
-from napari_segxai.core.architectures import create_network
+from napari_segxai.core.model.architectures import create_network
 create_network("UNet", {"spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": [4, 8], "strides": [2]})
 viewer.close()
 print("alive")

@@ -16,7 +16,7 @@ from _influence import blob_case, toy_model  # noqa: E402
 
 @pytest.fixture
 def toy(tmp_path, monkeypatch):
-    from napari_segxai.core.case import save_nifti
+    from napari_segxai.core.io.nifti import save_nifti
 
     monkeypatch.setenv("SEGXAI_TRAINING_CASES", str(tmp_path / "cases"))
     card = toy_model(tmp_path / "toy")

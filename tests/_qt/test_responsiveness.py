@@ -9,8 +9,8 @@ from qtpy.QtCore import QTimer
 
 from _viewer import open_case
 from napari_segxai._qt.explain_widget import ExplainWidget
-from napari_segxai.core.model_card import default_model_card
-from napari_segxai.core.synth import demo_case_path
+from napari_segxai.core.model.card import default_model_card
+from napari_segxai.core.io.generated_cases import demo_case_path
 
 TICK_MS = 10
 # Not a speed target (benchmarks/viewer.py measures the stall against the 200 ms aim): a stall this long

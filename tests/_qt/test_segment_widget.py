@@ -31,7 +31,7 @@ def test_segment_widget_runs_refuses_a_second_run_cancels_and_reports_errors(
     open_case(viewer, tiny_case)
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segment")
-    from napari_segxai.core.paths import demo_model_card_path
+    from napari_segxai.core.io.paths import demo_model_card_path
 
     demo_card = demo_model_card_path()
     assert widget.card_path.text() == (str(demo_card) if demo_card.is_file() else "")
@@ -127,7 +127,7 @@ def test_a_card_chosen_as_trusted_lets_its_pickled_network_load_and_no_other_car
 ):
     import torch
 
-    from napari_segxai.core.model_card import build_network, load_model_card
+    from napari_segxai.core.model.card import build_network, load_model_card
 
     whole = tmp_path / "whole.pt"
     torch.save(build_network(load_model_card(tiny_card)), whole)  # a pickle of the network object: runs code
@@ -158,7 +158,7 @@ def test_a_torchscript_card_is_refused_in_the_viewer_until_it_is_chosen_as_trust
 ):
     import torch
 
-    from napari_segxai.core.model_card import build_network, load_model_card
+    from napari_segxai.core.model.card import build_network, load_model_card
 
     archive = tmp_path / "model.ts"
     torch.jit.save(torch.jit.script(build_network(load_model_card(tiny_card))), str(archive))

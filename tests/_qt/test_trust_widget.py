@@ -14,8 +14,8 @@ from napari_segxai._qt.trust_widget import TrustWidget
 from _cards import write_card
 from _viewer import open_case
 from napari_segxai.core.attribution import available_methods, explain_case
-from napari_segxai.core.case import load_case
-from napari_segxai.core.model_card import load_model_card
+from napari_segxai.core.io.nifti import load_case
+from napari_segxai.core.model.card import load_model_card
 from napari_segxai.core.trust import QualitySettings, case_problem, quality_metrics, randomisation_test
 
 TIMEOUT_MS = 120_000

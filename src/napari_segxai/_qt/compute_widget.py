@@ -67,8 +67,8 @@ class ComputeWidget(QWidget):
         self.viewer = viewer
         if self.has_card:
             # Heavy imports (torch, MONAI) happen here, when the widget is built, not at manifest read.
-            from ..core import model_card as _model_card  # noqa: F401
-            from ..core import segment as _segment  # noqa: F401
+            from ..core.model import card as _card  # noqa: F401
+            from ..core.model import inference as _inference  # noqa: F401
 
         self.form = QFormLayout()
         if self.has_case:
@@ -174,7 +174,7 @@ class ComputeWidget(QWidget):
             card = self.load_card() if self.has_card else None
             case = self.chosen_case() if self.has_case else None
             if case is not None and card is not None:
-                from ..core.segment import channel_indices
+                from ..core.model.preprocess import channel_indices
 
                 channel_indices(case, card)  # a missing modality is said before any work starts
             options = self.job_options(case, card)
@@ -281,7 +281,7 @@ class ComputeWidget(QWidget):
 
     def load_card(self):
         """The model card named in the path field (ValueError with a sentence when it is unusable)."""
-        from ..core.model_card import load_model_card
+        from ..core.model.card import load_model_card
 
         text = self.card_path.text().strip()
         if not text:
@@ -316,7 +316,7 @@ class ComputeWidget(QWidget):
         """Take the card of the chosen case's segmentation, else keep the field, else the bundled demo card."""
         card = self._segmentation_card(self.case_choice.currentText())
         if card is None and not self.card_path.text().strip():
-            from ..core.paths import demo_model_card_path
+            from ..core.io.paths import demo_model_card_path
 
             default = demo_model_card_path()
             card = str(default) if default.is_file() else None

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from napari.utils.theme import get_theme
 from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
-from ..core.files import atomic_path
+from ..core.io.files import atomic_path
 
 if TYPE_CHECKING:
     import napari

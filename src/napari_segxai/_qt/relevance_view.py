@@ -144,7 +144,7 @@ class RelevanceView(QGroupBox):
 
     def export_relevance(self, folder: str | Path) -> dict[str, str]:
         """Write the explanation as NIfTI (one per class, channels = modalities) and JSON into ``folder``."""
-        from ..core.relevance_files import write_relevance
+        from ..core.io.relevance import write_relevance
 
         if self.outcome is None:
             raise ValueError("There is no explanation to save yet; press Run first.")

@@ -55,7 +55,7 @@ class RoiRequest:
 
 def summarise(request: RoiRequest, progress=None, should_cancel=None) -> RoiEntry:
     """Regions from the request's labels (and atlas), then RoI importance of its result (worker thread)."""
-    from ..core.model_card import ClassInfo
+    from ..core.model.card import ClassInfo
 
     present = set(np.unique(request.labels).tolist()) - {0} - {int(c.label) for c in request.classes}
     classes = list(request.classes) + [ClassInfo(f"label {v}", int(v), "") for v in sorted(present)]
@@ -75,7 +75,7 @@ def layer_classes(layer: Labels) -> tuple[tuple, dict[str, str]]:
     """ClassInfo per label value named in a labels layer's features (index, class), with its colour."""
     from matplotlib.colors import to_hex
 
-    from ..core.model_card import ClassInfo
+    from ..core.model.card import ClassInfo
 
     names = layer_names(layer)
     classes, colors = [], {}
@@ -101,7 +101,7 @@ def layer_names(layer: Labels) -> dict[int, str]:
 
 def target_labels(result) -> tuple[np.ndarray, tuple, dict[str, str]]:
     """Labels 1..K_t from the explained target regions (a later class wins where they overlap)."""
-    from ..core.model_card import ClassInfo
+    from ..core.model.card import ClassInfo
 
     masks = np.asarray(result.target.masks)
     labels = np.zeros(masks.shape[1:], dtype=np.int16)

@@ -23,7 +23,7 @@ class SegmentWidget(ComputeWidget):
     @staticmethod
     def compute(case, card, *, device=None, progress=None, should_cancel=None):
         """Segment ``case`` with ``card`` (worker thread)."""
-        from ..core.segment import segment
+        from ..core.model.inference import segment
 
         return segment(case, card, device=device, progress=progress, should_cancel=should_cancel)
 

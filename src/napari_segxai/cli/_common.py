@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from ..core.progress import Cancelled  # noqa: F401  (re-exported for main)
 
 if TYPE_CHECKING:
-    from ..core.model_card import ModelCard
+    from ..core.model.card import ModelCard
 
 
 class UserError(ValueError):
@@ -49,7 +49,7 @@ def load_card(args: argparse.Namespace) -> "ModelCard":
     """The card of --model (the bundled demo card without it), marked trusted when --trust-model is given."""
     import dataclasses
 
-    from ..core.model_card import default_model_card, load_model_card
+    from ..core.model.card import default_model_card, load_model_card
 
     card = default_model_card() if args.model is None else load_model_card(args.model)
     if args.trust_model and not card.trusted:

@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the cohort on dask workers, analyse it, print a summary; exit status 1 when a case failed."""
     from ..core.cohort import CohortSettings, analyse_cohort, run_cohort
     from ..core.cohort.subgroups import read_metadata
-    from .explain import parse_parameters
+    from ._explain_options import parse_parameters
 
     _check(args)
     card = load_card(args)
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if args.metadata is not None:
         read_metadata(args.metadata)  # a bad CSV is reported before the long run
     if args.device not in (None, "auto") and not args.scheduler:
-        from ..core.segment import pick_device
+        from ..core.model.device import pick_device
 
         pick_device(args.device)  # a device this machine lacks is reported once, not by every case
     settings = CohortSettings(

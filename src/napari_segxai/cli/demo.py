@@ -73,11 +73,12 @@ def has_display() -> bool:
 def run(args: argparse.Namespace) -> int:
     """Segment the demo case, write the result, then show it (or save a picture of the viewer)."""
     from ..core.attribution import available_methods
-    from ..core.case import load_case, save_nifti
-    from ..core.model_card import build_network
-    from ..core.segment import pick_device, segment
-    from ..core.synth import demo_case_path
-    from .segment import output_paths
+    from ..core.io.generated_cases import demo_case_path
+    from ..core.io.nifti import load_case
+    from ..core.io.segmentation import write_segmentation
+    from ..core.model.card import build_network
+    from ..core.model.device import pick_device
+    from ..core.model.inference import segment
 
     if args.screenshot is not None and args.screenshot.suffix.lower() != ".png":
         raise UserError(f"--screenshot must name a .png file, not {args.screenshot}.")
@@ -92,8 +93,7 @@ def run(args: argparse.Namespace) -> int:
     network = build_network(card, device)
     with TerminalProgress(f"segmenting {case.name}") as bar:
         result = segment(case, card, network=network, device=device, progress=bar)
-    labels_path, _ = output_paths(case.name, out)
-    save_nifti(result.labels, result.affine, labels_path, protected=case.source_paths)
+    labels_path, = write_segmentation(result, case.name, out, protected=case.source_paths, probabilities=False)
     print(f"Segmented {case.name} with {card.name} on {result.device} in {result.seconds:.1f} s.")
     if case.label is not None:
         print(f"Dice against the case's ground truth: {format_dice(result.labels, case.label)}.")
@@ -127,7 +127,7 @@ def explain_predicted(case, card, segmentation, method: str, network, device, ou
     import numpy as np
 
     from ..core.attribution import explain_case
-    from ..core.relevance_files import write_relevance
+    from ..core.io.relevance import write_relevance
 
     present = {int(v) for v in np.unique(segmentation.labels)}
     classes = [i for i, info in enumerate(card.classes) if info.label != 0 and info.label in present]
@@ -175,7 +175,7 @@ def modality_shares(relevance) -> list[str]:
 
 def format_dice(prediction, reference) -> str:
     """Dice per BraTS region (whole tumour, tumour core, enhancing), as one line."""
-    from ..core.train import region_dice
+    from ..core.training.evaluate import region_dice
 
     scores = region_dice(prediction, reference)
     return ", ".join(f"{name.replace('_', ' ')} {value:.3f}" for name, value in scores.items())

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ..core.files import atomic_path, write_text
+from ..core.io.files import atomic_path, write_text
 from ._common import TerminalProgress, UserError, add_model_options, load_card, output_folder
 
 DESCRIPTION = """\
@@ -63,7 +63,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="folder for results.json and results.csv (with --methods: quality.csv, "
                              "quality_summary.csv, quality.png, quality.json)")
     parser.add_argument("--device", default=None, choices=["auto", "cpu", "cuda", "mps"], help="where to run the model; default: CUDA, then MPS, then CPU")
-    from .trust import add_measure_options
+    from ._trust_options import add_measure_options
 
     add_measure_options(parser.add_argument_group("explanation quality (with --methods; as in segxai trust)"))
     return parser
@@ -88,7 +88,7 @@ def case_paths(paths: Sequence[Path]) -> list[Path]:
 
 def _reference(folder: Path, stem: str):
     """The reference label volume of a real case folder: ``<stem>.nii[.gz]``, else the case's own label."""
-    from ..core.case import load_case, load_label
+    from ..core.io.nifti import load_case, load_label
 
     for suffix in (".nii.gz", ".nii"):
         path = folder / f"{stem}{suffix}"
@@ -109,10 +109,10 @@ def run(args: argparse.Namespace) -> int:
 
 def run_dice(args: argparse.Namespace) -> int:
     """Evaluate Dice, print a table, write results.json and results.csv."""
-    from ..core.case import load_case
-    from ..core.model_card import build_network
-    from ..core.segment import pick_device
-    from ..core.train import HELD_OUT_SEED_START, evaluate_case, evaluate_generated, summarize
+    from ..core.io.nifti import load_case
+    from ..core.model.card import build_network
+    from ..core.model.device import pick_device
+    from ..core.training.evaluate import HELD_OUT_SEED_START, evaluate_case, evaluate_generated, summarize
 
     count = (0 if args.cases else 20) if args.count is None else args.count
     if count < 0:
@@ -161,15 +161,16 @@ def run_dice(args: argparse.Namespace) -> int:
 def run_quality(args: argparse.Namespace) -> int:
     """Measure every method on every case, print the per-method table, write the rows, the summary, a plot and a record."""
     from ..core.attribution.explain_case import class_indices
-    from ..core.case import load_case
-    from ..core.model_card import build_network
-    from ..core.segment import channel_indices, pick_device
-    from ..core.synth import read_ground_truth
+    from ..core.io.nifti import load_case
+    from ..core.model.card import build_network
+    from ..core.model.preprocess import channel_indices
+    from ..core.model.device import pick_device
+    from ..core.io.generated_cases import read_ground_truth
     from ..core.trust import assess_case, quality_rows, quality_summary
     from ..core.trust.plots import summary_plot
     from ..core.trust.tables import summary_table, write_csv
-    from .explain import parse_classes
-    from .trust import build_methods, json_value, measure_settings
+    from ._explain_options import parse_classes
+    from ._trust_options import build_methods, json_value, measure_settings
 
     dice_only = [flag for flag, given in (("--count", args.count is not None), ("--seed-start", args.seed_start is not None),
                                           ("--size", args.size is not None), ("--real", bool(args.real))) if given]

@@ -6,9 +6,9 @@ import argparse
 import csv
 import io
 
-from ..core.files import write_text
+from ..core.io.files import write_text
 from ._common import UserError, add_case_options, output_folder
-from .influence import add_tracin_options, file_stem, query
+from ._tracin_options import add_tracin_options, file_stem, query
 
 DESCRIPTION = """\
 Checks whether TracIn's proponents look like the case to the network: every class region (of the

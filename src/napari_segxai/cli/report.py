@@ -46,9 +46,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Build the report's parts and write the page; say where it is."""
-    from ..core.case import load_case
+    from ..core.io.nifti import load_case
     from ..core.report import build_report, write_report
-    from .explain import parse_classes
+    from ._explain_options import parse_classes
 
     if args.top < 1:
         raise UserError(f"--top must be 1 or more, got {args.top}.")

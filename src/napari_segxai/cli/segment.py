@@ -23,18 +23,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def output_paths(case_name: str, out: Path) -> tuple[Path, Path]:
-    """Where the labels and the probabilities of ``case_name`` are written in ``out``."""
-    return out / f"{case_name}_seg.nii.gz", out / f"{case_name}_prob.nii.gz"
-
-
 def run(args: argparse.Namespace) -> int:
     """Load the case and the card, segment, write the two NIfTI files and say where."""
-    import numpy as np
-
-    from ..core.case import load_case, save_nifti
-    from ..core.model_card import build_network
-    from ..core.segment import channel_indices, pick_device, segment
+    from ..core.io.nifti import load_case
+    from ..core.io.segmentation import output_paths, write_segmentation
+    from ..core.model.card import build_network
+    from ..core.model.preprocess import channel_indices
+    from ..core.model.device import pick_device
+    from ..core.model.inference import segment
 
     folder = Path(args.case).expanduser().resolve()
     if folder.is_dir() and Path(args.out).expanduser().resolve() == folder:
@@ -49,8 +45,7 @@ def run(args: argparse.Namespace) -> int:
     network = build_network(card, device)
     with TerminalProgress(f"segmenting {case.name}") as bar:
         result = segment(case, card, network=network, device=device, progress=bar)
-    save_nifti(result.labels, result.affine, labels_path, protected=case.source_paths)
-    save_nifti(np.moveaxis(result.probabilities, 0, -1), result.affine, prob_path, protected=case.source_paths)
+    write_segmentation(result, case.name, args.out, protected=case.source_paths)
     classes = ", ".join(f"{c.label}={c.name}" for c in result.classes)
     print(f"Segmented {case.name} with {card.name} on {result.device} in {result.seconds:.1f} s.")
     print(f"Labels ({classes}): {labels_path}")

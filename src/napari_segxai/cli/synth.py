@@ -27,7 +27,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Generate and write the cases, one folder each."""
-    from ..core.synth import generate_case, write_case
+    from ..core.training.synth import generate_case
+    from ..core.io.generated_cases import write_case
 
     if args.count < 1:
         raise UserError(f"--count must be at least 1, got {args.count}.")

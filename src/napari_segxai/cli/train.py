@@ -27,7 +27,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Train and print where the card went."""
-    from ..core.train import load_config, make_config, train
+    from ..core.training.config import load_config, make_config
+    from ..core.training.loop import train
 
     config = load_config(args.config)
     if args.steps is not None:

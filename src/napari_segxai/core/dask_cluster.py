@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Iterator
 
 
 def one_line_error(exc: BaseException) -> str:
@@ -37,3 +39,31 @@ def connect(scheduler: str):
     except (OSError, TimeoutError) as exc:
         raise ValueError(f"Cannot reach a dask scheduler at {scheduler} ({one_line_error(exc)}); "
                          "start one (dask scheduler) or leave --scheduler out to run on this machine.") from None
+
+
+@contextlib.contextmanager
+def dask_client(client=None, scheduler: str | None = None, workers: int | None = None, *,
+                memory_limit: str | float | None = "auto") -> Iterator:
+    """``client`` when given, else a client of ``scheduler``, else of a new local cluster of ``workers``
+    (default :func:`default_workers`); what this opened is closed on exit."""
+    if client is not None:
+        yield client
+        return
+    if scheduler:
+        client = connect(scheduler)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    from distributed import Client
+
+    cluster = local_cluster(workers or default_workers(), memory_limit=memory_limit)
+    try:
+        client = Client(cluster)
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        cluster.close()

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 
 from . import progress as _progress
-from .files import write_text
+from .io.files import write_text
 
 if TYPE_CHECKING:
     from .attribution.base import Relevance
-    from .model_card import ClassInfo
+    from .model.card import ClassInfo
 
 BACKGROUND = "background"
 BRAIN_OUTSIDE_TUMOUR = "brain outside tumour"

@@ -21,7 +21,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from .files import atomic_path
+from .io.files import atomic_path
 
 DEFAULT_SIZE = 128
 PREFERRED_MODALITY = "flair"

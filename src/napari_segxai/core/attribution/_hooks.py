@@ -1,10 +1,11 @@
-"""Temporary changes to a network (in-place activations, backward rules), each undone on exit."""
+"""Temporary changes to a network (in-place activations, backward rules, hooks), each undone on exit."""
 
 from __future__ import annotations
 
 import contextlib
 from typing import Iterator
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -60,3 +61,13 @@ def rectified_backward(network: nn.Module, rule: str) -> Iterator[nn.Module]:
                 handle.remove()
 
 
+
+
+def forward_with_hooks(network: nn.Module, inputs: torch.Tensor, handles: list) -> None:
+    """Run ``network(inputs)`` without gradients so that the hooks behind ``handles`` see it; remove them after."""
+    try:
+        with torch.no_grad():
+            network(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()

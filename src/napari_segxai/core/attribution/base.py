@@ -13,6 +13,7 @@ import torch
 
 from .. import progress as _progress
 from ..memory import available_memory
+from ._hooks import forward_with_hooks
 from .baselines import make_baseline
 from .targets import Target
 
@@ -302,12 +303,7 @@ def activation_bytes(network: torch.nn.Module, sample: torch.Tensor) -> int:
 
     leaves = [m for m in network.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
-    try:
-        with torch.no_grad():
-            network(sample)
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_with_hooks(network, sample, handles)
     return max(total, sample.numel() * sample.element_size())
 
 

@@ -19,7 +19,7 @@ from .windows import windowed_attribute
 
 if TYPE_CHECKING:
     from ..case import Case
-    from ..model_card import ModelCard
+    from ..model.card import ModelCard
 
 
 def class_indices(card: "ModelCard", classes: Sequence[int | str] | int | str | None) -> tuple[int, ...]:
@@ -71,8 +71,9 @@ def explain_case(
     model window by window; the others explain the network on one crop around the target
     region, ``margin`` voxels wider on each side (default half a window), zero outside it.
     """
-    from ..model_card import build_network
-    from ..segment import pick_device, preprocess
+    from ..model.card import build_network
+    from ..model.device import pick_device
+    from ..model.preprocess import preprocess
 
     if isinstance(method, str):
         method = get_method(method, **params)
@@ -147,7 +148,7 @@ def case_target(
     ``region`` maps a boolean array on the case grid; ``voxel`` maps one case voxel through world
     coordinates. Every mistake is a ValueError with one sentence.
     """
-    from ..segment import infer
+    from ..model.inference import infer
 
     _check_target_kind(target)
     if target == "predicted":

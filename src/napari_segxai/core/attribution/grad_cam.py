@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import progress as _progress
+from ._hooks import forward_with_hooks
 from .base import AttributionMethod, Parameter, register
 from .slicewise import SliceWise
 
@@ -30,12 +31,7 @@ def spatial_layers(network: torch.nn.Module, inputs: torch.Tensor) -> list[tuple
                 found.append((name, tuple(output.shape)))
 
         handles.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            network(inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_with_hooks(network, inputs, handles)
     return found
 
 

@@ -1,6 +1,9 @@
 """Layer-wise relevance propagation for segmentation (Bach et al. 2015; per-location normalisation as in
 Ahmed and Ali 2021, "Explainable medical image segmentation via generative adversarial networks and
 layer-wise relevance propagation") with zennit's rules, made to conserve relevance on MONAI networks.
+
+The residual blocks whose sums are split come from each architecture family's file
+(:func:`..model.architectures.register_residual_blocks`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import torch
 from torch import nn
 
 from .. import progress as _progress
-from ._hooks import no_inplace
+from ..model.architectures import residual_block_forwards
+from ._hooks import forward_with_hooks, no_inplace
 from .base import AttributionMethod, Parameter, register
 from .slicewise import SliceWise
 
@@ -37,44 +41,9 @@ def _zennit():
     return zennit
 
 
-def _residual_unit_forward(self, x):
-    """MONAI ResidualUnit: conv path + residual path, summed through zennit's Sum layer."""
-    return self.canonizer_sum(torch.stack([self.conv(x), self.residual(x)], dim=-1))
-
-
-def _segresnet_block_forward(self, x):
-    """MONAI SegResNet ResBlock with its skip addition through zennit's Sum layer."""
-    y = self.conv1(self.act(self.norm1(x)))
-    y = self.conv2(self.act(self.norm2(y)))
-    return self.canonizer_sum(torch.stack([y, x], dim=-1))
-
-
-def _dynunet_block_forward(self, inp):
-    """MONAI DynUNet UnetResBlock with its skip addition through zennit's Sum layer."""
-    out = self.norm2(self.conv2(self.lrelu(self.norm1(self.conv1(inp)))))
-    residual = inp
-    if hasattr(self, "conv3"):
-        residual = self.conv3(residual)
-    if hasattr(self, "norm3"):
-        residual = self.norm3(residual)
-    return self.lrelu(self.canonizer_sum(torch.stack([out, residual], dim=-1)))
-
-
 def _residual_canonizer(zennit):
-    """A canonizer that routes the residual additions of MONAI blocks through zennit's Sum (else both branches get all relevance)."""
-    forwards = {}
-    try:
-        from monai.networks.blocks import ResidualUnit
-
-        forwards[ResidualUnit] = _residual_unit_forward
-        from monai.networks.blocks.segresnet_block import ResBlock
-
-        forwards[ResBlock] = _segresnet_block_forward
-        from monai.networks.blocks.dynunet_block import UnetResBlock
-
-        forwards[UnetResBlock] = _dynunet_block_forward
-    except ImportError:
-        pass
+    """A canonizer that routes the residual additions of registered blocks through zennit's Sum (else both branches get all relevance)."""
+    forwards = residual_block_forwards()
 
     def attribute_map(_name, module):
         forward = forwards.get(type(module))
@@ -97,12 +66,7 @@ def input_layers(network: nn.Module, inputs: torch.Tensor) -> list[str]:
         if isinstance(module, (zennit.types.Convolution, zennit.types.Linear)):
             handles.append(module.register_forward_pre_hook(
                 lambda _m, args, name=name: names.append(name) if args and args[0] is received[-1] else None))
-    try:
-        with torch.no_grad():
-            network(inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_with_hooks(network, inputs, handles)
     return names
 
 

@@ -83,7 +83,7 @@ def importance_chart(rows: Sequence[Mapping], path, *, title: str = "Global RoI 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from ..files import atomic_path
+    from ..io.files import atomic_path
 
     classes = _ordered(r["class"] for r in rows)
     panels = [k for k in KINDS if any(r["kind"] == k for r in rows)]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from ..files import atomic_path, write_text
+from ..io.files import atomic_path, write_text
 from .analysis import (TABLE_COLUMNS, ClassAnomalies, DiceCorrelation, anomaly_scores, cohort_table, dice_correlation,
                        flagged_cases, global_importance, importance_chart)
 from .cases import CohortCase

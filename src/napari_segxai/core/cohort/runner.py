@@ -13,8 +13,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .. import progress as _progress
-from ..dask_cluster import connect, default_workers, local_cluster, one_line_error
-from ..files import write_text
+from ..dask_cluster import dask_client, default_workers, one_line_error
+from ..io.files import write_text
 from .cases import CohortCase, case_id, find_cases
 
 DONE = "done.json"
@@ -67,8 +67,8 @@ def worker_model(settings: CohortSettings):
 
     import torch
 
-    from ..model_card import build_network, load_model_card
-    from ..segment import pick_device
+    from ..model.card import build_network, load_model_card
+    from ..model.device import pick_device
 
     if settings.threads:
         torch.set_num_threads(int(settings.threads))
@@ -122,10 +122,11 @@ def _explain_case(case: CohortCase, folder: Path, settings: CohortSettings) -> d
     import torch
 
     from ..attribution import explain_case
-    from ..case import load_case, save_nifti
+    from ..io.nifti import load_case, save_nifti
     from ..roi import case_regions, roi_importance
-    from ..segment import channel_indices, segment
-    from ..train import dice
+    from ..model.preprocess import channel_indices
+    from ..model.inference import segment
+    from ..training.evaluate import dice
 
     card, network, device = worker_model(settings)
     loaded = time.perf_counter()
@@ -253,28 +254,14 @@ def run_cohort(
     _progress.step(len(finished), total, progress, should_cancel)
     if not todo:
         return CohortRun(tuple(cases), (), tuple(c.case_id for c in finished), seconds=time.perf_counter() - start)
-    owned = []
-    if client is None:
-        if scheduler:
-            client = connect(scheduler)
-            owned.append(client)
-        else:
-            n = workers or default_workers()
-            if settings.threads is None:
-                settings = _with_threads(settings, max(1, (os.cpu_count() or 1) // n))
-            cluster = local_cluster(n, memory_limit=memory_limit)
-            owned.append(cluster)
-            from distributed import Client
-
-            client = Client(cluster)
-            owned.insert(0, client)
-    try:
+    if client is None and not scheduler:
+        n = workers or default_workers()
+        if settings.threads is None:
+            settings = _with_threads(settings, max(1, (os.cpu_count() or 1) // n))
+    with dask_client(client, scheduler, workers, memory_limit=memory_limit) as client:
         n_workers = len(client.scheduler_info()["workers"])
         computed, reused, failed = _compute(client, todo, out, settings, len(finished), total,
                                             progress, should_cancel, on_result)
-    finally:
-        for thing in owned:
-            thing.close()
     reused = [c.case_id for c in finished] + reused
     return CohortRun(tuple(cases), tuple(computed), tuple(reused), failed, time.perf_counter() - start, n_workers)
 

@@ -53,10 +53,10 @@ class TracInModel:
 def load_tracin_model(card, *, layers: str = "last", last_k: int = DEFAULT_LAST_K,
                       device: Optional[str | torch.device] = "cpu", record: Optional[TrainingRecord] = None) -> TracInModel:
     """The card's network, its recorded checkpoints and the chosen layers, ready for gradients."""
-    from ..model_card import build_network
-    from ..architectures import create_network
-    from ..segment import pick_device
-    from ..weights import load_into, load_state_dict
+    from ..model.card import build_network
+    from ..model.architectures import create_network
+    from ..model.device import pick_device
+    from ..model.weights import load_into, load_state_dict
     from .features import feature_size
 
     record = record or training_record(card)

@@ -16,7 +16,7 @@ from ..progress import CancelFn, ProgressFn, step
 @functools.lru_cache(maxsize=2)
 def _worker_model(spec_json: str):
     """The TracIn model a worker loads once per build settings."""
-    from ..model_card import load_model_card
+    from ..model.card import load_model_card
     from .checkpoints import load_tracin_model
 
     spec = json.loads(spec_json)
@@ -42,23 +42,14 @@ def build_rows_distributed(model, class_indices: Sequence[int], *, threshold: fl
                            client=None, progress: Optional[ProgressFn] = None,
                            should_cancel: Optional[CancelFn] = None) -> dict:
     """The index rows of every training case, computed in chunks on dask workers and gathered in seed order."""
-    from distributed import Client, as_completed
+    from distributed import as_completed
 
-    from ..dask_cluster import connect, default_workers, local_cluster
+    from ..dask_cluster import dask_client
 
     if workers is not None and workers < 1:
         raise ValueError(f"The number of workers must be 1 or more, got {workers}.")
     seeds = list(model.record.seeds)
-    owned = []
-    if client is None:
-        if scheduler:
-            client = connect(scheduler)
-            owned.append(client)
-        else:
-            cluster = local_cluster(workers or default_workers())
-            client = Client(cluster)
-            owned.extend([client, cluster])
-    try:
+    with dask_client(client, scheduler, workers) as client:
         n_workers = max(len(client.scheduler_info()["workers"]), 1)
         spec = json.dumps({
             "card": str(model.card.path), "layers": model.layers, "last_k": model.last_k,
@@ -81,9 +72,6 @@ def build_rows_distributed(model, class_indices: Sequence[int], *, threshold: fl
         except BaseException:
             client.cancel(list(futures))
             raise
-    finally:
-        for thing in owned:
-            thing.close()
     ordered = [parts[i] for i in range(len(chunks))]
     return {
         "gradients": np.concatenate([p["gradients"] for p in ordered], axis=1),

@@ -131,7 +131,7 @@ def similarity_plot(result, rows: Sequence[SimilarityRow], path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from ..files import atomic_path
+    from ..io.files import atomic_path
 
     path = Path(path)
     if path.suffix.lower() != ".png":

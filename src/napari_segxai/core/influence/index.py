@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ..files import atomic_path, write_text
+from ..io.files import atomic_path, write_text
 from ..progress import CancelFn, ProgressFn, step
 from .checkpoints import TracInModel
 from .projection import PROJECTION_SEED, project
@@ -146,7 +146,7 @@ def index_folder(model: TracInModel, index_dir=None) -> Path:
     beside = shipped_folder(model)
     if _writable(beside) and not _installed(beside):
         return beside
-    from ..synth import cache_dir
+    from ..io.cache import cache_dir
 
     key = hashlib.sha256(str(model.record.manifest).encode()).hexdigest()[:16]
     return cache_dir() / "influence" / key

@@ -14,7 +14,7 @@ from .result import InfluenceResult
 
 if TYPE_CHECKING:
     from ..case import Case
-    from ..model_card import ModelCard
+    from ..model.card import ModelCard
 
 ENGINES = ("indexed", "exact")
 

@@ -11,7 +11,7 @@ import torch
 
 if TYPE_CHECKING:
     from ..case import Case
-    from ..model_card import ModelCard
+    from ..model.card import ModelCard
 
 #: Target value of voxels outside a region (ignored by the loss).
 IGNORE = -100
@@ -53,7 +53,8 @@ def predict_regions(
     A given ``segmentation`` of the case by the same card is reused (mapped to the network grid,
     nearest neighbour) instead of running the network again.
     """
-    from ..segment import activate, infer, labels_from_probabilities, preprocess
+    from ..model.inference import activate, infer, labels_from_probabilities
+    from ..model.preprocess import preprocess
 
     with torch.inference_mode():
         image, grid = preprocess(case, card, device=device)

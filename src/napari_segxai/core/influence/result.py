@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..files import write_text
+from ..io.files import write_text
 
 
 @dataclass(frozen=True)

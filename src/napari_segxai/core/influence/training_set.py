@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..case import Case
-    from ..model_card import ModelCard
+    from ..model.card import ModelCard
 
 NO_RECORD = "This model has no recorded checkpoints; train it with `segxai train` to record them."
 
@@ -53,7 +53,7 @@ class TrainingRecord:
 
 def training_record(card: ModelCard) -> TrainingRecord:
     """The training record of ``card``; :class:`NoTrainingRecord` when it has none or no usable checkpoints."""
-    from ..train import read_manifest
+    from ..io.manifest import read_manifest
 
     if card.training is None or not Path(card.training).is_file():
         raise NoTrainingRecord()
@@ -82,7 +82,7 @@ def training_record(card: ModelCard) -> TrainingRecord:
 
 def check_generator(record: TrainingRecord) -> None:
     """ValueError when the installed case generator is not the version the training cases were made with."""
-    from ..synth import GENERATOR_VERSION
+    from ..training.synth import GENERATOR_VERSION
 
     if record.generator_version != GENERATOR_VERSION:
         raise ValueError(
@@ -97,7 +97,7 @@ CASES_ENV = "SEGXAI_TRAINING_CASES"
 
 def _cases_folder(size: str, version: int) -> Path:
     """Where regenerated training cases are cached (``$SEGXAI_TRAINING_CASES``, else the user cache folder)."""
-    from ..synth import cache_dir
+    from ..io.cache import cache_dir
 
     root = Path(os.environ[CASES_ENV]).expanduser() if os.environ.get(CASES_ENV) else cache_dir() / "training-cases"
     return root / f"v{version}-{size}"
@@ -105,8 +105,9 @@ def _cases_folder(size: str, version: int) -> Path:
 
 def training_case(card: ModelCard, seed: int) -> Case:
     """Training case ``seed`` of ``card``'s training set, regenerated once and cached as a case folder."""
-    from ..case import load_case
-    from ..synth import generate_case, write_case
+    from ..io.nifti import load_case
+    from ..training.synth import generate_case
+    from ..io.generated_cases import write_case
 
     record = training_record(card)
     seed = int(seed)

@@ -23,8 +23,8 @@ class CaseReport:
     """The parts of one case's report and the exact settings that made them."""
 
     case: Any                                   # core.case.Case
-    card: Any                                   # core.model_card.ModelCard
-    segmentation: Any                           # core.segment.Segmentation
+    card: Any                                   # core.model.card.ModelCard
+    segmentation: Any                           # core.model.inference.Segmentation
     relevance: Any                              # core.attribution.Relevance
     roi: Any                                    # core.roi.RoiImportance
     influence: Any = None                       # core.influence.InfluenceResult, or None
@@ -59,9 +59,11 @@ def build_report(
     A ``segmentation`` or ``relevance`` already computed for this case and card is reused, not recomputed.
     """
     from ..attribution import explain_case, get_method
-    from ..model_card import build_network
+    from ..model.card import build_network
     from ..roi import case_regions, roi_importance
-    from ..segment import channel_indices, pick_device, segment
+    from ..model.preprocess import channel_indices
+    from ..model.device import pick_device
+    from ..model.inference import segment
 
     if top < 1:
         raise ValueError(f"The report shows at least one proponent per class; top must be 1 or more, got {top}.")

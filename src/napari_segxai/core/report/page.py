@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..files import atomic_path, write_text
+from ..io.files import atomic_path, write_text
 from . import figures
 
 PAGE_PX = 1100

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from ..case import Case
-    from ..model_card import ModelCard
+    from ..model.card import ModelCard
 
 CHECKS = ("sanity", "metrics", "data")
 NAN = float("nan")

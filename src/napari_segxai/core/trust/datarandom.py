@@ -2,7 +2,7 @@
 
 Two twins of the card's architecture start from the same seeded initialisation and train for
 the same short budget on the same generated cases, with the demo trainer's recipe (loss,
-optimiser, learning-rate schedule and intensity augmentation of ``core.train``; those recorded in
+optimiser, learning-rate schedule and intensity augmentation of ``core.training.pool``; those recorded in
 the card's training manifest when it has one): one on the true label maps, one on label maps
 permuted among the cases (case i learns the label map of case i + 1: a derangement, so no
 case keeps its own). Generated cases share one grid (the MNI152 template), so every label map
@@ -29,7 +29,7 @@ from .similarity import prepare_reference, similarities
 from .tables import MeasuredValues, write_csv
 
 if TYPE_CHECKING:
-    from ..model_card import ModelCard
+    from ..model.card import ModelCard
 
 PAIRS = (("model", "permuted labels"), ("true labels", "permuted labels"), ("model", "true labels"))
 TRAINING_SEED_START = 1000   # the demo trainer's first training seed; the demo case's seed is never among them
@@ -67,8 +67,8 @@ class DataRandomisationResult:
 
 def training_volumes(card: "ModelCard", seeds: Sequence[int], size: str = "full"):
     """Generated cases preprocessed as the card says, (C, *grid) each, and their class-index maps on the same grid."""
-    from ..segment import preprocess
-    from ..synth import generate_case
+    from ..model.preprocess import preprocess
+    from ..training.synth import generate_case
 
     lookup = {c.label: i for i, c in enumerate(card.classes)}
     images, targets = [], []
@@ -89,7 +89,7 @@ def training_volumes(card: "ModelCard", seeds: Sequence[int], size: str = "full"
 
 def twin_recipe(card: "ModelCard") -> dict:
     """How the twins train: the loss, optimiser, schedule and augmentation of the card's training manifest, else the demo trainer's defaults."""
-    from ..train import DEFAULT_CONFIG
+    from ..training.config import DEFAULT_CONFIG
 
     recipe = {key: dict(DEFAULT_CONFIG[key]) for key in ("loss", "optimizer", "schedule", "augmentation")}
     if card.training is not None:
@@ -119,13 +119,14 @@ def train_twin(
     """The card's architecture trained from a seeded initialisation on true or permuted labels with the demo trainer's recipe; and its last loss.
 
     Each update takes one random ``crop``-sided cube (70% centred on a labelled voxel), flipped and
-    intensity-augmented as ``core.train`` does, with the learning rate of the recipe's schedule
+    intensity-augmented as ``core.training.pool`` does, with the learning rate of the recipe's schedule
     stretched over ``steps`` updates (warm-up at most a fifth of them). ``learning_rate``
     overrides the recipe's initial rate.
     """
-    from ..architectures import create_network
-    from ..train import augment, build_loss, build_optimizer
-    from ..train import learning_rate as scheduled_rate
+    from ..model.architectures import create_network
+    from ..training.pool import augment
+    from ..training.config import build_loss, build_optimizer
+    from ..training.schedule import learning_rate as scheduled_rate
 
     if card.spatial_dims != 3:
         raise ValueError("The data randomisation test trains 3D models only; use a 3D model card.")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from ..files import atomic_path
+from ..io.files import atomic_path
 
 if TYPE_CHECKING:
     from .quality import QualityResult

@@ -15,7 +15,7 @@ from ..attribution.base import samples_per_batch
 
 if TYPE_CHECKING:
     from ..case import Case
-    from ..model_card import ModelCard
+    from ..model.card import ModelCard
 
 
 @dataclass(frozen=True, eq=False)
@@ -149,8 +149,9 @@ def case_problem(
     # suit the network's strides. The case's label, when it has one, comes along on that grid.
     from ..attribution.explain_case import case_target, class_indices, crop_box
     from ..attribution.slicewise import SliceWise
-    from ..model_card import build_network
-    from ..segment import pick_device, preprocess
+    from ..model.card import build_network
+    from ..model.device import pick_device
+    from ..model.preprocess import preprocess
 
     indices = class_indices(card, classes)
     device = pick_device(device)

@@ -22,6 +22,7 @@ import torch
 
 from .. import progress as _progress
 from ..attribution import AttributionMethod
+from ..attribution._hooks import forward_with_hooks
 from .problem import Problem, method_label, relevance_of
 from .similarity import prepare_reference, similarities
 from .tables import MeasuredValues, write_csv
@@ -103,12 +104,7 @@ def weight_layers(network: torch.nn.Module, inputs: torch.Tensor) -> tuple[str, 
             order.append(name)
 
     handles = [m.register_forward_hook(hook) for m in candidates]
-    try:
-        with torch.no_grad():
-            network(inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_with_hooks(network, inputs, handles)
     if not order:
         raise ValueError("The network has no layer with weights to randomise (no convolution or linear layer ran).")
     return tuple(order)

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..files import write_text
+from ..io.files import write_text
 
 
 class MeasuredValues:

@@ -9,7 +9,7 @@ from typing import Mapping
 
 import torch
 
-from .files import atomic_path
+from ..io.files import atomic_path
 
 #: Keys under which training checkpoints commonly keep the network's state dict.
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "network", "net")

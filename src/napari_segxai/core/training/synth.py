@@ -24,25 +24,31 @@ anatomy resampled to 32^3 (about 6-7 mm voxels) for fast tests.
 from __future__ import annotations
 
 import functools
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-from .case import BRATS_124, Case, load_case, save_nifti
-from .files import atomic_path
+from ..case import BRATS_124, Case
+from ..io.cache import cache_dir
+from ..io.files import atomic_path
+
 
 GENERATOR_VERSION = 1
+
+
 MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
+
+
 COMPARTMENTS: dict[int, str] = {1: "necrosis", 2: "edema", 4: "enhancing"}
+
+
 SIZES: dict[str, tuple[int, int, int] | None] = {"full": None, "toy": (32, 32, 32)}
+
+
 DEMO_SEED = 20240607
 """The seed of the demo case; training and evaluation seeds never include it."""
+
 
 # Intensities relative to white matter, one per modality (t1, t1ce, t2, flair). A case scales
 # every difference to white matter by a random factor in [1 - CONTRAST_JITTER, 1 + CONTRAST_JITTER].
@@ -54,6 +60,8 @@ BASE_CONTRAST: dict[str, tuple[float, float, float, float]] = {
     "edema": (0.72, 0.70, 0.86, 1.02),
     "enhancing": (0.64, 1.32, 0.66, 0.74),
 }
+
+
 CONTRAST_JITTER = 0.3
 
 
@@ -65,15 +73,6 @@ class SynthCase:
     modality_signature: dict[str, dict[str, float]]
     seed: int
     params: dict = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------- anatomy
-
-
-def cache_dir() -> Path:
-    """The user cache folder of napari-segxai (``$XDG_CACHE_HOME/napari-segxai``, default ~/.cache)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "napari-segxai"
 
 
 @dataclass(frozen=True)
@@ -170,9 +169,6 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-# --------------------------------------------------------------------------- random fields
-
-
 def _smooth_field(rng: np.random.Generator, shape, spacing, scale_mm: float) -> np.ndarray:
     """A smooth random field with unit standard deviation and features of about ``scale_mm``."""
     extent = np.asarray(shape) * spacing
@@ -199,9 +195,6 @@ def _magnify(q: np.ndarray, centre, sigma_mm, strength: float) -> np.ndarray:
     s = np.asarray(sigma_mm, dtype=np.float32).reshape(3, 1, 1, 1)
     g = np.exp(-0.5 * np.sum((d / s) ** 2, axis=0))
     return q - d * (strength * g)[None]
-
-
-# --------------------------------------------------------------------------- the generator
 
 
 def generate_case(seed: int, *, size: str = "full") -> SynthCase:
@@ -347,65 +340,3 @@ def modality_signature(channels: np.ndarray, label: np.ndarray, brain: np.ndarra
             for modality, ch in zip(MODALITIES, channels)
         }
     return signature
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def write_case(synth: SynthCase, folder: str | Path) -> Path:
-    """Write a case as a BraTS-style folder (``<name>_t1.nii.gz`` ... ``<name>_seg.nii.gz``, ground_truth.json)."""
-    folder = Path(folder).expanduser()
-    if folder.exists() and any(folder.iterdir()):
-        raise ValueError(f"{folder} already exists and is not empty; choose a new output folder.")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        case = synth.case
-        for modality, channel in zip(case.modalities, case.channels):
-            save_nifti(channel, case.affine, tmp / f"{case.name}_{modality}.nii.gz")
-        save_nifti(case.label.astype(np.int16), case.affine, tmp / f"{case.name}_seg.nii.gz")
-        truth = {
-            "name": case.name,
-            "seed": synth.seed,
-            "modalities": list(case.modalities),
-            "labels": {str(k): v for k, v in COMPARTMENTS.items()},
-            "modality_signature": synth.modality_signature,
-            "signature_definition": "(mean of the class - mean of tumour-free brain) / SD of tumour-free brain, per z-scored modality",
-            "params": synth.params,
-        }
-        (tmp / "ground_truth.json").write_text(json.dumps(truth, indent=2))
-        if folder.exists():
-            folder.rmdir()
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
-
-
-def demo_case_path() -> Path:
-    """The demo case folder (fixed held-out seed), written once into the user cache folder."""
-    folder = cache_dir() / f"demo-case-v{GENERATOR_VERSION}" / f"synth-{DEMO_SEED:08d}"
-    if folder.is_dir() and (folder / "ground_truth.json").exists():
-        return folder
-    synth = generate_case(DEMO_SEED)
-    try:
-        write_case(synth, folder)
-    except (ValueError, OSError):
-        if not (folder / "ground_truth.json").exists():  # another process may have written it meanwhile
-            raise
-    return folder
-
-
-def read_ground_truth(folder: str | Path) -> dict:
-    """The ``ground_truth.json`` of a generated case folder."""
-    path = Path(folder) / "ground_truth.json"
-    if not path.exists():
-        raise ValueError(f"{folder} has no ground_truth.json; it is not a generated case folder.")
-    return json.loads(path.read_text())
-
-
-def load_synth_case(folder: str | Path) -> SynthCase:
-    """A generated case read back from its folder, with its recorded signature and parameters."""
-    truth = read_ground_truth(folder)
-    return SynthCase(load_case(folder), truth["modality_signature"], int(truth["seed"]), truth["params"])

@@ -39,7 +39,7 @@ def write_relevance(result, case_name: str, out: str | Path, *, protected: Seque
     ``protected`` files (the case's inputs) are never overwritten: a ValueError says so before
     anything is written. ``details`` go into the JSON record (``voxel`` and ``region`` into its target).
     """
-    from .case import save_nifti
+    from .nifti import save_nifti
 
     if result.affine is None:
         raise ValueError("This relevance has no affine (it is not on a case's grid); explain a case to export it.")

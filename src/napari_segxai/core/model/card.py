@@ -10,7 +10,7 @@ from typing import Any, Optional
 import torch
 
 from .architectures import TORCHSCRIPT, create_network, known_architectures
-from .paths import demo_model_card_path
+from ..io.paths import demo_model_card_path
 from .weights import is_torchscript, load_into, load_state_dict, load_torchscript
 
 ACTIVATIONS = ("softmax", "sigmoid")

@@ -1,0 +1,61 @@
+"""Options of the TracIn commands (``influence``, ``influence_check``): the training record, checkpoints, the query."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from ._common import TerminalProgress, UserError, load_card
+
+
+def add_tracin_options(parser: argparse.ArgumentParser) -> None:
+    """The TracIn settings shared by ``influence`` and ``influence-check``."""
+    from ..core.influence.gradients import DEFAULT_LAST_K, LAYER_CHOICES
+    from ..core.influence.query import ENGINES
+
+    parser.add_argument("--class", dest="classes", action="append", default=None, metavar="C",
+                        help="a class of the case to explain (repeat for several); default: every class but background")
+    parser.add_argument("--train-class", dest="train_classes", action="append", default=None, metavar="C",
+                        help="a class of the training cases to score (repeat for several); default: every class but background")
+    parser.add_argument("--engine", choices=ENGINES, default="indexed",
+                        help="indexed: stored training gradients, fast queries (default); exact: recompute them all")
+    parser.add_argument("--layers", choices=LAYER_CHOICES, default="last",
+                        help="whose parameters' gradients count: all, the last K layers (default) or the final layer")
+    parser.add_argument("--last-k", type=int, default=DEFAULT_LAST_K, metavar="K",
+                        help=f"how many layers --layers last takes (default {DEFAULT_LAST_K})")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="drop voxels whose predicted class probability is below this (default 0.5)")
+    parser.add_argument("--projection", type=int, default=None, metavar="N",
+                        help="random projection size of stored gradients (indexed engine; 0: none; default: none for "
+                             "short gradients, 2048 for long ones)")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="build the index on the dask scheduler at ADDRESS (default: in this process)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="build the index on a local dask cluster of N worker processes")
+    parser.add_argument("--rebuild-index", action="store_true", help="rebuild the index even when it is current")
+
+
+def query(args: argparse.Namespace):
+    """Load the case and the card and run the TracIn query the options ask for; returns (case, card, result)."""
+    from ..core.io.nifti import load_case
+    from ..core.influence import influence, training_record
+
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be 1 or more, got {args.workers}.")
+    card = load_card(args)
+    training_record(card)  # a model without checkpoints is reported before any work
+    case = load_case(args.case)
+    device = None if args.device in (None, "auto") else args.device
+    with TerminalProgress(f"TracIn of {case.name}") as bar:
+        result = influence(
+            case, card, classes=args.classes, train_classes=args.train_classes, engine=args.engine,
+            layers=args.layers, last_k=args.last_k, threshold=args.threshold, projection=args.projection,
+            device=device or "cpu", scheduler=args.scheduler, workers=args.workers, rebuild=args.rebuild_index,
+            progress=bar,
+        )
+    return case, card, result
+
+
+def file_stem(name: str) -> str:
+    """A class or case name made safe for a file name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "class"

@@ -1,0 +1,1 @@
+"""The model: its card, architectures (one file per family), weights, device, preprocessing and inference."""

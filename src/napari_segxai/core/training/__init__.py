@@ -1,0 +1,1 @@
+"""Training: config, data pool, schedule, loop, the synthetic generator and Dice."""

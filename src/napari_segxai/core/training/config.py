@@ -1,0 +1,149 @@
+"""A training config: its defaults, validation, the training seeds, and the loss and optimiser it names."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+
+DEFAULT_CONFIG: dict = {
+    "name": "segxai-model",
+    "description": "A segmentation network trained on synthetic brain-tumour cases.",
+    "architecture": "UNet",
+    "kwargs": {},
+    "spatial_dims": 3,
+    "slice_axis": None,
+    "modalities": ["t1", "t1ce", "t2", "flair"],
+    "classes": [
+        {"name": "background", "label": 0, "color": "#000000"},
+        {"name": "necrosis", "label": 1, "color": "#e6194b"},
+        {"name": "edema", "label": 2, "color": "#3cb44b"},
+        {"name": "enhancing", "label": 4, "color": "#ffe119"},
+    ],
+    "data": {"size": "full", "seed_start": 1000, "initial_cases": 40, "cases": 120, "grow_every": 10},
+    "crop": {"size": [64, 64, 64], "per_step": 2, "tumour_fraction": 0.7},
+    "augmentation": {
+        "flip_axes": [0], "gamma": [0.7, 1.5], "gamma_probability": 0.5, "scale": [0.8, 1.25],
+        "shift": [-0.25, 0.25], "noise_sd": [0.0, 0.1], "channel_probability": 0.8,
+    },
+    "optimizer": {"name": "Adam", "lr": 0.002, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 1e-5},
+    "schedule": {"name": "cosine", "horizon": "steps", "steps": 1500, "warmup_steps": 20, "min_lr": 2e-5},
+    "loss": {"name": "DiceCELoss", "kwargs": {"to_onehot_y": True, "softmax": True, "include_background": True}},
+    "checkpoints": 5,
+    "time_budget_minutes": 45.0,
+    "threads": 2,
+    "seed": 0,
+    # roi_size None: the training crop size (windows the size the network saw in training; a
+    # whole-volume window gave the demo model false positives), overlap 0.5 for the same reason.
+    "inference": {"roi_size": None, "overlap": 0.5, "sw_batch_size": 1, "mode": "gaussian"},
+    "preprocessing": {"orientation": "RAS", "spacing": [2.0, 2.0, 2.0], "spacing_policy": "resample",
+                      "normalization": "zscore_nonzero"},
+}
+
+
+LOSSES = ("DiceCELoss", "DiceLoss", "DiceFocalLoss")
+
+
+OPTIMIZERS = ("Adam", "AdamW", "SGD")
+
+
+def load_config(path: str | Path) -> dict:
+    """A training config read from YAML and merged over :data:`DEFAULT_CONFIG`, validated."""
+    import yaml
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ValueError(f"Training config {path} does not exist; give the path of a YAML config.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"Training config {path} is not valid YAML: {err}".rstrip(".") + ".") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"Training config {path} must be a mapping of settings, not {type(raw).__name__}.")
+    return make_config(raw, source=str(path))
+
+
+def make_config(raw: dict, *, source: str = "the training config") -> dict:
+    """``raw`` merged over :data:`DEFAULT_CONFIG` and validated."""
+    config = copy.deepcopy(DEFAULT_CONFIG)
+    for key, value in raw.items():
+        if key not in config:
+            raise ValueError(f"{source}: unknown setting {key!r}; known settings are {', '.join(config)}.")
+        if isinstance(config[key], dict) and isinstance(value, dict) and key not in ("kwargs",):
+            unknown = set(value) - set(config[key]) if key not in ("loss", "optimizer") else set()
+            if unknown:
+                raise ValueError(f"{source}: unknown setting {key}.{sorted(unknown)[0]}; known: {', '.join(config[key])}.")
+            config[key].update(value)
+        else:
+            config[key] = value
+    if config["inference"]["roi_size"] is None:
+        config["inference"]["roi_size"] = list(config["crop"]["size"])
+    _validate(config, source)
+    return config
+
+
+def _validate(config: dict, source: str) -> None:
+    """Raise ValueError naming the first setting of ``config`` that cannot work."""
+    dims = config["spatial_dims"]
+    if dims not in (2, 3):
+        raise ValueError(f"{source}: spatial_dims must be 2 or 3, got {dims!r}.")
+    if dims == 2 and config["slice_axis"] not in (0, 1, 2):
+        raise ValueError(f"{source}: a 2D model needs slice_axis 0, 1 or 2, got {config['slice_axis']!r}.")
+    if len(config["crop"]["size"]) != dims:
+        raise ValueError(f"{source}: crop.size must give {dims} sizes for a {dims}D model, got {config['crop']['size']}.")
+    if len(config["inference"]["roi_size"]) != dims:
+        raise ValueError(f"{source}: inference.roi_size must give {dims} sizes, got {config['inference']['roi_size']}.")
+    kwargs = config["kwargs"]
+    if kwargs.get("spatial_dims", dims) != dims:
+        raise ValueError(f"{source}: kwargs.spatial_dims ({kwargs.get('spatial_dims')}) differs from spatial_dims ({dims}).")
+    if kwargs.get("in_channels", len(config["modalities"])) != len(config["modalities"]):
+        raise ValueError(f"{source}: kwargs.in_channels must equal the number of modalities ({len(config['modalities'])}).")
+    if kwargs.get("out_channels", len(config["classes"])) != len(config["classes"]):
+        raise ValueError(f"{source}: kwargs.out_channels must equal the number of classes ({len(config['classes'])}).")
+    if config["loss"]["name"] not in LOSSES:
+        raise ValueError(f"{source}: loss.name {config['loss']['name']!r} is not one of {', '.join(LOSSES)}.")
+    if config["optimizer"]["name"] not in OPTIMIZERS:
+        raise ValueError(f"{source}: optimizer.name {config['optimizer']['name']!r} is not one of {', '.join(OPTIMIZERS)}.")
+    if config["schedule"]["horizon"] not in ("steps", "time"):
+        raise ValueError(f"{source}: schedule.horizon must be steps or time, got {config['schedule']['horizon']!r}.")
+    if config["schedule"]["name"] not in ("cosine", "constant"):
+        raise ValueError(f"{source}: schedule.name must be cosine or constant, got {config['schedule']['name']!r}.")
+    data = config["data"]
+    if data["cases"] < 1 or data["initial_cases"] < 1 or data["initial_cases"] > data["cases"]:
+        raise ValueError(f"{source}: data needs 1 <= initial_cases <= cases, got {data['initial_cases']} and {data['cases']}.")
+    if config["schedule"]["steps"] < 1:
+        raise ValueError(f"{source}: schedule.steps must be at least 1.")
+    if config["checkpoints"] < 1:
+        raise ValueError(f"{source}: checkpoints must be at least 1.")
+    from .synth import DEMO_SEED, SIZES
+
+    if data["size"] not in SIZES:
+        raise ValueError(f"{source}: data.size must be one of {', '.join(SIZES)}, got {data['size']!r}.")
+    if data["seed_start"] <= DEMO_SEED < data["seed_start"] + data["cases"]:
+        raise ValueError(f"{source}: the training seeds include the demo case's seed {DEMO_SEED}; move data.seed_start.")
+
+
+def training_seeds(config: dict) -> list[int]:
+    """The seeds of the generated training cases, in the order they join the pool."""
+    data = config["data"]
+    return list(range(int(data["seed_start"]), int(data["seed_start"]) + int(data["cases"])))
+
+
+def build_loss(config: dict) -> torch.nn.Module:
+    """The MONAI loss of ``config['loss']`` (name and keyword arguments)."""
+    from monai import losses
+
+    return getattr(losses, config["loss"]["name"])(**config["loss"]["kwargs"])
+
+
+def build_optimizer(config: dict, params) -> torch.optim.Optimizer:
+    """The torch optimiser of ``config['optimizer']`` over ``params``."""
+    opt = dict(config["optimizer"])
+    name = opt.pop("name")
+    if name == "SGD":
+        opt.pop("betas", None), opt.pop("eps", None)
+    else:
+        opt["betas"] = tuple(opt.get("betas", (0.9, 0.999)))
+    return getattr(torch.optim, name)(params, **opt)

@@ -1,0 +1,108 @@
+"""Dice of a model against reference labels: BraTS regions, largest component, held-out generated cases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..progress import CancelFn, ProgressFn, step
+
+
+REGIONS: dict[str, tuple[int, ...]] = {"whole_tumour": (1, 2, 4), "tumour_core": (1, 4), "enhancing": (4,)}
+"""BraTS evaluation regions: label values that make up each."""
+
+
+def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
+    """Dice of two boolean masks (1.0 when both are empty)."""
+    p, r = prediction.astype(bool), reference.astype(bool)
+    total = int(p.sum()) + int(r.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(p, r).sum()) / total
+
+
+def region_dice(prediction: np.ndarray, reference: np.ndarray, regions: dict[str, tuple[int, ...]] = REGIONS) -> dict[str, float]:
+    """Dice per region, each region the union of its label values, in both label volumes."""
+    return {name: dice(np.isin(prediction, values), np.isin(reference, values)) for name, values in regions.items()}
+
+
+def largest_component(labels: np.ndarray) -> np.ndarray:
+    """The label volume with everything outside the largest connected non-zero component set to 0."""
+    from scipy import ndimage
+
+    components, n = ndimage.label(labels > 0)
+    if n <= 1:
+        return labels.copy()
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    return np.where(components == int(np.argmax(sizes)), labels, 0).astype(labels.dtype)
+
+
+HELD_OUT_SEED_START = 900_000
+"""First seed of the held-out generated cases used for evaluation (never used for training)."""
+
+
+def evaluate_generated(
+    card,
+    seeds: Sequence[int],
+    *,
+    network: Optional[torch.nn.Module] = None,
+    device: Optional[str] = None,
+    size: str = "full",
+    progress: Optional[ProgressFn] = None,
+    should_cancel: Optional[CancelFn] = None,
+) -> list[dict]:
+    """Region Dice of the card's model on generated cases, raw and after keeping the largest component."""
+    from ..model.card import build_network
+    from ..model.device import pick_device
+    from ..model.inference import segment
+    from .synth import DEMO_SEED, generate_case
+
+    training = set()
+    if card.training is not None and Path(card.training).is_file():
+        training = set(json.loads(Path(card.training).read_text())["training_set"]["seeds"])
+    overlap = sorted(training.intersection(int(s) for s in seeds))
+    if overlap:
+        raise ValueError(f"Seeds {overlap[:5]} were used to train {card.name}; evaluate on held-out seeds.")
+    device = str(pick_device(device))
+    network = network if network is not None else build_network(card, device)
+    rows = []
+    for i, seed in enumerate(seeds):
+        synth = generate_case(int(seed), size=size)
+        seg = segment(synth.case, card, network=network, device=device)
+        rows.append(_dice_row(synth.case.name, seg, synth.case.label, seed=int(seed), demo=int(seed) == DEMO_SEED))
+        step(i + 1, len(seeds), progress, should_cancel)
+    return rows
+
+
+def _dice_row(name: str, seg, reference: np.ndarray, **extra) -> dict:
+    """One result row: Dice per region, raw and largest-component, and the segmentation time."""
+    row = {"case": name, **extra, "seconds": round(seg.seconds, 2)}
+    for region, value in region_dice(seg.labels, reference).items():
+        row[region] = round(value, 4)
+    for region, value in region_dice(largest_component(seg.labels), reference).items():
+        row[f"{region}_lcc"] = round(value, 4)
+    return row
+
+
+def evaluate_case(case, reference: np.ndarray, card, *, network=None, device: Optional[str] = None) -> dict:
+    """Region Dice of the card's model on one case against a reference label volume on the case's grid."""
+    from ..model.inference import segment
+
+    if reference.shape != case.shape:
+        raise ValueError(f"The reference label of {case.name} has shape {reference.shape}, the case {case.shape}; give a label on the case's grid.")
+    seg = segment(case, card, network=network, device=device)
+    return _dice_row(case.name, seg, reference)
+
+
+def summarize(rows: Sequence[dict]) -> dict[str, dict[str, float]]:
+    """Mean, SD, min and count of every Dice column over result rows."""
+    columns = [k for k in rows[0] if k.startswith(tuple(REGIONS))] if rows else []
+    out = {}
+    for column in columns:
+        values = np.array([r[column] for r in rows], dtype=float)
+        out[column] = {"mean": round(float(values.mean()), 4), "sd": round(float(values.std(ddof=1)) if len(values) > 1 else 0.0, 4),
+                       "min": round(float(values.min()), 4), "n": int(len(values))}
+    return out

@@ -1,0 +1,93 @@
+"""The training data pool: generated cases kept compactly, random crops, flips and intensity augmentation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+@dataclass
+class PoolCase:
+    image: np.ndarray     # (C, X, Y, Z) float16
+    target: np.ndarray    # (X, Y, Z) uint8 class indices
+    tumour: np.ndarray    # (N, 3) int16 voxel coordinates of tumour
+    brain: np.ndarray     # (M, 3) int16 coordinates of a subsample of brain voxels
+
+
+def pool_case(seed: int, size: str, label_to_index: dict[int, int]) -> PoolCase:
+    """One generated case, stored compactly for crop sampling."""
+    from .synth import generate_case
+
+    synth = generate_case(seed, size=size)
+    lookup = np.zeros(max(label_to_index) + 1, np.uint8)
+    for label, index in label_to_index.items():
+        lookup[label] = index
+    target = lookup[synth.case.label]
+    brain = np.argwhere(np.any(synth.case.channels != 0, axis=0))[::5].astype(np.int16)
+    tumour = np.argwhere(target > 0).astype(np.int16)
+    return PoolCase(synth.case.channels.astype(np.float16), target, tumour, brain)
+
+
+def random_crop(case: PoolCase, config: dict, rng: np.random.Generator, near_tumour: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One training crop (C, *size) float32 and its class indices (*size), 3D or a 2D slice."""
+    size = list(config["crop"]["size"])
+    points = case.tumour if (near_tumour and len(case.tumour)) else case.brain
+    centre = points[rng.integers(len(points))].astype(int)
+    image, target = case.image, case.target
+    if config["spatial_dims"] == 2:
+        axis = int(config["slice_axis"])
+        image = np.take(image, centre[axis], axis=axis + 1)
+        target = np.take(target, centre[axis], axis=axis)
+        centre = np.delete(centre, axis)
+    centre = centre + rng.integers(-size[0] // 4, size[0] // 4 + 1, len(centre))
+    spatial = target.shape
+    starts = [int(np.clip(c - s // 2, 0, max(n - s, 0))) for c, s, n in zip(centre, size, spatial)]
+    box = tuple(slice(a, a + s) for a, s in zip(starts, size))
+    img = image[(slice(None),) + box].astype(np.float32)
+    tgt = target[box]
+    pad = [(0, s - n) for s, n in zip(size, tgt.shape)]
+    if any(p[1] for p in pad):
+        img = np.pad(img, [(0, 0)] + pad)
+        tgt = np.pad(tgt, pad)
+    return img, tgt
+
+
+def augment(image: torch.Tensor, rng: np.random.Generator, settings: dict) -> torch.Tensor:
+    """Intensity and contrast randomisation of one (C, *spatial) crop; voxels outside the brain stay zero."""
+    brain = (image != 0).any(dim=0, keepdim=True)
+    out = image.clone()
+    for c in range(out.shape[0]):
+        if rng.random() > settings["channel_probability"]:
+            continue
+        x = out[c]
+        inside = brain[0]
+        if not inside.any():
+            continue
+        if rng.random() < settings["gamma_probability"]:
+            lo, hi = x[inside].min(), x[inside].max()
+            span = torch.clamp(hi - lo, min=1e-6)
+            gamma = float(np.exp(rng.uniform(np.log(settings["gamma"][0]), np.log(settings["gamma"][1]))))
+            x = lo + span * ((x - lo) / span).clamp(0, 1) ** gamma
+        x = x * float(rng.uniform(*settings["scale"])) + float(rng.uniform(*settings["shift"]))
+        noise = float(rng.uniform(*settings["noise_sd"]))
+        if noise:
+            x = x + noise * torch.randn_like(x)
+        out[c] = x
+    out = out * brain
+    return out
+
+
+def flip(image: torch.Tensor, target: torch.Tensor, rng: np.random.Generator, axes: Sequence[int], dims: int, slice_axis):
+    """Random flips of a crop and its target along the given (volume) axes."""
+    for axis in axes:
+        if dims == 2:
+            if axis == slice_axis:
+                continue
+            axis = axis - (1 if slice_axis is not None and axis > slice_axis else 0)
+        if rng.random() < 0.5:
+            image = torch.flip(image, dims=[axis + 1])
+            target = torch.flip(target, dims=[axis])
+    return image, target
