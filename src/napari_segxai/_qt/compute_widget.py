@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -262,11 +263,14 @@ class ComputeWidget(QWidget):
         browse.clicked.connect(self._browse_card)
         self.card_info = QLabel()
         self.card_info.setWordWrap(True)
+        # a wrapped label in a form row is given one line's height; spanning the row with a minimum
+        # vertical policy lets it take the lines it needs
+        self.card_info.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
         row = QHBoxLayout()
         row.addWidget(self.card_path)
         row.addWidget(browse)
         self.form.addRow("Model card", row)
-        self.form.addRow("", self.card_info)
+        self.form.addRow(self.card_info)
 
     def set_model_card(self, path: str | Path, *, trusted: bool = False) -> None:
         """Choose the model card at ``path`` and show what the widget says about it.
