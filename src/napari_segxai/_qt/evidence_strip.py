@@ -49,7 +49,7 @@ def tooltip(evidence) -> str:
     centre = ", ".join(str(v) for v in evidence.centroid)
     box = " × ".join(f"{a}–{b}" for a, b in evidence.bbox)
     return (
-        f"{evidence.training_case} (seed {evidence.seed}): its {evidence.train_class} region, TracIn score "
+        f"{evidence.training_case} ({evidence.key_name} {evidence.seed}): its {evidence.train_class} region, TracIn score "
         f"{evidence.score:+.4g}.\nSlice through voxel ({centre}); region box {box}.\n"
         "Outline: the case's reference labels. Click to open the case in the viewer."
     )

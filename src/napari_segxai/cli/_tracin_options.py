@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
+from pathlib import Path
 
 from ._common import TerminalProgress, UserError, load_card
 
@@ -33,6 +35,9 @@ def add_tracin_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="build the index on a local dask cluster of N worker processes")
     parser.add_argument("--rebuild-index", action="store_true", help="rebuild the index even when it is current")
+    parser.add_argument("--training-data", type=Path, default=None, metavar="DIR",
+                        help="where the model's training dataset is now, when it moved since training "
+                             "(the files are checked against their recorded SHA-256)")
 
 
 def query(args: argparse.Namespace):
@@ -43,6 +48,11 @@ def query(args: argparse.Namespace):
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be 1 or more, got {args.workers}.")
     card = load_card(args)
+    if args.training_data is not None:
+        folder = args.training_data.expanduser().resolve()
+        if not folder.is_dir():
+            raise UserError(f"--training-data {args.training_data} is not a folder; give the dataset's folder.")
+        card = dataclasses.replace(card, training_data=folder)
     training_record(card)  # a model without checkpoints is reported before any work
     case = load_case(args.case)
     device = None if args.device in (None, "auto") else args.device

@@ -12,7 +12,8 @@ Which training cases taught the model to draw this case's classes? Segments the 
 into the predicted class regions (voxels below --threshold dropped) and scores every class region
 of every training case by TracIn: the sum over the recorded checkpoints of learning rate x
 (gradient of the test region's loss . gradient of the training region's loss), see
-docs/influence.md. Needs a model trained with `segxai train` (checkpoints and learning rates).
+docs/influence.md. Needs a model trained with `segxai train` or recorded with TrainingRecorder (checkpoints,
+learning rates and the training cases: generated, or files found again by their recorded paths).
 
 Writes into --out:
   <case>_influence.csv            every (test class, training case, training class) score and rank,

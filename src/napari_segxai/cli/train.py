@@ -1,4 +1,4 @@
-"""``segxai train``: train a segmentation network on synthetic cases, with checkpoints for TracIn."""
+"""``segxai train``: train a segmentation network on generated cases or a dataset of files, with checkpoints for TracIn."""
 
 from __future__ import annotations
 
@@ -12,12 +12,20 @@ from ._common import TerminalProgress, UserError
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``segxai train``."""
     parser = subparsers.add_parser(
-        "train", help="train a network on generated cases (writes card, weights, checkpoints, manifest)",
-        description="Train the network a YAML config describes on synthetic tumour cases. Writes a model "
-        "card, final weights, intermediate checkpoints and a training manifest (learning rates, "
-        "training seeds) into --out. Ctrl-C stops early and keeps what was trained so far.",
+        "train", help="train a network on generated cases or your dataset (writes card, weights, checkpoints, manifest)",
+        description="Train the network a YAML config describes, on generated tumour cases or, with --data, on "
+        "a labelled dataset of NIfTI files (an nnU-Net v2 raw dataset, a Medical Segmentation Decathlon "
+        "dataset or a folder of case folders; the model's modalities and classes are then the dataset's). "
+        "Writes a model card, final weights, intermediate checkpoints and a training manifest (learning "
+        "rates, the training cases: seeds, or file paths and SHA-256 digests) into --out, so segxai influence "
+        "works on the model. Ctrl-C stops early and keeps what was trained so far.",
     )
-    parser.add_argument("--config", type=Path, required=True, help="training config (YAML), e.g. configs/demo3d.yaml")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="training config (YAML), e.g. configs/demo3d.yaml; default: the bundled 3D demo model's recipe")
+    parser.add_argument("--data", type=Path, default=None, metavar="DATASET",
+                        help="train on this labelled dataset of files instead of generated cases")
+    parser.add_argument("--checkpoints", type=int, default=None, metavar="K",
+                        help="override checkpoints of the config (how many are recorded for TracIn, the final weights included)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="new (or empty) output folder")
     parser.add_argument("--steps", type=int, default=None, help="override schedule.steps of the config")
     parser.add_argument("--minutes", type=float, default=None, help="override time_budget_minutes of the config")
@@ -30,7 +38,22 @@ def run(args: argparse.Namespace) -> int:
     from ..core.training.config import load_config, make_config
     from ..core.training.loop import train
 
-    config = load_config(args.config)
+    config_path = args.config
+    if config_path is None:
+        from ..core.io.paths import demo_model_card_path
+
+        config_path = demo_model_card_path("demo3d").parent / "training" / "config.yaml"
+    config = load_config(config_path)
+    if args.data is not None:
+        config["data"]["dataset"] = str(args.data)
+        if args.config is None:  # the demo recipe, but not the demo's name
+            name = args.data.expanduser().resolve().name
+            config["name"] = f"{config['architecture'].lower()}-{name}"
+            config["description"] = f"{config['architecture']} trained on {name} with the 3D demo recipe."
+    if args.checkpoints is not None:
+        if args.checkpoints < 1:
+            raise UserError(f"--checkpoints must be at least 1, got {args.checkpoints}.")
+        config["checkpoints"] = args.checkpoints
     if args.steps is not None:
         if args.steps < 1:
             raise UserError(f"--steps must be at least 1, got {args.steps}.")
@@ -39,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         if args.minutes <= 0:
             raise UserError(f"--minutes must be positive, got {args.minutes}.")
         config["time_budget_minutes"] = args.minutes
-    config = make_config(config, source=str(args.config))
+    config = make_config(config, source=str(config_path))
     log = None if args.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
     with TerminalProgress("train") as bar:
         result = train(config, args.out, progress=bar, log=log)

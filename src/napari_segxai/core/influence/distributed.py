@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
 import os
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -20,7 +22,10 @@ def _worker_model(spec_json: str):
     from .checkpoints import load_tracin_model
 
     spec = json.loads(spec_json)
-    return load_tracin_model(load_model_card(spec["card"]), layers=spec["layers"], last_k=spec["last_k"], device="cpu")
+    card = load_model_card(spec["card"])
+    if spec.get("training_data"):  # the training files moved since training (--training-data)
+        card = dataclasses.replace(card, training_data=Path(spec["training_data"]))
+    return load_tracin_model(card, layers=spec["layers"], last_k=spec["last_k"], device="cpu")
 
 
 def rows_task(spec_json: str, seeds: Sequence[int]) -> dict:
@@ -52,7 +57,8 @@ def build_rows_distributed(model, class_indices: Sequence[int], *, threshold: fl
     with dask_client(client, scheduler, workers) as client:
         n_workers = max(len(client.scheduler_info()["workers"]), 1)
         spec = json.dumps({
-            "card": str(model.card.path), "layers": model.layers, "last_k": model.last_k,
+            "card": str(model.card.path),
+            "training_data": str(model.card.training_data) if model.card.training_data else None, "layers": model.layers, "last_k": model.last_k,
             "class_indices": [int(i) for i in class_indices], "threshold": float(threshold),
             "projection": projection, "margin": int(margin),
             "threads": max(1, (os.cpu_count() or 1) // n_workers) if not scheduler else None,

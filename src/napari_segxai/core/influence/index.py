@@ -22,13 +22,13 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ..io.files import atomic_path, write_text
+from ..io.files import atomic_path, file_digest, write_text
 from ..progress import CancelFn, ProgressFn, step
 from .checkpoints import TracInModel
 from .projection import PROJECTION_SEED, project
 from .rows import gradient_rows
 from .regions import DEFAULT_MARGIN
-from .training_set import check_generator, file_digest
+from .training_set import check_generator
 
 INDEX_FORMAT = "segxai-influence-index/1"
 #: Version of the per-class-region loss (docs/influence.md); a change makes every index stale.
@@ -118,8 +118,7 @@ def index_settings(model: TracInModel, class_indices: Sequence[int], *, threshol
         "layer_names": list(model.layer_names), "parameters": model.parameters, "feature_layer": model.feature_layer,
         "projection": projection, "projection_seed": PROJECTION_SEED if projection else None,
         "threshold": float(threshold), "margin": int(margin), "classes": [model.card.class_names[i] for i in class_indices],
-        "class_indices": [int(i) for i in class_indices], "seeds": list(record.seeds), "size": record.size,
-        "generator_version": record.generator_version, "architecture": record.architecture,
+        "class_indices": [int(i) for i in class_indices], **record.fingerprint(), "architecture": record.architecture,
         "kwargs": record.kwargs, "activation": model.card.activation, "spatial_dims": model.card.spatial_dims,
         "slice_axis": model.card.slice_axis, "preprocessing": [model.card.orientation, model.card.spacing,
                                                               model.card.spacing_policy, model.card.normalization],

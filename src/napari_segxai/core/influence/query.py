@@ -11,6 +11,7 @@ from ..progress import CancelFn, ProgressFn
 from .gradients import DEFAULT_LAST_K
 from .regions import DEFAULT_MARGIN, prepare_example
 from .result import InfluenceResult
+from .training_set import GENERATED
 
 if TYPE_CHECKING:
     from ..case import Case
@@ -117,6 +118,7 @@ def influence(
         layer_names=model.layer_names, projection=used_projection, threshold=float(threshold),
         checkpoints=tuple(str(c.path) for c in model.record.checkpoints), learning_rates=model.learning_rates,
         seconds=time.perf_counter() - start, case_name=case.name, parameters=model.parameters,
+        key_name="seed" if model.record.kind == GENERATED else "case number",
         details={**details, "test_centroids": test.centroids.tolist(), "test_bboxes": test.bboxes.tolist(),
                  "feature_layer": model.feature_layer},
         similarity=similarity,

@@ -17,13 +17,14 @@ from ..io.files import write_text
 class Evidence:
     """One proponent or opponent: a class region of one training case and its TracIn score."""
 
-    training_case: str                      # name of the training case (as generate_case names it)
-    seed: int
+    training_case: str                      # name of the training case (as generate_case names it, or the dataset)
+    seed: int                               # its key: the seed of a generated case, else its number in the record
     train_class: str
     score: float
     centroid: tuple[int, ...]               # voxel of the region nearest its centre, on the training case's grid
     bbox: tuple[tuple[int, int], ...]       # (start, stop) per axis of the region on the training case's grid
     voxels: int = 0                         # size of the region
+    key_name: str = "seed"                  # what ``seed`` is: "seed" or "case number"
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,6 +49,7 @@ class InfluenceResult:
     learning_rates: tuple[float, ...]
     seconds: float
     case_name: str = ""
+    key_name: str = "seed"                  # what ``seeds`` hold: "seed" (generated cases) or "case number" (files)
     parameters: int = 0                     # gradient length before projection
     details: dict = field(default_factory=dict)
     similarity: Optional[np.ndarray] = None  # (K_test, N_train, K_train) cosine similarity of last-hidden-layer region features
@@ -76,6 +78,7 @@ class InfluenceResult:
         return Evidence(
             training_case=self.training_cases[case_index],
             seed=int(self.seeds[case_index]),
+            key_name=self.key_name,
             train_class=self.train_classes[class_index],
             score=float(score),
             centroid=tuple(int(v) for v in self.centroids[case_index, class_index]),
@@ -101,7 +104,7 @@ class InfluenceResult:
                     if self.train_voxels[n, b] == 0 or ranks is None:
                         continue
                     out.append({
-                        "test_class": test_class, "training_case": name, "seed": int(self.seeds[n]),
+                        "test_class": test_class, "training_case": name, self.key_column: int(self.seeds[n]),
                         "train_class": train_class, "score": float(self.scores[a, n, b]), "rank": int(ranks[n, b]),
                         "centroid": " ".join(str(int(v)) for v in self.centroids[n, b]),
                         "bbox": " ".join(f"{int(s)}:{int(e)}" for s, e in self.bboxes[n, b]),
@@ -109,9 +112,14 @@ class InfluenceResult:
                     })
         return out
 
+    @property
+    def key_column(self) -> str:
+        """The CSV column of the training cases' keys: ``seed`` or ``case_number``."""
+        return self.key_name.replace(" ", "_")
+
     def to_csv(self, path) -> Path:
         """Write :meth:`rows` as CSV (atomically); rank 1 = strongest proponent of that test class."""
-        columns = ["test_class", "training_case", "seed", "train_class", "score", "rank", "centroid", "bbox", "voxels"]
+        columns = ["test_class", "training_case", self.key_column, "train_class", "score", "rank", "centroid", "bbox", "voxels"]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()

@@ -1,19 +1,25 @@
-"""The training record of a model card (checkpoints, learning rates, cases) and the training cases, regenerated."""
+"""The training record of a model card (checkpoints, learning rates, cases) and its training cases.
+
+A training set is either generated cases (regenerated from their seeds) or a dataset of case
+files (found under the recorded root, or where the card's ``training_data`` or ``--training-data``
+says it moved, and refused when a file changed since training). Either way a training case is
+known by its *key*: its seed for generated cases, its position in the recorded case list for files.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
     from ..case import Case
     from ..model.card import ModelCard
 
 NO_RECORD = "This model has no recorded checkpoints; train it with `segxai train` to record them."
+GENERATED, FILES = "generated", "files"
 
 
 class NoTrainingRecord(ValueError):
@@ -33,22 +39,58 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
+class RecordedCase:
+    """One training case of a record: its name and either its seed or its files (relative to the root) and digests."""
+
+    name: str
+    seed: Optional[int] = None
+    images: tuple[str, ...] = ()
+    label: Optional[str] = None
+    sha256: dict = dataclasses.field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
 class TrainingRecord:
     """What TracIn needs from a training manifest."""
 
     manifest: Path
     checkpoints: tuple[Checkpoint, ...]
-    seeds: tuple[int, ...]
+    kind: str                      # GENERATED or FILES
+    cases: tuple[RecordedCase, ...]
     size: str
     generator_version: int
     label_to_index: dict
     architecture: str
     kwargs: dict
+    root: Optional[Path] = None    # the dataset's folder when it was trained (FILES)
+    modalities: tuple[str, ...] = ()
 
     @property
     def folder(self) -> Path:
         """The manifest's folder (``<model>/training``)."""
         return self.manifest.parent
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The key of every training case: its seed (generated) or its position in :attr:`cases` (files)."""
+        if self.kind == GENERATED:
+            return tuple(int(c.seed) for c in self.cases)
+        return tuple(range(len(self.cases)))
+
+    def case_of(self, key: int) -> RecordedCase:
+        """The recorded case with ``key`` (ValueError when there is none)."""
+        keys = self.seeds
+        if int(key) not in keys:
+            what = "seed" if self.kind == GENERATED else "case number"
+            raise ValueError(f"{what.capitalize()} {key} is not one of the {len(keys)} training cases of this model; "
+                             f"choose a recorded {what}.")
+        return self.cases[keys.index(int(key))]
+
+    def fingerprint(self) -> dict:
+        """What identifies the training cases (for an index's cache key): seeds and generator, or names and digests."""
+        if self.kind == GENERATED:
+            return {"seeds": list(self.seeds), "size": self.size, "generator_version": self.generator_version}
+        return {"cases": [[c.name, sorted(c.sha256.values())] for c in self.cases]}
 
 
 def training_record(card: ModelCard) -> TrainingRecord:
@@ -66,25 +108,40 @@ def training_record(card: ModelCard) -> TrainingRecord:
     if not checkpoints:
         raise NoTrainingRecord()
     training_set = manifest["training_set"]
-    if not training_set.get("seeds"):
-        raise NoTrainingRecord("This model's training record lists no training cases; train it with `segxai train` to record them.")
+    kind = training_set.get("kind", GENERATED)
+    if kind == GENERATED:
+        cases = tuple(RecordedCase(_generated_name(int(s), str(training_set.get("size", "full"))), seed=int(s))
+                      for s in training_set.get("seeds") or [])
+    else:
+        cases = tuple(RecordedCase(c["name"], images=tuple(c["images"]), label=c["label"], sha256=dict(c["sha256"]))
+                      for c in training_set.get("cases") or [])
+    if not cases:
+        raise NoTrainingRecord("This model's training record lists no training cases; train it with `segxai train` "
+                               "or record them with TrainingRecorder.")
     return TrainingRecord(
         manifest=Path(card.training).resolve(),
         checkpoints=tuple(checkpoints),
-        seeds=tuple(int(s) for s in training_set["seeds"]),
+        kind=kind,
+        cases=cases,
         size=str(training_set.get("size", "full")),
         generator_version=int(training_set.get("generator_version", 1)),
         label_to_index={int(k): int(v) for k, v in manifest.get("label_to_index", {}).items()},
         architecture=str(manifest["architecture"]),
         kwargs=dict(manifest["kwargs"]),
+        root=Path(training_set["root"]) if training_set.get("root") else None,
+        modalities=tuple(training_set.get("modalities") or manifest.get("modalities") or ()),
     )
+
+
+def _generated_name(seed: int, size: str) -> str:
+    return f"synth-{seed:08d}" if size == "full" else f"synth-{size}-{seed:08d}"
 
 
 def check_generator(record: TrainingRecord) -> None:
     """ValueError when the installed case generator is not the version the training cases were made with."""
     from ..training.synth import GENERATOR_VERSION
 
-    if record.generator_version != GENERATOR_VERSION:
+    if record.kind == GENERATED and record.generator_version != GENERATOR_VERSION:
         raise ValueError(
             f"The training cases were generated with generator version {record.generator_version} but version "
             f"{GENERATOR_VERSION} is installed, so they cannot be regenerated; install the matching napari-segxai."
@@ -103,21 +160,20 @@ def _cases_folder(size: str, version: int) -> Path:
     return root / f"v{version}-{size}"
 
 
-def training_case(card: ModelCard, seed: int) -> Case:
-    """Training case ``seed`` of ``card``'s training set, regenerated once and cached as a case folder."""
+def training_case(card: ModelCard, key: int) -> Case:
+    """Training case ``key`` of ``card``'s training set: regenerated once and cached, or read from its files."""
+    record = training_record(card)
+    recorded = record.case_of(key)
+    if record.kind == FILES:
+        return _file_case(card, record, recorded)
+    from ..io.generated_cases import write_case
     from ..io.nifti import load_case
     from ..training.synth import generate_case
-    from ..io.generated_cases import write_case
 
-    record = training_record(card)
-    seed = int(seed)
-    if seed not in record.seeds:
-        raise ValueError(f"Seed {seed} is not one of the {len(record.seeds)} training cases of {card.name}; choose a recorded seed.")
     check_generator(record)
-    name = f"synth-{seed:08d}" if record.size == "full" else f"synth-{record.size}-{seed:08d}"
-    folder = _cases_folder(record.size, record.generator_version) / name
+    folder = _cases_folder(record.size, record.generator_version) / recorded.name
     if not (folder / "ground_truth.json").is_file():
-        synth = generate_case(seed, size=record.size)
+        synth = generate_case(int(recorded.seed), size=record.size)
         try:
             write_case(synth, folder)
         except (ValueError, OSError):
@@ -126,21 +182,25 @@ def training_case(card: ModelCard, seed: int) -> Case:
     return load_case(folder)
 
 
-#: A file whose status changed less than this long ago is hashed every time (a rewrite within one
-#: timestamp tick would leave its size, mtime and ctime unchanged; the same rule as git's "racy" files).
-SETTLED_NS = 2_000_000_000
+def data_root(card: ModelCard, record: TrainingRecord) -> Path:
+    """Where the training files are: the card's ``training_data`` (or ``--training-data``) when set, else the recorded root."""
+    moved = getattr(card, "training_data", None)
+    return Path(moved) if moved is not None else Path(record.root)
 
 
-def file_digest(path: Path, _memo: dict = {}) -> str:  # noqa: B006 (a deliberate per-process memo)
-    """SHA-256 of a file's bytes, remembered per (device, inode, size, mtime, ctime) once the file has settled."""
-    stat = os.stat(path)
-    key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-    if key in _memo:
-        return _memo[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    if time.time_ns() - stat.st_ctime_ns > SETTLED_NS:
-        _memo[key] = digest.hexdigest()
-    return digest.hexdigest()
+def _file_case(card: ModelCard, record: TrainingRecord, recorded: RecordedCase) -> Case:
+    """A recorded training case read from its files, after checking that none changed since training."""
+    from ..io.files import file_digest
+    from ..io.nifti import case_from_files
+
+    root = data_root(card, record)
+    for relative in recorded.images + (recorded.label,):
+        path = root / relative
+        if not path.is_file():
+            raise ValueError(f"Training case {recorded.name}: {relative} is not in {root}; if the dataset moved, "
+                             "give its folder with --training-data DIR (or training_data in the model card).")
+        expected = recorded.sha256.get(relative)
+        if expected is not None and file_digest(path) != expected:
+            raise ValueError(f"Training case {recorded.name}: {relative} changed since the model was trained (its "
+                             "SHA-256 differs), so its TracIn evidence would be about other data; restore the file.")
+    return case_from_files(recorded.name, record.modalities, [root / r for r in recorded.images], root / recorded.label)

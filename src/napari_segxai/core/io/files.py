@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import time
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,3 +39,23 @@ def write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+#: A file whose status changed less than this long ago is hashed every time (a rewrite within one
+#: timestamp tick would leave its size, mtime and ctime unchanged; the same rule as git's "racy" files).
+SETTLED_NS = 2_000_000_000
+
+
+def file_digest(path: Path, _memo: dict = {}) -> str:  # noqa: B006 (a deliberate per-process memo)
+    """SHA-256 of a file's bytes, remembered per (device, inode, size, mtime, ctime) once the file has settled."""
+    stat = os.stat(path)
+    key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if key in _memo:
+        return _memo[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if time.time_ns() - stat.st_ctime_ns > SETTLED_NS:
+        _memo[key] = digest.hexdigest()
+    return digest.hexdigest()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -180,31 +180,54 @@ def _load_folder(folder: Path) -> Case:
             f"keep one of them in the folder."
         )
     modalities = tuple(sorted(by_modality, key=naming.modality_sort_key))
-    paths = [by_modality[m] for m in modalities]
+    return case_from_files(folder.name, modalities, [by_modality[m] for m in modalities],
+                           label_paths[0] if label_paths else None)
+
+
+def case_from_files(name: str, modalities: Sequence[str], images: Sequence[Path], label: Path | None = None) -> Case:
+    """A case from one 3D file per modality (or one 4D file, channels last, holding them all) and a label file.
+
+    Every file must lie on the first image's voxel grid; ValueError names the file that does not.
+    """
+    images = [Path(p) for p in images]
+    modalities = tuple(modalities)
     channels = ref_path = ref_affine = None
-    for i, p in enumerate(paths):
-        data, affine = _read_image(p, float32_copies=len(paths) if i == 0 else 0)
-        if data.ndim != 3:
-            raise ValueError(f"{p} is 4D; in a folder, each modality file must be 3D.")
+    for i, p in enumerate(images):
+        data, affine = _read_image(p, float32_copies=len(images) if i == 0 else 0)
         _check_finite(data, p)
-        if channels is None:
+        if data.ndim == 4 and len(images) == 1:
+            if data.shape[3] != len(modalities):
+                raise ValueError(f"{p} holds {data.shape[3]} channels but {len(modalities)} modalities "
+                                 f"({', '.join(modalities)}) are declared for case {name}.")
             ref_path, ref_affine = p, affine
-            channels = np.empty((len(paths), *data.shape), np.float32)
+            channels = np.ascontiguousarray(np.moveaxis(data, 3, 0), dtype=np.float32)
+            break
+        if data.ndim != 3:
+            raise ValueError(f"{p} is {data.ndim}D; each modality file of case {name} must be a 3D volume.")
+        if channels is None:
+            if len(images) != len(modalities):
+                raise ValueError(f"Case {name} has {len(images)} image files for {len(modalities)} modalities "
+                                 f"({', '.join(modalities)}); give one file per modality.")
+            ref_path, ref_affine = p, affine
+            channels = np.empty((len(images), *data.shape), np.float32)
         else:
             _check_same_grid(ref_path, channels.shape[1:], ref_affine, p, data.shape, affine)
         channels[i] = data
         del data
-    label = scheme = None
-    if label_paths:
-        lp = label_paths[0]
-        data, affine = _read_image(lp, float32_copies=0)
+    if channels is None:
+        raise ValueError(f"Case {name} has no image file.")
+    label_data = scheme = None
+    sources = list(images)
+    if label is not None:
+        label = Path(label)
+        data, affine = _read_image(label, float32_copies=0)
         if data.ndim != 3:
-            raise ValueError(f"{lp} is 4D; a label volume must be 3D.")
-        _check_same_grid(ref_path, channels.shape[1:], ref_affine, lp, data.shape, affine)
-        label = _as_label(data, lp)
-        scheme = label_scheme_for(np.unique(label))
-        paths.append(lp)
-    return Case(channels, modalities, ref_affine, label, scheme, tuple(paths), folder.name)
+            raise ValueError(f"{label} is {data.ndim}D; a label volume must be 3D.")
+        _check_same_grid(ref_path, channels.shape[1:], ref_affine, label, data.shape, affine)
+        label_data = _as_label(data, label)
+        scheme = label_scheme_for(np.unique(label_data))
+        sources.append(label)
+    return Case(channels, modalities, ref_affine, label_data, scheme, tuple(sources), name)
 
 
 def load_case(path: str | Path) -> Case:

@@ -21,6 +21,7 @@ _AXIS_LETTERS = {"L": 0, "R": 0, "P": 1, "A": 1, "I": 2, "S": 2}
 _TOP_LEVEL = (
     "name", "description", "architecture", "kwargs", "weights", "trusted", "spatial_dims",
     "slice_axis", "modalities", "classes", "activation", "preprocessing", "inference", "training",
+    "training_data",
 )
 _PREPROCESSING = ("orientation", "spacing", "spacing_policy", "normalization")
 _INFERENCE = ("roi_size", "overlap", "sw_batch_size", "mode")
@@ -66,6 +67,7 @@ class ModelCard:
     sw_batch_size: int
     mode: str
     training: Optional[Path]
+    training_data: Optional[Path] = None  # where a training set of files is now, when it moved since training
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -191,6 +193,7 @@ def parse_model_card(raw: Any, path: Path) -> ModelCard:
     mode = check.choice(inf, "mode", BLEND_MODES, default="gaussian", where="inference.mode")
 
     training = check.existing_path(raw, "training", "training manifest", required=False)
+    training_data = check.existing_path(raw, "training_data", "training data folder", required=False)
 
     return ModelCard(
         path=path, name=name, description=description, architecture=architecture, kwargs=dict(kwargs),
@@ -198,6 +201,7 @@ def parse_model_card(raw: Any, path: Path) -> ModelCard:
         modalities=modalities, classes=classes, activation=activation, orientation=orientation,
         spacing=spacing, spacing_policy=spacing_policy, normalization=normalization, roi_size=roi_size,
         overlap=float(overlap), sw_batch_size=sw_batch_size, mode=mode, training=training,
+        training_data=training_data,
     )
 
 

@@ -53,7 +53,7 @@ def roi_table(report) -> list[list[str]]:
 def evidence_table(report, class_name: str, top: int) -> list[list[str]]:
     """The proponents and opponents of one class as rows: role, training case, its class, score."""
     result = report.influence
-    rows = [["role", "training case", "seed", "its class", "TracIn score", "region (voxels)"]]
+    rows = [["role", "training case", result.key_name, "its class", "TracIn score", "region (voxels)"]]
     for role, items in (("proponent", result.proponents(class_name, top=top)),
                         ("opponent", result.opponents(class_name, top=top))):
         rows += [[role, e.training_case, str(e.seed), e.train_class, f"{e.score:+.3g}", str(e.voxels)] for e in items]

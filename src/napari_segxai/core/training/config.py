@@ -22,7 +22,10 @@ DEFAULT_CONFIG: dict = {
         {"name": "edema", "label": 2, "color": "#3cb44b"},
         {"name": "enhancing", "label": 4, "color": "#ffe119"},
     ],
-    "data": {"size": "full", "seed_start": 1000, "initial_cases": 40, "cases": 120, "grow_every": 10},
+    # dataset: a folder of labelled case files (nnU-Net raw, Decathlon, case folders) to train on
+    # instead of generated cases; its modalities and labels then replace the two lists above.
+    "data": {"size": "full", "seed_start": 1000, "initial_cases": 40, "cases": 120, "grow_every": 10,
+             "dataset": None},
     "crop": {"size": [64, 64, 64], "per_step": 2, "tumour_fraction": 0.7},
     "augmentation": {
         "flip_axes": [0], "gamma": [0.7, 1.5], "gamma_probability": 0.5, "scale": [0.8, 1.25],
@@ -78,6 +81,8 @@ def make_config(raw: dict, *, source: str = "the training config") -> dict:
             config[key].update(value)
         else:
             config[key] = value
+    if config["data"].get("dataset"):
+        _adopt_dataset(config, source)
     if config["inference"]["roi_size"] is None:
         config["inference"]["roi_size"] = list(config["crop"]["size"])
     _validate(config, source)
@@ -119,10 +124,34 @@ def _validate(config: dict, source: str) -> None:
         raise ValueError(f"{source}: checkpoints must be at least 1.")
     from .synth import DEMO_SEED, SIZES
 
+    if data.get("dataset"):
+        return
     if data["size"] not in SIZES:
         raise ValueError(f"{source}: data.size must be one of {', '.join(SIZES)}, got {data['size']!r}.")
     if data["seed_start"] <= DEMO_SEED < data["seed_start"] + data["cases"]:
         raise ValueError(f"{source}: the training seeds include the demo case's seed {DEMO_SEED}; move data.seed_start.")
+
+
+#: Colours of a dataset's classes, background first (the demo's for the BraTS classes).
+PALETTE = ("#000000", "#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0")
+
+
+def _adopt_dataset(config: dict, source: str) -> None:
+    """Take the modalities and classes from ``data.dataset`` and train on all its cases."""
+    from .datasets import open_dataset
+
+    try:
+        dataset = open_dataset(config["data"]["dataset"])
+    except ValueError as err:
+        raise ValueError(f"{source}: data.dataset: {err}") from None
+    config["data"]["dataset"] = str(dataset.root.resolve())
+    config["modalities"] = list(dataset.modalities)
+    config["classes"] = [{"name": name, "label": int(value), "color": PALETTE[i % len(PALETTE)]}
+                         for i, (name, value) in enumerate(dataset.labels.items())]
+    config["data"]["cases"] = len(dataset.cases)
+    config["data"]["initial_cases"] = min(int(config["data"]["initial_cases"]), len(dataset.cases))
+    for key in ("in_channels", "out_channels"):
+        config["kwargs"].pop(key, None)
 
 
 def training_seeds(config: dict) -> list[int]:
@@ -147,3 +176,21 @@ def build_optimizer(config: dict, params) -> torch.optim.Optimizer:
     else:
         opt["betas"] = tuple(opt.get("betas", (0.9, 0.999)))
     return getattr(torch.optim, name)(params, **opt)
+
+
+def card_mapping(*, name: str, description: str, architecture: str, kwargs: dict, spatial_dims: int,
+                 slice_axis, modalities, classes, activation: str, preprocessing: dict, inference: dict) -> dict:
+    """The model card (as written to ``card.yaml``) of a network trained into a folder with a training record."""
+    card = {"name": name, "description": description, "architecture": architecture, "kwargs": kwargs,
+            "weights": "weights.safetensors", "trusted": False, "spatial_dims": int(spatial_dims)}
+    if int(spatial_dims) == 2:
+        card["slice_axis"] = slice_axis
+    card.update({
+        "modalities": list(modalities),
+        "classes": [dict(c) for c in classes],
+        "activation": activation,
+        "preprocessing": dict(preprocessing),
+        "inference": dict(inference),
+        "training": "training/manifest.json",
+    })
+    return card

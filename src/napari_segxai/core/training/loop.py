@@ -27,9 +27,10 @@ import torch
 from ..io.files import write_text
 from ..io.manifest import write_manifest
 from ..progress import CancelFn, Cancelled, ProgressFn, step
-from .config import build_loss, build_optimizer, make_config, training_seeds
-from .pool import PoolCase, augment, flip, pool_case, random_crop
+from .config import build_loss, build_optimizer, card_mapping, make_config
+from .pool import PoolCase, augment, flip, random_crop
 from .schedule import learning_rate, next_checkpoint_step
+from .sources import training_cases
 
 
 @dataclass(frozen=True)
@@ -52,12 +53,11 @@ def train(
     should_cancel: Optional[CancelFn] = None,
     log: Optional[Callable[[str], None]] = None,
 ) -> TrainResult:
-    """Train the configured network on generated cases; write card, weights, checkpoints and manifest into ``out``."""
+    """Train the configured network on generated cases or a dataset of files; write card, weights, checkpoints and manifest into ``out``."""
     import yaml
     import monai
 
     from ..model.architectures import create_network
-    from .synth import GENERATOR_VERSION
     from ..model.weights import save_state_dict
 
     start = time.perf_counter()
@@ -66,12 +66,15 @@ def train(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"Output folder {out} already exists and is not empty; choose a new folder.")
     log = log or (lambda message: None)
+    source = training_cases(config)
+    if source.kind == "files":  # a bad case is reported before anything is written
+        log(f"checking the {len(source.keys)} cases of {source.dataset.root}")
+        source.dataset.check(should_cancel=should_cancel)
     budget = float(config["time_budget_minutes"]) * 60.0
     torch.set_num_threads(int(config["threads"]))
     torch.manual_seed(int(config["seed"]))
     rng = np.random.default_rng(int(config["seed"]))
     dims, slice_axis = int(config["spatial_dims"]), config["slice_axis"]
-    label_to_index = {int(c["label"]): i for i, c in enumerate(config["classes"])}
     kwargs = {"spatial_dims": dims, "in_channels": len(config["modalities"]), "out_channels": len(config["classes"])}
     kwargs.update(config["kwargs"])
     network = create_network(config["architecture"], kwargs, source="the training config")
@@ -82,18 +85,19 @@ def train(
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     write_text(out / "training" / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
-    seeds = training_seeds(config)
+    seeds = source.keys
     data = config["data"]
     pool: list[PoolCase] = []
     joined: list[int] = []
-    log(f"generating {data['initial_cases']} training cases")
-    for seed in seeds[: int(data["initial_cases"])]:
-        pool.append(pool_case(seed, data["size"], label_to_index))
+    first = min(int(data["initial_cases"]), len(seeds))
+    log(f"preparing {first} training cases ({source.kind})")
+    for seed in seeds[:first]:
+        pool.append(source.pool_case(seed))
         joined.append(0)
         if should_cancel is not None and should_cancel():
-            raise Cancelled("Cancelled while generating training cases.")
+            raise Cancelled("Cancelled while preparing training cases.")
     generation_seconds = time.perf_counter() - start
-    log(f"generated in {generation_seconds:.0f} s")
+    log(f"prepared in {generation_seconds:.0f} s")
 
     horizon = config["schedule"]["horizon"]
     warmup = int(config["schedule"]["warmup_steps"])
@@ -140,7 +144,7 @@ def train(
                 break
             t0 = time.perf_counter()
             if len(pool) < len(seeds) and done > 0 and done % int(data["grow_every"]) == 0:
-                pool.append(pool_case(seeds[len(pool)], data["size"], label_to_index))
+                pool.append(source.pool_case(seeds[len(pool)]))
                 joined.append(done)
             lr = learning_rate(done, fraction(), config)
             for group in optimizer.param_groups:
@@ -201,16 +205,16 @@ def train(
         stopped = "interrupted"
         log(f"interrupted after {done} steps; keeping the checkpoints so far")
         if done:
-            _finish(config, out, kwargs, network, save_checkpoint, checkpoints, seeds[: len(pool)], joined,
-                    lr_history, loss_history, done, planned, start, stopped, generation_seconds, GENERATOR_VERSION, monai)
+            _finish(config, out, kwargs, network, save_checkpoint, checkpoints, source, len(pool), joined,
+                    lr_history, loss_history, done, planned, start, stopped, generation_seconds, monai)
         raise
-    result = _finish(config, out, kwargs, network, save_checkpoint, checkpoints, seeds[: len(pool)], joined,
-                     lr_history, loss_history, done, planned, start, stopped, generation_seconds, GENERATOR_VERSION, monai)
+    result = _finish(config, out, kwargs, network, save_checkpoint, checkpoints, source, len(pool), joined,
+                     lr_history, loss_history, done, planned, start, stopped, generation_seconds, monai)
     return result
 
 
-def _finish(config, out, kwargs, network, save_checkpoint, checkpoints, seeds, joined, lr_history, loss_history,
-            done, planned, start, stopped, generation_seconds, generator_version, monai) -> TrainResult:
+def _finish(config, out, kwargs, network, save_checkpoint, checkpoints, source, n_joined, joined, lr_history,
+            loss_history, done, planned, start, stopped, generation_seconds, monai) -> TrainResult:
     """Save the final weights, the manifest and the model card."""
     import yaml
 
@@ -225,15 +229,12 @@ def _finish(config, out, kwargs, network, save_checkpoint, checkpoints, seeds, j
         "slice_axis": config["slice_axis"],
         "modalities": list(config["modalities"]),
         "classes": [{"name": c["name"], "label": int(c["label"])} for c in config["classes"]],
-        "label_to_index": {str(c["label"]): i for i, c in enumerate(config["classes"])},
+        "label_to_index": {str(value): index for value, index in source.label_to_index.items()},
         "optimizer": optimizer,
         "schedule": {**config["schedule"], "planned_steps": planned, "initial_lr": optimizer["lr"]},
         "loss": config["loss"],
         "training_set": {
-            "generator": "napari_segxai.core.training.synth.generate_case",
-            "generator_version": generator_version,
-            "size": config["data"]["size"],
-            "seeds": [int(s) for s in seeds],
+            **source.record(n_joined),
             "joined_at_step": joined,
             "sampling": "each step draws crop.per_step cases uniformly from the cases joined so far",
         },
@@ -252,25 +253,10 @@ def _finish(config, out, kwargs, network, save_checkpoint, checkpoints, seeds, j
         "parameters": int(sum(p.numel() for p in network.parameters())),
     }
     manifest_path = write_manifest(out, manifest)
-    card = {
-        "name": config["name"],
-        "description": config["description"],
-        "architecture": config["architecture"],
-        "kwargs": kwargs,
-        "weights": "weights.safetensors",
-        "trusted": False,
-        "spatial_dims": config["spatial_dims"],
-    }
-    if config["spatial_dims"] == 2:
-        card["slice_axis"] = config["slice_axis"]
-    card.update({
-        "modalities": list(config["modalities"]),
-        "classes": [dict(c) for c in config["classes"]],
-        "activation": "softmax",
-        "preprocessing": dict(config["preprocessing"]),
-        "inference": dict(config["inference"]),
-        "training": "training/manifest.json",
-    })
+    card = card_mapping(name=config["name"], description=config["description"], architecture=config["architecture"],
+                        kwargs=kwargs, spatial_dims=config["spatial_dims"], slice_axis=config["slice_axis"],
+                        modalities=config["modalities"], classes=config["classes"], activation="softmax",
+                        preprocessing=config["preprocessing"], inference=config["inference"])
     card_path = out / "card.yaml"
     write_text(card_path, yaml.safe_dump(card, sort_keys=False, default_flow_style=None))
     final_loss = float(np.mean(loss_history[-20:])) if loss_history else float("nan")

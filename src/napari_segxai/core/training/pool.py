@@ -1,4 +1,4 @@
-"""The training data pool: generated cases kept compactly, random crops, flips and intensity augmentation."""
+"""The training data pool: cases kept compactly, random crops, flips and intensity augmentation."""
 
 from __future__ import annotations
 
@@ -17,18 +17,17 @@ class PoolCase:
     brain: np.ndarray     # (M, 3) int16 coordinates of a subsample of brain voxels
 
 
-def pool_case(seed: int, size: str, label_to_index: dict[int, int]) -> PoolCase:
-    """One generated case, stored compactly for crop sampling."""
-    from .synth import generate_case
-
-    synth = generate_case(seed, size=size)
-    lookup = np.zeros(max(label_to_index) + 1, np.uint8)
-    for label, index in label_to_index.items():
-        lookup[label] = index
-    target = lookup[synth.case.label]
-    brain = np.argwhere(np.any(synth.case.channels != 0, axis=0))[::5].astype(np.int16)
+def compact(channels: np.ndarray, label: np.ndarray, label_to_index: dict[int, int]) -> PoolCase:
+    """A case (channels on the network grid, label values) stored compactly for crop sampling."""
+    lookup = np.zeros(max(max(label_to_index), int(label.max(initial=0))) + 1, np.uint8)
+    for value, index in label_to_index.items():
+        lookup[value] = index
+    target = lookup[label]
+    brain = np.argwhere(np.any(channels != 0, axis=0))[::5].astype(np.int16)
+    if not len(brain):  # an image without a zero background: sample anywhere
+        brain = np.argwhere(np.ones(label.shape, bool))[::5].astype(np.int16)
     tumour = np.argwhere(target > 0).astype(np.int16)
-    return PoolCase(synth.case.channels.astype(np.float16), target, tumour, brain)
+    return PoolCase(channels.astype(np.float16), target, tumour, brain)
 
 
 def random_crop(case: PoolCase, config: dict, rng: np.random.Generator, near_tumour: bool) -> tuple[np.ndarray, np.ndarray]:
