@@ -19,8 +19,12 @@ def _toy(seed: int):
     return generate_case(seed, size="toy").case
 
 
-def write_nnunet_dataset(root: Path, seeds, *, prefix: str = "BRATS") -> Path:
-    """``root`` as an nnU-Net v2 raw dataset (imagesTr/CASE_000c.nii.gz, labelsTr/CASE.nii.gz, dataset.json)."""
+def write_nnunet_dataset(root: Path, seeds, *, prefix: str = "BRATS", real=()) -> Path:
+    """``root`` as an nnU-Net v2 raw dataset (imagesTr/CASE_000c.nii.gz, labelsTr/CASE.nii.gz, dataset.json).
+
+    ``real`` adds cases of files elsewhere as links: (name, [t1, t1ce, t2, flair files], label file); their
+    labels keep the BraTS values 1/2/4, so the dataset then declares 4 for enhancing, as BraTS does.
+    """
     from napari_segxai.core.io.nifti import save_nifti
 
     (root / "imagesTr").mkdir(parents=True, exist_ok=True)
@@ -30,10 +34,15 @@ def write_nnunet_dataset(root: Path, seeds, *, prefix: str = "BRATS") -> Path:
         name = f"{prefix}_{i:03d}"
         for c, channel in enumerate(case.channels):
             save_nifti(channel, case.affine, root / "imagesTr" / f"{name}_{c:04d}.nii.gz")
-        label = np.where(case.label == 4, 3, case.label).astype(np.uint8)
-        save_nifti(label, case.affine, root / "labelsTr" / f"{name}.nii.gz")
+        label = case.label if real else np.where(case.label == 4, 3, case.label)
+        save_nifti(label.astype(np.uint8), case.affine, root / "labelsTr" / f"{name}.nii.gz")
+    for name, images, label in real:
+        for c, image in enumerate(images):
+            (root / "imagesTr" / f"{name}_{c:04d}.nii.gz").symlink_to(Path(image).resolve())
+        (root / "labelsTr" / f"{name}.nii.gz").symlink_to(Path(label).resolve())
+    labels = {**NNUNET_LABELS, "enhancing": 4} if real else NNUNET_LABELS
     (root / "dataset.json").write_text(json.dumps({
-        "channel_names": CHANNELS, "labels": NNUNET_LABELS, "numTraining": len(seeds), "file_ending": ".nii.gz",
+        "channel_names": CHANNELS, "labels": labels, "numTraining": len(seeds) + len(real), "file_ending": ".nii.gz",
     }, indent=1))
     return root
 

@@ -205,3 +205,33 @@ def test_a_dataset_json_that_lies_is_refused_and_nothing_is_written(nnunet_datas
         train(raw, out)
     assert not out.exists()
     assert {p: p.stat().st_mtime_ns for p in data.rglob("*")} == before
+
+
+def test_a_real_case_is_a_proponent_of_a_real_query(realdata, tmp_path):
+    """Generated and real labelled cases (TCGA, the fusion of five BraTS algorithms as label) in one nnU-Net
+    dataset; a small model trained on it; the query is a real case and a real training case leads its
+    oedema proponents."""
+    from napari_segxai.core.io.nifti import load_case
+    from napari_segxai.core.training.loop import train
+
+    real = []
+    for name in ("TCGA-DU-7294", "TCGA-FG-6692"):
+        folder = realdata / name
+        real.append((name, [folder / f"{name}_{m}.nii.gz" for m in ("t1", "t1c", "t2", "fla")],
+                     folder / "fusion_mav.nii.gz"))
+    data = write_nnunet_dataset(tmp_path / "Dataset003_Mixed", (91, 92, 93), real=real)
+    config = {**TINY_CONFIG,
+              "kwargs": {"channels": [8, 16], "strides": [2], "num_res_units": 1},
+              "crop": {"size": [24, 24, 24], "per_step": 2, "tumour_fraction": 0.8},
+              "schedule": {**TINY_CONFIG["schedule"], "steps": 300},
+              "data": {"initial_cases": 5, "grow_every": 2, "dataset": str(data)},
+              "inference": {**TINY_CONFIG["inference"], "roi_size": [24, 24, 24]},
+              "preprocessing": {**TINY_CONFIG["preprocessing"], "spacing": [6.0, 6.0, 6.0]}}
+    result = train(config, tmp_path / "model")
+    card = load_model_card(result.card)
+    assert [c.name for c in training_record(card).cases] == ["BRATS_000", "BRATS_001", "BRATS_002",
+                                                             "TCGA-DU-7294", "TCGA-FG-6692"]
+    evidence = influence(load_case(realdata / "TCGA-DU-7294"), card, threshold=0.0)
+    top = evidence.proponents("edema", top=3)
+    assert top and top[0].training_case.startswith("TCGA-") and top[0].score > 0
+    assert training_case(card, top[0].seed).source_paths[0].name == f"{top[0].training_case}_0000.nii.gz"

@@ -15,6 +15,7 @@ naming the case and the field.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -105,8 +106,11 @@ class CaseDataset:
             step(i + 1, len(self.cases), progress, should_cancel)
 
     def relative(self, path: Path) -> str:
-        """``path`` relative to the dataset root, with forward slashes (as a training record stores it)."""
-        return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
+        """``path`` relative to the dataset root, with forward slashes (as a training record stores it).
+
+        Links are not followed: a dataset of links to files elsewhere records the links' names.
+        """
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(self.root)).as_posix()
 
 
 def open_dataset(path: str | Path) -> CaseDataset:
