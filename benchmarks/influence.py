@@ -35,7 +35,14 @@ part). Stages, each saved as JSON in ``--work`` so a later run can reuse it:
   recomputed exactly for ``--subset`` training cases: the rows' largest error, and for the
   ``--queries`` cases the scores' Spearman, top-10 agreement and largest relative error;
 * ``similarity``: the faithfulness check (last-hidden-layer similarity vs TracIn rank) on the
-  demo case, from the index.
+  demo case, from the index;
+* ``specificity``: does the evidence depend on the query? For each scoring (raw TracIn and the
+  renormalised cosine and relative, core/influence/scoring.py), from the default index, over the
+  demo case, ``--specificity-generated`` held-out generated cases and the real cases of
+  ``../shared/realdata`` (TCGA-DU-7294, TCGA-FG-6692, BraTS-GLI-00001-000): per class and pair of
+  queries, the top-10 proponent overlap and the rank Spearman over all training regions; per
+  query and class, the Spearman of score with last-hidden-layer similarity and the mean
+  similarity of the top-10 proponents and opponents. Prints a table of means and worst cases.
 """
 
 from __future__ import annotations
@@ -63,7 +70,7 @@ from napari_segxai.core.influence.regions import prepare_example  # noqa: E402
 from napari_segxai.core.model.card import load_model_card  # noqa: E402
 from napari_segxai.core.io.paths import demo_model_card_path  # noqa: E402
 
-STAGES = ("index", "query", "captum", "spearman", "storage", "similarity")
+STAGES = ("index", "query", "captum", "spearman", "storage", "similarity", "specificity")
 CLASSES = [1, 2, 3]
 
 
@@ -368,7 +375,7 @@ def _part_ours(card, args, layers: str) -> tuple[dict, dict]:
     times, scores, voxels = [], [], []
     for case in _query_cases(args):
         with _Clock() as clock:
-            result = influence(case, card, layers=layers, model=model, index_dir=folder)
+            result = influence(case, card, layers=layers, model=model, index_dir=folder, scoring="raw")
         times.append(clock.pair)
         scores.append(result.scores)
         voxels.append(result.test_voxels)
@@ -929,6 +936,67 @@ def stage_similarity(card, args) -> dict:
     return {"rows": [vars(r) for r in rows], "feature_layer": result.details["feature_layer"]}
 
 
+REAL_QUERIES = ("TCGA-DU-7294", "TCGA-FG-6692", "BraTS-GLI-00001-000")
+
+
+def stage_specificity(card, args) -> dict:
+    from itertools import combinations
+
+    from napari_segxai.core.influence.features import similarity_check
+    from napari_segxai.core.influence.scoring import SCORINGS
+    from napari_segxai.core.io.nifti import load_case
+    from napari_segxai.core.model.inference import segment
+    from napari_segxai.core.training.evaluate import HELD_OUT_SEED_START
+    from napari_segxai.core.training.synth import generate_case
+
+    queries = [demo_case()]
+    queries += [generate_case(HELD_OUT_SEED_START + 300 + 37 * i).case for i in range(args.specificity_generated)]
+    realdata = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+    queries += [load_case(realdata / name) for name in REAL_QUERIES if (realdata / name).is_dir()]
+    model = load_tracin_model(card)
+    results = {scoring: [] for scoring in SCORINGS}
+    for case in queries:
+        seg = segment(case, card, network=model.network)
+        for scoring in SCORINGS:
+            results[scoring].append(influence(case, card, model=model, segmentation=seg, scoring=scoring))
+        log(f"specificity: {case.name} ({len(results[SCORINGS[0]])}/{len(queries)})")
+    rows, summary = [], {}
+    for scoring, found in results.items():
+        pairs, faith = [], []
+        for a, name in enumerate(found[0].test_classes):
+            for x, y in combinations(range(len(found)), 2):
+                if found[x].test_voxels[a] == 0 or found[y].test_voxels[a] == 0:
+                    continue
+                valid = (found[x].train_voxels > 0).ravel()
+                sx, sy = found[x].scores[a].ravel()[valid], found[y].scores[a].ravel()[valid]
+                pairs.append({"class": name, "queries": [found[x].case_name, found[y].case_name],
+                              "top10_overlap": _top_overlap(sx, sy), "spearman": _spearman(sx, sy)})
+        for result in found:
+            for row in similarity_check(result, top=10):
+                faith.append({"query": result.case_name, "class": row.test_class, "spearman_similarity": row.spearman,
+                              "proponents": row.proponents, "opponents": row.opponents})
+        summary[scoring] = {
+            "pairs": len(pairs),
+            "top10_overlap_mean": float(np.mean([p["top10_overlap"] for p in pairs])),
+            "top10_overlap_max": float(np.max([p["top10_overlap"] for p in pairs])),
+            "spearman_mean": float(np.mean([p["spearman"] for p in pairs])),
+            "spearman_max": float(np.max([p["spearman"] for p in pairs])),
+            "similarity_spearman_mean": float(np.nanmean([f["spearman_similarity"] for f in faith])),
+            "proponents_more_similar": int(sum(f["proponents"] > f["opponents"] for f in faith)),
+            "class_queries": len(faith),
+        }
+        rows.append({"scoring": scoring, "pairs": pairs, "faithfulness": faith})
+    header = (f"{'scoring':10s} {'pairs':>5s} {'top-10 overlap mean/max':>24s} {'Spearman mean/max':>18s} "
+              f"{'score~similarity':>17s} {'proponents closer':>18s}")
+    lines = [header]
+    for scoring, s in summary.items():
+        lines.append(f"{scoring:10s} {s['pairs']:5d} {s['top10_overlap_mean']:11.2f} / {s['top10_overlap_max']:5.2f}      "
+                     f"{s['spearman_mean']:7.2f} / {s['spearman_max']:5.2f}  {s['similarity_spearman_mean']:16.2f}  "
+                     f"{s['proponents_more_similar']:>8d} of {s['class_queries']}")
+    log("specificity (top-10 overlap as a fraction of 10; pairs of different queries, same class):\n" + "\n".join(lines))
+    return {"queries": [q.name for q in queries], "summary": summary, "rows": rows}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--card", type=Path, default=demo_model_card_path("demo3d"), help="model card (default: the 3D demo)")
@@ -959,6 +1027,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="256,512,1024,2048,4096,8192", help="projection sizes of the Spearman stage")
     parser.add_argument("--check-tail", action="store_true", help="check once that the last layers' gradient is the tail of all")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--specificity-generated", type=int, default=3,
+                        help="held-out generated query cases of the specificity stage (besides the demo and real cases)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     card = load_model_card(args.card)

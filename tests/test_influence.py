@@ -41,7 +41,7 @@ def test_exact_engine_equals_captum_tracincp(card, layers, last_k):
     from napari_segxai.core.model.weights import load_state_dict
 
     case = blob_case()
-    result = influence(case, card, engine="exact", layers=layers, last_k=last_k, threshold=0.3)
+    result = influence(case, card, engine="exact", layers=layers, last_k=last_k, threshold=0.3, scoring="raw")
     assert result.scores.shape == (3, len(SEEDS), 3) and np.abs(result.scores).max() > 0
 
     model = load_tracin_model(card, layers=layers, last_k=last_k)
@@ -73,7 +73,7 @@ def test_class_pair_scores_split_the_whole_prediction_loss(card):
     from napari_segxai.core.influence.regions import IGNORE, prepare_example
 
     case = blob_case()
-    result = influence(case, card, engine="exact", layers="all", threshold=0.0)
+    result = influence(case, card, engine="exact", layers="all", threshold=0.0, scoring="raw")
     model = load_tracin_model(card, layers="all")
     test = prepare_example(case, card, model.network, [1, 2, 3], threshold=0.0)
     union = test.targets.max(0).values.unsqueeze(0)  # every region's voxels with their own class as target
@@ -90,6 +90,47 @@ def test_class_pair_scores_split_the_whole_prediction_loss(card):
     np.testing.assert_allclose((weights[:, None] * result.scores[:, 0, :]).sum(0), whole_scores, rtol=1e-4, atol=1e-9)
     # and each class pair is its own number: rows differ when the test regions differ
     assert not np.allclose(result.scores[1], result.scores[2])
+
+
+def test_renormalised_scores_are_the_published_formulas_in_both_engines(card):
+    from napari_segxai.core.influence.checkpoints import load_tracin_model
+    from napari_segxai.core.influence.exact import training_example
+    from napari_segxai.core.influence.regions import prepare_example
+
+    case = blob_case()
+    model = load_tracin_model(card)
+    test = model.gradients(prepare_example(case, card, model.network, [1, 2, 3], threshold=0.0)).double()
+    trains = [model.gradients(training_example(model, seed, [1, 2, 3], threshold=0.0)).double() for seed in SEEDS]
+    lrs = torch.tensor(LRS, dtype=torch.float64)
+
+    def by_hand(scoring):  # (K_test, N, K_train), straight from the definitions
+        out = np.zeros((3, len(SEEDS), 3))
+        for n, train in enumerate(trains):
+            for a in range(3):
+                for b in range(3):
+                    total = 0.0
+                    for t in range(len(LRS)):
+                        g, h = test[t, a], train[t, b]
+                        product = float(g @ h)
+                        if scoring in ("cosine", "relative") and h.norm() > 0:
+                            product /= float(h.norm())
+                        if scoring == "cosine" and g.norm() > 0:
+                            product /= float(g.norm())
+                        total += float(lrs[t]) * product
+                    out[a, n, b] = total
+        return out
+
+    for scoring in ("raw", "cosine", "relative"):
+        expected = by_hand(scoring)
+        exact = influence(case, card, engine="exact", threshold=0.0, scoring=scoring, model=model)
+        indexed = influence(case, card, engine="indexed", threshold=0.0, scoring=scoring, model=model)
+        np.testing.assert_allclose(exact.scores, expected, rtol=1e-5, atol=1e-12)
+        np.testing.assert_allclose(indexed.scores, expected, rtol=5e-3, atol=1e-3 * np.abs(expected).max())
+        assert exact.scoring == indexed.scoring == scoring and f"{scoring} scores" in exact.describe()
+    cosine = influence(case, card, engine="exact", threshold=0.0, scoring="cosine", model=model).scores
+    assert np.abs(cosine).max() <= sum(LRS) + 1e-9  # a sum of lr-weighted cosines
+    with pytest.raises(ValueError, match="Unknown TracIn scoring 'gas'"):
+        influence(case, card, scoring="gas")
 
 
 def test_regions_follow_the_prediction_and_the_threshold(card):

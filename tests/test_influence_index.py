@@ -165,7 +165,7 @@ def test_file_digest_sees_a_same_size_rewrite_that_keeps_the_mtime(tmp_path, mon
     import os
     import time
 
-    from napari_segxai.core.influence import training_set
+    from napari_segxai.core.io import files
 
     path = tmp_path / "weights.bin"
     path.write_bytes(b"a" * 64)
@@ -181,15 +181,15 @@ def test_file_digest_sees_a_same_size_rewrite_that_keeps_the_mtime(tmp_path, mon
         assert path.stat().st_mtime_ns == stamp and path.stat().st_size == 64
         return hashlib.sha256(data).hexdigest()
 
-    assert training_set.file_digest(path) == hashlib.sha256(b"a" * 64).hexdigest()
+    assert files.file_digest(path) == hashlib.sha256(b"a" * 64).hexdigest()
     # a file changed moments ago is hashed again, even within one timestamp tick
-    assert rewrite(b"b" * 64, replace=False) == training_set.file_digest(path)
+    assert rewrite(b"b" * 64, replace=False) == files.file_digest(path)
     # a settled file is remembered, keyed by inode and ctime as well as size and mtime
-    monkeypatch.setattr(training_set, "SETTLED_NS", -1)
-    assert training_set.file_digest(path) == hashlib.sha256(b"b" * 64).hexdigest()
+    monkeypatch.setattr(files, "SETTLED_NS", -1)
+    assert files.file_digest(path) == hashlib.sha256(b"b" * 64).hexdigest()
     time.sleep(0.05)
-    assert rewrite(b"c" * 64, replace=False) == training_set.file_digest(path)
-    assert rewrite(b"d" * 64, replace=True) == training_set.file_digest(path)
+    assert rewrite(b"c" * 64, replace=False) == files.file_digest(path)
+    assert rewrite(b"d" * 64, replace=True) == files.file_digest(path)
 
 
 def test_stored_rows_are_float16_scaled_per_row_and_keep_tiny_gradients():

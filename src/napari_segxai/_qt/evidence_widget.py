@@ -37,6 +37,7 @@ class EvidenceWidget(ComputeWidget):
         """The class pair to rank, how many to show, and whose gradients count."""
         # Heavy imports (torch, MONAI) happen here, when the widget is built, not at manifest read.
         from ..core.influence import ENGINES, LAYER_CHOICES
+        from ..core.influence.scoring import DEFAULT_SCORING, SCORINGS
 
         self.test_class = QComboBox()
         self.test_class.setToolTip("The class of this case whose training evidence is shown (its predicted region).")
@@ -59,6 +60,13 @@ class EvidenceWidget(ComputeWidget):
             "indexed: training gradients stored once beside the checkpoints (the first query builds the index); "
             "exact: recomputed for every query."
         )
+        self.scoring = QComboBox()
+        self.scoring.addItems(list(SCORINGS))
+        self.scoring.setCurrentText(DEFAULT_SCORING)
+        self.scoring.setToolTip(
+            "raw: TracIn as published (training regions with large gradients top every ranking); cosine: gradient "
+            "similarity per checkpoint; relative: scaled by each training region's own gradient size (docs/influence.md)."
+        )
         form.addRow("Class", self.test_class)
         form.addRow("Training class", self.train_class)
         form.addRow("Show top", self.top)
@@ -66,6 +74,7 @@ class EvidenceWidget(ComputeWidget):
         gradients.addWidget(self.layers)
         gradients.addWidget(self.engine)
         form.addRow("Gradients", gradients)
+        form.addRow("Scores", self.scoring)
 
     def add_results(self, layout: QBoxLayout) -> None:
         """The proponents' and opponents' thumbnails, and Side by side."""
@@ -130,7 +139,8 @@ class EvidenceWidget(ComputeWidget):
         from ..core.influence import training_record
 
         training_record(card)
-        return {"engine": self.engine.currentText(), "layers": self.layers.currentText()}
+        return {"engine": self.engine.currentText(), "layers": self.layers.currentText(),
+                "scoring": self.scoring.currentText()}
 
     def job_description(self, case, card, options: dict) -> str:
         """TracIn of <case> with <card>."""

@@ -14,6 +14,7 @@ def add_tracin_options(parser: argparse.ArgumentParser) -> None:
     """The TracIn settings shared by ``influence`` and ``influence-check``."""
     from ..core.influence.gradients import DEFAULT_LAST_K, LAYER_CHOICES
     from ..core.influence.query import ENGINES
+    from ..core.influence.scoring import DEFAULT_SCORING, SCORINGS
 
     parser.add_argument("--class", dest="classes", action="append", default=None, metavar="C",
                         help="a class of the case to explain (repeat for several); default: every class but background")
@@ -34,6 +35,9 @@ def add_tracin_options(parser: argparse.ArgumentParser) -> None:
                         help="build the index on the dask scheduler at ADDRESS (default: in this process)")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="build the index on a local dask cluster of N worker processes")
+    parser.add_argument("--scoring", choices=SCORINGS, default=DEFAULT_SCORING,
+                        help="raw TracIn, or renormalised: cosine (gradient-aggregated similarity) or relative "
+                             f"(to the training region's gradient size); default {DEFAULT_SCORING}, see docs/influence.md")
     parser.add_argument("--rebuild-index", action="store_true", help="rebuild the index even when it is current")
     parser.add_argument("--training-data", type=Path, default=None, metavar="DIR",
                         help="where the model's training dataset is now, when it moved since training "
@@ -61,6 +65,7 @@ def query(args: argparse.Namespace):
             case, card, classes=args.classes, train_classes=args.train_classes, engine=args.engine,
             layers=args.layers, last_k=args.last_k, threshold=args.threshold, projection=args.projection,
             device=device or "cpu", scheduler=args.scheduler, workers=args.workers, rebuild=args.rebuild_index,
+            scoring=args.scoring,
             progress=bar,
         )
     return case, card, result

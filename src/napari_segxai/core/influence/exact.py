@@ -10,6 +10,7 @@ import torch
 from ..progress import CancelFn, ProgressFn, step
 from .checkpoints import TracInModel
 from .regions import DEFAULT_MARGIN, RegionExample, prepare_example
+from .scoring import scored
 from .training_set import check_generator, training_case
 
 
@@ -23,10 +24,12 @@ def training_example(model: TracInModel, seed: int, class_indices: Sequence[int]
     )
 
 
-def tracin_scores(learning_rates: Sequence[float], test: torch.Tensor, train: torch.Tensor) -> np.ndarray:
-    """sum_t lr_t * test[t] . train[t] for (T, A, D) test and (T, B, D) train gradients -> (A, B), in float64."""
-    lrs = torch.as_tensor(list(learning_rates), dtype=torch.float64)
-    return torch.einsum("t,tad,tbd->ab", lrs, test.double(), train.double()).numpy()
+def tracin_scores(learning_rates: Sequence[float], test: torch.Tensor, train: torch.Tensor,
+                  scoring: str = "raw") -> np.ndarray:
+    """sum_t lr_t * test[t] . train[t] (``scoring`` raw, else renormalised) for (T, A, D) test and (T, B, D) train -> (A, B)."""
+    test, train = test.double(), train.double()
+    products = torch.einsum("tad,tbd->tab", test, train)
+    return scored(products, learning_rates, test.norm(dim=-1), train.norm(dim=-1), scoring).numpy()
 
 
 def exact_influence(
@@ -37,6 +40,7 @@ def exact_influence(
     *,
     threshold: float,
     margin: int = DEFAULT_MARGIN,
+    scoring: str = "raw",
     progress: Optional[ProgressFn] = None,
     should_cancel: Optional[CancelFn] = None,
 ) -> tuple[np.ndarray, list[RegionExample], np.ndarray]:
@@ -50,7 +54,7 @@ def exact_influence(
     examples, features = [], []
     for n, seed in enumerate(seeds):
         example = training_example(model, seed, class_indices, threshold=threshold, margin=margin)
-        scores[:, n, :] = tracin_scores(model.learning_rates, test_gradients, model.gradients(example))
+        scores[:, n, :] = tracin_scores(model.learning_rates, test_gradients, model.gradients(example), scoring)
         features.append(model.features(example))
         examples.append(_light(example))
         step(n + 2, total, progress, should_cancel)

@@ -27,6 +27,7 @@ from ..progress import CancelFn, ProgressFn, step
 from .checkpoints import TracInModel
 from .projection import PROJECTION_SEED, project
 from .rows import gradient_rows
+from .scoring import scored
 from .regions import DEFAULT_MARGIN
 from .training_set import check_generator
 
@@ -80,20 +81,26 @@ class InfluenceIndex:
     built: bool = False
     build_seconds: float = 0.0
 
-    def scores(self, test_gradients: torch.Tensor) -> np.ndarray:
-        """(K_test, N, K) TracIn scores of (T, K_test, D) test gradients: one projection and one matrix product."""
+    def scores(self, test_gradients: torch.Tensor, scoring: str = "raw") -> np.ndarray:
+        """(K_test, N, K) TracIn scores (``scoring``: raw or renormalised) of (T, K_test, D) test gradients."""
         t, k_test, d = test_gradients.shape
         if d != self.parameters or t != self.gradients.shape[0]:
             raise ValueError(f"Test gradients ({t} checkpoints x {d} parameters) do not fit the index ({self.gradients.shape[0]} x {self.parameters}).")
         test = test_gradients.float()
         if self.projection:
             test = project(test.reshape(t * k_test, d), self.projection, self.projection_seed).reshape(t, k_test, -1)
-        lrs = torch.as_tensor(self.learning_rates, dtype=torch.float64)
         train = torch.from_numpy(self.gradients).double()
-        products = torch.einsum("t,tad,tnbd->tanb", lrs, test.double(), train)
+        products = torch.einsum("tad,tnbd->tanb", test.double(), train)
         if self.scales is not None:
             products = products * torch.from_numpy(self.scales).double()[:, None]
-        return products.sum(0).numpy()
+        return scored(products, self.learning_rates, test.double().norm(dim=-1), self.norms(), scoring).numpy()
+
+    def norms(self) -> torch.Tensor:
+        """(T, N, K) float64 norms of the stored training gradients (scales applied), computed once."""
+        if getattr(self, "_norms", None) is None:
+            norms = torch.from_numpy(self.gradients).float().norm(dim=-1).double()
+            self._norms = norms * torch.from_numpy(self.scales).double() if self.scales is not None else norms
+        return self._norms
 
     def training_gradients(self) -> np.ndarray:
         """(T, N, K, d) float32 training gradients (projected when ``projection``) as stored, scales applied."""

@@ -11,6 +11,7 @@ from ..progress import CancelFn, ProgressFn
 from .gradients import DEFAULT_LAST_K
 from .regions import DEFAULT_MARGIN, prepare_example
 from .result import InfluenceResult
+from .scoring import DEFAULT_SCORING, check_scoring
 from .training_set import GENERATED
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ def influence(
     scheduler: Optional[str] = None,
     workers: Optional[int] = None,
     rebuild: bool = False,
+    scoring: str = DEFAULT_SCORING,
     segmentation=None,
     model=None,
     progress: Optional[ProgressFn] = None,
@@ -72,6 +74,7 @@ def influence(
     from .exact import exact_influence
 
     start = time.perf_counter()
+    check_scoring(scoring)
     if engine not in ENGINES:
         raise ValueError(f"Unknown TracIn engine {engine!r}; use one of {', '.join(ENGINES)}.")
     if not 0.0 <= float(threshold) < 1.0:
@@ -87,7 +90,7 @@ def influence(
     seeds = model.record.seeds
     details: dict = {}
     if engine == "exact":
-        scores, examples, train_features = exact_influence(model, test, seeds, train_indices, threshold=threshold, margin=margin,
+        scores, examples, train_features = exact_influence(model, test, seeds, train_indices, threshold=threshold, margin=margin, scoring=scoring,
                                            progress=progress, should_cancel=should_cancel)
         centroids = np.stack([e.centroids for e in examples])
         bboxes = np.stack([e.bboxes for e in examples])
@@ -100,7 +103,7 @@ def influence(
         index = load_or_build_index(model, train_indices, threshold=threshold, projection=projection, margin=margin,
                                     index_dir=index_dir, scheduler=scheduler, workers=workers,
                                     rebuild=rebuild, progress=progress, should_cancel=should_cancel)
-        scores = index.scores(model.gradients(test))
+        scores = index.scores(model.gradients(test), scoring)
         centroids, bboxes, voxels, names = index.centroids, index.bboxes, index.voxels, index.case_names
         train_features = index.features
         used_projection = index.projection
@@ -118,7 +121,7 @@ def influence(
         layer_names=model.layer_names, projection=used_projection, threshold=float(threshold),
         checkpoints=tuple(str(c.path) for c in model.record.checkpoints), learning_rates=model.learning_rates,
         seconds=time.perf_counter() - start, case_name=case.name, parameters=model.parameters,
-        key_name="seed" if model.record.kind == GENERATED else "case number",
+        key_name="seed" if model.record.kind == GENERATED else "case number", scoring=scoring,
         details={**details, "test_centroids": test.centroids.tolist(), "test_bboxes": test.bboxes.tolist(),
                  "feature_layer": model.feature_layer},
         similarity=similarity,

@@ -50,6 +50,7 @@ class InfluenceResult:
     seconds: float
     case_name: str = ""
     key_name: str = "seed"                  # what ``seeds`` hold: "seed" (generated cases) or "case number" (files)
+    scoring: str = "raw"                    # how checkpoint products became scores (core.influence.scoring)
     parameters: int = 0                     # gradient length before projection
     details: dict = field(default_factory=dict)
     similarity: Optional[np.ndarray] = None  # (K_test, N_train, K_train) cosine similarity of last-hidden-layer region features
@@ -133,7 +134,7 @@ class InfluenceResult:
         return (
             f"TracIn ({self.engine} engine) of {self.case_name or 'the case'} over {len(self.training_cases)} training "
             f"cases and {len(self.checkpoints)} checkpoints; layers {self.layers} ({self.parameters} parameters{projection}); "
-            f"regions at probability >= {self.threshold:g}; {self.seconds:.1f} s."
+            f"regions at probability >= {self.threshold:g}; {self.scoring} scores; {self.seconds:.1f} s."
         )
 
 

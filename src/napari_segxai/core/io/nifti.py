@@ -203,7 +203,7 @@ def case_from_files(name: str, modalities: Sequence[str], images: Sequence[Path]
             channels = np.ascontiguousarray(np.moveaxis(data, 3, 0), dtype=np.float32)
             break
         if data.ndim != 3:
-            raise ValueError(f"{p} is {data.ndim}D; each modality file of case {name} must be a 3D volume.")
+            raise ValueError(f"{p} is {data.ndim}D; each modality file of case {name} must be 3D (one volume per modality).")
         if channels is None:
             if len(images) != len(modalities):
                 raise ValueError(f"Case {name} has {len(images)} image files for {len(modalities)} modalities "
