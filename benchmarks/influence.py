@@ -807,6 +807,7 @@ def stage_spearman(card, args) -> dict:
     everything = load_tracin_model(card, layers="all")
     last = load_tracin_model(card, layers="last")
     final = load_tracin_model(card, layers="final")
+    depths = {k: load_tracin_model(card, layers="last", last_k=k).parameters for k in args.last_ks}
     if args.check_tail:  # the tail of the all-parameter gradient is the last layers' gradient
         example = training_example(everything, int(everything.record.seeds[0]), CLASSES, threshold=0.5)
         assert torch.allclose(everything.gradients(example)[..., -last.parameters:], last.gradients(example), rtol=1e-4, atol=1e-9)
@@ -861,14 +862,19 @@ def stage_spearman(card, args) -> dict:
                 row[f"spearman_k{size}"] = _spearman(flat_scores(tp, projected_train[size])[a][valid], ref)
             row["last_vs_all_spearman"] = _spearman(exact_last[a][valid], ref)
             row["last_vs_all_top10"] = _top_overlap(exact_last[a][valid], ref)
+            for k, tail in depths.items():
+                deep = flat_scores(test["all"][..., -tail:], train_all[..., -tail:])[a][valid]
+                row[f"last{k}_vs_all_spearman"] = _spearman(deep, ref)
+                row[f"last{k}_vs_all_top10"] = _top_overlap(deep, ref)
             row["final_vs_all_spearman"] = _spearman(exact_final[a][valid], ref)
             row["final_vs_all_top10"] = _top_overlap(exact_final[a][valid], ref)
             rows.append(row)
             log(f"spearman {row}")
     summary = {key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key not in ("query", "class", "regions")}
     summary.update({key.replace("spearman", "min_spearman"): float(np.min([r[key] for r in rows]))
-                    for key in rows[0] if key.startswith("spearman_k")})
-    return {"seeds": seeds, "sizes": sizes, "parameters_all": d, "rows": rows, "mean": summary,
+                    for key in rows[0] if key.startswith("spearman_k") or key.endswith("vs_all_spearman")})
+    log("spearman summary: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
+    return {"seeds": seeds, "sizes": sizes, "parameters_all": d, "last_k_parameters": depths, "rows": rows, "mean": summary,
             "projection_seconds_for_subset": projected_seconds, "queries": [q["name"] for q in tests]}
 
 
@@ -1025,6 +1031,8 @@ def main(argv=None) -> int:
     parser.add_argument("--subset", type=int, default=24, help="training cases of the Spearman and storage stages")
     parser.add_argument("--queries", type=int, default=2, help="query cases of the Spearman and storage stages (the demo case first)")
     parser.add_argument("--sizes", default="256,512,1024,2048,4096,8192", help="projection sizes of the Spearman stage")
+    parser.add_argument("--last-ks", type=lambda text: [int(k) for k in text.split(",") if k], default=[],
+                        help="also compare the last K layers (comma-separated K) with all-parameter TracIn in the Spearman stage")
     parser.add_argument("--check-tail", action="store_true", help="check once that the last layers' gradient is the tail of all")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--specificity-generated", type=int, default=3,

@@ -97,6 +97,9 @@ def test_train_on_files_records_the_cases_with_their_digests(trained_on_files):
     assert first["label"] == "labelsTr/BRATS_000.nii.gz"
     assert set(first["sha256"]) == set(first["images"]) | {first["label"]}
     assert len(manifest["checkpoints"]) == 3
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "training_format.md").read_text()
+    for key in training_set:
+        assert f"`training_set.{key}`" in doc, key
 
 
 def test_tracin_names_the_training_files_and_finds_them_after_a_move(trained_on_files, tmp_path):

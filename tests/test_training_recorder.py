@@ -4,6 +4,7 @@ record and a card that TracIn uses with no other step."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,6 +69,8 @@ def test_a_plain_pytorch_loop_records_what_tracin_needs(dataset, tmp_path):
     assert [c["lr"] for c in manifest["checkpoints"]] == pytest.approx([lrs[1], lrs[3], lrs[5]])
     assert lrs[1] != lrs[3]  # the scheduler moved the rate, and each checkpoint kept its own
     assert [c["name"] for c in manifest["training_set"]["cases"]] == ["BRATS_000", "BRATS_001"]
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "training_format.md").read_text()
+    assert all(f"`training_set.{key}`" in doc for key in manifest["training_set"]), manifest["training_set"].keys()
     card = load_model_card(card_path)
     assert card.name == "my-unet" and card.training is not None
     assert training_record(card).kind == "files"
