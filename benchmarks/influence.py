@@ -64,7 +64,8 @@ from segment import PeakRSS, machine  # noqa: E402
 
 from napari_segxai.core.influence.checkpoints import load_tracin_model  # noqa: E402
 from napari_segxai.core.influence.exact import tracin_scores, training_example  # noqa: E402
-from napari_segxai.core.influence.index import load_or_build_index, project  # noqa: E402
+from napari_segxai.core.influence.index import load_or_build_index  # noqa: E402
+from napari_segxai.core.influence.projection import project, sketch  # noqa: E402
 from napari_segxai.core.influence.query import influence  # noqa: E402
 from napari_segxai.core.influence.regions import prepare_example  # noqa: E402
 from napari_segxai.core.model.card import load_model_card  # noqa: E402
@@ -844,10 +845,12 @@ def stage_spearman(card, args) -> dict:
     rows = []
     projected_train = {}
     projected_seconds = {}
+    sketched_train = {}
     for size in sizes:
         s0 = time.perf_counter()
         projected_train[size] = project(train_all.reshape(t * n * k, d), size).reshape(t, n, k, size)
         projected_seconds[size] = time.perf_counter() - s0
+        sketched_train[size] = sketch(train_all.reshape(t * n * k, d), size).reshape(t, n, k, size)
     for test in tests:
         exact_all = flat_scores(test["all"], train_all)
         exact_last = flat_scores(test["last"], train_all[..., -tail_last:])
@@ -860,19 +863,21 @@ def stage_spearman(card, args) -> dict:
             for size in sizes:
                 tp = project(test["all"].reshape(-1, d), size).reshape(t, -1, size)
                 row[f"spearman_k{size}"] = _spearman(flat_scores(tp, projected_train[size])[a][valid], ref)
+                ts = sketch(test["all"].reshape(-1, d), size).reshape(t, -1, size)
+                row[f"spearman_sketch{size}"] = _spearman(flat_scores(ts, sketched_train[size])[a][valid], ref)
             row["last_vs_all_spearman"] = _spearman(exact_last[a][valid], ref)
             row["last_vs_all_top10"] = _top_overlap(exact_last[a][valid], ref)
-            for k, tail in depths.items():
+            for depth, tail in depths.items():
                 deep = flat_scores(test["all"][..., -tail:], train_all[..., -tail:])[a][valid]
-                row[f"last{k}_vs_all_spearman"] = _spearman(deep, ref)
-                row[f"last{k}_vs_all_top10"] = _top_overlap(deep, ref)
+                row[f"last{depth}_vs_all_spearman"] = _spearman(deep, ref)
+                row[f"last{depth}_vs_all_top10"] = _top_overlap(deep, ref)
             row["final_vs_all_spearman"] = _spearman(exact_final[a][valid], ref)
             row["final_vs_all_top10"] = _top_overlap(exact_final[a][valid], ref)
             rows.append(row)
             log(f"spearman {row}")
     summary = {key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key not in ("query", "class", "regions")}
     summary.update({key.replace("spearman", "min_spearman"): float(np.min([r[key] for r in rows]))
-                    for key in rows[0] if key.startswith("spearman_k") or key.endswith("vs_all_spearman")})
+                    for key in rows[0] if key.startswith(("spearman_k", "spearman_sketch")) or key.endswith("vs_all_spearman")})
     log("spearman summary: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
     return {"seeds": seeds, "sizes": sizes, "parameters_all": d, "last_k_parameters": depths, "rows": rows, "mean": summary,
             "projection_seconds_for_subset": projected_seconds, "queries": [q["name"] for q in tests]}

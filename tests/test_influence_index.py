@@ -10,8 +10,10 @@ from _influence import SEEDS, blob_case, toy_model
 from napari_segxai.core.influence import influence
 from napari_segxai.core.influence.checkpoints import load_tracin_model
 from napari_segxai.core.influence.index import (
-    build_index, compress_rows, index_status, load_or_build_index, project, read_index, resolve_projection,
+    build_index, compress_rows, index_status, load_or_build_index, read_index, resolve_projection,
 )
+from napari_segxai.core.influence.projection import project, sketch
+from napari_segxai.core.model.card import load_model_card
 
 #: Scores from float16 rows (each scaled to a largest entry of 1) against float32 ones.
 STORED = {"rtol": 2e-3}
@@ -19,7 +21,6 @@ STORED = {"rtol": 2e-3}
 
 def close_to_exact(indexed: np.ndarray, exact: np.ndarray) -> None:
     np.testing.assert_allclose(indexed, exact, rtol=STORED["rtol"], atol=STORED["rtol"] * np.abs(exact).max())
-from napari_segxai.core.model.card import load_model_card
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +87,13 @@ def test_a_changed_checkpoint_makes_the_index_stale_and_it_is_rebuilt(card):
     assert index_status(model, [1, 2, 3], threshold=0.0)[1] == "current"
 
 
-def test_projection_is_seeded_and_keeps_inner_products():
+@pytest.mark.parametrize("method", [project, sketch])
+def test_projection_is_seeded_and_keeps_inner_products(method):
     torch.manual_seed(0)
     vectors = torch.randn(6, 10000)
-    a, b = project(vectors, 4096), project(vectors, 4096)
+    a, b = method(vectors, 4096), method(vectors, 4096)
     assert torch.equal(a, b) and a.shape == (6, 4096)
-    assert not torch.equal(project(vectors, 4096, seed=1), a)
+    assert not torch.equal(method(vectors, 4096, seed=1), a)
     exact, approx = vectors @ vectors.T, (a @ a.T)
     assert torch.allclose(approx, exact, atol=0.05 * float(exact.diag().mean()))
     assert resolve_projection(500, None) is None and resolve_projection(10**6, None) > 0
@@ -111,12 +113,12 @@ def test_projected_index_scores_are_the_projected_gradients_products(card):
 
     train = model.gradients(training_example(model, SEEDS[1], [1, 2, 3], threshold=0.0))
     t, k, d = train.shape
-    projected = project(train.reshape(t * k, d), 64).reshape(t, k, 64).numpy()
+    projected = sketch(train.reshape(t * k, d), 64).reshape(t, k, 64).numpy()
     np.testing.assert_allclose(index.training_gradients()[:, 1], projected, rtol=0,
                                atol=2**-11 * np.abs(projected).max())
     test = torch.randn(t, 2, d)
     expected = torch.einsum("t,tad,tnbd->anb", torch.tensor(index.learning_rates, dtype=torch.float64),
-                            project(test.reshape(t * 2, d), 64).reshape(t, 2, 64).double(),
+                            sketch(test.reshape(t * 2, d), 64).reshape(t, 2, 64).double(),
                             torch.from_numpy(index.training_gradients()).double())
     np.testing.assert_allclose(index.scores(test), expected.numpy(), rtol=1e-6)
 

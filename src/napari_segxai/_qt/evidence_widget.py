@@ -37,6 +37,7 @@ class EvidenceWidget(ComputeWidget):
         """The class pair to rank, how many to show, and whose gradients count."""
         # Heavy imports (torch, MONAI) happen here, when the widget is built, not at manifest read.
         from ..core.influence import ENGINES, LAYER_CHOICES
+        from ..core.influence.gradients import DEFAULT_LAYERS
         from ..core.influence.scoring import DEFAULT_SCORING, SCORINGS
 
         self.test_class = QComboBox()
@@ -52,7 +53,7 @@ class EvidenceWidget(ComputeWidget):
         self.top.valueChanged.connect(self._rank)
         self.layers = QComboBox()
         self.layers.addItems(list(LAYER_CHOICES))
-        self.layers.setCurrentText("last")
+        self.layers.setCurrentText(DEFAULT_LAYERS)
         self.layers.setToolTip("Layers whose gradients count: all parameters, the last layers, or the final layer only.")
         self.engine = QComboBox()
         self.engine.addItems(list(ENGINES))

@@ -12,7 +12,8 @@ from ._common import TerminalProgress, UserError, load_card
 
 def add_tracin_options(parser: argparse.ArgumentParser) -> None:
     """The TracIn settings shared by ``influence`` and ``influence-check``."""
-    from ..core.influence.gradients import DEFAULT_LAST_K, LAYER_CHOICES
+    from ..core.influence.gradients import DEFAULT_LAST_K, DEFAULT_LAYERS, LAYER_CHOICES
+    from ..core.influence.index import DEFAULT_PROJECTION
     from ..core.influence.query import ENGINES
     from ..core.influence.scoring import DEFAULT_SCORING, SCORINGS
 
@@ -22,8 +23,9 @@ def add_tracin_options(parser: argparse.ArgumentParser) -> None:
                         help="a class of the training cases to score (repeat for several); default: every class but background")
     parser.add_argument("--engine", choices=ENGINES, default="indexed",
                         help="indexed: stored training gradients, fast queries (default); exact: recompute them all")
-    parser.add_argument("--layers", choices=LAYER_CHOICES, default="last",
-                        help="whose parameters' gradients count: all, the last K layers (default) or the final layer")
+    parser.add_argument("--layers", choices=LAYER_CHOICES, default=DEFAULT_LAYERS,
+                        help=f"whose parameters' gradients count: all (default; sketched to {DEFAULT_PROJECTION} numbers when "
+                             "long), the last K layers or the final layer")
     parser.add_argument("--last-k", type=int, default=DEFAULT_LAST_K, metavar="K",
                         help=f"how many layers --layers last takes (default {DEFAULT_LAST_K})")
     parser.add_argument("--threshold", type=float, default=0.5,

@@ -8,7 +8,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .gradients import DEFAULT_LAST_K, example_gradients, layer_parameters, parametrised_layers, select_layers
+from .gradients import DEFAULT_LAST_K, DEFAULT_LAYERS, example_gradients, layer_parameters, parametrised_layers, select_layers
 from .regions import RegionExample, size_multiple
 from .training_set import TrainingRecord, training_record
 
@@ -50,7 +50,7 @@ class TracInModel:
         return torch.stack(rows)
 
 
-def load_tracin_model(card, *, layers: str = "last", last_k: int = DEFAULT_LAST_K,
+def load_tracin_model(card, *, layers: str = DEFAULT_LAYERS, last_k: int = DEFAULT_LAST_K,
                       device: Optional[str | torch.device] = "cpu", record: Optional[TrainingRecord] = None) -> TracInModel:
     """The card's network, its recorded checkpoints and the chosen layers, ready for gradients."""
     from ..model.card import build_network

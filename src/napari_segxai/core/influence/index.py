@@ -25,18 +25,18 @@ import torch
 from ..io.files import atomic_path, file_digest, write_text
 from ..progress import CancelFn, ProgressFn, step
 from .checkpoints import TracInModel
-from .projection import PROJECTION_SEED, project
+from .projection import PROJECTION_SEED, sketch
 from .rows import gradient_rows
 from .scoring import scored
 from .regions import DEFAULT_MARGIN
 from .training_set import check_generator
 
-INDEX_FORMAT = "segxai-influence-index/1"
+INDEX_FORMAT = "segxai-influence-index/2"  # 2: projected rows are a CountSketch (was Gaussian)
 #: Version of the per-class-region loss (docs/influence.md); a change makes every index stale.
 LOSS_VERSION = 1
 #: Gradients with at most this many entries are stored exactly; longer ones are projected.
 EXACT_LIMIT = 16384
-#: Projection size used for longer gradients when none is asked for.
+#: Projection size (CountSketch buckets) used for longer gradients when none is asked for.
 DEFAULT_PROJECTION = 2048
 #: How gradient rows are stored (with one float32 scale per row; see :func:`compress_rows`).
 STORED_DTYPE = np.float16
@@ -88,7 +88,7 @@ class InfluenceIndex:
             raise ValueError(f"Test gradients ({t} checkpoints x {d} parameters) do not fit the index ({self.gradients.shape[0]} x {self.parameters}).")
         test = test_gradients.float()
         if self.projection:
-            test = project(test.reshape(t * k_test, d), self.projection, self.projection_seed).reshape(t, k_test, -1)
+            test = sketch(test.reshape(t * k_test, d), self.projection, self.projection_seed).reshape(t, k_test, -1)
         train = torch.from_numpy(self.gradients).double()
         products = torch.einsum("tad,tnbd->tanb", test.double(), train)
         if self.scales is not None:
@@ -124,6 +124,7 @@ def index_settings(model: TracInModel, class_indices: Sequence[int], *, threshol
         "format": INDEX_FORMAT, "loss_version": LOSS_VERSION, "layers": model.layers, "last_k": model.last_k,
         "layer_names": list(model.layer_names), "parameters": model.parameters, "feature_layer": model.feature_layer,
         "projection": projection, "projection_seed": PROJECTION_SEED if projection else None,
+        "projection_method": "countsketch" if projection else None,
         "threshold": float(threshold), "margin": int(margin), "classes": [model.card.class_names[i] for i in class_indices],
         "class_indices": [int(i) for i in class_indices], **record.fingerprint(), "architecture": record.architecture,
         "kwargs": record.kwargs, "activation": model.card.activation, "spatial_dims": model.card.spatial_dims,

@@ -23,3 +23,19 @@ def project(vectors: torch.Tensor, size: int, seed: int = PROJECTION_SEED) -> to
         matrix = torch.randn(stop - start, int(size), generator=generator) * scale
         out += (vectors[:, start:stop] @ matrix).double()
     return out.float()
+
+
+def sketch(vectors: torch.Tensor, size: int, seed: int = PROJECTION_SEED) -> torch.Tensor:
+    """(M, D) -> (M, size): a seeded CountSketch (each coordinate added, with a random sign, to one random bucket).
+
+    Inner products are kept in expectation, like the Gaussian projection, at O(D) cost per vector
+    instead of O(D x size) (Charikar et al. 2002; Weinberger et al. 2009, "feature hashing").
+    """
+    vectors = vectors.float()
+    generator = torch.Generator()
+    generator.manual_seed(int(seed) * 1_000_003 + 7)
+    buckets = torch.randint(0, int(size), (vectors.shape[1],), generator=generator)
+    signs = torch.randint(0, 2, (vectors.shape[1],), generator=generator).float() * 2 - 1
+    out = torch.zeros(vectors.shape[0], int(size), dtype=torch.float64)
+    out.index_add_(1, buckets, (vectors * signs).double())
+    return out.float()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import numpy as np
 
 from ..progress import CancelFn, ProgressFn
-from .gradients import DEFAULT_LAST_K
+from .gradients import DEFAULT_LAST_K, DEFAULT_LAYERS
 from .regions import DEFAULT_MARGIN, prepare_example
 from .result import InfluenceResult
 from .scoring import DEFAULT_SCORING, check_scoring
@@ -47,7 +47,7 @@ def influence(
     classes: Optional[Sequence[str]] = None,
     train_classes: Optional[Sequence[str]] = None,
     engine: str = "indexed",
-    layers: str = "last",
+    layers: str = DEFAULT_LAYERS,
     last_k: int = DEFAULT_LAST_K,
     threshold: float = 0.5,
     projection: Optional[int] = None,

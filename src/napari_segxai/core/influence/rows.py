@@ -10,7 +10,7 @@ import torch
 from ..progress import step
 from .checkpoints import TracInModel
 from .exact import training_example
-from .projection import project
+from .projection import sketch
 
 
 def gradient_rows(model: TracInModel, seeds: Sequence[int], class_indices: Sequence[int], *, threshold: float,
@@ -29,7 +29,7 @@ def gradient_rows(model: TracInModel, seeds: Sequence[int], class_indices: Seque
         stacked = torch.stack(pending, 1)                                 # (T, b, K, D)
         t, b, k, d = stacked.shape
         if projection:
-            stacked = project(stacked.reshape(t * b * k, d), projection).reshape(t, b, k, -1)
+            stacked = sketch(stacked.reshape(t * b * k, d), projection).reshape(t, b, k, -1)
         gradients.append(stacked.numpy().astype(np.float32))
         pending.clear()
 
