@@ -42,7 +42,11 @@ part). Stages, each saved as JSON in ``--work`` so a later run can reuse it:
   ``../shared/realdata`` (TCGA-DU-7294, TCGA-FG-6692, BraTS-GLI-00001-000): per class and pair of
   queries, the top-10 proponent overlap and the rank Spearman over all training regions; per
   query and class, the Spearman of score with last-hidden-layer similarity and the mean
-  similarity of the top-10 proponents and opponents. Prints a table of means and worst cases.
+  similarity of the top-10 proponents and opponents. Prints a table of means and worst cases;
+* ``buildcost``: the index build's cost per training case against its floor, on ``--subset``
+  training cases in this process: seconds of ``gradient_rows`` for one case (regions, every
+  checkpoint's gradients of every class region, the sketch, the features) against T x K x (one
+  forward + one backward) of the whole network on the same crop; prints the ratio (target <= 1.3).
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ from napari_segxai.core.influence.regions import prepare_example  # noqa: E402
 from napari_segxai.core.model.card import load_model_card  # noqa: E402
 from napari_segxai.core.io.paths import demo_model_card_path  # noqa: E402
 
-STAGES = ("index", "query", "captum", "spearman", "storage", "similarity", "specificity")
+STAGES = ("index", "query", "captum", "spearman", "storage", "similarity", "specificity", "buildcost")
 CLASSES = [1, 2, 3]
 
 
@@ -945,6 +949,42 @@ def stage_similarity(card, args) -> dict:
     rows = similarity_check(result, top=10)
     log("\n" + similarity_table(rows))
     return {"rows": [vars(r) for r in rows], "feature_layer": result.details["feature_layer"]}
+
+
+def stage_buildcost(card, args) -> dict:
+    from napari_segxai.core.influence.gradients import forward, region_loss
+    from napari_segxai.core.influence.index import resolve_projection
+    from napari_segxai.core.influence.rows import gradient_rows
+
+    model = load_tracin_model(card)
+    projection = resolve_projection(model.parameters, None)
+    seeds = list(model.record.seeds)[: args.subset]
+    gradient_rows(model, seeds[:1], CLASSES, threshold=0.5, projection=projection, margin=16)  # warm-up
+    rows = []
+    for seed in seeds:
+        start = time.perf_counter()
+        gradient_rows(model, [seed], CLASSES, threshold=0.5, projection=projection, margin=16)
+        build = time.perf_counter() - start
+        example = training_example(model, int(seed), CLASSES, threshold=0.5)
+        network = model.gradient_network
+        start = time.perf_counter()
+        for state in model.states:
+            network.load_state_dict(state)
+            for i in range(len(CLASSES)):
+                logits = forward(network, example.image, card.spatial_dims, card.slice_axis)
+                loss = region_loss(logits, example.targets[i : i + 1], card.activation)[0]
+                torch.autograd.grad(loss, [p for p in network.parameters() if p.requires_grad], allow_unused=True)
+        floor = time.perf_counter() - start
+        rows.append({"seed": int(seed), "crop": list(example.image.shape[2:]), "build_seconds": build,
+                     "floor_seconds": floor, "ratio": build / floor})
+        log(f"buildcost: case {seed}, crop {rows[-1]['crop']}: build {build:.2f} s, floor {floor:.2f} s, "
+            f"ratio {build / floor:.2f}")
+    ratios = [r["ratio"] for r in rows]
+    log(f"buildcost: {len(rows)} cases, {len(model.states)} checkpoints x {len(CLASSES)} classes, "
+        f"{model.parameters} parameters (sketch {projection}): build / floor median {statistics.median(ratios):.2f}, "
+        f"max {max(ratios):.2f} (target <= 1.3)")
+    return {"rows": rows, "median_ratio": statistics.median(ratios), "max_ratio": max(ratios),
+            "parameters": model.parameters, "projection": projection}
 
 
 REAL_QUERIES = ("TCGA-DU-7294", "TCGA-FG-6692", "BraTS-GLI-00001-000")

@@ -152,6 +152,29 @@ def test_dask_local_cluster_build_equals_in_process_build(card, tmp_path):
     assert there.meta["fingerprint"] == here.meta["fingerprint"]
 
 
+def test_a_killed_dask_build_resumes_from_its_finished_chunks(card, tmp_path):
+    from napari_segxai.core.progress import Cancelled
+
+    model = load_tracin_model(card)
+    folder = tmp_path / "idx"
+    reports: list = []
+    with pytest.raises(Cancelled):  # stopped once the first chunk (one case of three) is in
+        build_index(model, [1, 2, 3], threshold=0.0, index_dir=folder, distributed=True, workers=1,
+                    should_cancel=lambda: bool(reports) and reports[-1][0] >= 1,
+                    progress=lambda done, total: reports.append((done, total)))
+    kept = list(folder.glob("*.parts/chunk-*.npz"))
+    assert kept, "the finished chunk was not kept"
+    reports.clear()
+    resumed = build_index(model, [1, 2, 3], threshold=0.0, index_dir=folder, distributed=True, workers=1,
+                          progress=lambda done, total: reports.append((done, total)))
+    assert reports[0][0] >= 1  # the kept case counts as done from the start
+    assert not list(folder.glob("*.parts"))  # gone once the index is written
+    fresh = build_index(model, [1, 2, 3], threshold=0.0, index_dir=tmp_path / "fresh")
+    assert resumed.case_names == fresh.case_names
+    np.testing.assert_allclose(resumed.training_gradients(), fresh.training_gradients(), rtol=1e-3,
+                               atol=1e-3 * np.abs(fresh.training_gradients()).max())
+
+
 def test_a_slice_wise_2d_model_gets_the_same_scores_from_both_engines(tmp_path, cases_cache):
     card = load_model_card(toy_model(tmp_path / "toy2d", spatial_dims=2))
     case = blob_case()

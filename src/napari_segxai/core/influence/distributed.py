@@ -45,8 +45,14 @@ def rows_task(spec_json: str, seeds: Sequence[int]) -> dict:
 def build_rows_distributed(model, class_indices: Sequence[int], *, threshold: float, projection: Optional[int],
                            margin: int, scheduler: Optional[str] = None, workers: Optional[int] = None,
                            client=None, progress: Optional[ProgressFn] = None,
-                           should_cancel: Optional[CancelFn] = None) -> dict:
-    """The index rows of every training case, computed in chunks on dask workers and gathered in seed order."""
+                           should_cancel: Optional[CancelFn] = None, parts: Optional[Path] = None,
+                           settings_key: str = "") -> dict:
+    """The index rows of every training case, computed in chunks on dask workers and gathered in seed order.
+
+    A lost worker's chunks are recomputed by dask on the others. With ``parts``, every finished chunk
+    is also kept there (named by ``settings_key`` and its cases), so a build that was killed resumes
+    with the chunks it had finished.
+    """
     from distributed import as_completed
 
     from ..dask_cluster import dask_client
@@ -65,20 +71,26 @@ def build_rows_distributed(model, class_indices: Sequence[int], *, threshold: fl
         }, sort_keys=True)
         size = max(1, math.ceil(len(seeds) / (4 * n_workers)))
         chunks = [seeds[i : i + size] for i in range(0, len(seeds), size)]
-        futures = {client.submit(rows_task, spec, chunk, pure=False): i for i, chunk in enumerate(chunks)}
-        parts: dict[int, dict] = {}
-        done = 0
-        step(0, len(seeds), progress, should_cancel)
+        found: dict[int, dict] = {}
+        for i, chunk in enumerate(chunks):
+            kept = _read_part(parts, settings_key, chunk)
+            if kept is not None:
+                found[i] = kept
+        futures = {client.submit(rows_task, spec, chunk, pure=False): i
+                   for i, chunk in enumerate(chunks) if i not in found}
+        done = sum(len(chunks[i]) for i in found)
+        step(done, len(seeds), progress, should_cancel)
         try:
             for future in as_completed(futures):
                 i = futures[future]
-                parts[i] = future.result()
+                found[i] = future.result()
+                _write_part(parts, settings_key, chunks[i], found[i])
                 done += len(chunks[i])
                 step(done, len(seeds), progress, should_cancel)
         except BaseException:
             client.cancel(list(futures))
             raise
-    ordered = [parts[i] for i in range(len(chunks))]
+    ordered = [found[i] for i in range(len(chunks))]
     return {
         "gradients": np.concatenate([p["gradients"] for p in ordered], axis=1),
         "voxels": np.concatenate([p["voxels"] for p in ordered]),
@@ -88,3 +100,40 @@ def build_rows_distributed(model, class_indices: Sequence[int], *, threshold: fl
         "seeds": [s for p in ordered for s in p["seeds"]],
         "features": np.concatenate([p["features"] for p in ordered]),
     }
+
+
+def _part_path(parts: Path, settings_key: str, chunk: Sequence[int]) -> Path:
+    import hashlib
+
+    key = hashlib.sha256(json.dumps([settings_key, [int(s) for s in chunk]]).encode()).hexdigest()[:20]
+    return parts / f"chunk-{key}.npz"
+
+
+def _write_part(parts: Optional[Path], settings_key: str, chunk: Sequence[int], rows: dict) -> None:
+    """Keep one finished chunk (arrays only, no pickles), atomically."""
+    if parts is None:
+        return
+    from ..io.files import atomic_path
+
+    parts.mkdir(parents=True, exist_ok=True)
+    arrays = {k: np.asarray(v) for k, v in rows.items() if k != "names"}
+    with atomic_path(_part_path(parts, settings_key, chunk), suffix=".npz") as temporary:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, names=np.asarray(rows["names"], dtype=str), **arrays)
+
+
+def _read_part(parts: Optional[Path], settings_key: str, chunk: Sequence[int]) -> Optional[dict]:
+    """A chunk kept by an earlier, interrupted build of the same settings; None when there is none (or it is unreadable)."""
+    if parts is None:
+        return None
+    path = _part_path(parts, settings_key, chunk)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            rows = {k: data[k] for k in data.files}
+    except (OSError, ValueError):
+        return None
+    rows["names"] = [str(n) for n in rows["names"]]
+    rows["seeds"] = [int(s) for s in rows["seeds"]]
+    return rows

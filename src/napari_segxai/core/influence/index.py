@@ -203,8 +203,11 @@ def build_index(model: TracInModel, class_indices: Sequence[int], *, threshold: 
     if distributed or scheduler:
         from .distributed import build_rows_distributed
 
+        path = index_path(model, settings, index_dir)
+        parts = path.with_name(path.stem + ".parts")  # finished chunks: a killed build resumes from them
         rows = build_rows_distributed(model, class_indices, threshold=threshold, projection=projection, margin=margin,
-                                      scheduler=scheduler, workers=workers, progress=progress, should_cancel=should_cancel)
+                                      scheduler=scheduler, workers=workers, progress=progress, should_cancel=should_cancel,
+                                      parts=parts, settings_key=fingerprint(model, settings))
     else:
         step(0, len(seeds), progress, should_cancel)
         rows = gradient_rows(model, seeds, class_indices, threshold=threshold, projection=projection, margin=margin,
@@ -223,6 +226,10 @@ def build_index(model: TracInModel, class_indices: Sequence[int], *, threshold: 
         bboxes=rows["bboxes"], features=rows["features"], meta=meta, built=True, build_seconds=seconds,
     )
     save_index(index)
+    if distributed or scheduler:
+        import shutil
+
+        shutil.rmtree(parts, ignore_errors=True)
     return index
 
 
