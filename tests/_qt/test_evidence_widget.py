@@ -280,3 +280,47 @@ def test_the_demo_case_is_ranked_from_the_shipped_index_and_a_thumbnail_opens_it
     rgb = np.asarray(PILImage.open(shot).convert("RGB")).astype(float)
     assert rgb.std() > 20, "the viewer picture is blank"
     print(f"demo query in the widget: {query_seconds:.1f} s (index {path.name})")
+
+
+def test_a_model_trained_on_files_shows_and_opens_the_dataset_cases(make_napari_viewer, qtbot, toy_case, notices,
+                                                                    tmp_path):
+    """Trained with a dataset of files (nnU-Net layout): the evidence names the dataset's cases and a click opens
+    that case's own files beside the query."""
+    from _datasets import write_nnunet_dataset
+    from napari_segxai._qt.evidence_strip import tooltip
+    from napari_segxai.core.training.loop import train
+
+    data = write_nnunet_dataset(tmp_path / "Dataset004_Toy", (50, 51, 52))
+    config = copy.deepcopy(TINY)
+    config["kwargs"] = {"channels": [8, 16], "strides": [2], "num_res_units": 0}
+    config["schedule"]["steps"] = 60
+    config["crop"].update(per_step=2, tumour_fraction=0.9)
+    config["data"] = {"initial_cases": 3, "grow_every": 3, "dataset": str(data)}
+    card_path = train(config, tmp_path / "model").card
+    viewer = make_napari_viewer(show=True)
+    open_case(viewer, toy_case)
+    widget = EvidenceWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Training evidence")
+    widget.set_model_card(card_path)
+    assert widget.card_info.text() == "tiny-trained: 3 training cases, 5 checkpoints."
+    widget.test_class.setCurrentText("edema")
+    _run(widget, qtbot)
+    assert notices["error"] == [] and notices["warning"] == []
+    shown = widget.proponents.evidences() + widget.opponents.evidences()
+    assert shown and {e.training_case for e in shown} <= {"BRATS_000", "BRATS_001", "BRATS_002"}
+    chosen = shown[0]
+    assert f"({'case number'} {chosen.seed})" in tooltip(chosen)
+    qtbot.waitUntil(lambda: not widget.drawing, timeout=TIMEOUT_MS)
+    strip = widget.proponents if widget.proponents.count() else widget.opponents
+    _click(qtbot, strip, 0)
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert notices["error"] == []
+    opened = strip.evidence(0)
+    flair = viewer.layers[f"{opened.training_case} flair"]
+    files = training_case(load_model_card(card_path), opened.seed)
+    assert [p.name for p in files.source_paths][-1] == f"{opened.training_case}.nii.gz"
+    np.testing.assert_array_equal(flair.data, files.channel("flair"))
+    assert viewer.canvas.grid.enabled
+    viewer.window._qt_window.resize(1400, 900)
+    qtbot.wait(200)
+    viewer.screenshot(str(Path("/tmp/evidence_widget_files_test.png")), canvas_only=False, flash=False)
