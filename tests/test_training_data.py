@@ -238,3 +238,37 @@ def test_a_real_case_is_a_proponent_of_a_real_query(realdata, tmp_path):
     top = evidence.proponents("edema", top=3)
     assert top and top[0].training_case.startswith("TCGA-") and top[0].score > 0
     assert training_case(card, top[0].seed).source_paths[0].name == f"{top[0].training_case}_0000.nii.gz"
+
+
+def test_generated_cases_join_a_dataset_in_its_label_values(nnunet_dataset, tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY_CONFIG, "data": {"size": "toy", "seed_start": 50, "initial_cases": 5}}))
+    out = tmp_path / "mixed"
+    assert main(["train", "--config", str(config), "--data", str(nnunet_dataset), "--generated", "2",
+                 "--out", str(out), "--quiet"]) == 0
+    card = load_model_card(out / "card.yaml")
+    record = training_record(card)
+    names = [c.name for c in record.cases]
+    assert names == ["BRATS_000", "BRATS_001", "BRATS_002", "synth-toy-00000050", "synth-toy-00000051"]
+    generated = training_case(card, 4)
+    truth = generate_case(51, size="toy").case
+    np.testing.assert_array_equal(generated.label, np.where(truth.label == 4, 3, truth.label))  # nnU-Net's values
+    assert influence(generated, card, threshold=0.0).training_cases == tuple(names)
+    assert main(["train", "--config", str(config), "--generated", "2", "--out", str(tmp_path / "no")]) == 2
+
+
+def test_generated_cases_need_the_dataset_to_have_their_classes(tmp_path):
+    from napari_segxai.core.training.config import load_config
+    from napari_segxai.core.training.loop import train
+
+    data = write_nnunet_dataset(tmp_path / "Dataset005", SEEDS[:2])
+    meta = json.loads((data / "dataset.json").read_text())
+    meta["labels"] = {"background": 0, "lesion": 1, "edema": 2, "enhancing": 3}
+    (data / "dataset.json").write_text(json.dumps(meta))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY_CONFIG))
+    raw = load_config(config)
+    raw["data"].update(dataset=str(data), generated=1)
+    with pytest.raises(ValueError, match="generated cases have necrosis regions but the dataset has no 'necrosis' label"):
+        train(raw, tmp_path / "model")
+    assert not (tmp_path / "model").exists()

@@ -24,6 +24,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="training config (YAML), e.g. configs/demo3d.yaml; default: the bundled 3D demo model's recipe")
     parser.add_argument("--data", type=Path, default=None, metavar="DATASET",
                         help="train on this labelled dataset of files instead of generated cases")
+    parser.add_argument("--generated", type=int, default=None, metavar="N",
+                        help="with --data: also train on N generated cases (their labels matched to the dataset's by name)")
     parser.add_argument("--checkpoints", type=int, default=None, metavar="K",
                         help="override checkpoints of the config (how many are recorded for TracIn, the final weights included)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="new (or empty) output folder")
@@ -50,6 +52,12 @@ def run(args: argparse.Namespace) -> int:
             name = args.data.expanduser().resolve().name
             config["name"] = f"{config['architecture'].lower()}-{name}"
             config["description"] = f"{config['architecture']} trained on {name} with the 3D demo recipe."
+    if args.generated is not None:
+        if args.data is None:
+            raise UserError("--generated adds generated cases to a dataset; give the dataset with --data.")
+        if args.generated < 0:
+            raise UserError(f"--generated must be 0 or more, got {args.generated}.")
+        config["data"]["generated"] = args.generated
     if args.checkpoints is not None:
         if args.checkpoints < 1:
             raise UserError(f"--checkpoints must be at least 1, got {args.checkpoints}.")

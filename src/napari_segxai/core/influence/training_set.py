@@ -64,6 +64,7 @@ class TrainingRecord:
     kwargs: dict
     root: Optional[Path] = None    # the dataset's folder when it was trained (FILES)
     modalities: tuple[str, ...] = ()
+    labels: dict = dataclasses.field(default_factory=dict, hash=False)  # the dataset's {name: value} (FILES)
 
     @property
     def folder(self) -> Path:
@@ -110,10 +111,13 @@ def training_record(card: ModelCard) -> TrainingRecord:
     training_set = manifest["training_set"]
     kind = training_set.get("kind", GENERATED)
     if kind == GENERATED:
-        cases = tuple(RecordedCase(_generated_name(int(s), str(training_set.get("size", "full"))), seed=int(s))
+        from ..training.synth import case_name
+
+        cases = tuple(RecordedCase(case_name(int(s), str(training_set.get("size", "full"))), seed=int(s))
                       for s in training_set.get("seeds") or [])
     else:
-        cases = tuple(RecordedCase(c["name"], images=tuple(c["images"]), label=c["label"], sha256=dict(c["sha256"]))
+        cases = tuple(RecordedCase(c["name"], seed=int(c["seed"])) if "seed" in c else
+                      RecordedCase(c["name"], images=tuple(c["images"]), label=c["label"], sha256=dict(c["sha256"]))
                       for c in training_set.get("cases") or [])
     if not cases:
         raise NoTrainingRecord("This model's training record lists no training cases; train it with `segxai train` "
@@ -130,18 +134,16 @@ def training_record(card: ModelCard) -> TrainingRecord:
         kwargs=dict(manifest["kwargs"]),
         root=Path(training_set["root"]) if training_set.get("root") else None,
         modalities=tuple(training_set.get("modalities") or manifest.get("modalities") or ()),
+        labels={str(k): int(v) for k, v in (training_set.get("labels") or {}).items()},
     )
-
-
-def _generated_name(seed: int, size: str) -> str:
-    return f"synth-{seed:08d}" if size == "full" else f"synth-{size}-{seed:08d}"
 
 
 def check_generator(record: TrainingRecord) -> None:
     """ValueError when the installed case generator is not the version the training cases were made with."""
     from ..training.synth import GENERATOR_VERSION
 
-    if record.kind == GENERATED and record.generator_version != GENERATOR_VERSION:
+    generated = record.kind == GENERATED or any(c.seed is not None for c in record.cases)
+    if generated and record.generator_version != GENERATOR_VERSION:
         raise ValueError(
             f"The training cases were generated with generator version {record.generator_version} but version "
             f"{GENERATOR_VERSION} is installed, so they cannot be regenerated; install the matching napari-segxai."
@@ -164,13 +166,18 @@ def training_case(card: ModelCard, key: int) -> Case:
     """Training case ``key`` of ``card``'s training set: regenerated once and cached, or read from its files."""
     record = training_record(card)
     recorded = record.case_of(key)
-    if record.kind == FILES:
+    if record.kind == FILES and recorded.seed is None:
         return _file_case(card, record, recorded)
     from ..io.generated_cases import write_case
     from ..io.nifti import load_case
     from ..training.synth import generate_case
 
     check_generator(record)
+    if record.kind == FILES:  # a generated case trained beside a dataset, in the dataset's label values
+        from ..training.datasets import relabel_generated
+
+        case = generate_case(int(recorded.seed), size=record.size).case
+        return dataclasses.replace(case, label=relabel_generated(case.label, record.labels, source=f"Model {card.name}"))
     folder = _cases_folder(record.size, record.generator_version) / recorded.name
     if not (folder / "ground_truth.json").is_file():
         synth = generate_case(int(recorded.seed), size=record.size)

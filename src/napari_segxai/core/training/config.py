@@ -23,9 +23,10 @@ DEFAULT_CONFIG: dict = {
         {"name": "enhancing", "label": 4, "color": "#ffe119"},
     ],
     # dataset: a folder of labelled case files (nnU-Net raw, Decathlon, case folders) to train on
-    # instead of generated cases; its modalities and labels then replace the two lists above.
+    # instead of generated cases; its modalities and labels then replace the two lists above, and
+    # generated: N adds N generated cases (seeds from seed_start) after the dataset's.
     "data": {"size": "full", "seed_start": 1000, "initial_cases": 40, "cases": 120, "grow_every": 10,
-             "dataset": None},
+             "dataset": None, "generated": 0},
     "crop": {"size": [64, 64, 64], "per_step": 2, "tumour_fraction": 0.7},
     "augmentation": {
         "flip_axes": [0], "gamma": [0.7, 1.5], "gamma_probability": 0.5, "scale": [0.8, 1.25],
@@ -148,8 +149,11 @@ def _adopt_dataset(config: dict, source: str) -> None:
     config["modalities"] = list(dataset.modalities)
     config["classes"] = [{"name": name, "label": int(value), "color": PALETTE[i % len(PALETTE)]}
                          for i, (name, value) in enumerate(dataset.labels.items())]
-    config["data"]["cases"] = len(dataset.cases)
-    config["data"]["initial_cases"] = min(int(config["data"]["initial_cases"]), len(dataset.cases))
+    generated = int(config["data"].get("generated") or 0)
+    if generated < 0:
+        raise ValueError(f"{source}: data.generated must be 0 or more, got {generated}.")
+    config["data"]["cases"] = len(dataset.cases) + generated
+    config["data"]["initial_cases"] = min(int(config["data"]["initial_cases"]), config["data"]["cases"])
     for key in ("in_channels", "out_channels"):
         config["kwargs"].pop(key, None)
 

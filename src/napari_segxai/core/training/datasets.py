@@ -301,3 +301,20 @@ def label_mapping(dataset_labels: dict[str, int], classes: Sequence[tuple[str, i
         raise ValueError(f"{source}: the model's class {classes[missing[0]][0]!r} has no label in the dataset "
                          f"({_describe(dataset_labels)}).")
     return mapping
+
+
+def relabel_generated(label: np.ndarray, dataset_labels: dict[str, int], *, source: str) -> np.ndarray:
+    """A generated case's label (BraTS 1/2/4) in a dataset's label values, matched by class name.
+
+    ValueError when the dataset has no class of that name (then generated cases cannot join it).
+    """
+    from .synth import COMPARTMENTS
+
+    by_key = {_key(name): value for name, value in dataset_labels.items()}
+    out = np.zeros_like(label)
+    for value, name in COMPARTMENTS.items():
+        if _key(name) not in by_key:
+            raise ValueError(f"{source}: generated cases have {name} regions but the dataset has no {name!r} label "
+                             f"({_describe(dataset_labels)}); train without generated cases.")
+        out[label == value] = by_key[_key(name)]
+    return out

@@ -42,39 +42,72 @@ class GeneratedCases:
 
 
 class FileCases:
-    """The cases of a dataset of files, preprocessed as the trained model's card will say (orientation, spacing, normalisation)."""
+    """The cases of a dataset of files, preprocessed as the trained model's card will say (orientation, spacing,
+    normalisation), optionally followed by ``data.generated`` generated cases relabelled into the dataset's values."""
 
     kind = "files"
 
     def __init__(self, config: dict, dataset):
+        from .config import training_seeds
         from .datasets import label_mapping
 
         self.dataset = dataset
-        self.keys = list(range(len(dataset.cases)))
+        self.seeds = training_seeds(config)[: int(config["data"].get("generated") or 0)]
+        self.size = config["data"]["size"]
+        if self.seeds and tuple(dataset.modalities) != ("t1", "t1ce", "t2", "flair"):
+            raise ValueError(f"Training data {dataset.root}: generated cases have t1, t1ce, t2 and flair, the dataset "
+                             f"{', '.join(dataset.modalities)}; train without generated cases (data.generated: 0).")
+        if self.seeds:  # a dataset without the generator's classes is refused before anything is written
+            from .datasets import relabel_generated
+
+            relabel_generated(np.zeros(1, np.int16), dataset.labels, source=f"Training data {dataset.root}")
+        self.keys = list(range(len(dataset.cases) + len(self.seeds)))
         classes = [(c["name"], int(c["label"])) for c in config["classes"]]
         self.label_to_index = label_mapping(dataset.labels, classes, source=f"Training data {dataset.root}")
         self.card = preprocessing_card(config)
         self.digests: dict[int, dict[str, str]] = {}
 
     def pool_case(self, key: int) -> PoolCase:
-        from ..io.files import file_digest
         from ..model.preprocess import preprocess
 
-        entry = self.dataset.cases[key]
-        self.digests[key] = {self.dataset.relative(p): file_digest(p) for p in entry.files}
-        case = self.dataset.load(entry)
+        case = self.case(key)
         image, grid = preprocess(case, self.card)
         label = grid.to_network_grid(torch.from_numpy(case.label.astype(np.float32)), interpolation="nearest")
         return compact(image[0].numpy(), np.rint(label.numpy()).astype(np.int64), self.label_to_index)
 
+    def case(self, key: int):
+        """Case ``key``: a dataset case (its files' SHA-256 noted), or a generated one relabelled into the dataset's values."""
+        import dataclasses
+
+        from ..io.files import file_digest
+        from .datasets import relabel_generated
+        from .synth import generate_case
+
+        if key >= len(self.dataset.cases):
+            case = generate_case(self.seeds[key - len(self.dataset.cases)], size=self.size).case
+            label = relabel_generated(case.label, self.dataset.labels, source=f"Training data {self.dataset.root}")
+            return dataclasses.replace(case, label=label)
+        entry = self.dataset.cases[key]
+        self.digests[key] = {self.dataset.relative(p): file_digest(p) for p in entry.files}
+        return self.dataset.load(entry)
+
     def record(self, joined: int) -> dict:
+        from .synth import GENERATOR_VERSION, case_name
+
         cases = []
         for key in self.keys[:joined]:
+            if key >= len(self.dataset.cases):
+                seed = self.seeds[key - len(self.dataset.cases)]
+                cases.append({"name": case_name(seed, self.size), "seed": int(seed), "size": self.size,
+                              "generator_version": GENERATOR_VERSION})
+                continue
             entry = self.dataset.cases[key]
             cases.append({"name": entry.name, "images": [self.dataset.relative(p) for p in entry.images],
                           "label": self.dataset.relative(entry.label), "sha256": self.digests[key]})
+        generated = {"size": self.size, "generator_version": GENERATOR_VERSION} if self.seeds else {}
         return {"kind": self.kind, "format": self.dataset.format, "root": str(self.dataset.root.resolve()),
-                "modalities": list(self.dataset.modalities), "labels": dict(self.dataset.labels), "cases": cases}
+                "modalities": list(self.dataset.modalities), "labels": dict(self.dataset.labels), "cases": cases,
+                **generated}
 
 
 def training_cases(config: dict):

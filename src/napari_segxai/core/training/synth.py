@@ -312,9 +312,14 @@ def generate_case(seed: int, *, size: str = "full") -> SynthCase:
         channels[m] = _zscore_in(img, brain)
     params.update(noise_sd=noise_levels, bias_field=bias_levels)
 
-    name = f"synth-{seed:08d}" if size == "full" else f"synth-{size}-{seed:08d}"
+    name = case_name(seed, size)
     case = Case(channels, MODALITIES, anat.affine.copy(), label, BRATS_124, (), name)
     return SynthCase(case, modality_signature(channels, label, brain), seed, params)
+
+
+def case_name(seed: int, size: str = "full") -> str:
+    """The name of the generated case of ``seed`` at ``size``."""
+    return f"synth-{int(seed):08d}" if size == "full" else f"synth-{size}-{int(seed):08d}"
 
 
 def _zscore_in(img: np.ndarray, brain: np.ndarray) -> np.ndarray:
