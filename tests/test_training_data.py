@@ -272,3 +272,17 @@ def test_generated_cases_need_the_dataset_to_have_their_classes(tmp_path):
     with pytest.raises(ValueError, match="generated cases have necrosis regions but the dataset has no 'necrosis' label"):
         train(raw, tmp_path / "model")
     assert not (tmp_path / "model").exists()
+
+
+def test_a_large_training_set_of_files_builds_its_index_on_a_local_cluster_by_default():
+    from napari_segxai.core.influence.index import CLUSTER_FROM_CASES, on_a_cluster_by_default
+    from napari_segxai.core.influence.training_set import RecordedCase, TrainingRecord
+
+    def record(kind, n):
+        cases = tuple(RecordedCase(f"c{i}", seed=i if kind == "generated" else None) for i in range(n))
+        return TrainingRecord(manifest=Path("m.json"), checkpoints=(), kind=kind, cases=cases, size="full",
+                              generator_version=1, label_to_index={}, architecture="UNet", kwargs={})
+
+    assert on_a_cluster_by_default(record("files", CLUSTER_FROM_CASES))
+    assert not on_a_cluster_by_default(record("files", CLUSTER_FROM_CASES - 1))
+    assert not on_a_cluster_by_default(record("generated", 500))  # the demo's generated cases: as before

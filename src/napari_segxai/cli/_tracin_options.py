@@ -36,7 +36,8 @@ def add_tracin_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
                         help="build the index on the dask scheduler at ADDRESS (default: in this process)")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="build the index on a local dask cluster of N worker processes")
+                        help="build the index on a local dask cluster of N worker processes (default: in this process, "
+                             "or a local cluster of one worker per core, at most 4, for a training set of 32 or more files)")
     parser.add_argument("--scoring", choices=SCORINGS, default=DEFAULT_SCORING,
                         help="raw TracIn, or renormalised: cosine (gradient-aggregated similarity) or relative "
                              f"(to the training region's gradient size); default {DEFAULT_SCORING}, see docs/influence.md")

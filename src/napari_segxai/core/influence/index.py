@@ -300,6 +300,18 @@ def index_status(model: TracInModel, class_indices: Sequence[int], *, threshold:
     return target, "stale" if present else "missing"
 
 
+#: A training set of files with at least this many cases builds its index on a local dask cluster unless told
+#: otherwise (fewer: starting the workers costs more than they save).
+CLUSTER_FROM_CASES = 32
+
+
+def on_a_cluster_by_default(record) -> bool:
+    """Whether an index of this training set is built on a local dask cluster when no ``workers`` are given."""
+    from .training_set import FILES
+
+    return record.kind == FILES and len(record.cases) >= CLUSTER_FROM_CASES
+
+
 def load_or_build_index(model: TracInModel, class_indices: Sequence[int], *, threshold: float = 0.5,
                         projection: Optional[int] = None, margin: int = DEFAULT_MARGIN, index_dir=None,
                         scheduler: Optional[str] = None, workers: Optional[int] = None, rebuild: bool = False,
@@ -313,6 +325,7 @@ def load_or_build_index(model: TracInModel, class_indices: Sequence[int], *, thr
         return index
     index = build_index(model, class_indices, threshold=threshold, projection=projection, margin=margin,
                         index_dir=index_dir, scheduler=scheduler, workers=workers,
-                        distributed=bool(scheduler) or bool(workers), progress=progress, should_cancel=should_cancel)
+                        distributed=bool(scheduler) or bool(workers) or on_a_cluster_by_default(model.record),
+                        progress=progress, should_cancel=should_cancel)
     index.meta["status"] = "rebuilt (stale)" if status == "stale" else ("rebuilt" if rebuild else "built")
     return index
