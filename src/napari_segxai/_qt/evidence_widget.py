@@ -13,6 +13,7 @@ from qtpy.QtWidgets import QBoxLayout, QComboBox, QFormLayout, QHBoxLayout, QLab
 
 from .._layers import Key, card_classes, case_layer_data, label_display, layer_world_affine
 from .compute_widget import ComputeWidget
+from .controls import check_quietly
 from .evidence_strip import EvidenceStrip, draw_thumbnails
 from .jobs import Outcome
 from .side_by_side import SideBySide, grid_cells
@@ -347,14 +348,7 @@ class EvidenceWidget(ComputeWidget):
                 show_warning("Open a training case first (click a thumbnail), with the case's image layers in the viewer.")
         else:
             self.side.show(cells)
-        self._check_side_button(cells is not None)
-
-    def _check_side_button(self, checked: bool) -> None:
-        if self.side_button.isChecked() != checked:
-            self.side_button.blockSignals(True)
-            self.side_button.setChecked(checked)
-            self.side_button.blockSignals(False)
-
+        check_quietly(self.side_button, cells is not None)
 
 def _alive(widget) -> bool:
     """Whether the Qt object behind ``widget`` still exists (any binding raises RuntimeError once it is deleted)."""

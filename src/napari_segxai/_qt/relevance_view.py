@@ -11,6 +11,7 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QPushButton, QSlider
 
 from .._layers import Key, Role, layer_case, layer_role
+from .controls import check_quietly
 from .explain_display import DEFAULT_OPACITY, DEFAULT_PERCENTILE, relevance_limits
 from .jobs import Outcome
 
@@ -104,12 +105,12 @@ class RelevanceView(QGroupBox):
                 self._grid_saved = None
             grid.enabled = False
             self._reset_view_soon()
-            self._check_grid_button(False)
+            check_quietly(self.grid_button, False)
             return
         maps = self.relevance_layers(self.grid_class.currentText())
         if not maps:
             show_warning("Run an explanation first; the grid shows its maps beside the images.")
-            self._check_grid_button(False)
+            check_quietly(self.grid_button, False)
             return
         images = {layer.metadata.get(Key.MODALITY) or layer.name: layer for layer in self.viewer.layers
                   if isinstance(layer, Image) and layer_role(layer) == Role.IMAGE
@@ -129,13 +130,7 @@ class RelevanceView(QGroupBox):
         grid.stride = 2 if paired else 1
         grid.enabled = True
         self._reset_view_soon()
-        self._check_grid_button(True)
-
-    def _check_grid_button(self, checked: bool) -> None:
-        if self.grid_button.isChecked() != checked:
-            self.grid_button.blockSignals(True)
-            self.grid_button.setChecked(checked)
-            self.grid_button.blockSignals(False)
+        check_quietly(self.grid_button, True)
 
     def _reset_view_soon(self) -> None:
         """Fit the view now and again once the canvas has rebuilt its grid of views."""
