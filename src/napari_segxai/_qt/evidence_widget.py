@@ -67,7 +67,8 @@ class EvidenceWidget(ComputeWidget):
         self.scoring.setCurrentText(DEFAULT_SCORING)
         self.scoring.setToolTip(
             "raw: TracIn as published (training regions with large gradients top every ranking); cosine: gradient "
-            "similarity per checkpoint; relative: scaled by each training region's own gradient size (docs/influence.md)."
+            "similarity per checkpoint; relative: scaled by each training region's own gradient size; specific: relative, "
+            "less what every region of the class asks (indexed engine; docs/influence.md)."
         )
         form.addRow("Class", self.test_class)
         form.addRow("Training class", self.train_class)

@@ -39,8 +39,9 @@ def add_tracin_options(parser: argparse.ArgumentParser) -> None:
                         help="build the index on a local dask cluster of N worker processes (default: in this process, "
                              "or a local cluster of one worker per core, at most 4, for a training set of 32 or more files)")
     parser.add_argument("--scoring", choices=SCORINGS, default=DEFAULT_SCORING,
-                        help="raw TracIn, or renormalised: cosine (gradient-aggregated similarity) or relative "
-                             f"(to the training region's gradient size); default {DEFAULT_SCORING}, see docs/influence.md")
+                        help="raw TracIn, or renormalised: cosine (gradient-aggregated similarity), relative (to the "
+                             "training region's gradient size) or specific (relative, less what every region of the "
+                             f"class asks; indexed engine); default {DEFAULT_SCORING}, see docs/influence.md")
     parser.add_argument("--rebuild-index", action="store_true", help="rebuild the index even when it is current")
     parser.add_argument("--training-data", type=Path, default=None, metavar="DIR",
                         help="where the model's training dataset is now, when it moved since training "

@@ -81,19 +81,46 @@ class InfluenceIndex:
     built: bool = False
     build_seconds: float = 0.0
 
-    def scores(self, test_gradients: torch.Tensor, scoring: str = "raw") -> np.ndarray:
-        """(K_test, N, K) TracIn scores (``scoring``: raw or renormalised) of (T, K_test, D) test gradients."""
+    def scores(self, test_gradients: torch.Tensor, scoring: str = "raw",
+               test_classes: Optional[Sequence[int]] = None) -> np.ndarray:
+        """(K_test, N, K) TracIn scores (``scoring``, core.influence.scoring) of (T, K_test, D) test gradients.
+
+        ``specific`` needs ``test_classes`` (the card's class index of each test gradient), each one of the index's classes.
+        """
         t, k_test, d = test_gradients.shape
         if d != self.parameters or t != self.gradients.shape[0]:
             raise ValueError(f"Test gradients ({t} checkpoints x {d} parameters) do not fit the index ({self.gradients.shape[0]} x {self.parameters}).")
         test = test_gradients.float()
         if self.projection:
             test = sketch(test.reshape(t * k_test, d), self.projection, self.projection_seed).reshape(t, k_test, -1)
+        test = test.double()
+        if scoring == "specific":
+            test = test - self.class_means()[:, self._columns(test_classes, k_test)]
         train = torch.from_numpy(self.gradients).double()
-        products = torch.einsum("tad,tnbd->tanb", test.double(), train)
+        products = torch.einsum("tad,tnbd->tanb", test, train)
         if self.scales is not None:
             products = products * torch.from_numpy(self.scales).double()[:, None]
-        return scored(products, self.learning_rates, test.double().norm(dim=-1), self.norms(), scoring).numpy()
+        return scored(products, self.learning_rates, test.norm(dim=-1), self.norms(), scoring).numpy()
+
+    def _columns(self, test_classes: Optional[Sequence[int]], k_test: int) -> list[int]:
+        """The index columns of the test classes (ValueError when one is not among the index's classes)."""
+        classes = [int(c) for c in self.meta.get("settings", {}).get("class_indices", [])]
+        if test_classes is None or len(test_classes) != k_test:
+            raise ValueError("Specific scores need the class of each test gradient.")
+        missing = [int(c) for c in test_classes if int(c) not in classes]
+        if missing:
+            raise ValueError(f"Specific scores need the training regions of the query's classes, and this index has no "
+                             f"class {missing[0]}; score every class of the training cases (no --train-class).")
+        return [classes.index(int(c)) for c in test_classes]
+
+    def class_means(self) -> torch.Tensor:
+        """(T, K, d) float64 mean stored gradient of each class's non-empty training regions, computed once."""
+        if getattr(self, "_means", None) is None:
+            rows = torch.from_numpy(self.training_gradients()).double()           # (T, N, K, d)
+            present = torch.from_numpy(self.voxels > 0).double()                  # (N, K)
+            counts = present.sum(0).clamp(min=1)                                  # (K,)
+            self._means = torch.einsum("tnkd,nk->tkd", rows, present) / counts[None, :, None]
+        return self._means
 
     def norms(self) -> torch.Tensor:
         """(T, N, K) float64 norms of the stored training gradients (scales applied), computed once."""

@@ -79,6 +79,8 @@ def influence(
         raise ValueError(f"Unknown TracIn engine {engine!r}; use one of {', '.join(ENGINES)}.")
     if not 0.0 <= float(threshold) < 1.0:
         raise ValueError(f"The confidence threshold must be in [0, 1), got {threshold}.")
+    if engine == "exact" and scoring == "specific":
+        raise ValueError("Specific scores need every training region's gradient at once: use the indexed engine.")
     if engine == "exact" and projection:
         raise ValueError("The exact engine does not project gradients; drop projection or use the indexed engine.")
     test_indices = class_indices(card, classes)
@@ -103,7 +105,7 @@ def influence(
         index = load_or_build_index(model, train_indices, threshold=threshold, projection=projection, margin=margin,
                                     index_dir=index_dir, scheduler=scheduler, workers=workers,
                                     rebuild=rebuild, progress=progress, should_cancel=should_cancel)
-        scores = index.scores(model.gradients(test), scoring)
+        scores = index.scores(model.gradients(test), scoring, test_classes=test_indices)
         centroids, bboxes, voxels, names = index.centroids, index.bboxes, index.voxels, index.case_names
         train_features = index.features
         used_projection = index.projection

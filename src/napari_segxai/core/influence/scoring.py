@@ -10,7 +10,13 @@ Two renormalisations from the literature remove that:
 - ``relative``: ``lr_t * g_test . g_train / |g_train|``, influence relative to the training
   example's own gradient size per checkpoint, in the spirit of RelatIF (Barshan et al. 2020).
 
-Both keep the sign (proponent or opponent); a region without gradient scores 0.
+- ``specific``: relative scores of the query's gradient minus the mean gradient of the training
+  regions of its class (per checkpoint): what this case asks of a training region beyond what
+  every region of its class asks. Raw and relative TracIn rank much the same training regions
+  for any query of a class; this removes the part they share. It needs every training region's
+  gradient at once, so only the indexed engine offers it.
+
+All keep the sign (proponent or opponent); a region without gradient scores 0.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-SCORINGS = ("raw", "cosine", "relative")
+SCORINGS = ("raw", "cosine", "relative", "specific")
 #: The default, chosen from benchmarks/influence.py --stages specificity (benchmarks/RESULTS.md).
 DEFAULT_SCORING = "relative"
 
@@ -41,7 +47,7 @@ def scored(products: torch.Tensor, learning_rates: Sequence[float], test_norms: 
     check_scoring(scoring)
     lrs = torch.as_tensor(list(learning_rates), dtype=torch.float64)
     extra = products.ndim - 2
-    if scoring in ("cosine", "relative"):
+    if scoring in ("cosine", "relative", "specific"):
         products = products / _safe(train_norms.double())[:, None]
     if scoring == "cosine":
         products = products / _safe(test_norms.double()).reshape(test_norms.shape + (1,) * extra)
