@@ -286,3 +286,14 @@ def test_a_large_training_set_of_files_builds_its_index_on_a_local_cluster_by_de
     assert on_a_cluster_by_default(record("files", CLUSTER_FROM_CASES))
     assert not on_a_cluster_by_default(record("files", CLUSTER_FROM_CASES - 1))
     assert not on_a_cluster_by_default(record("generated", 500))  # the demo's generated cases: as before
+
+
+def test_the_case_report_names_the_dataset_cases(trained_on_files, tmp_path):
+    card_path, _ = trained_on_files
+    query = write_case_folders(tmp_path / "q", SEEDS[:1]) / generate_case(SEEDS[0], size="toy").case.name
+    out = tmp_path / "report"
+    assert main(["report", str(query), "--model", str(card_path), "--method", "saliency", "--top", "2",
+                 "--out", str(out)]) == 0
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "<th>case number</th>" in page and "BRATS_00" in page
+    assert (out / "influence.csv").read_text().splitlines()[0].startswith("test_class,training_case,case_number")
