@@ -42,7 +42,7 @@ def main() -> int:
     from PIL import Image
     from qtpy.QtWidgets import QApplication
 
-    from napari_segxai._layers import segmentation_layer_data
+    from napari_segxai._layers import Key, segmentation_layer_data
     from napari_segxai._qt.evidence_widget import EvidenceWidget
     from napari_segxai._reader import napari_get_reader
     from napari_segxai.core.io.nifti import load_case
@@ -58,7 +58,7 @@ def main() -> int:
     for data, kwargs, kind in napari_get_reader(str(case_path))(str(case_path)):
         if kind == "labels":
             continue  # the model's segmentation is shown instead of the reference
-        kwargs["visible"] = kwargs["metadata"].get("segxai_modality") == "flair"
+        kwargs["visible"] = kwargs["metadata"].get(Key.MODALITY) == "flair"
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     case = load_case(case_path)
     start = time.perf_counter()
