@@ -11,6 +11,7 @@ row scaled to a largest entry of 1 with its float32 scale kept beside it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -113,20 +114,24 @@ class InfluenceIndex:
                              f"class {missing[0]}; score every class of the training cases (no --train-class).")
         return [classes.index(int(c)) for c in test_classes]
 
+    @functools.cached_property
+    def _class_means(self) -> torch.Tensor:
+        rows = torch.from_numpy(self.training_gradients()).double()           # (T, N, K, d)
+        present = torch.from_numpy(self.voxels > 0).double()                  # (N, K)
+        counts = present.sum(0).clamp(min=1)                                  # (K,)
+        return torch.einsum("tnkd,nk->tkd", rows, present) / counts[None, :, None]
+
     def class_means(self) -> torch.Tensor:
         """(T, K, d) float64 mean stored gradient of each class's non-empty training regions, computed once."""
-        if getattr(self, "_means", None) is None:
-            rows = torch.from_numpy(self.training_gradients()).double()           # (T, N, K, d)
-            present = torch.from_numpy(self.voxels > 0).double()                  # (N, K)
-            counts = present.sum(0).clamp(min=1)                                  # (K,)
-            self._means = torch.einsum("tnkd,nk->tkd", rows, present) / counts[None, :, None]
-        return self._means
+        return self._class_means
+
+    @functools.cached_property
+    def _norms(self) -> torch.Tensor:
+        norms = torch.from_numpy(self.gradients).float().norm(dim=-1).double()
+        return norms * torch.from_numpy(self.scales).double() if self.scales is not None else norms
 
     def norms(self) -> torch.Tensor:
         """(T, N, K) float64 norms of the stored training gradients (scales applied), computed once."""
-        if getattr(self, "_norms", None) is None:
-            norms = torch.from_numpy(self.gradients).float().norm(dim=-1).double()
-            self._norms = norms * torch.from_numpy(self.scales).double() if self.scales is not None else norms
         return self._norms
 
     def training_gradients(self) -> np.ndarray:

@@ -168,16 +168,21 @@ def training_case(card: ModelCard, key: int) -> Case:
     recorded = record.case_of(key)
     if record.kind == FILES and recorded.seed is None:
         return _file_case(card, record, recorded)
+    case = _generated_case(record, recorded)
+    if record.kind == FILES:  # a generated case trained beside a dataset, in the dataset's label values
+        from ..training.datasets import relabel_generated
+
+        return dataclasses.replace(case, label=relabel_generated(case.label, record.labels, source=f"Model {card.name}"))
+    return case
+
+
+def _generated_case(record: TrainingRecord, recorded: RecordedCase) -> Case:
+    """A recorded generated case, regenerated once and cached as a case folder."""
     from ..io.generated_cases import write_case
     from ..io.nifti import load_case
     from ..training.synth import generate_case
 
     check_generator(record)
-    if record.kind == FILES:  # a generated case trained beside a dataset, in the dataset's label values
-        from ..training.datasets import relabel_generated
-
-        case = generate_case(int(recorded.seed), size=record.size).case
-        return dataclasses.replace(case, label=relabel_generated(case.label, record.labels, source=f"Model {card.name}"))
     folder = _cases_folder(record.size, record.generator_version) / recorded.name
     if not (folder / "ground_truth.json").is_file():
         synth = generate_case(int(recorded.seed), size=record.size)
@@ -191,8 +196,7 @@ def training_case(card: ModelCard, key: int) -> Case:
 
 def data_root(card: ModelCard, record: TrainingRecord) -> Path:
     """Where the training files are: the card's ``training_data`` (or ``--training-data``) when set, else the recorded root."""
-    moved = getattr(card, "training_data", None)
-    return Path(moved) if moved is not None else Path(record.root)
+    return Path(card.training_data) if card.training_data is not None else Path(record.root)
 
 
 def _file_case(card: ModelCard, record: TrainingRecord, recorded: RecordedCase) -> Case:

@@ -76,8 +76,10 @@ def _load_pickle(path: Path, trusted: bool) -> object:
     except Exception as err:  # torch raises KeyError, RuntimeError, EOFError... for non-torch files
         reason = str(err).split(". ")[0].strip() or type(err).__name__
         raise ValueError(f"Weights file {path} is not a readable PyTorch file ({reason}); check that it is complete.") from err
+    if not trusted:  # unreachable (refused above); kept beside the call so the gate is plain to see
+        raise untrusted_error(path, "Python objects that only full unpickling can read")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)  # trusted by the user: may run code
     except Exception as err:
         raise ValueError(f"Weights file {path} could not be unpickled ({err}).") from err
 
