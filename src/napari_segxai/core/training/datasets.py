@@ -290,7 +290,10 @@ def label_mapping(dataset_labels: dict[str, int], classes: Sequence[tuple[str, i
     by_value = {int(value): i for i, (_, value) in enumerate(classes)}
     mapping: dict[int, int] = {}
     for name, value in dataset_labels.items():
-        index = by_name.get(_key(name), by_value.get(int(value)) if _key(name).startswith("label") or int(value) == 0 else None)
+        index = by_name.get(_key(name))
+        unnamed = _key(name).startswith("label") or int(value) == 0  # "label 3" (no real name), or background
+        if index is None and unnamed:
+            index = by_value.get(int(value))
         if index is None:
             model = ", ".join(f"{n}={v}" for n, v in classes)
             raise ValueError(f"{source}: the dataset's label {name!r} (value {value}) is not a class of the model "
