@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -21,7 +22,7 @@ _AXIS_LETTERS = {"L": 0, "R": 0, "P": 1, "A": 1, "I": 2, "S": 2}
 _TOP_LEVEL = (
     "name", "description", "architecture", "kwargs", "weights", "trusted", "spatial_dims",
     "slice_axis", "modalities", "classes", "activation", "preprocessing", "inference", "training",
-    "training_data",
+    "training_data", "source",
 )
 _PREPROCESSING = ("orientation", "spacing", "spacing_policy", "normalization")
 _INFERENCE = ("roi_size", "overlap", "sw_batch_size", "mode")
@@ -68,6 +69,12 @@ class ModelCard:
     mode: str
     training: Optional[Path]
     training_data: Optional[Path] = None  # where a training set of files is now, when it moved since training
+    source: Any = field(default=None, hash=False)  # a model folder the card was derived from (nnunet.NnunetSource)
+
+    @property
+    def fold_weights(self) -> tuple[Path, ...]:
+        """The weights of each member of the model: one per nnU-Net fold, else the card's one file."""
+        return self.source.checkpoint_paths if self.source is not None else (self.weights,)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -80,15 +87,36 @@ class ModelCard:
         return tuple(c.label for c in self.classes)
 
 
-def load_model_card(path: str | Path) -> ModelCard:
-    """Read and validate a model card YAML file."""
+def card_palette(index: int) -> str:
+    """The colour of the class at output ``index`` when its card gives none (background first)."""
+    return _PALETTE[index % len(_PALETTE)]
+
+
+def load_model_card(path: str | Path, *, trusted: bool = False, folds: Optional[Sequence[str] | str] = None,
+                    checkpoint: Optional[str] = None, mirroring: Optional[bool] = None) -> ModelCard:
+    """The model at ``path``: a card YAML file, a folder holding ``card.yaml``, or an nnU-Net v2 model folder.
+
+    ``trusted`` marks the model's files as trusted (pickles and code may run); ``folds``, ``checkpoint``
+    and ``mirroring`` choose what of an nnU-Net model is used (as ``nnUNetv2_predict`` does; default: all
+    folds, the final checkpoint, mirroring on, or what a card written for the model says).
+    """
     import yaml
 
+    from . import nnunet
+
     path = Path(path).expanduser().resolve()
+    if nnunet.is_nnunet_folder(path):
+        return nnunet.nnunet_card(path, folds=folds or "all", checkpoint=checkpoint or "final",
+                                  mirroring=True if mirroring is None else mirroring, trusted=trusted)
     if path.is_dir():
+        if not (path / "card.yaml").is_file():
+            raise ModelCardError(
+                f"Model folder {path} holds no card.yaml and is not an nnU-Net v2 model folder (plans.json, "
+                "dataset.json and fold_N/checkpoint_final.pth); give a model card or a model folder."
+            )
         path = path / "card.yaml"
     if not path.is_file():
-        raise ModelCardError(f"Model card {path} does not exist; give the path of a card YAML file.")
+        raise ModelCardError(f"Model card {path} does not exist; give the path of a card YAML file or a model folder.")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
@@ -98,7 +126,12 @@ def load_model_card(path: str | Path) -> ModelCard:
         raise ModelCardError(f"Model card {path} is not valid YAML{where} ({problem}); fix the file.") from err
     except UnicodeDecodeError as err:
         raise ModelCardError(f"Model card {path} is not UTF-8 text; give a YAML file.") from err
-    return parse_model_card(raw, path)
+    if isinstance(raw, dict) and "source" in raw:
+        from .sourced import card_over_source
+
+        return card_over_source(raw, path, trusted=trusted, folds=folds, checkpoint=checkpoint, mirroring=mirroring)
+    card = parse_model_card(raw, path)
+    return dataclasses.replace(card, trusted=True) if trusted and not card.trusted else card
 
 
 def default_model_card() -> ModelCard:
@@ -205,14 +238,18 @@ def parse_model_card(raw: Any, path: Path) -> ModelCard:
     )
 
 
-def build_network(card: ModelCard, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """The card's network with its weights loaded safely, in eval mode on ``device``."""
+def build_network(card: ModelCard, device: str | torch.device = "cpu", *, member: int = 0) -> torch.nn.Module:
+    """The card's network with its weights loaded safely, in eval mode on ``device``.
+
+    ``member``: which of :attr:`ModelCard.fold_weights` (an nnU-Net fold) to load; the first by default.
+    """
+    weights = card.fold_weights[member]
     if card.architecture == TORCHSCRIPT:
-        network = load_torchscript(card.weights, device, trusted=card.trusted)
+        network = load_torchscript(weights, device, trusted=card.trusted)
     else:
         network = create_network(card.architecture, card.kwargs, source=f"Model card {card.path}")
-        state = load_state_dict(card.weights, trusted=card.trusted)
-        load_into(network, state, card.weights)
+        state = load_state_dict(weights, trusted=card.trusted)
+        load_into(network, state, weights)
         network = network.to(device)
     return network.eval()
 
@@ -311,7 +348,7 @@ class _Checker:
             label = self.integer(entry, "label", where=f"{where}.label")
             if not -32768 <= label <= 32767:
                 self.fail(f"{where}.label", f"is {label}; label values must fit in int16")
-            color = self._get(entry, "color", _PALETTE[i % len(_PALETTE)], None)
+            color = self._get(entry, "color", card_palette(i), None)
             if not isinstance(color, str) or not re.fullmatch(r"#[0-9a-fA-F]{6}", color):
                 self.fail(f"{where}.color", f"is {color!r}; use a hex colour such as '#e6194b'")
             classes.append(ClassInfo(name=name, label=label, color=color.lower()))

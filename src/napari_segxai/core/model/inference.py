@@ -48,6 +48,12 @@ def segment(
     start = time.perf_counter()
     device = pick_device(device)
     refuse_if_too_large_to_segment(case, card, device)
+    if card.source is not None:  # a model folder: its own pipeline (nnU-Net's, with the folds' ensemble)
+        probabilities, labels = card.source.segment(case, card, network, device=device, progress=progress,
+                                                    should_cancel=should_cancel)
+        return Segmentation(probabilities=probabilities, labels=labels, classes=card.classes,
+                            affine=np.array(case.affine, dtype=np.float64), device=str(device),
+                            seconds=time.perf_counter() - start)
     if network is None:
         network = build_network(card, device)
     else:
@@ -83,6 +89,9 @@ def infer(
 ) -> torch.Tensor:
     """Sliding-window logits (1, K, *grid) of ``network`` on a preprocessed ``image``, float32."""
     from monai.inferers import sliding_window_inference
+
+    if card.source is not None:  # a model folder predicts as its framework does (nnU-Net: its windows, mirroring)
+        return card.source.logits(image, card, network, progress=progress, should_cancel=should_cancel)
 
     if card.spatial_dims == 3:
         batches = [image]

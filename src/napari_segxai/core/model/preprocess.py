@@ -85,19 +85,21 @@ def network_grid(case: Case, card: ModelCard) -> NetworkGrid:
 
 def refuse_if_too_large_to_segment(case: Case, card: ModelCard, device: torch.device) -> None:
     """Refuse a case whose segmentation would not fit in ``device``'s free memory, before allocating it."""
-    grid = network_grid(case, card)
-    voxels = max(math.prod(grid.shape), math.prod(grid.case_shape))
+    shape = network_grid(case, card).shape if card.source is None else case.shape  # nnU-Net: about the case's
+    voxels = max(math.prod(shape), math.prod(case.shape))
     n_classes = len(card.classes)
     # the network input, the window sums and weights, logits -> probabilities -> case grid, the labels
     needed = 4 * voxels * (len(card.modalities) + 3 * n_classes + 2)
     refuse_if_too_large(
-        needed, f"Segmenting case {case.name} ({' x '.join(map(str, grid.case_shape))} voxels, {n_classes} classes) "
+        needed, f"Segmenting case {case.name} ({' x '.join(map(str, case.shape))} voxels, {n_classes} classes) "
         f"on {device}", "crop or downsample the case, or use a device with more memory", device=device,
     )
 
 
 def preprocess(case: Case, card: ModelCard, *, device: Union[str, torch.device] = "cpu") -> tuple[torch.Tensor, NetworkGrid]:
     """The network input (1, C, *grid) float32 for ``case``, and the :class:`NetworkGrid` to map results back."""
+    if card.source is not None:  # a model folder: its framework's preprocessing (nnU-Net's)
+        return card.source.preprocess(case, card, device=device)
     indices = channel_indices(case, card)
     array = np.asarray(case.channels)
     array = array if array.dtype == np.float32 and array.dtype.isnative else array.astype(np.float32)

@@ -11,8 +11,24 @@ import torch
 
 from ..io.files import atomic_path
 
-#: Keys under which training checkpoints commonly keep the network's state dict.
-_CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "network", "net")
+#: Keys under which training checkpoints commonly keep the network's state dict (nnU-Net: network_weights).
+_CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "network", "net", "network_weights")
+
+
+def _numpy_scalar_types() -> list:
+    """The numpy types a pickled numpy scalar needs (nnU-Net logs its Dice and losses as numpy floats).
+
+    Data only, as torch's documentation recommends allow-listing them; nothing here can run code.
+    """
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import scalar
+    dtypes = [getattr(np.dtypes, n) for n in ("Float16DType", "Float32DType", "Float64DType", "Int32DType",
+                                               "Int64DType", "BoolDType") if hasattr(np, "dtypes")]
+    return [scalar, np.dtype, *dtypes]
 
 
 class UntrustedWeightsError(ValueError):
@@ -48,7 +64,7 @@ def load_state_dict(path: str | Path, trusted: bool = False) -> dict[str, torch.
     elif is_torchscript(path):
         state = load_torchscript(path, "cpu", trusted=trusted).state_dict()
     else:
-        state = _load_pickle(path, trusted)
+        state = load_pickle(path, trusted)
     state = _unwrap_checkpoint(state, path)
     check_finite(state, path)
     return state
@@ -64,10 +80,11 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"Weights file {path} is not a readable safetensors file ({err}).") from err
 
 
-def _load_pickle(path: Path, trusted: bool) -> object:
-    """Read a torch pickle with ``weights_only=True``; full unpickling only when ``trusted``."""
+def load_pickle(path: Path, trusted: bool) -> object:
+    """Read a torch pickle with ``weights_only=True`` (plus numpy scalars); full unpickling only when ``trusted``."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_scalar_types()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights only" not in str(err).lower():
             raise ValueError(f"Weights file {path} is not a readable PyTorch file ({err}).") from err

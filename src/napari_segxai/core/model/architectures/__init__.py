@@ -81,3 +81,4 @@ def create_network(name: str, kwargs: dict, *, source: str = "the model card") -
 
 
 from . import monai_nets  # noqa: E402,F401  (registers the MONAI family)
+from . import nnunet_nets  # noqa: E402,F401  (registers the nnU-Net family)
