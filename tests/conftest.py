@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -104,3 +105,16 @@ def tiny_case_dir(tmp_path):
         return folder
 
     return make
+
+
+@pytest.fixture(scope="session")
+def nnunet_model(tmp_path_factory):
+    """A real nnU-Net v2 model (2 folds) trained by nnU-Net itself on toy cases; built once per session.
+
+    Set SEGXAI_TEST_CACHE to a folder to keep it between sessions.
+    """
+    from _nnunet import build_nnunet_model
+
+    cache = os.environ.get("SEGXAI_TEST_CACHE")
+    root = Path(cache) / "nnunet-toy" if cache else tmp_path_factory.mktemp("nnunet")
+    return build_nnunet_model(root)

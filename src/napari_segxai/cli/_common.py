@@ -32,16 +32,33 @@ def output_folder(path: str | Path) -> Path:
     return out
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """Add --model (the model card) and --trust-model, read back by :func:`load_card`."""
-    parser.add_argument(
-        "--model", type=Path, default=None, metavar="CARD",
-        help="model card (YAML); default: the bundled demo model",
-    )
+def add_model_options(parser: argparse.ArgumentParser, *, model_required: bool = False) -> None:
+    """Add --model (a card or a model folder), --trust-model and the nnU-Net choices, read back by :func:`load_card`."""
+    if model_required:
+        parser.add_argument("model", type=Path, metavar="MODEL",
+                            help="a model card (YAML) or an nnU-Net v2 trained-model folder (or one of its fold_N)")
+    else:
+        parser.add_argument(
+            "--model", type=Path, default=None, metavar="MODEL",
+            help="a model card (YAML) or an nnU-Net v2 trained-model folder (plans.json, dataset.json, fold_N/); "
+                 "default: the bundled demo model",
+        )
     parser.add_argument(
         "--trust-model", action="store_true",
-        help="allow full unpickling of a .pt/.pth weights file (this runs code from the file: use only for "
-             "files from a source you trust); same as 'trusted: true' in the card",
+        help="allow full unpickling of a .pt/.pth weights file and the classes a model folder names (this runs "
+             "code from the files: use only for models from a source you trust); same as 'trusted: true' in a card",
+    )
+    parser.add_argument(
+        "--folds", default=None, metavar="all|N[,N...]",
+        help="nnU-Net models: the folds to use, as nnUNetv2_predict -f (default: all folds trained, the ensemble)",
+    )
+    parser.add_argument(
+        "--checkpoint", default=None, choices=["final", "best"],
+        help="nnU-Net models: checkpoint_final.pth (default) or checkpoint_best.pth",
+    )
+    parser.add_argument(
+        "--no-mirroring", action="store_true",
+        help="nnU-Net models: predict without mirroring (nnU-Net's test-time augmentation; 8x faster in 3D)",
     )
 
 
@@ -51,9 +68,24 @@ def load_card(args: argparse.Namespace) -> "ModelCard":
 
     from ..core.model.card import default_model_card, load_model_card
 
-    card = default_model_card() if args.model is None else load_model_card(args.model)
-    if args.trust_model and not card.trusted:
-        card = dataclasses.replace(card, trusted=True)
+    model = getattr(args, "model", None)
+    folds = getattr(args, "folds", None)
+    if folds not in (None, "all"):
+        folds = [f.strip() for f in str(folds).split(",") if f.strip()]
+        if not folds:
+            raise UserError("--folds is empty; give all or fold numbers such as 0,1,2.")
+    options = {"folds": folds, "checkpoint": getattr(args, "checkpoint", None),
+               "mirroring": False if getattr(args, "no_mirroring", False) else None}
+    if model is None:
+        if any(v is not None for v in options.values()):
+            raise UserError("--folds, --checkpoint and --no-mirroring choose parts of an nnU-Net model; "
+                            "give its folder with --model.")
+        card = default_model_card()
+        return dataclasses.replace(card, trusted=True) if args.trust_model and not card.trusted else card
+    card = load_model_card(model, trusted=args.trust_model, **options)
+    if card.source is None and any(v is not None for v in options.values()):
+        raise UserError(f"--folds, --checkpoint and --no-mirroring choose parts of an nnU-Net model, and {model} "
+                        "is a model card of one network; leave them out.")
     return card
 
 

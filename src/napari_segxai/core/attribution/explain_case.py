@@ -71,7 +71,7 @@ def explain_case(
     model window by window; the others explain the network on one crop around the target
     region, ``margin`` voxels wider on each side (default half a window), zero outside it.
     """
-    from ..model.card import build_network
+    from ..model.card import build_network, ensemble_members
     from ..model.device import pick_device
     from ..model.preprocess import preprocess
 
@@ -91,15 +91,16 @@ def explain_case(
                        should_cancel=should_cancel)
     if not torch.isfinite(image).all():
         raise ValueError(f"Case {case.name} has non-finite values after preprocessing; check the images.")
-    model = network if card.spatial_dims == 3 else SliceWise(network, card.slice_axis)
     image, goal, unpad = _pad_to_windows(image, goal, card)
-    with _progress.cancel_inside(network, should_cancel):
-        if method.windowable:
-            relevance = windowed_attribute(method, model, image, goal, roi_size=_roi(card, image),
-                                           overlap=card.overlap, mode=card.mode, importance=_importance(card, image),
-                                           progress=second, should_cancel=should_cancel)
-        else:
-            relevance = _attribute_crop(method, model, image, goal, card, margin, second, should_cancel)
+    # An ensemble (nnU-Net folds) is explained member by member against the ensemble's target; the maps averaged.
+    members = ensemble_members(network)
+    relevance = None
+    for i, member in enumerate(members):
+        part = _attribute(method, member, image, goal, card, margin, _member_progress(second, i, len(members)),
+                          should_cancel)
+        relevance = part if relevance is None else relevance.add_(part)
+    if len(members) > 1:
+        relevance /= len(members)
     relevance = grid.to_case_grid(relevance[(slice(None), slice(None)) + unpad], interpolation="linear")
     goal = _on_case_grid(goal, unpad, grid)
     _progress.step(100, 100, progress, None)
@@ -115,6 +116,24 @@ def explain_case(
         seconds=time.perf_counter() - start,
         affine=np.array(case.affine, dtype=np.float64),
     )
+
+
+def _attribute(method, network, image, goal, card, margin, progress, should_cancel) -> torch.Tensor:
+    """The relevance of one network on the padded model-grid ``image`` for ``goal``."""
+    model = network if card.spatial_dims == 3 else SliceWise(network, card.slice_axis)
+    with _progress.cancel_inside(network, should_cancel):
+        if method.windowable:
+            return windowed_attribute(method, model, image, goal, roi_size=_roi(card, image), overlap=card.overlap,
+                                      mode=card.mode, importance=_importance(card, image), progress=progress,
+                                      should_cancel=should_cancel)
+        return _attribute_crop(method, model, image, goal, card, margin, progress, should_cancel)
+
+
+def _member_progress(progress, member: int, members: int):
+    """The progress callback of ensemble member ``member`` of ``members`` (its share of the bar)."""
+    if progress is None or members == 1:
+        return progress
+    return lambda done, total: progress(member * total + done, members * total)
 
 
 TARGETS = ("predicted", "region", "voxel")

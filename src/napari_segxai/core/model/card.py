@@ -238,12 +238,15 @@ def parse_model_card(raw: Any, path: Path) -> ModelCard:
     )
 
 
-def build_network(card: ModelCard, device: str | torch.device = "cpu", *, member: int = 0) -> torch.nn.Module:
+def build_network(card: ModelCard, device: str | torch.device = "cpu", *, member: Optional[int] = None) -> torch.nn.Module:
     """The card's network with its weights loaded safely, in eval mode on ``device``.
 
-    ``member``: which of :attr:`ModelCard.fold_weights` (an nnU-Net fold) to load; the first by default.
+    A model of several members (nnU-Net folds) gives a :class:`FoldEnsemble` of them; ``member``
+    picks one of :attr:`ModelCard.fold_weights` instead.
     """
-    weights = card.fold_weights[member]
+    if member is None and len(card.fold_weights) > 1:
+        return FoldEnsemble([build_network(card, device, member=i) for i in range(len(card.fold_weights))])
+    weights = card.fold_weights[member or 0]
     if card.architecture == TORCHSCRIPT:
         network = load_torchscript(weights, device, trusted=card.trusted)
     else:
@@ -252,6 +255,30 @@ def build_network(card: ModelCard, device: str | torch.device = "cpu", *, member
         load_into(network, state, weights)
         network = network.to(device)
     return network.eval()
+
+
+class FoldEnsemble(torch.nn.Module):
+    """The members of a model (nnU-Net's folds): its output is the mean of theirs, as nnU-Net ensembles logits.
+
+    Explanations and predictions run the members one after another (:attr:`members`) and average
+    the results, so activations and gradients are held for one member at a time.
+    """
+
+    def __init__(self, members: Sequence[torch.nn.Module]):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = None
+        for network in self.members:
+            output = network(x)
+            total = output if total is None else total + output
+        return total / len(self.members)
+
+
+def ensemble_members(network: torch.nn.Module) -> list[torch.nn.Module]:
+    """The networks of ``network``: the members of a :class:`FoldEnsemble`, else the network itself."""
+    return list(network.members) if isinstance(network, FoldEnsemble) else [network]
 
 
 class _Checker:

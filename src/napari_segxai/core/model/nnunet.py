@@ -191,23 +191,21 @@ class NnunetSource:
 
     def logits(self, image: torch.Tensor, card: ModelCard, network: Optional[torch.nn.Module] = None, *,
                progress=None, should_cancel=None) -> torch.Tensor:
-        """nnU-Net's sliding-window logits (1, K, *grid), float32: of ``network``, or the mean over the folds.
+        """nnU-Net's sliding-window logits (1, K, *grid), float32, of ``network`` (default: the card's folds).
 
-        Without ``network`` each fold's network is built in turn and dropped before the next (memory does
-        not grow with the fold count), and the logits are summed in half precision as nnU-Net sums them.
+        The folds of a :class:`~.card.FoldEnsemble` predict one after another and their half-precision
+        logits are summed and divided as nnU-Net does.
         """
-        from .card import build_network
+        from .card import build_network, ensemble_members
 
-        members = [network] if network is not None else list(range(len(card.fold_weights)))
+        members = ensemble_members(network if network is not None else build_network(card, image.device))
         counter = _Counter(self.count_forwards(image.shape[2:], card) * len(members), progress, should_cancel)
         total = None
         for member in members:
-            fold_network = member if network is not None else build_network(card, image.device, member=member)
-            predictor = self.predictor(_CountingNetwork(fold_network, counter), image.device, card)
-            with cancel_inside(fold_network, should_cancel):
+            predictor = self.predictor(_CountingNetwork(member, counter), image.device, card)
+            with cancel_inside(member, should_cancel):
                 fold = predictor.predict_sliding_window_return_logits(image[0]).to("cpu")
             total = fold if total is None else total + fold
-            del fold_network, predictor
         if len(members) > 1:
             total /= len(members)
         step(counter.total, counter.total, progress, None)

@@ -1,0 +1,220 @@
+"""nnU-Net v2 model folders as models: a real model trained by nnU-Net itself (tests/_nnunet.py), read as
+nnU-Net reads it, predicting what nnUNetv2_predict predicts, explained fold by fold, and refusing bad folders."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from napari_segxai.cli import main
+from napari_segxai.core.model.card import FoldEnsemble, build_network, load_model_card
+from napari_segxai.core.model.nnunet import NnunetModelError
+from napari_segxai.core.model.weights import UntrustedWeightsError
+
+pytest.importorskip("nnunetv2")
+
+
+def _case(nnunet_model):
+    from napari_segxai.core.io.nifti import load_case
+
+    return load_case(nnunet_model.case)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
+
+
+def _nnunet_predict(nnunet_model, tmp_path: Path, folds=("0", "1"), extra=()) -> tuple[np.ndarray, np.ndarray]:
+    """nnUNetv2_predict (the command) on the held-out case: labels and probabilities in the case's axis order."""
+    inputs, outputs = tmp_path / "nnunet_in", tmp_path / "nnunet_out"
+    inputs.mkdir()
+    for c, modality in enumerate(("t1", "t1ce", "t2", "flair")):
+        shutil.copy(nnunet_model.case / f"toy_{modality}.nii.gz", inputs / f"TOY_900_{c:04d}.nii.gz")
+    command = [str(Path(sys.executable).parent / "nnUNetv2_predict"), "-i", str(inputs), "-o", str(outputs),
+               "-d", "555", "-c", "3d_fullres", "-tr", "nnUNetTrainer_1epoch", "-f", *folds, "--save_probabilities",
+               "-device", "cpu", "-npp", "1", "-nps", "1", *extra]
+    subprocess.run(command, env=nnunet_model.env(), check=True, capture_output=True)
+    labels = np.asarray(nib.load(outputs / "TOY_900.nii.gz").dataobj)
+    probabilities = np.load(outputs / "TOY_900.npz")["probabilities"].transpose(0, 3, 2, 1)  # (K, z, y, x) -> x, y, z
+    return labels, probabilities
+
+
+def test_card_is_derived_from_the_folder(nnunet_model):
+    card = load_model_card(nnunet_model.folder)
+    assert card.architecture == "nnunet" and card.activation == "softmax"
+    assert card.modalities == ("t1", "t1ce", "t2", "flair")
+    assert [(c.name, c.label) for c in card.classes] == [("background", 0), ("necrosis", 1), ("edema", 2),
+                                                        ("enhancing", 3)]
+    plans = json.loads((nnunet_model.folder / "plans.json").read_text())["configurations"]["3d_fullres"]
+    assert list(card.roi_size) == plans["patch_size"] and card.overlap == 0.5
+    assert card.source.folds == ("0", "1") and len(card.fold_weights) == 2
+    assert isinstance(build_network(card), FoldEnsemble)
+    one = load_model_card(nnunet_model.folder / "fold_1")  # a path to one fold uses that fold
+    assert one.source.folds == ("1",) and one.fold_weights[0].parent.name == "fold_1"
+    best = load_model_card(nnunet_model.folder, folds=["0"], checkpoint="best")
+    assert best.fold_weights == (nnunet_model.folder / "fold_0" / "checkpoint_best.pth",)
+
+
+def test_segment_reproduces_nnunet_predict(nnunet_model, tmp_path):
+    """segxai segment on the folder = nnUNetv2_predict on the same case, folds and checkpoint."""
+    expected_labels, expected_probabilities = _nnunet_predict(nnunet_model, tmp_path)
+    out = tmp_path / "ours"
+    assert main(["segment", str(nnunet_model.case), "--model", str(nnunet_model.folder), "--out", str(out),
+                 "--device", "cpu"]) == 0
+    labels = np.asarray(nib.load(next(out.glob("*_seg.nii.gz"))).dataobj)
+    probabilities = np.moveaxis(np.asarray(nib.load(next(out.glob("*_prob.nii.gz"))).dataobj), -1, 0)
+    assert labels.shape == expected_labels.shape
+    for value in np.unique(np.concatenate([expected_labels.ravel(), labels.ravel()])):
+        assert _dice(labels == value, expected_labels == value) >= 0.999, value
+    assert np.abs(probabilities - expected_probabilities).max() <= 1e-3
+
+
+def test_one_fold_without_mirroring_matches_nnunet_too(nnunet_model, tmp_path):
+    from napari_segxai.core.model.inference import segment
+
+    expected_labels, expected_probabilities = _nnunet_predict(nnunet_model, tmp_path, folds=("1",),
+                                                              extra=("--disable_tta",))
+    card = load_model_card(nnunet_model.folder, folds=["1"], mirroring=False)
+    result = segment(_case(nnunet_model), card, device="cpu")
+    assert (result.labels == expected_labels).mean() >= 0.999
+    assert np.abs(result.probabilities - expected_probabilities).max() <= 1e-3
+
+
+def test_ensemble_explanation_is_the_mean_of_the_folds(nnunet_model):
+    """Explaining two folds = the mean of each fold's map for the same (ensemble) target."""
+    from napari_segxai.core.attribution.explain_case import explain_case
+    from napari_segxai.core.model.inference import segment
+
+    card = load_model_card(nnunet_model.folder)
+    case = _case(nnunet_model)
+    ensemble = build_network(card)
+    region = segment(case, card, network=ensemble, device="cpu").labels == 2
+    assert region.any()
+    both = explain_case(case, card, method="gradient_x_input", classes=["edema"], target="region", region=region,
+                        network=ensemble, device="cpu")
+    each = [explain_case(case, card, method="gradient_x_input", classes=["edema"], target="region", region=region,
+                         network=member, device="cpu").relevance for member in ensemble.members]
+    assert not np.allclose(each[0], each[1])
+    np.testing.assert_allclose(both.relevance, (each[0] + each[1]) / 2, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["saliency", "gradient_x_input", "smoothgrad", "integrated_gradients", "grad_cam",
+                                    "guided_backprop", "deconvolution", "lrp", "meaningful_perturbation"])
+def test_methods_explain_an_nnunet_model(nnunet_model, method):
+    from napari_segxai.core.attribution.explain_case import explain_case
+
+    card = load_model_card(nnunet_model.folder, folds=["0"], mirroring=False)
+    relevance = explain_case(_case(nnunet_model), card, method=method, classes=["edema"], device="cpu")
+    assert relevance.relevance.shape[-3:] == _case(nnunet_model).shape
+    assert np.isfinite(relevance.relevance).all() and np.abs(relevance.relevance).sum() > 0
+
+
+def test_card_command_writes_a_card_that_reads_back_with_edits(nnunet_model, tmp_path):
+    import yaml
+
+    path = tmp_path / "card.yaml"
+    assert main(["card", str(nnunet_model.folder), "--folds", "0", "--out", str(path)]) == 0
+    raw = yaml.safe_load(path.read_text())
+    assert raw["source"]["folds"] == [0] and raw["preprocessing"]["normalization"] == "nnunet"
+    raw["name"] = "Toy tumour model"
+    raw["classes"][2]["name"] = "oedema"
+    raw["inference"]["overlap"] = 0.25
+    path.write_text(yaml.safe_dump(raw))
+    card = load_model_card(path)
+    assert card.name == "Toy tumour model" and card.class_names[2] == "oedema" and card.overlap == 0.25
+    assert card.source.folds == ("0",)
+    assert main(["card", str(nnunet_model.folder), "--out", str(path)]) == 2  # never overwrites
+    raw["preprocessing"]["spacing"] = [1.0, 1.0, 1.0]
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match="preprocessing.spacing.*cannot be changed"):
+        load_model_card(path)
+
+
+def _copy_model(nnunet_model, tmp_path) -> Path:
+    folder = tmp_path / nnunet_model.folder.name
+    shutil.copytree(nnunet_model.folder, folder, ignore=shutil.ignore_patterns("validation", "*.png", "*.txt"))
+    return folder
+
+
+def _refused(nnunet_model, tmp_path, model: Path, match: str, *extra: str, capsys=None) -> None:
+    out = tmp_path / "out"
+    assert main(["segment", str(nnunet_model.case), "--model", str(model), "--out", str(out), *extra]) == 2
+    assert not out.exists() or not any(out.iterdir())
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.count(". ") <= 2, err
+    assert match in err, err
+
+
+def test_bad_folders_get_one_sentence_and_nothing_written(nnunet_model, tmp_path, capsys):
+    folder = _copy_model(nnunet_model, tmp_path)
+    no_folds = tmp_path / "no_folds" / folder.name
+    no_folds.mkdir(parents=True)
+    for name in ("plans.json", "dataset.json"):
+        shutil.copy(folder / name, no_folds / name)
+    _refused(nnunet_model, tmp_path, no_folds, "has no trained fold", capsys=capsys)
+
+    truncated = folder / "fold_1" / "checkpoint_final.pth"
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    _refused(nnunet_model, tmp_path, folder, "is not a readable PyTorch file", capsys=capsys)
+    _refused(nnunet_model, tmp_path, folder, "no fold_7", "--folds", "7", capsys=capsys)
+
+    plans = json.loads((folder / "plans.json").read_text())
+    plans["configurations"]["3d_fullres"]["architecture"]["network_class_name"] = \
+        "dynamic_network_architectures.architectures.unet.UNetFromTheFuture"
+    (folder / "plans.json").write_text(json.dumps(plans))
+    _refused(nnunet_model, tmp_path, folder, "newer nnU-Net", "--folds", "0", capsys=capsys)
+
+    plans["configurations"]["3d_fullres"]["architecture"]["network_class_name"] = "os.system"
+    (folder / "plans.json").write_text(json.dumps(plans))
+    _refused(nnunet_model, tmp_path, folder, "--trust-model", "--folds", "0", capsys=capsys)
+
+
+def test_channel_names_that_match_no_modality_are_named(nnunet_model, tmp_path, capsys):
+    folder = _copy_model(nnunet_model, tmp_path)
+    dataset = json.loads((folder / "dataset.json").read_text())
+    dataset["channel_names"] = {"0": "CT", "1": "PET", "2": "T2", "3": "FLAIR"}
+    (folder / "dataset.json").write_text(json.dumps(dataset))
+    _refused(nnunet_model, tmp_path, folder, "has no ct, pet channels", "--folds", "0", capsys=capsys)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (Path.touch, (Path(_Payload.target),))
+
+
+def test_a_checkpoint_carrying_a_payload_does_not_run(nnunet_model, tmp_path):
+    folder = _copy_model(nnunet_model, tmp_path)
+    checkpoint = folder / "fold_0" / "checkpoint_final.pth"
+    content = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    _Payload.target = str(tmp_path / "payload-ran")
+    content["init_args"]["extra"] = _Payload()
+    torch.save(content, checkpoint)
+    with pytest.raises(UntrustedWeightsError, match="trusted"):
+        build_network(load_model_card(folder, folds=["0"]))
+    assert not (tmp_path / "payload-ran").exists()
+    build_network(load_model_card(folder, folds=["0"], trusted=True))  # trusted by the user: it loads (and runs)
+    assert (tmp_path / "payload-ran").exists()
+
+
+def test_a_folder_without_nnunet_installed_says_what_to_install(nnunet_model, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_nnunet(name, *args, **kwargs):
+        if name.startswith("nnunetv2"):
+            raise ImportError("No module named 'nnunetv2'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_nnunet)
+    with pytest.raises(NnunetModelError, match=r"pip install 'napari-segxai\[nnunet\]'"):
+        load_model_card(nnunet_model.folder)
