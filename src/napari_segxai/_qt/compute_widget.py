@@ -17,7 +17,6 @@ False and still gets the same Run panel and job runner.
 
 from __future__ import annotations
 
-import dataclasses
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -257,10 +256,14 @@ class ComputeWidget(QWidget):
 
     def _add_card_rows(self) -> None:
         self.card_path = QLineEdit()
-        self.card_path.setPlaceholderText("model card (.yaml)")
+        self.card_path.setPlaceholderText("model card (.yaml) or nnU-Net model folder")
         self.card_path.editingFinished.connect(self._card_changed)
         browse = QPushButton("Browse…")
+        browse.setToolTip("Choose a model card (.yaml)")
         browse.clicked.connect(self._browse_card)
+        folder = QPushButton("Folder…")
+        folder.setToolTip("Choose an nnU-Net v2 trained-model folder (plans.json, dataset.json, fold_N)")
+        folder.clicked.connect(self._browse_model_folder)
         self.card_info = QLabel()
         self.card_info.setWordWrap(True)
         # a wrapped label in a form row is given one line's height; spanning the row with a minimum
@@ -269,7 +272,8 @@ class ComputeWidget(QWidget):
         row = QHBoxLayout()
         row.addWidget(self.card_path)
         row.addWidget(browse)
-        self.form.addRow("Model card", row)
+        row.addWidget(folder)
+        self.form.addRow("Model", row)
         self.form.addRow(self.card_info)
 
     def set_model_card(self, path: str | Path, *, trusted: bool = False) -> None:
@@ -289,12 +293,9 @@ class ComputeWidget(QWidget):
 
         text = self.card_path.text().strip()
         if not text:
-            raise ValueError("No model card is chosen; pick a card (.yaml) with Browse….")
+            raise ValueError("No model is chosen; pick a card (.yaml) with Browse… or a model folder with Folder….")
         path = Path(text).expanduser()
-        card = load_model_card(path)
-        if not card.trusted and self._trusted_card is not None and path.resolve() == self._trusted_card:
-            card = dataclasses.replace(card, trusted=True)
-        return card
+        return load_model_card(path, trusted=self._trusted_card is not None and path.resolve() == self._trusted_card)
 
     def _card_changed(self) -> None:
         """Say what the chosen card expects and predicts, or why it cannot be used."""
@@ -313,6 +314,13 @@ class ComputeWidget(QWidget):
         """Pick a model card with a file dialog."""
         start = str(Path(self.card_path.text()).parent) if self.card_path.text() else ""
         path, _ = QFileDialog.getOpenFileName(self, "Choose a model card", start, "Model cards (*.yaml *.yml)")
+        if path:
+            self.set_model_card(path)
+
+    def _browse_model_folder(self) -> None:
+        """Pick a model folder (nnU-Net v2) with a folder dialog."""
+        start = str(Path(self.card_path.text()).parent) if self.card_path.text() else ""
+        path = QFileDialog.getExistingDirectory(self, "Choose an nnU-Net model folder", start)
         if path:
             self.set_model_card(path)
 
