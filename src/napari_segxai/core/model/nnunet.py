@@ -150,7 +150,9 @@ class NnunetSource:
                 f"trained with {', '.join(_STORED_ORDER_READERS + _REORIENTING_READERS)} (3D medical images)."
             )
         ornt = _ras_ornt(case.affine) if reader in _REORIENTING_READERS else _IDENTITY_ORNT
-        data = _reorient(torch.from_numpy(np.asarray(case.channels)[indices].astype(np.float32)), ornt).numpy()
+        channels = np.asarray(case.channels)
+        channels = channels if indices == list(range(channels.shape[0])) else channels[indices]
+        data = _reorient(torch.from_numpy(channels), ornt).numpy()  # a view: nnU-Net's preprocessor copies
         affine = np.asarray(case.affine, dtype=np.float64) @ _ornt_voxel_affine(ornt, case.shape)
         spacing = [float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0))][::-1]
         data = data.transpose(0, 3, 2, 1)  # x, y, z -> z, y, x: nnU-Net's (SimpleITK's) axis order
@@ -294,8 +296,10 @@ class NnunetGrid:
     def from_nnunet_order(self, array: np.ndarray) -> np.ndarray:
         """An array (..., z, y, x) in nnU-Net's original (uncropped, untransposed) order onto the case grid."""
         lead = array.ndim - 3
-        array = np.ascontiguousarray(array.transpose(*range(lead), lead + 2, lead + 1, lead))
-        return like_input(_reorient(torch.from_numpy(array), _inverse(self.orientation)), True)
+        array = array.transpose(*range(lead), lead + 2, lead + 1, lead)  # a view, as nnU-Net's own result is
+        if np.array_equal(self.orientation, _IDENTITY_ORNT):
+            return array
+        return like_input(_reorient(torch.from_numpy(np.ascontiguousarray(array)), _inverse(self.orientation)), True)
 
     def to_case_grid(self, array: ArrayLike, *, interpolation: str = "linear") -> ArrayLike:
         """Map an array (..., *network grid) onto the case grid (zero outside nnU-Net's crop)."""
