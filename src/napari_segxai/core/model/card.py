@@ -94,7 +94,7 @@ def card_palette(index: int) -> str:
 
 def load_model_card(path: str | Path, *, trusted: bool = False, folds: Optional[Sequence[str] | str] = None,
                     checkpoint: Optional[str] = None, mirroring: Optional[bool] = None) -> ModelCard:
-    """The model at ``path``: a card YAML file, a folder holding ``card.yaml``, or an nnU-Net v2 model folder.
+    """The model at ``path``: a card YAML file, a folder holding ``card.yaml``, an nnU-Net v2 model folder or a MONAI bundle.
 
     ``trusted`` marks the model's files as trusted (pickles and code may run); ``folds``, ``checkpoint``
     and ``mirroring`` choose what of an nnU-Net model is used (as ``nnUNetv2_predict`` does; default: all
@@ -102,17 +102,20 @@ def load_model_card(path: str | Path, *, trusted: bool = False, folds: Optional[
     """
     import yaml
 
-    from . import nnunet
+    from . import bundle, nnunet
 
     path = Path(path).expanduser().resolve()
+    if bundle.is_bundle_folder(path):
+        return bundle.bundle_card(path, trusted=trusted)
     if nnunet.is_nnunet_folder(path):
         return nnunet.nnunet_card(path, folds=folds or "all", checkpoint=checkpoint or "final",
                                   mirroring=True if mirroring is None else mirroring, trusted=trusted)
     if path.is_dir():
         if not (path / "card.yaml").is_file():
             raise ModelCardError(
-                f"Model folder {path} holds no card.yaml and is not an nnU-Net v2 model folder (plans.json, "
-                "dataset.json and fold_N/checkpoint_final.pth); give a model card or a model folder."
+                f"Model folder {path} holds no card.yaml and is neither an nnU-Net v2 model folder (plans.json, "
+                "dataset.json and fold_N/checkpoint_final.pth) nor a MONAI bundle (configs/metadata.json); give a "
+                "model card or a model folder."
             )
         path = path / "card.yaml"
     if not path.is_file():
