@@ -3,6 +3,7 @@ nnU-Net reads it, predicting what nnUNetv2_predict predicts, explained fold by f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -218,3 +219,34 @@ def test_a_folder_without_nnunet_installed_says_what_to_install(nnunet_model, mo
     monkeypatch.setattr(builtins, "__import__", no_nnunet)
     with pytest.raises(NnunetModelError, match=r"pip install 'napari-segxai\[nnunet\]'"):
         load_model_card(nnunet_model.folder)
+
+
+def test_tracin_traces_an_nnunet_model_to_its_raw_dataset(nnunet_model, tmp_path, monkeypatch):
+    """TracIn over the fold's training cases (nnU-Net's split) with the checkpoints nnU-Net kept."""
+    import csv
+
+    from napari_segxai.core.influence import training_record
+
+    card = load_model_card(nnunet_model.folder)
+    monkeypatch.delenv("nnUNet_raw", raising=False)
+    with pytest.raises(ValueError, match="--training-data"):
+        training_record(card)
+    monkeypatch.setenv("nnUNet_preprocessed", str(nnunet_model.root / "preprocessed"))
+    record = training_record(dataclasses.replace(card, training_data=nnunet_model.raw))
+    splits = json.loads((nnunet_model.root / "preprocessed" / "Dataset555_SegxaiToy" / "splits_final.json").read_text())
+    assert [c.name for c in record.cases] == sorted(splits[0]["train"])
+    # best and final of the one epoch are the same update: one checkpoint, at nnU-Net's logged learning rate
+    assert [c.path.name for c in record.checkpoints] == ["checkpoint_final.pth"]
+    logged = torch.load(record.checkpoints[0].path, weights_only=False)["logging"]["lrs"][0]
+    assert record.checkpoints[0].lr == pytest.approx(logged)
+    monkeypatch.delenv("nnUNet_preprocessed")  # without the preprocessed folder: nnU-Net's default split, the same
+    assert [c.name for c in training_record(dataclasses.replace(card, training_data=nnunet_model.raw)).cases] == \
+        [c.name for c in record.cases]
+
+    folder = _copy_model(nnunet_model, tmp_path)  # the index is written beside the fold's checkpoints
+    out = tmp_path / "tracin"
+    assert main(["influence", str(nnunet_model.case), "--model", str(folder), "--training-data",
+                 str(nnunet_model.raw), "--class", "edema", "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "held_out_influence.csv").open()))
+    assert {r["training_case"] for r in rows} <= {c.name for c in record.cases} and rows
+    assert list((folder / "fold_0" / "influence").glob("index-*.npz"))

@@ -114,6 +114,7 @@ class EvidenceWidget(ComputeWidget):
     def card_chosen(self, card) -> str:
         """List the card's classes; say in the card line when the card has no training record."""
         from ..core.influence import NoTrainingRecord, training_record
+        from ..core.influence.training_set import checkpoint_meaning
 
         if self.last is not None and self.last.card.path != card.path:
             self.last = None  # a ranking by another model
@@ -131,7 +132,8 @@ class EvidenceWidget(ComputeWidget):
         except (ValueError, OSError, KeyError) as err:
             text = f"The training record of {card.name} cannot be read: {err}"
         else:
-            text = f"{card.name}: {len(record.seeds)} training cases, {len(record.checkpoints)} checkpoints."
+            text = (f"{card.name}: {len(record.seeds)} training cases, {len(record.checkpoints)} checkpoint"
+                    f"{'s' if len(record.checkpoints) != 1 else ''}. {checkpoint_meaning(len(record.checkpoints))}")
         self._rank()
         return text
 

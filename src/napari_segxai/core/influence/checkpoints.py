@@ -61,7 +61,7 @@ def load_tracin_model(card, *, layers: str = DEFAULT_LAYERS, last_k: int = DEFAU
 
     record = record or training_record(card)
     device = pick_device(device)
-    network = build_network(card, device)
+    network = build_network(card, device, member=0)  # an ensemble is traced through its first member
     gradient_network = create_network(record.architecture, record.kwargs, source=f"Training manifest {record.manifest}")
     gradient_network = gradient_network.to(device).eval()
     states = []

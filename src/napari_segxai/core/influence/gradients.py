@@ -66,7 +66,11 @@ def forward(network: torch.nn.Module, image: torch.Tensor, spatial_dims: int, sl
 
 
 def parametrised_layers(network: torch.nn.Module, probe: Optional[torch.Tensor] = None) -> list[str]:
-    """Names of the modules that own parameters, in the order a forward pass of ``probe`` runs them."""
+    """Names of the modules that own parameters, in the order a forward pass of ``probe`` runs them.
+
+    With a probe, modules the forward pass does not run (deep-supervision heads of an nnU-Net network in
+    inference) are left out: they get no gradient and hold no feature.
+    """
     owners = [name for name, module in network.named_modules() if any(True for _ in module.parameters(recurse=False))]
     if probe is None:
         return owners
@@ -84,7 +88,7 @@ def parametrised_layers(network: torch.nn.Module, probe: Optional[torch.Tensor] 
     finally:
         for handle in handles:
             handle.remove()
-    return order + [name for name in owners if name not in order]
+    return order
 
 
 def select_layers(network: torch.nn.Module, layers: str, *, last_k: int = DEFAULT_LAST_K,

@@ -130,11 +130,14 @@ class InfluenceResult:
 
     def describe(self) -> str:
         """One line saying what was computed."""
+        from .training_set import checkpoint_meaning
+
         projection = f", projected to {self.projection}" if self.projection else ""
+        few = f" {checkpoint_meaning(len(self.checkpoints))}" if len(self.checkpoints) < 5 else ""
         return (
             f"TracIn ({self.engine} engine) of {self.case_name or 'the case'} over {len(self.training_cases)} training "
             f"cases and {len(self.checkpoints)} checkpoints; layers {self.layers} ({self.parameters} parameters{projection}); "
-            f"regions at probability >= {self.threshold:g}; {self.scoring} scores; {self.seconds:.1f} s."
+            f"regions at probability >= {self.threshold:g}; {self.scoring} scores; {self.seconds:.1f} s.{few}"
         )
 
 

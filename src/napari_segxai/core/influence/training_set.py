@@ -98,6 +98,10 @@ def training_record(card: ModelCard) -> TrainingRecord:
     """The training record of ``card``; :class:`NoTrainingRecord` when it has none or no usable checkpoints."""
     from ..io.manifest import read_manifest
 
+    if getattr(card.source, "kind", None) == "nnunet" and card.training is None:  # what nnU-Net keeps
+        from .nnunet_training import nnunet_record
+
+        return nnunet_record(card)
     if card.training is None or not Path(card.training).is_file():
         raise NoTrainingRecord()
     manifest = read_manifest(card.training)
@@ -136,6 +140,17 @@ def training_record(card: ModelCard) -> TrainingRecord:
         modalities=tuple(training_set.get("modalities") or manifest.get("modalities") or ()),
         labels={str(k): int(v) for k, v in (training_set.get("labels") or {}).items()},
     )
+
+
+def checkpoint_meaning(count: int) -> str:
+    """What the number of checkpoints means for a TracIn estimate, in one sentence."""
+    if count == 1:
+        return ("With one checkpoint TracIn is the gradient agreement at those weights only (TracIn-last): it says "
+                "which training regions pull this prediction the same way now, not how training got there.")
+    if count < 5:
+        return (f"With {count} checkpoints TracIn follows training at {count} points only: a coarse estimate; "
+                "save more checkpoints during training for a finer one.")
+    return f"TracIn sums over {count} checkpoints along training."
 
 
 def check_generator(record: TrainingRecord) -> None:
