@@ -109,7 +109,7 @@ def test_ensemble_explanation_is_the_mean_of_the_folds(nnunet_model):
 
 
 @pytest.mark.parametrize("method", ["saliency", "gradient_x_input", "smoothgrad", "integrated_gradients", "grad_cam",
-                                    "guided_backprop", "deconvolution", "lrp", "meaningful_perturbation"])
+                                    "guided_backprop", "deconvolution", "deeplift", "lrp", "meaningful_perturbation"])
 def test_methods_explain_an_nnunet_model(nnunet_model, method):
     from napari_segxai.core.attribution.explain_case import explain_case
 

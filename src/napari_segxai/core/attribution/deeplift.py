@@ -48,6 +48,14 @@ class _TargetScalars(nn.Module):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.target.scalars(self.network(inputs))
 
+    def apply(self, fn):
+        """Call ``fn`` on every module once. ``nn.Module.apply`` walks children and reaches a module held by two
+        parents twice (dynamic_network_architectures keeps each non-linearity as ``nonlin`` and inside
+        ``all_modules``), which would give captum's DeepLIFT two hooks on it and break its backward pass."""
+        for module in self.modules():  # modules() yields each module once
+            fn(module)
+        return self
+
 
 @register("deeplift")
 class DeepLIFT(AttributionMethod):
