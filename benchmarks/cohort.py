@@ -49,7 +49,8 @@ def direct(cases_dir: Path, card_path: Path, method: str) -> list[float]:
     from napari_segxai.core.attribution import explain_case
     from napari_segxai.core.io.nifti import load_case
     from napari_segxai.core.cohort import find_cases
-    from napari_segxai.core.model.card import build_network, load_model_card
+    from napari_segxai.core.model.card import build_network
+    from napari_segxai.core.model.loading import load_model_card
     from napari_segxai.core.roi import case_regions, roi_importance
     from napari_segxai.core.model.device import pick_device
     from napari_segxai.core.model.inference import segment

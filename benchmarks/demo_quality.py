@@ -42,7 +42,8 @@ from segment import machine  # noqa: E402
 
 from napari_segxai.cli.evaluate import _reference  # noqa: E402
 from napari_segxai.core.io.nifti import load_case  # noqa: E402
-from napari_segxai.core.model.card import build_network, load_model_card  # noqa: E402
+from napari_segxai.core.model.card import build_network  # noqa: E402
+from napari_segxai.core.model.loading import load_model_card  # noqa: E402
 from napari_segxai.core.io.paths import demo_model_card_path  # noqa: E402
 from napari_segxai.core.model.inference import count_windows  # noqa: E402
 from napari_segxai.core.model.preprocess import network_grid  # noqa: E402

@@ -72,7 +72,8 @@ from napari_segxai.core.influence.index import load_or_build_index  # noqa: E402
 from napari_segxai.core.influence.projection import project, sketch  # noqa: E402
 from napari_segxai.core.influence.query import influence  # noqa: E402
 from napari_segxai.core.influence.regions import prepare_example  # noqa: E402
-from napari_segxai.core.model.card import load_model_card  # noqa: E402
+
+from napari_segxai.core.model.loading import load_model_card  # noqa: E402
 from napari_segxai.core.io.paths import demo_model_card_path  # noqa: E402
 
 STAGES = ("index", "query", "captum", "spearman", "storage", "similarity", "specificity", "buildcost")

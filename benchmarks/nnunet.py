@@ -96,7 +96,7 @@ def _timed(fn, *args):
 
 
 def stage_segment(model, cases, repeats, device) -> None:
-    from napari_segxai.core.model.card import load_model_card
+    from napari_segxai.core.model.loading import load_model_card
 
     from napari_segxai.core.model.card import build_network
 
@@ -181,7 +181,8 @@ def explain_one_model(label, folder, toy_folder, cases, repeats, device) -> None
 
     from napari_segxai.core.attribution.explain_case import explain_case
     from napari_segxai.core.io.nifti import load_case
-    from napari_segxai.core.model.card import build_network, load_model_card
+    from napari_segxai.core.model.card import build_network
+    from napari_segxai.core.model.loading import load_model_card
     from napari_segxai.core.model.inference import segment
 
     card = load_model_card(folder, folds=["0"], mirroring=False)

@@ -44,7 +44,8 @@ import torch
 
 from napari_segxai.core.case import Case
 from napari_segxai.core.io.nifti import load_case
-from napari_segxai.core.model.card import ModelCard, build_network, default_model_card, load_model_card
+from napari_segxai.core.model.card import ModelCard, build_network, default_model_card
+from napari_segxai.core.model.loading import load_model_card  # noqa: E402
 from napari_segxai.core.model.preprocess import _inverse_ornt, _reorient, _resize, preprocess
 from napari_segxai.core.model.inference import activate, labels_from_probabilities, segment
 from napari_segxai.core.model.device import pick_device

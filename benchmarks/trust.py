@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from segment import machine  # noqa: E402
 
 from napari_segxai.core.attribution import get_method  # noqa: E402
-from napari_segxai.core.model.card import default_model_card, load_model_card  # noqa: E402
+from napari_segxai.core.model.card import default_model_card  # noqa: E402
+from napari_segxai.core.model.loading import load_model_card  # noqa: E402
 from napari_segxai.core.io.generated_cases import demo_case_path, load_synth_case  # noqa: E402
 from napari_segxai.core.trust import (  # noqa: E402
     QualitySettings, case_problem, data_randomisation_test, ground_truth_benchmark, quality_metrics, randomisation_test,

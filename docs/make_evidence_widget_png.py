@@ -46,7 +46,8 @@ def main() -> int:
     from napari_segxai._qt.evidence_widget import EvidenceWidget
     from napari_segxai._reader import napari_get_reader
     from napari_segxai.core.io.nifti import load_case
-    from napari_segxai.core.model.card import default_model_card, load_model_card
+    from napari_segxai.core.model.card import default_model_card
+    from napari_segxai.core.model.loading import load_model_card
     from napari_segxai.core.model.inference import segment
     from napari_segxai.core.io.generated_cases import demo_case_path
 

@@ -9,7 +9,7 @@ import torch
 from _cards import lps_affine, permuted_affine, write_card
 from napari_segxai.core.attribution import available_methods, explain_case
 from napari_segxai.core.case import Case
-from napari_segxai.core.model.card import load_model_card
+from napari_segxai.core.model.loading import load_model_card
 
 K = 4.0
 

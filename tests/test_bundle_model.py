@@ -11,7 +11,7 @@ import torch
 
 from _bundle import inference_config, write_bundle
 from napari_segxai.cli import main
-from napari_segxai.core.model.card import load_model_card
+from napari_segxai.core.model.loading import load_model_card
 
 
 @pytest.fixture

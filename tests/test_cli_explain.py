@@ -13,7 +13,7 @@ from _cards import lps_affine, write_card
 from napari_segxai.cli import main
 from napari_segxai.core.attribution import available_methods, explain_case
 from napari_segxai.core.io.nifti import load_case
-from napari_segxai.core.model.card import load_model_card
+from napari_segxai.core.model.loading import load_model_card
 
 AFFINE = lps_affine((1.0, 1.0, 2.0))
 

@@ -9,7 +9,8 @@ import torch
 
 from _cards import lps_affine, write_card
 from napari_segxai.cli import main
-from napari_segxai.core.model.card import build_network, load_model_card
+from napari_segxai.core.model.card import build_network
+from napari_segxai.core.model.loading import load_model_card
 
 AFFINE = lps_affine((1.0, 1.0, 2.0))
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from napari_segxai.core.model.architectures import create_network
-from napari_segxai.core.model.card import default_model_card, load_model_card
+from napari_segxai.core.model.card import default_model_card
+from napari_segxai.core.model.loading import load_model_card
 from napari_segxai.core.io.paths import demo_model_card_path
 from napari_segxai.core.model.inference import segment
 from napari_segxai.core.training.synth import DEMO_SEED, generate_case

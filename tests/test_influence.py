@@ -12,7 +12,7 @@ from _influence import LRS, SEEDS, blob_case, toy_model
 from napari_segxai.core.influence import (
     Evidence, InfluenceResult, NoTrainingRecord, influence, region_loss, training_case, training_record,
 )
-from napari_segxai.core.model.card import load_model_card
+from napari_segxai.core.model.loading import load_model_card
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from napari_segxai.core.influence.index import (
     build_index, compress_rows, index_status, load_or_build_index, read_index, resolve_projection,
 )
 from napari_segxai.core.influence.projection import project, sketch
-from napari_segxai.core.model.card import load_model_card
+from napari_segxai.core.model.loading import load_model_card
 
 #: Scores from float16 rows (each scaled to a largest entry of 1) against float32 ones.
 STORED = {"rtol": 2e-3}

@@ -12,9 +12,10 @@ from _cards import DELETE, TINY_CARD, write_card
 from napari_segxai.core.model import card as model_card_module
 from napari_segxai.core.model.architectures import ARCHITECTURES, create_network, known_architectures
 from napari_segxai.core.model.card import (
-    ClassInfo, ModelCard, ModelCardError, build_network, default_model_card, load_model_card,
+    ClassInfo, ModelCard, ModelCardError, build_network, default_model_card,
 )
 from napari_segxai.core.io.paths import sample_data_dir
+from napari_segxai.core.model.loading import load_model_card
 from napari_segxai.core.model.weights import UntrustedWeightsError, load_state_dict, save_state_dict
 
 
@@ -134,15 +135,34 @@ TINY_ARCHITECTURES = {
 }
 
 
+#: Families whose kwargs are not MONAI's (spatial_dims, in_channels, out_channels): complete kwargs, window size.
+TINY_FAMILY_KWARGS = {
+    "nnunet": ({"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+                "arch_kwargs": {"n_stages": 2, "features_per_stage": [4, 8], "conv_op": "torch.nn.modules.conv.Conv3d",
+                                "kernel_sizes": [[3, 3, 3]] * 2, "strides": [[1, 1, 1], [2, 2, 2]],
+                                "n_conv_per_stage": [1, 1], "n_conv_per_stage_decoder": [1], "conv_bias": True,
+                                "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+                                "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "dropout_op": None,
+                                "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+                                "nonlin_kwargs": {"inplace": True}},
+                "arch_kwargs_req_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+                "input_channels": 2, "output_channels": 3}, 16),
+}
+
+
 def test_every_registered_architecture_has_a_tiny_test_case():
-    assert set(TINY_ARCHITECTURES) == set(ARCHITECTURES)
+    assert set(TINY_ARCHITECTURES) | set(TINY_FAMILY_KWARGS) == set(ARCHITECTURES)
     assert known_architectures()[-1] == "torchscript"
 
 
-@pytest.mark.parametrize("name", sorted(TINY_ARCHITECTURES))
+@pytest.mark.parametrize("name", sorted(TINY_ARCHITECTURES) + sorted(TINY_FAMILY_KWARGS))
 def test_registered_architecture_builds_from_a_card_and_segments_a_window(tmp_path, name):
-    extra, size = TINY_ARCHITECTURES[name]
-    kwargs = {"spatial_dims": 3, "in_channels": 2, "out_channels": 3, **extra}
+    if name in TINY_FAMILY_KWARGS:
+        pytest.importorskip("nnunetv2")
+        kwargs, size = TINY_FAMILY_KWARGS[name]
+    else:
+        extra, size = TINY_ARCHITECTURES[name]
+        kwargs = {"spatial_dims": 3, "in_channels": 2, "out_channels": 3, **extra}
     torch.manual_seed(0)
     original = create_network(name, kwargs).eval()
     save_state_dict(original.state_dict(), tmp_path / "m" / "weights.safetensors")

@@ -16,7 +16,9 @@ import pytest
 import torch
 
 from napari_segxai.cli import main
-from napari_segxai.core.model.card import FoldEnsemble, build_network, load_model_card
+from napari_segxai.core.model.card import build_network
+from napari_segxai.core.model.ensemble import FoldEnsemble
+from napari_segxai.core.model.loading import load_model_card
 from napari_segxai.core.model.nnunet import NnunetModelError
 from napari_segxai.core.model.weights import UntrustedWeightsError
 

@@ -39,7 +39,7 @@ def fingerprint(folder):
 
 def test_report_is_one_self_contained_page_with_every_section(setup, tmp_path, capsys):
     from napari_segxai.core.io.nifti import load_case
-    from napari_segxai.core.model.card import load_model_card
+    from napari_segxai.core.model.loading import load_model_card
     from napari_segxai.core.model.inference import segment
 
     card, folder = setup

@@ -9,7 +9,7 @@ import torch
 from _cards import cyclic_affine, lps_affine, permuted_affine, write_card
 from napari_segxai.core.model import inference as inference_module
 from napari_segxai.core.case import Case
-from napari_segxai.core.model.card import load_model_card
+from napari_segxai.core.model.loading import load_model_card
 from napari_segxai.core.progress import Cancelled
 from napari_segxai.core.model.inference import Segmentation, count_windows, labels_from_probabilities, segment
 from napari_segxai.core.model.device import pick_device

@@ -13,7 +13,8 @@ import yaml
 
 from napari_segxai.cli import main
 from napari_segxai.core.model.architectures import create_network
-from napari_segxai.core.model.card import build_network, load_model_card
+from napari_segxai.core.model.card import build_network
+from napari_segxai.core.model.loading import load_model_card
 from napari_segxai.core.progress import Cancelled
 from napari_segxai.core.model.inference import segment
 from napari_segxai.core.training.synth import DEMO_SEED, generate_case

@@ -15,7 +15,7 @@ import yaml
 from _datasets import NNUNET_LABELS, write_case_folders, write_msd_dataset, write_nnunet_dataset
 from napari_segxai.cli import main
 from napari_segxai.core.influence import influence, training_case, training_record
-from napari_segxai.core.model.card import load_model_card
+from napari_segxai.core.model.loading import load_model_card
 from napari_segxai.core.training.datasets import label_mapping, open_dataset
 from napari_segxai.core.training.synth import generate_case
 

@@ -13,7 +13,7 @@ import torch
 from _datasets import write_nnunet_dataset
 from napari_segxai import TrainingRecorder
 from napari_segxai.core.influence import influence, training_case, training_record
-from napari_segxai.core.model.card import load_model_card
+from napari_segxai.core.model.loading import load_model_card
 
 KWARGS = {"spatial_dims": 3, "in_channels": 4, "out_channels": 4, "channels": [4, 8], "strides": [2], "num_res_units": 0}
 INFERENCE = {"roi_size": [16, 16, 16], "overlap": 0.25}

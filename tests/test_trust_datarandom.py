@@ -8,7 +8,7 @@ import torch
 
 from _cards import write_card
 from _trust import SobelOfInput
-from napari_segxai.core.model.card import load_model_card
+from napari_segxai.core.model.loading import load_model_card
 from napari_segxai.core.trust import case_problem
 from napari_segxai.core.trust.datarandom import (
     data_randomisation_test, label_permutation, train_twin, training_volumes,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from _trust import SobelOfInput
-from napari_segxai.core.model.card import load_model_card
+from napari_segxai.core.model.loading import load_model_card
 from napari_segxai.core.io.paths import demo_model_card_path
 from napari_segxai.core.io.generated_cases import demo_case_path, load_synth_case
 from napari_segxai.core.trust import case_problem, randomisation_test

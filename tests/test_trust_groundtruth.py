@@ -9,7 +9,7 @@ import torch
 from _cards import write_card
 from _trust import linear_problem
 from napari_segxai.core.case import Case
-from napari_segxai.core.model.card import load_model_card
+from napari_segxai.core.model.loading import load_model_card
 from napari_segxai.core.trust import case_problem, relevance_of
 from napari_segxai.core.trust.groundtruth import (
     EDGES, RANDOM, TRAINED, edge_relevance, explanation_precision, ground_truth_benchmark, modality_shares,

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from _cards import write_card
-from napari_segxai.core.model.card import build_network, load_model_card
+from napari_segxai.core.model.card import build_network
+from napari_segxai.core.model.loading import load_model_card
 from napari_segxai.core.model.weights import (
     UntrustedWeightsError, check_finite, load_into, load_state_dict, save_state_dict,
 )

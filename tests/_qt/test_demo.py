@@ -104,7 +104,7 @@ def _manifest_key(kind: str, command: str) -> dict:
 
 def test_the_sample_opens_the_demo_case_with_the_demo_model_in_the_segment_widget(make_napari_viewer, demo_case):
     """File > Open Sample > SegXAI demo case, then Plugins > Segment: the case's channels and the demo card are chosen."""
-    from napari_segxai.core.model.card import load_model_card
+    from napari_segxai.core.model.loading import load_model_card
     from napari_segxai.core.io.paths import demo_model_card_path
 
     sample = _manifest_key("sample_data", "make_demo_case")

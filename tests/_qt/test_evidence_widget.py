@@ -14,7 +14,7 @@ from qtpy.QtCore import Qt
 from napari_segxai._layers import layer_world_affine
 from napari_segxai._qt.evidence_widget import ANY_CLASS, EVIDENCE_KEY, EvidenceWidget
 from napari_segxai.core.influence import NoTrainingRecord, influence, training_case
-from napari_segxai.core.model.card import load_model_card
+from napari_segxai.core.model.loading import load_model_card
 from napari_segxai.core.training.synth import generate_case
 from napari_segxai.core.io.generated_cases import write_case
 from napari_segxai.core.thumbnails import thumbnail
@@ -93,7 +93,8 @@ def test_thumbnails_appear_and_a_click_opens_the_training_case_beside_the_case(
     case_name = f"synth-toy-{QUERY_SEED:08d}"
     assert widget.case_choice.currentText() == case_name
     widget.set_model_card(toy_model)
-    assert widget.card_info.text() == "tiny-trained: 4 training cases, 5 checkpoints."
+    assert widget.card_info.text() == ("tiny-trained: 4 training cases, 5 checkpoints. TracIn sums over 5 checkpoints "
+                                       "along training.")
     assert [widget.test_class.itemText(i) for i in range(widget.test_class.count())] == ["necrosis", "edema", "enhancing"]
     assert widget.train_class.currentText() == ANY_CLASS
     widget.engine.setCurrentText("exact")
@@ -241,7 +242,8 @@ def test_the_demo_case_is_ranked_from_the_shipped_index_and_a_thumbnail_opens_it
     assert Path(widget.card_path.text()).resolve() == Path(card.path).resolve()  # the bundled demo card, by default
     assert widget.engine.currentText() == "indexed" and widget.layers.currentText() == "all"
     assert widget.scoring.currentText() == "relative"
-    assert widget.card_info.text() == "segxai-demo-3d: 160 training cases, 6 checkpoints."
+    assert widget.card_info.text() == ("segxai-demo-3d: 160 training cases, 6 checkpoints. TracIn sums over 6 "
+                                       "checkpoints along training.")
     widget.test_class.setCurrentText("edema")
     widget.top.setValue(4)
 
@@ -302,7 +304,8 @@ def test_a_model_trained_on_files_shows_and_opens_the_dataset_cases(make_napari_
     widget = EvidenceWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Training evidence")
     widget.set_model_card(card_path)
-    assert widget.card_info.text() == "tiny-trained: 3 training cases, 5 checkpoints."
+    assert widget.card_info.text() == ("tiny-trained: 3 training cases, 5 checkpoints. TracIn sums over 5 checkpoints "
+                                       "along training.")
     widget.test_class.setCurrentText("edema")
     _run(widget, qtbot)
     assert notices["error"] == [] and notices["warning"] == []

@@ -15,7 +15,7 @@ from napari_segxai._qt.targets import shapes_region
 from _viewer import open_case
 from napari_segxai.core.attribution import available_methods, explain_case, method_class
 from napari_segxai.core.io.nifti import load_case
-from napari_segxai.core.model.card import load_model_card
+from napari_segxai.core.model.loading import load_model_card
 
 TIMEOUT_MS = 120_000
 MODALITIES = ("t1", "t1ce", "t2", "flair")

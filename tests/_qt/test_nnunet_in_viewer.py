@@ -17,7 +17,7 @@ TIMEOUT_MS = 180_000
 def test_an_nnunet_folder_segments_and_explains_in_the_viewer(make_napari_viewer, qtbot, nnunet_model, notices,
                                                                  tmp_path):
     from napari_segxai.core.io.nifti import load_case
-    from napari_segxai.core.model.card import load_model_card
+    from napari_segxai.core.model.loading import load_model_card
     from napari_segxai.core.model.inference import segment
 
     viewer = make_napari_viewer(show=True)

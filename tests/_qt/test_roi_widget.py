@@ -12,7 +12,7 @@ from napari_segxai._qt.roi_widget import HIGHLIGHT_ROLE, RoiWidget
 from _viewer import open_case
 from napari_segxai.core.attribution import explain_case
 from napari_segxai.core.io.nifti import load_case
-from napari_segxai.core.model.card import load_model_card
+from napari_segxai.core.model.loading import load_model_card
 from napari_segxai.core.roi import brain_mask, case_regions, read_roi_csv, roi_importance
 
 TIMEOUT_MS = 60_000

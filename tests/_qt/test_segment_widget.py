@@ -127,7 +127,8 @@ def test_a_card_chosen_as_trusted_lets_its_pickled_network_load_and_no_other_car
 ):
     import torch
 
-    from napari_segxai.core.model.card import build_network, load_model_card
+    from napari_segxai.core.model.card import build_network
+    from napari_segxai.core.model.loading import load_model_card
 
     whole = tmp_path / "whole.pt"
     torch.save(build_network(load_model_card(tiny_card)), whole)  # a pickle of the network object: runs code
@@ -158,7 +159,8 @@ def test_a_torchscript_card_is_refused_in_the_viewer_until_it_is_chosen_as_trust
 ):
     import torch
 
-    from napari_segxai.core.model.card import build_network, load_model_card
+    from napari_segxai.core.model.card import build_network
+    from napari_segxai.core.model.loading import load_model_card
 
     archive = tmp_path / "model.ts"
     torch.jit.save(torch.jit.script(build_network(load_model_card(tiny_card))), str(archive))

@@ -15,7 +15,7 @@ from _cards import write_card
 from _viewer import open_case
 from napari_segxai.core.attribution import available_methods, explain_case
 from napari_segxai.core.io.nifti import load_case
-from napari_segxai.core.model.card import load_model_card
+from napari_segxai.core.model.loading import load_model_card
 from napari_segxai.core.trust import QualitySettings, case_problem, quality_metrics, randomisation_test
 
 TIMEOUT_MS = 120_000

@@ -289,7 +289,7 @@ class ComputeWidget(QWidget):
 
     def load_card(self):
         """The model card named in the path field (ValueError with a sentence when it is unusable)."""
-        from ..core.model.card import load_model_card
+        from ..core.model.loading import load_model_card
 
         text = self.card_path.text().strip()
         if not text:

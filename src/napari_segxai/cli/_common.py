@@ -66,7 +66,8 @@ def load_card(args: argparse.Namespace) -> "ModelCard":
     """The card of --model (the bundled demo card without it), marked trusted when --trust-model is given."""
     import dataclasses
 
-    from ..core.model.card import default_model_card, load_model_card
+    from ..core.model.card import default_model_card
+    from ..core.model.loading import load_model_card
 
     model = getattr(args, "model", None)
     folds = getattr(args, "folds", None)

@@ -71,7 +71,8 @@ def explain_case(
     model window by window; the others explain the network on one crop around the target
     region, ``margin`` voxels wider on each side (default half a window), zero outside it.
     """
-    from ..model.card import build_network, ensemble_members
+    from ..model.card import build_network
+    from ..model.ensemble import ensemble_members
     from ..model.device import pick_device
     from ..model.preprocess import preprocess
 

@@ -67,7 +67,8 @@ def worker_model(settings: CohortSettings):
 
     import torch
 
-    from ..model.card import build_network, load_model_card
+    from ..model.card import build_network
+    from ..model.loading import load_model_card
     from ..model.device import pick_device
 
     if settings.threads:

@@ -18,7 +18,7 @@ from ..progress import CancelFn, ProgressFn, step
 @functools.lru_cache(maxsize=2)
 def _worker_model(spec_json: str):
     """The TracIn model a worker loads once per build settings."""
-    from ..model.card import load_model_card
+    from ..model.loading import load_model_card
     from .checkpoints import load_tracin_model
 
     spec = json.loads(spec_json)

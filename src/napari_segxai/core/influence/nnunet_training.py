@@ -19,7 +19,7 @@ import json
 import os
 from pathlib import Path
 
-from .training_set import FILES, Checkpoint, NoTrainingRecord, RecordedCase, TrainingRecord
+from .record import FILES, Checkpoint, NoTrainingRecord, RecordedCase, TrainingRecord
 
 #: nnU-Net's poly schedule exponent and default initial learning rate.
 POLY_EXPONENT, INITIAL_LR = 0.9, 1e-2

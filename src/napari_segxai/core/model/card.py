@@ -6,12 +6,13 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 
 from .architectures import TORCHSCRIPT, create_network, known_architectures
 from ..io.paths import demo_model_card_path
+from .ensemble import FoldEnsemble
 from .weights import is_torchscript, load_into, load_state_dict, load_torchscript
 
 ACTIVATIONS = ("softmax", "sigmoid")
@@ -92,24 +93,11 @@ def card_palette(index: int) -> str:
     return _PALETTE[index % len(_PALETTE)]
 
 
-def load_model_card(path: str | Path, *, trusted: bool = False, folds: Optional[Sequence[str] | str] = None,
-                    checkpoint: Optional[str] = None, mirroring: Optional[bool] = None) -> ModelCard:
-    """The model at ``path``: a card YAML file, a folder holding ``card.yaml``, an nnU-Net v2 model folder or a MONAI bundle.
-
-    ``trusted`` marks the model's files as trusted (pickles and code may run); ``folds``, ``checkpoint``
-    and ``mirroring`` choose what of an nnU-Net model is used (as ``nnUNetv2_predict`` does; default: all
-    folds, the final checkpoint, mirroring on, or what a card written for the model says).
-    """
+def read_card_yaml(path: str | Path) -> tuple[Any, Path]:
+    """The mapping in the card YAML file at ``path`` (or ``path/card.yaml``) and the file's absolute path."""
     import yaml
 
-    from . import bundle, nnunet
-
     path = Path(path).expanduser().resolve()
-    if bundle.is_bundle_folder(path):
-        return bundle.bundle_card(path, trusted=trusted)
-    if nnunet.is_nnunet_folder(path):
-        return nnunet.nnunet_card(path, folds=folds or "all", checkpoint=checkpoint or "final",
-                                  mirroring=True if mirroring is None else mirroring, trusted=trusted)
     if path.is_dir():
         if not (path / "card.yaml").is_file():
             raise ModelCardError(
@@ -129,12 +117,7 @@ def load_model_card(path: str | Path, *, trusted: bool = False, folds: Optional[
         raise ModelCardError(f"Model card {path} is not valid YAML{where} ({problem}); fix the file.") from err
     except UnicodeDecodeError as err:
         raise ModelCardError(f"Model card {path} is not UTF-8 text; give a YAML file.") from err
-    if isinstance(raw, dict) and "source" in raw:
-        from .sourced import card_over_source
-
-        return card_over_source(raw, path, trusted=trusted, folds=folds, checkpoint=checkpoint, mirroring=mirroring)
-    card = parse_model_card(raw, path)
-    return dataclasses.replace(card, trusted=True) if trusted and not card.trusted else card
+    return raw, path
 
 
 def default_model_card() -> ModelCard:
@@ -145,7 +128,7 @@ def default_model_card() -> ModelCard:
             f"The bundled demo model is missing ({path} does not exist); reinstall napari-segxai "
             "or pass a model card with --model."
         )
-    return load_model_card(path)
+    return parse_model_card(*read_card_yaml(path))
 
 
 def parse_model_card(raw: Any, path: Path) -> ModelCard:
@@ -258,30 +241,6 @@ def build_network(card: ModelCard, device: str | torch.device = "cpu", *, member
         load_into(network, state, weights)
         network = network.to(device)
     return network.eval()
-
-
-class FoldEnsemble(torch.nn.Module):
-    """The members of a model (nnU-Net's folds): its output is the mean of theirs, as nnU-Net ensembles logits.
-
-    Explanations and predictions run the members one after another (:attr:`members`) and average
-    the results, so activations and gradients are held for one member at a time.
-    """
-
-    def __init__(self, members: Sequence[torch.nn.Module]):
-        super().__init__()
-        self.members = torch.nn.ModuleList(members)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        total = None
-        for network in self.members:
-            output = network(x)
-            total = output if total is None else total + output
-        return total / len(self.members)
-
-
-def ensemble_members(network: torch.nn.Module) -> list[torch.nn.Module]:
-    """The networks of ``network``: the members of a :class:`FoldEnsemble`, else the network itself."""
-    return list(network.members) if isinstance(network, FoldEnsemble) else [network]
 
 
 class _Checker:

@@ -21,17 +21,17 @@ import contextlib
 import io
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 import torch
 
 from ..progress import CancelFn, ProgressFn, cancel_inside, step
-from .preprocess import ArrayLike, _reorient, _resize, _resize_affine, as_tensor, channel_indices, like_input
+from .nnunet_grid import _IDENTITY_ORNT, NnunetGrid, _ornt_voxel_affine, _ras_ornt
+from .preprocess import _reorient, channel_indices
 
 if TYPE_CHECKING:
     from ...case import Case
@@ -198,7 +198,8 @@ class NnunetSource:
         The folds of a :class:`~.card.FoldEnsemble` predict one after another and their half-precision
         logits are summed and divided as nnU-Net does.
         """
-        from .card import build_network, ensemble_members
+        from .card import build_network
+        from .ensemble import ensemble_members
 
         members = ensemble_members(network if network is not None else build_network(card, image.device))
         counter = _Counter(self.count_forwards(image.shape[2:], card) * len(members), progress, should_cancel)
@@ -227,101 +228,6 @@ class NnunetSource:
         probabilities = grid.from_nnunet_order(np.asarray(probabilities, dtype=np.float32))
         labels = grid.from_nnunet_order(np.asarray(labels).astype(np.int16))
         return probabilities, labels
-
-
-_IDENTITY_ORNT = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
-
-
-def _ras_ornt(affine: np.ndarray) -> np.ndarray:
-    """The ornt transform nibabel's ``as_closest_canonical`` applies (case axes -> RAS)."""
-    from nibabel.orientations import io_orientation
-
-    return io_orientation(np.asarray(affine))
-
-
-def _ornt_voxel_affine(ornt: np.ndarray, shape) -> np.ndarray:
-    from nibabel.orientations import inv_ornt_aff
-
-    return inv_ornt_aff(ornt, tuple(shape))
-
-
-def _inverse(ornt: np.ndarray) -> np.ndarray:
-    inverse = np.zeros_like(ornt)
-    for axis, (new_axis, flip) in enumerate(ornt):
-        inverse[int(new_axis)] = (axis, flip)
-    return inverse
-
-
-@dataclass(frozen=True, eq=False)
-class NnunetGrid:
-    """How nnU-Net's input grid relates to the case: (reorientation,) axis reversal, transposition, crop, resampling."""
-
-    case_shape: tuple[int, ...]
-    case_affine: np.ndarray
-    orientation: np.ndarray  # case axes -> the reader's axes (identity unless the reader reorients to RAS)
-    reoriented_affine: np.ndarray
-    properties: dict  # nnU-Net's: spacing, shape_before_cropping, bbox_used_for_cropping, ...
-    transpose_forward: tuple[int, ...]
-    shape: tuple[int, ...]  # the network grid
-
-    @property
-    def _cropped_shape(self) -> tuple[int, ...]:
-        return tuple(int(s) for s in self.properties["shape_after_cropping_and_before_resampling"])
-
-    @property
-    def _bbox(self) -> list[list[int]]:
-        return [[int(a), int(b)] for a, b in self.properties["bbox_used_for_cropping"]]
-
-    @property
-    def _axes(self) -> list[int]:
-        """Network-grid axis i is case (reoriented) axis ``_axes[i]``: reversal then transpose_forward."""
-        reversed_axes = [2, 1, 0]
-        return [reversed_axes[t] for t in self.transpose_forward]
-
-    @property
-    def affine(self) -> np.ndarray:
-        """Voxel -> world mm of the network grid."""
-        crop = np.eye(4)
-        crop[:3, 3] = [lo for lo, _ in self._bbox]
-        permute = np.zeros((4, 4))
-        permute[3, 3] = 1
-        for i, axis in enumerate(self._axes):
-            permute[axis, i] = 1
-        return self.reoriented_affine @ permute @ crop @ _resize_affine(self._cropped_shape, self.shape)
-
-    @property
-    def spacing(self) -> tuple[float, ...]:
-        return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
-
-    def from_nnunet_order(self, array: np.ndarray) -> np.ndarray:
-        """An array (..., z, y, x) in nnU-Net's original (uncropped, untransposed) order onto the case grid."""
-        lead = array.ndim - 3
-        array = array.transpose(*range(lead), lead + 2, lead + 1, lead)  # a view, as nnU-Net's own result is
-        if np.array_equal(self.orientation, _IDENTITY_ORNT):
-            return array
-        return like_input(_reorient(torch.from_numpy(np.ascontiguousarray(array)), _inverse(self.orientation)), True)
-
-    def to_case_grid(self, array: ArrayLike, *, interpolation: str = "linear") -> ArrayLike:
-        """Map an array (..., *network grid) onto the case grid (zero outside nnU-Net's crop)."""
-        tensor, was_numpy = as_tensor(array)
-        tensor = _resize(tensor, self._cropped_shape, interpolation)
-        reoriented = tuple(self.case_shape[int(i)] for i in np.argsort(self.orientation[:, 0]))
-        full = torch.zeros((*tensor.shape[:-3], *[reoriented[a] for a in self._axes]), dtype=tensor.dtype,
-                           device=tensor.device)
-        full[(Ellipsis, *[slice(lo, hi) for lo, hi in self._bbox])] = tensor
-        lead = full.ndim - 3
-        order = list(range(lead)) + [lead + self._axes.index(a) for a in range(3)]
-        full = full.permute(order)
-        return like_input(_reorient(full, _inverse(self.orientation)).contiguous(), was_numpy)
-
-    def to_network_grid(self, array: ArrayLike, *, interpolation: str = "nearest") -> ArrayLike:
-        """Map an array (..., *case shape) onto the network grid, e.g. a painted region."""
-        tensor, was_numpy = as_tensor(array)
-        tensor = _reorient(tensor, self.orientation)
-        lead = tensor.ndim - 3
-        tensor = tensor.permute(*range(lead), *[lead + a for a in self._axes])
-        tensor = tensor[(Ellipsis, *[slice(lo, hi) for lo, hi in self._bbox])].contiguous()
-        return like_input(_resize(tensor, self.shape, interpolation), was_numpy)
 
 
 class _Counter:
@@ -465,65 +371,3 @@ def _check_known_to_installed_nnunet(source: NnunetSource) -> None:
             f"dynamic_network_architectures does not have; the model was made by a newer nnU-Net: upgrade nnunetv2 "
             f"(installed: {version})."
         )
-
-
-def _label_key(value) -> int | tuple[int, ...]:
-    """A label value or region (list of values) as a lookup key; a one-value region is that value."""
-    if isinstance(value, (list, tuple)):
-        values = tuple(sorted(int(v) for v in value))
-        return values[0] if len(values) == 1 else values
-    return int(value)
-
-
-def nnunet_card(path: str | Path, *, folds: Sequence[str] | str = "all", checkpoint: str = "final",
-                mirroring: bool = True, trusted: bool = False, card_path: Optional[Path] = None) -> ModelCard:
-    """The model card of the nnU-Net model folder at ``path`` (``card_path``: a card written for it)."""
-    from .card import ClassInfo, ModelCard, card_palette
-
-    source = nnunet_source(path, folds=folds, checkpoint=checkpoint, mirroring=mirroring)
-    manager = source.configuration_manager
-    _check_plans_imports({"network_class_name": manager.network_arch_class_name,
-                          "arch_kwargs": manager.network_arch_init_kwargs,
-                          "_kw_requires_import": manager.network_arch_init_kwargs_req_import}, source.folder, trusted)
-    from ..training.datasets import _modalities
-
-    modalities = _modalities(source.dataset_json.get("channel_names") or source.dataset_json.get("modality") or {},
-                             f"{source.folder / 'dataset.json'} channel_names")
-    labels = source.label_manager
-    names = {_label_key(v): str(k) for k, v in source.dataset_json["labels"].items()}
-    if labels.has_regions:
-        regions = labels.foreground_regions
-        order = source.dataset_json.get("regions_class_order") or list(range(1, len(regions) + 1))
-        classes = tuple(
-            ClassInfo(name=names.get(_label_key(r), f"region {i + 1}"),
-                      label=int(order[i]), color=card_palette(i + 1))
-            for i, r in enumerate(regions))
-        activation = "sigmoid"
-    else:
-        values = [v for v in labels.all_labels if v != labels.ignore_label]
-        classes = tuple(ClassInfo(name=names.get(_label_key(v), f"label {v}"), label=int(v), color=card_palette(i))
-                        for i, v in enumerate(values))
-        activation = "softmax"
-    patch = tuple(int(p) for p in manager.patch_size)
-    spatial_dims = len(patch)
-    axes = [[2, 1, 0][t] for t in source.plans_manager.transpose_forward]  # network axis i -> case axis
-    spacing = [None, None, None]
-    target = list(manager.spacing)
-    for i, axis in enumerate(axes[-len(target):] if spatial_dims == 2 else axes):
-        spacing[axis] = float(target[i])
-    kwargs = {"network_class_name": manager.network_arch_class_name,
-              "arch_kwargs": dict(manager.network_arch_init_kwargs),
-              "arch_kwargs_req_import": list(manager.network_arch_init_kwargs_req_import),
-              "input_channels": len(modalities), "output_channels": int(labels.num_segmentation_heads)}
-    dataset = source.plans.get("dataset_name", source.folder.parent.name)
-    card = ModelCard(
-        path=card_path or source.folder, name=f"{dataset} {source.configuration}",
-        description=(f"nnU-Net v2 model {source.folder.name} (folds {', '.join(source.folds)}, checkpoint "
-                     f"{source.checkpoint}), read from {source.folder}"),
-        architecture="nnunet", kwargs=kwargs, weights=source.checkpoint_paths[0], trusted=trusted,
-        spatial_dims=spatial_dims, slice_axis=0 if spatial_dims == 2 else None, modalities=modalities,
-        classes=classes, activation=activation, orientation=None, spacing=tuple(spacing), spacing_policy="resample",
-        normalization="nnunet", roi_size=patch, overlap=1.0 - TILE_STEP, sw_batch_size=1, mode="gaussian",
-        training=None, source=source,
-    )
-    return card

@@ -62,7 +62,7 @@ def card_over_source(raw: dict, path: Path, *, trusted: bool = False, folds: Opt
 
     ``folds``, ``checkpoint`` and ``mirroring`` given here (the command line) win over the card's.
     """
-    from .nnunet import nnunet_card
+    from .nnunet_card import nnunet_card
 
     check = _Checker(path)
     source = raw.get("source")
