@@ -252,3 +252,77 @@ def test_tracin_traces_an_nnunet_model_to_its_raw_dataset(nnunet_model, tmp_path
     rows = list(csv.DictReader((out / "held_out_influence.csv").open()))
     assert {r["training_case"] for r in rows} <= {c.name for c in record.cases} and rows
     assert list((folder / "fold_0" / "influence").glob("index-*.npz"))
+
+
+def _variant(nnunet_model, tmp_path, *, configuration="3d_fullres", labels=None, regions_class_order=None) -> Path:
+    """The toy model folder as another configuration or label scheme, with nnU-Net-initialised random weights
+    (for checking that prediction follows nnU-Net exactly; the weights need no training for that)."""
+    from napari_segxai.core.model.architectures import create_network
+
+    folder = tmp_path / f"nnUNetTrainer_1epoch__nnUNetPlans__{configuration}"
+    (folder / "fold_0").mkdir(parents=True)
+    shutil.copy(nnunet_model.folder / "plans.json", folder / "plans.json")
+    dataset = json.loads((nnunet_model.folder / "dataset.json").read_text())
+    if labels is not None:
+        dataset.update(labels=labels, regions_class_order=regions_class_order)
+    (folder / "dataset.json").write_text(json.dumps(dataset))
+    architecture = json.loads((folder / "plans.json").read_text())["configurations"][configuration]["architecture"]
+    outputs = len(regions_class_order) if regions_class_order else len(dataset["labels"])
+    torch.manual_seed(3)
+    network = create_network("nnunet", {"network_class_name": architecture["network_class_name"],
+                                        "arch_kwargs": architecture["arch_kwargs"],
+                                        "arch_kwargs_req_import": architecture["_kw_requires_import"],
+                                        "input_channels": 4, "output_channels": outputs})
+    content = torch.load(nnunet_model.folder / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    content["network_weights"] = network.state_dict()
+    content["init_args"]["configuration"] = configuration
+    dims = len(json.loads((folder / "plans.json").read_text())["configurations"][configuration]["patch_size"])
+    content["inference_allowed_mirroring_axes"] = tuple(range(dims))
+    torch.save(content, folder / "fold_0" / "checkpoint_final.pth")
+    return folder
+
+
+def _predictor_output(folder: Path, nnunet_model):
+    """nnUNetPredictor on the held-out case (labels and probabilities in the case's axis order)."""
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
+                                perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(folder), use_folds=(0,), checkpoint_name="checkpoint_final.pth")
+    files = [str(nnunet_model.case / f"toy_{m}.nii.gz") for m in ("t1", "t1ce", "t2", "flair")]
+    image, properties = SimpleITKIO().read_images(files)
+    labels, probabilities = predictor.predict_single_npy_array(image, properties, None, None, True)
+    return labels.transpose(2, 1, 0), probabilities.transpose(0, 3, 2, 1)
+
+
+def test_region_based_models_read_regions_with_sigmoid_and_nnunet_label_order(nnunet_model, tmp_path):
+    from napari_segxai.core.model.inference import segment
+
+    folder = _variant(nnunet_model, tmp_path, labels={"background": 0, "whole tumour": [1, 2, 3],
+                                                       "tumour core": [1, 3], "enhancing": 3},
+                      regions_class_order=[2, 1, 3])
+    card = load_model_card(folder)
+    assert card.activation == "sigmoid"
+    assert [(c.name, c.label) for c in card.classes] == [("whole tumour", 2), ("tumour core", 1), ("enhancing", 3)]
+    expected_labels, expected_probabilities = _predictor_output(folder, nnunet_model)
+    result = segment(_case(nnunet_model), card, device="cpu")
+    np.testing.assert_array_equal(result.labels, expected_labels)
+    assert np.abs(result.probabilities - expected_probabilities).max() <= 1e-3
+    assert len(np.unique(result.labels)) > 1
+
+
+def test_a_2d_configuration_predicts_slice_by_slice_as_nnunet_does(nnunet_model, tmp_path):
+    from napari_segxai.core.attribution.explain_case import explain_case
+    from napari_segxai.core.model.inference import segment
+
+    folder = _variant(nnunet_model, tmp_path, configuration="2d")
+    card = load_model_card(folder)
+    assert card.spatial_dims == 2 and card.slice_axis == 0
+    expected_labels, expected_probabilities = _predictor_output(folder, nnunet_model)
+    result = segment(_case(nnunet_model), card, device="cpu")
+    assert (result.labels == expected_labels).mean() >= 0.999
+    assert np.abs(result.probabilities - expected_probabilities).max() <= 1e-3
+    relevance = explain_case(_case(nnunet_model), card, method="saliency", classes=[1], target="voxel",
+                             voxel=(16, 16, 16), device="cpu")
+    assert relevance.relevance.shape[-3:] == _case(nnunet_model).shape and np.abs(relevance.relevance).sum() > 0
