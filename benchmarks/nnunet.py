@@ -73,20 +73,27 @@ def _nnunet_predictor(folder: Path, device: torch.device):
 
 
 def _theirs(predictor, files):
+    """(seconds reading, seconds predicting), labels, probabilities."""
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
     with contextlib.redirect_stdout(io.StringIO()):
+        start = time.perf_counter()
         image, properties = SimpleITKIO().read_images([str(f) for f in files])
+        read = time.perf_counter()
         labels, probabilities = predictor.predict_single_npy_array(image, properties, None, None, True)
-    return labels.transpose(2, 1, 0), probabilities.transpose(0, 3, 2, 1)
+    return (read - start, time.perf_counter() - read), labels.transpose(2, 1, 0), probabilities.transpose(0, 3, 2, 1)
 
 
 def _ours(card, network, case_dir, device):
+    """(seconds reading, seconds segmenting), labels, probabilities."""
     from napari_segxai.core.io.nifti import load_case
     from napari_segxai.core.model.inference import segment
 
-    result = segment(load_case(case_dir), card, network=network, device=device)
-    return result.labels, result.probabilities
+    start = time.perf_counter()
+    case = load_case(case_dir)
+    read = time.perf_counter()
+    result = segment(case, card, network=network, device=device)
+    return (read - start, time.perf_counter() - read), result.labels, result.probabilities
 
 
 def _timed(fn, *args):
@@ -104,24 +111,28 @@ def stage_segment(model, cases, repeats, device) -> None:
     network = build_network(card, device)  # loaded once, as the predictor is initialised once
     predictor = _nnunet_predictor(model.folder, device)
     print("\n## segment: napari-segxai segment() vs nnUNetPredictor (folds 0+1, checkpoint_final, mirroring)")
-    print("case | shape | ours s (median) | nnU-Net s (median) | ours / nnU-Net | Dice per label (min) | max |p diff|")
+    print("case | shape | ours s: read + segment (median) | nnU-Net s: read + predict (median) | ours / nnU-Net "
+          "(segment vs predict only) | Dice per label (min) | max abs p diff")
     for name, case_dir in cases:
         files = _files(case_dir)
         _ours(card, network, case_dir, device), _theirs(predictor, files)  # warm-up
         ours, theirs = [], []
         for _ in range(repeats):
-            t, (labels, probabilities) = _timed(_ours, card, network, case_dir, device)
+            t, labels, probabilities = _ours(card, network, case_dir, device)
             ours.append(t)
-            t, (expected_labels, expected_probabilities) = _timed(_theirs, predictor, files)
+            t, expected_labels, expected_probabilities = _theirs(predictor, files)
             theirs.append(t)
         dice = []
         for value in np.union1d(np.unique(labels), np.unique(expected_labels)):
             a, b = labels == value, expected_labels == value
             dice.append(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
         diff = float(np.abs(probabilities - expected_probabilities).max())
-        o, t = statistics.median(ours), statistics.median(theirs)
-        print(f"{name} | {'x'.join(map(str, labels.shape))} | {o:.3f} | {t:.3f} | {o / t:.2f}x | "
-              f"{min(dice):.4f} ({len(dice)} labels) | {diff:.2e}")
+        o_read, o_run = (statistics.median(x) for x in zip(*ours))
+        t_read, t_run = (statistics.median(x) for x in zip(*theirs))
+        o, t = statistics.median(a + b for a, b in ours), statistics.median(a + b for a, b in theirs)
+        print(f"{name} | {'x'.join(map(str, labels.shape))} | {o:.3f} ({o_read:.3f} + {o_run:.3f}) | {t:.3f} "
+              f"({t_read:.3f} + {t_run:.3f}) | {o / t:.2f}x ({o_run / t_run:.2f}x) | {min(dice):.4f} ({len(dice)} labels) "
+              f"| {diff:.2e}")
 
 
 def _floor(network, image, goal_mask, class_index, card, slicers) -> float:
