@@ -357,7 +357,9 @@ def _check_known_to_installed_nnunet(source: NnunetSource) -> None:
             _ = source.label_manager, source.plans_manager.image_reader_writer_class
             import pydoc
 
-            missing = [n for n in [architecture.get("network_class_name")] if pydoc.locate(str(n)) is None]
+            # only names the trust check lets through unasked are looked up (locating imports the module)
+            missing = [n for n in [architecture.get("network_class_name")]
+                       if str(n).startswith(_SAFE_IMPORTS) and pydoc.locate(str(n)) is None]
     except NnunetModelError:
         raise
     except Exception as err:  # nnU-Net raises RuntimeError/KeyError/AssertionError for names it cannot find
