@@ -326,3 +326,30 @@ def test_a_2d_configuration_predicts_slice_by_slice_as_nnunet_does(nnunet_model,
     relevance = explain_case(_case(nnunet_model), card, method="saliency", classes=[1], target="voxel",
                              voxel=(16, 16, 16), device="cpu")
     assert relevance.relevance.shape[-3:] == _case(nnunet_model).shape and np.abs(relevance.relevance).sum() > 0
+
+
+def test_report_trust_and_cohort_run_on_an_nnunet_folder(nnunet_model, tmp_path):
+    """The case report, the trust measures and a cohort run take the folder as --model, end to end."""
+    import csv
+
+    model = str(nnunet_model.folder)
+    report = tmp_path / "report"
+    assert main(["report", str(nnunet_model.case), "--model", model, "--method", "saliency", "--no-influence",
+                 "--out", str(report)]) == 0
+    assert (report / "report.html").is_file() and "Dataset555_SegxaiToy" in (report / "report.html").read_text()
+    trust = tmp_path / "trust"
+    assert main(["trust", str(nnunet_model.case), "--model", model, "--folds", "0", "--no-mirroring", "--methods",
+                 "saliency", "--classes", "edema", "--max-steps", "2", "--modes", "cascading", "--subsets", "4",
+                 "--deletion-steps", "4", "--noise-samples", "1", "--out", str(trust)]) == 0
+    rows = list(csv.DictReader((trust / "sanity.csv").open()))
+    assert rows and any("decoder" in r.get("layer", "") or "encoder" in r.get("layer", "") for r in rows)
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    (cases / "held_out").symlink_to(nnunet_model.case)
+    cohort = tmp_path / "cohort"
+    assert main(["cohort", str(cases), "--model", model, "--folds", "0", "--out", str(cohort)]) == 2
+    card = tmp_path / "card.yaml"
+    assert main(["card", model, "--folds", "0", "--no-mirroring", "--out", str(card)]) == 0
+    assert main(["cohort", str(cases), "--model", str(card), "--method", "saliency", "--workers", "1",
+                 "--out", str(cohort)]) == 0
+    assert list(cohort.rglob("*.csv"))

@@ -96,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
 
     _check(args)
     card = load_card(args)
+    if Path(card.path).is_dir() and any(getattr(args, k, None) for k in ("folds", "checkpoint", "no_mirroring")):
+        raise UserError("cohort workers open the model folder itself (every fold, the final checkpoint, mirroring); "
+                        f"to choose, write a card with `segxai card {args.model} --folds ... --out card.yaml` and give "
+                        "that card as --model.")
     params = parse_parameters(args.method, args.param)
     if args.metadata is not None:
         read_metadata(args.metadata)  # a bad CSV is reported before the long run

@@ -166,7 +166,7 @@ def bundle_card(path: str | Path, *, trusted: bool = False) -> ModelCard:
         "preprocessing": preprocessing, "inference": inference,
     }
     try:
-        return parse_model_card(card_raw, folder / "configs" / config_path.name)
+        return parse_model_card(card_raw, folder)  # the card's path is the bundle folder (what opens it again)
     except ValueError as err:
         raise BundleError(f"Bundle {folder}: {err}") from None
 
