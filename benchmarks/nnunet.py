@@ -19,10 +19,16 @@ Stages (``--parts``):
   folder's plans edited to 1.5 mm voxels, a 96^3 patch and 5 stages (32-320 features), with nnU-Net's random
   initialisation saved as its checkpoint (timing only: its maps mean nothing).
 
+- ``bundle``: the same comparison for a MONAI bundle written by ``tests/_bundle.py`` (a small 3D UNet with
+  random weights, 96^3 windows, overlap 0.5, Gaussian; LoadImaged, EnsureChannelFirstd, channel-wise
+  NormalizeIntensityd on non-zero voxels, softmax): napari-segxai's ``load_case`` + ``segment()`` on the bundle
+  folder against the bundle's own ``preprocessing``, ``network_def`` (weights loaded) and ``inferer`` run through
+  ``monai.bundle.ConfigParser``, then softmax; the largest probability difference and label agreement.
+
 Cases: the held-out toy case (32^3, ~6-7 mm) and, when ``../shared/realdata`` is there, TCGA-DU-7294
 (4 x 240 x 240 x 155 at 1 mm, which nnU-Net resamples to the plans' spacing).
 
-Run: ``.venv/bin/python benchmarks/nnunet.py [--repeats 3] [--parts segment,explain] [--cache DIR]``.
+Run: ``.venv/bin/python benchmarks/nnunet.py [--repeats 3] [--parts segment,explain,bundle] [--cache DIR]``.
 """
 
 from __future__ import annotations
@@ -231,10 +237,66 @@ def explain_one_model(label, folder, toy_folder, cases, repeats, device) -> None
               f"{f:.3f} | {p:.3f} | {o / f:.2f}x | {o / (f + p):.2f}x")
 
 
+def stage_bundle(model, cases, repeats, device) -> None:
+    from _bundle import inference_config, write_bundle
+    from monai.bundle import ConfigParser
+
+    from napari_segxai.core.io.nifti import load_case
+    from napari_segxai.core.model.card import build_network
+    from napari_segxai.core.model.inference import segment
+    from napari_segxai.core.model.loading import load_model_card
+
+    bundle = model.root / "bundle"
+    if not (bundle / "models" / "model.pt").is_file():
+        write_bundle(bundle, config=inference_config(inferer={
+            "_target_": "SlidingWindowInferer", "roi_size": [96, 96, 96], "sw_batch_size": 2, "overlap": 0.5,
+            "mode": "gaussian"}))
+    card = load_model_card(bundle)
+    network = build_network(card, device)
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle)
+    their_network = parser.get_parsed_content("network_def").to(device).eval()
+    their_network.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
+    preprocessing, inferer = parser.get_parsed_content("preprocessing"), parser.get_parsed_content("inferer")
+
+    def ours(case_dir):
+        start = time.perf_counter()
+        case = load_case(case_dir)
+        read = time.perf_counter()
+        result = segment(case, card, network=network, device=device)
+        return (read - start, time.perf_counter() - read), result.probabilities
+
+    def theirs(files):
+        start = time.perf_counter()
+        data = preprocessing({"image": files})  # LoadImaged reads the files
+        with torch.no_grad():
+            logits = inferer(data["image"][None].to(device), their_network)
+        probabilities = torch.softmax(logits[0].float(), 0).cpu().numpy()
+        return (0.0, time.perf_counter() - start), probabilities
+
+    print("\n## bundle: napari-segxai segment() vs the bundle's own transforms, network and inferer (monai.bundle)")
+    print("case | shape | ours s: read + segment (median) | bundle s: load + preprocess + infer (median) | ours / bundle "
+          "| labels equal | max abs p diff")
+    for name, case_dir in cases:
+        files = [str(f) for f in (lambda f: [f[1], f[0], f[2], f[3]])(_files(case_dir))]  # channel_def: T1c, T1, T2, FLAIR
+        ours(case_dir), theirs(files)  # warm-up
+        mine, bundle_times = [], []
+        for _ in range(repeats):
+            t, probabilities = ours(case_dir)
+            mine.append(sum(t))
+            t, expected = theirs(files)
+            bundle_times.append(sum(t))
+        equal = float((probabilities.argmax(0) == expected.argmax(0)).mean())
+        o, b = statistics.median(mine), statistics.median(bundle_times)
+        print(f"{name} | {'x'.join(map(str, probabilities.shape[1:]))} | {o:.3f} | {b:.3f} | {o / b:.2f}x | "
+              f"{equal:.6f} | {float(np.abs(probabilities - expected).max()):.2e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--parts", default="segment,explain")
+    parser.add_argument("--parts", default="segment,explain,bundle")
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("SEGXAI_TEST_CACHE", "/tmp/segxai-bench")))
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -251,6 +313,8 @@ def main() -> None:
         stage_segment(model, cases, args.repeats, device)
     if "explain" in parts:
         stage_explain(model, cases, args.repeats, device)
+    if "bundle" in parts:
+        stage_bundle(model, cases, args.repeats, device)
 
 
 if __name__ == "__main__":
