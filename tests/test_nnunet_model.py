@@ -353,3 +353,33 @@ def test_report_trust_and_cohort_run_on_an_nnunet_folder(nnunet_model, tmp_path)
     assert main(["cohort", str(cases), "--model", str(card), "--method", "saliency", "--workers", "1",
                  "--out", str(cohort)]) == 0
     assert list(cohort.rglob("*.csv"))
+
+
+def test_lrp_on_an_nnunet_residual_encoder_goes_through_the_residual_canonizer():
+    """nnU-Net ResEnc blocks add their skip in place; the registered canonizer makes LRP run and conserve."""
+    from napari_segxai.core.attribution import get_method
+    from napari_segxai.core.attribution.targets import region_target
+    from napari_segxai.core.model.architectures import create_network, residual_block_forwards
+    from dynamic_network_architectures.building_blocks.residual import BasicBlockD
+
+    assert BasicBlockD in residual_block_forwards()
+    kwargs = {"network_class_name": "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet",
+              "arch_kwargs": {"n_stages": 3, "features_per_stage": [4, 8, 16], "conv_op": "torch.nn.modules.conv.Conv3d",
+                              "kernel_sizes": [[3, 3, 3]] * 3, "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
+                              "n_blocks_per_stage": [1, 2, 2], "n_conv_per_stage_decoder": [1, 1], "conv_bias": True,
+                              "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+                              "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "dropout_op": None,
+                              "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}},
+              "arch_kwargs_req_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+              "input_channels": 2, "output_channels": 3}
+    torch.manual_seed(0)
+    network = create_network("nnunet", kwargs).eval()
+    x = torch.randn(1, 2, 16, 16, 16, generator=torch.Generator().manual_seed(2))
+    region = np.zeros((16,) * 3, bool)
+    region[4:12, 4:12, 4:12] = True
+    target = region_target(region, [1, 2], 3)
+    relevance = get_method("lrp", composite="epsilon_gamma_box", start="logit", zero_bias=True).attribute(
+        network, x, target)
+    with torch.no_grad():
+        started = target.scalars(network(x))[0]
+    torch.testing.assert_close(relevance.flatten(1).sum(1), started, rtol=0.03, atol=0.0)
