@@ -94,7 +94,7 @@ def bundle_card(path: str | Path, *, trusted: bool = False) -> ModelCard:
     """The model card of the MONAI bundle at ``path``."""
     from monai.bundle import ConfigParser
 
-    from ..training.datasets import _modalities
+    from ..training.datasets import modalities_from_channel_names
     from .architectures import TORCHSCRIPT, known_architectures
     from .card import parse_model_card
 
@@ -148,7 +148,7 @@ def bundle_card(path: str | Path, *, trusted: bool = False) -> ModelCard:
     if not inputs.get("channel_def"):
         raise BundleError(f"Bundle {folder}: configs/metadata.json gives no network_data_format inputs channel_def, so "
                           "the input sequences are unknown; add it (e.g. {\"0\": \"T1c\", \"1\": \"FLAIR\"}).")
-    modalities = _modalities(inputs["channel_def"], f"Bundle {folder} metadata inputs channel_def")
+    modalities = modalities_from_channel_names(inputs["channel_def"], f"Bundle {folder} metadata inputs channel_def")
     if not outputs.get("channel_def"):
         raise BundleError(f"Bundle {folder}: configs/metadata.json gives no network_data_format outputs channel_def, "
                           "so the classes are unknown; add it.")

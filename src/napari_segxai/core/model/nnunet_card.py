@@ -29,10 +29,10 @@ def nnunet_card(path: str | Path, *, folds: Sequence[str] | str = "all", checkpo
     _check_plans_imports({"network_class_name": manager.network_arch_class_name,
                           "arch_kwargs": manager.network_arch_init_kwargs,
                           "_kw_requires_import": manager.network_arch_init_kwargs_req_import}, source.folder, trusted)
-    from ..training.datasets import _modalities
+    from ..training.datasets import modalities_from_channel_names
 
-    modalities = _modalities(source.dataset_json.get("channel_names") or source.dataset_json.get("modality") or {},
-                             f"{source.folder / 'dataset.json'} channel_names")
+    channel_names = source.dataset_json.get("channel_names") or source.dataset_json.get("modality") or {}
+    modalities = modalities_from_channel_names(channel_names, f"{source.folder / 'dataset.json'} channel_names")
     labels = source.label_manager
     names = {_label_key(v): str(k) for k, v in source.dataset_json["labels"].items()}
     if labels.has_regions:

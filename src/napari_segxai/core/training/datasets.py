@@ -142,7 +142,7 @@ def _describe(labels: dict[str, int]) -> str:
     return ", ".join(f"{name}={value}" for name, value in labels.items())
 
 
-def _modalities(channel_names: dict, source: str) -> tuple[str, ...]:
+def modalities_from_channel_names(channel_names: dict, source: str) -> tuple[str, ...]:
     """Channel names in channel order, as canonical modality names where known (``FLAIR`` -> ``flair``)."""
     try:
         order = sorted(channel_names, key=int)
@@ -182,7 +182,7 @@ def _nnunet(root: Path, raw: dict) -> CaseDataset:
     source = str(root / "dataset.json")
     if not isinstance(raw["channel_names"], dict) or not raw["channel_names"]:
         raise ValueError(f"{source}: 'channel_names' must map channel numbers to names, e.g. {{\"0\": \"T1\"}}.")
-    modalities = _modalities(raw["channel_names"], f"{source} channel_names")
+    modalities = modalities_from_channel_names(raw["channel_names"], f"{source} channel_names")
     labels = _labels(raw, source, values_are_keys=False)
     ending = raw.get("file_ending")
     if not isinstance(ending, str) or not ending.startswith("."):
@@ -215,7 +215,7 @@ def _msd(root: Path, raw: dict) -> CaseDataset:
     channel_names = raw.get("modality") or raw.get("channel_names")
     if not isinstance(channel_names, dict) or not channel_names:
         raise ValueError(f"{source}: 'modality' must map channel numbers to names, e.g. {{\"0\": \"FLAIR\"}}.")
-    modalities = _modalities(channel_names, f"{source} modality")
+    modalities = modalities_from_channel_names(channel_names, f"{source} modality")
     labels = _labels(raw, source, values_are_keys=True)
     entries = raw["training"]
     if not isinstance(entries, list) or not entries:
