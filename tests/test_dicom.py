@@ -76,3 +76,70 @@ def test_a_truncated_file_is_named(tmp_path):
     broken.write_bytes(broken.read_bytes()[:300])
     with pytest.raises(DicomError, match=str(broken.name)):
         read_series(read_study(folder).series[0])
+
+
+def _linear_world_volume(shape, orientation, spacing, origin):
+    """Values of f(world) = 100 + x + 2y + 3z (mm, RAS) at each voxel of a series' grid: trilinear resampling is exact."""
+    from _dicom import ORIENTATIONS
+
+    row, column = (np.array(v, float) for v in ORIENTATIONS[orientation])
+    normal = np.cross(row, column)
+    i, j, k = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    lps = (np.array(origin)[:, None, None, None] + row[:, None, None, None] * i * spacing[0]
+           + column[:, None, None, None] * j * spacing[1] + normal[:, None, None, None] * k * spacing[2])
+    x, y, z = -lps[0], -lps[1], lps[2]
+    return (100 + x + 2 * y + 3 * z).astype(np.float32)
+
+
+def _study(root: Path) -> Path:
+    """Four series of one study on different grids (axial, axial, coronal, oblique) and a localiser."""
+    grids = {"T1_MPRAGE": ("axial HFS", (1.0, 1.0, 2.0), (-12.0, -14.0, -10.0), (24, 28, 12), 3),
+             "T1 MPRAGE POST GD": ("axial HFS", (1.0, 1.0, 2.0), (-12.0, -14.0, -10.0), (24, 28, 12), 7),
+             "t2_tse_cor": ("coronal", (0.8, 1.5, 1.6), (-14.0, 8.0, 16.0), (34, 24, 20), 5),
+             "t2_flair_obl": ("oblique", (1.2, 1.2, 1.5), (-16.0, -4.0, 18.0), (30, 30, 22), 9)}
+    from pydicom.uid import generate_uid
+
+    study_uid = generate_uid()
+    for description, (orientation, spacing, origin, shape, number) in grids.items():
+        volume = _linear_world_volume(shape, orientation, spacing, origin)
+        write_series(root / description.replace(" ", "_"), volume, orientation=orientation, spacing=spacing,
+                     origin=origin, description=description, number=number, study_uid=study_uid, slope=0.01)
+    write_series(root / "loc", _volume((24, 28, 2)), description="localizer", number=1, study_uid=study_uid)
+    return root
+
+
+def test_a_study_becomes_a_case_on_the_t1_grid_in_world_coordinates(tmp_path):
+    from napari_segxai.core.io.nifti import load_case
+
+    case = load_case(_study(tmp_path / "study"))
+    assert case.modalities == ("t1", "t1ce", "t2", "flair")
+    assert case.name.startswith("study-") and "PID" not in case.name and "Doe" not in case.name
+    expected = _linear_world_volume((24, 28, 12), "axial HFS", (1.0, 1.0, 2.0), (-12.0, -14.0, -10.0))
+    np.testing.assert_allclose(case.channels[0], expected, atol=0.01)
+    for channel in case.channels[1:]:  # resampled onto the T1 grid: exact where the series covers it
+        from scipy import ndimage
+
+        inside = ndimage.binary_erosion(channel != 0)  # away from the series' edges, where 0 outside blends in
+        assert inside.mean() > 0.1
+        np.testing.assert_allclose(channel[inside], expected[inside], atol=0.05)
+
+
+def test_ambiguous_series_are_refused_with_candidates_and_chosen_with_series(tmp_path, capsys):
+    from napari_segxai.cli import main
+    from napari_segxai.core.io.nifti import load_case
+
+    study = _study(tmp_path / "study")
+    write_series(study / "t2_again", _volume(), description="T2 BLADE", number=11)
+    with pytest.raises(DicomError, match=r"Several series could be t2: series 5 \(t2_tse_cor\); series 11 \(T2 BLADE\)"):
+        load_case(study)
+    case = load_case(study, series={"t1": "3", "t1ce": "7", "t2": "5", "flair": "9"})
+    assert case.modalities == ("t1", "t1ce", "t2", "flair")
+    out = tmp_path / "out"
+    assert main(["segment", str(study), "--series", "t1=3,t1ce=7,t2=5,flair=9", "--out", str(out)]) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert written and all(name.startswith("study-") for name in written)
+    for path in out.iterdir():  # no patient data in what is written
+        content = path.read_bytes()
+        assert b"Doe" not in content and b"PID-4711" not in content
+    assert main(["segment", str(study), "--series", "t1", "--out", str(tmp_path / "o2")]) == 2
+    assert "MOD=N" in capsys.readouterr().err

@@ -94,7 +94,12 @@ def add_case_options(parser: argparse.ArgumentParser, *, model: bool = True) -> 
     """Add the options every case command shares: CASE, --model, --trust-model, --out, --device."""
     parser.add_argument(
         "case", type=Path,
-        help="a case: a 3D or 4D NIfTI file, or a folder with one NIfTI per modality",
+        help="a case: a 3D or 4D NIfTI file, a folder with one NIfTI per modality, or a DICOM study folder",
+    )
+    parser.add_argument(
+        "--series", default=None, metavar="MOD=N[,MOD=N]",
+        help="DICOM studies: the series of each modality by series number or UID (e.g. t1ce=7,flair=5); "
+             "default: chosen from the series descriptions",
     )
     if model:
         add_model_options(parser)
@@ -106,6 +111,19 @@ def add_case_options(parser: argparse.ArgumentParser, *, model: bool = True) -> 
         "--device", default=None, choices=["auto", "cpu", "cuda", "mps"],
         help="where to run the model; default: CUDA, then MPS, then CPU",
     )
+
+
+def open_case(args: argparse.Namespace):
+    """The CASE argument opened (``--series`` choosing DICOM series); a UserError for a malformed --series."""
+    from ..core.io.nifti import load_case
+
+    choices = None
+    if getattr(args, "series", None):
+        pairs = [p.strip() for p in str(args.series).split(",") if p.strip()]
+        if not all("=" in p and p.split("=", 1)[0] and p.split("=", 1)[1] for p in pairs):
+            raise UserError(f"--series {args.series} is not MOD=N[,MOD=N]; give e.g. t1ce=7,flair=5.")
+        choices = dict(p.split("=", 1) for p in pairs)
+    return load_case(args.case, series=choices)
 
 
 class TerminalProgress:

@@ -7,7 +7,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from ._common import TerminalProgress, UserError, load_card
+from ._common import TerminalProgress, UserError, load_card, open_case
 
 
 def add_tracin_options(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +50,6 @@ def add_tracin_options(parser: argparse.ArgumentParser) -> None:
 
 def query(args: argparse.Namespace):
     """Load the case and the card and run the TracIn query the options ask for; returns (case, card, result)."""
-    from ..core.io.nifti import load_case
     from ..core.influence import influence, training_record
 
     if args.workers is not None and args.workers < 1:
@@ -62,7 +61,7 @@ def query(args: argparse.Namespace):
             raise UserError(f"--training-data {args.training_data} is not a folder; give the dataset's folder.")
         card = dataclasses.replace(card, training_data=folder)
     training_record(card)  # a model without checkpoints is reported before any work
-    case = load_case(args.case)
+    case = open_case(args)
     device = None if args.device in (None, "auto") else args.device
     with TerminalProgress(f"TracIn of {case.name}") as bar:
         result = influence(

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..core.io.relevance import output_paths, write_relevance
-from ._common import TerminalProgress, UserError, add_case_options, load_card, output_folder
+from ._common import TerminalProgress, UserError, add_case_options, load_card, open_case, output_folder
 from ._explain_options import add_target_options, case_target_arguments, parse_classes, parse_parameters, parse_target
 
 DESCRIPTION = """\
@@ -83,7 +83,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Load the case and the card, segment and explain, write one NIfTI per class and a JSON record."""
     from ..core.attribution import explain_case, get_method
-    from ..core.io.nifti import load_case
     from ..core.model.card import build_network
     from ..core.model.preprocess import channel_indices
     from ..core.model.device import pick_device
@@ -92,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     params = parse_parameters(args.method, args.param)
     method = get_method(args.method, **params)
     parse_target(args.target, args.confident)  # a mistake in --target is reported before the case is read
-    case = load_case(args.case)
+    case = open_case(args)
     channel_indices(case, card)  # a missing modality is reported before any work starts
     target = case_target_arguments(args, case)
     region_path = args.target[1] if args.target[0] == "region" else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import TerminalProgress, UserError, add_case_options, load_card, output_folder
+from ._common import TerminalProgress, UserError, add_case_options, load_card, open_case, output_folder
 
 DESCRIPTION = """\
 Write a one-page report of a case for a review session: the case and the model, orthogonal slices
@@ -46,14 +46,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Build the report's parts and write the page; say where it is."""
-    from ..core.io.nifti import load_case
     from ..core.report import build_report, write_report
     from ._explain_options import parse_classes
 
     if args.top < 1:
         raise UserError(f"--top must be 1 or more, got {args.top}.")
     card = load_card(args)
-    case = load_case(args.case)
+    case = open_case(args)
     protected = {Path(p).resolve() for p in case.source_paths}
     out = Path(args.out).expanduser()
     if out.resolve() in protected:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import TerminalProgress, UserError, add_case_options, load_card, output_folder
+from ._common import TerminalProgress, UserError, add_case_options, load_card, open_case, output_folder
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -25,7 +25,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Load the case and the card, segment, write the two NIfTI files and say where."""
-    from ..core.io.nifti import load_case
     from ..core.io.segmentation import output_paths, write_segmentation
     from ..core.model.card import build_network
     from ..core.model.preprocess import channel_indices
@@ -37,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out {args.out} is the case's own folder, where {output_paths(folder.name, folder)[0].name} "
                         "would be read as the case's reference label next time; choose another --out folder.")
     card = load_card(args)
-    case = load_case(args.case)
+    case = open_case(args)
     labels_path, prob_path = output_paths(case.name, Path(args.out))
     channel_indices(case, card)  # a missing modality is reported before any work starts
     output_folder(args.out)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.io.files import write_text
-from ._common import TerminalProgress, UserError, add_case_options, load_card, output_folder
+from ._common import TerminalProgress, UserError, add_case_options, load_card, open_case, output_folder
 from ._explain_options import add_target_options
 from ._trust_options import add_measure_options, build_methods, json_value, measure_settings
 
@@ -61,7 +61,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Build the case's problem, run the chosen measures, write tables, plots and a JSON record."""
-    from ..core.io.nifti import load_case
     from ..core.model.preprocess import channel_indices
     from ..core.trust import assess_case, metric_columns, write_trust
     from ..core.trust.tables import format_table
@@ -78,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--ground-truth needs a generated case folder with ground_truth.json, got {args.case}.")
         signature = read_ground_truth(args.case)["modality_signature"]
     parse_target(args.target, args.confident)  # a mistake in --target is reported before the case is read
-    case = load_case(args.case)
+    case = open_case(args)
     channel_indices(case, card)
     target = case_target_arguments(args, case)
     if args.ground_truth and case.label is None:

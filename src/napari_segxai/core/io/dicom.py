@@ -37,6 +37,7 @@ class DicomSeries:
     """One stack of slices: its identity, descriptive attributes and files in slice order."""
 
     uid: str
+    study_uid: str
     number: Optional[int]
     description: str
     protocol: str
@@ -110,7 +111,7 @@ def read_study(folder: str | Path) -> Study:
         image_type = [str(v).upper() for v in first.get("ImageType", [])]
         number = int(first.SeriesNumber) if first.get("SeriesNumber") not in (None, "") else None
         candidate = DicomSeries(
-            uid=uid, number=number, description=str(first.get("SeriesDescription", "")),
+            uid=uid, study_uid=str(first.get("StudyInstanceUID", "")), number=number, description=str(first.get("SeriesDescription", "")),
             protocol=str(first.get("ProtocolName", "")), files=tuple(p for p, _ in members), orientation=orientation,
             attributes={"ScanningSequence": str(first.get("ScanningSequence", "")),
                         "SequenceName": str(first.get("SequenceName", "")),

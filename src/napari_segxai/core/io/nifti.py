@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -230,9 +230,18 @@ def case_from_files(name: str, modalities: Sequence[str], images: Sequence[Path]
     return Case(channels, modalities, ref_affine, label_data, scheme, tuple(sources), name)
 
 
-def load_case(path: str | Path) -> Case:
-    """Open a case from a folder of per-modality NIfTI files, or from one 3D or 4D NIfTI file."""
+def load_case(path: str | Path, *, series: Optional[Mapping[str, str]] = None) -> Case:
+    """Open a case from a folder of per-modality NIfTI files, one 3D or 4D NIfTI file, or a DICOM study folder.
+
+    ``series`` ({modality: series number or UID}) chooses the DICOM series of each modality.
+    """
+    from .dicom_case import case_from_study, is_dicom_folder
+
     path = Path(path).expanduser()
+    if path.is_dir() and is_dicom_folder(path):
+        return case_from_study(path, series=series)
+    if series:
+        raise ValueError(f"{path} is not a DICOM study; series choices apply to DICOM studies only.")
     if path.is_dir():
         return _load_folder(path)
     if not path.exists():

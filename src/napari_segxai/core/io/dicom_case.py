@@ -1,0 +1,142 @@
+"""A DICOM study as a case: series mapped to modalities, put on one grid, named by a pseudonym.
+
+**Series to modalities.** A series' SeriesDescription and ProtocolName are split into tokens (at
+anything not a letter, digit or ``+``); each token and each pair of neighbouring tokens joined is
+looked up in :data:`naming.MODALITY_ALIASES` (``flair``, ``t2``, ``t1``, ``mprage``, ``t1gd``,
+``t1ce``, ``t1c``, ``post`` ...). The rules, in order:
+
+| the series says | modality |
+|---|---|
+| FLAIR (``flair``, ``t2f``, ``t2flair``, ...) | flair |
+| a contrast-enhanced T1 name (``t1ce``, ``t1gd``, ``t1c``, ``t1post``, ...), or a T1 name with a contrast agent (ContrastBolusAgent set, or a token ``post``, ``gd``, ``gad``, ``contrast``, ``km``, ``c+``) | t1ce |
+| T1 (``t1``, ``t1w``, ``mprage``, ...) | t1 |
+| T2 (``t2``, ``t2w``) | t2 |
+| anything else (DWI, ADC, SWI, ...) | left out, with a note |
+
+Two series mapped to the same modality are refused with the candidates listed; ``series=``
+(``--series t1ce=7,flair=5`` on the command line: series number or SeriesInstanceUID) chooses.
+
+**One grid.** The series are resampled (trilinear, in world coordinates, zero outside) onto the
+grid of the reference series: the first of t1, t1ce, t2, flair present, or ``reference``. There is
+no registration: series are assumed to be aligned by the scanner's patient coordinates.
+
+**Pseudonym.** The case is named ``study-`` + the first 10 hex digits of the SHA-256 of the
+StudyInstanceUID, never by patient name or ID.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Mapping, Optional
+
+import numpy as np
+
+from .. import naming
+from .dicom import DicomError, DicomSeries, read_series, read_study
+
+_CONTRAST_TOKENS = {"post", "gd", "gad", "gado", "contrast", "km", "c+", "ce"}
+
+
+def series_modality(series: DicomSeries) -> Optional[str]:
+    """The modality a series is by the rules above, or None."""
+    text = f"{series.description} {series.protocol}".lower()
+    tokens = [t for t in re.split(r"[^a-z0-9+]+", text) if t]
+    keys = tokens + [a + b for a, b in zip(tokens, tokens[1:])]
+    found = {naming.MODALITY_ALIASES[k] for k in keys if k in naming.MODALITY_ALIASES}
+    contrast = bool(str(series.attributes.get("ContrastBolusAgent", "")).strip()) or bool(_CONTRAST_TOKENS & set(tokens))
+    if "flair" in found:
+        return "flair"
+    if "t1ce" in found or ("t1" in found and contrast):
+        return "t1ce"
+    if "t1" in found:
+        return "t1"
+    if "t2" in found:
+        return "t2"
+    return None
+
+
+def pseudonym(study_uid: str) -> str:
+    """A stable name for a study that carries no patient data."""
+    return "study-" + hashlib.sha256(study_uid.encode()).hexdigest()[:10]
+
+
+def _chosen(study, series: Mapping[str, str]) -> dict[str, DicomSeries]:
+    chosen = {}
+    for modality, key in series.items():
+        match = [s for s in study.series if str(s.number) == str(key) or s.uid == str(key)]
+        if not match:
+            listed = "; ".join(s.label for s in study.series)
+            raise DicomError(f"No series {key} for {modality} in this study; its series are: {listed}.")
+        chosen[naming.normalize_modality(modality)] = match[0]
+    return chosen
+
+
+def map_series(study, series: Optional[Mapping[str, str]] = None) -> tuple[dict[str, DicomSeries], list[str]]:
+    """{modality: series} of ``study`` (``series`` chooses by number or UID) and notes on what was left out."""
+    notes = []
+    if series:
+        return _chosen(study, series), notes
+    candidates: dict[str, list[DicomSeries]] = {}
+    for item in study.series:
+        modality = series_modality(item)
+        if modality is None:
+            notes.append(f"{item.label} matches no modality and is left out.")
+        else:
+            candidates.setdefault(modality, []).append(item)
+    ambiguous = {m: c for m, c in candidates.items() if len(c) > 1}
+    if ambiguous:
+        modality, items = next(iter(ambiguous.items()))
+        example = ",".join(f"{m}={c[0].number}" for m, c in candidates.items())
+        raise DicomError(f"Several series could be {modality}: {'; '.join(s.label for s in items)}; choose with "
+                         f"--series (e.g. --series {example}).")
+    if not candidates:
+        raise DicomError("No series of this study matches a modality (t1, t1ce, t2, flair); its series are: "
+                         f"{'; '.join(s.label for s in study.series)}; choose with --series t1=N,...")
+    return {m: c[0] for m, c in candidates.items()}, notes
+
+
+def resample_to(volume: np.ndarray, affine: np.ndarray, reference_affine: np.ndarray,
+                shape: tuple[int, ...]) -> np.ndarray:
+    """``volume`` (on ``affine``) trilinearly resampled onto the grid (``reference_affine``, ``shape``), 0 outside."""
+    from scipy import ndimage
+
+    transform = np.linalg.inv(affine) @ reference_affine  # reference voxel -> volume voxel
+    return ndimage.affine_transform(volume, transform[:3, :3], offset=transform[:3, 3], output_shape=shape,
+                                    order=1, mode="constant", cval=0.0).astype(np.float32)
+
+
+def case_from_study(path: str | Path, *, series: Optional[Mapping[str, str]] = None, reference: Optional[str] = None):
+    """The :class:`~napari_segxai.core.case.Case` of the DICOM study or series folder at ``path``."""
+    from ..case import Case
+
+    study = read_study(path)
+    mapping, notes = map_series(study, series)
+    modalities = sorted(mapping, key=naming.modality_sort_key)
+    first = reference or modalities[0]
+    if first not in mapping:
+        raise DicomError(f"The reference {first} is none of this study's modalities ({', '.join(modalities)}).")
+    base, base_affine = read_series(mapping[first])
+    channels = []
+    for modality in modalities:
+        if modality == first:
+            channels.append(base)
+            continue
+        volume, affine = read_series(mapping[modality])
+        channels.append(resample_to(volume, affine, base_affine, base.shape))
+    files = tuple(f for m in modalities for f in mapping[m].files)
+    return Case(np.stack(channels), tuple(modalities), base_affine, source_paths=files,
+                name=pseudonym(mapping[first].study_uid))
+
+
+def is_dicom_folder(path: Path) -> bool:
+    """Whether the folder ``path`` holds DICOM files (looks at up to 20 files)."""
+    from .dicom import is_dicom_file
+
+    for i, item in enumerate(p for p in Path(path).rglob("*") if p.is_file()):
+        if is_dicom_file(item):
+            return True
+        if i >= 20:
+            return False
+    return False
