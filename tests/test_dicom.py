@@ -143,3 +143,40 @@ def test_ambiguous_series_are_refused_with_candidates_and_chosen_with_series(tmp
         assert b"Doe" not in content and b"PID-4711" not in content
     assert main(["segment", str(study), "--series", "t1", "--out", str(tmp_path / "o2")]) == 2
     assert "MOD=N" in capsys.readouterr().err
+
+
+def test_non_image_files_a_dicomdir_and_undecodable_pixels_get_one_sentence(tmp_path):
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
+
+    folder = tmp_path / "sr_only"
+    folder.mkdir()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.33"  # Comprehensive SR
+    meta.MediaStorageSOPInstanceUID, meta.TransferSyntaxUID = generate_uid(), ExplicitVRLittleEndian
+    report = FileDataset(str(folder / "SR0001.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+    report.SOPClassUID, report.SOPInstanceUID, report.Modality = meta.MediaStorageSOPClassUID, generate_uid(), "SR"
+    report.SeriesInstanceUID, report.StudyInstanceUID = generate_uid(), generate_uid()
+    pydicom.dcmwrite(report.filename, report, enforce_file_format=True)
+    with pytest.raises(DicomError, match=r"no image series to open .*without image geometry left out \(SR\)"):
+        read_study(folder)
+
+    series = write_series(tmp_path / "compressed", _volume())
+    for path in series.iterdir():  # claims JPEG 2000 without being it: no decoder can read it
+        from pydicom.encaps import encapsulate
+
+        ds = pydicom.dcmread(path)
+        ds.PixelData = encapsulate([ds.PixelData])
+        ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+        ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(DicomError, match="cannot be decoded .*install one such as pylibjpeg"):
+        read_series(read_study(series).series[0])
+
+
+def test_a_study_with_no_series_for_any_modality_lists_its_series(tmp_path):
+    from napari_segxai.core.io.nifti import load_case
+
+    write_series(tmp_path / "study" / "dwi", _volume(), description="ep2d_diff_b1000", number=4)
+    with pytest.raises(DicomError, match=r"No series of this study matches a modality.*series 4 \(ep2d_diff_b1000\)"):
+        load_case(tmp_path / "study")

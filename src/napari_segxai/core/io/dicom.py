@@ -173,8 +173,10 @@ def read_series(series: DicomSeries) -> tuple[np.ndarray, np.ndarray]:
     except Exception as err:  # pydicom raises RuntimeError/NotImplementedError for missing decoders
         syntax = datasets[0].file_meta.get("TransferSyntaxUID", "unknown")
         name = getattr(syntax, "name", str(syntax))
-        raise DicomError(f"The pixels of {series.label} cannot be decoded ({name}): {err}; install a decoder such as "
-                         "pylibjpeg with pylibjpeg-libjpeg and pylibjpeg-openjpeg, or gdcm.") from None
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(":. ")
+        raise DicomError(f"The pixels of {series.label} cannot be decoded ({name}: {first}); if no decoder is installed "
+                         "for it, install one such as pylibjpeg with pylibjpeg-libjpeg and pylibjpeg-openjpeg, or gdcm, "
+                         "else the files are damaged.") from None
     volume = np.stack(slices, axis=-1).transpose(1, 0, 2)  # (rows, columns, slices) -> (columns, rows, slices)
     lps = np.eye(4)
     lps[:3, 0] = row * column_spacing

@@ -124,7 +124,8 @@ def case_from_study(path: str | Path, *, series: Optional[Mapping[str, str]] = N
             channels.append(base)
             continue
         volume, affine = read_series(mapping[modality])
-        channels.append(resample_to(volume, affine, base_affine, base.shape))
+        same_grid = volume.shape == base.shape and np.allclose(affine, base_affine, atol=1e-4)
+        channels.append(volume if same_grid else resample_to(volume, affine, base_affine, base.shape))
     files = tuple(f for m in modalities for f in mapping[m].files)
     return Case(np.stack(channels), tuple(modalities), base_affine, source_paths=files,
                 name=pseudonym(mapping[first].study_uid))
