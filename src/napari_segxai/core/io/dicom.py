@@ -131,6 +131,22 @@ def read_study(folder: str | Path) -> Study:
     return Study(tuple(series), tuple(notes))
 
 
+#: Uncompressed little-endian transfer syntaxes, whose pixels are read straight from the bytes.
+_NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+
+
+def _pixels(dataset) -> np.ndarray:
+    """One slice (rows, columns) as float32: straight from the bytes when uncompressed, else pydicom's decoders."""
+    syntax = str(dataset.file_meta.get("TransferSyntaxUID", ""))
+    bits = int(dataset.get("BitsAllocated", 0))
+    if syntax in _NATIVE and bits in (8, 16, 32) and int(dataset.get("SamplesPerPixel", 1)) == 1:
+        kind = "i" if int(dataset.get("PixelRepresentation", 0)) else "u"
+        rows, columns = int(dataset.Rows), int(dataset.Columns)
+        raw = np.frombuffer(dataset.PixelData, dtype=f"<{kind}{bits // 8}", count=rows * columns)
+        return raw.reshape(rows, columns).astype(np.float32)
+    return dataset.pixel_array.astype(np.float32)
+
+
 def read_series(series: DicomSeries) -> tuple[np.ndarray, np.ndarray]:
     """The volume (columns, rows, slices) float32 and its voxel-to-RAS affine; DicomError naming the series."""
     pydicom = _pydicom()
@@ -168,8 +184,8 @@ def read_series(series: DicomSeries) -> tuple[np.ndarray, np.ndarray]:
         raise DicomError(f"{series.label} mixes slice sizes {sorted(shapes)}; export the series again.")
     row_spacing, column_spacing = (float(v) for v in datasets[0].PixelSpacing)
     try:
-        slices = [d.pixel_array.astype(np.float32) * float(d.get("RescaleSlope", 1) or 1)
-                  + float(d.get("RescaleIntercept", 0) or 0) for d in datasets]
+        slices = [_pixels(d) * float(d.get("RescaleSlope", 1) or 1) + float(d.get("RescaleIntercept", 0) or 0)
+                  for d in datasets]
     except Exception as err:  # pydicom raises RuntimeError/NotImplementedError for missing decoders
         syntax = datasets[0].file_meta.get("TransferSyntaxUID", "unknown")
         name = getattr(syntax, "name", str(syntax))
