@@ -1,4 +1,4 @@
-"""napari reader: a NIfTI file or a case folder -> one image layer per modality (+ reference labels)."""
+"""napari reader: a NIfTI file, a case folder or a DICOM study folder -> one image layer per modality (+ labels)."""
 
 from __future__ import annotations
 
@@ -26,19 +26,21 @@ def _single_path(path: PathOrPaths) -> Optional[Path]:
 
 
 def _looks_readable(path: Path) -> bool:
-    """Cheap checks before loading: a NIfTI file, or a folder holding at least one."""
+    """Cheap checks before loading: a NIfTI file, or a folder holding one or holding DICOM files."""
     try:
         if path.is_file():
             return is_nifti(path)
         if path.is_dir():
-            return any(is_nifti(child) for child in path.iterdir() if child.is_file())
+            from .core.io.dicom_case import is_dicom_folder
+
+            return any(is_nifti(child) for child in path.iterdir() if child.is_file()) or is_dicom_folder(path)
     except OSError:
         return False
     return False
 
 
 def napari_get_reader(path: PathOrPaths) -> Optional[Callable[[PathOrPaths], list]]:
-    """Return a reader for a NIfTI case (file or folder), or None when ``path`` is not one."""
+    """Return a reader for a NIfTI case (file or folder) or a DICOM study, or None when ``path`` is not one."""
     single = _single_path(path)
     if single is None or not _looks_readable(single):
         return None

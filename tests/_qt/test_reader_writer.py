@@ -181,3 +181,21 @@ def test_a_known_voxel_lands_at_its_world_position_in_every_layer(make_tiny_case
         np.testing.assert_allclose(layer.data_to_world(voxel), expected, atol=1e-6)
     label = next(layer for layer in layers if isinstance(layer, Labels))
     assert label.data[tuple(voxel)] == 1  # the necrotic centre of the tiny tumour
+
+
+def test_reader_opens_a_dicom_study_on_the_t1_grid(tmp_path):
+    """A DICOM study folder (File > Open, drag and drop) opens as one layer per modality on its world affine."""
+    from _dicom import write_series
+
+    rng = np.random.default_rng(0)
+    for number, description in ((3, "T1 SE"), (4, "T1 SE POST GD"), (5, "T2 TSE"), (6, "FLAIR")):
+        write_series(tmp_path / "study" / str(number), rng.integers(0, 500, (20, 24, 12)).astype(np.float32),
+                     description=description, number=number, study_uid="1.2.3.4", orientation="axial HFP")
+    layers = _layers(tmp_path / "study")
+    assert [layer.name for layer in layers] == list(MODALITIES)
+    from napari_segxai.core.io.dicom import read_series, read_study
+
+    _, affine = read_series(read_study(tmp_path / "study" / "3").series[0])
+    for layer in layers:
+        np.testing.assert_allclose(layer_world_affine(layer), affine, atol=1e-5)
+        assert layer.metadata["segxai_case"].startswith("study-")
