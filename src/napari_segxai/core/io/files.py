@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 import tempfile
@@ -59,3 +60,14 @@ def file_digest(path: Path, _memo: dict = {}) -> str:  # noqa: B006 (a deliberat
     if time.time_ns() - stat.st_ctime_ns > SETTLED_NS:
         _memo[key] = digest.hexdigest()
     return digest.hexdigest()
+
+
+def read_json_object(path: Path, *, what: str = "its fields") -> dict:
+    """The JSON object in ``path``; a ValueError with one sentence when it is not valid JSON or not an object."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); fix or copy the file again.") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} must hold a JSON object with {what}.")
+    return raw

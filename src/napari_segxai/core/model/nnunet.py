@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import numpy as np
 import torch
 
+from ..io.files import read_json_object
 from ..progress import CancelFn, ProgressFn, cancel_inside, step
 from .nnunet_grid import _IDENTITY_ORNT, NnunetGrid, _ornt_voxel_affine, _ras_ornt
 from .preprocess import _reorient, channel_indices
@@ -87,12 +87,9 @@ def _read_json(path: Path) -> dict:
         raise NnunetModelError(f"nnU-Net model folder {path.parent} has no {path.name}; give the folder that "
                                "nnUNetv2_train wrote (it holds plans.json, dataset.json and fold_N folders).")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise NnunetModelError(f"{path} is not valid JSON ({err}); copy the file again.") from None
-    if not isinstance(raw, dict):
-        raise NnunetModelError(f"{path} must hold a JSON object.")
-    return raw
+        return read_json_object(path, what="nnU-Net's fields")
+    except ValueError as err:
+        raise NnunetModelError(str(err)) from None
 
 
 @dataclass(frozen=True, eq=False)

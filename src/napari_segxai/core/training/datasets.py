@@ -14,7 +14,6 @@ naming the case and the field.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from .. import naming
 from ..case import Case, label_scheme_for
+from ..io.files import read_json_object
 
 NNUNET, MSD, FOLDERS = "nnunet", "msd", "folders"
 
@@ -123,12 +123,7 @@ def open_dataset(path: str | Path) -> CaseDataset:
                          "dataset or a folder of case folders.")
     meta = path / "dataset.json"
     if meta.is_file():
-        try:
-            raw = json.loads(meta.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{meta} is not valid JSON ({err}); fix the file.") from None
-        if not isinstance(raw, dict):
-            raise ValueError(f"{meta} must hold a JSON object with the dataset's fields.")
+        raw = read_json_object(meta, what="the dataset's fields")
         if "channel_names" in raw:
             return _nnunet(path, raw)
         if "training" in raw:
