@@ -22,6 +22,7 @@ class Key:
     CASE = "segxai_case"                      # the case a layer belongs to
     ROLE = "segxai_role"                      # what the layer holds: one of :class:`Role`
     SOURCE_PATHS = "source_paths"             # the case's files (never overwritten)
+    REFERENCE_FILES = "segxai_reference_files"  # DICOM files of the series whose grid the case is on
     AFFINE = "affine"                         # the case's voxel-to-world matrix
     MODALITY = "segxai_modality"              # the input channel an image or relevance layer shows
     MODEL_CARD = "segxai_model_card"          # the card a segmentation was made with
@@ -77,6 +78,7 @@ def case_metadata(case, extra: Mapping[str, Any] | None = None, **more: Any) -> 
     meta = {
         Key.CASE: case.name,
         Key.SOURCE_PATHS: [str(p) for p in case.source_paths],
+        Key.REFERENCE_FILES: [str(p) for p in case.reference_files],
         Key.AFFINE: np.asarray(case.affine, dtype=float).copy(),
     }
     meta.update(extra or {})
@@ -246,6 +248,7 @@ def case_from_layers(layers: Sequence) -> "Any":
             if Path(p) not in sources:
                 sources.append(Path(p))
     channels = np.stack([np.asarray(layer.data, dtype=np.float32) for layer in layers])
+    reference = (layers[0].metadata or {}).get(Key.REFERENCE_FILES, [])
     return Case(
         channels=channels,
         modalities=modalities,
@@ -254,4 +257,5 @@ def case_from_layers(layers: Sequence) -> "Any":
         label_scheme=None,
         source_paths=tuple(sources),
         name=name,
+        reference_files=tuple(Path(p) for p in reference),
     )

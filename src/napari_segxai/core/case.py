@@ -59,12 +59,19 @@ class Case:
     label_scheme: LabelScheme | None = None
     source_paths: tuple[Path, ...] = ()
     name: str = "case"
+    #: Files of the image series whose grid the case is on (DICOM studies: the reference series), for
+    #: outputs that reference it (DICOM SEG); empty for NIfTI cases.
+    reference_files: tuple[Path, ...] = ()
+    #: What the user should know about how the case was assembled (series left out, misregistration).
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self):
         affine = np.asarray(self.affine, dtype=np.float64)
         object.__setattr__(self, "affine", affine)
         object.__setattr__(self, "modalities", tuple(self.modalities))
         object.__setattr__(self, "source_paths", tuple(Path(p) for p in self.source_paths))
+        object.__setattr__(self, "reference_files", tuple(Path(p) for p in self.reference_files))
+        object.__setattr__(self, "notes", tuple(str(n) for n in self.notes))
         if self.channels.ndim < 2:
             raise ValueError(f"Case channels must be shaped (C, *spatial), got shape {self.channels.shape}.")
         n_spatial = self.channels.ndim - 1

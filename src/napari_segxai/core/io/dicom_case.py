@@ -18,7 +18,8 @@ Two series mapped to the same modality are refused with the candidates listed; `
 
 **One grid.** The series are resampled (trilinear, in world coordinates, zero outside) onto the
 grid of the reference series: the first of t1, t1ce, t2, flair present, or ``reference``. There is
-no registration: series are assumed to be aligned by the scanner's patient coordinates.
+no registration: series are assumed to be aligned by the scanner's patient coordinates, and
+:mod:`.alignment` reports the series whose head masks disagree with the reference's.
 
 **Pseudonym.** The case is named ``study-`` + the first 10 hex digits of the SHA-256 of the
 StudyInstanceUID, never by patient name or ID.
@@ -98,37 +99,54 @@ def map_series(study, series: Optional[Mapping[str, str]] = None) -> tuple[dict[
 
 
 def resample_to(volume: np.ndarray, affine: np.ndarray, reference_affine: np.ndarray,
-                shape: tuple[int, ...]) -> np.ndarray:
-    """``volume`` (on ``affine``) trilinearly resampled onto the grid (``reference_affine``, ``shape``), 0 outside."""
+                shape: tuple[int, ...], order: int = 1) -> np.ndarray:
+    """``volume`` (on ``affine``) resampled (trilinear; ``order`` 0: nearest) onto (``reference_affine``, ``shape``), 0 outside."""
     from scipy import ndimage
 
     transform = np.linalg.inv(affine) @ reference_affine  # reference voxel -> volume voxel
     return ndimage.affine_transform(volume, transform[:3, :3], offset=transform[:3, 3], output_shape=shape,
-                                    order=1, mode="constant", cval=0.0).astype(np.float32)
+                                    order=order, mode="constant", cval=0.0)
 
 
-def case_from_study(path: str | Path, *, series: Optional[Mapping[str, str]] = None, reference: Optional[str] = None):
-    """The :class:`~napari_segxai.core.case.Case` of the DICOM study or series folder at ``path``."""
+def study_case(path: str | Path, *, series: Optional[Mapping[str, str]] = None,
+               reference: Optional[str] = None):
+    """The Case of the DICOM study or series at ``path`` and how each series' head agrees with the reference's.
+
+    ``reference`` is the modality whose series gives the grid (default: the first of t1, t1ce, t2, flair
+    present). The case's notes say which series were left out and which may be misregistered.
+    """
     from ..case import Case
+    from .alignment import agreement
 
     study = read_study(path)
     mapping, notes = map_series(study, series)
     modalities = sorted(mapping, key=naming.modality_sort_key)
-    first = reference or modalities[0]
+    first = naming.normalize_modality(reference) if reference else modalities[0]
     if first not in mapping:
-        raise DicomError(f"The reference {first} is none of this study's modalities ({', '.join(modalities)}).")
+        raise DicomError(f"The reference {reference} is none of this study's modalities ({', '.join(modalities)}).")
     base, base_affine = read_series(mapping[first])
-    channels = []
+    channels, agreements = [], []
     for modality in modalities:
         if modality == first:
             channels.append(base)
             continue
         volume, affine = read_series(mapping[modality])
-        same_grid = volume.shape == base.shape and np.allclose(affine, base_affine, atol=1e-4)
-        channels.append(volume if same_grid else resample_to(volume, affine, base_affine, base.shape))
+        covered = None
+        if not (volume.shape == base.shape and np.allclose(affine, base_affine, atol=1e-4)):
+            covered = resample_to(np.ones(volume.shape, np.uint8), affine, base_affine, base.shape, order=0) > 0
+            volume = resample_to(volume, affine, base_affine, base.shape).astype(np.float32)
+        channels.append(volume)
+        agreements.append(agreement(volume, base, base_affine, modality=modality, reference=first, covered=covered))
+    notes = [*study.notes, *notes, *(a.sentence() for a in agreements if a.misregistered)]
     files = tuple(f for m in modalities for f in mapping[m].files)
-    return Case(np.stack(channels), tuple(modalities), base_affine, source_paths=files,
-                name=pseudonym(mapping[first].study_uid))
+    case = Case(np.stack(channels), tuple(modalities), base_affine, source_paths=files,
+                name=pseudonym(mapping[first].study_uid), reference_files=mapping[first].files, notes=tuple(notes))
+    return case, agreements
+
+
+def case_from_study(path: str | Path, *, series: Optional[Mapping[str, str]] = None, reference: Optional[str] = None):
+    """The :class:`~napari_segxai.core.case.Case` of the DICOM study or series at ``path`` (see :func:`study_case`)."""
+    return study_case(path, series=series, reference=reference)[0]
 
 
 def is_dicom_folder(path: Path) -> bool:

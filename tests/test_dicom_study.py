@@ -1,0 +1,61 @@
+"""A DICOM study as a whole: misregistered series reported, converted to NIfTI, no patient data in outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _dicom import ORIENTATIONS, write_series
+
+pytest.importorskip("pydicom")
+
+PHI = (b"Doe", b"PID-4711", b"19700101", b"ACC-0815")
+
+
+def _head(shape, orientation, spacing, origin, centre=(0.0, 0.0, 0.0), seed=0) -> np.ndarray:
+    """A ball of tissue (radius 22 mm, brighter core) around ``centre`` (LPS mm) with faint noise outside."""
+    row, column = (np.array(v, float) for v in ORIENTATIONS[orientation])
+    normal = np.cross(row, column)
+    i, j, k = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    lps = (np.array(origin)[:, None, None, None] + row[:, None, None, None] * i * spacing[0]
+           + column[:, None, None, None] * j * spacing[1] + normal[:, None, None, None] * k * spacing[2])
+    radius = np.linalg.norm(lps - np.array(centre)[:, None, None, None], axis=0)
+    noise = np.random.default_rng(seed).uniform(0, 20, size=shape)
+    return (np.where(radius < 22, 400 + 300 * (radius < 10), 0) + noise).astype(np.float32)
+
+
+def head_study(root: Path, flair_centre=(0.0, 0.0, 0.0)) -> Path:
+    """T1 (axial), T2 (coronal) and FLAIR (sagittal) series of one head; FLAIR's head at ``flair_centre``."""
+    from pydicom.uid import generate_uid
+
+    study_uid = generate_uid()
+    grids = {"t1_mprage_tra": ("axial HFS", (2.0, 2.0, 2.0), (-30.0, -30.0, -26.0), (30, 30, 26), 3, (0, 0, 0)),
+             "t2_tse_cor": ("coronal", (2.0, 2.5, 2.0), (-30.0, -28.0, 30.0), (30, 24, 28), 5, (0, 0, 0)),
+             "t2_flair_sag": ("sagittal", (2.5, 2.0, 3.0), (27.0, -30.0, 30.0), (24, 30, 19), 9, flair_centre)}
+    for description, (orientation, spacing, origin, shape, number, centre) in grids.items():
+        write_series(root / description, _head(shape, orientation, spacing, origin, centre, seed=number),
+                     orientation=orientation, spacing=spacing, origin=origin, description=description,
+                     number=number, study_uid=study_uid)
+    return root
+
+
+def test_series_on_one_grid_agree_and_a_moved_series_is_reported(tmp_path):
+    from napari_segxai.core.io.dicom_case import study_case
+
+    case, agreements = study_case(head_study(tmp_path / "still"))
+    assert case.modalities == ("t1", "t2", "flair")
+    assert [a.modality for a in agreements] == ["t2", "flair"]
+    assert all(a.dice > 0.9 and a.shift_mm < 2.0 and not a.misregistered for a in agreements), agreements
+    assert not any("misregistered" in note for note in case.notes)
+    assert case.reference_files and all(p.parent.name == "t1_mprage_tra" for p in case.reference_files)
+
+    moved, agreements = study_case(head_study(tmp_path / "moved", flair_centre=(0.0, 9.0, 4.0)))
+    flair = agreements[-1]
+    assert flair.misregistered and 8.0 < flair.shift_mm < 11.0, flair
+    assert any(note.startswith("flair and t1: head masks overlap") and "may be misregistered" in note
+               for note in moved.notes)
+
+    on_flair, _ = study_case(head_study(tmp_path / "still"), reference="FLAIR")
+    assert on_flair.shape == (24, 30, 19) and all(p.parent.name == "t2_flair_sag" for p in on_flair.reference_files)
