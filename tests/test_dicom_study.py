@@ -14,6 +14,19 @@ pytest.importorskip("pydicom")
 PHI = (b"Doe", b"PID-4711", b"19700101", b"ACC-0815")
 
 
+def phi_in(folder: Path) -> list[str]:
+    """The files under ``folder`` whose bytes (decompressed when gzipped) hold the test study's patient data."""
+    import gzip
+
+    found = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        content = path.read_bytes()
+        if path.suffix == ".gz":
+            content = gzip.decompress(content)
+        found += [f"{path.name}: {secret.decode()}" for secret in PHI if secret in content]
+    return found
+
+
 def _head(shape, orientation, spacing, origin, centre=(0.0, 0.0, 0.0), seed=0) -> np.ndarray:
     """A ball of tissue (radius 22 mm, brighter core) around ``centre`` (LPS mm) with faint noise outside."""
     row, column = (np.array(v, float) for v in ORIENTATIONS[orientation])
@@ -59,3 +72,36 @@ def test_series_on_one_grid_agree_and_a_moved_series_is_reported(tmp_path):
 
     on_flair, _ = study_case(head_study(tmp_path / "still"), reference="FLAIR")
     assert on_flair.shape == (24, 30, 19) and all(p.parent.name == "t2_flair_sag" for p in on_flair.reference_files)
+
+
+def test_convert_writes_the_case_and_every_series_as_nifti_without_patient_data(tmp_path, capsys):
+    import json
+
+    import nibabel as nib
+
+    from napari_segxai.cli import main
+    from napari_segxai.core.io.dicom import read_series, read_study
+    from napari_segxai.core.io.nifti import load_case
+
+    study = head_study(tmp_path / "study")
+    write_series(study / "dwi", _head((20, 20, 6), "axial HFS", (3.0, 3.0, 5.0), (-30.0, -30.0, -15.0)),
+                 description="ep2d_diff_b1000", number=12)
+    before = sorted((p, p.stat().st_mtime_ns) for p in study.rglob("*") if p.is_file())
+    assert main(["convert", str(study), "--out", str(tmp_path / "out"), "--reference", "t2"]) == 0
+    said = capsys.readouterr().out
+    assert "series 12 (ep2d_diff_b1000) matches no modality" in said and "flair and t2: head masks overlap" in said
+    folder = next((tmp_path / "out").iterdir())
+    assert folder.name.startswith("study-")
+    case = load_case(folder)
+    assert case.modalities == ("t1", "t2", "flair") and case.shape == (30, 24, 28)
+    summary = json.loads((folder / "series.json").read_text())
+    assert [(r["number"], r["modality"]) for r in summary["series"]] == [(3, "t1"), (5, "t2"), (9, "flair"), (12, None)]
+    for item in read_study(study).series:  # each series as acquired: dcm2niix's grid and values
+        volume, affine = read_series(item)
+        written = nib.load(folder / "series" / f"series-{item.number}.nii.gz")
+        np.testing.assert_allclose(written.affine, affine, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(written.dataobj), volume, atol=0.5)
+    assert phi_in(folder) == []
+    assert before == sorted((p, p.stat().st_mtime_ns) for p in study.rglob("*") if p.is_file())
+    assert main(["convert", str(tmp_path / "nothing"), "--out", str(tmp_path / "o2")]) == 2
+    assert "No such folder" in capsys.readouterr().err

@@ -101,6 +101,11 @@ def add_case_options(parser: argparse.ArgumentParser, *, model: bool = True) -> 
         help="DICOM studies: the series of each modality by series number or UID (e.g. t1ce=7,flair=5); "
              "default: chosen from the series descriptions",
     )
+    parser.add_argument(
+        "--reference", default=None, metavar="MOD",
+        help="DICOM studies: the modality whose series gives the case's grid (the others are resampled onto it "
+             "in world coordinates, without registration); default: the model's first modality",
+    )
     if model:
         add_model_options(parser)
     parser.add_argument(
@@ -113,17 +118,31 @@ def add_case_options(parser: argparse.ArgumentParser, *, model: bool = True) -> 
     )
 
 
-def open_case(args: argparse.Namespace):
-    """The CASE argument opened (``--series`` choosing DICOM series); a UserError for a malformed --series."""
+def series_choices(text: str | None) -> dict[str, str] | None:
+    """``--series t1ce=7,flair=5`` as {modality: series}; a UserError when malformed."""
+    if not text:
+        return None
+    pairs = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not all("=" in p and p.split("=", 1)[0] and p.split("=", 1)[1] for p in pairs):
+        raise UserError(f"--series {text} is not MOD=N[,MOD=N]; give e.g. t1ce=7,flair=5.")
+    return dict(p.split("=", 1) for p in pairs)
+
+
+def open_case(args: argparse.Namespace, card: "ModelCard | None" = None):
+    """The CASE argument opened (``--series``, ``--reference`` and the card's modalities choosing DICOM series).
+
+    What the user should know about how a DICOM study became the case (series left out, misregistered
+    series) is printed, one line each.
+    """
+    import sys
+
     from ..core.io.nifti import load_case
 
-    choices = None
-    if getattr(args, "series", None):
-        pairs = [p.strip() for p in str(args.series).split(",") if p.strip()]
-        if not all("=" in p and p.split("=", 1)[0] and p.split("=", 1)[1] for p in pairs):
-            raise UserError(f"--series {args.series} is not MOD=N[,MOD=N]; give e.g. t1ce=7,flair=5.")
-        choices = dict(p.split("=", 1) for p in pairs)
-    return load_case(args.case, series=choices)
+    case = load_case(args.case, series=series_choices(getattr(args, "series", None)),
+                     reference=getattr(args, "reference", None), prefer=card.modalities if card is not None else ())
+    for note in case.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return case
 
 
 class TerminalProgress:

@@ -61,7 +61,7 @@ def query(args: argparse.Namespace):
             raise UserError(f"--training-data {args.training_data} is not a folder; give the dataset's folder.")
         card = dataclasses.replace(card, training_data=folder)
     training_record(card)  # a model without checkpoints is reported before any work
-    case = open_case(args)
+    case = open_case(args, card)
     device = None if args.device in (None, "auto") else args.device
     with TerminalProgress(f"TracIn of {case.name}") as bar:
         result = influence(

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     params = parse_parameters(args.method, args.param)
     method = get_method(args.method, **params)
     parse_target(args.target, args.confident)  # a mistake in --target is reported before the case is read
-    case = open_case(args)
+    case = open_case(args, card)
     channel_indices(case, card)  # a missing modality is reported before any work starts
     target = case_target_arguments(args, case)
     region_path = args.target[1] if args.target[0] == "region" else None

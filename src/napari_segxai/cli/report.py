@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise UserError(f"--top must be 1 or more, got {args.top}.")
     card = load_card(args)
-    case = open_case(args)
+    case = open_case(args, card)
     protected = {Path(p).resolve() for p in case.source_paths}
     out = Path(args.out).expanduser()
     if out.resolve() in protected:

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out {args.out} is the case's own folder, where {output_paths(folder.name, folder)[0].name} "
                         "would be read as the case's reference label next time; choose another --out folder.")
     card = load_card(args)
-    case = open_case(args)
+    case = open_case(args, card)
     labels_path, prob_path = output_paths(case.name, Path(args.out))
     channel_indices(case, card)  # a missing modality is reported before any work starts
     output_folder(args.out)

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--ground-truth needs a generated case folder with ground_truth.json, got {args.case}.")
         signature = read_ground_truth(args.case)["modality_signature"]
     parse_target(args.target, args.confident)  # a mistake in --target is reported before the case is read
-    case = open_case(args)
+    case = open_case(args, card)
     channel_indices(case, card)
     target = case_target_arguments(args, case)
     if args.ground_truth and case.label is None:

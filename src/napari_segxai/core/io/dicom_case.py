@@ -30,12 +30,12 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
 from .. import naming
-from .dicom import DicomError, DicomSeries, read_series, read_study
+from .dicom import DicomError, DicomSeries, Study, read_series, read_study
 
 _CONTRAST_TOKENS = {"post", "gd", "gad", "gado", "contrast", "km", "c+", "ce"}
 
@@ -108,20 +108,21 @@ def resample_to(volume: np.ndarray, affine: np.ndarray, reference_affine: np.nda
                                     order=order, mode="constant", cval=0.0)
 
 
-def study_case(path: str | Path, *, series: Optional[Mapping[str, str]] = None,
-               reference: Optional[str] = None):
-    """The Case of the DICOM study or series at ``path`` and how each series' head agrees with the reference's.
+def study_case(path: "str | Path | Study", *, series: Optional[Mapping[str, str]] = None,
+               reference: Optional[str] = None, prefer: Sequence[str] = ()):
+    """The Case of the DICOM study or series at ``path`` (or an already read Study) and how each series agrees.
 
-    ``reference`` is the modality whose series gives the grid (default: the first of t1, t1ce, t2, flair
-    present). The case's notes say which series were left out and which may be misregistered.
+    ``reference`` is the modality whose series gives the grid (default: the first of ``prefer``, the
+    model's modalities, that the study has, else the first of t1, t1ce, t2, flair present). The case's notes say which series were left out and which may be misregistered.
     """
     from ..case import Case
     from .alignment import agreement
 
-    study = read_study(path)
+    study = path if isinstance(path, Study) else read_study(path)
     mapping, notes = map_series(study, series)
     modalities = sorted(mapping, key=naming.modality_sort_key)
-    first = naming.normalize_modality(reference) if reference else modalities[0]
+    preferred = [m for m in map(naming.normalize_modality, prefer) if m in mapping]
+    first = naming.normalize_modality(reference) if reference else (preferred or modalities)[0]
     if first not in mapping:
         raise DicomError(f"The reference {reference} is none of this study's modalities ({', '.join(modalities)}).")
     base, base_affine = read_series(mapping[first])
@@ -144,9 +145,10 @@ def study_case(path: str | Path, *, series: Optional[Mapping[str, str]] = None,
     return case, agreements
 
 
-def case_from_study(path: str | Path, *, series: Optional[Mapping[str, str]] = None, reference: Optional[str] = None):
+def case_from_study(path: str | Path, *, series: Optional[Mapping[str, str]] = None, reference: Optional[str] = None,
+                    prefer: Sequence[str] = ()):
     """The :class:`~napari_segxai.core.case.Case` of the DICOM study or series at ``path`` (see :func:`study_case`)."""
-    return study_case(path, series=series, reference=reference)[0]
+    return study_case(path, series=series, reference=reference, prefer=prefer)[0]
 
 
 def is_dicom_folder(path: Path) -> bool:

@@ -230,18 +230,21 @@ def case_from_files(name: str, modalities: Sequence[str], images: Sequence[Path]
     return Case(channels, modalities, ref_affine, label_data, scheme, tuple(sources), name)
 
 
-def load_case(path: str | Path, *, series: Optional[Mapping[str, str]] = None) -> Case:
+def load_case(path: str | Path, *, series: Optional[Mapping[str, str]] = None,
+              reference: Optional[str] = None, prefer: Sequence[str] = ()) -> Case:
     """Open a case from a folder of per-modality NIfTI files, one 3D or 4D NIfTI file, or a DICOM study folder.
 
-    ``series`` ({modality: series number or UID}) chooses the DICOM series of each modality.
+    ``series`` ({modality: series number or UID}) chooses the DICOM series of each modality and
+    ``reference`` the modality whose series gives the case's grid (default: the first of ``prefer``,
+    a model's modalities, that the study has).
     """
     from .dicom_case import case_from_study, is_dicom_folder
 
     path = Path(path).expanduser()
     if path.is_dir() and is_dicom_folder(path):
-        return case_from_study(path, series=series)
-    if series:
-        raise ValueError(f"{path} is not a DICOM study; series choices apply to DICOM studies only.")
+        return case_from_study(path, series=series, reference=reference, prefer=prefer)
+    if series or reference:
+        raise ValueError(f"{path} is not a DICOM study; series and reference choices apply to DICOM studies only.")
     if path.is_dir():
         return _load_folder(path)
     if not path.exists():
