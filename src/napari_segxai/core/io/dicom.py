@@ -1,13 +1,19 @@
 """DICOM series as volumes: files grouped into series, geometry from the slice positions, values rescaled.
 
-A folder (searched recursively) is read header by header with pydicom; files are grouped by
-SeriesInstanceUID and, inside one UID, by ImageOrientationPatient (one stack per orientation).
-Localisers, scouts and derived images (ImageType LOCALIZER / DERIVED, or fewer than three slices)
-are left out, with a note saying which. Geometry comes from ImagePositionPatient,
-ImageOrientationPatient and PixelSpacing: slices are ordered along the slice normal and their
-spacing is taken from their positions (never from SliceThickness). A stack whose slices are not
-evenly spaced, or whose positions do not follow the normal (gantry tilt), is refused with a
-sentence. Values are stored * RescaleSlope + RescaleIntercept.
+A study is a folder (searched recursively), a .zip of one, or a single DICOM file (a multi-frame
+series). Each file is parsed once with pydicom, its pixels left on disk (:mod:`.dicom_frames`);
+the slices of single-frame files and the frames of multi-frame (enhanced) files are grouped by
+SeriesInstanceUID and, inside one UID, by ImageOrientationPatient (one stack per orientation). A
+UID whose slices differ in echo (EchoTime / EchoNumbers) or time point (TemporalPositionIdentifier)
+is split into one stack per echo and time point, keyed ``number.echo`` (``5.2``: echo 2 of series 5),
+then ``.time point``. Localisers, scouts and derived images (ImageType LOCALIZER / DERIVED, or fewer
+than three slices) are left out, with a note saying which; a DICOMDIR is an index and is skipped.
+
+Geometry comes from ImagePositionPatient, ImageOrientationPatient and PixelSpacing (of each frame,
+for multi-frame files): slices are ordered along the slice normal and their spacing is taken from
+their positions (never from SliceThickness). A stack whose slices are not evenly spaced, or whose
+positions do not follow the normal (gantry tilt), is refused with a sentence. Values are stored *
+RescaleSlope + RescaleIntercept.
 
 The affine maps voxel indices (column, row, slice) to RAS millimetres, as nibabel and dcm2niix
 write NIfTI (DICOM's LPS with the first two axes negated).
@@ -15,26 +21,31 @@ write NIfTI (DICOM's LPS with the first two axes negated).
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from .dicom_frames import DicomError, Frame, frames_of, parse, read_pixels
+
+__all__ = ["DicomError", "DicomSeries", "Study", "is_dicom_file", "is_dicom_input", "read_series", "read_study"]
+
 #: Relative tolerance on slice spacing before a stack counts as unevenly spaced.
 SPACING_TOLERANCE = 0.01
 #: Largest angle (degrees) between the slice normal and the slice-to-slice step (gantry tilt).
 TILT_TOLERANCE_DEG = 0.5
 _LEFT_OUT = ("LOCALIZER", "SCOUT", "DERIVED", "SECONDARY")
-
-
-class DicomError(ValueError):
-    """A DICOM input that cannot be read as a volume; the message names the file or series."""
+_DICOMDIR = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
 
 
 @dataclass(frozen=True, eq=False)
 class DicomSeries:
-    """One stack of slices: its identity, descriptive attributes and files in slice order."""
+    """One stack of slices: its identity, descriptive attributes, files and slices (frames)."""
 
     uid: str
     study_uid: str
@@ -44,11 +55,24 @@ class DicomSeries:
     files: tuple[Path, ...]
     orientation: tuple[float, ...]
     attributes: dict = field(default_factory=dict, repr=False)  # sequence and contrast attributes for mapping
+    frames: tuple[Frame, ...] = field(default=(), repr=False)  # the slices, in file order; () reads ``files``
+    echo: Optional[int] = None  # 1, 2, ... when the series holds several echoes
+    time_point: Optional[int] = None  # 1, 2, ... when the series holds several time points
+
+    @property
+    def key(self) -> str:
+        """How a person chooses the series: its number, then ``.echo`` and ``.time point`` where it was split."""
+        parts = [str(self.number) if self.number is not None else "?"]
+        parts += [str(v) for v in (self.echo, self.time_point) if v is not None]
+        return ".".join(parts)
 
     @property
     def label(self) -> str:
-        """How a person names the series: number and description."""
-        return f"series {self.number if self.number is not None else '?'} ({self.description or self.protocol or self.uid})"
+        """How a person names the series: key and description (and echo or time point)."""
+        text = self.description or self.protocol or self.uid
+        text += f" echo {self.echo}" if self.echo is not None else ""
+        text += f" time point {self.time_point}" if self.time_point is not None else ""
+        return f"series {self.key} ({text})"
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,14 +81,6 @@ class Study:
 
     series: tuple[DicomSeries, ...]
     notes: tuple[str, ...]
-
-
-def _pydicom():
-    try:
-        import pydicom
-    except ImportError as err:
-        raise DicomError("Reading DICOM needs pydicom, which is not installed; install it with: pip install pydicom.") from err
-    return pydicom
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -77,97 +93,162 @@ def is_dicom_file(path: Path) -> bool:
         return False
 
 
-def read_study(folder: str | Path) -> Study:
-    """The image series in ``folder`` (recursively); DicomError with a sentence when there is none."""
-    pydicom = _pydicom()
-    folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_dicom_file(p))
+def is_dicom_input(path: str | Path, look_at: int = 20) -> bool:
+    """Whether ``path`` is a DICOM file, a folder holding DICOM files or a zip holding them (looks at ``look_at`` files)."""
+    path = Path(path)
+    if path.is_dir():
+        files = (p for p in path.rglob("*") if p.is_file())
+        return any(is_dicom_file(p) for _, p in zip(range(look_at), files))
+    if not path.is_file():
+        return False
+    if is_dicom_file(path):
+        return True
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [m for m in archive.infolist() if not m.is_dir()][:look_at]
+            return any(m.filename.rsplit("/", 1)[-1].upper() == "DICOMDIR" or archive.open(m).read(132)[128:] == b"DICM"
+                       for m in members)
+    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError):  # not a zip, encrypted, unknown method
+        return False
+
+
+def _unzipped(archive: Path) -> Path:
+    """The members of the zip ``archive`` extracted into a temporary folder removed when the process ends."""
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            size = sum(m.file_size for m in zipped.infolist())
+            folder = Path(tempfile.mkdtemp(prefix="segxai-dicom-zip-"))
+            if size > shutil.disk_usage(folder).free:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise DicomError(f"{archive} unpacks to {size / 1e9:.1f} GB, more than the free space of the temporary "
+                                 "folder; unpack it yourself and open the folder.")
+            try:
+                zipped.extractall(folder)  # member names are cleaned of absolute paths and ".."
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, EOFError) as err:
+        raise DicomError(f"{archive} cannot be unpacked ({type(err).__name__}: {err}); give an unencrypted zip of a "
+                         "study or series, or the unpacked folder.") from None
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def _dicom_files(path: Path, shown: Path) -> list[Path]:
+    if path.is_file():
+        if not is_dicom_file(path):
+            raise DicomError(f"{shown} is not a DICOM file (no DICM marker); give a DICOM file, a study folder or a zip of one.")
+        return [path]
+    if not path.is_dir():
+        raise DicomError(f"No such file or folder: {shown}.")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and is_dicom_file(p))
     if not files:
-        raise DicomError(f"{folder} holds no DICOM files (none starts with the DICM marker); give a study or series folder.")
-    groups: dict[tuple, list] = {}
-    notes: list[str] = []
-    skipped_kinds: dict[str, int] = {}
-    for path in files:
+        raise DicomError(f"{shown} holds no DICOM files (none starts with the DICM marker); give a study or series folder.")
+    return files
+
+
+def read_study(path: str | Path) -> Study:
+    """The image series of a folder (recursively), a zip of one or a multi-frame DICOM file; DicomError when there is none."""
+    path = Path(path)
+    if path.is_file() and not is_dicom_file(path) and zipfile.is_zipfile(path):
+        folder = _unzipped(path)
         try:
-            header = pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception as err:  # pydicom raises InvalidDicomError, EOFError, ... for broken files
-            raise DicomError(f"DICOM file {path} cannot be read ({type(err).__name__}: {err}); it may be truncated.") from None
-        if "ImageOrientationPatient" not in header or "ImagePositionPatient" not in header:  # SR, RT, ...
-            sop_class = header.get("SOPClassUID") or getattr(header, "file_meta", {}).get("MediaStorageSOPClassUID")
+            return _read_study(folder, path)
+        except DicomError:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+    return _read_study(path, path)
+
+
+def _read_study(path: Path, shown: Path) -> Study:
+    groups: dict[tuple, list[Frame]] = {}
+    headers: dict[str, object] = {}
+    skipped_kinds: dict[str, int] = {}
+    directories = 0
+    for file in _dicom_files(path, shown):
+        header = parse(file)
+        sop_class = header.get("SOPClassUID") or getattr(header, "file_meta", {}).get("MediaStorageSOPClassUID")
+        if str(sop_class) == _DICOMDIR:
+            directories += 1
+            continue
+        frames = frames_of(header, file)
+        if not frames:  # SR, RT, ...
             if sop_class is not None and "Image Storage" in getattr(sop_class, "name", "") and "SOPClassUID" not in header:
-                raise DicomError(f"DICOM file {path} is incomplete (its file meta says {sop_class.name} but it holds no "
+                raise DicomError(f"DICOM file {file} is incomplete (its file meta says {sop_class.name} but it holds no "
                                  "image attributes); it may be truncated: copy it again.")
             kind = str(header.get("Modality", "")) or str(header.get("SOPClassUID", "unknown"))
             skipped_kinds[kind] = skipped_kinds.get(kind, 0) + 1
             continue
-        orientation = tuple(round(float(v), 4) for v in header.ImageOrientationPatient)
-        key = (str(header.SeriesInstanceUID), orientation)
-        groups.setdefault(key, []).append((path, header))
-    for kind, count in skipped_kinds.items():
-        notes.append(f"{count} file{'s' if count > 1 else ''} without image geometry left out ({kind}).")
+        uid = str(header.SeriesInstanceUID)
+        headers.setdefault(uid, header)
+        for frame in frames:
+            groups.setdefault((uid, frame.orientation), []).append(frame)
+    if directories and not groups and not skipped_kinds:
+        raise DicomError(f"{shown} holds only a DICOMDIR (the index of a CD or DVD) and none of the image files it lists; "
+                         "copy the whole disc, with its image folders, and open that.")
+    notes = [f"{count} file{'s' if count > 1 else ''} without image geometry left out ({kind})."
+             for kind, count in skipped_kinds.items()]
     series = []
-    for (uid, orientation), members in groups.items():
-        first = members[0][1]
-        image_type = [str(v).upper() for v in first.get("ImageType", [])]
-        number = int(first.SeriesNumber) if first.get("SeriesNumber") not in (None, "") else None
-        candidate = DicomSeries(
-            uid=uid, study_uid=str(first.get("StudyInstanceUID", "")), number=number, description=str(first.get("SeriesDescription", "")),
-            protocol=str(first.get("ProtocolName", "")), files=tuple(p for p, _ in members), orientation=orientation,
-            attributes={"ScanningSequence": str(first.get("ScanningSequence", "")),
-                        "SequenceName": str(first.get("SequenceName", "")),
-                        "ContrastBolusAgent": str(first.get("ContrastBolusAgent", "")),
-                        "InversionTime": first.get("InversionTime"), "EchoTime": first.get("EchoTime"),
-                        "RepetitionTime": first.get("RepetitionTime"), "ImageType": image_type},
-        )
-        left_out = [t for t in _LEFT_OUT if t in image_type]
-        if left_out or len(members) < 3:
-            why = f"ImageType {'/'.join(left_out)}" if left_out else f"{len(members)} slice{'s' if len(members) > 1 else ''}"
-            notes.append(f"{candidate.label} left out ({why}: a localiser or derived image).")
-            continue
-        series.append(candidate)
+    for (uid, orientation), frames in groups.items():
+        for candidate in _stacks(headers[uid], uid, orientation, frames):
+            image_type = candidate.attributes["ImageType"]
+            left_out = [t for t in _LEFT_OUT if t in image_type]
+            if left_out or len(candidate.frames) < 3:
+                count = len(candidate.frames)
+                if path.is_file() and not left_out:
+                    raise DicomError(f"{shown} holds {count} slice{'s' if count > 1 else ''} only; give the folder of "
+                                     "its series or study.")
+                why = f"ImageType {'/'.join(left_out)}" if left_out else f"{count} slice{'s' if count > 1 else ''}"
+                notes.append(f"{candidate.label} left out ({why}: a localiser or derived image).")
+                continue
+            series.append(candidate)
     if not series:
-        raise DicomError(f"{folder} holds no image series to open ({'; '.join(notes) or 'no image files'}).")
-    series.sort(key=lambda s: (s.number is None, s.number or 0, s.uid))
+        raise DicomError(f"{shown} holds no image series to open ({'; '.join(notes) or 'no image files'}).")
+    series.sort(key=lambda s: (s.number is None, s.number or 0, s.echo or 0, s.time_point or 0, s.uid))
     return Study(tuple(series), tuple(notes))
 
 
-#: Uncompressed little-endian transfer syntaxes, whose pixels are read straight from the bytes.
-_NATIVE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
-
-
-def _pixels(dataset) -> np.ndarray:
-    """One slice (rows, columns) as float32: straight from the bytes when uncompressed, else pydicom's decoders."""
-    syntax = str(dataset.file_meta.get("TransferSyntaxUID", ""))
-    bits = int(dataset.get("BitsAllocated", 0))
-    if syntax in _NATIVE and bits in (8, 16, 32) and int(dataset.get("SamplesPerPixel", 1)) == 1:
-        kind = "i" if int(dataset.get("PixelRepresentation", 0)) else "u"
-        rows, columns = int(dataset.Rows), int(dataset.Columns)
-        raw = np.frombuffer(dataset.PixelData, dtype=f"<{kind}{bits // 8}", count=rows * columns)
-        return raw.reshape(rows, columns).astype(np.float32)
-    return dataset.pixel_array.astype(np.float32)
+def _stacks(header, uid: str, orientation: tuple[float, ...], frames: list[Frame]) -> list[DicomSeries]:
+    """The series of one UID and orientation: one per echo and time point where it holds several."""
+    echoes = sorted({f.echo for f in frames})
+    times = sorted({f.time_point for f in frames})
+    number = int(header.SeriesNumber) if header.get("SeriesNumber") not in (None, "") else None
+    stacks = []
+    for echo in echoes:
+        for time_point in times:
+            members = tuple(f for f in frames if f.echo == echo and f.time_point == time_point)
+            if not members:
+                continue
+            attributes = {"ScanningSequence": str(header.get("ScanningSequence", "")),
+                          "SequenceName": str(header.get("SequenceName", "")),
+                          "ContrastBolusAgent": str(header.get("ContrastBolusAgent", "")),
+                          "InversionTime": header.get("InversionTime"),
+                          "EchoTime": echo[0] if echo[0] else header.get("EchoTime"),
+                          "RepetitionTime": header.get("RepetitionTime"),
+                          "ImageType": [str(v).upper() for v in header.get("ImageType", [])]}
+            stacks.append(DicomSeries(
+                uid=uid, study_uid=str(header.get("StudyInstanceUID", "")), number=number,
+                description=str(header.get("SeriesDescription", "")), protocol=str(header.get("ProtocolName", "")),
+                files=tuple(dict.fromkeys(f.path for f in members)), orientation=orientation, attributes=attributes,
+                frames=members, echo=echoes.index(echo) + 1 if len(echoes) > 1 else None,
+                time_point=times.index(time_point) + 1 if len(times) > 1 else None))
+    return stacks
 
 
 def read_series(series: DicomSeries) -> tuple[np.ndarray, np.ndarray]:
     """The volume (columns, rows, slices) float32 and its voxel-to-RAS affine; DicomError naming the series."""
-    pydicom = _pydicom()
-    datasets = []
-    for path in series.files:
-        try:
-            datasets.append(pydicom.dcmread(path))
-        except Exception as err:
-            raise DicomError(f"DICOM file {path} of {series.label} cannot be read ({err}); it may be truncated.") from None
-    row = np.array([float(v) for v in datasets[0].ImageOrientationPatient[:3]])
-    column = np.array([float(v) for v in datasets[0].ImageOrientationPatient[3:]])
+    frames = list(series.frames) or [f for p in series.files for f in frames_of(parse(p, series.label), p)]
+    row = np.array(frames[0].cosines[:3])
+    column = np.array(frames[0].cosines[3:])
     normal = np.cross(row, column)
-    positions = np.array([[float(v) for v in d.ImagePositionPatient] for d in datasets])
+    positions = np.array([f.position for f in frames])
     order = np.argsort(positions @ normal, kind="stable")
-    datasets = [datasets[i] for i in order]
+    frames = [frames[i] for i in order]
     positions = positions[order]
-    distances = positions @ normal
-    steps = np.diff(distances)
+    steps = np.diff(positions @ normal)
     if np.any(np.abs(steps) < 1e-4):
-        raise DicomError(f"{series.label} has two slices at the same position; it holds several stacks (echoes or "
-                         "time points) that napari-segxai cannot tell apart.")
+        raise DicomError(f"{series.label} has two slices at the same position; it holds several stacks that differ in "
+                         "neither echo nor time point, which napari-segxai cannot tell apart.")
     step = float(np.median(steps))
     if np.any(np.abs(steps - step) > SPACING_TOLERANCE * abs(step)):
         gaps = sorted({round(float(s), 3) for s in steps})
@@ -179,25 +260,15 @@ def read_series(series: DicomSeries) -> tuple[np.ndarray, np.ndarray]:
         raise DicomError(f"{series.label} was acquired with a tilted gantry (its slices are shifted "
                          f"{np.degrees(np.arccos(min(cosine, 1.0))):.1f} degrees off their normal); napari-segxai does not "
                          "correct gantry tilt: convert it with dcm2niix first.")
-    shapes = {(int(d.Rows), int(d.Columns)) for d in datasets}
+    shapes = {f.shape for f in frames}
     if len(shapes) > 1:
         raise DicomError(f"{series.label} mixes slice sizes {sorted(shapes)}; export the series again.")
-    row_spacing, column_spacing = (float(v) for v in datasets[0].PixelSpacing)
-    try:
-        slices = [_pixels(d) * float(d.get("RescaleSlope", 1) or 1) + float(d.get("RescaleIntercept", 0) or 0)
-                  for d in datasets]
-    except Exception as err:  # pydicom raises RuntimeError/NotImplementedError for missing decoders
-        syntax = datasets[0].file_meta.get("TransferSyntaxUID", "unknown")
-        name = getattr(syntax, "name", str(syntax))
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(":. ")
-        raise DicomError(f"The pixels of {series.label} cannot be decoded ({name}: {first}); if no decoder is installed "
-                         "for it, install one such as pylibjpeg with pylibjpeg-libjpeg and pylibjpeg-openjpeg, or gdcm, "
-                         "else the files are damaged.") from None
-    volume = np.stack(slices, axis=-1).transpose(1, 0, 2)  # (rows, columns, slices) -> (columns, rows, slices)
+    row_spacing, column_spacing = frames[0].spacing
+    volume = read_pixels(frames, series.label).transpose(2, 1, 0)  # (slices, rows, columns) -> (columns, rows, slices)
     lps = np.eye(4)
     lps[:3, 0] = row * column_spacing
     lps[:3, 1] = column * row_spacing
-    lps[:3, 2] = shift / (len(datasets) - 1)
+    lps[:3, 2] = shift / (len(frames) - 1)
     lps[:3, 3] = positions[0]
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
     return np.ascontiguousarray(volume), affine
