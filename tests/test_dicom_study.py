@@ -11,7 +11,7 @@ from _dicom import ORIENTATIONS, write_series
 
 pytest.importorskip("pydicom")
 
-PHI = (b"Doe", b"PID-4711", b"19700101", b"ACC-0815")
+PHI = (b"Doe^Jane", b"PID-4711", b"19700101", b"ACC-0815")  # long enough not to occur by chance in base64
 
 
 def phi_in(folder: Path) -> list[str]:
@@ -39,12 +39,14 @@ def _head(shape, orientation, spacing, origin, centre=(0.0, 0.0, 0.0), seed=0) -
     return (np.where(radius < 22, 400 + 300 * (radius < 10), 0) + noise).astype(np.float32)
 
 
-def head_study(root: Path, flair_centre=(0.0, 0.0, 0.0)) -> Path:
-    """T1 (axial), T2 (coronal) and FLAIR (sagittal) series of one head; FLAIR's head at ``flair_centre``."""
+def head_study(root: Path, flair_centre=(0.0, 0.0, 0.0), contrast: bool = False) -> Path:
+    """T1 (axial), T2 (coronal) and FLAIR (sagittal) series of one head (and T1 post-contrast with ``contrast``)."""
     from pydicom.uid import generate_uid
 
     study_uid = generate_uid()
     grids = {"t1_mprage_tra": ("axial HFS", (2.0, 2.0, 2.0), (-30.0, -30.0, -26.0), (30, 30, 26), 3, (0, 0, 0)),
+             **({"t1_mprage_tra_post_gd": ("axial HFS", (2.0, 2.0, 2.0), (-30.0, -30.0, -26.0), (30, 30, 26), 4,
+                                           (0, 0, 0))} if contrast else {}),
              "t2_tse_cor": ("coronal", (2.0, 2.5, 2.0), (-30.0, -28.0, 30.0), (30, 24, 28), 5, (0, 0, 0)),
              "t2_flair_sag": ("sagittal", (2.5, 2.0, 3.0), (27.0, -30.0, 30.0), (24, 30, 19), 9, flair_centre)}
     for description, (orientation, spacing, origin, shape, number, centre) in grids.items():
@@ -105,3 +107,29 @@ def test_convert_writes_the_case_and_every_series_as_nifti_without_patient_data(
     assert before == sorted((p, p.stat().st_mtime_ns) for p in study.rglob("*") if p.is_file())
     assert main(["convert", str(tmp_path / "nothing"), "--out", str(tmp_path / "o2")]) == 2
     assert "No such folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_no_output_carries_patient_data_unless_identifiers_are_asked_for(tmp_path, capfd):
+    from napari_segxai.cli import main
+
+    studies = tmp_path / "studies"
+    for folder in ("Doe^Jane_PID-4711", "Doe^John_PID-4712"):  # PACS exports often name folders by patient
+        head_study(studies / folder, contrast=True)
+    study, out = studies / "Doe^Jane_PID-4711", tmp_path / "out"
+    commands = [["segment", str(study), "--out", str(out / "segment")],
+                ["explain", str(study), "--method", "saliency", "--out", str(out / "explain")],
+                ["report", str(study), "--method", "saliency", "--no-influence", "--out", str(out / "report")],
+                ["convert", str(study), "--out", str(out / "convert")],
+                ["cohort", str(studies), "--method", "saliency", "--workers", "1", "--out", str(out / "cohort")]]
+    for command in commands:
+        assert main(command) == 0, command
+    said = capfd.readouterr()
+    assert phi_in(out) == []
+    assert not any(secret.decode() in said.out + said.err for secret in PHI)
+    assert [p.name[:6] for p in (out / "cohort" / "cases").iterdir()] == ["study-", "study-"]
+
+    assert main(["report", str(study), "--method", "saliency", "--no-influence", "--show-identifiers",
+                 "--out", str(out / "named")]) == 0
+    page = (out / "named" / "report.html").read_text()
+    assert "Doe^Jane" in page and "PID-4711" in page and "19700101" in page and "ACC-0815" in page

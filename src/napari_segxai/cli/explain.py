@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
                               output_space=args.output, progress=bar, **target)
 
     details = {
-        "case_files": [str(p) for p in case.source_paths],
+        "case_files": case.shown_sources(),
         "model_card": str(card.path),
         "model": card.name,
         "class_labels": [card.classes[i].label for i in result.class_indices],

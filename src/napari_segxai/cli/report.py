@@ -39,6 +39,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help=f"proponents and opponents shown per class (default {DEFAULT_TOP})")
     parser.add_argument("--no-influence", action="store_true",
                         help="leave out the TracIn training evidence (the slowest part on a CPU)")
+    parser.add_argument("--show-identifiers", action="store_true",
+                        help="DICOM studies: show the patient's name, ID, birth date, accession number and the study "
+                             "folder in the report (left out by default: the report names the case by a pseudonym)")
     parser.add_argument("--trust", type=Path, default=None, metavar="DIR",
                         help="the --out folder of a `segxai trust` run on this case, whose numbers the report shows")
     return parser
@@ -62,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     device = None if args.device in (None, "auto") else args.device
     with TerminalProgress(f"report on {case.name}") as bar:
         report = build_report(case, card, method=args.method, classes=classes, top=args.top,
-                              influence=not args.no_influence, trust_dir=args.trust, device=device, progress=bar)
+                              influence=not args.no_influence, trust_dir=args.trust, device=device, progress=bar,
+                              show_identifiers=args.show_identifiers)
     written = write_report(report, out, top=args.top)
     print(f"Report on {case.name} with {card.name} ({report.relevance.method}) in {report.seconds['total']:.1f} s.")
     for key, path in written.items():

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                             ground_truth=args.ground_truth, signature=signature, progress=bar, **target)
     problem = trust.problem
     record: dict[str, Any] = {
-        "case": case.name, "case_files": [str(p) for p in case.source_paths], "model_card": str(card.path),
+        "case": case.name, "case_files": case.shown_sources(), "model_card": str(card.path),
         "model": card.name, "methods": {m.name: {k: json_value(v) for k, v in m.params.items()} for m in methods},
         "classes": list(problem.class_names), "crop_shape": list(problem.spatial_shape),
         "target": problem.target.describe(), "seed": args.seed,

@@ -90,6 +90,12 @@ class Case:
                 f"{self.channels.shape[1:]}; give a label on the image grid."
             )
 
+    def shown_sources(self) -> list[str] | str:
+        """The case's files as outputs may show them: a DICOM study's paths are left out (they may name the patient)."""
+        if self.reference_files:
+            return f"DICOM study {self.name} ({len(self.source_paths)} files; paths left out, as they may name the patient)"
+        return [str(p) for p in self.source_paths]
+
     @property
     def shape(self) -> tuple[int, ...]:
         """Spatial shape (X, Y, Z)."""

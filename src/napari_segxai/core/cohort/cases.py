@@ -1,4 +1,8 @@
-"""Find the cases of a cohort folder: every sub-folder holding NIfTI files, and every NIfTI file."""
+"""Find the cases of a cohort folder: every sub-folder holding NIfTI files or a DICOM study, and every NIfTI file.
+
+A DICOM study is named by its pseudonym (:func:`..io.dicom_case.pseudonym`), never by its folder's
+name, which a PACS export often makes of the patient's name or ID.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import naming
+from ..io.dicom_case import is_dicom_folder, study_name
 
 
 @dataclass(frozen=True)
@@ -15,6 +20,12 @@ class CohortCase:
 
     case_id: str
     path: Path
+    dicom: bool = False
+
+    @property
+    def source(self) -> str:
+        """Where the case lies, as outputs show it: a DICOM study's folder is left out (it may name the patient)."""
+        return f"DICOM study {self.case_id}" if self.dicom else str(self.path)
 
 
 def case_id(text: str) -> str:
@@ -39,6 +50,8 @@ def find_cases(cases_dir: str | Path, *, exclude: tuple[str | Path, ...] = ()) -
             continue
         if entry.is_dir() and _holds_nifti(entry):
             found.append((entry.name, entry))
+        elif entry.is_dir() and is_dicom_folder(entry):
+            found.append((study_name(entry) or "study", entry))
         elif entry.is_file() and naming.is_nifti(entry):
             found.append((naming.file_stem(entry), entry))
     if not found:
@@ -53,5 +66,5 @@ def find_cases(cases_dir: str | Path, *, exclude: tuple[str | Path, ...] = ()) -
             while ident.lower() in taken:
                 ident, n = f"{case_id(path.name)}-{n}", n + 1
         taken.add(ident.lower())
-        cases.append(CohortCase(ident, path))
+        cases.append(CohortCase(ident, path, dicom=path.is_dir() and not _holds_nifti(path)))
     return cases

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional, Sequence
 from ..io.files import atomic_path, write_text
 from .analysis import (TABLE_COLUMNS, ClassAnomalies, DiceCorrelation, anomaly_scores, cohort_table, dice_correlation,
                        flagged_cases, global_importance, importance_chart)
-from .cases import CohortCase
+from .cases import CohortCase, find_cases
 from .runner import FAILED, case_folder, read_record
 from .subgroups import SubgroupTest, read_metadata, subgroup_tests
 
@@ -190,6 +190,18 @@ class RankedCase:
     source: Optional[Path]     # where the case was read from (None if its record is gone)
 
 
+def _source(record: Optional[Mapping], case: str, found: dict[str, dict[str, Path]]) -> Optional[Path]:
+    """Where a ranked case lies: its recorded path, or a DICOM study found again by its pseudonym."""
+    if not record or not record.get("source"):
+        return None
+    folder = record.get("study_in")
+    if not folder:
+        return Path(record["source"])
+    if folder not in found:
+        found[folder] = {c.case_id: c.path for c in find_cases(folder)} if Path(folder).is_dir() else {}
+    return found[folder].get(case)
+
+
 def read_ranking(out: str | Path) -> tuple[dict[str, list[RankedCase]], dict]:
     """The anomaly ranking per class and the summary of a ``segxai cohort`` output folder (ValueError if it is not one)."""
     out = Path(out).expanduser()
@@ -198,13 +210,13 @@ def read_ranking(out: str | Path) -> tuple[dict[str, list[RankedCase]], dict]:
         raise ValueError(f"{out} holds no {FILES['anomalies']} and {FILES['summary']}; choose the --out folder of a segxai cohort run.")
     summary = json.loads((out / FILES["summary"]).read_text(encoding="utf-8"))
     sources: dict[str, Optional[Path]] = {}
+    found: dict[str, dict[str, Path]] = {}
     ranking: dict[str, list[RankedCase]] = {}
     with open(path, newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             case = row["case"]
             if case not in sources:
-                record = read_record(out, case)
-                sources[case] = Path(record["source"]) if record and record.get("source") else None
+                sources[case] = _source(read_record(out, case), case, found)
             ranking.setdefault(row["class"], []).append(RankedCase(
                 row["class"], int(row["rank"]), case, float(row["anomaly_score"]), row["flagged"] == "1",
                 float(row["dice"]) if row["dice"] else None, sources[case]))

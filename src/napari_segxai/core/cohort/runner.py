@@ -162,7 +162,8 @@ def _explain_case(case: CohortCase, folder: Path, settings: CohortSettings) -> d
     return {
         "case": case.case_id,
         "name": image.name,
-        "source": str(case.path),
+        "source": case.source,
+        "study_in": str(case.path.parent) if case.dicom else None,  # where to find a DICOM study again by its pseudonym
         "status": "done",
         "settings": settings.fingerprint(),
         "model": card.name,
@@ -187,7 +188,7 @@ def _explain_case(case: CohortCase, folder: Path, settings: CohortSettings) -> d
 
 def record_failure(out: str | Path, case: CohortCase, error: str) -> dict:
     """Write a case's failure (its one-line error) into its folder and return the failure record."""
-    record = {"case": case.case_id, "source": str(case.path), "status": "failed", "error": error}
+    record = {"case": case.case_id, "source": case.source, "status": "failed", "error": error}
     folder = case_folder(out, case)
     write_text(folder / FAILED, json.dumps(record, indent=1) + "\n")
     return record

@@ -98,6 +98,34 @@ def map_series(study, series: Optional[Mapping[str, str]] = None) -> tuple[dict[
     return {m: c[0] for m, c in candidates.items()}, notes
 
 
+#: The patient and study attributes a report shows when the user asks for identifiers (nothing shows them by default).
+IDENTIFIERS = {"PatientName": "patient", "PatientID": "patient ID", "PatientBirthDate": "birth date",
+               "AccessionNumber": "accession number", "StudyDate": "study date", "StudyDescription": "study"}
+
+
+def patient_identifiers(files) -> dict[str, str]:
+    """The patient's and study's identifiers (:data:`IDENTIFIERS`) in the first of ``files``; {} without DICOM files."""
+    if not files:
+        return {}
+    import pydicom
+
+    header = pydicom.dcmread(files[0], stop_before_pixels=True)
+    return {label: str(header.get(keyword, "")) for keyword, label in IDENTIFIERS.items() if header.get(keyword)}
+
+
+def study_name(folder: Path) -> Optional[str]:
+    """The pseudonym of the study in ``folder`` (from its first DICOM file), or None when it holds none."""
+    import pydicom
+
+    from .dicom import is_dicom_file
+
+    for item in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        if is_dicom_file(item):
+            header = pydicom.dcmread(item, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+            return pseudonym(str(header.get("StudyInstanceUID", item)))
+    return None
+
+
 def resample_to(volume: np.ndarray, affine: np.ndarray, reference_affine: np.ndarray,
                 shape: tuple[int, ...], order: int = 1) -> np.ndarray:
     """``volume`` (on ``affine``) resampled (trilinear; ``order`` 0: nearest) onto (``reference_affine``, ``shape``), 0 outside."""

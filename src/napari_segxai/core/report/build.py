@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .. import progress as _progress
+from ..io.dicom_case import patient_identifiers
 
 DEFAULT_METHOD = "gradient_x_input"   # fast, signed, and its sequence shares follow the demo's ground truth
 DEFAULT_TOP = 4                       # proponents and opponents shown per class
@@ -35,6 +36,7 @@ class CaseReport:
     settings: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
     created: str = ""
+    identifiers: dict = field(default_factory=dict)  # the patient's, only when asked for (show_identifiers)
 
 
 def build_report(
@@ -52,11 +54,14 @@ def build_report(
     relevance=None,
     progress: _progress.ProgressFn | None = None,
     should_cancel: _progress.CancelFn | None = None,
+    show_identifiers: bool = False,
     **params: Any,
 ) -> CaseReport:
     """Segment, explain every predicted class with ``method``, summarise by region, find TracIn evidence.
 
     A ``segmentation`` or ``relevance`` already computed for this case and card is reused, not recomputed.
+    A DICOM case's report names it by its pseudonym only, without its folder or file names (which
+    may name the patient), unless ``show_identifiers`` asks for the patient's identifiers.
     """
     from ..attribution import explain_case, get_method
     from ..model.card import build_network
@@ -109,8 +114,7 @@ def build_report(
     _progress.step(1000, 1000, progress, None)
     settings = {
         "case": case.name,
-        "case folder": str(Path(case.source_paths[0]).parent) if case.source_paths else "(in memory)",
-        "case files": [Path(p).name for p in case.source_paths],
+        **_case_files(case, show_identifiers),
         "model": card.name,
         "model card": str(card.path),
         "architecture": card.architecture,
@@ -129,7 +133,17 @@ def build_report(
     return CaseReport(case=case, card=card, segmentation=segmentation, relevance=relevance, roi=roi,
                       influence=evidence, influence_note=note, training_cases=training, trust=trust,
                       trust_note=trust_note, settings=settings, seconds=seconds,
-                      created=datetime.datetime.now().astimezone().isoformat(timespec="seconds"))
+                      created=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                      identifiers=patient_identifiers(case.reference_files) if show_identifiers else {})
+
+
+def _case_files(case, show_identifiers: bool) -> dict:
+    """Where the case came from: the folder and files, a DICOM study's only when identifiers are shown."""
+    if case.reference_files and not show_identifiers:
+        return {"case files": case.shown_sources()}
+    return {"case folder": str(Path(case.source_paths[0]).parent) if case.source_paths else "(in memory)",
+            "case files": [Path(p).name for p in case.source_paths] if not case.reference_files
+            else f"{len(case.source_paths)} DICOM files"}
 
 
 def _influence(case, card, segmentation, class_names, top, device, progress, should_cancel):

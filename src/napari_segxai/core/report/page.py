@@ -131,6 +131,11 @@ def _plain(value) -> str:
     return str(value)
 
 
+def identifier_line(report) -> str:
+    """The patient's identifiers, shown only when the user asked for them."""
+    return "Identifiers (shown on request): " + "; ".join(f"{k} {v}" for k, v in report.identifiers.items()) + "."
+
+
 def to_html(report, parts) -> str:
     """The whole page: inline style, embedded PNG images, no script and no external resource."""
     body = []
@@ -148,7 +153,8 @@ def to_html(report, parts) -> str:
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
         f"<h1>SegXAI case report: {html.escape(report.case.name)}</h1>"
-        f"<div class=\"sub\">Model {html.escape(report.card.name)} · {html.escape(report.created)} · "
+        + (f"<div class=\"sub\">{html.escape(identifier_line(report))}</div>" if report.identifiers else "")
+        + f"<div class=\"sub\">Model {html.escape(report.card.name)} · {html.escape(report.created)} · "
         "napari-segxai. Relevance maps explain what this model computed; they are not a diagnosis.</div>"
         + "".join(body) + "</body></html>\n"
     )
@@ -159,6 +165,8 @@ def to_png(report, parts, path: Path) -> Path:
     from matplotlib.figure import Figure
 
     blocks = [("title", f"SegXAI case report: {report.case.name} · {report.card.name} · {report.created}")]
+    if report.identifiers:
+        blocks.append(("text", identifier_line(report)))
     for title, items in parts:
         blocks.append(("heading", title))
         for item in items:
