@@ -133,3 +133,38 @@ def test_no_output_carries_patient_data_unless_identifiers_are_asked_for(tmp_pat
                  "--out", str(out / "named")]) == 0
     page = (out / "named" / "report.html").read_text()
     assert "Doe^Jane" in page and "PID-4711" in page and "19700101" in page and "ACC-0815" in page
+
+
+def test_segment_and_explain_write_dicom_seg_and_parametric_maps_over_the_reference_series(tmp_path, capsys):
+    import pydicom
+
+    from napari_segxai.cli import main
+    from napari_segxai.core.io.dicom_case import study_case
+    from napari_segxai.core.io.dicom_write import read_parametric_map, read_seg
+    from napari_segxai.core.io.nifti import load_label
+
+    study = head_study(tmp_path / "study", contrast=True)
+    out = tmp_path / "out"
+    assert main(["segment", str(study), "--format", "both", "--out", str(out)]) == 0
+    assert main(["explain", str(study), "--format", "dicom", "--classes", "edema", "--out", str(out)]) == 0
+    case, _ = study_case(study)
+    seg_file = out / f"{case.name}_seg.dcm"
+    seg = pydicom.dcmread(seg_file)
+    assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == pydicom.dcmread(case.reference_files[0]).SeriesInstanceUID
+    labels = load_label(out / f"{case.name}_seg.nii.gz")[0]
+    from napari_segxai.core.model.card import default_model_card
+
+    np.testing.assert_array_equal(read_seg(seg_file, case.reference_files, case.affine,
+                                           classes=default_model_card().classes), labels)
+    maps = sorted(out.glob(f"{case.name}_saliency_edema_*.dcm"))
+    assert [p.name.rsplit("_", 1)[1] for p in maps] == ["flair.dcm", "t1.dcm", "t1ce.dcm", "t2.dcm"]
+    assert "saliency, class edema, channel flair" in str(pydicom.dcmread(maps[0]).SeriesDescription)
+    assert np.isfinite(read_parametric_map(maps[0], case.reference_files, case.affine)).all()
+    assert not list(out.glob("*saliency_edema.nii.gz"))  # dicom only: no NIfTI maps
+    capsys.readouterr()
+    assert main(["convert", str(study), "--out", str(tmp_path / "nifti")]) == 0
+    nifti_case = tmp_path / "nifti" / case.name
+    assert main(["segment", str(nifti_case), "--format", "dicom", "--out", str(tmp_path / "o2")]) == 2
+    assert "was not opened from a DICOM study" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()

@@ -118,6 +118,26 @@ def add_case_options(parser: argparse.ArgumentParser, *, model: bool = True) -> 
     )
 
 
+def add_format_option(parser: argparse.ArgumentParser, dicom_files: str) -> None:
+    """Add --format (NIfTI, DICOM beside a DICOM study, or both)."""
+    parser.add_argument(
+        "--format", default="nifti", choices=["nifti", "dicom", "both"],
+        help=f"nifti (default), dicom ({dicom_files}, referencing the study's images: the CASE must be a DICOM "
+             "study) or both",
+    )
+
+
+def check_format(args: argparse.Namespace, case) -> None:
+    """A UserError when --format asks for DICOM output of a case that is not a DICOM study."""
+    from ..core.io.dicom_results import require_dicom_case
+
+    if args.format in ("dicom", "both"):
+        try:
+            require_dicom_case(case)
+        except ValueError as err:
+            raise UserError(f"--format {args.format}: {err}") from None
+
+
 def series_choices(text: str | None) -> dict[str, str] | None:
     """``--series t1ce=7,flair=5`` as {modality: series}; a UserError when malformed."""
     if not text:

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from ..core.io.relevance import output_paths, write_relevance
-from ._common import TerminalProgress, UserError, add_case_options, load_card, open_case, output_folder
+from ._common import (TerminalProgress, UserError, add_case_options, add_format_option, check_format, load_card,
+                      open_case, output_folder)
 from ._explain_options import add_target_options, case_target_arguments, parse_classes, parse_parameters, parse_target
 
 DESCRIPTION = """\
@@ -21,6 +22,10 @@ Writes into --out:
                                   on the case's grid with the case's affine
   <case>_<method>_target.nii.gz   the explained region of each class (X x Y x Z x classes, 0/1)
   <case>_<method>.json            method, parameters, target, classes, channels, files, seconds
+With --format dicom (a DICOM study as CASE), instead of the NIfTI maps:
+  <case>_<method>_<class>_<channel>.dcm  one DICOM Parametric Map per class and input channel,
+                                  over the study's reference series, described by method, class
+                                  and channel (the JSON record is written too)
 Input files are never overwritten.
 
 Methods (--param name=value sets their parameters):
@@ -58,6 +63,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=_MethodsHelp,
     )
     add_case_options(parser)
+    add_format_option(parser, "one Parametric Map per class and channel")
     parser.add_argument(
         "--method", default="saliency", metavar="M",
         help="attribution method (listed above); default: saliency (one forward and one backward pass per class)",
@@ -93,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     parse_target(args.target, args.confident)  # a mistake in --target is reported before the case is read
     case = open_case(args, card)
     channel_indices(case, card)  # a missing modality is reported before any work starts
+    check_format(args, case)
     target = case_target_arguments(args, case)
     region_path = args.target[1] if args.target[0] == "region" else None
     classes = parse_classes(args.classes, card)
@@ -124,11 +131,19 @@ def run(args: argparse.Namespace) -> int:
         "region": str(region_path) if region_path else None,
         "device": str(device),
     }
-    written = write_relevance(result, case.name, out, protected=protected, details=details)
+    dicom = {}
+    if args.format in ("dicom", "both"):
+        from ..core.io.dicom_results import write_relevance_dicom
+
+        dicom = write_relevance_dicom(result, case, out)
+        details["dicom_files"] = {f"{name}/{channel}": str(path) for (name, channel), path in dicom.items()}
+    written = write_relevance(result, case.name, out, protected=protected, details=details,
+                              maps=args.format in ("nifti", "both"))
     print(f"Explained {', '.join(result.class_names)} of {case.name} with {result.method} on {device} "
           f"in {result.seconds:.1f} s ({result.target_description}).")
-    for name in result.class_names:
-        path = written[name]
-        print(f"{name} ({', '.join(result.channel_names)}, channels last): {path}")
+    for name in result.class_names if args.format in ("nifti", "both") else ():
+        print(f"{name} ({', '.join(result.channel_names)}, channels last): {written[name]}")
+    for (name, channel), path in dicom.items():
+        print(f"{name}, {channel} (DICOM Parametric Map): {path}")
     print(f"Record: {paths['__json__']}")
     return 0

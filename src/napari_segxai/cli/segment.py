@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import TerminalProgress, UserError, add_case_options, load_card, open_case, output_folder
+from ._common import (TerminalProgress, UserError, add_case_options, add_format_option, check_format, load_card,
+                      open_case, output_folder)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -16,10 +17,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Segment a case with a model card's network (sliding-window inference on the GPU when "
             "there is one) and write <case>_seg.nii.gz (label values of the card's classes) and "
-            "<case>_prob.nii.gz (one probability per class, channels last) with the case's affine."
+            "<case>_prob.nii.gz (one probability per class, channels last) with the case's affine; with "
+            "--format dicom, <case>_seg.dcm: a DICOM SEG over the study's reference series."
         ),
     )
     add_case_options(parser)
+    add_format_option(parser, "<case>_seg.dcm, a DICOM SEG; the probabilities are written in NIfTI only")
     return parser
 
 
@@ -39,14 +42,21 @@ def run(args: argparse.Namespace) -> int:
     case = open_case(args, card)
     labels_path, prob_path = output_paths(case.name, Path(args.out))
     channel_indices(case, card)  # a missing modality is reported before any work starts
+    check_format(args, case)
     output_folder(args.out)
     device = pick_device(None if args.device in (None, "auto") else args.device)
     network = build_network(card, device)
     with TerminalProgress(f"segmenting {case.name}") as bar:
         result = segment(case, card, network=network, device=device, progress=bar)
-    write_segmentation(result, case.name, args.out, protected=case.source_paths)
     classes = ", ".join(f"{c.label}={c.name}" for c in result.classes)
     print(f"Segmented {case.name} with {card.name} on {result.device} in {result.seconds:.1f} s.")
-    print(f"Labels ({classes}): {labels_path}")
-    print(f"Probabilities ({len(result.classes)} classes, channels last): {prob_path}")
+    if args.format in ("nifti", "both"):
+        write_segmentation(result, case.name, args.out, protected=case.source_paths)
+        print(f"Labels ({classes}): {labels_path}")
+        print(f"Probabilities ({len(result.classes)} classes, channels last): {prob_path}")
+    if args.format in ("dicom", "both"):
+        from ..core.io.dicom_results import write_segmentation_dicom
+
+        path = write_segmentation_dicom(result, case, card.name, args.out)
+        print(f"DICOM SEG ({classes}; over series {case.name}'s reference series): {path}")
     return 0

@@ -33,9 +33,10 @@ def output_paths(case_name: str, method: str, class_names: Sequence[str], out: P
 
 
 def write_relevance(result, case_name: str, out: str | Path, *, protected: Sequence[str | Path] = (),
-                    details: dict | None = None) -> dict[str, str]:
+                    details: dict | None = None, maps: bool = True) -> dict[str, str]:
     """Write a Relevance on its case grid into ``out``; the written files by class name, plus ``__json__``.
 
+    ``maps=False`` writes the JSON record only (the maps go elsewhere, e.g. as DICOM).
     ``protected`` files (the case's inputs) are never overwritten: a ValueError says so before
     anything is written. ``details`` go into the JSON record (``voxel`` and ``region`` into its target).
     """
@@ -51,12 +52,12 @@ def write_relevance(result, case_name: str, out: str | Path, *, protected: Seque
         if path.resolve() in resolved:
             raise ValueError(f"Refusing to overwrite {path}: it is an input; choose another folder.")
     written: dict[str, str] = {}
-    for k, name in enumerate(result.class_names):
+    for k, name in enumerate(result.class_names if maps else ()):
         save_nifti(np.moveaxis(result.relevance[k], 0, -1), result.affine, paths[name], protected=protected)
         written[name] = str(paths[name])
     masks = np.asarray(result.target.masks)
     target_file = None
-    if masks.shape[1:] == tuple(result.relevance.shape[2:]):
+    if maps and masks.shape[1:] == tuple(result.relevance.shape[2:]):
         save_nifti(np.moveaxis(masks.astype(np.uint8), 0, -1), result.affine, paths["__target__"],
                    protected=protected)
         target_file = str(paths["__target__"])
