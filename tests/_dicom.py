@@ -59,3 +59,57 @@ def write_series(folder: Path, volume: np.ndarray, *, orientation: str = "axial 
         ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()  # rows x columns
         pydicom.dcmwrite(ds.filename, ds, enforce_file_format=True)
     return folder
+
+
+def write_multiframe(path: Path, volume: np.ndarray, **options) -> Path:
+    """Write ``volume`` as one Legacy Converted Enhanced MR file at ``path`` (highdicom), from ``write_series``'s slices."""
+    import tempfile
+
+    import highdicom
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = write_series(Path(scratch), volume, **options)
+        datasets = [pydicom.dcmread(p) for p in sorted(folder.iterdir())]
+    image = highdicom.legacy.LegacyConvertedEnhancedMRImage(
+        datasets, series_instance_uid=datasets[0].SeriesInstanceUID, series_number=int(datasets[0].SeriesNumber),
+        sop_instance_uid=generate_uid(), instance_number=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_echoes(folder: Path, volumes, echo_times=(12.0, 95.0), **options) -> Path:
+    """Write ``volumes`` (one per echo) as one single-frame MR series whose echoes share a SeriesInstanceUID."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    series_uid = generate_uid()
+    options.setdefault("study_uid", generate_uid())
+    for echo, (volume, echo_time) in enumerate(zip(volumes, echo_times), start=1):
+        for path in sorted(write_series(folder / f"echo{echo}", volume, **options).iterdir()):
+            dataset = pydicom.dcmread(path)
+            dataset.SeriesInstanceUID, dataset.EchoNumbers, dataset.EchoTime = series_uid, echo, f"{echo_time:g}"
+            dataset.save_as(path, enforce_file_format=True)
+    return folder
+
+
+def assert_matches_dcm2niix(data: np.ndarray, affine: np.ndarray, series: Path, out: Path) -> None:
+    """Every voxel of (``data``, ``affine``) lies where dcm2niix puts it (within 0.05 mm) and has its value."""
+    import subprocess
+    import sys
+
+    import nibabel as nib
+
+    out.mkdir(parents=True, exist_ok=True)
+    binary = Path(sys.executable).parent / "dcm2niix"
+    subprocess.run([str(binary), "-z", "y", "-b", "n", "-f", "ref", "-o", str(out), str(series)],
+                   check=True, capture_output=True)
+    ours = nib.as_closest_canonical(nib.Nifti1Image(data, affine))
+    theirs = nib.as_closest_canonical(nib.load(next(out.glob("ref*.nii.gz"))))
+    assert ours.shape == theirs.shape
+    index = np.stack(np.meshgrid(*[np.arange(s) for s in ours.shape], indexing="ij"), -1).reshape(-1, 3)
+    worlds = [index @ image.affine[:3, :3].T + image.affine[:3, 3] for image in (ours, theirs)]
+    assert np.abs(worlds[0] - worlds[1]).max() <= 0.05
+    np.testing.assert_allclose(np.asarray(ours.dataobj, dtype=np.float32), theirs.get_fdata(dtype=np.float32), atol=1e-3)

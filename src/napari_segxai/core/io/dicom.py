@@ -137,7 +137,8 @@ def _unzipped(archive: Path) -> Path:
 def _dicom_files(path: Path, shown: Path) -> list[Path]:
     if path.is_file():
         if not is_dicom_file(path):
-            raise DicomError(f"{shown} is not a DICOM file (no DICM marker); give a DICOM file, a study folder or a zip of one.")
+            raise DicomError(f"{shown} is neither a DICOM file (no DICM marker) nor a zip; give a DICOM file, a study "
+                             "folder or a zip of one.")
         return [path]
     if not path.is_dir():
         raise DicomError(f"No such file or folder: {shown}.")
@@ -236,7 +237,11 @@ def _stacks(header, uid: str, orientation: tuple[float, ...], frames: list[Frame
 
 
 def read_series(series: DicomSeries) -> tuple[np.ndarray, np.ndarray]:
-    """The volume (columns, rows, slices) float32 and its voxel-to-RAS affine; DicomError naming the series."""
+    """The volume (columns, rows, slices) float32 and its voxel-to-RAS affine; DicomError naming the series.
+
+    The volume is Fortran-ordered (slices outermost in memory), as nibabel gives NIfTI volumes: transposing the
+    slices as read costs no copy.
+    """
     frames = list(series.frames) or [f for p in series.files for f in frames_of(parse(p, series.label), p)]
     row = np.array(frames[0].cosines[:3])
     column = np.array(frames[0].cosines[3:])
@@ -271,4 +276,4 @@ def read_series(series: DicomSeries) -> tuple[np.ndarray, np.ndarray]:
     lps[:3, 2] = shift / (len(frames) - 1)
     lps[:3, 3] = positions[0]
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
-    return np.ascontiguousarray(volume), affine
+    return volume, affine

@@ -6,8 +6,8 @@ multi-frame image (Enhanced MR/CT, Legacy Converted Enhanced) is one Frame per f
 PlanePositionSequence, PlaneOrientationSequence, PixelMeasuresSequence and
 PixelValueTransformationSequence from its PerFrameFunctionalGroupsSequence item or else from the
 SharedFunctionalGroupsSequence. Echo and time point (EchoTime / EchoNumbers and
-TemporalPositionIdentifier, or MREchoSequence and FrameContentSequence per frame) tell stacks of one
-series apart.
+TemporalPositionIdentifier; per frame MREchoSequence and FrameContentSequence, or the
+UnassignedPerFrameConvertedAttributesSequence of legacy converted files) tell stacks of one series apart.
 
 Uncompressed pixels are read straight from the file at the offset the header parse recorded, so a
 file is parsed once; other transfer syntaxes are decoded by pydicom.
@@ -125,13 +125,17 @@ def _multi_frame(dataset, path: Path) -> list[Frame]:
                              "export the series again.")
         slope = _functional(item, shared, "PixelValueTransformationSequence", "RescaleSlope")
         intercept = _functional(item, shared, "PixelValueTransformationSequence", "RescaleIntercept")
-        echo_time = _functional(item, shared, "MREchoSequence", "EffectiveEchoTime")
-        time_point = _functional(item, shared, "FrameContentSequence", "TemporalPositionIndex")
+        unassigned = "UnassignedPerFrameConvertedAttributesSequence"  # where legacy conversion keeps them
+        echo_time = (_functional(item, shared, "MREchoSequence", "EffectiveEchoTime")
+                     or _functional(item, None, unassigned, "EchoTime"))
+        echo_number = _functional(item, None, unassigned, "EchoNumbers")
+        time_point = (_functional(item, shared, "FrameContentSequence", "TemporalPositionIndex")
+                      or _functional(item, None, unassigned, "TemporalPositionIdentifier"))
         frames.append(Frame(path=path, index=index, cosines=tuple(float(v) for v in cosines),
                             position=tuple(float(v) for v in position), spacing=tuple(float(v) for v in spacing),
                             shape=(int(dataset.Rows), int(dataset.Columns)),
                             slope=float(slope if slope not in (None, "") else 1), intercept=float(intercept or 0),
-                            echo=(_first(echo_time), 0), time_point=int(_first(time_point)),
+                            echo=(_first(echo_time), int(_first(echo_number))), time_point=int(_first(time_point)),
                             offset=None if offset is None else offset + index * frame_bytes, dtype=dtype))
     return frames
 
