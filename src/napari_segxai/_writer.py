@@ -1,4 +1,4 @@
-"""napari writers: image and labels layers -> NIfTI with the layer's world affine."""
+"""napari writers: image and labels layers -> NIfTI with the layer's world affine; labels of a DICOM study -> DICOM SEG."""
 
 from __future__ import annotations
 
@@ -65,3 +65,44 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Save an image layer as a float32 NIfTI volume with the layer's affine."""
     return _write_or_say_why(path, np.asarray(data, dtype=np.float32), meta)
+
+
+def _dicom_classes(data: np.ndarray, meta: dict[str, Any]) -> list[tuple[int, str, str]]:
+    """(value, name, colour) of every label value painted, named from the layer's class features."""
+    names: dict[int, str] = {}
+    features = meta.get("features")
+    if features is not None and "index" in features and "class" in features:
+        names = {int(v): str(n) for v, n in zip(features["index"], features["class"])}
+    colormap = meta.get("colormap")
+    colours = getattr(colormap, "color_dict", None) or {}
+    entries = []
+    for value in sorted(int(v) for v in np.unique(data) if v != 0):
+        colour = colours.get(value)
+        rgb = "#808080" if colour is None else [float(c) for c in np.asarray(colour).ravel()[:3]]
+        entries.append((value, names.get(value, f"label {value}"), rgb))
+    return entries
+
+
+def write_labels_dicom(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Save a labels layer of a DICOM study as a DICOM SEG referencing the study's reference series."""
+    from . import __version__
+    from .core.io.dicom_write import write_seg
+
+    try:
+        array = np.asarray(data)
+        reference = (meta.get("metadata") or {}).get(Key.REFERENCE_FILES) or []
+        if not reference:
+            raise ValueError(f"The layer {meta.get('name', '')!r} does not belong to a case opened from a DICOM study, "
+                             "so a DICOM SEG has no images to reference; save it as NIfTI.")
+        if array.ndim != 3 or array.dtype.kind not in "biu":
+            raise ValueError(f"Only 3D label volumes can be saved as DICOM SEG; this one is {array.ndim}D {array.dtype}.")
+        target = Path(path) if Path(path).suffix.lower() == ".dcm" else Path(path + ".dcm")
+        card = (meta.get("metadata") or {}).get(Key.MODEL_CARD)
+        written = write_seg(array, _dicom_classes(array, meta), reference, world_affine(meta, 3), target,
+                            series_description=f"{meta.get('name', 'segmentation')}"[:64],
+                            algorithm_name=Path(card).stem if card else "napari-segxai",
+                            algorithm_version=__version__, protected=_protected(meta), overwrite=True)
+    except (ValueError, OSError) as err:
+        show_error(str(err))
+        return []
+    return [str(written)]

@@ -1,0 +1,59 @@
+"""A DICOM study in the viewer: its labels saved as DICOM SEG over the study's images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.layers import Image, Labels
+
+from napari_segxai._reader import napari_get_reader
+
+
+def _study(root):
+    from _dicom import write_series
+
+    rng = np.random.default_rng(0)
+    for number, description in ((3, "T1 SE"), (4, "T1 SE POST GD"), (5, "T2 TSE"), (6, "FLAIR")):
+        write_series(root / str(number), rng.integers(0, 500, (20, 24, 12)).astype(np.float32),
+                     description=description, number=number, study_uid="1.2.3.4", orientation="axial HFP")
+    return root
+
+
+def test_a_labels_layer_of_a_dicom_study_saves_as_dicom_seg(npe2pm, tmp_path):
+    import napari
+    from npe2 import PluginManifest
+
+    from napari_segxai._layers import Key, label_display
+    from napari_segxai.core.io.dicom_write import read_seg
+
+    npe2pm.register(PluginManifest.from_distribution("napari-segxai"))
+    study = _study(tmp_path / "study")
+    images = [Image(data, **kwargs) for data, kwargs, _ in napari_get_reader(str(study))(str(study))]
+    labels = np.zeros(images[0].data.shape, np.int16)
+    labels[4:9, 5:12, 2:6], labels[10:14, 3:8, 7:9] = 2, 4
+    layer = Labels(labels, affine=images[0].affine, metadata=dict(images[0].metadata), name="study segmentation",
+                   **label_display({0: ("background", None), 2: ("edema", "#3cb44b"), 4: ("enhancing", "#ffe119")}))
+    paths = napari.save_layers(str(tmp_path / "seg.dcm"), [layer], plugin="napari-segxai")
+    assert [str(p) for p in paths] == [str(tmp_path / "seg.dcm")]
+    import pydicom
+
+    seg = pydicom.dcmread(paths[0])
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["edema", "enhancing"]
+    reference = layer.metadata[Key.REFERENCE_FILES]
+    assert all("/3/" in p for p in reference)  # the T1 series, whose grid the case is on
+    from napari_segxai._layers import layer_world_affine
+
+    back = read_seg(paths[0], reference, layer_world_affine(layer), classes=[(2, "edema", "#00ff00"),
+                                                                               (4, "enhancing", "#ffff00")])
+    np.testing.assert_array_equal(back, labels)
+
+
+def test_a_labels_layer_of_a_nifti_case_is_refused_as_dicom_seg_with_a_sentence(tmp_path, monkeypatch):
+    from napari_segxai import _writer
+
+    said = []
+    monkeypatch.setattr(_writer, "show_error", said.append)
+    assert _writer.write_labels_dicom(str(tmp_path / "seg.dcm"), np.ones((4, 4, 4), np.int16),
+                                      {"name": "x", "metadata": {}}) == []
+    assert said and "does not belong to a case opened from a DICOM study" in said[0]
+    assert not (tmp_path / "seg.dcm").exists()
