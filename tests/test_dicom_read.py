@@ -170,3 +170,19 @@ def test_a_dicomdir_is_skipped_and_a_folder_with_only_a_dicomdir_gets_one_senten
             path.unlink()
     with pytest.raises(DicomError, match="holds only a DICOMDIR .* copy the whole disc"):
         read_study(media)
+
+
+def test_load_case_and_the_napari_check_take_a_zip_and_a_multi_frame_file(tmp_path):
+    from napari_segxai.core.io.nifti import load_case
+
+    volume = _volume()
+    path = write_multiframe(tmp_path / "mf" / "t1.dcm", volume, description="t1_mprage")
+    archive = Path(shutil.make_archive(str(tmp_path / "series"), "zip", write_series(tmp_path / "series", volume)))
+    for given in (path, archive):
+        case = load_case(given)
+        assert case.modalities == ("t1",) and case.name.startswith("study-")
+        np.testing.assert_array_equal(case.channels[0], volume)
+    pytest.importorskip("napari")
+    from napari_segxai._reader import _looks_readable
+
+    assert _looks_readable(path) and _looks_readable(archive) and not _looks_readable(tmp_path / "missing.zip")

@@ -26,17 +26,17 @@ def _single_path(path: PathOrPaths) -> Optional[Path]:
 
 
 def _looks_readable(path: Path) -> bool:
-    """Cheap checks before loading: a NIfTI file, or a folder holding one or holding DICOM files."""
-    try:
-        if path.is_file():
-            return is_nifti(path)
-        if path.is_dir():
-            from .core.io.dicom_case import is_dicom_folder
+    """Cheap checks before loading: a NIfTI file, a folder holding one, or DICOM (a file, a folder or a zip of them)."""
+    from .core.io.dicom import is_dicom_input
 
-            return any(is_nifti(child) for child in path.iterdir() if child.is_file()) or is_dicom_folder(path)
+    try:
+        if path.is_file() and is_nifti(path):
+            return True
+        if path.is_dir() and any(is_nifti(child) for child in path.iterdir() if child.is_file()):
+            return True
+        return is_dicom_input(path)
     except OSError:
         return False
-    return False
 
 
 def napari_get_reader(path: PathOrPaths) -> Optional[Callable[[PathOrPaths], list]]:

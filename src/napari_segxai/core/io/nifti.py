@@ -232,16 +232,19 @@ def case_from_files(name: str, modalities: Sequence[str], images: Sequence[Path]
 
 def load_case(path: str | Path, *, series: Optional[Mapping[str, str]] = None,
               reference: Optional[str] = None, prefer: Sequence[str] = ()) -> Case:
-    """Open a case from a folder of per-modality NIfTI files, one 3D or 4D NIfTI file, or a DICOM study folder.
+    """Open a case from a folder of per-modality NIfTI files, one 3D or 4D NIfTI file, or a DICOM study.
+
+    A DICOM study is a folder, a .zip of one, or one multi-frame DICOM file (:func:`.dicom.read_study`).
 
     ``series`` ({modality: series number or UID}) chooses the DICOM series of each modality and
     ``reference`` the modality whose series gives the case's grid (default: the first of ``prefer``,
     a model's modalities, that the study has).
     """
-    from .dicom_case import case_from_study, is_dicom_folder
+    from .dicom import is_dicom_input
+    from .dicom_case import case_from_study
 
     path = Path(path).expanduser()
-    if path.is_dir() and is_dicom_folder(path):
+    if is_dicom_input(path):  # a study or series folder, a zip of one, or one (multi-frame) DICOM file
         return case_from_study(path, series=series, reference=reference, prefer=prefer)
     if series or reference:
         raise ValueError(f"{path} is not a DICOM study; series and reference choices apply to DICOM studies only.")
