@@ -7,10 +7,13 @@ median of ``--repeats`` after one warm-up:
 
 - ours: ``load_case(STUDY)`` (read every header, group, map the series to modalities, read the pixels,
   put the four series on one grid: here the same grid, so no resampling), in this process;
+- reading: ``read_study(STUDY)`` and ``read_series`` of each series (the DICOM reading alone, without
+  ``load_case``'s mapping, stacking and head-mask agreement check), in this process;
 - dcm2niix: ``dcm2niix -z n -b n -o OUT STUDY`` (uncompressed NIfTI, no sidecars), as a subprocess.
 
-Prints seconds, the ratio ours / dcm2niix (goal at most 1.5x) and the peak resident memory of each
-(ours: growth of this process's peak during the first call; dcm2niix: the child's ``ru_maxrss``).
+Prints seconds, the ratios ours / dcm2niix and reading / dcm2niix (goal at most 1.5x) and the peak
+resident memory of each (ours: growth of this process's peak during the first call; dcm2niix: the
+child's ``ru_maxrss``).
 
 Run: ``.venv/bin/python benchmarks/dicom.py [--repeats 5]``.
 """
@@ -66,7 +69,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--synthetic", action="store_true")
     args = parser.parse_args()
+    from napari_segxai.core.io.dicom import read_series, read_study
     from napari_segxai.core.io.nifti import load_case
+
+    def read(study: Path) -> list:
+        return [read_series(series) for series in read_study(study).series]
 
     binary = shutil.which("dcm2niix") or str(Path(sys.executable).parent / "dcm2niix")
     load = os.getloadavg()[0]
@@ -94,17 +101,20 @@ def main() -> None:
         first = time.perf_counter() - before
         ours_peak = _rss_mb() - base
         _, theirs_peak = dcm2niix()
-        ours, theirs = [], []
+        ours, reading, theirs = [], [], []
         for _ in range(args.repeats):
             before = time.perf_counter()
             load_case(study)
             ours.append(time.perf_counter() - before)
+            before = time.perf_counter()
+            read(study)
+            reading.append(time.perf_counter() - before)
             theirs.append(dcm2niix()[0])
-    o, t = statistics.median(ours), statistics.median(theirs)
+    o, r, t = statistics.median(ours), statistics.median(reading), statistics.median(theirs)
     print(f"case: {case.name}, modalities {', '.join(case.modalities)}, shape {case.shape}")
-    print("ours s (median) | first call s | dcm2niix s (median) | ours / dcm2niix | ours peak RSS growth MB | "
-          "dcm2niix peak RSS MB")
-    print(f"{o:.3f} | {first:.3f} | {t:.3f} | {o / t:.2f}x | {ours_peak:.0f} | {theirs_peak:.0f}")
+    print("ours s (median) | first call s | reading s (median) | dcm2niix s (median) | ours / dcm2niix | "
+          "reading / dcm2niix | ours peak RSS growth MB | dcm2niix peak RSS MB")
+    print(f"{o:.3f} | {first:.3f} | {r:.3f} | {t:.3f} | {o / t:.2f}x | {r / t:.2f}x | {ours_peak:.0f} | {theirs_peak:.0f}")
 
 
 if __name__ == "__main__":

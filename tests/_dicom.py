@@ -61,8 +61,11 @@ def write_series(folder: Path, volume: np.ndarray, *, orientation: str = "axial 
     return folder
 
 
-def write_multiframe(path: Path, volume: np.ndarray, **options) -> Path:
-    """Write ``volume`` as one Legacy Converted Enhanced MR file at ``path`` (highdicom), from ``write_series``'s slices."""
+def write_multiframe(path: Path, volume: np.ndarray, transfer_syntax_uid: str | None = None, **options) -> Path:
+    """Write ``volume`` as one Legacy Converted Enhanced MR file at ``path`` (highdicom), from ``write_series``'s slices.
+
+    ``transfer_syntax_uid`` (e.g. RLE Lossless) compresses the frames; default explicit VR little endian.
+    """
     import tempfile
 
     import highdicom
@@ -74,7 +77,7 @@ def write_multiframe(path: Path, volume: np.ndarray, **options) -> Path:
         datasets = [pydicom.dcmread(p) for p in sorted(folder.iterdir())]
     image = highdicom.legacy.LegacyConvertedEnhancedMRImage(
         datasets, series_instance_uid=datasets[0].SeriesInstanceUID, series_number=int(datasets[0].SeriesNumber),
-        sop_instance_uid=generate_uid(), instance_number=1)
+        sop_instance_uid=generate_uid(), instance_number=1, transfer_syntax_uid=transfer_syntax_uid)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save_as(path, enforce_file_format=True)
     return path

@@ -47,6 +47,17 @@ def test_a_multi_frame_file_agrees_with_dcm2niix(tmp_path, orientation):
     np.testing.assert_allclose(affine, single[1], atol=1e-6)
 
 
+def test_compressed_multi_frame_pixels_are_decoded_frame_by_frame(tmp_path):
+    from pydicom.uid import RLELossless
+
+    volume = _volume()
+    path = write_multiframe(tmp_path / "rle" / "image.dcm", volume, transfer_syntax_uid=RLELossless,
+                            orientation="coronal", slope=0.5, intercept=-100.0)
+    series = read_study(path).series[0]
+    assert all(frame.offset is None for frame in series.frames)  # not read straight from the bytes
+    np.testing.assert_array_equal(read_series(series)[0], np.rint((volume + 100) / 0.5) * 0.5 - 100)
+
+
 def test_a_multi_frame_file_gets_the_checks_of_single_frame_series(tmp_path):
     gap = write_multiframe(tmp_path / "gap" / "image.dcm", _volume(), skip_slices=(5,))
     with pytest.raises(DicomError, match="unevenly spaced slices .* a slice is missing"):

@@ -161,7 +161,7 @@ def parse(path: Path, label: str = ""):
 
 def _decoded(path: Path, label: str) -> np.ndarray:
     """All frames of ``path`` decoded by pydicom, (frames, rows, columns)."""
-    dataset = pydicom_module().dcmread(path)
+    dataset = parse(path, label)
     try:
         pixels = dataset.pixel_array
     except Exception as err:  # pydicom raises RuntimeError/NotImplementedError for missing decoders
