@@ -69,7 +69,7 @@ def test_series_on_one_grid_agree_and_a_moved_series_is_reported(tmp_path):
     moved, agreements = study_case(head_study(tmp_path / "moved", flair_centre=(0.0, 9.0, 4.0)))
     flair = agreements[-1]
     assert flair.misregistered and 8.0 < flair.shift_mm < 11.0, flair
-    assert any(note.startswith("flair and t1: head masks overlap") and "may be misregistered" in note
+    assert any(note.startswith("flair vs t1: head masks overlap") and "may be misregistered" in note
                for note in moved.notes)
 
     on_flair, _ = study_case(head_study(tmp_path / "still"), reference="FLAIR")
@@ -91,7 +91,7 @@ def test_convert_writes_the_case_and_every_series_as_nifti_without_patient_data(
     before = sorted((p, p.stat().st_mtime_ns) for p in study.rglob("*") if p.is_file())
     assert main(["convert", str(study), "--out", str(tmp_path / "out"), "--reference", "t2"]) == 0
     said = capsys.readouterr().out
-    assert "series 12 (ep2d_diff_b1000) matches no modality" in said and "flair and t2: head masks overlap" in said
+    assert "series 12 (ep2d_diff_b1000) matches no modality" in said and "flair vs t2: head masks overlap" in said
     folder = next((tmp_path / "out").iterdir())
     assert folder.name.startswith("study-")
     case = load_case(folder)

@@ -49,10 +49,18 @@ def napari_get_reader(path: PathOrPaths) -> Optional[Callable[[PathOrPaths], lis
     try:
         case = load_case(single)
     except ValueError as err:  # a user's bad file: say why (napari itself only says it was refused)
-        show_error(str(err))
+        from .core.io.dicom import DicomError
+
+        hint = (" In napari, choose the series in the DICOM study widget (Plugins > SegXAI > DICOM study)."
+                if isinstance(err, DicomError) and "--series" in str(err) else "")
+        show_error(str(err) + hint)
         return None
     except Exception:  # a reader must never raise: napari then offers the next plugin
         return None
+    if case.notes:  # how a DICOM study became the case: series left out, series that may be misregistered
+        from napari.utils.notifications import show_info
+
+        show_info(" ".join(case.notes))
 
     def read_case(_path: PathOrPaths) -> list:
         """Layer data for the case loaded when napari asked for a reader."""

@@ -57,3 +57,52 @@ def test_a_labels_layer_of_a_nifti_case_is_refused_as_dicom_seg_with_a_sentence(
                                       {"name": "x", "metadata": {}}) == []
     assert said and "does not belong to a case opened from a DICOM study" in said[0]
     assert not (tmp_path / "seg.dcm").exists()
+
+
+def test_the_dicom_study_widget_shows_the_series_and_opens_the_chosen_ones(make_napari_viewer, qtbot, tmp_path,
+                                                                             monkeypatch):
+    from napari_segxai._qt import compute_widget
+
+    messages = {"error": []}
+    monkeypatch.setattr(compute_widget, "show_error", messages["error"].append)
+    from _dicom import write_series
+
+    from napari_segxai._layers import layer_world_affine
+    from napari_segxai._qt.dicom_widget import NOT_USED, DicomStudyWidget
+    from napari_segxai.core.io.dicom import read_series, read_study
+
+    study = _study(tmp_path / "study")
+    rng = np.random.default_rng(1)
+    write_series(study / "11", rng.integers(0, 500, (16, 18, 10)).astype(np.float32), description="T2 BLADE cor",
+                 number=11, study_uid="1.2.3.4", orientation="coronal")
+    write_series(study / "1", rng.integers(0, 500, (20, 24, 2)).astype(np.float32), description="localizer",
+                 number=1, study_uid="1.2.3.4")
+    viewer = make_napari_viewer(show=True)
+    widget = DicomStudyWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="DICOM study")
+    widget.folder.setText(str(study))
+    widget.read_study()
+    table = [[widget.table.item(r, c).text() for c in range(4)] + [widget.table.cellWidget(r, 4).currentText()]
+             for r in range(widget.table.rowCount())]
+    assert table == [["3", "T1 SE", "axial", "12", "t1"], ["4", "T1 SE POST GD", "axial", "12", "t1ce"],
+                     ["5", "T2 TSE", "axial", "12", "t2"], ["6", "FLAIR", "axial", "12", "flair"],
+                     ["11", "T2 BLADE cor", "coronal", "10", "t2"]]
+    assert "series 1 (localizer) left out" in widget.notes.text()
+
+    widget.run_button.click()  # two series are t2: one sentence, nothing opened
+    assert "Series 5 and 11 are both t2" in messages["error"][-1] and len(viewer.layers) == 0
+    widget.table.cellWidget(2, 4).setCurrentText(NOT_USED)  # keep the coronal T2 and put the case on its grid
+    widget.reference.setCurrentText("t2")
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert [layer.name for layer in viewer.layers] == ["t1", "t1ce", "t2", "flair"]
+    _, affine = read_series(next(s for s in read_study(study).series if s.number == 11))
+    for layer in viewer.layers:
+        np.testing.assert_allclose(layer_world_affine(layer), affine, atol=1e-5)
+        assert layer.data.shape == (16, 18, 10)
+    assert "Opened study-" in widget.status.text()
+    assert "t1 covers only 0% of the t2 series' field of view" in widget.notes.text()  # the axial stack lies beside it
+    widget.grab().save(str(tmp_path / "dicom_widget.png"))  # the picture the user sees (looked at)
+    import shutil
+
+    shutil.copy(tmp_path / "dicom_widget.png", "/tmp/dicom_widget.png")

@@ -15,12 +15,12 @@ DEFAULT_FOLDER = Path.home() / "segxai-reports"
 
 
 def make_report(case, card, *, out: Path, method: str, influence: bool, trust_dir: Optional[Path],
-                device: Optional[str], progress=None, should_cancel=None) -> dict:
+                device: Optional[str], show_identifiers: bool = False, progress=None, should_cancel=None) -> dict:
     """Build and write the report (in the worker thread); the written files by kind."""
     from ..core.report import build_report, write_report
 
     report = build_report(case, card, method=method, influence=influence, trust_dir=trust_dir, device=device,
-                          progress=progress, should_cancel=should_cancel)
+                          progress=progress, should_cancel=should_cancel, show_identifiers=show_identifiers)
     protected = {Path(p).resolve() for p in case.source_paths}
     if out.resolve() in protected:
         raise ValueError(f"The report folder {out} is one of the case's files; choose another folder.")
@@ -48,6 +48,9 @@ class ReportWidget(ComputeWidget):
         self.influence = QCheckBox("Training evidence (TracIn)")
         self.influence.setChecked(True)
         self.influence.setToolTip("top proponents and opponents per class; needs a model trained with segxai train")
+        self.identifiers = QCheckBox("Show patient identifiers")
+        self.identifiers.setToolTip("DICOM studies: put the patient's name, ID, birth date and accession number in "
+                                    "the report (left out by default: the report names the case by a pseudonym)")
         self.trust_dir = QLineEdit()
         self.trust_dir.setPlaceholderText("optional: the --out folder of `segxai trust` on this case")
         self.folder = QLineEdit(str(DEFAULT_FOLDER))
@@ -59,6 +62,7 @@ class ReportWidget(ComputeWidget):
         folder_row.addWidget(browse)
         form.addRow("Method", self.method)
         form.addRow("", self.influence)
+        form.addRow("", self.identifiers)
         form.addRow("Trust numbers", self.trust_dir)
         form.addRow("Report folder", folder_row)
         self.last_written: dict = {}
@@ -79,7 +83,8 @@ class ReportWidget(ComputeWidget):
             raise ValueError(f"The trust folder {trust_dir} does not exist; give the --out folder of "
                              "`segxai trust`, or leave it empty.")
         return {"out": Path(self.folder.text().strip()).expanduser() / case.name,
-                "method": self.method.currentText(), "influence": self.influence.isChecked(), "trust_dir": trust_dir}
+                "method": self.method.currentText(), "influence": self.influence.isChecked(), "trust_dir": trust_dir,
+                "show_identifiers": self.identifiers.isChecked()}
 
     compute = staticmethod(make_report)
 

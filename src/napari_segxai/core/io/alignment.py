@@ -6,7 +6,8 @@ model then reads a FLAIR voxel that belongs somewhere else. This check makes tha
 series' head mask (Otsu's threshold of its intensities) is compared with the reference series' mask
 inside the field of view both cover, by Dice overlap and by the distance between the masks' centres.
 A series is reported when the Dice is below :data:`MIN_DICE` or the centres are more than
-:data:`MAX_SHIFT_MM` apart.
+:data:`MAX_SHIFT_MM` apart, and when it covers less than :data:`MIN_OVERLAP` of the reference
+series' field of view (the case is zero outside it, and too little is left to compare).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import numpy as np
 MIN_DICE = 0.85
 #: Head-mask centres further apart than this (mm) are reported as possibly misregistered.
 MAX_SHIFT_MM = 5.0
+#: A series covering less than this share of the reference grid is reported (and not compared).
+MIN_OVERLAP = 0.25
 
 
 @dataclass(frozen=True)
@@ -30,19 +33,21 @@ class Agreement:
     reference: str
     dice: float
     shift_mm: float
+    overlap: float = 1.0  # the share of the reference grid the series covers
 
     @property
     def misregistered(self) -> bool:
-        """Whether the masks disagree beyond :data:`MIN_DICE` or :data:`MAX_SHIFT_MM`."""
-        return self.dice < MIN_DICE or self.shift_mm > MAX_SHIFT_MM
+        """Whether the series covers too little of the reference grid, or the masks disagree beyond the thresholds."""
+        return self.overlap < MIN_OVERLAP or self.dice < MIN_DICE or self.shift_mm > MAX_SHIFT_MM
 
     def sentence(self) -> str:
         """The agreement in words, with the thresholds."""
-        verdict = ("may be misregistered (napari-segxai does not register series; register them first, "
-                   "e.g. with ANTs or elastix)" if self.misregistered else "agree")
-        return (f"{self.modality} and {self.reference}: head masks overlap with Dice {self.dice:.2f} and their "
-                f"centres are {self.shift_mm:.1f} mm apart, so they {verdict} (reported below Dice "
-                f"{MIN_DICE:.2f} or beyond {MAX_SHIFT_MM:.0f} mm).")
+        if self.overlap < MIN_OVERLAP:
+            return (f"{self.modality} covers only {self.overlap:.0%} of the {self.reference} series' field of view "
+                    f"(the case's {self.modality} is zero elsewhere); check that the series belong together.")
+        verdict = "may be misregistered (no registration is done)" if self.misregistered else "agree"
+        return (f"{self.modality} vs {self.reference}: head masks overlap with Dice {self.dice:.2f}, centres "
+                f"{self.shift_mm:.1f} mm apart: {verdict} (thresholds: Dice {MIN_DICE:.2f}, {MAX_SHIFT_MM:.0f} mm).")
 
 
 def head_mask(volume: np.ndarray) -> np.ndarray:
@@ -64,6 +69,7 @@ def agreement(volume: np.ndarray, reference_volume: np.ndarray, affine: np.ndarr
               reference: str, covered: Optional[np.ndarray] = None) -> Agreement:
     """How ``volume`` (resampled onto the reference grid; ``covered`` its field of view there) agrees."""
     inside = np.ones(volume.shape, dtype=bool) if covered is None else covered
+    overlap = float(inside.mean())
     mask, reference_mask = head_mask(volume) & inside, head_mask(reference_volume) & inside
     total = int(mask.sum()) + int(reference_mask.sum())
     dice = 2.0 * float(np.logical_and(mask, reference_mask).sum()) / total if total else 1.0
@@ -72,4 +78,4 @@ def agreement(volume: np.ndarray, reference_volume: np.ndarray, affine: np.ndarr
         shift = float(np.linalg.norm((affine @ centres[0])[:3] - (affine @ centres[1])[:3]))
     else:
         shift = 0.0
-    return Agreement(modality, reference, dice, shift)
+    return Agreement(modality, reference, dice, shift, overlap)

@@ -58,6 +58,15 @@ def series_modality(series: DicomSeries) -> Optional[str]:
     return None
 
 
+def plane_of(orientation) -> str:
+    """The plane of a series from its ImageOrientationPatient: axial, coronal, sagittal, or oblique (>25 degrees off)."""
+    row, column = np.asarray(orientation[:3], float), np.asarray(orientation[3:6], float)
+    normal = np.abs(np.cross(row, column))
+    if normal.max() < np.cos(np.radians(25)):
+        return "oblique"
+    return ("sagittal", "coronal", "axial")[int(np.argmax(normal))]
+
+
 def pseudonym(study_uid: str) -> str:
     """A stable name for a study that carries no patient data."""
     return "study-" + hashlib.sha256(study_uid.encode()).hexdigest()[:10]
@@ -66,7 +75,8 @@ def pseudonym(study_uid: str) -> str:
 def _chosen(study, series: Mapping[str, str]) -> dict[str, DicomSeries]:
     chosen = {}
     for modality, key in series.items():
-        match = [s for s in study.series if str(s.number) == str(key) or s.uid == str(key)]
+        match = [s for s in study.series if str(key) in (s.key, s.uid)]
+        match = match or [s for s in study.series if str(s.number) == str(key)]
         if not match:
             listed = "; ".join(s.label for s in study.series)
             raise DicomError(f"No series {key} for {modality} in this study; its series are: {listed}.")
@@ -75,7 +85,10 @@ def _chosen(study, series: Mapping[str, str]) -> dict[str, DicomSeries]:
 
 
 def map_series(study, series: Optional[Mapping[str, str]] = None) -> tuple[dict[str, DicomSeries], list[str]]:
-    """{modality: series} of ``study`` (``series`` chooses by number or UID) and notes on what was left out."""
+    """{modality: series} of ``study`` (``series`` chooses by key, number or UID) and notes on what was left out.
+
+    A key is the series number, with ``.echo`` (``.time point``) where one series holds several stacks.
+    """
     notes = []
     if series:
         return _chosen(study, series), notes
@@ -89,7 +102,7 @@ def map_series(study, series: Optional[Mapping[str, str]] = None) -> tuple[dict[
     ambiguous = {m: c for m, c in candidates.items() if len(c) > 1}
     if ambiguous:
         modality, items = next(iter(ambiguous.items()))
-        example = ",".join(f"{m}={c[0].number}" for m, c in candidates.items())
+        example = ",".join(f"{m}={c[0].key}" for m, c in candidates.items())
         raise DicomError(f"Several series could be {modality}: {'; '.join(s.label for s in items)}; choose with "
                          f"--series (e.g. --series {example}).")
     if not candidates:
@@ -141,7 +154,8 @@ def study_case(path: "str | Path | Study", *, series: Optional[Mapping[str, str]
     """The Case of the DICOM study or series at ``path`` (or an already read Study) and how each series agrees.
 
     ``reference`` is the modality whose series gives the grid (default: the first of ``prefer``, the
-    model's modalities, that the study has, else the first of t1, t1ce, t2, flair present). The case's notes say which series were left out and which may be misregistered.
+    model's modalities, that the study has, else the first of t1, t1ce, t2, flair present). The case's
+    notes say which series were left out and which may be misregistered.
     """
     from ..case import Case
     from .alignment import agreement

@@ -63,6 +63,7 @@ def convert_study(path: str | Path, out: str | Path, *, series: Optional[Mapping
     summary = {"case": case.name, "modalities": list(case.modalities), "reference_grid": list(case.shape),
                "series": rows, "agreement": [{"modality": a.modality, "reference": a.reference,
                                               "dice": round(a.dice, 4), "shift_mm": round(a.shift_mm, 2),
+                                              "overlap": round(a.overlap, 4),
                                               "misregistered": a.misregistered} for a in agreements]}
     write_text(folder / "series.json", json.dumps(summary, indent=2) + "\n")
     if progress is not None:
