@@ -111,6 +111,22 @@ def test_echoes_of_one_series_become_series_keyed_number_dot_echo(tmp_path):
         np.testing.assert_array_equal(read_series(series)[0], volume)
 
 
+def test_time_points_of_one_series_become_series_keyed_number_dot_time_point(tmp_path):
+    import pydicom
+
+    volumes = [_volume(seed=3), _volume(seed=4), _volume(seed=5)]
+    for time_point, volume in enumerate(volumes, start=1):
+        for path in write_series(tmp_path / "dynamic" / f"t{time_point}", volume, number=6, description="perf",
+                                 study_uid="1.2.3").iterdir():
+            dataset = pydicom.dcmread(path)
+            dataset.SeriesInstanceUID, dataset.TemporalPositionIdentifier = "1.2.3.4", time_point
+            dataset.save_as(path, enforce_file_format=True)
+    study = read_study(tmp_path / "dynamic")
+    assert [s.label for s in study.series] == [f"series 6.{t} (perf time point {t})" for t in (1, 2, 3)]
+    for series, volume in zip(study.series, volumes):
+        np.testing.assert_array_equal(read_series(series)[0], volume)
+
+
 def test_a_series_without_its_frames_is_read_from_its_files(tmp_path):
     study = read_study(write_series(tmp_path / "series", _volume(), slope=0.5))
     data, affine = read_series(study.series[0])

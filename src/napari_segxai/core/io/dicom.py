@@ -211,29 +211,28 @@ def _read_study(path: Path, shown: Path) -> Study:
 
 def _stacks(header, uid: str, orientation: tuple[float, ...], frames: list[Frame]) -> list[DicomSeries]:
     """The series of one UID and orientation: one per echo and time point where it holds several."""
-    echoes = sorted({f.echo for f in frames})
-    times = sorted({f.time_point for f in frames})
+    stacks: dict[tuple, list[Frame]] = {}
+    for frame in frames:
+        stacks.setdefault((frame.echo, frame.time_point), []).append(frame)
+    echoes = sorted({echo for echo, _ in stacks})
+    times = sorted({time_point for _, time_point in stacks})
     number = int(header.SeriesNumber) if header.get("SeriesNumber") not in (None, "") else None
-    stacks = []
-    for echo in echoes:
-        for time_point in times:
-            members = tuple(f for f in frames if f.echo == echo and f.time_point == time_point)
-            if not members:
-                continue
-            attributes = {"ScanningSequence": str(header.get("ScanningSequence", "")),
-                          "SequenceName": str(header.get("SequenceName", "")),
-                          "ContrastBolusAgent": str(header.get("ContrastBolusAgent", "")),
-                          "InversionTime": header.get("InversionTime"),
-                          "EchoTime": echo[0] if echo[0] else header.get("EchoTime"),
-                          "RepetitionTime": header.get("RepetitionTime"),
-                          "ImageType": [str(v).upper() for v in header.get("ImageType", [])]}
-            stacks.append(DicomSeries(
-                uid=uid, study_uid=str(header.get("StudyInstanceUID", "")), number=number,
-                description=str(header.get("SeriesDescription", "")), protocol=str(header.get("ProtocolName", "")),
-                files=tuple(dict.fromkeys(f.path for f in members)), orientation=orientation, attributes=attributes,
-                frames=members, echo=echoes.index(echo) + 1 if len(echoes) > 1 else None,
-                time_point=times.index(time_point) + 1 if len(times) > 1 else None))
-    return stacks
+    found = []
+    for (echo, time_point), members in sorted(stacks.items()):
+        attributes = {"ScanningSequence": str(header.get("ScanningSequence", "")),
+                      "SequenceName": str(header.get("SequenceName", "")),
+                      "ContrastBolusAgent": str(header.get("ContrastBolusAgent", "")),
+                      "InversionTime": header.get("InversionTime"),
+                      "EchoTime": echo[0] if echo[0] else header.get("EchoTime"),
+                      "RepetitionTime": header.get("RepetitionTime"),
+                      "ImageType": [str(v).upper() for v in header.get("ImageType", [])]}
+        found.append(DicomSeries(
+            uid=uid, study_uid=str(header.get("StudyInstanceUID", "")), number=number,
+            description=str(header.get("SeriesDescription", "")), protocol=str(header.get("ProtocolName", "")),
+            files=tuple(dict.fromkeys(f.path for f in members)), orientation=orientation, attributes=attributes,
+            frames=tuple(members), echo=echoes.index(echo) + 1 if len(echoes) > 1 else None,
+            time_point=times.index(time_point) + 1 if len(times) > 1 else None))
+    return found
 
 
 def read_series(series: DicomSeries) -> tuple[np.ndarray, np.ndarray]:
