@@ -236,11 +236,7 @@ def _stacks(header, uid: str, orientation: tuple[float, ...], frames: list[Frame
 
 
 def read_series(series: DicomSeries) -> tuple[np.ndarray, np.ndarray]:
-    """The volume (columns, rows, slices) float32 and its voxel-to-RAS affine; DicomError naming the series.
-
-    The volume is Fortran-ordered (slices outermost in memory), as nibabel gives NIfTI volumes: transposing the
-    slices as read costs no copy.
-    """
+    """The volume (columns, rows, slices) float32 and its voxel-to-RAS affine; DicomError naming the series."""
     frames = list(series.frames) or [f for p in series.files for f in frames_of(parse(p, series.label), p)]
     row = np.array(frames[0].cosines[:3])
     column = np.array(frames[0].cosines[3:])
@@ -268,7 +264,7 @@ def read_series(series: DicomSeries) -> tuple[np.ndarray, np.ndarray]:
     if len(shapes) > 1:
         raise DicomError(f"{series.label} mixes slice sizes {sorted(shapes)}; export the series again.")
     row_spacing, column_spacing = frames[0].spacing
-    volume = read_pixels(frames, series.label).transpose(2, 1, 0)  # (slices, rows, columns) -> (columns, rows, slices)
+    volume = read_pixels(frames, series.label)
     lps = np.eye(4)
     lps[:3, 0] = row * column_spacing
     lps[:3, 1] = column * row_spacing

@@ -174,32 +174,41 @@ def _decoded(path: Path, label: str) -> np.ndarray:
     return pixels.reshape(-1, *pixels.shape[-2:]) if int(dataset.get("NumberOfFrames", 1) or 1) > 1 else pixels[None]
 
 
+def _read_into(target: np.ndarray, frame: Frame, label: str) -> None:
+    """The uncompressed pixels of ``frame`` read from its file into ``target`` (of the frame's dtype and shape)."""
+    try:
+        with open(frame.path, "rb") as handle:
+            handle.seek(frame.offset)
+            got = handle.readinto(memoryview(target).cast("B"))
+    except OSError as err:
+        raise DicomError(f"DICOM file {frame.path} of {label} cannot be read ({err}).") from None
+    if got != target.nbytes:
+        raise DicomError(f"DICOM file {frame.path} of {label} ends inside its pixels; it is truncated: copy it again.")
+
+
 def read_pixels(frames: Sequence[Frame], label: str) -> np.ndarray:
-    """The stored pixels of ``frames`` as float32 (frames, rows, columns), rescaled; DicomError naming ``label``."""
+    """The pixels of ``frames`` rescaled, as float32 (columns, rows, frames); DicomError naming ``label``."""
     rows, columns = frames[0].shape
-    data = np.empty((len(frames), rows, columns), np.float32)
+    same = all(f.offset is not None and f.dtype == frames[0].dtype for f in frames)
+    stored = np.empty((len(frames), rows, columns), frames[0].dtype if same else np.float32)
     decoded: dict[Path, np.ndarray] = {}
     for k, frame in enumerate(frames):
         if frame.offset is None:
             if frame.path not in decoded:
                 decoded[frame.path] = _decoded(frame.path, label)
-            data[k] = decoded[frame.path][frame.index]
-            continue
-        try:
-            raw = np.fromfile(frame.path, dtype=frame.dtype, count=rows * columns, offset=frame.offset)
-        except OSError as err:
-            raise DicomError(f"DICOM file {frame.path} of {label} cannot be read ({err}).") from None
-        if raw.size != rows * columns:
-            raise DicomError(f"DICOM file {frame.path} of {label} ends inside its pixels; it is truncated: copy it again.")
-        data[k] = raw.reshape(rows, columns)
-    slopes = {(f.slope, f.intercept) for f in frames}
-    if len(slopes) == 1:
-        slope, intercept = slopes.pop()
-        if slope != 1:
-            data *= np.float32(slope)
-        if intercept != 0:
-            data += np.float32(intercept)
-        return data
-    for k, frame in enumerate(frames):
-        data[k] = data[k] * np.float32(frame.slope) + np.float32(frame.intercept)
-    return data
+            stored[k] = decoded[frame.path][frame.index]
+        elif same:
+            _read_into(stored[k], frame, label)
+        else:
+            buffer = np.empty((rows, columns), frame.dtype)
+            _read_into(buffer, frame, label)
+            stored[k] = buffer
+    volume = np.empty((columns, rows, len(frames)), np.float32)
+    volume[...] = stored.transpose(2, 1, 0)  # stored values, cast and transposed in one pass
+    slopes = np.array([f.slope for f in frames], np.float32)
+    intercepts = np.array([f.intercept for f in frames], np.float32)
+    if np.any(slopes != 1):
+        volume *= slopes
+    if np.any(intercepts != 0):
+        volume += intercepts
+    return volume
