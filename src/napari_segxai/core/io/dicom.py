@@ -135,6 +135,7 @@ def _unzipped(archive: Path) -> Path:
 
 
 def _dicom_files(path: Path, shown: Path) -> list[Path]:
+    """The DICOM files of the file or folder ``path`` (named ``shown`` in messages), sorted; DicomError when none."""
     if path.is_file():
         if not is_dicom_file(path):
             raise DicomError(f"{shown} is neither a DICOM file (no DICM marker) nor a zip; give a DICOM file, a study "
@@ -162,6 +163,7 @@ def read_study(path: str | Path) -> Study:
 
 
 def _read_study(path: Path, shown: Path) -> Study:
+    """:func:`read_study` of a folder or file ``path``, named ``shown`` in messages (the zip it was unpacked from)."""
     groups: dict[tuple, list[Frame]] = {}
     headers: dict[str, object] = {}
     skipped_kinds: dict[str, int] = {}
