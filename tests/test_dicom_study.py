@@ -106,7 +106,7 @@ def test_convert_writes_the_case_and_every_series_as_nifti_without_patient_data(
     assert phi_in(folder) == []
     assert before == sorted((p, p.stat().st_mtime_ns) for p in study.rglob("*") if p.is_file())
     assert main(["convert", str(tmp_path / "nothing"), "--out", str(tmp_path / "o2")]) == 2
-    assert "No such folder" in capsys.readouterr().err
+    assert "No such file or folder" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ def test_npe2_finds_the_manifest_through_the_entry_point():
     contributions = manifest.contributions
     (reader,) = contributions.readers
     assert reader.accepts_directories
-    assert set(reader.filename_patterns) == {"*.nii", "*.nii.gz"}
+    assert set(reader.filename_patterns) == {"*.nii", "*.nii.gz", "*.zip", "*.dcm"}
     assert {tuple(w.layer_types) for w in contributions.writers} == {("labels",), ("image",)}
     assert [(s.key, s.display_name) for s in contributions.sample_data] == [("demo", "SegXAI demo case")]
     assert "Segment" in [w.display_name for w in contributions.widgets]

@@ -14,14 +14,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "convert",
         help="write a DICOM study as NIfTI: each series on its own grid and the case on one grid",
         description=(
-            "Read a DICOM study (a folder, searched recursively), map its series to modalities and write, "
+            "Read a DICOM study (a folder searched recursively, a zip or a multi-frame file), map its series to modalities and write, "
             "under OUT/<pseudonym>/, the case (one NIfTI per modality on the reference series' grid: a case "
             "folder every segxai command opens), each image series on its own grid (series/series-N.nii.gz) "
             "and series.json (what each series is, and how well each modality's head agrees with the "
             "reference's). Series are resampled in world coordinates, not registered."
         ),
     )
-    parser.add_argument("study", type=Path, help="a DICOM study or series folder")
+    parser.add_argument("study", type=Path, help="a DICOM study or series: a folder, a zip of one, or a multi-frame file")
     parser.add_argument("--series", default=None, metavar="MOD=N[,MOD=N]",
                         help="the series of each modality by series number or UID (e.g. t1ce=7,flair=5); "
                              "default: chosen from the series descriptions")
@@ -34,14 +34,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Convert, then say where the files are and what the user should know."""
-    from ..core.io.dicom_case import is_dicom_folder
+    from ..core.io.dicom import is_dicom_input
     from ..core.io.dicom_convert import convert_study
 
     study = Path(args.study).expanduser()
     if not study.exists():
-        raise UserError(f"No such folder: {study}.")
-    if not (study.is_dir() and is_dicom_folder(study)):
-        raise UserError(f"{study} is not a DICOM study or series folder; give the folder exported from the PACS.")
+        raise UserError(f"No such file or folder: {study}.")
+    if not is_dicom_input(study):
+        raise UserError(f"{study} is not a DICOM study or series (a folder, a zip or a multi-frame file); give what "
+                        "was exported from the PACS.")
     output_folder(args.out)
     with TerminalProgress("reading series") as bar:
         folder, notes = convert_study(study, args.out, series=series_choices(args.series), reference=args.reference,

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import naming
-from ..io.dicom_case import is_dicom_folder, study_name
+from ..io.dicom import is_dicom_input
+from ..io.dicom_case import study_name
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def find_cases(cases_dir: str | Path, *, exclude: tuple[str | Path, ...] = ()) -
             continue
         if entry.is_dir() and _holds_nifti(entry):
             found.append((entry.name, entry))
-        elif entry.is_dir() and is_dicom_folder(entry):
+        elif entry.is_dir() and is_dicom_input(entry):
             found.append((study_name(entry) or "study", entry))
         elif entry.is_file() and naming.is_nifti(entry):
             found.append((naming.file_stem(entry), entry))

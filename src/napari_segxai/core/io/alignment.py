@@ -65,12 +65,22 @@ def head_mask(volume: np.ndarray) -> np.ndarray:
     return volume > centres[int(np.argmax(between))]
 
 
-def agreement(volume: np.ndarray, reference_volume: np.ndarray, affine: np.ndarray, *, modality: str,
+#: Every STRIDE-th voxel along each axis is compared (a head mask needs no finer grid; 8x less work).
+STRIDE = 2
+
+
+def agreement(volume: np.ndarray, reference_head: np.ndarray, affine: np.ndarray, *, modality: str,
               reference: str, covered: Optional[np.ndarray] = None) -> Agreement:
-    """How ``volume`` (resampled onto the reference grid; ``covered`` its field of view there) agrees."""
-    inside = np.ones(volume.shape, dtype=bool) if covered is None else covered
+    """How ``volume`` (resampled onto the reference grid; ``covered`` its field of view there) agrees.
+
+    ``reference_head`` is :func:`head_mask` of the reference series on every :data:`STRIDE`-th voxel.
+    """
+    sample = (slice(None, None, STRIDE),) * volume.ndim
+    affine = affine @ np.diag([STRIDE] * volume.ndim + [1])
+    volume = volume[sample]
+    inside = np.ones(volume.shape, dtype=bool) if covered is None else covered[sample]
     overlap = float(inside.mean())
-    mask, reference_mask = head_mask(volume) & inside, head_mask(reference_volume) & inside
+    mask, reference_mask = head_mask(volume) & inside, reference_head & inside
     total = int(mask.sum()) + int(reference_mask.sum())
     dice = 2.0 * float(np.logical_and(mask, reference_mask).sum()) / total if total else 1.0
     if mask.any() and reference_mask.any():

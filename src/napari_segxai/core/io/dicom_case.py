@@ -158,7 +158,7 @@ def study_case(path: "str | Path | Study", *, series: Optional[Mapping[str, str]
     notes say which series were left out and which may be misregistered.
     """
     from ..case import Case
-    from .alignment import agreement
+    from .alignment import STRIDE, agreement, head_mask
 
     study = path if isinstance(path, Study) else read_study(path)
     mapping, notes = map_series(study, series)
@@ -168,6 +168,7 @@ def study_case(path: "str | Path | Study", *, series: Optional[Mapping[str, str]
     if first not in mapping:
         raise DicomError(f"The reference {reference} is none of this study's modalities ({', '.join(modalities)}).")
     base, base_affine = read_series(mapping[first])
+    base_head = head_mask(base[(slice(None, None, STRIDE),) * base.ndim])
     channels, agreements = [], []
     for modality in modalities:
         if modality == first:
@@ -179,7 +180,7 @@ def study_case(path: "str | Path | Study", *, series: Optional[Mapping[str, str]
             covered = resample_to(np.ones(volume.shape, np.uint8), affine, base_affine, base.shape, order=0) > 0
             volume = resample_to(volume, affine, base_affine, base.shape).astype(np.float32)
         channels.append(volume)
-        agreements.append(agreement(volume, base, base_affine, modality=modality, reference=first, covered=covered))
+        agreements.append(agreement(volume, base_head, base_affine, modality=modality, reference=first, covered=covered))
     notes = [*study.notes, *notes, *(a.sentence() for a in agreements if a.misregistered)]
     files = tuple(f for m in modalities for f in mapping[m].files)
     case = Case(np.stack(channels), tuple(modalities), base_affine, source_paths=files,
@@ -191,15 +192,3 @@ def case_from_study(path: str | Path, *, series: Optional[Mapping[str, str]] = N
                     prefer: Sequence[str] = ()):
     """The :class:`~napari_segxai.core.case.Case` of the DICOM study or series at ``path`` (see :func:`study_case`)."""
     return study_case(path, series=series, reference=reference, prefer=prefer)[0]
-
-
-def is_dicom_folder(path: Path) -> bool:
-    """Whether the folder ``path`` holds DICOM files (looks at up to 20 files)."""
-    from .dicom import is_dicom_file
-
-    for i, item in enumerate(p for p in Path(path).rglob("*") if p.is_file()):
-        if is_dicom_file(item):
-            return True
-        if i >= 20:
-            return False
-    return False
