@@ -4,9 +4,9 @@
 
 - ``<pseudonym>_<modality>.nii.gz``: the case, each modality's series resampled onto the reference
   series' grid (a case folder every ``segxai`` command and the napari reader open);
-- ``series/series-<number>.nii.gz``: each image series of the study as acquired, on its own grid
+- ``series/series-<key>.nii.gz``: each image series of the study as acquired, on its own grid
   (the voxel-to-world mapping dcm2niix gives);
-- ``series.json``: per series its number, description, the modality it was mapped to (or none),
+- ``series.json``: per series its number, key, description, the modality it was mapped to (or none),
   shape, voxel size and file; and the head-mask agreement of each modality with the reference.
 
 No file carries patient names, IDs or dates: the folder is named by the study's pseudonym.
@@ -49,14 +49,14 @@ def convert_study(path: str | Path, out: str | Path, *, series: Optional[Mapping
         save_nifti(channel, case.affine, folder / f"{case.name}_{modality}.nii.gz", protected=protected)
     rows, used = [], set()
     for item, volume, affine in volumes:
-        stem = f"series-{item.number if item.number is not None else 'x'}"
+        stem = f"series-{item.key}"
         name, count = stem, 1
         while name in used:
             count += 1
             name = f"{stem}_{count}"
         used.add(name)
         written = save_nifti(volume, affine, folder / "series" / f"{name}.nii.gz", protected=protected)
-        rows.append({"number": item.number, "description": item.description or item.protocol,
+        rows.append({"number": item.number, "key": item.key, "description": item.description or item.protocol,
                      "modality": modality_of.get(item.uid + str(item.orientation)), "shape": list(volume.shape),
                      "voxel_mm": [round(float(v), 4) for v in np.linalg.norm(affine[:3, :3], axis=0)],
                      "file": str(written.relative_to(folder))})
