@@ -168,3 +168,32 @@ def test_segment_and_explain_write_dicom_seg_and_parametric_maps_over_the_refere
     assert main(["segment", str(nifti_case), "--format", "dicom", "--out", str(tmp_path / "o2")]) == 2
     assert "was not opened from a DICOM study" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+def test_a_series_mixing_orientations_becomes_one_stack_per_plane_and_a_stray_slice_is_left_out(tmp_path):
+    import pydicom
+
+    from napari_segxai.core.io.dicom import DicomError, read_study
+    from napari_segxai.core.io.dicom_case import study_case
+
+    root = tmp_path / "study"
+    write_series(root / "ax", _head((30, 30, 8), "axial HFS", (2.0, 2.0, 4.0), (-30.0, -30.0, -16.0)),
+                 description="t1_tse", number=3, study_uid="1.2.3")
+    write_series(root / "cor", _head((30, 26, 6), "coronal", (2.0, 2.0, 5.0), (-30.0, -15.0, 26.0)),
+                 description="t1_tse", number=3, study_uid="1.2.3", orientation="coronal")
+    write_series(root / "stray", _head((30, 30, 1), "sagittal", (2.0, 2.0, 2.0), (0.0, -30.0, 30.0)),
+                 description="t1_tse", number=3, study_uid="1.2.3", orientation="sagittal")
+    uid = pydicom.dcmread(next((root / "ax").iterdir())).SeriesInstanceUID
+    for folder in ("cor", "stray"):  # one SeriesInstanceUID holding three orientations
+        for path in (root / folder).iterdir():
+            ds = pydicom.dcmread(path)
+            ds.SeriesInstanceUID = uid
+            ds.save_as(path, enforce_file_format=True)
+    study = read_study(root)
+    assert [s.label for s in study.series] == ["series 3.axial (t1_tse axial stack)", "series 3.coronal (t1_tse coronal stack)"]
+    assert study.notes == ("series 3.sagittal (t1_tse sagittal stack) left out (1 slice: a localiser or derived image).",)
+    with pytest.raises(DicomError, match=r"Several series could be t1: series 3.axial .*; series 3.coronal .*"
+                                         r"--series t1=3.axial"):
+        study_case(root)
+    case, _ = study_case(root, series={"t1": "3.coronal"})
+    assert case.shape == (30, 26, 6)

@@ -80,8 +80,8 @@ class DicomStudyWidget(ComputeWidget):
 
     def read_study(self) -> None:
         """Read the study's headers and fill the table with each series and the modality it was mapped to."""
-        from ..core.io.dicom import read_study
-        from ..core.io.dicom_case import plane_of, series_modality
+        from ..core.io.dicom import plane_of, read_study
+        from ..core.io.dicom_case import series_modality
 
         text = self.folder.text().strip()
         if not text:

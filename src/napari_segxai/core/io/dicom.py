@@ -58,12 +58,13 @@ class DicomSeries:
     frames: tuple[Frame, ...] = field(default=(), repr=False)  # the slices, in file order; () reads ``files``
     echo: Optional[int] = None  # 1, 2, ... when the series holds several echoes
     time_point: Optional[int] = None  # 1, 2, ... when the series holds several time points
+    plane: Optional[str] = None  # axial, coronal, ... when the series holds stacks in several orientations
 
     @property
     def key(self) -> str:
         """How a person chooses the series: its number, then ``.echo`` and ``.time point`` where it was split."""
         parts = [str(self.number) if self.number is not None else "?"]
-        parts += [str(v) for v in (self.echo, self.time_point) if v is not None]
+        parts += [str(v) for v in (self.echo, self.time_point, self.plane) if v is not None]
         return ".".join(parts)
 
     @property
@@ -72,6 +73,7 @@ class DicomSeries:
         text = self.description or self.protocol or self.uid
         text += f" echo {self.echo}" if self.echo is not None else ""
         text += f" time point {self.time_point}" if self.time_point is not None else ""
+        text += f" {self.plane} stack" if self.plane is not None else ""
         return f"series {self.key} ({text})"
 
 
@@ -192,8 +194,12 @@ def _read_study(path: Path, shown: Path) -> Study:
     notes = [f"{count} file{'s' if count > 1 else ''} without image geometry left out ({kind})."
              for kind, count in skipped_kinds.items()]
     series = []
+    orientations: dict[str, list] = {}
+    for uid, orientation in groups:
+        orientations.setdefault(uid, []).append(orientation)
     for (uid, orientation), frames in groups.items():
-        for candidate in _stacks(headers[uid], uid, orientation, frames):
+        plane = _plane_name(orientation, orientations[uid]) if len(orientations[uid]) > 1 else None
+        for candidate in _stacks(headers[uid], uid, orientation, frames, plane):
             image_type = candidate.attributes["ImageType"]
             left_out = [t for t in _LEFT_OUT if t in image_type]
             if left_out or len(candidate.frames) < 3:
@@ -211,7 +217,24 @@ def _read_study(path: Path, shown: Path) -> Study:
     return Study(tuple(series), tuple(notes))
 
 
-def _stacks(header, uid: str, orientation: tuple[float, ...], frames: list[Frame]) -> list[DicomSeries]:
+def plane_of(orientation) -> str:
+    """The plane of an ImageOrientationPatient: axial, coronal, sagittal, or oblique (more than 25 degrees off)."""
+    row, column = np.asarray(orientation[:3], float), np.asarray(orientation[3:6], float)
+    normal = np.abs(np.cross(row, column))
+    if normal.max() < np.cos(np.radians(25)):
+        return "oblique"
+    return ("sagittal", "coronal", "axial")[int(np.argmax(normal))]
+
+
+def _plane_name(orientation, siblings) -> str:
+    """The plane of one of several orientations of a series, numbered when two share a plane (oblique2)."""
+    plane = plane_of(orientation)
+    same = [o for o in siblings if plane_of(o) == plane]
+    return plane if len(same) == 1 else f"{plane}{same.index(orientation) + 1}"
+
+
+def _stacks(header, uid: str, orientation: tuple[float, ...], frames: list[Frame],
+            plane: Optional[str] = None) -> list[DicomSeries]:
     """The series of one UID and orientation: one per echo and time point where it holds several."""
     stacks: dict[tuple, list[Frame]] = {}
     for frame in frames:
@@ -233,7 +256,7 @@ def _stacks(header, uid: str, orientation: tuple[float, ...], frames: list[Frame
             description=str(header.get("SeriesDescription", "")), protocol=str(header.get("ProtocolName", "")),
             files=tuple(dict.fromkeys(f.path for f in members)), orientation=orientation, attributes=attributes,
             frames=tuple(members), echo=echoes.index(echo) + 1 if len(echoes) > 1 else None,
-            time_point=times.index(time_point) + 1 if len(times) > 1 else None))
+            time_point=times.index(time_point) + 1 if len(times) > 1 else None, plane=plane))
     return found
 
 

@@ -58,15 +58,6 @@ def series_modality(series: DicomSeries) -> Optional[str]:
     return None
 
 
-def plane_of(orientation) -> str:
-    """The plane of a series from its ImageOrientationPatient: axial, coronal, sagittal, or oblique (>25 degrees off)."""
-    row, column = np.asarray(orientation[:3], float), np.asarray(orientation[3:6], float)
-    normal = np.abs(np.cross(row, column))
-    if normal.max() < np.cos(np.radians(25)):
-        return "oblique"
-    return ("sagittal", "coronal", "axial")[int(np.argmax(normal))]
-
-
 def pseudonym(study_uid: str) -> str:
     """A stable name for a study that carries no patient data."""
     return "study-" + hashlib.sha256(study_uid.encode()).hexdigest()[:10]
