@@ -106,3 +106,34 @@ def test_the_dicom_study_widget_shows_the_series_and_opens_the_chosen_ones(make_
     import shutil
 
     shutil.copy(tmp_path / "dicom_widget.png", "/tmp/dicom_widget.png")
+
+
+def test_a_dicom_study_segmented_in_the_viewer_lines_up_and_goes_back_as_dicom_seg(make_napari_viewer, qtbot,
+                                                                                     npe2pm, tmp_path):
+    """The full path: a prone (HFP) study opened, segmented with the demo model, saved as DICOM SEG, read back."""
+    import napari
+    from npe2 import PluginManifest
+
+    from _viewer import open_case
+    from napari_segxai._layers import Key, layer_world_affine
+    from napari_segxai._qt.segment_widget import SegmentWidget
+    from napari_segxai.core.io.dicom import read_series, read_study
+    from napari_segxai.core.io.dicom_write import read_seg
+
+    npe2pm.register(PluginManifest.from_distribution("napari-segxai"))
+    study = _study(tmp_path / "study")
+    viewer = make_napari_viewer()
+    open_case(viewer, study)
+    widget = SegmentWidget(viewer)
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=120_000)
+    segmentation = viewer.layers[-1]
+    assert isinstance(segmentation, Labels) and segmentation.name.endswith("segmentation")
+    _, t1_affine = read_series(next(s for s in read_study(study).series if s.number == 3))
+    np.testing.assert_allclose(layer_world_affine(segmentation), t1_affine, atol=1e-5)
+    assert segmentation.metadata[Key.REFERENCE_FILES]
+    (path,) = napari.save_layers(str(tmp_path / "seg.dcm"), [segmentation], plugin="napari-segxai")
+    from napari_segxai.core.model.card import default_model_card
+
+    back = read_seg(path, segmentation.metadata[Key.REFERENCE_FILES], t1_affine, classes=default_model_card().classes)
+    np.testing.assert_array_equal(back, segmentation.data)
