@@ -71,14 +71,15 @@ STRIDE = 2
 
 def agreement(volume: np.ndarray, reference_head: np.ndarray, affine: np.ndarray, *, modality: str,
               reference: str, covered: Optional[np.ndarray] = None) -> Agreement:
-    """How ``volume`` (resampled onto the reference grid; ``covered`` its field of view there) agrees.
+    """How ``volume`` (resampled onto the reference grid ``affine``) agrees with the reference series.
 
-    ``reference_head`` is :func:`head_mask` of the reference series on every :data:`STRIDE`-th voxel.
+    ``reference_head`` is :func:`head_mask` of the reference series and ``covered`` the series' field of
+    view, both on every :data:`STRIDE`-th voxel of the reference grid (``covered`` None: all of it).
     """
     sample = (slice(None, None, STRIDE),) * volume.ndim
     affine = affine @ np.diag([STRIDE] * volume.ndim + [1])
     volume = volume[sample]
-    inside = np.ones(volume.shape, dtype=bool) if covered is None else covered[sample]
+    inside = np.ones(volume.shape, dtype=bool) if covered is None else covered
     overlap = float(inside.mean())
     mask, reference_mask = head_mask(volume) & inside, reference_head & inside
     total = int(mask.sum()) + int(reference_mask.sum())

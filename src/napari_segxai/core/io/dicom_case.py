@@ -17,7 +17,8 @@ Two series mapped to the same modality are refused with the candidates listed; `
 (``--series t1ce=7,flair=5`` on the command line: series number or SeriesInstanceUID) chooses.
 
 **One grid.** The series are resampled (trilinear, in world coordinates, zero outside) onto the
-grid of the reference series: the first of t1, t1ce, t2, flair present, or ``reference``. There is
+grid of the reference series: ``reference``, else the model's first modality the study has, else the
+first of t1, t1ce, t2, flair present. There is
 no registration: series are assumed to be aligned by the scanner's patient coordinates, and
 :mod:`.alignment` reports the series whose head masks disagree with the reference's.
 
@@ -168,7 +169,9 @@ def study_case(path: "str | Path | Study", *, series: Optional[Mapping[str, str]
         volume, affine = read_series(mapping[modality])
         covered = None
         if not (volume.shape == base.shape and np.allclose(affine, base_affine, atol=1e-4)):
-            covered = resample_to(np.ones(volume.shape, np.uint8), affine, base_affine, base.shape, order=0) > 0
+            # its field of view on the compared voxels (every STRIDE-th of the reference grid)
+            covered = resample_to(np.ones(volume.shape, np.uint8), affine, base_affine @ np.diag([STRIDE] * 3 + [1]),
+                                  base_head.shape, order=0) > 0
             volume = resample_to(volume, affine, base_affine, base.shape).astype(np.float32)
         channels.append(volume)
         agreements.append(agreement(volume, base_head, base_affine, modality=modality, reference=first, covered=covered))
