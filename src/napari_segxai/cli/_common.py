@@ -98,7 +98,7 @@ def add_case_options(parser: argparse.ArgumentParser, *, model: bool = True) -> 
     )
     parser.add_argument(
         "--series", default=None, metavar="MOD=N[,MOD=N]",
-        help="DICOM studies: the series of each modality by series number or UID (e.g. t1ce=7,flair=5); "
+        help="DICOM studies: the series of each modality by series key (its number; number.echo, number.plane where one series was split) or UID (e.g. t1ce=7,flair=5); "
              "default: chosen from the series descriptions",
     )
     parser.add_argument(
