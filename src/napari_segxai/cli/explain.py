@@ -32,6 +32,20 @@ Methods (--param name=value sets their parameters):
 {methods}"""
 
 
+def trust_line(case, card, method: str, *, check: bool, device) -> str:
+    """The method's measured trust for this model (measured now when ``check`` asks and it never was)."""
+    from ..core.trust.verdict import measure_verdict, read_verdict
+
+    verdict = read_verdict(card, method)
+    if verdict is None and check:
+        with TerminalProgress(f"checking the trust of {method}") as bar:
+            verdict = next(iter(measure_verdict(case, card, [method], device=device, progress=bar)), None)
+    if verdict is None:
+        return (f"Trust of {method} for this model: not checked; add --check-trust, or run "
+                f"segxai trust CASE --methods {method}, to measure it once for this model.")
+    return verdict.sentence()
+
+
 class _MethodsHelp(argparse.RawDescriptionHelpFormatter):
     """Help formatter that lists the registered attribution methods (imported only when help is shown)."""
 
@@ -82,6 +96,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE",
         help="a method parameter, e.g. --param steps=64 --param baseline=blurred (repeatable)",
+    )
+    parser.add_argument(
+        "--check-trust", action="store_true",
+        help="when the method's trust for this model was never measured, measure it now on this case (model "
+             "parameter randomisation and faithfulness; minutes on a CPU) and keep it for every later map",
     )
     return parser
 
@@ -145,5 +164,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name} ({', '.join(result.channel_names)}, channels last): {written[name]}")
     for (name, channel), path in dicom.items():
         print(f"{name}, {channel} (DICOM Parametric Map): {path}")
+    print(trust_line(case, card, result.method, check=args.check_trust, device=device))
     print(f"Record: {paths['__json__']}")
     return 0

@@ -120,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
             print("Modality ground truth (share of relevance on the modality that carries the class):")
             print(format_table(truth.modality, ["method", "model", "class_name", "carrier", "carrier_share",
                                                 "expected_share", "top_modality", "agrees"]))
+    from ..core.trust.verdict import store_verdicts
+
+    for verdict in store_verdicts(trust, card, case.name):  # shown beside this model's maps from now on
+        print(f"{verdict.method}: {verdict.badge()} (kept for the viewer, reports and segxai explain)")
     record["seconds"] = round(time.perf_counter() - start, 2)
     write_text(out / "trust.json", json.dumps(record, indent=2) + "\n")
     print(f"Tables, plots and trust.json in {out} ({record['seconds']:.0f} s).")
