@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..core.attribution.base import DEFAULT_METHOD
 from .compute_widget import ComputeWidget
 from .explain_display import magnitudes, relevance_layer_data, strongest_layer
 from .explain_parameters import ParameterForm
@@ -37,7 +38,6 @@ from .targets import TARGETS, ExplainChoice, publish, target_arguments
 if TYPE_CHECKING:
     import napari
 
-DEFAULT_METHOD = "saliency"
 VIEWER_CLICK = "last click in the viewer"
 # Between two steps of adding layers: a zero timer would run the next step before Qt repaints and
 # serves other timers, so two steps and a repaint would run back to back.

@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..core.attribution.base import DEFAULT_METHOD
 from .._layers import Key, Role, layer_role
 from .compute_widget import ComputeWidget
 from .explain_parameters import ParameterForm
@@ -46,7 +47,6 @@ from .trust_display import FAIL_COLOR, PASS_COLOR, RandomisationChart, cell_text
 if TYPE_CHECKING:
     import napari
 
-DEFAULT_METHOD = "saliency"
 # (shown text, kind): what the checked maps explain
 TARGETS = (("each class's predicted region", "predicted"), ("the Explain widget's target", "explain"))
 # Cheaper than segxai trust's 8 steps (cascading and independent), 32 subsets, 20 deletion steps, 8 samples.

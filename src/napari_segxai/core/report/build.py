@@ -14,7 +14,7 @@ import numpy as np
 from .. import progress as _progress
 from ..io.dicom_case import patient_identifiers
 
-DEFAULT_METHOD = "gradient_x_input"   # fast, signed, and its sequence shares follow the demo's ground truth
+from ..attribution.base import DEFAULT_METHOD  # noqa: E402  (re-exported: the report's default method)
 DEFAULT_TOP = 4                       # proponents and opponents shown per class
 STEPS = ("segment", "explain", "regions", "influence")
 
@@ -37,6 +37,7 @@ class CaseReport:
     seconds: dict = field(default_factory=dict)
     created: str = ""
     identifiers: dict = field(default_factory=dict)  # the patient's, only when asked for (show_identifiers)
+    verdict: str = ""                                 # the method's measured trust for this model, in a sentence
 
 
 def build_report(
@@ -134,7 +135,19 @@ def build_report(
                       influence=evidence, influence_note=note, training_cases=training, trust=trust,
                       trust_note=trust_note, settings=settings, seconds=seconds,
                       created=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                      identifiers=patient_identifiers(case.reference_files) if show_identifiers else {})
+                      identifiers=patient_identifiers(case.reference_files) if show_identifiers else {},
+                      verdict=_verdict(card, method_object.name))
+
+
+def _verdict(card, method: str) -> str:
+    """The measured trust of ``method`` for ``card``'s model, or how to measure it."""
+    from ..trust.verdict import read_verdict
+
+    verdict = read_verdict(card, method)
+    if verdict is None:
+        return (f"Trust of {method} for this model: not checked (segxai trust CASE --methods {method}, or Check in "
+                "the Explain widget, measures it once for this model).")
+    return verdict.sentence()
 
 
 def _case_files(case, show_identifiers: bool) -> dict:

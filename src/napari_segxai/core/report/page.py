@@ -98,7 +98,8 @@ def sections(report, top: int) -> list[tuple[str, list]]:
     out = [
         ("Segmentation", [figures.orthogonal_slices(report), class_table(report),
                           f"{report.card.name} on {seg.device}, {seg.seconds:.1f} s."]),
-        ("Relevance", [f"{rel.method}: {rel.target_description} ({rel.seconds:.1f} s).", figures.relevance_grid(report)]),
+        ("Relevance", [f"{rel.method}: {rel.target_description} ({rel.seconds:.1f} s).", report.verdict,
+                       figures.relevance_grid(report)]),
         ("RoI importance", [figures.roi_bars(report), roi_table(report),
                             "e(b→a) = share of the class's |relevance| in region b (Agg2Exp); the last columns: "
                             "share in each input sequence."]),
