@@ -34,6 +34,7 @@ from .explain_parameters import ParameterForm
 from .jobs import Outcome
 from .relevance_view import RelevanceView
 from .targets import TARGETS, ExplainChoice, publish, target_arguments
+from .trust_badge import TrustBadge
 
 if TYPE_CHECKING:
     import napari
@@ -122,6 +123,10 @@ class ExplainWidget(ComputeWidget):
         form.addRow("Output", self.output_space)
         form.addRow("Method", self.method)
         form.addRow(self.parameters)
+        self._trust_card = None
+        self.trust = TrustBadge(self.check_trust)
+        form.addRow("Trust", self.trust)
+        self.method.currentTextChanged.connect(self.refresh_trust)
         self.target.currentIndexChanged.connect(self._target_changed)
         for signal in (self.region_layer.currentIndexChanged, self.point_source.currentIndexChanged,
                        self.confident.toggled, self.threshold.valueChanged, self.parameters.changed):
@@ -162,8 +167,10 @@ class ExplainWidget(ComputeWidget):
         box.blockSignals(False)
 
     def card_cleared(self) -> None:
-        """Forget the last card's classes."""
+        """Forget the last card's classes and trust."""
         self.class_list.clear()
+        self._trust_card = None
+        self.refresh_trust()
 
     def card_chosen(self, card) -> str:
         """List the card's classes, those with a non-zero label ticked."""
@@ -173,7 +180,33 @@ class ExplainWidget(ComputeWidget):
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(Qt.CheckState.Checked if info.label != 0 else Qt.CheckState.Unchecked)
             self.class_list.addItem(item)
+        self._trust_card = card
+        self.refresh_trust()
         return super().card_chosen(card)
+
+    # ------------------------------------------------------------------ the method's trust
+
+    def refresh_trust(self, *_: Any) -> str:
+        """Show the chosen method's measured trust for the chosen model; the badge's text."""
+        return self.trust.show_for(self._trust_card, self.method.currentText())
+
+    def check_trust(self) -> None:
+        """Measure the chosen method's trust for the chosen model on the chosen case, in the background."""
+        from functools import partial
+
+        from ..core.trust.verdict import measure_verdict
+
+        if self.jobs.refuse_if_running():
+            return
+        try:
+            card, case = self.load_card(), self.chosen_case()
+        except (ValueError, OSError) as err:
+            self.refuse(err)
+            return
+        method = self.method.currentText()
+        self.jobs.start(partial(measure_verdict, case, card, [method], device=self.chosen_device()), case, card,
+                        description=f"Checking the trust of {method} for {card.name} on {case.name}",
+                        memory_hint=self.memory_hint, on_result=lambda _: self.refresh_trust())
 
     def chosen_classes(self) -> list[int]:
         """Output indices of the ticked classes."""
@@ -332,7 +365,7 @@ class ExplainWidget(ComputeWidget):
         self.display.set_outcome(outcome, self._magnitudes)
         self.status.setText(
             f"{added} relevance layers ({result.method}, {result.seconds:.1f} s; showing {shown}; the others are "
-            f"in the layer list, or use Grid view): {result.target_description}."
+            f"in the layer list, or use Grid view): {result.target_description}. Trust: {self.refresh_trust()}."
         )
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)

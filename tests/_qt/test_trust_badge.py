@@ -1,0 +1,36 @@
+"""The Explain widget's trust badge: "not checked", then Check measures the verdict and the badge updates."""
+
+from __future__ import annotations
+
+from _viewer import open_case
+from napari_segxai._qt.explain_widget import ExplainWidget
+from napari_segxai.core.model.loading import load_model_card
+from napari_segxai.core.trust.verdict import NOT_CHECKED, read_verdict
+
+
+def test_the_badge_says_not_checked_then_check_measures_and_every_map_shows_it(
+        make_napari_viewer, qtbot, tiny_case, tiny_card, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    viewer = make_napari_viewer(show=True)
+    open_case(viewer, tiny_case)
+    widget = ExplainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Explain")
+    widget.set_model_card(tiny_card)
+    assert widget.trust.label.text() == NOT_CHECKED and widget.trust.check_button.isEnabled()
+
+    widget.trust.check_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=300_000)
+    verdict = read_verdict(load_model_card(tiny_card), "saliency")
+    assert verdict is not None and widget.trust.label.text() == verdict.badge()
+    assert not widget.trust.check_button.isEnabled()
+    widget.method.setCurrentText("gradient_x_input")  # another method: not measured yet
+    assert widget.trust.label.text() == NOT_CHECKED and widget.trust.check_button.isEnabled()
+    widget.method.setCurrentText("saliency")
+
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=300_000)
+    assert f"Trust: {verdict.badge()}." in widget.status.text()
+    widget.grab().save(str(tmp_path / "explain_trust.png"))  # the picture the user sees (looked at)
+    import shutil
+
+    shutil.copy(tmp_path / "explain_trust.png", "/tmp/explain_trust.png")
