@@ -9,6 +9,11 @@ from typing import Any, Sequence
 from ..core.io.nifti import load_region_mask
 from ._common import UserError
 
+# The core's values (core.model.uncertainty), spelled out so that building the parsers imports no torch.
+UNCERTAINTY_MODES = ("checkpoints", "flips", "dropout")
+DEFAULT_SAMPLES = 8
+DEFAULT_THRESHOLD = 0.5
+
 
 def parse_parameters(method: str, items: Sequence[str]) -> dict[str, Any]:
     """``key=value`` strings as the method's typed parameters (UserError for unknown keys or bad values)."""
@@ -51,23 +56,43 @@ def _typed(method: str, key: str, text: str, parameter) -> Any:
     return text
 
 
+def add_uncertainty_option(parser: argparse.ArgumentParser, purpose: str, default: str | None = None) -> None:
+    """--uncertainty {checkpoints,flips,dropout} and --dropout-samples (``segment``; ``explain --target uncertain``)."""
+    parser.add_argument(
+        "--uncertainty", default=default, choices=UNCERTAINTY_MODES,
+        help=f"{purpose}: checkpoints (the training checkpoints the model recorded, or an nnU-Net model's "
+             f"folds), flips (test-time flips along every spatial axis, 2^D runs) or dropout (MC dropout, for "
+             f"networks with dropout layers){'' if default is None else f'; default {default}'}",
+    )
+    parser.add_argument(
+        "--dropout-samples", type=int, default=DEFAULT_SAMPLES, metavar="N",
+        help=f"with --uncertainty dropout: the number of MC dropout runs (default {DEFAULT_SAMPLES})",
+    )
+
+
 def add_target_options(parser: argparse.ArgumentParser) -> None:
     """--target and --confident (``segxai explain`` and ``segxai trust``), read back by :func:`case_target_arguments`."""
     parser.add_argument(
         "--target", nargs="+", default=["predicted"], metavar="KIND",
         help="what is explained: 'predicted' (each class's predicted region, default), "
-             "'voxel X,Y,Z' (one voxel index of the case) or 'region MASK.nii.gz' (non-zero voxels of a "
-             "mask on the case's grid, the same region for every class)",
+             "'voxel X,Y,Z' (one voxel index of the case), 'region MASK.nii.gz' (non-zero voxels of a "
+             "mask on the case's grid, the same region for every class) or 'uncertain [THRESHOLD]' (the voxels "
+             f"whose predictive entropy exceeds THRESHOLD nats, default {DEFAULT_THRESHOLD}, the same region for "
+             "every class: why is the model unsure here; the ensemble is --uncertainty's)",
     )
     parser.add_argument(
         "--confident", type=float, default=None, metavar="THRESHOLD",
         help="with the predicted target: keep only voxels whose class probability exceeds THRESHOLD (0-1)",
     )
+    add_uncertainty_option(parser, "with --target uncertain: the ensemble whose entropy picks the voxels",
+                           default="flips")
 
 
 def case_target_arguments(args: argparse.Namespace, case) -> dict[str, Any]:
     """--target and --confident as explain_case / assess_case keyword arguments for ``case`` (UserError for mistakes)."""
     target = parse_target(args.target, args.confident)
+    if target["target"] == "uncertain":
+        return {"target": "region", "region": uncertain_voxels(args, case, target["threshold"])}
     region_path = target.get("region")
     if region_path is not None:
         try:
@@ -106,7 +131,40 @@ def parse_target(values: Sequence[str], confident: float | None) -> dict[str, An
         if len(rest) != 1:
             raise UserError("--target region needs one mask file, e.g. --target region tumour_mask.nii.gz.")
         return {"target": "region", "region": Path(rest[0])}
-    raise UserError(f"Unknown target {kind!r}; choose predicted, 'voxel X,Y,Z' or 'region MASK.nii.gz'.")
+    if kind == "uncertain":
+        if len(rest) > 1:
+            raise UserError("--target uncertain takes at most one entropy threshold, e.g. --target uncertain 0.5.")
+        try:
+            threshold = float(rest[0]) if rest else DEFAULT_THRESHOLD
+        except ValueError:
+            raise UserError(f"--target uncertain needs an entropy threshold in nats, e.g. 0.5, got {rest[0]!r}.") from None
+        if not threshold >= 0:
+            raise UserError(f"--target uncertain needs an entropy threshold of 0 or more nats, got {rest[0]}.")
+        return {"target": "uncertain", "threshold": threshold}
+    raise UserError(f"Unknown target {kind!r}; choose predicted, 'voxel X,Y,Z', 'region MASK.nii.gz' or "
+                    "'uncertain [THRESHOLD]'.")
+
+
+def uncertain_voxels(args: argparse.Namespace, case, threshold: float):
+    """The case's voxels whose entropy (of --uncertainty's ensemble) exceeds ``threshold``; says how many."""
+    from ..core.model.uncertainty import max_entropy, uncertain_region, uncertainty
+    from ..core.model.uncertainty_members import plan_members
+    from ._common import TerminalProgress, load_card
+
+    if getattr(args, "dropout_samples", 2) < 2:
+        raise UserError(f"--dropout-samples {args.dropout_samples} is too few for MC dropout; give 2 or more.")
+    card = load_card(args)
+    largest = max_entropy(len(card.classes), card.activation)
+    if threshold >= largest:
+        raise UserError(f"--target uncertain {threshold:g} is not below {largest:.3f} nats, the largest entropy "
+                        f"{len(card.classes)} classes allow; give a smaller threshold (default {DEFAULT_THRESHOLD}).")
+    device = None if args.device in (None, "auto") else args.device
+    plan_members(case, card, args.uncertainty, device=device or "cpu", samples=args.dropout_samples)  # refusals first
+    with TerminalProgress(f"{args.uncertainty} uncertainty of {case.name}") as bar:
+        measured = uncertainty(case, card, args.uncertainty, device=device, samples=args.dropout_samples, progress=bar)
+    region = uncertain_region(measured, threshold)
+    print(f"Uncertain voxels: {int(region.sum())} with entropy above {threshold:g} nats ({measured.describe()}).")
+    return region
 
 
 def parse_classes(text: str | None, card) -> list[int | str] | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ._common import (TerminalProgress, UserError, add_case_options, add_format_option, check_format, load_card,
                       open_case, output_folder)
+from ._explain_options import add_uncertainty_option
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -18,11 +19,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "Segment a case with a model card's network (sliding-window inference on the GPU when "
             "there is one) and write <case>_seg.nii.gz (label values of the card's classes) and "
             "<case>_prob.nii.gz (one probability per class, channels last) with the case's affine; with "
-            "--format dicom, <case>_seg.dcm: a DICOM SEG over the study's reference series."
+            "--format dicom, <case>_seg.dcm: a DICOM SEG over the study's reference series. With "
+            "--uncertainty, also <case>_entropy.nii.gz and <case>_mutual_information.nii.gz: where the model is "
+            "unsure (predictive entropy) and where an ensemble of its predictions disagrees (mutual "
+            "information), per voxel in nats, with the case's affine (docs/uncertainty.md)."
         ),
     )
     add_case_options(parser)
     add_format_option(parser, "<case>_seg.dcm, a DICOM SEG; the probabilities are written in NIfTI only")
+    add_uncertainty_option(parser, "write the uncertainty maps of an ensemble of predictions made this way")
     return parser
 
 
@@ -38,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     if folder.is_dir() and Path(args.out).expanduser().resolve() == folder:
         raise UserError(f"--out {args.out} is the case's own folder, where {output_paths(folder.name, folder)[0].name} "
                         "would be read as the case's reference label next time; choose another --out folder.")
+    if args.uncertainty == "dropout" and args.dropout_samples < 2:
+        raise UserError(f"--dropout-samples {args.dropout_samples} is too few for MC dropout; give 2 or more (8 by default).")
     card = load_card(args)
     case = open_case(args, card)
     labels_path, prob_path = output_paths(case.name, Path(args.out))
@@ -46,8 +53,19 @@ def run(args: argparse.Namespace) -> int:
     output_folder(args.out)
     device = pick_device(None if args.device in (None, "auto") else args.device)
     network = build_network(card, device)
-    with TerminalProgress(f"segmenting {case.name}") as bar:
-        result = segment(case, card, network=network, device=device, progress=bar)
+    measured = None
+    if args.uncertainty is None:
+        with TerminalProgress(f"segmenting {case.name}") as bar:
+            result = segment(case, card, network=network, device=device, progress=bar)
+    else:
+        from ..core.model.uncertainty import segment_with_uncertainty
+        from ..core.model.uncertainty_members import plan_members
+
+        plan_members(case, card, args.uncertainty, network=network, device=device,  # a refusal comes before any work
+                     samples=args.dropout_samples)
+        with TerminalProgress(f"segmenting {case.name} with {args.uncertainty} uncertainty") as bar:
+            result, measured = segment_with_uncertainty(case, card, args.uncertainty, network=network, device=device,
+                                                        samples=args.dropout_samples, progress=bar)
     classes = ", ".join(f"{c.label}={c.name}" for c in result.classes)
     print(f"Segmented {case.name} with {card.name} on {result.device} in {result.seconds:.1f} s.")
     if args.format in ("nifti", "both"):
@@ -59,4 +77,11 @@ def run(args: argparse.Namespace) -> int:
 
         path = write_segmentation_dicom(result, case, card.name, args.out)
         print(f"DICOM SEG ({classes}; over series {case.name}'s reference series): {path}")
+    if measured is not None:
+        from ..core.model.uncertainty import write_uncertainty
+
+        entropy_path, mutual_path = write_uncertainty(measured, case.name, args.out, protected=case.source_paths)
+        print(f"Uncertainty: {measured.describe()}, in {measured.seconds:.1f} s.")
+        print(f"Entropy (nats): {entropy_path}")
+        print(f"Mutual information (nats): {mutual_path}")
     return 0
