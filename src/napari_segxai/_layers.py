@@ -46,6 +46,7 @@ class Role:
     SEGMENTATION = "segmentation"    # a model's labels
     RELEVANCE = "relevance"          # one class and channel of a relevance map
     ROI_HIGHLIGHT = "roi highlight"  # one region shown from the RoI importance chart
+    UNCERTAINTY = "uncertainty"      # a model's per-voxel uncertainty (entropy, mutual information)
 
 
 def layer_role(layer) -> str:

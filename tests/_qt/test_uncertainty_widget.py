@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from napari.layers import Image
 
-from napari_segxai._layers import Key, layer_world_affine
-from napari_segxai._qt.segment_widget import UNCERTAINTY_ROLE, SegmentWidget
+from napari_segxai._layers import Key, Role, layer_world_affine
+from napari_segxai._qt.segment_widget import SegmentWidget
 from _viewer import open_case
 
 TIMEOUT_MS = 120_000
@@ -58,7 +58,7 @@ def test_flips_add_entropy_and_mutual_information_beside_the_segmentation(
     for layer in (entropy, mutual):
         assert layer.data.shape == segmentation.data.shape
         np.testing.assert_allclose(layer_world_affine(layer), layer_world_affine(segmentation))
-        assert layer.metadata[Key.ROLE] == UNCERTAINTY_ROLE
+        assert layer.metadata[Key.ROLE] == Role.UNCERTAINTY
     assert entropy.contrast_limits == [0.0, pytest.approx(min(float(entropy.data.max()), math.log(4)))] and entropy.colormap.name == "inferno (fading)"
     assert entropy.colormap.map([0.0])[0, 3] == 0 and entropy.colormap.map([1.0])[0, 3] == 1
     assert entropy.visible and not mutual.visible

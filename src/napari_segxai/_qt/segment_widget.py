@@ -17,7 +17,6 @@ from .compute_widget import ComputeWidget
 from .jobs import Outcome
 
 #: The role of the uncertainty layers (not an input channel of the case, not a relevance map).
-UNCERTAINTY_ROLE = "uncertainty"
 
 #: The uncertainty choices: none, then the core's ensembles.
 UNCERTAINTY_CHOICES = ("none", "checkpoints", "flips", "dropout")
@@ -86,7 +85,7 @@ class SegmentWidget(ComputeWidget):
         if measured is not None:
             for attribute, suffix, colormap, visible in _MAPS:
                 self._replace(self.viewer.add_image, *uncertainty_layer_data(
-                    measured, attribute, suffix, colormap, visible, outcome.case), Image, UNCERTAINTY_ROLE,
+                    measured, attribute, suffix, colormap, visible, outcome.case), Image, Role.UNCERTAINTY,
                     below=layer)
             status += f"; {measured.describe()}, {measured.seconds:.1f} s"
         self.status.setText(status + ".")
@@ -118,7 +117,7 @@ def uncertainty_layer_data(measured, attribute: str, suffix: str, colormap: str,
         "visible": visible,
         "affine": np.asarray(measured.affine, dtype=float),
         "units": world_units(volume.ndim),
-        "metadata": case_metadata(case, {Key.ROLE: UNCERTAINTY_ROLE}),
+        "metadata": case_metadata(case, {Key.ROLE: Role.UNCERTAINTY}),
     }
 
 
