@@ -247,7 +247,10 @@ class ExplainWidget(ComputeWidget):
         self.region_layer.setEnabled(kind == "region")
         self.point_source.setEnabled(kind == "voxel")
         self.confident.setEnabled(kind == "predicted")
-        self.threshold.setEnabled(kind == "predicted")
+        self.threshold.setEnabled(kind in ("predicted", "uncertain"))
+        self.threshold.setToolTip("uncertain voxels: the entropy (nats) above which a voxel counts as uncertain"
+                                  if kind == "uncertain" else "predicted region: the class probability a confident "
+                                  "voxel exceeds")
         self._publish()
 
     def set_point(self, world: Any) -> None:

@@ -16,7 +16,8 @@ from napari.layers import Shapes
 from .._layers import Key, layer_world_affine
 
 # (shown text, kind): what the Explain widget's maps explain
-TARGETS = (("predicted region", "predicted"), ("painted region", "region"), ("clicked point", "voxel"))
+TARGETS = (("predicted region", "predicted"), ("painted region", "region"), ("clicked point", "voxel"),
+           ("uncertain voxels", "uncertain"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +28,7 @@ class ExplainChoice:
     parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     kind: str = "predicted"                     # one of TARGETS' kinds
     confident: bool = False                     # predicted: only voxels above ``threshold``
-    threshold: float = 0.5
+    threshold: float = 0.5                      # uncertain: the entropy (nats) above which a voxel is uncertain
     region_layer: str = ""                      # region: the labels or shapes layer
     point_layer: str = ""                       # voxel: the points layer ("" = the last click)
     point: Optional[tuple[float, ...]] = None   # voxel: world coordinates (mm) of the last click
@@ -57,6 +58,8 @@ def target_arguments(viewer, case, choice: ExplainChoice) -> dict:
         return {"target": "predicted", "confident": choice.confident, "threshold": float(choice.threshold)}
     if choice.kind == "region":
         return {"target": "region", "region": layer_region(viewer, choice.region_layer, case)}
+    if choice.kind == "uncertain":
+        return {"target": "region", "region": uncertain_voxels(viewer, case, float(choice.threshold))}
     if choice.point_layer and choice.point_layer in viewer.layers:
         points = viewer.layers[choice.point_layer]
         if len(points.data) == 0:
@@ -71,6 +74,24 @@ def target_arguments(viewer, case, choice: ExplainChoice) -> dict:
     if np.any(voxel < -0.5) or np.any(voxel > np.array(case.shape) - 0.5):
         raise ValueError("The chosen point lies outside the case's image; click inside it.")
     return {"target": "voxel", "voxel": tuple(float(v) for v in voxel)}
+
+
+def uncertain_voxels(viewer, case, threshold: float) -> np.ndarray:
+    """The voxels of ``case`` whose entropy (its "<case> entropy" layer, from Segment's Uncertainty) exceeds ``threshold``."""
+    from .._layers import Role, layer_role
+
+    name = f"{case.name} entropy"
+    if name not in viewer.layers or layer_role(viewer.layers[name]) != Role.UNCERTAINTY:
+        raise ValueError(f"There is no entropy layer of {case.name}; segment it with an Uncertainty (flips, checkpoints "
+                         "or dropout) in the Segment widget first.")
+    entropy = np.asarray(viewer.layers[name].data)
+    if entropy.shape != tuple(case.shape):
+        raise ValueError(f"The layer {name!r} is not on the grid of {case.name}; segment the case again.")
+    region = entropy > threshold
+    if not region.any():
+        raise ValueError(f"No voxel of {name!r} has an entropy above {threshold:g} nats (the highest is "
+                         f"{float(entropy.max()):.3f}); lower the threshold.")
+    return region
 
 
 def layer_region(viewer, name: str, case) -> np.ndarray:
