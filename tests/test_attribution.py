@@ -55,11 +55,12 @@ def case(request):
     return net, x, target
 
 
-#: The twelve methods the README and docs/attribution.md promise, pinned: a method that drops out of the
+#: The methods the README and docs/attribution.md promise, pinned: a method that drops out of the
 #: registry (a failed import, a lost decorator) fails here instead of vanishing from the widget and the tests.
 PROMISED_METHODS = (
     "saliency", "gradient_x_input", "smoothgrad", "integrated_gradients", "grad_cam", "occlusion",
     "guided_backprop", "deconvolution", "deeplift", "lrp", "meaningful_perturbation", "kernel_shap",
+    "modality_shapley",
 )
 
 

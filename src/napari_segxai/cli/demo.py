@@ -16,6 +16,9 @@ WINDOW_SIZE = (1500, 900)
 # Gradient x input: 14 s on the demo case on 2 CPU cores, and its modality shares follow the
 # demo's ground truth (oedema on FLAIR, enhancement and necrosis on T1ce); see benchmarks/RESULTS.md.
 DEMO_METHOD = "gradient_x_input"
+# "Which sequence carries each class" is answered by exact Shapley values over the input sequences
+# (one forward pass per coalition of sequences, 2^4), not by the maps' shares: see docs/attribution.md, modality_shapley.
+SUMMARY_METHOD = "modality_shapley"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -99,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"Dice against the case's ground truth: {format_dice(result.labels, case.label)}.")
     print(f"Demo case: {case_folder}")
     print(f"Segmentation: {labels_path}")
-    relevance = None
+    relevance = summary = None
     if args.method != "none":
-        relevance = explain_predicted(case, card, result, args.method, network, device, out)
+        relevance, summary = explain_predicted(case, card, result, args.method, network, device, out)
     if relevance is not None:
         write_case_report(case, card, result, relevance, network, device, out / "report",
                           influence=not args.no_influence)
@@ -113,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
             "(or 'make demo') to get one."
         )
         return 0
-    picture = show(case, result, card, out / "demo_viewer.png", interactive=not headless, relevance=relevance)
+    picture = show(case, result, card, out / "demo_viewer.png", interactive=not headless, relevance=relevance,
+                   summary=summary)
     print(f"Viewer picture: {picture}")
     if args.screenshot is not None:
         args.screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +127,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def explain_predicted(case, card, segmentation, method: str, network, device, out: Path):
-    """Explain every predicted non-background class; write the maps; print each class's modality shares."""
+    """Explain every predicted non-background class; write the maps; print which sequence carries each class.
+
+    Returns the relevance and the summary's lines (``None, None`` when no tumour class was predicted).
+    """
     import numpy as np
 
     from ..core.attribution import explain_case
@@ -133,7 +140,7 @@ def explain_predicted(case, card, segmentation, method: str, network, device, ou
     classes = [i for i, info in enumerate(card.classes) if info.label != 0 and info.label in present]
     if not classes:
         print("The model predicted no tumour class on this case, so there is nothing to explain.")
-        return None
+        return None, None
     with TerminalProgress(f"explaining {case.name} ({method})") as bar:
         relevance = explain_case(case, card, method=method, classes=classes, network=network, device=device,
                                  progress=bar)
@@ -141,10 +148,29 @@ def explain_predicted(case, card, segmentation, method: str, network, device, ou
                               details={"model_card": str(card.path), "model": card.name, "device": str(device)})
     print(f"Explained {', '.join(relevance.class_names)} with {relevance.method} in {relevance.seconds:.1f} s "
           f"({relevance.target_description}).")
-    for line in modality_shares(relevance):
-        print(f"  {line}")
     print(f"Relevance maps: {out} ({len(written) - 1} files)")
-    return relevance
+    summary = sequence_summary(case, card, classes, network, device, relevance)
+    for line in summary:
+        print(f"  {line}")
+    return relevance, summary
+
+
+def sequence_summary(case, card, classes, network, device, relevance=None) -> list[str]:
+    """Which sequence carries each class: modality_shapley's exact Shapley values, one line per class, largest first.
+
+    Reuses ``relevance`` when it already is modality_shapley's; prints what was run and its seconds.
+    """
+    from ..core.attribution import explain_case
+    from ..core.attribution.modality_shapley import sequence_values
+
+    if relevance is None or relevance.method != SUMMARY_METHOD:
+        with TerminalProgress(f"which sequence carries each class ({SUMMARY_METHOD})") as bar:
+            relevance = explain_case(case, card, method=SUMMARY_METHOD, classes=classes, network=network,
+                                     device=device, progress=bar)
+    n = len(relevance.channel_names)
+    print(f"Which sequence carries each class ({SUMMARY_METHOD}: exact Shapley values of the {n} sequences from "
+          f"their {2 ** n} coalitions, {relevance.seconds:.1f} s; share of |value|, (-): lowers the class):")
+    return sequence_values(relevance).lines()
 
 
 def write_case_report(case, card, segmentation, relevance, network, device, out: Path, *, influence: bool) -> None:
@@ -160,19 +186,6 @@ def write_case_report(case, card, segmentation, relevance, network, device, out:
     print(f"Case report: {written['html']} (and {written['png'].name} beside it)")
 
 
-def modality_shares(relevance) -> list[str]:
-    """One line per explained class: the share of its |relevance| on each input channel, largest first."""
-    import numpy as np
-
-    lines = []
-    for k, name in enumerate(relevance.class_names):
-        per_channel = np.abs(relevance.relevance[k]).reshape(len(relevance.channel_names), -1).sum(axis=1)
-        share = per_channel / max(float(per_channel.sum()), np.finfo(np.float32).tiny)
-        order = np.argsort(-share)
-        lines.append(f"{name}: " + ", ".join(f"{relevance.channel_names[c]} {share[c]:.0%}" for c in order))
-    return lines
-
-
 def format_dice(prediction, reference) -> str:
     """Dice per BraTS region (whole tumour, tumour core, enhancing), as one line."""
     from ..core.training.evaluate import region_dice
@@ -181,7 +194,7 @@ def format_dice(prediction, reference) -> str:
     return ", ".join(f"{name.replace('_', ' ')} {value:.3f}" for name, value in scores.items())
 
 
-def show(case, result, card, picture: Path, *, interactive: bool, relevance=None) -> Path:
+def show(case, result, card, picture: Path, *, interactive: bool, relevance=None, summary=None) -> Path:
     """Open napari on the case, its segmentation and relevance at the tumour's centre; save a picture; keep it open if interactive."""
     import napari
     import numpy as np
@@ -210,8 +223,9 @@ def show(case, result, card, picture: Path, *, interactive: bool, relevance=None
         explain.show_result(case, card, relevance)
         shown = viewer.layers.selection.active.name
         segmentation.contour = 1  # outlines, so the relevance inside the tumour shows
-        caption += f"\nShown: {shown}\nRelevance share by sequence ({relevance.method}):\n" + "\n".join(
-            modality_shares(relevance))
+        caption += f"\nShown: {shown}"
+    if summary:
+        caption += f"\nWhich sequence carries each class ({SUMMARY_METHOD}):\n" + "\n".join(summary)
     viewer.scale_bar.visible = True
     viewer.text_overlay.text = caption
     viewer.text_overlay.position = "top_left"

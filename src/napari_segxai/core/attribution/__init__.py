@@ -24,6 +24,7 @@ from .slicewise import SliceWise  # noqa: E402
 # one module per method; importing them fills the registry in this order (fast methods first)
 from . import saliency, gradient_x_input, smoothgrad, integrated_gradients, grad_cam, occlusion  # noqa: E402,F401
 from . import guided_backprop, deconvolution, deeplift, lrp, kernel_shap, meaningful_perturbation  # noqa: E402,F401
+from . import modality_shapley  # noqa: E402,F401
 
 __all__ = [
     "DEFAULT_METHOD",
