@@ -41,7 +41,8 @@ def write_series(folder: Path, volume: np.ndarray, *, orientation: str = "axial 
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds = FileDataset(str(folder / f"IM{k:04d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
         ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, study_uid + ".1"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[study_uid])  # one frame of reference per study
         ds.Modality, ds.PatientName, ds.PatientID = "MR", patient[0], patient[1]
         ds.PatientBirthDate, ds.AccessionNumber = "19700101", "ACC-0815"
         ds.PatientPosition = POSITIONS.get(orientation, "HFS")
