@@ -26,6 +26,14 @@ NAMING_STYLES: dict[str, dict[str, str]] = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _trust_verdicts_in_tmp(tmp_path, monkeypatch):
+    """Trust verdicts a test measures go to its own temporary folder, never the user's cache or another test's."""
+    from napari_segxai.core.trust import verdict
+
+    monkeypatch.setattr(verdict, "cache_dir", lambda: tmp_path / "cache")
+
+
 @pytest.fixture
 def realdata() -> Path:
     """The shared folder of real MRI cases; the test is skipped when it is absent."""

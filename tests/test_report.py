@@ -99,3 +99,20 @@ def test_report_without_influence_says_so_and_refuses_an_input_as_output(setup, 
     assert victim.read_bytes() == before
     assert main(["report", str(folder), "--model", str(card), "--top", "0", "--out", str(out)]) == 2
     assert "--top must be 1 or more" in capsys.readouterr().err
+
+
+def test_report_shows_where_the_model_is_unsure_when_asked(setup, tmp_path, capsys):
+    card, folder = setup
+    out = tmp_path / "report"
+    assert main(["report", str(folder), "--model", str(card), "--method", "saliency", "--no-influence",
+                 "--out", str(out)]) == 0
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Where the model is unsure</h2>" in page and "Not asked for (segxai report --uncertainty" in page
+    assert "Trust of saliency for this model: not checked" in page
+    assert main(["report", str(folder), "--model", str(card), "--method", "saliency", "--no-influence",
+                 "--uncertainty", "flips", "--out", str(out)]) == 0
+    page = (out / "report.html").read_text(encoding="utf-8")
+    section = page.split("<h2>Where the model is unsure</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "<img" in section and re.search(r"\d+ voxels have an entropy above 0.5 nats, \d+% of the predicted tumour",
+                                            section)
+    assert "flips ensemble of 8 runs" in section  # a 3D case: flipped along every subset of its three axes

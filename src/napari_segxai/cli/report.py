@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._explain_options import add_uncertainty_option
 from ._common import TerminalProgress, UserError, add_case_options, load_card, open_case, output_folder
 
 DESCRIPTION = """\
@@ -42,6 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--show-identifiers", action="store_true",
                         help="DICOM studies: show the patient's name, ID, birth date, accession number and the study "
                              "folder in the report (left out by default: the report names the case by a pseudonym)")
+    add_uncertainty_option(parser, "add where the model is unsure (entropy over the slices) from an ensemble made this way")
     parser.add_argument("--trust", type=Path, default=None, metavar="DIR",
                         help="the --out folder of a `segxai trust` run on this case, whose numbers the report shows")
     return parser
@@ -66,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     with TerminalProgress(f"report on {case.name}") as bar:
         report = build_report(case, card, method=args.method, classes=classes, top=args.top,
                               influence=not args.no_influence, trust_dir=args.trust, device=device, progress=bar,
-                              show_identifiers=args.show_identifiers)
+                              show_identifiers=args.show_identifiers, uncertainty=args.uncertainty,
+                              uncertainty_samples=args.dropout_samples)
     written = write_report(report, out, top=args.top)
     print(f"Report on {case.name} with {card.name} ({report.relevance.method}) in {report.seconds['total']:.1f} s.")
     for key, path in written.items():

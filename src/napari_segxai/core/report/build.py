@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import progress as _progress
 from ..io.dicom_case import patient_identifiers
+from ..model.uncertainty_members import DEFAULT_SAMPLES
 
 from ..attribution.base import DEFAULT_METHOD  # noqa: E402  (re-exported: the report's default method)
 DEFAULT_TOP = 4                       # proponents and opponents shown per class
@@ -38,6 +39,7 @@ class CaseReport:
     created: str = ""
     identifiers: dict = field(default_factory=dict)  # the patient's, only when asked for (show_identifiers)
     verdict: str = ""                                 # the method's measured trust for this model, in a sentence
+    uncertainty: Any = None                           # core.model.uncertainty.Uncertainty, when asked for
 
 
 def build_report(
@@ -56,6 +58,8 @@ def build_report(
     progress: _progress.ProgressFn | None = None,
     should_cancel: _progress.CancelFn | None = None,
     show_identifiers: bool = False,
+    uncertainty: Optional[str] = None,
+    uncertainty_samples: int = DEFAULT_SAMPLES,
     **params: Any,
 ) -> CaseReport:
     """Segment, explain every predicted class with ``method``, summarise by region, find TracIn evidence.
@@ -63,6 +67,8 @@ def build_report(
     A ``segmentation`` or ``relevance`` already computed for this case and card is reused, not recomputed.
     A DICOM case's report names it by its pseudonym only, without its folder or file names (which
     may name the patient), unless ``show_identifiers`` asks for the patient's identifiers.
+    ``uncertainty`` (checkpoints, flips or dropout) adds where the model is unsure: the segmentation is
+    then the one made with the uncertainty ensemble.
     """
     from ..attribution import explain_case, get_method
     from ..model.card import build_network
@@ -82,6 +88,14 @@ def build_report(
     start = time.perf_counter()
     if segmentation is None or relevance is None:
         network = build_network(card, device) if network is None else network
+    measured = None
+    if uncertainty is not None:
+        from ..model.uncertainty import segment_with_uncertainty
+
+        with_uncertainty = segment_with_uncertainty(case, card, uncertainty, network=network, device=device,
+                                                    samples=uncertainty_samples, progress=stage.part(0),
+                                                    should_cancel=should_cancel)
+        segmentation, measured = (segmentation or with_uncertainty[0]), with_uncertainty[1]
     if segmentation is None:
         segmentation = segment(case, card, network=network, device=device, progress=stage.part(0),
                                should_cancel=should_cancel)
@@ -136,7 +150,7 @@ def build_report(
                       trust_note=trust_note, settings=settings, seconds=seconds,
                       created=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                       identifiers=patient_identifiers(case.reference_files) if show_identifiers else {},
-                      verdict=_verdict(card, method_object.name))
+                      verdict=_verdict(card, method_object.name), uncertainty=measured)
 
 
 def _verdict(card, method: str) -> str:

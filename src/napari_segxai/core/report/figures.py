@@ -85,6 +85,19 @@ def orthogonal_slices(report) -> np.ndarray:
                                             f"{', '.join(f'{v:.0f}' for v in world)} mm")
 
 
+def uncertainty_slices(report) -> np.ndarray:
+    """The entropy over axial, coronal and sagittal slices through the tumour's centre, the segmentation outlined."""
+    case, seg, measured = report.case, report.segmentation, report.uncertainty
+    centre = region_centre(seg.labels != 0)
+    channel = shown_channel(case.modalities)
+    images = [thumbnail(case, seg.labels, centre, axis=axis, size=PANEL_PX, colors=report.card.classes,
+                        channel=channel, overlay=measured.entropy, overlay_limit=measured.max_entropy)
+              for axis, _ in AXES]
+    return _panels(images, [name for _, name in AXES], 3,
+                   title=f"entropy (red; full at {measured.max_entropy:.2f} nats, the most {len(report.card.classes)} "
+                         f"classes allow) from {measured.describe()}")
+
+
 def relevance_grid(report) -> np.ndarray:
     """Per explained class (rows) and input channel (columns): the slice through the class with its relevance."""
     case, seg, rel = report.case, report.segmentation, report.relevance

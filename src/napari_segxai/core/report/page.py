@@ -98,6 +98,7 @@ def sections(report, top: int) -> list[tuple[str, list]]:
     out = [
         ("Segmentation", [figures.orthogonal_slices(report), class_table(report),
                           f"{report.card.name} on {seg.device}, {seg.seconds:.1f} s."]),
+        ("Where the model is unsure", uncertainty_blocks(report)),
         ("Relevance", [f"{rel.method}: {rel.target_description} ({rel.seconds:.1f} s).", report.verdict,
                        figures.relevance_grid(report)]),
         ("RoI importance", [figures.roi_bars(report), roi_table(report),
@@ -122,6 +123,23 @@ def sections(report, top: int) -> list[tuple[str, list]]:
     out.append(("Settings", [[["setting", "value"]] + [[k, _plain(v)] for k, v in report.settings.items()],
                              "Seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.seconds.items()) + "."]))
     return out
+
+
+def uncertainty_blocks(report) -> list:
+    """The entropy picture and how much of the predicted tumour is uncertain, or how to ask for it."""
+    measured = report.uncertainty
+    if measured is None:
+        return ["Not asked for (segxai report --uncertainty flips, checkpoints or dropout)."]
+    from ..model.uncertainty import DEFAULT_THRESHOLD
+
+    tumour = report.segmentation.labels != 0
+    uncertain = measured.entropy > DEFAULT_THRESHOLD
+    share = float(uncertain[tumour].mean()) if tumour.any() else 0.0
+    information = float(measured.mutual_information[tumour].mean()) if tumour.any() else 0.0
+    return [figures.uncertainty_slices(report),
+            f"{int(uncertain.sum())} voxels have an entropy above {DEFAULT_THRESHOLD} nats, {share:.0%} of the "
+            f"predicted tumour; mean mutual information over the tumour {information:.3f} nats ({measured.describe()}, "
+            f"{measured.seconds:.1f} s). segxai explain --target uncertain explains what drove them."]
 
 
 def _plain(value) -> str:
