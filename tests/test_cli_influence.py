@@ -67,3 +67,25 @@ def test_segxai_influence_without_training_record_is_one_sentence(tmp_path, caps
     err = capsys.readouterr().err
     assert err.strip() == ("segxai influence: error: This model has no recorded checkpoints; "
                            "train it with `segxai train` to record them.")
+
+
+def test_tracin_of_the_uncertain_voxels_scores_only_the_part_of_each_region_inside_them(setup, tmp_path, capsys):
+    import numpy as np
+
+    from napari_segxai.core.influence import influence
+    from napari_segxai.core.io.nifti import load_case
+    from napari_segxai.core.model.loading import load_model_card
+
+    card_path, folder = setup
+    case, card = load_case(folder), load_model_card(card_path)
+    whole = influence(case, card, threshold=0.0, engine="exact")
+    half = np.zeros(case.shape, bool)
+    half[: case.shape[0] // 2] = True
+    inside = influence(case, card, threshold=0.0, engine="exact", within=half)
+    assert np.all(inside.test_voxels <= whole.test_voxels) and inside.test_voxels.sum() < whole.test_voxels.sum()
+    assert inside.test_voxels.sum() > 0
+
+    out = tmp_path / "out"
+    assert main(["influence", str(folder), "--model", str(card_path), "--out", str(out), "--threshold", "0.0",
+                 "--uncertain", "0.0", "--class", "edema"]) == 0
+    assert "Scoring the " in capsys.readouterr().out and list(out.glob("*_influence.csv"))

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from ._common import TerminalProgress, UserError, load_card, open_case
+from ._explain_options import DEFAULT_THRESHOLD
 
 
 def add_tracin_options(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +44,9 @@ def add_tracin_options(parser: argparse.ArgumentParser) -> None:
                              "training region's gradient size) or specific (relative, less what every region of the "
                              f"class asks; indexed engine); default {DEFAULT_SCORING}, see docs/influence.md")
     parser.add_argument("--rebuild-index", action="store_true", help="rebuild the index even when it is current")
+    parser.add_argument("--uncertain", type=float, default=None, nargs="?", const=DEFAULT_THRESHOLD, metavar="NATS",
+                        help="why is the model unsure here: score only the part of each class region whose entropy "
+                             f"(from test-time flips) exceeds NATS (default {DEFAULT_THRESHOLD})")
     parser.add_argument("--training-data", type=Path, default=None, metavar="DIR",
                         help="where the model's training dataset is now, when it moved since training "
                              "(the files are checked against their recorded SHA-256)")
@@ -63,12 +67,19 @@ def query(args: argparse.Namespace):
     training_record(card)  # a model without checkpoints is reported before any work
     case = open_case(args, card)
     device = None if args.device in (None, "auto") else args.device
+    within = None
+    if args.uncertain is not None:
+        from ..core.model.uncertainty import uncertain_region, uncertainty
+
+        with TerminalProgress(f"uncertainty of {case.name} (flips)") as bar:
+            within = uncertain_region(uncertainty(case, card, "flips", device=device, progress=bar), args.uncertain)
+        print(f"Scoring the {int(within.sum())} voxels whose entropy exceeds {args.uncertain:g} nats.")
     with TerminalProgress(f"TracIn of {case.name}") as bar:
         result = influence(
             case, card, classes=args.classes, train_classes=args.train_classes, engine=args.engine,
             layers=args.layers, last_k=args.last_k, threshold=args.threshold, projection=args.projection,
             device=device or "cpu", scheduler=args.scheduler, workers=args.workers, rebuild=args.rebuild_index,
-            scoring=args.scoring,
+            scoring=args.scoring, within=within,
             progress=bar,
         )
     return case, card, result

@@ -59,6 +59,7 @@ def influence(
     rebuild: bool = False,
     scoring: str = DEFAULT_SCORING,
     segmentation=None,
+    within: Optional[np.ndarray] = None,
     model=None,
     progress: Optional[ProgressFn] = None,
     should_cancel: Optional[CancelFn] = None,
@@ -67,8 +68,9 @@ def influence(
 
     ``engine="exact"`` recomputes every training gradient; ``"indexed"`` reads them from an index file
     beside the checkpoints (built on first use, rebuilt when stale). A ``segmentation`` of the case
-    by this card is reused for the regions. Raises :class:`NoTrainingRecord` when the card has no
-    recorded checkpoints.
+    by this card is reused for the regions; ``within`` (a boolean mask on the case's grid, e.g. the
+    uncertain voxels) keeps only the part of each class region inside it. Raises
+    :class:`NoTrainingRecord` when the card has no recorded checkpoints.
     """
     from .checkpoints import load_tracin_model
     from .exact import exact_influence
@@ -88,7 +90,7 @@ def influence(
     if model is None:
         model = load_tracin_model(card, layers=layers, last_k=last_k, device=device)
     test = prepare_example(case, card, model.network, test_indices, threshold=threshold, target="prediction",
-                           margin=margin, device=model.device, segmentation=segmentation)
+                           margin=margin, device=model.device, segmentation=segmentation, within=within)
     seeds = model.record.seeds
     details: dict = {}
     if engine == "exact":

@@ -88,10 +88,19 @@ def prepare_example(
     seed: int = -1,
     device: torch.device | str = "cpu",
     segmentation=None,
+    within: Optional[np.ndarray] = None,
 ) -> RegionExample:
-    """``case`` as a :class:`RegionExample`: regions from ``network``'s prediction, targets the prediction or the label."""
+    """``case`` as a :class:`RegionExample`: regions from ``network``'s prediction, targets the prediction or the label.
+
+    ``within`` (a boolean mask on the case's grid) keeps only the part of each region inside it.
+    """
     image, grid, predicted, regions = predict_regions(case, card, network, class_indices, threshold, device=device,
                                                       segmentation=segmentation)
+    if within is not None:
+        if tuple(np.shape(within)) != tuple(case.shape):
+            raise ValueError(f"The mask restricting the regions of {case.name} is not on its grid.")
+        inside = grid.to_network_grid(np.asarray(within, np.uint8), interpolation="nearest") > 0
+        regions = regions & torch.as_tensor(np.ascontiguousarray(inside), device=regions.device)
     if target == "prediction":
         index = predicted
     elif target == "label":
