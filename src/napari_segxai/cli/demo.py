@@ -8,14 +8,15 @@ import shutil
 import sys
 from pathlib import Path
 
+from ..core.attribution.base import DEFAULT_METHOD
 from ._common import TerminalProgress, UserError, add_model_options, load_card, output_folder
 
 # The modality shown under the segmentation: the one on which the demo's oedema shows best.
 SHOWN_MODALITY = "flair"
 WINDOW_SIZE = (1500, 900)
-# Gradient x input: 14 s on the demo case on 2 CPU cores, and its modality shares follow the
-# demo's ground truth (oedema on FLAIR, enhancement and necrosis on T1ce); see benchmarks/RESULTS.md.
-DEMO_METHOD = "gradient_x_input"
+# The maps ("where") use the default method, saliency: the one that passes model parameter randomisation
+# for the bundled model (gradient x input does not); see core/attribution/base.py and docs/trust.md.
+DEMO_METHOD = DEFAULT_METHOD
 # "Which sequence carries each class" is answered by exact Shapley values over the input sequences
 # (one forward pass per coalition of sequences, 2^4), not by the maps' shares: see docs/attribution.md, modality_shapley.
 SUMMARY_METHOD = "modality_shapley"
