@@ -198,3 +198,34 @@ def test_segxai_evaluate_reports_whether_the_top_sequence_is_the_carrier(tmp_pat
         (row,) = [r for r in csv.DictReader(handle) if r["method"] == "modality_shapley"]
     assert row["modality_agrees"] in ("0.0", "1.0") and 0.0 <= float(row["carrier_share"]) <= 1.0
     assert "modality_agrees" in capsys.readouterr().out
+
+
+def test_any_method_carries_the_sequences_exact_values_into_roi_importance(tmp_path, tiny_case_dir, capsys):
+    """explain_case(sequences=True): saliency draws the maps, Shapley values say which sequence carries each class."""
+    import json
+
+    from napari_segxai.core.attribution import explain_case
+    from napari_segxai.core.io.nifti import load_case
+    from napari_segxai.core.model.loading import load_model_card
+    from napari_segxai.core.roi import roi_importance
+
+    folder = tiny_case_dir(modalities=("t1", "flair"), affine=lps_affine((2.0, 2.0, 2.0)), name="Case002")
+    case, card = load_case(folder), load_model_card(write_card(tmp_path / "model"))
+    by_saliency = explain_case(case, card, method="saliency", classes=["edema"], device="cpu", sequences=True)
+    exact = explain_case(case, card, method="modality_shapley", classes=["edema"], device="cpu", sequences=True)
+    np.testing.assert_allclose(by_saliency.sequences.values, exact.sequences.values, rtol=1e-5, atol=1e-6)
+    assert by_saliency.sequences.channel_names == card.modalities
+    table = roi_importance(by_saliency, {"brain": np.ones(case.shape, bool)})
+    np.testing.assert_allclose(table.modality_share, by_saliency.sequences.shares, atol=1e-9)
+    assert table.modality_source == "exact Shapley values of the sequences" and table.method == "saliency"
+    plain = roi_importance(explain_case(case, card, method="saliency", classes=["edema"], device="cpu"),
+                           {"brain": np.ones(case.shape, bool)})
+    assert plain.modality_source == "the saliency maps"
+
+    out = tmp_path / "out"
+    assert main(["explain", str(folder), "--model", str(card.path), "--out", str(out), "--device", "cpu",
+                 "--classes", "edema"]) == 0
+    said = capsys.readouterr().out
+    assert "Which sequence carries each class (exact Shapley values" in said and "  edema: " in said
+    record = json.loads((out / "Case002_saliency.json").read_text())
+    assert record["sequence_shapley"]["edema"] == pytest.approx(by_saliency.sequences.for_class("edema"), rel=1e-5)

@@ -46,10 +46,11 @@ STEP_PAUSE_MS = 15
 
 
 def explain_and_sort(*args, progress=None, should_cancel=None, **kwargs) -> tuple:
-    """explain_case, then each class's sorted |relevance| for the colour limits, both in the worker thread."""
+    """explain_case (with the sequences' Shapley values, for RoI importance), then each class's sorted |relevance|
+    for the colour limits, both in the worker thread."""
     from ..core.attribution import explain_case
 
-    result = explain_case(*args, progress=progress, should_cancel=should_cancel, **kwargs)
+    result = explain_case(*args, progress=progress, should_cancel=should_cancel, sequences=True, **kwargs)
     return result, [magnitudes(maps) for maps in result.relevance]
 
 

@@ -54,7 +54,8 @@ class RoiBars(MplCanvasWidget):
         signed = self.signed and positive is not None
         edge = self.mpl_style["axes.edgecolor"]
         self.bars = draw_roi_bars(axes, table, view=view, signed=signed, region_colors=entry.colors, edge=edge,
-                                  title=f"{entry.case_name} · {table.method}")
+                                  title=f"{entry.case_name} · {table.method}" if view == "region"
+                                  else f"{entry.case_name} · {table.modality_source or table.method}")
         handles, labels = legend_entries(axes, signed=signed, edge=edge)
         if handles:
             self.figure.legend(handles, labels, loc="outside lower center", ncols=min(3, len(handles)), fontsize=7,

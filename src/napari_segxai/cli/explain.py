@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     network = build_network(card, device)
     with TerminalProgress(f"explaining {case.name} ({method.name})") as bar:
         result = explain_case(case, card, method=method, classes=classes, network=network, device=device,
-                              output_space=args.output, progress=bar, **target)
+                              output_space=args.output, progress=bar, sequences=True, **target)
 
     details = {
         "case_files": case.shown_sources(),
@@ -149,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         "voxel": list(target["voxel"]) if "voxel" in target else None,
         "region": str(region_path) if region_path else None,
         "device": str(device),
+        "sequence_shapley": {name: result.sequences.for_class(name) for name in result.class_names},
     }
     dicom = {}
     if args.format in ("dicom", "both"):
@@ -164,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name} ({', '.join(result.channel_names)}, channels last): {written[name]}")
     for (name, channel), path in dicom.items():
         print(f"{name}, {channel} (DICOM Parametric Map): {path}")
+    print("Which sequence carries each class (exact Shapley values of the sequences, modality_shapley):")
+    for line in result.sequences.lines():
+        print(f"  {line}")
     print(trust_line(case, card, result.method, check=args.check_trust, device=device))
     print(f"Record: {paths['__json__']}")
     return 0

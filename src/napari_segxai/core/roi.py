@@ -52,6 +52,7 @@ class RoiImportance:
     target: str                         # Relevance.target_description
     modality_positive: np.ndarray | None = None   # (K_t, C) positive relevance of channel c / ||e||_1
     modality_negative: np.ndarray | None = None   # (K_t, C) |negative relevance| of channel c / ||e||_1
+    modality_source: str = ""                     # what the modality shares come from: the maps, or Shapley values
 
     def region(self, class_name: str, region_name: str) -> float:
         """e_{b->a} of one class and region, by name."""
@@ -232,13 +233,27 @@ def roi_importance(relevance: "Relevance", regions: Mapping[str, np.ndarray], *,
     scale = np.divide(1.0, total, out=np.zeros_like(total), where=total > 0)[:, None]
     positive, negative = positive * scale, negative * scale
     share_positive, share_negative = share_positive * scale, share_negative * scale
+    modalities, source = tuple(relevance.channel_names), f"the {relevance.method} maps"
+    sequences = getattr(relevance, "sequences", None)
+    if sequences is not None:  # exact: the Shapley values of the sequences (modality_shapley)
+        share_positive, share_negative = sequence_split(sequences, relevance.class_names)
+        modalities, source = tuple(sequences.channel_names), "exact Shapley values of the sequences"
     return RoiImportance(
         class_names=tuple(relevance.class_names), region_names=names, importance=positive + negative,
-        positive=positive, negative=negative, modality_names=tuple(relevance.channel_names),
+        positive=positive, negative=negative, modality_names=modalities,
         modality_share=share_positive + share_negative, total=total,
         region_voxels=np.array([np.count_nonzero(m) for m in masks], dtype=np.int64), method=relevance.method,
         target=relevance.target_description, modality_positive=share_positive, modality_negative=share_negative,
+        modality_source=source,
     )
+
+
+def sequence_split(sequences, class_names) -> tuple[np.ndarray, np.ndarray]:
+    """Per class (rows in ``class_names`` order) and sequence: max(phi, 0) and max(-phi, 0) over sum |phi|."""
+    rows = np.stack([sequences.values[list(sequences.class_names).index(name)] for name in class_names])
+    total = np.abs(rows).sum(axis=1, keepdims=True)
+    scale = np.divide(1.0, total, out=np.zeros_like(total), where=total > 0)
+    return np.maximum(rows, 0) * scale, np.maximum(-rows, 0) * scale
 
 
 def _disjoint_layers(masks: list[np.ndarray]) -> list[tuple[np.ndarray, list[int]]]:

@@ -205,6 +205,7 @@ class Relevance:
     target: Target
     seconds: float
     affine: np.ndarray | None = field(default=None)   # voxel -> world of the grid, when known
+    sequences: Any = field(default=None)  # modality_shapley.SequenceValues of these classes and target, when computed
 
     @property
     def target_description(self) -> str:

@@ -61,9 +61,15 @@ def explain_case(
     margin: int | None = None,
     progress: _progress.ProgressFn | None = None,
     should_cancel: _progress.CancelFn | None = None,
+    sequences: bool = False,
     **params: Any,
 ) -> Relevance:
     """Relevance maps (K_t, C, X, Y, Z) of ``case`` on its grid: preprocess as the card says, explain, map back.
+
+    ``sequences`` also gives the result the exact Shapley value of each input sequence for each class
+    and the same target (``Relevance.sequences``, from :mod:`.modality_shapley` on the model's grid:
+    2^C forward passes more), which RoI importance and the report then show as "which sequence
+    carries it" whatever method drew the maps.
 
     ``target``: ``predicted`` (the predicted region of each class, optionally only confident
     voxels), ``region`` (``region``: a boolean array on the case grid) or ``voxel`` (``voxel``:
@@ -95,13 +101,8 @@ def explain_case(
     image, goal, unpad = _pad_to_windows(image, goal, card)
     # An ensemble (nnU-Net folds) is explained member by member against the ensemble's target; the maps averaged.
     members = ensemble_members(network)
-    relevance = None
-    for i, member in enumerate(members):
-        part = _attribute(method, member, image, goal, card, margin, _member_progress(second, i, len(members)),
-                          should_cancel)
-        relevance = part if relevance is None else relevance.add_(part)
-    if len(members) > 1:
-        relevance /= len(members)
+    relevance = _members_attribute(method, members, image, goal, card, margin, second, should_cancel)
+    exact = _sequence_values(method, relevance, members, image, goal, card, margin, should_cancel) if sequences else None
     relevance = grid.to_case_grid(relevance[(slice(None), slice(None)) + unpad], interpolation="linear")
     goal = _on_case_grid(goal, unpad, grid)
     _progress.step(100, 100, progress, None)
@@ -116,7 +117,33 @@ def explain_case(
         target=goal,
         seconds=time.perf_counter() - start,
         affine=np.array(case.affine, dtype=np.float64),
+        sequences=exact,
     )
+
+
+def _members_attribute(method, members, image, goal, card, margin, progress, should_cancel) -> torch.Tensor:
+    """The relevance of every ensemble member (one network: itself) against one target, averaged."""
+    relevance = None
+    for i, member in enumerate(members):
+        part = _attribute(method, member, image, goal, card, margin, _member_progress(progress, i, len(members)),
+                          should_cancel)
+        relevance = part if relevance is None else relevance.add_(part)
+    if len(members) > 1:
+        relevance /= len(members)
+    return relevance
+
+
+def _sequence_values(method, relevance, members, image, goal, card, margin, should_cancel):
+    """modality_shapley's per-sequence values for ``goal``, on the model's grid: the maps' own when they are its."""
+    from .modality_shapley import ModalityShapley, values_from_maps
+
+    if method.name != ModalityShapley.name:
+        exact = ModalityShapley()
+        relevance = _members_attribute(exact, members, image, goal, card, margin, None, should_cancel)
+    else:
+        exact = method
+    names = tuple(card.class_names[c] for c in goal.classes)
+    return values_from_maps(relevance, names, card.modalities, str(exact.params.get("baseline", "")))
 
 
 def _attribute(method, network, image, goal, card, margin, progress, should_cancel) -> torch.Tensor:

@@ -186,11 +186,16 @@ def sequence_values(relevance: Relevance) -> SequenceValues:
     if relevance.method != ModalityShapley.name:
         raise ValueError(f"Sequence values come from modality_shapley maps, not {relevance.method}; "
                          "explain with method modality_shapley.")
-    maps = np.asarray(relevance.relevance, dtype=np.float64)
+    return values_from_maps(relevance.relevance, relevance.class_names, relevance.channel_names,
+                            str(relevance.parameters.get("baseline", "")))
+
+
+def values_from_maps(maps, class_names: Sequence[str], channel_names: Sequence[str], baseline: str) -> SequenceValues:
+    """SequenceValues from modality_shapley maps (K_t, C, *spatial, array or tensor): each channel's map summed."""
+    maps = maps.detach().double().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps, np.float64)
     values = maps.reshape(maps.shape[0], maps.shape[1], -1).sum(2)
-    nan = np.full(len(relevance.class_names), np.nan)
-    return SequenceValues(tuple(relevance.class_names), tuple(relevance.channel_names), values, nan, nan,
-                          str(relevance.parameters.get("baseline", "")))
+    nan = np.full(len(class_names), np.nan)
+    return SequenceValues(tuple(class_names), tuple(channel_names), values, nan, nan, baseline)
 
 
 @register("modality_shapley")

@@ -112,7 +112,7 @@ def build_report(
                              "nothing to explain; check the case and the model card.")
     if relevance is None:
         relevance = explain_case(case, card, method=method_object, classes=classes, network=network,
-                                 device=device, progress=stage.part(1), should_cancel=should_cancel)
+                                 device=device, progress=stage.part(1), should_cancel=should_cancel, sequences=True)
     seconds["explain"] = relevance.seconds
     tick = time.perf_counter()
     regions = case_regions(segmentation.labels, card.classes, channels=case.channels)

@@ -131,7 +131,8 @@ def roi_bars(report) -> np.ndarray:
     for i, view in enumerate(("region", "modality")):
         axes = figure.add_subplot(1, 2, i + 1)
         draw_roi_bars(axes, report.roi, view=view, region_colors=colors,
-                      title="where the relevance lies" if view == "region" else "which sequence carries it")
+                      title="where the relevance lies" if view == "region"
+                      else f"which sequence carries it ({report.roi.modality_source})")
         handles, labels = legend_entries(axes, signed=False)
         axes.legend(handles, labels, fontsize=7, frameon=False, loc="upper right")
     return render(figure)

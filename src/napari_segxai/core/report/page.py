@@ -103,7 +103,7 @@ def sections(report, top: int) -> list[tuple[str, list]]:
                        figures.relevance_grid(report)]),
         ("RoI importance", [figures.roi_bars(report), roi_table(report),
                             "e(b→a) = share of the class's |relevance| in region b (Agg2Exp); the last columns: "
-                            "share in each input sequence."]),
+                            f"share of each input sequence, from {report.roi.modality_source}."]),
     ]
     evidence: list = []
     if report.influence is None:
