@@ -108,6 +108,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Load the case and the card, segment and explain, write one NIfTI per class and a JSON record."""
     from ..core.attribution import explain_case, get_method
+    from ..core.attribution.targets import skipped_line
     from ..core.model.card import build_network
     from ..core.model.preprocess import channel_indices
     from ..core.model.device import pick_device
@@ -150,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         "region": str(region_path) if region_path else None,
         "device": str(device),
         "sequence_shapley": {name: result.sequences.for_class(name) for name in result.class_names},
+        "skipped_not_predicted": list(result.skipped),
     }
     dicom = {}
     if args.format in ("dicom", "both"):
@@ -159,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
         details["dicom_files"] = {f"{name}/{channel}": str(path) for (name, channel), path in dicom.items()}
     written = write_relevance(result, case.name, out, protected=protected, details=details,
                               maps=args.format in ("nifti", "both"))
+    if result.skipped:
+        print(f"{case.name}: {skipped_line(result.skipped)}.")
     print(f"Explained {', '.join(result.class_names)} of {case.name} with {result.method} on {device} "
           f"in {result.seconds:.1f} s ({result.target_description}).")
     for name in result.class_names if args.format in ("nifti", "both") else ():

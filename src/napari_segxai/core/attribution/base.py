@@ -206,6 +206,7 @@ class Relevance:
     seconds: float
     affine: np.ndarray | None = field(default=None)   # voxel -> world of the grid, when known
     sequences: Any = field(default=None)  # modality_shapley.SequenceValues of these classes and target, when computed
+    skipped: tuple[str, ...] = ()         # chosen classes not explained because none of their voxels is predicted
 
     @property
     def target_description(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import TYPE_CHECKING, Any, Sequence
@@ -118,6 +119,7 @@ def explain_case(
         seconds=time.perf_counter() - start,
         affine=np.array(case.affine, dtype=np.float64),
         sequences=exact,
+        skipped=goal.skipped,
     )
 
 
@@ -191,8 +193,8 @@ def case_target(
 ) -> Target:
     """The target on the model's grid of a preprocessed case (``image``, ``grid``: ``segment.preprocess``'s).
 
-    ``predicted`` segments the case (sliding windows) and takes each class's predicted region;
-    ``region`` maps a boolean array on the case grid; ``voxel`` maps one case voxel through world
+    ``predicted`` segments the case (sliding windows) and takes each class's predicted region, leaving
+    out (``Target.skipped``) the classes not predicted at all; ``region`` maps a boolean array on the case grid; ``voxel`` maps one case voxel through world
     coordinates. Every mistake is a ValueError with one sentence.
     """
     from ..model.inference import infer
@@ -202,7 +204,8 @@ def case_target(
         with torch.no_grad():
             logits = infer(image, card, network, progress=progress, should_cancel=should_cancel)
         return predicted_target(logits, indices, confident=confident, threshold=threshold,
-                                output_space=output_space, activation=card.activation)
+                                output_space=output_space, activation=card.activation,
+                                class_names=card.class_names, label_values=card.label_values, skip_empty=True)
     if target == "region":
         if region is None:
             raise ValueError("A region target needs a region: a boolean array on the case grid.")
@@ -212,8 +215,10 @@ def case_target(
         on_grid = grid.to_network_grid(region.astype(np.float32), interpolation="nearest") > 0.5
         if not on_grid.any():
             raise ValueError("The region is empty on the model's grid (too small after resampling); paint a larger region.")
-        return region_target(on_grid, indices, len(card.classes), output_space=output_space, activation=card.activation)
-    return _voxel_target(case, grid, voxel, indices, len(card.classes), output_space, card.activation)
+        goal = region_target(on_grid, indices, len(card.classes), output_space=output_space, activation=card.activation)
+    else:
+        goal = _voxel_target(case, grid, voxel, indices, len(card.classes), output_space, card.activation)
+    return goal.named(card.class_names, card.label_values)
 
 
 def _on_case_grid(goal: Target, unpad, grid) -> Target:
@@ -221,7 +226,7 @@ def _on_case_grid(goal: Target, unpad, grid) -> Target:
     masks = grid.to_case_grid(np.array(goal.masks[(slice(None),) + unpad]), interpolation="nearest")
     if not all(m.any() for m in masks):
         return goal
-    return Target(goal.kind, goal.classes, masks, goal.threshold, goal.output, goal.activation)
+    return dataclasses.replace(goal, masks=masks)
 
 
 def _split_progress(progress, two_stages: bool):
@@ -276,7 +281,7 @@ def _pad_to_windows(image: torch.Tensor, goal: Target, card):
     pad = [v for b, a in zip(reversed(before), reversed(after)) for v in (b, a)]
     padded = F.pad(image, pad)
     masks = np.pad(goal.masks, [(0, 0)] + list(zip(before, after)))
-    goal = Target(goal.kind, goal.classes, masks, goal.threshold, goal.output, goal.activation)
+    goal = dataclasses.replace(goal, masks=masks)
     return padded, goal, tuple(slice(b, b + s) for b, s in zip(before, spatial))
 
 

@@ -24,7 +24,7 @@ One backward pass of ``S_c`` serves all voxels of the region at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -47,6 +47,9 @@ class Target:
     output: str = "logits"          # "logits" or "probabilities"
     activation: str = "softmax"     # how the network's logits become probabilities
     weights: np.ndarray | None = None  # float (K_t, *spatial) voxel weights inside the masks (sliding windows)
+    class_names: tuple[str, ...] | None = None  # name of each explained class, for what the user reads
+    label_values: tuple[int, ...] | None = None  # label value each explained class writes in a segmentation
+    skipped: tuple[str, ...] = ()   # names of chosen classes left out because none of their voxels is predicted
 
     def __post_init__(self) -> None:
         if self.kind not in TARGET_KINDS:
@@ -73,10 +76,14 @@ class Target:
             weights.flags.writeable = False
             object.__setattr__(self, "weights", weights)
         object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
-        empty = [c for c, m in zip(self.classes, masks) if not m.any()]
+        for field_name in ("class_names", "label_values"):
+            value = getattr(self, field_name)
+            if value is not None and len(value) != len(self.classes):
+                raise ValueError(f"Target {field_name} must give one entry per class ({len(self.classes)}), got {len(value)}.")
+        empty = [self.shown_names[k] for k, m in enumerate(masks) if not m.any()]
         if empty:
             raise ValueError(
-                f"The target region of class {empty[0]} is empty; choose another class, "
+                f"The target region of {empty[0]} is empty; choose another class, "
                 f"lower the confidence threshold or paint a region."
             )
 
@@ -90,21 +97,37 @@ class Target:
         """Number of voxels in each class's target region."""
         return tuple(int(m.sum()) for m in self.masks)
 
+    @property
+    def shown_names(self) -> tuple[str, ...]:
+        """Each class as the user reads it: ``edema (label 2)``, or ``class 1`` (output index) without names."""
+        if self.class_names is None:
+            return tuple(f"class {c}" for c in self.classes)
+        if self.label_values is None:
+            return self.class_names
+        return tuple(f"{n} (label {v})" for n, v in zip(self.class_names, self.label_values))
+
     def describe(self) -> str:
-        """One line saying what is explained."""
+        """One line saying what is explained, with each class's voxels by name and label value."""
         where = {"predicted": "predicted region", "region": "user region", "voxel": "voxel"}[self.kind]
         if self.kind == "predicted" and self.threshold is not None:
             where += f" with p > {self.threshold:g}"
         if self.kind == "voxel":
             where += " " + str(tuple(int(i) for i in np.argwhere(self.masks[0])[0]))
-        counts = ", ".join(f"{c}: {n}" for c, n in zip(self.classes, self.voxel_counts))
-        return f"sum of class {self.output} over the {where} (voxels per class {counts})"
+        counts = ", ".join(f"{c}: {n} voxels" for c, n in zip(self.shown_names, self.voxel_counts))
+        return f"sum of class {self.output} over the {where} ({counts})"
+
+    def named(self, class_names: Sequence[str], label_values: Sequence[int] | None = None) -> "Target":
+        """The same target with the names (and label values) of its classes, indexed by output channel."""
+        return replace(self, class_names=tuple(str(class_names[c]) for c in self.classes),
+                       label_values=None if label_values is None else tuple(int(label_values[c]) for c in self.classes))
 
     def subset(self, index: int) -> "Target":
         """The same target restricted to its ``index``-th class."""
         weights = None if self.weights is None else self.weights[index : index + 1]
+        names = None if self.class_names is None else self.class_names[index : index + 1]
+        labels = None if self.label_values is None else self.label_values[index : index + 1]
         return Target(self.kind, (self.classes[index],), self.masks[index : index + 1],
-                      self.threshold, self.output, self.activation, weights)
+                      self.threshold, self.output, self.activation, weights, names, labels)
 
     def _mask_tensor(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """The masks as a tensor on ``device``, made once per device and dtype."""
@@ -159,8 +182,16 @@ def predicted_target(
     threshold: float = DEFAULT_CONFIDENCE,
     output_space: str = "logits",
     activation: str = "softmax",
+    class_names: Sequence[str] | None = None,
+    label_values: Sequence[int] | None = None,
+    skip_empty: bool = False,
 ) -> Target:
-    """Target over the voxels predicted as each class, optionally only those with p_c > threshold."""
+    """Target over the voxels predicted as each class, optionally only those with p_c > threshold.
+
+    ``class_names`` and ``label_values`` (one per output channel) name the classes in what the user
+    reads. With ``skip_empty`` a class with no predicted voxel is left out and named in
+    ``Target.skipped`` ("no finding" is a result); only when every class is empty is it a ValueError.
+    """
     logits = torch.as_tensor(output).detach()
     if logits.ndim < 3 or logits.shape[0] != 1:
         raise ValueError(f"Expected a network output of shape (1, K, *spatial), got {tuple(logits.shape)}.")
@@ -177,8 +208,33 @@ def predicted_target(
         masks = torch.stack([probabilities[c] > 0.5 for c in classes])
     if confident:
         masks &= torch.stack([probabilities[c] > threshold for c in classes])
-    return Target("predicted", classes, masks.cpu().numpy(), threshold if confident else None,
-                  output_space, activation)
+    masks = masks.cpu().numpy()
+    skipped: tuple[str, ...] = ()
+    if skip_empty:
+        names = [f"class {c}" if class_names is None else str(class_names[c]) for c in classes]
+        present = [k for k, m in enumerate(masks) if m.any()]
+        skipped = tuple(names[k] for k in range(len(classes)) if k not in present)
+        if not present:
+            where = f" at probability above {threshold:g}" if confident else ""
+            advice = "lower the confidence threshold or " if confident else ""
+            raise ValueError(f"Nothing to explain: no {_listed(skipped)} is predicted in this case{where}; "
+                             f"{advice}choose a region or a voxel to explain instead.")
+        classes, masks = tuple(classes[k] for k in present), masks[present]
+    names = None if class_names is None else tuple(str(class_names[c]) for c in classes)
+    labels = None if class_names is None or label_values is None else tuple(int(label_values[c]) for c in classes)
+    return Target("predicted", classes, masks, threshold if confident else None, output_space, activation,
+                  class_names=names, label_values=labels, skipped=skipped)
+
+
+def skipped_line(skipped: Sequence[str]) -> str:
+    """The line that says which chosen classes were not predicted ("no enhancing predicted: skipped")."""
+    return f"no {_listed(skipped)} predicted: skipped" if skipped else ""
+
+
+def _listed(names: Sequence[str]) -> str:
+    """``a``, ``a or b``, ``a, b or c``."""
+    names = list(names)
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def region_target(

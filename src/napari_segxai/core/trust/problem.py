@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
@@ -142,7 +142,8 @@ def case_problem(
 
     ``target`` as ``explain_case`` takes it: ``predicted`` (each class's predicted region, the
     default), ``region`` (``region``, a boolean array on the case grid: a painted region) or
-    ``voxel`` (``voxel``, a case voxel index: a clicked point).
+    ``voxel`` (``voxel``, a case voxel index: a clicked point). A chosen class the model does not
+    predict is left out and named in ``problem.target.skipped`` (every class empty: a ValueError).
     """
     # The crop is the one ``explain_case`` uses for non-additive methods: the union of the
     # predicted regions, ``margin`` voxels wider on each side (default half a window), sized to
@@ -168,9 +169,10 @@ def case_problem(
     source, inside, sizes = crop_box(goal.masks.any(0), window, margin, fixed_axis)
     crop = image.new_zeros(image.shape[:2] + sizes)
     crop[(slice(None), slice(None)) + inside] = image[(slice(None), slice(None)) + source]
+    indices = goal.classes  # without the classes skipped as not predicted
     masks = np.zeros((len(indices),) + sizes, dtype=bool)
     masks[(slice(None),) + inside] = goal.masks[(slice(None),) + source]
-    target = Target(goal.kind, goal.classes, masks, goal.threshold, goal.output, goal.activation)
+    target = replace(goal, masks=masks)
     label = class_labels = None
     if case.label is not None:
         on_grid = np.rint(grid.to_network_grid(np.asarray(case.label, dtype=np.float32), interpolation="nearest"))

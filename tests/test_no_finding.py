@@ -1,0 +1,77 @@
+""""No finding" is a result: a class the model does not predict is skipped by name, everywhere; counts by name and label."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from _no_finding import write_silent_card
+from napari_segxai.core.attribution import explain_case, predicted_target
+from napari_segxai.core.attribution.targets import Target, skipped_line
+from napari_segxai.core.io.nifti import load_case
+from napari_segxai.core.model.loading import load_model_card
+
+
+@pytest.fixture
+def case(tiny_case_dir):
+    return load_case(tiny_case_dir(modalities=("t1", "flair"), shape=(16, 16, 12), name="Case001"))
+
+
+@pytest.fixture
+def edema_only(tmp_path):
+    """A card that predicts edema everywhere and never core (nor background)."""
+    return load_model_card(write_silent_card(tmp_path / "edema_only", silent=("background", "core")))
+
+
+@pytest.fixture
+def no_tumour(tmp_path):
+    """A card that predicts background everywhere."""
+    return load_model_card(write_silent_card(tmp_path / "no_tumour", silent=("edema", "core")))
+
+
+def test_predicted_target_skips_an_empty_class_by_name_and_counts_by_label():
+    logits = torch.zeros(1, 3, 4, 4, 4)
+    logits[0, 1, :2] = 5.0  # class 1 predicted on half the volume, class 2 nowhere
+    target = predicted_target(logits, (1, 2), class_names=("background", "edema", "core"),
+                              label_values=(0, 2, 4), skip_empty=True)
+    assert target.classes == (1,) and target.skipped == ("core",)
+    assert target.describe() == "sum of class logits over the predicted region (edema (label 2): 32 voxels)"
+    assert skipped_line(target.skipped) == "no core predicted: skipped"
+    with pytest.raises(ValueError, match="The target region of core"):
+        predicted_target(logits, (1, 2), class_names=("background", "edema", "core"))
+    with pytest.raises(ValueError, match="Nothing to explain: no core is predicted"):
+        predicted_target(logits, (2,), class_names=("background", "edema", "core"), skip_empty=True)
+
+
+def test_target_without_names_says_output_index_and_subset_keeps_names():
+    masks = np.zeros((2, 3, 3, 3), bool)
+    masks[0, 0] = masks[1, 1, 1] = True
+    assert Target("region", (1, 2), masks).describe().endswith("(class 1: 9 voxels, class 2: 3 voxels)")
+    named = Target("region", (1, 2), masks).named(("bg", "edema", "core"), (0, 2, 4))
+    assert named.subset(1).shown_names == ("core (label 4)",)
+    assert skipped_line(("necrosis", "enhancing")) == "no necrosis or enhancing predicted: skipped"
+
+
+def test_explain_case_skips_a_class_that_is_not_predicted(case, edema_only):
+    result = explain_case(case, edema_only, method="saliency", device="cpu")
+    assert result.class_names == ("edema",) and result.skipped == ("core",)
+    assert result.relevance.shape[0] == 1
+    # Numbers that match: the target's count is the segmentation's count of label 2, by name and label value.
+    from napari_segxai.core.model.inference import segment
+
+    voxels = int((segment(case, edema_only, device="cpu").labels == 2).sum())
+    assert f"edema (label 2): {voxels} voxels" in result.target_description
+
+
+def test_explain_case_with_no_class_predicted_says_so_by_name(case, no_tumour):
+    with pytest.raises(ValueError, match="Nothing to explain: no edema or core is predicted in this case"):
+        explain_case(case, no_tumour, method="saliency", device="cpu")
+
+
+def test_trust_problem_skips_a_class_that_is_not_predicted(case, edema_only):
+    from napari_segxai.core.trust.problem import case_problem
+
+    problem = case_problem(case, edema_only, device="cpu")
+    assert problem.class_names == ("edema",) and problem.target.skipped == ("core",)
+    assert problem.target.masks.shape[0] == 1
