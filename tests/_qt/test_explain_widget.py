@@ -10,6 +10,7 @@ import pytest
 from qtpy.QtWidgets import QCheckBox, QComboBox, QSpinBox
 
 from napari_segxai._layers import layer_world_affine
+from napari_segxai._qt.explain_display import DEFAULT_THRESHOLD, head_mask, shown_maps
 from napari_segxai._qt.explain_widget import ExplainWidget
 from napari_segxai._qt.targets import shapes_region
 from _viewer import open_case
@@ -69,7 +70,8 @@ def test_explain_widget_adds_one_layer_per_class_and_modality_on_the_case_grid(
             assert layer.data.shape == images[modality].data.shape == (16, 16, 12)
             np.testing.assert_allclose(layer_world_affine(layer), layer_world_affine(images[modality]))
             np.testing.assert_allclose(layer_world_affine(layer), lps_affine)
-            np.testing.assert_allclose(layer.data, expected.relevance[k, c], rtol=1e-4, atol=1e-7)
+            shown = shown_maps(expected.relevance[k], head_mask(load_case(tiny_case)), DEFAULT_THRESHOLD)[c]
+            np.testing.assert_allclose(layer.data, shown, rtol=1e-4, atol=1e-7)  # in the head, above the threshold
             low, high = layer.contrast_limits
             assert low == pytest.approx(-high) and high > 0  # signed: symmetric around zero
             assert limits is None or layer.contrast_limits == limits  # one scale per class
@@ -158,7 +160,7 @@ def test_targets_region_point_errors_and_cancel(make_napari_viewer, qtbot, tiny_
     viewer.dims.ndisplay = 2
     _run(widget, qtbot)
     expected = explain_case(case, card, classes=["edema"], target="voxel", voxel=CENTRE, device="cpu")
-    np.testing.assert_allclose(viewer.layers["edema · t2 · saliency"].data, expected.relevance[0, 2], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(widget.last.result.relevance[0, 2], expected.relevance[0, 2], rtol=1e-4, atol=1e-7)
     assert "voxel" in widget.status.text()
 
     # A point from a points layer (its last point).
@@ -166,7 +168,7 @@ def test_targets_region_point_errors_and_cancel(make_napari_viewer, qtbot, tiny_
     widget.point_source.setCurrentText("where")
     _run(widget, qtbot)
     expected = explain_case(case, card, classes=["edema"], target="voxel", voxel=(4, 4, 4), device="cpu")
-    np.testing.assert_allclose(viewer.layers["edema · t2 · saliency"].data, expected.relevance[0, 2], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(widget.last.result.relevance[0, 2], expected.relevance[0, 2], rtol=1e-4, atol=1e-7)
 
     # A painted region: a labels layer on the case grid.
     region = np.zeros((16, 16, 12), np.uint8)
@@ -183,8 +185,8 @@ def test_targets_region_point_errors_and_cancel(make_napari_viewer, qtbot, tiny_
     _run(widget, qtbot)
     expected = explain_case(case, card, method="integrated_gradients", classes=["edema"], target="region",
                             region=region > 0, steps=4, baseline="minimum", device="cpu")
-    layer = viewer.layers["edema · flair · integrated_gradients"]
-    np.testing.assert_allclose(layer.data, expected.relevance[0, 3], rtol=1e-4, atol=1e-6)
+    assert "edema · flair · integrated_gradients" in viewer.layers
+    np.testing.assert_allclose(widget.last.result.relevance[0, 3], expected.relevance[0, 3], rtol=1e-4, atol=1e-6)
     assert widget.last.result.parameters["steps"] == 4
 
     # A labels layer off the case grid is refused with one sentence.
@@ -240,7 +242,7 @@ def test_a_region_drawn_as_shapes_is_rasterised_on_the_case_grid(
     assert notices["error"] == []
     expected = explain_case(case, load_model_card(tiny_card), classes=["edema"], target="region", region=region,
                             device="cpu")
-    np.testing.assert_allclose(viewer.layers["edema · t2 · saliency"].data, expected.relevance[0, 2], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(widget.last.result.relevance[0, 2], expected.relevance[0, 2], rtol=1e-4, atol=1e-7)
     assert "region" in widget.status.text()
 
     # Drawn in world coordinates (a new shapes layer has no affine; the case is LPS, flipped against

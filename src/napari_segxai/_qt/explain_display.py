@@ -11,6 +11,30 @@ from .._layers import Key, Role, case_metadata, world_units
 SEPARATOR = " · "
 DEFAULT_PERCENTILE = 99.0
 DEFAULT_OPACITY = 0.8
+#: Shown maps keep only voxels whose |relevance| reaches this percentile of the class's |relevance| inside
+#: the head; the rest is transparent (the Display box's "Whole maps" shows everything).
+DEFAULT_THRESHOLD = 90.0
+
+
+def head_mask(case) -> np.ndarray:
+    """The voxels where any input channel has signal (is not 0, the background of skull-stripped MRI)."""
+    return np.any(np.asarray(case.channels) != 0, axis=0)
+
+
+def shown_maps(maps: np.ndarray, head: np.ndarray | None, threshold: float) -> np.ndarray:
+    """A class's maps (C, *spatial) as shown: zero outside ``head`` and where |relevance| is below the
+    ``threshold`` percentile of its |relevance| inside the head (no mask, no threshold: the maps as computed)."""
+    maps = np.asarray(maps, dtype=np.float32)
+    if head is None and threshold <= 0:
+        return maps
+    inside = np.ones(maps.shape[1:], bool) if head is None or head.shape != maps.shape[1:] else head
+    shown = np.where(inside, maps, 0.0).astype(np.float32)
+    if threshold > 0:
+        values = np.abs(shown[:, inside])
+        values = values[values > 0]
+        if values.size:
+            shown[np.abs(shown) < float(np.percentile(values, threshold))] = 0.0
+    return shown
 
 
 def relevance_layer_name(class_name: str, modality: str, method: str) -> str:
@@ -72,14 +96,18 @@ def strongest_layer(result) -> str:
 
 
 def relevance_layer_data(result, case, *, percentile: float = DEFAULT_PERCENTILE, opacity: float = DEFAULT_OPACITY,
-                         sorted_magnitudes=None) -> list[tuple[np.ndarray, dict[str, Any], str]]:
-    """Image layer tuples: one per explained class and input channel, on the case's affine (metadata holds the result)."""
+                         sorted_magnitudes=None, whole: bool = False) -> list[tuple[np.ndarray, dict[str, Any], str]]:
+    """Image layer tuples: one per explained class and input channel, on the case's affine (metadata holds the result).
+
+    The maps are shown inside the head and above the :data:`DEFAULT_THRESHOLD` percentile, unless ``whole``.
+    """
     layers = []
     colormap = relevance_colormap(result.signed)
     affine = np.asarray(result.affine if result.affine is not None else case.affine, dtype=float)
+    head = None if whole else head_mask(case)
     for k, class_name in enumerate(result.class_names):
-        maps = result.relevance[k]
-        limits = relevance_limits(maps, percentile, result.signed,
+        maps = shown_maps(result.relevance[k], head, 0.0 if whole else DEFAULT_THRESHOLD)
+        limits = relevance_limits(result.relevance[k], percentile, result.signed,
                                   sorted_magnitudes=None if sorted_magnitudes is None else sorted_magnitudes[k])
         for c, channel in enumerate(result.channel_names):
             volume = np.asarray(maps[c])

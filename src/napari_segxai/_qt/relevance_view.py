@@ -8,11 +8,12 @@ from typing import Any, Optional
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QPushButton, QSlider
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
+                            QPushButton, QSlider)
 
 from .._layers import Key, Role, layer_case, layer_role
 from .controls import check_quietly
-from .explain_display import DEFAULT_OPACITY, DEFAULT_PERCENTILE, relevance_limits
+from .explain_display import DEFAULT_OPACITY, DEFAULT_PERCENTILE, DEFAULT_THRESHOLD, head_mask, relevance_limits, shown_maps
 from .jobs import Outcome
 
 
@@ -37,6 +38,10 @@ class RelevanceView(QGroupBox):
         self.opacity.setRange(0, 100)
         self.opacity.setValue(int(DEFAULT_OPACITY * 100))
         self.opacity.valueChanged.connect(self.restyle)
+        self.whole = QCheckBox("Whole maps")
+        self.whole.setToolTip(f"Show the maps everywhere, at every value; by default they are shown inside the head and "
+                              f"above the {DEFAULT_THRESHOLD:.0f}th percentile of |relevance| there.")
+        self.whole.toggled.connect(self.reshow)
         self.grid_class = QComboBox()
         self.grid_class.setToolTip("The class whose maps the grid view shows, one modality per cell.")
         self.grid_button = QPushButton("Grid view")
@@ -53,6 +58,7 @@ class RelevanceView(QGroupBox):
         form = QFormLayout(self)
         form.addRow("Percentile", self.percentile)
         form.addRow("Opacity", self.opacity)
+        form.addRow("", self.whole)
         grid_row = QHBoxLayout()
         grid_row.addWidget(self.grid_class)
         grid_row.addWidget(self.grid_button)
@@ -70,6 +76,38 @@ class RelevanceView(QGroupBox):
         self.grid_class.clear()
         if outcome is not None:
             self.grid_class.addItems(list(outcome.result.class_names))
+            self._outline_segmentation()
+            self._legend()
+            if self.whole.isChecked():
+                self.reshow()
+
+    def _outline_segmentation(self) -> None:
+        """Draw the case's segmentation as outlines, so the relevance over it stays visible."""
+        for layer in self.viewer.layers:
+            if layer_role(layer) == Role.SEGMENTATION and layer.metadata.get(Key.CASE) == self.outcome.case.name:
+                layer.contour = 1
+
+    def _legend(self) -> None:
+        """Say on the canvas what the colours mean."""
+        result = self.outcome.result
+        overlay = self.viewer.text_overlay
+        overlay.text = (f"{result.method}: red for the class, blue against" if result.signed
+                        else f"{result.method}: brighter = more relevant")
+        overlay.color = "white"
+        overlay.font_size = 9
+        overlay.position = "top_right"
+        overlay.visible = True
+
+    def reshow(self, *_: Any) -> None:
+        """Show the maps inside the head above the threshold, or whole (the Whole maps box)."""
+        if self.outcome is None:
+            return
+        result, whole = self.outcome.result, self.whole.isChecked()
+        head = None if whole else head_mask(self.outcome.case)
+        for k, class_name in enumerate(result.class_names):
+            maps = shown_maps(result.relevance[k], head, 0.0 if whole else DEFAULT_THRESHOLD)
+            for layer in self.relevance_layers(class_name):
+                layer.data = maps[list(result.channel_names).index(layer.metadata.get(Key.MODALITY))]
 
     def relevance_layers(self, class_name: Optional[str] = None) -> list[Image]:
         """The layers of the explanation (of one class when named), in modality order."""
