@@ -75,3 +75,61 @@ def test_trust_problem_skips_a_class_that_is_not_predicted(case, edema_only):
     problem = case_problem(case, edema_only, device="cpu")
     assert problem.class_names == ("edema",) and problem.target.skipped == ("core",)
     assert problem.target.masks.shape[0] == 1
+
+
+# ---------------------------------------------------------------- the command line
+
+
+@pytest.fixture
+def case_dir(tiny_case_dir):
+    return tiny_case_dir(modalities=("t1", "flair"), shape=(16, 16, 12), name="Case001")
+
+
+def test_segxai_explain_prints_the_skipped_class(tmp_path, case_dir, capsys):
+    from napari_segxai.cli import main
+
+    card = write_silent_card(tmp_path / "model", silent=("background", "core"))
+    out = tmp_path / "out"
+    assert main(["explain", str(case_dir), "--model", str(card), "--out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "Case001: no core predicted: skipped." in printed
+    assert "Explained edema of Case001" in printed and "edema (label 2): " in printed
+    import json
+
+    assert json.loads((out / "Case001_saliency.json").read_text())["skipped_not_predicted"] == ["core"]
+
+
+def test_segxai_explain_on_a_case_without_any_finding_is_one_sentence(tmp_path, case_dir, capsys):
+    from napari_segxai.cli import main
+
+    card = write_silent_card(tmp_path / "model", silent=("edema", "core"))
+    assert main(["explain", str(case_dir), "--model", str(card), "--out", str(tmp_path / "out"),
+                 "--device", "cpu"]) != 0
+    err = capsys.readouterr().err
+    assert "Nothing to explain: no edema or core is predicted in this case" in err and "Traceback" not in err
+
+
+def test_segxai_trust_prints_the_skipped_class(tmp_path, case_dir, capsys):
+    from napari_segxai.cli import main
+
+    card = write_silent_card(tmp_path / "model", silent=("background", "core"))
+    code = main(["trust", str(case_dir), "--model", str(card), "--out", str(tmp_path / "out"), "--device", "cpu",
+                 "--methods", "saliency", "--max-steps", "1", "--modes", "cascading", "--subsets", "2",
+                 "--deletion-steps", "2", "--noise-samples", "1", "--margin", "2"])
+    assert code == 0, capsys.readouterr().err
+    assert "Case001: no core predicted: skipped." in capsys.readouterr().out
+
+
+def test_segxai_influence_names_a_class_not_predicted(tmp_path, capsys, monkeypatch):
+    from _influence import blob_case, toy_model
+    from napari_segxai.cli import main
+    from napari_segxai.core.io.nifti import save_nifti
+
+    monkeypatch.setenv("SEGXAI_TRAINING_CASES", str(tmp_path / "cases"))
+    card = toy_model(tmp_path / "toy")
+    case = blob_case()
+    for modality, channel in zip(case.modalities, case.channels):
+        save_nifti(channel, case.affine, tmp_path / "case" / f"blobs_{modality}.nii.gz")
+    assert main(["influence", str(tmp_path / "case"), "--model", str(card), "--out", str(tmp_path / "out"),
+                 "--threshold", "0.999999", "--class", "edema"]) == 0
+    assert "case: no edema predicted (at probability >= 0.999999): skipped." in capsys.readouterr().out

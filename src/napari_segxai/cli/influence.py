@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     for a, name in enumerate(result.test_classes):
         if result.test_voxels[a] == 0:
-            print(f"{name}: not predicted in {case.name} at probability >= {result.threshold:g}; nothing to explain.")
+            print(f"{case.name}: no {name} predicted (at probability >= {result.threshold:g}): skipped.")
             continue
         pros, cons = result.proponents(name, top=args.top), result.opponents(name, top=args.top)
         for label, items in (("proponents", pros), ("opponents", cons)):

@@ -90,11 +90,15 @@ def run(args: argparse.Namespace) -> int:
                             device=None if args.device in (None, "auto") else args.device, margin=args.margin,
                             ground_truth=args.ground_truth, signature=signature, progress=bar, **target)
     problem = trust.problem
+    if problem.target.skipped:
+        from ..core.attribution.targets import skipped_line
+
+        print(f"{case.name}: {skipped_line(problem.target.skipped)}.")
     record: dict[str, Any] = {
         "case": case.name, "case_files": case.shown_sources(), "model_card": str(card.path),
         "model": card.name, "methods": {m.name: {k: json_value(v) for k, v in m.params.items()} for m in methods},
         "classes": list(problem.class_names), "crop_shape": list(problem.spatial_shape),
-        "target": problem.target.describe(), "seed": args.seed,
+        "target": problem.target.describe(), "skipped_not_predicted": list(problem.target.skipped), "seed": args.seed,
     }
     record["files"] = write_trust(trust, out, case.name)
     if trust.sanity is not None:

@@ -194,8 +194,9 @@ def case_target(
     """The target on the model's grid of a preprocessed case (``image``, ``grid``: ``segment.preprocess``'s).
 
     ``predicted`` segments the case (sliding windows) and takes each class's predicted region, leaving
-    out (``Target.skipped``) the classes not predicted at all; ``region`` maps a boolean array on the case grid; ``voxel`` maps one case voxel through world
-    coordinates. Every mistake is a ValueError with one sentence.
+    out (``Target.skipped``) the classes not predicted at all; ``region`` maps a boolean array on the
+    case grid; ``voxel`` maps one case voxel through world coordinates. Every mistake is a ValueError
+    with one sentence.
     """
     from ..model.inference import infer
 
