@@ -94,6 +94,8 @@ def test_a_subclass_gets_the_case_the_run_panel_one_job_cancel_and_notifications
     MeanWidget.release.set()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert widget.status.text() == "Cancelled." and notices["info"][-1] == "Averaging Tiny_case_001 was cancelled."
+    assert widget.progress_bar.value() == 0 and widget.run_button.isEnabled()
+    assert not widget.cancel_button.isEnabled()
 
     MeanWidget.release.clear()
     widget.run_button.click()
@@ -103,3 +105,38 @@ def test_a_subclass_gets_the_case_the_run_panel_one_job_cancel_and_notifications
     assert notices["info"].count("Averaging Tiny_case_001 was cancelled.") == 2
     open_case(viewer, make_tiny_case(np.eye(4)))
     assert widget.case_choice.count() == 1 and len(widget.cases()) == 2
+
+
+class FailingWidget(MeanWidget):
+    """The toy widget whose job fails half way with a long user-facing sentence."""
+
+    SENTENCE = ("Nothing to explain: no necrosis, edema or enhancing is predicted in this case; choose a region "
+                "or a voxel to explain instead, or check that the case is a brain MRI the model was made for.")
+
+    @staticmethod
+    def compute(case, card, *, digits, progress=None, should_cancel=None):
+        progress(1, 2)
+        MeanWidget.release.wait(10)
+        raise ValueError(FailingWidget.SENTENCE)
+
+
+def test_an_error_shows_its_whole_sentence_resets_the_bar_and_run_works_again(
+    make_napari_viewer, qtbot, tiny_case, notices
+):
+    viewer = make_napari_viewer()
+    widget = FailingWidget(viewer)
+    widget.digits.setValue(2)
+    open_case(viewer, tiny_case)
+    MeanWidget.release.clear()
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: widget.progress_bar.value() == 1, timeout=TIMEOUT_MS)  # half way
+    MeanWidget.release.set()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert notices["error"][-1] == FailingWidget.SENTENCE
+    assert widget.status.text() == FailingWidget.SENTENCE and widget.status.wordWrap()
+    assert widget.progress_bar.value() == 0
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+    widget.run_button.click()                     # Run works again: a second job starts and fails the same way
+    assert widget.running
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert notices["error"].count(FailingWidget.SENTENCE) == 2

@@ -117,15 +117,22 @@ class JobRunner(QObject):
     def _on_returned(self, outcome: Outcome, description: str, on_result: Callable[[Outcome], None]) -> None:
         """Hand a result to the widget (main thread), or report why there is none."""
         if outcome.cancelled:
+            self._reset_progress()
             self.status.setText("Cancelled.")
             show_info(f"{description} was cancelled.")
             return
         if outcome.error is not None:
-            self.status.setText("Failed.")
+            self._reset_progress()
+            self.status.setText(outcome.error)  # the whole sentence, wrapped; the notification may be cut off
             show_error(outcome.error)
             return
         self.progress_bar.setValue(self.progress_bar.maximum())
         on_result(outcome)
+
+    def _reset_progress(self) -> None:
+        """Empty the widget's bar: a job that ended without a result leaves no half-full bar behind."""
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
 
     def _on_finished(self) -> None:
         """Tidy up after the worker, whatever it ended with."""
