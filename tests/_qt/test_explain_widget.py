@@ -360,3 +360,32 @@ def test_percentile_limits_from_a_sample_of_a_large_map():
     assert low == -high and high == pytest.approx(exact, rel=0.02)
     assert relevance_limits(maps, 99, False, sorted_magnitudes=sample) == (0.0, high)
     assert relevance_limits(np.zeros((2, 4, 4, 4)), 99, True) == (-1.0, 1.0)
+
+
+def test_a_class_not_predicted_is_skipped_by_name_and_no_finding_at_all_is_said_in_the_status(
+    make_napari_viewer, qtbot, tiny_case, notices, tmp_path
+):
+    from _no_finding import silence_classes
+    from conftest import write_tiny_card
+
+    viewer = make_napari_viewer()
+    open_case(viewer, tiny_case)
+    widget = ExplainWidget(viewer)
+    edema_only = write_tiny_card(tmp_path / "edema_only")
+    silence_classes(edema_only.parent / "weights.safetensors", (0, 1, 3))  # edema everywhere
+    widget.set_model_card(edema_only)
+    assert widget.chosen_classes() == [1, 2, 3]
+    _run(widget, qtbot)
+    widget.finish_adding()
+    assert notices["error"] == []
+    assert "No necrosis or enhancing predicted: skipped." in widget.status.text()
+    assert "edema (label 2): " in widget.status.text()
+    assert not any(layer.name.startswith(("necrosis", "enhancing")) for layer in viewer.layers)
+
+    nothing = write_tiny_card(tmp_path / "no_tumour")
+    silence_classes(nothing.parent / "weights.safetensors", (1, 2, 3))  # background everywhere
+    widget.set_model_card(nothing)
+    _run(widget, qtbot)
+    sentence = "Nothing to explain: no necrosis, edema or enhancing is predicted in this case"
+    assert notices["error"][-1].startswith(sentence) and widget.status.text() == notices["error"][-1]
+    assert widget.progress_bar.value() == 0 and widget.run_button.isEnabled()

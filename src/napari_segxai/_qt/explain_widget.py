@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.attribution.base import DEFAULT_METHOD
+from ..core.attribution.targets import skipped_line
 from .compute_widget import ComputeWidget
 from .explain_display import magnitudes, relevance_layer_data, strongest_layer
 from .explain_parameters import ParameterForm
@@ -367,9 +368,11 @@ class ExplainWidget(ComputeWidget):
             yield True
         self.viewer.layers.selection.active = self.viewer.layers[shown]
         self.display.set_outcome(outcome, self._magnitudes)
+        skipped = f" {skipped_line(result.skipped).capitalize()}." if result.skipped else ""
         self.status.setText(
             f"{added} relevance layers ({result.method}, {result.seconds:.1f} s; showing {shown}; the others are "
-            f"in the layer list, or use Grid view): {result.target_description}. Trust: {self.refresh_trust()}."
+            f"in the layer list, or use Grid view): {result.target_description}.{skipped} "
+            f"Trust: {self.refresh_trust()}."
         )
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
