@@ -82,6 +82,8 @@ class SegmentWidget(ComputeWidget):
         data, kwargs, _ = segmentation_layer_data(seg, outcome.case, outcome.card.path)
         layer = self._replace(self.viewer.add_labels, data, kwargs, Labels, Role.SEGMENTATION)
         status = f"{layer.name}: {seg.seconds:.1f} s on {seg.device}"
+        if seg.outside_removed:
+            status += f"; removed {seg.outside_removed} labelled voxels outside the head"
         if measured is not None:
             for attribute, suffix, colormap, visible in _MAPS:
                 self._replace(self.viewer.add_image, *uncertainty_layer_data(

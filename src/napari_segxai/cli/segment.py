@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
                                                         samples=args.dropout_samples, progress=bar)
     classes = ", ".join(f"{c.label}={c.name}" for c in result.classes)
     print(f"Segmented {case.name} with {card.name} on {result.device} in {result.seconds:.1f} s.")
+    print(f"Removed {result.outside_removed} labelled voxels outside the head (no signal in any input sequence).")
     if args.format in ("nifti", "both"):
         write_segmentation(result, case.name, args.out, protected=case.source_paths)
         print(f"Labels ({classes}): {labels_path}")

@@ -1,4 +1,12 @@
-"""Segment a case with a model card: preprocess, sliding-window inference, back to the case's grid."""
+"""Segment a case with a model card: preprocess, sliding-window inference, back to the case's grid.
+
+Every model source's segmentation then goes through one mask step, :func:`remove_outside_head`: a
+voxel where every input channel the model reads holds no signal (the channel's value is 0 or the
+channel's minimum, the two ways scanners and skull-stripping tools write "nothing here") is outside
+the head, and any label there is set to background (probabilities: 1 for the background class, 0 for
+the others; a sigmoid model's regions all 0). How many labelled voxels were removed is kept on the
+:class:`Segmentation` as ``outside_removed``.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +41,10 @@ class Segmentation:
     affine: np.ndarray  # the case's affine
     device: str
     seconds: float
+    #: Labelled voxels set to background by :func:`remove_outside_head` (no signal in any input channel).
+    outside_removed: int = 0
+    #: The domain check (:func:`.domain.check_domain`) when the caller ran one, else None.
+    domain: Optional[object] = None
 
 
 def segment(
@@ -51,9 +63,10 @@ def segment(
     if card.source is not None:  # a model folder: its own pipeline (nnU-Net's, with the folds' ensemble)
         probabilities, labels = card.source.segment(case, card, network, device=device, progress=progress,
                                                     should_cancel=should_cancel)
+        removed = remove_outside_head(probabilities, labels, outside_head(case, card), card)
         return Segmentation(probabilities=probabilities, labels=labels, classes=card.classes,
                             affine=np.array(case.affine, dtype=np.float64), device=str(device),
-                            seconds=time.perf_counter() - start)
+                            seconds=time.perf_counter() - start, outside_removed=removed)
     if network is None:
         network = build_network(card, device)
     else:
@@ -69,6 +82,7 @@ def segment(
         probabilities = grid.to_case_grid(activate(logits[0].float(), card.activation))
         labels = labels_from_probabilities(probabilities, card).cpu().numpy()
         probabilities = probabilities.cpu().numpy().astype(np.float32, copy=False)
+    removed = remove_outside_head(probabilities, labels, outside_head(case, card), card)
     return Segmentation(
         probabilities=probabilities,
         labels=labels,
@@ -76,7 +90,33 @@ def segment(
         affine=np.array(case.affine, dtype=np.float64),
         device=str(device),
         seconds=time.perf_counter() - start,
+        outside_removed=removed,
     )
+
+
+def outside_head(case: Case, card: ModelCard) -> np.ndarray:
+    """Voxels (bool, case grid) where every channel the card reads is 0 or at that channel's minimum: no signal."""
+    from .preprocess import channel_indices
+
+    outside: Optional[np.ndarray] = None
+    for index in channel_indices(case, card):
+        channel = np.asarray(case.channels[index])
+        silent = (channel == 0) | (channel == channel.min())
+        outside = silent if outside is None else np.logical_and(outside, silent, out=outside)
+    return outside
+
+
+def remove_outside_head(probabilities: np.ndarray, labels: np.ndarray, outside: np.ndarray, card: ModelCard) -> int:
+    """Set labels and probabilities (in place) to background on ``outside``; how many labelled voxels that removed."""
+    values = card.label_values
+    background = values.index(0) if 0 in values else 0
+    background_value = values[background] if card.activation == "softmax" else 0
+    removed = int(np.count_nonzero(labels[outside] != background_value))
+    labels[outside] = background_value
+    probabilities[:, outside] = 0.0
+    if card.activation == "softmax":
+        probabilities[background][outside] = 1.0
+    return removed
 
 
 def infer(

@@ -9,6 +9,11 @@ code, from the installed ``nnunetv2``: the network from the plans, the preproces
 cropping to the non-zero box, per-channel normalisation, resampling), the sliding-window prediction
 with Gaussian weighting and mirroring, the resampling back and the label conversion.
 
+nnU-Net crops to the box around the non-zero voxels and writes background outside that box, but it
+does not mask inside it: zero voxels between the head and the box's faces are predicted like any
+other. :func:`.inference.segment` therefore applies its mask step (``remove_outside_head``) to this
+source's labels and probabilities as to every other source's.
+
 Checkpoints are pickles; they are read with ``weights_only=True`` (tensors, plain containers and
 the numpy scalars nnU-Net logs), so one carrying anything else is refused until trusted. The
 classes the plans name are imported only from ``torch.nn`` and ``dynamic_network_architectures``
