@@ -343,6 +343,15 @@ class ComputeWidget(QWidget):
                 return str(meta[Key.MODEL_CARD])
         return None
 
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt name)
+        """Once shown in its dock: join a tab when the window would outgrow the screen."""
+        super().showEvent(event)
+        from qtpy.QtCore import QTimer
+
+        from .dock_fit import fit_to_screen
+
+        QTimer.singleShot(0, lambda: fit_to_screen(self))
+
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
         """Stop the running job and stop following the viewer's layers when the widget closes."""
         self.cancel()

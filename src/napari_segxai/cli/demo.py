@@ -224,7 +224,7 @@ def show(case, result, card, picture: Path, *, interactive: bool, relevance=None
         explain.show_result(case, card, relevance)
         shown = viewer.layers.selection.active.name
         segmentation.contour = 1  # outlines, so the relevance inside the tumour shows
-        caption += f"\nShown: {shown}"
+        caption += f"\nShown: {shown} (red for the class, blue against it)"
     if summary:
         caption += f"\nWhich sequence carries each class ({SUMMARY_METHOD}):\n" + "\n".join(summary)
     viewer.scale_bar.visible = True
