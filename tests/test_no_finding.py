@@ -133,3 +133,38 @@ def test_segxai_influence_names_a_class_not_predicted(tmp_path, capsys, monkeypa
     assert main(["influence", str(tmp_path / "case"), "--model", str(card), "--out", str(tmp_path / "out"),
                  "--threshold", "0.999999", "--class", "edema"]) == 0
     assert "case: no edema predicted (at probability >= 0.999999): skipped." in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the report
+
+
+def test_report_on_a_case_with_no_tumour_says_so_first(tmp_path, case_dir, capsys):
+    from napari_segxai.cli import main
+
+    card = write_silent_card(tmp_path / "model", silent=("edema", "core"))
+    out = tmp_path / "out"
+    assert main(["report", str(case_dir), "--model", str(card), "--out", str(out), "--device", "cpu"]) == 0, \
+        capsys.readouterr().err
+    assert "Case001: No tumour predicted: tiny-unet labelled no voxel of this case as edema, core" \
+        in capsys.readouterr().out
+    page = (out / "report.html").read_text()
+    first = page.index("<h2>")
+    assert page[first:].startswith("<h2>Finding</h2><p>No tumour predicted:")
+    assert "<h2>Relevance</h2>" not in page and "No tumour predicted, so there is no training evidence" in page
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.png"]
+
+
+def test_report_says_which_class_is_not_predicted_and_counts_by_name_and_label(tmp_path, case_dir, capsys):
+    from napari_segxai.cli import main
+
+    card = write_silent_card(tmp_path / "model", silent=("background", "core"))
+    out = tmp_path / "out"
+    assert main(["report", str(case_dir), "--model", str(card), "--out", str(out), "--device", "cpu",
+                 "--no-influence"]) == 0, capsys.readouterr().err
+    assert "Case001: No core predicted." in capsys.readouterr().out
+    page = (out / "report.html").read_text()
+    assert "<h2>Finding</h2><p>No core predicted.</p>" in page and "<h2>Relevance</h2>" in page
+    voxels = 16 * 16 * 12  # edema everywhere: the class table and the target description give the same count
+    assert f"<td>edema</td><td>2</td><td>{voxels}</td>" in page and f"edema (label 2): {voxels} voxels" in page
+    with open(out / "roi.csv") as handle:
+        assert "edema" in handle.read()

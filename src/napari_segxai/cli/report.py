@@ -71,7 +71,11 @@ def run(args: argparse.Namespace) -> int:
                               show_identifiers=args.show_identifiers, uncertainty=args.uncertainty,
                               uncertainty_samples=args.dropout_samples)
     written = write_report(report, out, top=args.top)
-    print(f"Report on {case.name} with {card.name} ({report.relevance.method}) in {report.seconds['total']:.1f} s.")
+    from ..core.report.page import finding_lines
+
+    for line in finding_lines(report):
+        print(f"{case.name}: {line}")
+    print(f"Report on {case.name} with {card.name} ({args.method}) in {report.seconds['total']:.1f} s.")
     for key, path in written.items():
         print(f"  {key}: {path}")
     return 0

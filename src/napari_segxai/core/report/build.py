@@ -27,8 +27,8 @@ class CaseReport:
     case: Any                                   # core.case.Case
     card: Any                                   # core.model.card.ModelCard
     segmentation: Any                           # core.model.inference.Segmentation
-    relevance: Any                              # core.attribution.Relevance
-    roi: Any                                    # core.roi.RoiImportance
+    relevance: Any                              # core.attribution.Relevance; None when no class was predicted
+    roi: Any                                    # core.roi.RoiImportance; None when no class was predicted
     influence: Any = None                       # core.influence.InfluenceResult, or None
     influence_note: str = ""                    # why there is no influence section, when there is none
     training_cases: dict = field(default_factory=dict)   # seed -> core.case.Case of the evidence shown
@@ -40,6 +40,7 @@ class CaseReport:
     identifiers: dict = field(default_factory=dict)  # the patient's, only when asked for (show_identifiers)
     verdict: str = ""                                 # the method's measured trust for this model, in a sentence
     uncertainty: Any = None                           # core.model.uncertainty.Uncertainty, when asked for
+    not_predicted: tuple = ()                         # names of the chosen classes the model did not predict
 
 
 def build_report(
@@ -63,6 +64,9 @@ def build_report(
     **params: Any,
 ) -> CaseReport:
     """Segment, explain every predicted class with ``method``, summarise by region, find TracIn evidence.
+
+    "No finding" is a result: a chosen class the model does not predict is named in ``not_predicted``,
+    and a case where it predicts none gets a report that says so (no relevance, RoI or TracIn part).
 
     A ``segmentation`` or ``relevance`` already computed for this case and card is reused, not recomputed.
     A DICOM case's report names it by its pseudonym only, without its folder or file names (which
@@ -104,22 +108,22 @@ def build_report(
         if relevance.method != method_object.name:
             raise ValueError(f"The relevance given was made with {relevance.method}, not {method_object.name}.")
         classes = list(relevance.class_indices)
-    if classes is None:
-        present = {int(v) for v in np.unique(segmentation.labels)}
-        classes = [i for i, info in enumerate(card.classes) if info.label != 0 and info.label in present]
-        if not classes:
-            raise ValueError(f"The model predicted no class other than background on {case.name}, so there is "
-                             "nothing to explain; check the case and the model card.")
-    if relevance is None:
+    classes, not_predicted = _predicted_classes(card, classes, segmentation.labels)
+    if relevance is None and classes:
         relevance = explain_case(case, card, method=method_object, classes=classes, network=network,
                                  device=device, progress=stage.part(1), should_cancel=should_cancel, sequences=True)
-    seconds["explain"] = relevance.seconds
-    tick = time.perf_counter()
-    regions = case_regions(segmentation.labels, card.classes, channels=case.channels)
-    roi = roi_importance(relevance, regions, progress=stage.part(2), should_cancel=should_cancel)
-    seconds["regions"] = time.perf_counter() - tick
+    roi = None
+    if relevance is not None:
+        not_predicted = tuple(dict.fromkeys(not_predicted + tuple(relevance.skipped)))
+        seconds["explain"] = relevance.seconds
+        tick = time.perf_counter()
+        regions = case_regions(segmentation.labels, card.classes, channels=case.channels)
+        roi = roi_importance(relevance, regions, progress=stage.part(2), should_cancel=should_cancel)
+        seconds["regions"] = time.perf_counter() - tick
     evidence, note, training = None, "", {}
-    if influence:
+    if relevance is None:
+        note = "No tumour predicted, so there is no training evidence to show."
+    elif influence:
         evidence, note, training = _influence(case, card, segmentation, relevance.class_names, top, device,
                                               stage.part(3), should_cancel)
         seconds["influence"] = evidence.seconds if evidence is not None else 0.0
@@ -136,8 +140,9 @@ def build_report(
         "device": str(device),
         "method": method_object.name,
         "method parameters": dict(method_object.params),
-        "classes explained": list(relevance.class_names),
-        "target": relevance.target_description,
+        "classes explained": list(relevance.class_names) if relevance is not None else [],
+        "classes not predicted": list(not_predicted),
+        "target": relevance.target_description if relevance is not None else "none: no class predicted",
         "sliding window": f"{list(card.roi_size)}, overlap {card.overlap}, {card.mode} blending",
         "preprocessing": f"orientation {card.orientation}, spacing {card.spacing} ({card.spacing_policy}), "
                          f"normalisation {card.normalization}",
@@ -150,7 +155,17 @@ def build_report(
                       trust_note=trust_note, settings=settings, seconds=seconds,
                       created=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                       identifiers=patient_identifiers(case.reference_files) if show_identifiers else {},
-                      verdict=_verdict(card, method_object.name), uncertainty=measured)
+                      verdict=_verdict(card, method_object.name), uncertainty=measured, not_predicted=not_predicted)
+
+
+def _predicted_classes(card, classes, labels) -> tuple[list[int], tuple[str, ...]]:
+    """The chosen classes (default: all but background) the segmentation holds, and the names of those it lacks."""
+    from ..attribution.explain_case import class_indices
+
+    present = {int(v) for v in np.unique(labels)}
+    chosen = [i for i in class_indices(card, classes) if classes is not None or card.classes[i].label != 0]
+    kept = [i for i in chosen if card.classes[i].label in present]
+    return kept, tuple(card.classes[i].name for i in chosen if i not in kept)
 
 
 def _verdict(card, method: str) -> str:

@@ -92,19 +92,34 @@ def _img_html(image: np.ndarray, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def finding_lines(report) -> list[str]:
+    """What the model did not find, said first: "No tumour predicted", or "no <class> predicted" per class."""
+    missing = tuple(report.not_predicted)
+    if report.relevance is None:
+        named = ", ".join(missing) or "any class but background"
+        return [f"No tumour predicted: {report.card.name} labelled no voxel of this case as {named}, so there is "
+                "nothing to explain, summarise by region or find training evidence for."]
+    return [f"No {name} predicted." for name in missing]
+
+
 def sections(report, top: int) -> list[tuple[str, list]]:
     """The report's sections in order: (title, blocks); a block is an image, a table (rows) or a sentence."""
     rel, seg = report.relevance, report.segmentation
-    out = [
+    found = finding_lines(report)
+    out = [("Finding", found)] if found else []
+    out += [
         ("Segmentation", [figures.orthogonal_slices(report), class_table(report),
                           f"{report.card.name} on {seg.device}, {seg.seconds:.1f} s."]),
         ("Where the model is unsure", uncertainty_blocks(report)),
-        ("Relevance", [f"{rel.method}: {rel.target_description} ({rel.seconds:.1f} s).", report.verdict,
-                       figures.relevance_grid(report)]),
-        ("RoI importance", [figures.roi_bars(report), roi_table(report),
-                            "e(b→a) = share of the class's |relevance| in region b (Agg2Exp); the last columns: "
-                            f"share of each input sequence, from {report.roi.modality_source}."]),
     ]
+    if rel is not None:
+        out += [
+            ("Relevance", [f"{rel.method}: {rel.target_description} ({rel.seconds:.1f} s).", report.verdict,
+                           figures.relevance_grid(report)]),
+            ("RoI importance", [figures.roi_bars(report), roi_table(report),
+                                "e(b→a) = share of the class's |relevance| in region b (Agg2Exp); the last columns: "
+                                f"share of each input sequence, from {report.roi.modality_source}."]),
+        ]
     evidence: list = []
     if report.influence is None:
         evidence.append(report.influence_note)
@@ -263,8 +278,9 @@ def write_report(report, out: str | Path, *, top: int | None = None) -> dict[str
         if path.resolve() in protected:
             raise ValueError(f"Refusing to overwrite {path}: the case was loaded from it; choose another folder.")
     parts = sections(report, top)
-    written = {"html": write_text(paths["html"], to_html(report, parts)), "png": to_png(report, parts, paths["png"]),
-               "roi": report.roi.to_csv(paths["roi"])}
+    written = {"html": write_text(paths["html"], to_html(report, parts)), "png": to_png(report, parts, paths["png"])}
+    if report.roi is not None:
+        written["roi"] = report.roi.to_csv(paths["roi"])
     if report.influence is not None:
         written["influence"] = report.influence.to_csv(paths["influence"])
     return written
