@@ -64,6 +64,21 @@ def test_explain_case_skips_a_class_that_is_not_predicted(case, edema_only):
     assert f"edema (label 2): {voxels} voxels" in result.target_description
 
 
+def test_explained_voxels_match_the_segmentation_outside_the_head_too(case, edema_only):
+    import dataclasses
+
+    from napari_segxai.core.model.inference import segment
+
+    channels = np.array(case.channels)
+    channels[:, :, :, :3] = 0.0  # three slices with no signal in any sequence: outside the head
+    headless = dataclasses.replace(case, channels=channels)
+    seg = segment(headless, edema_only, device="cpu")
+    voxels = int((seg.labels == 2).sum())
+    assert seg.outside_removed == 16 * 16 * 3 and voxels == 16 * 16 * 9
+    result = explain_case(headless, edema_only, method="saliency", device="cpu")
+    assert result.target_description.endswith(f"(edema (label 2): {voxels} voxels)")
+
+
 def test_explain_case_with_no_class_predicted_says_so_by_name(case, no_tumour):
     with pytest.raises(ValueError, match="Nothing to explain: no edema or core is predicted in this case"):
         explain_case(case, no_tumour, method="saliency", device="cpu")

@@ -105,7 +105,7 @@ def explain_case(
     relevance = _members_attribute(method, members, image, goal, card, margin, second, should_cancel)
     exact = _sequence_values(method, relevance, members, image, goal, card, margin, should_cancel) if sequences else None
     relevance = grid.to_case_grid(relevance[(slice(None), slice(None)) + unpad], interpolation="linear")
-    goal = _on_case_grid(goal, unpad, grid)
+    goal = _on_case_grid(goal, unpad, grid, case, card)
     _progress.step(100, 100, progress, None)
     return Relevance(
         relevance=relevance.detach().float().cpu().numpy(),
@@ -198,15 +198,18 @@ def case_target(
     case grid; ``voxel`` maps one case voxel through world coordinates. Every mistake is a ValueError
     with one sentence.
     """
-    from ..model.inference import infer
+    from ..model.inference import infer, outside_head
 
     _check_target_kind(target)
     if target == "predicted":
         with torch.no_grad():
             logits = infer(image, card, network, progress=progress, should_cancel=should_cancel)
+        # segment()'s mask step: no label where no input has signal, so the counts match the segmentation's
+        outside = grid.to_network_grid(outside_head(case, card).astype(np.float32), interpolation="nearest") > 0.5
         return predicted_target(logits, indices, confident=confident, threshold=threshold,
                                 output_space=output_space, activation=card.activation,
-                                class_names=card.class_names, label_values=card.label_values, skip_empty=True)
+                                class_names=card.class_names, label_values=card.label_values, skip_empty=True,
+                                outside=outside)
     if target == "region":
         if region is None:
             raise ValueError("A region target needs a region: a boolean array on the case grid.")
@@ -222,9 +225,16 @@ def case_target(
     return goal.named(card.class_names, card.label_values)
 
 
-def _on_case_grid(goal: Target, unpad, grid) -> Target:
-    """The target with its masks mapped back to the case grid (nearest); kept on the model grid if a class would vanish."""
+def _on_case_grid(goal: Target, unpad, grid, case, card) -> Target:
+    """The target with its masks mapped back to the case grid (nearest); kept on the model grid if a class would vanish.
+
+    A predicted region loses the voxels outside the head there too, as ``segment()``'s labels do.
+    """
+    from ..model.inference import outside_head
+
     masks = grid.to_case_grid(np.array(goal.masks[(slice(None),) + unpad]), interpolation="nearest")
+    if goal.kind == "predicted":
+        masks = np.logical_and(masks, ~outside_head(case, card))
     if not all(m.any() for m in masks):
         return goal
     return dataclasses.replace(goal, masks=masks)

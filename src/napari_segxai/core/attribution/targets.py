@@ -185,11 +185,12 @@ def predicted_target(
     class_names: Sequence[str] | None = None,
     label_values: Sequence[int] | None = None,
     skip_empty: bool = False,
+    outside: np.ndarray | torch.Tensor | None = None,
 ) -> Target:
     """Target over the voxels predicted as each class, optionally only those with p_c > threshold.
 
     ``class_names`` and ``label_values`` (one per output channel) name the classes in what the user
-    reads. With ``skip_empty`` a class with no predicted voxel is left out and named in
+    reads; voxels where ``outside`` (bool, *spatial) is true are never predicted (outside the head). With ``skip_empty`` a class with no predicted voxel is left out and named in
     ``Target.skipped`` ("no finding" is a result); only when every class is empty is it a ValueError.
     """
     logits = torch.as_tensor(output).detach()
@@ -208,6 +209,8 @@ def predicted_target(
         masks = torch.stack([probabilities[c] > 0.5 for c in classes])
     if confident:
         masks &= torch.stack([probabilities[c] > threshold for c in classes])
+    if outside is not None:
+        masks &= ~torch.as_tensor(np.asarray(outside, dtype=bool), device=masks.device)
     masks = masks.cpu().numpy()
     skipped: tuple[str, ...] = ()
     if skip_empty:
