@@ -67,14 +67,21 @@ class SegmentWidget(ComputeWidget):
     @staticmethod
     def compute(case, card, *, device=None, progress=None, should_cancel=None, uncertainty=None):
         """Segment ``case`` with ``card``, with the ``uncertainty`` ensemble's maps when one is chosen (worker thread)."""
+        import dataclasses
+
+        from ..core.model.domain import check_domain
+
         if uncertainty is None:
             from ..core.model.inference import segment
 
-            return segment(case, card, device=device, progress=progress, should_cancel=should_cancel)
-        from ..core.model.uncertainty import segment_with_uncertainty
+            seg, measured = segment(case, card, device=device, progress=progress, should_cancel=should_cancel), None
+        else:
+            from ..core.model.uncertainty import segment_with_uncertainty
 
-        return segment_with_uncertainty(case, card, uncertainty, device=device, progress=progress,
-                                        should_cancel=should_cancel)
+            seg, measured = segment_with_uncertainty(case, card, uncertainty, device=device, progress=progress,
+                                                     should_cancel=should_cancel)
+        seg = dataclasses.replace(seg, domain=check_domain(case, card, device=device, progress=progress))
+        return seg if measured is None else (seg, measured)
 
     def show_outcome(self, outcome: Outcome) -> None:
         """Add the labels layer (and the uncertainty layers), replacing this case's previous ones in their place."""
@@ -90,6 +97,8 @@ class SegmentWidget(ComputeWidget):
                     measured, attribute, suffix, colormap, visible, outcome.case), Image, Role.UNCERTAINTY,
                     below=layer)
             status += f"; {measured.describe()}, {measured.seconds:.1f} s"
+        if seg.domain is not None:
+            status += f"; {seg.domain.describe()}"
         self.status.setText(status + ".")
 
     def _replace(self, add, data, kwargs: dict, kind: type, role: str, below=None):

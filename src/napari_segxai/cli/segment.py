@@ -22,7 +22,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "--format dicom, <case>_seg.dcm: a DICOM SEG over the study's reference series. With "
             "--uncertainty, also <case>_entropy.nii.gz and <case>_mutual_information.nii.gz: where the model is "
             "unsure (predictive entropy) and where an ensemble of its predictions disagrees (mutual "
-            "information), per voxel in nats, with the case's affine (docs/uncertainty.md)."
+            "information), per voxel in nats, with the case's affine (docs/uncertainty.md). Labels where no "
+            "input sequence has signal (outside the head) are removed and counted, and a domain check says "
+            "whether the case is like the model's training cases (docs/domain.md)."
         ),
     )
     add_case_options(parser)
@@ -37,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.model.card import build_network
     from ..core.model.preprocess import channel_indices
     from ..core.model.device import pick_device
+    from ..core.model.domain import check_domain
     from ..core.model.inference import segment
 
     folder = Path(args.case).expanduser().resolve()
@@ -69,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
     classes = ", ".join(f"{c.label}={c.name}" for c in result.classes)
     print(f"Segmented {case.name} with {card.name} on {result.device} in {result.seconds:.1f} s.")
     print(f"Removed {result.outside_removed} labelled voxels outside the head (no signal in any input sequence).")
+    with TerminalProgress(f"checking {case.name} against {card.name}'s training set") as bar:
+        domain = check_domain(case, card, network=network, device=device, progress=bar)
+    print(f"Domain: {domain.describe()}")
     if args.format in ("nifti", "both"):
         write_segmentation(result, case.name, args.out, protected=case.source_paths)
         print(f"Labels ({classes}): {labels_path}")

@@ -1,0 +1,136 @@
+"""Is a case inside what the model knows? Input checks and a feature distance to the training set (docs/domain.md).
+
+:func:`check_domain` runs on every segmentation and says "in distribution" or "out of distribution:
+<reasons>". Two kinds of evidence:
+
+- input checks: the card's modalities are present and carry signal, the voxel values are finite,
+  the head (voxels with signal in some channel, see :func:`.inference.outside_head`) is a
+  plausible volume, and each channel's 1st/50th/99th percentiles inside the head after the card's
+  preprocessing lie near the training cases' range;
+- a feature distance (models trained with ``segxai train``, whose training record names the
+  training cases): the network's deepest features pooled over the head, compared with the
+  training cases' by k-nearest-neighbour distance, flagged above a threshold calibrated on
+  held-out training-like cases (:mod:`.domain_reference`).
+
+Models without a training record (nnU-Net folders, MONAI bundles) get the input checks only, with
+nothing to compare the intensities and volume with but plausibility, and the verdict says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional, Union
+
+import numpy as np
+import torch
+
+from .card import ModelCard
+from .domain_reference import PERCENTILES, DomainReference, head_volume_ml, intensity_percentiles, silent_voxels
+
+if TYPE_CHECKING:
+    from ..case import Case
+
+__all__ = ["DomainCheck", "check_domain", "head_volume_ml", "intensity_percentiles", "silent_voxels"]
+
+#: A percentile is flagged beyond the training range widened by this many times its width (at least 0.5).
+INTENSITY_TOLERANCE = 1.0
+#: A head volume is flagged below half the smallest or above twice the largest training case's.
+VOLUME_FACTOR = 2.0
+#: Below this share of the volume with signal, a case has almost no head in it (any model).
+MIN_HEAD_SHARE = 0.01
+
+
+@dataclass(frozen=True)
+class DomainCheck:
+    """Whether a case is inside what the model was trained on, and why not."""
+
+    reasons: tuple[str, ...]          # empty when in distribution
+    measurements: tuple[str, ...]     # what was measured, one line each
+    distance: Optional[float] = None  # k-NN feature distance to the training cases (None: no training record)
+    threshold: Optional[float] = None
+    note: str = ""                    # what could not be checked
+
+    @property
+    def in_distribution(self) -> bool:
+        return not self.reasons
+
+    @property
+    def verdict(self) -> str:
+        """'in distribution' or 'out of distribution: <reasons>'."""
+        return "in distribution" if self.in_distribution else "out of distribution: " + "; ".join(self.reasons)
+
+    def describe(self) -> str:
+        """The verdict with the feature distance, or with what could not be checked."""
+        if self.distance is not None:
+            return f"{self.verdict} (feature distance {self.distance:.2f}, threshold {self.threshold:.2f})"
+        return f"{self.verdict} ({self.note})" if self.note else self.verdict
+
+
+def check_domain(case: Case, card: ModelCard, *, network: Optional[torch.nn.Module] = None,
+                 device: Union[str, torch.device, None] = None, reference: Optional[DomainReference] = None,
+                 progress=None) -> DomainCheck:
+    """Input checks and, for models with a training record, the feature distance of ``case`` to the training set.
+
+    ``reference`` defaults to the model's (:func:`.domain_reference.domain_reference`: shipped beside
+    the bundled model, else computed once and cached, reporting ``progress``).
+    """
+    from .device import pick_device
+    from .domain_reference import domain_reference, has_reference, pooled_features
+    from .preprocess import channel_indices, preprocess
+
+    device = pick_device(device)
+    reasons, measurements = [], []
+    indices = channel_indices(case, card)
+    measurements.append("modalities: " + ", ".join(f"{m} = channel {i}" for m, i in zip(card.modalities, indices)))
+    for name, index in zip(card.modalities, indices):
+        channel = np.asarray(case.channels[index])
+        if not np.isfinite(channel).all():
+            reasons.append(f"{name} has non-finite values (NaN or infinity)")
+    volume, share = head_volume_ml(case, card)
+    measurements.append(f"head: {volume:.0f} mL, {100 * share:.1f}% of the volume has signal")
+    if share < MIN_HEAD_SHARE:
+        reasons.append(f"almost no signal ({100 * share:.2f}% of the voxels are not background)")
+    if reference is None and has_reference(card):
+        reference = domain_reference(card, network=network, device=device, progress=progress)
+    with torch.inference_mode():
+        image, _ = preprocess(case, card, device=device)
+        percentiles = intensity_percentiles(image)
+    for name, values in zip(card.modalities, percentiles):
+        measurements.append(f"{name} after preprocessing, percentiles {'/'.join(f'{p:g}' for p in PERCENTILES)} "
+                            f"inside the head: {'/'.join(f'{v:.2f}' for v in values)}")
+    if reference is None:
+        return DomainCheck(tuple(reasons), tuple(measurements),
+                           note="no training record: input checks only (modalities, finite values, head coverage)")
+    reasons += _compare_inputs(card, percentiles, volume, reference)
+    from .card import build_network
+
+    network = build_network(card, device) if network is None else network.to(device).eval()
+    with torch.inference_mode():
+        features = pooled_features(network, image, card, reference.layer)
+    distance = reference.distance(features)
+    measurements.append(f"feature distance {distance:.2f} to the {len(reference.features)} training cases "
+                        f"(threshold {reference.threshold:.2f}, from held-out cases)")
+    if distance > reference.threshold:
+        reasons.append(f"its network features are far from every training case's (distance {distance:.2f}, "
+                       f"threshold {reference.threshold:.2f})")
+    return DomainCheck(tuple(reasons), tuple(measurements), distance=distance, threshold=reference.threshold)
+
+
+def _compare_inputs(card: ModelCard, percentiles: np.ndarray, volume: float,
+                    reference: DomainReference) -> list[str]:
+    """Reasons why the case's intensities or head volume are unlike the training cases'."""
+    reasons = []
+    low, high = reference.percentiles.min(axis=0), reference.percentiles.max(axis=0)  # (C, P)
+    tolerance = np.maximum(INTENSITY_TOLERANCE * (high - low), 0.5)
+    for c, name in enumerate(card.modalities):
+        for p, percentile in enumerate(PERCENTILES):
+            value = float(percentiles[c, p])
+            if not low[c, p] - tolerance[c, p] <= value <= high[c, p] + tolerance[c, p]:
+                reasons.append(f"{name}'s {percentile:g}th percentile after preprocessing is {value:.2f}, the "
+                               f"training cases' lie in {low[c, p]:.2f} to {high[c, p]:.2f}")
+                break
+    smallest, largest = float(reference.volumes.min()), float(reference.volumes.max())
+    if not smallest / VOLUME_FACTOR <= volume <= largest * VOLUME_FACTOR:
+        reasons.append(f"the head with signal is {volume:.0f} mL, the training cases' {smallest:.0f} to "
+                       f"{largest:.0f} mL (not skull-stripped, or cropped?)")
+    return reasons

@@ -1,0 +1,101 @@
+"""The domain check: input checks on every model, a feature distance to the training set where there is one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from _cards import write_card
+from napari_segxai.core.case import Case
+from napari_segxai.core.model.card import build_network
+from napari_segxai.core.model.domain import DomainCheck, PERCENTILES, check_domain, silent_voxels
+from napari_segxai.core.model.domain_reference import (DomainReference, case_summary, deepest_layer,
+                                                        knn_distances)
+from napari_segxai.core.model.loading import load_model_card
+
+
+def _case(seed=0, shape=(16, 16, 16), border=3, scale=1.0) -> Case:
+    rng = np.random.default_rng(seed)
+    channels = np.zeros((2, *shape), np.float32)
+    inside = (slice(border, -border),) * 3
+    for c in range(2):
+        channels[c][inside] = scale * rng.uniform(1.0, 2.0, (shape[0] - 2 * border,) * 3) * (c + 1)
+    return Case(channels, ("flair", "t1"), np.diag([2.0, 2.0, 2.0, 1.0]), name=f"case{seed}")
+
+
+@pytest.fixture
+def card(tmp_path):
+    return load_model_card(write_card(tmp_path / "model"))
+
+
+def test_verdict_reads_as_a_sentence():
+    good = DomainCheck((), ("head: 1 mL",), distance=0.5, threshold=1.0)
+    assert good.in_distribution and good.describe() == "in distribution (feature distance 0.50, threshold 1.00)"
+    bad = DomainCheck(("almost no signal",), (), note="no training record: input checks only")
+    assert bad.verdict == "out of distribution: almost no signal"
+    assert bad.describe().endswith("(no training record: input checks only)")
+
+
+def test_silent_voxels_are_zero_or_minimum_in_every_channel():
+    channels = np.array([[0.0, -1.0, 3.0, 0.0], [0.0, 0.0, 0.0, 2.0]])
+    assert silent_voxels(channels).tolist() == [True, True, False, False]
+
+
+def test_nearest_neighbour_distance_grows_away_from_the_training_cases():
+    train = np.random.default_rng(0).normal(size=(20, 6))
+    near, far = train[3] + 0.01, train[3] + 10.0
+    distances = knn_distances(train, np.stack([near, far]))
+    assert distances[0] < distances[1]
+    assert knn_distances(train, train, leave_out_self=True).shape == (20,)
+
+
+def test_without_a_training_record_only_the_input_checks_run(card):
+    check = check_domain(_case(), card, device="cpu")
+    assert check.in_distribution and check.distance is None
+    assert "input checks only" in check.describe()
+    empty = _case(border=7)  # a 2-voxel cube of signal in 4096 voxels
+    empty.channels[:, 7:9, 7:9, 7:9] = 0
+    empty.channels[:, 8, 8, 8] = 1.0
+    flagged = check_domain(empty, card, device="cpu")
+    assert not flagged.in_distribution and "almost no signal" in flagged.verdict
+
+
+def test_feature_distance_and_intensities_against_a_reference(card):
+    network = build_network(card, "cpu")
+    layer = deepest_layer(network, card, "cpu")
+    rows = [case_summary(_case(seed), card, network, layer, "cpu") for seed in range(6)]
+    features = np.stack([r[0] for r in rows])
+    reference = DomainReference(features=features, percentiles=np.stack([r[1] for r in rows]),
+                                volumes=np.array([r[2] for r in rows]),
+                                calibration=knn_distances(features, features, leave_out_self=True), threshold=0.0,
+                                layer=layer)
+    assert reference.percentiles.shape == (6, 2, len(PERCENTILES))
+    alike = check_domain(_case(10), card, network=network, device="cpu",
+                         reference=DomainReference(**{**reference.__dict__, "threshold": 1e9}))
+    assert alike.in_distribution and alike.distance is not None
+    unlike = check_domain(_case(11, border=1), card, network=network, device="cpu", reference=reference)
+    assert not unlike.in_distribution and "mL" in unlike.verdict  # a head far larger than the training cases'
+
+
+def test_reference_round_trips_through_its_file(tmp_path):
+    reference = DomainReference(features=np.ones((3, 4), np.float32), percentiles=np.zeros((3, 2, 3), np.float32),
+                                volumes=np.array([1.0, 2.0, 3.0]), calibration=np.array([0.1, 0.2]), threshold=0.22,
+                                layer="model.1.conv")
+    again = DomainReference.load(reference.save(tmp_path / "domain.npz"))
+    assert again.layer == "model.1.conv" and again.threshold == pytest.approx(0.22)
+    np.testing.assert_array_equal(again.features, reference.features)
+
+
+@pytest.mark.slow
+def test_bundled_model_flags_the_ms_case_and_passes_a_generated_tumour(realdata):
+    from napari_segxai.core.io.nifti import load_case
+    from napari_segxai.core.model.card import default_model_card
+    from napari_segxai.core.training.evaluate import HELD_OUT_SEED_START
+    from napari_segxai.core.training.synth import generate_case
+
+    card = default_model_card()
+    network = build_network(card, "cpu")
+    tumour = check_domain(generate_case(HELD_OUT_SEED_START + 777).case, card, network=network, device="cpu")
+    assert tumour.in_distribution, tumour.describe()
+    ms = check_domain(load_case(realdata / "open_ms_patient19"), card, network=network, device="cpu")
+    assert not ms.in_distribution, ms.describe()
