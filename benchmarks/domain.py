@@ -1,0 +1,106 @@
+"""The domain check: does its feature distance tell tumour cases from non-tumour cases, with the bundled model?
+
+Run: ``nice -n 5 .venv/bin/python benchmarks/domain.py [--count 6]``. With the bundled demo model
+(``sample_data/models/demo3d/card.yaml``, or ``--model CARD``) and its domain reference
+(``core.model.domain_reference``: training features and a threshold calibrated on seeds
+900000-900009), :func:`core.model.domain.check_domain` on
+
+* in-domain (tumour) cases: ``--count`` held-out generated cases from seed 901000 (never used in
+  training or calibration), and the real tumour cases TCGA-DU-7294, TCGA-FG-6692 and
+  BraTS-GLI-00001-000 of ``../shared/realdata`` when present;
+* non-tumour cases: the MNI152 template anatomy without a lesion (the generator's tissue maps and
+  base contrasts, z-scored in the brain, zero outside, a little noise) and the MS case
+  open_ms_patient19.
+
+Prints, per case, the distance, the verdict and the seconds; then the AUROC of the distance
+(non-tumour cases positive) over all cases and over the real cases only, and how many cases of
+each group the verdict flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from segment import machine  # noqa: E402
+from uncertainty import auroc  # noqa: E402
+
+from napari_segxai.core.case import Case  # noqa: E402
+from napari_segxai.core.io.paths import demo_model_card_path  # noqa: E402
+from napari_segxai.core.model.card import build_network  # noqa: E402
+from napari_segxai.core.model.domain import check_domain  # noqa: E402
+from napari_segxai.core.model.domain_reference import domain_reference  # noqa: E402
+from napari_segxai.core.model.loading import load_model_card  # noqa: E402
+
+REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+TUMOUR_CASES = ("TCGA-DU-7294", "TCGA-FG-6692", "BraTS-GLI-00001-000")
+NON_TUMOUR_CASES = ("open_ms_patient19",)
+
+
+def lesion_free_template(seed: int = 0) -> Case:
+    """The generator's MNI152 anatomy with its base contrasts and no tumour: a healthy brain, 2 mm."""
+    from napari_segxai.core.training import synth
+
+    anatomy = synth._anatomy("full")
+    rng = np.random.default_rng(seed)
+    brain = anatomy.mask > 0.5
+    channels = np.zeros((len(synth.MODALITIES),) + anatomy.shape, np.float32)
+    for m in range(len(synth.MODALITIES)):
+        contrast = {tissue: synth.BASE_CONTRAST[tissue][m] for tissue in ("csf", "gm", "wm")}
+        image = anatomy.csf * contrast["csf"] + anatomy.gm * contrast["gm"] + anatomy.wm * contrast["wm"]
+        image = image + 0.03 * contrast["wm"] * rng.standard_normal(anatomy.shape).astype(np.float32)
+        channels[m] = synth._zscore_in(image, brain)
+    return Case(channels, synth.MODALITIES, anatomy.affine.copy(), name="mni152-lesion-free")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(demo_model_card_path("demo3d")))
+    parser.add_argument("--count", type=int, default=6, help="held-out generated tumour cases (seeds 901000-)")
+    parser.add_argument("--seed-start", type=int, default=901_000)
+    args = parser.parse_args()
+    from napari_segxai.core.io.nifti import load_case
+    from napari_segxai.core.training.synth import generate_case
+
+    print(machine())
+    card = load_model_card(args.model)
+    network = build_network(card, "cpu")
+    start = time.perf_counter()
+    reference = domain_reference(card, network=network, device="cpu")
+    print(f"reference: {len(reference.features)} training cases, layer {reference.layer}, threshold "
+          f"{reference.threshold:.3f} (held-out calibration distances {np.round(reference.calibration, 3).tolist()}), "
+          f"{time.perf_counter() - start:.1f} s to load or build")
+    cases = [("generated", False, lambda s=s: generate_case(s).case)
+             for s in range(args.seed_start, args.seed_start + args.count)]
+    cases += [("real tumour", False, lambda n=n: load_case(REALDATA / n)) for n in TUMOUR_CASES
+              if (REALDATA / n).is_dir()]
+    cases += [("template", True, lesion_free_template)]
+    cases += [("real non-tumour", True, lambda n=n: load_case(REALDATA / n)) for n in NON_TUMOUR_CASES
+              if (REALDATA / n).is_dir()]
+    rows = []
+    for group, negative, make in cases:
+        case = make()
+        start = time.perf_counter()
+        check = check_domain(case, card, network=network, device="cpu", reference=reference)
+        seconds = time.perf_counter() - start
+        rows.append((group, negative, check.distance, not check.in_distribution))
+        print(f"{case.name:<28} {group:<16} distance {check.distance:7.3f}  {seconds:5.1f} s  {check.verdict}")
+    distances = np.array([r[2] for r in rows])
+    positives = np.array([r[1] for r in rows])
+    real = np.array([r[0] != "generated" and r[0] != "template" for r in rows])
+    print(f"AUROC of the feature distance, non-tumour vs tumour, all {len(rows)} cases: "
+          f"{auroc(distances, positives):.3f}")
+    print(f"AUROC, real cases only ({int(real.sum())}): {auroc(distances[real], positives[real]):.3f}")
+    for group in dict.fromkeys(r[0] for r in rows):
+        chosen = [r for r in rows if r[0] == group]
+        print(f"flagged out of distribution (any reason), {group}: {sum(r[3] for r in chosen)} of {len(chosen)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
