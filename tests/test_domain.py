@@ -87,6 +87,8 @@ def test_reference_round_trips_through_its_file(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="the pooled-feature distance does not yet separate the MS case (0.715) from "
+                   "tumour cases (threshold 0.842): benchmarks/RESULTS.md#domainpy")
 def test_bundled_model_flags_the_ms_case_and_passes_a_generated_tumour(realdata):
     from napari_segxai.core.io.nifti import load_case
     from napari_segxai.core.model.card import default_model_card
