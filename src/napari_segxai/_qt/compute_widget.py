@@ -344,17 +344,29 @@ class ComputeWidget(QWidget):
         return None
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt name)
-        """Once shown in its dock: join a tab when the window would outgrow the screen."""
+        """Once shown in its dock: join a tab when the window would outgrow the screen; stop jobs when it closes."""
         super().showEvent(event)
         from qtpy.QtCore import QTimer
 
         from .dock_fit import fit_to_screen
 
         QTimer.singleShot(0, lambda: fit_to_screen(self))
+        window = self.window()
+        if window is not self and not getattr(self, "_watching_close", False):
+            window.installEventFilter(self)
+            self._watching_close = True
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt name)
+        """When the viewer's window closes, stop this widget's job first: a worker outliving its widgets crashes Qt."""
+        from qtpy.QtCore import QEvent
+
+        if event.type() == QEvent.Type.Close:
+            self.jobs.shutdown()
+        return False
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
         """Stop the running job and stop following the viewer's layers when the widget closes."""
-        self.cancel()
+        self.jobs.shutdown()
         if self.has_case:
             for signal in self._layer_events():
                 signal.disconnect(self._refresh_cases)

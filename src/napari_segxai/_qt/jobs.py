@@ -53,6 +53,7 @@ class JobRunner(QObject):
         self.progress_bar, self.status, self.cancel_button = progress_bar, status, cancel_button
         self.noun = noun  # "segmentation", "explanation": used in messages
         self._worker = None
+        self._closing = False  # the window is closing: results go nowhere
         self._cancel_requested = threading.Event()
         self._napari_progress: Optional[cancelable_progress] = None
         self.advanced.connect(self._on_progress)
@@ -114,8 +115,30 @@ class JobRunner(QObject):
                 bar.total = total
             bar.update(min(int(done), total) - bar.n)
 
+    def shutdown(self, timeout_s: float = 60.0) -> bool:
+        """Cancel the running job and wait for its worker to stop (the window is closing); whether it stopped.
+
+        The worker stops at its next step; until then Qt events are processed so that its signals arrive
+        while the widgets they touch still exist. Its result, if any, is dropped.
+        """
+        import time
+
+        from qtpy.QtWidgets import QApplication
+
+        self._closing = True
+        if not self.running:
+            return True
+        self._cancel_requested.set()
+        deadline = time.monotonic() + timeout_s
+        while self.running and time.monotonic() < deadline:
+            QApplication.processEvents()
+            time.sleep(0.01)
+        return not self.running
+
     def _on_returned(self, outcome: Outcome, description: str, on_result: Callable[[Outcome], None]) -> None:
         """Hand a result to the widget (main thread), or report why there is none."""
+        if self._closing:
+            return
         if outcome.cancelled:
             self._reset_progress()
             self.status.setText("Cancelled.")
