@@ -81,7 +81,8 @@ def orthogonal_slices(report) -> np.ndarray:
                         channel=channel) for axis, _ in AXES]
     world = (case.affine @ np.r_[np.asarray(centre, float), 1.0])[:3]
     titles = [f"{name} ({case.modalities[channel]})" for _, name in AXES]
-    return _panels(images, titles, 3, title=f"through the tumour's centre: voxel {centre}, "
+    where = "the tumour's centre" if np.any(seg.labels != 0) else "the middle of the case (no tumour predicted)"
+    return _panels(images, titles, 3, title=f"through {where}: voxel {centre}, "
                                             f"{', '.join(f'{v:.0f}' for v in world)} mm")
 
 
