@@ -67,9 +67,17 @@ def test_card_is_derived_from_the_folder(nnunet_model):
     assert best.fold_weights == (nnunet_model.folder / "fold_0" / "checkpoint_best.pth",)
 
 
+def _without_outside(nnunet_model, card, labels, probabilities) -> None:
+    """nnU-Net's prediction with segment()'s documented last step: background where no input has signal."""
+    from napari_segxai.core.model.inference import outside_head, remove_outside_head
+
+    remove_outside_head(probabilities, labels, outside_head(_case(nnunet_model), card), card)
+
+
 def test_segment_reproduces_nnunet_predict(nnunet_model, tmp_path):
     """segxai segment on the folder = nnUNetv2_predict on the same case, folds and checkpoint."""
     expected_labels, expected_probabilities = _nnunet_predict(nnunet_model, tmp_path)
+    _without_outside(nnunet_model, load_model_card(nnunet_model.folder), expected_labels, expected_probabilities)
     out = tmp_path / "ours"
     assert main(["segment", str(nnunet_model.case), "--model", str(nnunet_model.folder), "--out", str(out),
                  "--device", "cpu"]) == 0
@@ -87,6 +95,7 @@ def test_one_fold_without_mirroring_matches_nnunet_too(nnunet_model, tmp_path):
     expected_labels, expected_probabilities = _nnunet_predict(nnunet_model, tmp_path, folds=("1",),
                                                               extra=("--disable_tta",))
     card = load_model_card(nnunet_model.folder, folds=["1"], mirroring=False)
+    _without_outside(nnunet_model, card, expected_labels, expected_probabilities)
     result = segment(_case(nnunet_model), card, device="cpu")
     assert (result.labels == expected_labels).mean() >= 0.999
     assert np.abs(result.probabilities - expected_probabilities).max() <= 1e-3
@@ -306,6 +315,7 @@ def test_region_based_models_read_regions_with_sigmoid_and_nnunet_label_order(nn
     assert card.activation == "sigmoid"
     assert [(c.name, c.label) for c in card.classes] == [("whole tumour", 2), ("tumour core", 1), ("enhancing", 3)]
     expected_labels, expected_probabilities = _predictor_output(folder, nnunet_model)
+    _without_outside(nnunet_model, card, expected_labels, expected_probabilities)
     result = segment(_case(nnunet_model), card, device="cpu")
     np.testing.assert_array_equal(result.labels, expected_labels)
     assert np.abs(result.probabilities - expected_probabilities).max() <= 1e-3
@@ -320,6 +330,7 @@ def test_a_2d_configuration_predicts_slice_by_slice_as_nnunet_does(nnunet_model,
     card = load_model_card(folder)
     assert card.spatial_dims == 2 and card.slice_axis == 0
     expected_labels, expected_probabilities = _predictor_output(folder, nnunet_model)
+    _without_outside(nnunet_model, card, expected_labels, expected_probabilities)
     result = segment(_case(nnunet_model), card, device="cpu")
     assert (result.labels == expected_labels).mean() >= 0.999
     assert np.abs(result.probabilities - expected_probabilities).max() <= 1e-3
