@@ -116,3 +116,14 @@ def test_report_shows_where_the_model_is_unsure_when_asked(setup, tmp_path, caps
     assert "<img" in section and re.search(r"\d+ voxels have an entropy above 0.5 nats, \d+% of the predicted tumour",
                                             section)
     assert "flips ensemble of 8 runs" in section  # a 3D case: flipped along every subset of its three axes
+
+
+def test_the_report_says_first_whether_the_case_is_like_the_training_cases(setup, tmp_path):
+    card, folder = setup
+    out = tmp_path / "report"
+    assert main(["report", str(folder), "--model", str(card), "--method", "saliency", "--no-influence",
+                 "--out", str(out)]) == 0
+    page = (out / "report.html").read_text(encoding="utf-8")
+    first = page.split("<h2>", 2)[1]
+    assert first.startswith("Finding</h2>") and "Domain check: " in first
+    assert re.search(r"Domain check: (in distribution|out of distribution: )", first)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime
 import time
 from dataclasses import dataclass, field
@@ -104,6 +105,12 @@ def build_report(
         segmentation = segment(case, card, network=network, device=device, progress=stage.part(0),
                                should_cancel=should_cancel)
     seconds["segment"] = segmentation.seconds
+    if segmentation.domain is None:  # is the case like the model's training cases? said first
+        from ..model.domain import check_domain
+
+        tick = time.perf_counter()
+        segmentation = dataclasses.replace(segmentation, domain=check_domain(case, card, network=network, device=device))
+        seconds["domain check"] = time.perf_counter() - tick
     if relevance is not None:
         if relevance.method != method_object.name:
             raise ValueError(f"The relevance given was made with {relevance.method}, not {method_object.name}.")

@@ -106,6 +106,8 @@ def sections(report, top: int) -> list[tuple[str, list]]:
     """The report's sections in order: (title, blocks); a block is an image, a table (rows) or a sentence."""
     rel, seg = report.relevance, report.segmentation
     found = finding_lines(report)
+    if seg.domain is not None:
+        found = [*found, f"Domain check: {seg.domain.describe()}."]
     out = [("Finding", found)] if found else []
     out += [
         ("Segmentation", [figures.orthogonal_slices(report), class_table(report),
