@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from napari.utils.notifications import show_error
 
-from ._layers import Key, world_affine
+from ._layers import Key, Role, world_affine
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -83,6 +83,42 @@ def _dicom_classes(data: np.ndarray, meta: dict[str, Any]) -> list[tuple[int, st
     return entries
 
 
+def _dicom_reference(meta: dict[str, Any], what: str) -> list:
+    """The files of the DICOM series the layer's case is on (ValueError when it was not opened from a DICOM study)."""
+    reference = (meta.get("metadata") or {}).get(Key.REFERENCE_FILES) or []
+    if not reference:
+        raise ValueError(f"The layer {meta.get('name', '')!r} does not belong to a case opened from a DICOM study, "
+                         f"so a {what} has no images to reference; save it as NIfTI.")
+    return reference
+
+
+def _dcm_path(path: str) -> Path:
+    return Path(path) if Path(path).suffix.lower() == ".dcm" else Path(path + ".dcm")
+
+
+def write_image_dicom(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Save a relevance layer of a DICOM study as a DICOM Parametric Map (the map as computed, not as shown)."""
+    from .core.io.dicom_write import write_parametric_map
+
+    try:
+        reference = _dicom_reference(meta, "Parametric Map")
+        info = meta.get("metadata") or {}
+        result = info.get(Key.RESULT)
+        if info.get(Key.ROLE) != Role.RELEVANCE or result is None:
+            raise ValueError(f"The layer {meta.get('name', '')!r} is not a relevance map; only relevance layers are "
+                             "saved as DICOM Parametric Maps (save images as NIfTI).")
+        k = list(result.class_names).index(info[Key.CLASS])
+        c = list(result.channel_names).index(info[Key.MODALITY])
+        written = write_parametric_map(np.asarray(result.relevance[k, c]), reference, world_affine(meta, 3),
+                                       _dcm_path(path), method=result.method,
+                                       target=f"class {info[Key.CLASS]}, channel {info[Key.MODALITY]}",
+                                       protected=_protected(meta), overwrite=True)
+    except (ValueError, OSError) as err:
+        show_error(str(err))
+        return []
+    return [str(written)]
+
+
 def write_labels_dicom(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Save a labels layer of a DICOM study as a DICOM SEG referencing the study's reference series."""
     from . import __version__
@@ -90,13 +126,10 @@ def write_labels_dicom(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 
     try:
         array = np.asarray(data)
-        reference = (meta.get("metadata") or {}).get(Key.REFERENCE_FILES) or []
-        if not reference:
-            raise ValueError(f"The layer {meta.get('name', '')!r} does not belong to a case opened from a DICOM study, "
-                             "so a DICOM SEG has no images to reference; save it as NIfTI.")
+        reference = _dicom_reference(meta, "DICOM SEG")
         if array.ndim != 3 or array.dtype.kind not in "biu":
             raise ValueError(f"Only 3D label volumes can be saved as DICOM SEG; this one is {array.ndim}D {array.dtype}.")
-        target = Path(path) if Path(path).suffix.lower() == ".dcm" else Path(path + ".dcm")
+        target = _dcm_path(path)
         card = (meta.get("metadata") or {}).get(Key.MODEL_CARD)
         written = write_seg(array, _dicom_classes(array, meta), reference, world_affine(meta, 3), target,
                             series_description=f"{meta.get('name', 'segmentation')}"[:64],

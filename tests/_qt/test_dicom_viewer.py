@@ -137,3 +137,28 @@ def test_a_dicom_study_segmented_in_the_viewer_lines_up_and_goes_back_as_dicom_s
 
     back = read_seg(path, segmentation.metadata[Key.REFERENCE_FILES], t1_affine, classes=default_model_card().classes)
     np.testing.assert_array_equal(back, segmentation.data)
+
+
+def test_a_relevance_layer_of_a_dicom_study_saves_as_a_parametric_map(npe2pm, tmp_path):
+    import napari
+    from npe2 import PluginManifest
+
+    from napari_segxai._layers import Key, layer_world_affine
+    from napari_segxai._qt.explain_display import relevance_layer_data
+    from napari_segxai.core.attribution import explain_case
+    from napari_segxai.core.io.dicom_write import read_parametric_map
+    from napari_segxai.core.io.nifti import load_case
+    from napari_segxai.core.model.card import default_model_card
+
+    npe2pm.register(PluginManifest.from_distribution("napari-segxai"))
+    case = load_case(_study(tmp_path / "study"))
+    result = explain_case(case, default_model_card(), classes=["edema"], target="voxel", voxel=(10, 12, 6),
+                          device="cpu")
+    data, kwargs, _ = relevance_layer_data(result, case)[3]  # edema on FLAIR, shown masked and thresholded
+    layer = Image(data, **kwargs)
+    (path,) = napari.save_layers(str(tmp_path / "map.dcm"), [layer], plugin="napari-segxai")
+    back = read_parametric_map(path, layer.metadata[Key.REFERENCE_FILES], layer_world_affine(layer))
+    np.testing.assert_allclose(back, result.relevance[0, 3], rtol=1e-6, atol=1e-9)  # the map as computed
+    import pydicom
+
+    assert "saliency, class edema, channel flair" in str(pydicom.dcmread(path).SeriesDescription)
