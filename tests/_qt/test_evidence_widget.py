@@ -327,3 +327,33 @@ def test_a_model_trained_on_files_shows_and_opens_the_dataset_cases(make_napari_
     viewer.window._qt_window.resize(1400, 900)
     qtbot.wait(200)
     viewer.screenshot(str(Path("/tmp/evidence_widget_files_test.png")), canvas_only=False, flash=False)
+
+
+def test_evidence_for_the_uncertain_voxels_only(make_napari_viewer, qtbot, toy_model, toy_case, notices):
+    """'only where the model is unsure': TracIn of the part of each class region above the entropy threshold."""
+    from napari_segxai._qt.evidence_widget import UNCERTAIN_NATS
+    from napari_segxai._qt.segment_widget import SegmentWidget
+    from napari_segxai.core.io.nifti import load_case
+
+    viewer = make_napari_viewer()
+    open_case(viewer, toy_case)
+    widget = EvidenceWidget(viewer)
+    widget.set_model_card(toy_model)
+    widget.engine.setCurrentText("exact")
+    widget.uncertain.setChecked(True)
+    widget.run_button.click()  # no entropy layer yet: one sentence, nothing computed
+    assert not widget.running and "no entropy layer" in notices["error"][-1]
+
+    segment = SegmentWidget(viewer)
+    segment.set_model_card(toy_model)
+    segment.uncertainty.setCurrentText("flips")
+    segment.run_button.click()
+    qtbot.waitUntil(lambda: not segment.running, timeout=TIMEOUT_MS)
+    entropy = np.asarray(viewer.layers[f"{toy_case.name} entropy"].data)
+    _run(widget, qtbot)
+    assert (entropy > UNCERTAIN_NATS).any()  # the toy model is unsure along its regions' borders
+    card = load_model_card(toy_model)
+    expected = influence(load_case(toy_case), card, engine="exact", within=entropy > UNCERTAIN_NATS)
+    whole = influence(load_case(toy_case), card, engine="exact")
+    np.testing.assert_array_equal(widget.last.result.test_voxels, expected.test_voxels)
+    assert expected.test_voxels.sum() < whole.test_voxels.sum()

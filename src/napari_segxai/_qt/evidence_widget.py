@@ -9,7 +9,7 @@ import numpy as np
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_warning
-from qtpy.QtWidgets import QBoxLayout, QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox
+from qtpy.QtWidgets import QBoxLayout, QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox
 
 from .._layers import Key, card_classes, case_layer_data, label_display, layer_world_affine
 from .compute_widget import ComputeWidget
@@ -20,6 +20,7 @@ from .side_by_side import SideBySide, grid_cells
 
 ANY_CLASS = "any class"
 DEFAULT_TOP = 6
+UNCERTAIN_NATS = 0.5  # "only where the model is unsure": entropy above this (core.model.uncertainty.DEFAULT_THRESHOLD)
 EVIDENCE_KEY = Key.EVIDENCE   # layer metadata of an opened training case: the query and the evidence
 
 
@@ -78,6 +79,10 @@ class EvidenceWidget(ComputeWidget):
         gradients.addWidget(self.engine)
         form.addRow("Gradients", gradients)
         form.addRow("Scores", self.scoring)
+        self.uncertain = QCheckBox("only where the model is unsure")
+        self.uncertain.setToolTip("Score only the part of each class region whose entropy (the case's entropy layer, "
+                                  "from Segment's Uncertainty) exceeds 0.5 nats: why is the model unsure here?")
+        form.addRow("", self.uncertain)
 
     def add_results(self, layout: QBoxLayout) -> None:
         """The proponents' and opponents' thumbnails, and Side by side."""
@@ -144,8 +149,13 @@ class EvidenceWidget(ComputeWidget):
         from ..core.influence import training_record
 
         training_record(card)
-        return {"engine": self.engine.currentText(), "layers": self.layers.currentText(),
-                "scoring": self.scoring.currentText()}
+        options = {"engine": self.engine.currentText(), "layers": self.layers.currentText(),
+                   "scoring": self.scoring.currentText()}
+        if self.uncertain.isChecked():
+            from .targets import uncertain_voxels
+
+            options["within"] = uncertain_voxels(self.viewer, case, UNCERTAIN_NATS)
+        return options
 
     def job_description(self, case, card, options: dict) -> str:
         """TracIn of <case> with <card>."""
