@@ -17,8 +17,10 @@ DEFAULT_THRESHOLD = 90.0
 
 
 def head_mask(case) -> np.ndarray:
-    """The voxels where any input channel has signal (is not 0, the background of skull-stripped MRI)."""
-    return np.any(np.asarray(case.channels) != 0, axis=0)
+    """The voxels where some input channel has signal: the complement of the core's rule for no signal."""
+    from ..core.model.inference import silent_voxels
+
+    return ~silent_voxels(np.asarray(case.channels))
 
 
 def shown_maps(maps: np.ndarray, head: np.ndarray | None, threshold: float) -> np.ndarray:

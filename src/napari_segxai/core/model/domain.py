@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from .card import ModelCard
-from .domain_reference import PERCENTILES, DomainReference, head_volume_ml, intensity_percentiles, silent_voxels
+from .domain_reference import PERCENTILES, DomainReference, head_volume_ml, intensity_percentiles
+from .inference import silent_voxels
 
 if TYPE_CHECKING:
     from ..case import Case

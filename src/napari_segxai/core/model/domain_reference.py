@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ import torch
 
 from ..progress import step
 from .card import ModelCard
+from .inference import outside_head, silent_voxels
 
 if TYPE_CHECKING:
     from ..case import Case
@@ -140,15 +141,6 @@ def pooled_features(network: torch.nn.Module, image: torch.Tensor, card: ModelCa
     return torch.cat([flat.mean(0), flat.max(0).values]).cpu().numpy().astype(np.float32)
 
 
-def silent_voxels(channels: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
-    """(C, *spatial) -> bool (*spatial): every channel is 0 or at its minimum there (no signal)."""
-    tensor = torch.as_tensor(channels)
-    silent = torch.ones(tensor.shape[1:], dtype=torch.bool, device=tensor.device)
-    for channel in tensor:
-        silent &= (channel == 0) | (channel == channel.min())
-    return silent
-
-
 def intensity_percentiles(image: torch.Tensor) -> np.ndarray:
     """(C, P) percentiles of each channel of a preprocessed (1, C, *grid) image inside the head."""
     head = ~silent_voxels(image[0])
@@ -161,8 +153,6 @@ def intensity_percentiles(image: torch.Tensor) -> np.ndarray:
 
 def head_volume_ml(case: Case, card: ModelCard) -> tuple[float, float]:
     """The head's volume (mL) and share of the case's voxels: voxels with signal in some channel the card reads."""
-    from .inference import outside_head
-
     outside = outside_head(case, card)
     voxel_ml = abs(float(np.linalg.det(np.asarray(case.affine)[:3, :3]))) / 1000.0
     inside = int(outside.size - np.count_nonzero(outside))

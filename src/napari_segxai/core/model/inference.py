@@ -94,16 +94,24 @@ def segment(
     )
 
 
+def silent_voxels(channels):
+    """(C, *spatial) numpy array or torch tensor -> bool (*spatial): every channel is 0 or at its minimum there.
+
+    The one rule for "no signal" (outside the head): segmentation, explanation targets, the domain
+    check and the viewer's relevance overlays all use it.
+    """
+    silent = None
+    for channel in channels:
+        here = (channel == 0) | (channel == channel.min())
+        silent = here if silent is None else silent & here
+    return silent
+
+
 def outside_head(case: Case, card: ModelCard) -> np.ndarray:
-    """Voxels (bool, case grid) where every channel the card reads is 0 or at that channel's minimum: no signal."""
+    """Voxels (bool, case grid) where every channel the card reads has no signal (:func:`silent_voxels`)."""
     from .preprocess import channel_indices
 
-    outside: Optional[np.ndarray] = None
-    for index in channel_indices(case, card):
-        channel = np.asarray(case.channels[index])
-        silent = (channel == 0) | (channel == channel.min())
-        outside = silent if outside is None else np.logical_and(outside, silent, out=outside)
-    return outside
+    return silent_voxels([np.asarray(case.channels[i]) for i in channel_indices(case, card)])
 
 
 def remove_outside_head(probabilities: np.ndarray, labels: np.ndarray, outside: np.ndarray, card: ModelCard) -> int:
