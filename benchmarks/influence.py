@@ -36,13 +36,17 @@ part). Stages, each saved as JSON in ``--work`` so a later run can reuse it:
   ``--queries`` cases the scores' Spearman, top-10 agreement and largest relative error;
 * ``similarity``: the faithfulness check (last-hidden-layer similarity vs TracIn rank) on the
   demo case, from the index;
+* ``modes``: how many common modes ``specific`` removes (core/influence/scoring.py), chosen on
+  ``--modes-queries`` held-out generated queries (seeds 900700 + 41 i, none of them a query of the
+  specificity stage): the specificity table below for each of ``--modes`` (comma-separated);
 * ``specificity``: does the evidence depend on the query? For each scoring (raw TracIn and the
-  renormalised cosine and relative, core/influence/scoring.py), from the default index, over the
-  demo case, ``--specificity-generated`` held-out generated cases and the real cases of
-  ``../shared/realdata`` (TCGA-DU-7294, TCGA-FG-6692, BraTS-GLI-00001-000): per class and pair of
-  queries, the top-10 proponent overlap and the rank Spearman over all training regions; per
-  query and class, the Spearman of score with last-hidden-layer similarity and the mean
-  similarity of the top-10 proponents and opponents. Prints a table of means and worst cases;
+  renormalised cosine, relative and specific, core/influence/scoring.py), from the default index,
+  over the demo case, ``--specificity-generated`` held-out generated cases and every real case of
+  ``../shared/realdata``: per class and pair of queries, the top-10 proponent overlap and the rank
+  Spearman over all training regions (and the share of pairs within the goal: overlap <= 0.3,
+  Spearman <= 0.5); per query and class, the Spearman of score with last-hidden-layer similarity
+  and the mean similarity of the top-10 proponents and opponents. Prints a table of means and
+  worst cases;
 * ``buildcost``: the index build's cost per training case against its floor, on ``--subset``
   training cases in this process: seconds of ``gradient_rows`` for one case (regions, every
   checkpoint's gradients of every class region, the sketch, the features) against T x K x (one
@@ -76,7 +80,7 @@ from napari_segxai.core.influence.regions import prepare_example  # noqa: E402
 from napari_segxai.core.model.loading import load_model_card  # noqa: E402
 from napari_segxai.core.io.paths import demo_model_card_path  # noqa: E402
 
-STAGES = ("index", "query", "captum", "spearman", "storage", "similarity", "specificity", "buildcost")
+STAGES = ("index", "query", "captum", "spearman", "storage", "similarity", "modes", "specificity", "buildcost")
 CLASSES = [1, 2, 3]
 
 
@@ -988,65 +992,105 @@ def stage_buildcost(card, args) -> dict:
             "parameters": model.parameters, "projection": projection}
 
 
-REAL_QUERIES = ("TCGA-DU-7294", "TCGA-FG-6692", "BraTS-GLI-00001-000")
-
-
-def stage_specificity(card, args) -> dict:
+def _specificity_table(found: list, label: str) -> dict:
+    """Pairwise overlap / Spearman and per-ranking faithfulness of one scoring's results (one per query)."""
     from itertools import combinations
 
     from napari_segxai.core.influence.features import similarity_check
+
+    pairs, faith = [], []
+    for a, name in enumerate(found[0].test_classes):
+        for x, y in combinations(range(len(found)), 2):
+            if found[x].test_voxels[a] == 0 or found[y].test_voxels[a] == 0:
+                continue
+            valid = (found[x].train_voxels > 0).ravel()
+            sx, sy = found[x].scores[a].ravel()[valid], found[y].scores[a].ravel()[valid]
+            pairs.append({"class": name, "queries": [found[x].case_name, found[y].case_name],
+                          "top10_overlap": _top_overlap(sx, sy), "spearman": _spearman(sx, sy)})
+    for result in found:
+        for row in similarity_check(result, top=10):
+            faith.append({"query": result.case_name, "class": row.test_class, "spearman_similarity": row.spearman,
+                          "proponents": row.proponents, "opponents": row.opponents})
+    overlap = np.array([p["top10_overlap"] for p in pairs])
+    rho = np.array([p["spearman"] for p in pairs])
+    summary = {
+        "label": label, "pairs": len(pairs),
+        "top10_overlap_mean": float(overlap.mean()), "top10_overlap_max": float(overlap.max()),
+        "overlap_within_goal": float((overlap <= 0.3).mean()),
+        "spearman_mean": float(rho.mean()), "spearman_max": float(rho.max()),
+        "spearman_within_goal": float((rho <= 0.5).mean()),
+        "similarity_spearman_mean": float(np.nanmean([f["spearman_similarity"] for f in faith])),
+        "proponents_more_similar": int(sum(f["proponents"] > f["opponents"] for f in faith)),
+        "class_queries": len(faith),
+        "not_closer": [f"{f['query']} {f['class']}" for f in faith if f["proponents"] <= f["opponents"]],
+    }
+    return {"summary": summary, "pairs": pairs, "faithfulness": faith}
+
+
+def _print_tables(tables: list, title: str) -> None:
+    header = (f"{'':14s} {'pairs':>5s} {'overlap mean/max (<=0.3)':>26s} {'Spearman mean/max (<=0.5)':>27s} "
+              f"{'score~similarity':>17s} {'proponents closer':>18s}")
+    lines = [header]
+    for table in tables:
+        s = table["summary"]
+        lines.append(f"{s['label']:14s} {s['pairs']:5d} {s['top10_overlap_mean']:7.2f} / {s['top10_overlap_max']:4.2f} "
+                     f"({s['overlap_within_goal']:4.0%})   {s['spearman_mean']:7.2f} / {s['spearman_max']:4.2f} "
+                     f"({s['spearman_within_goal']:4.0%})  {s['similarity_spearman_mean']:16.2f}  "
+                     f"{s['proponents_more_similar']:>8d} of {s['class_queries']}"
+                     + (f"  (not: {', '.join(s['not_closer'])})" if s["not_closer"] else ""))
+    log(title + "\n" + "\n".join(lines))
+
+
+def _queries_results(card, queries: list, scorings: dict) -> dict:
+    """{label: [InfluenceResult per query]} for each label's scoring, one segmentation and gradient pass per query.
+
+    ``scorings`` maps a label to (scoring, common modes or None)."""
+    from napari_segxai.core.influence import scoring as scoring_module
+    from napari_segxai.core.model.inference import segment
+
+    model = load_tracin_model(card)
+    results = {label: [] for label in scorings}
+    for case in queries:
+        seg = segment(case, card, network=model.network)
+        for label, (scoring, modes) in scorings.items():
+            default = scoring_module.COMMON_MODES     # each query reads the index again: its modes are recomputed
+            scoring_module.COMMON_MODES = modes if modes is not None else default
+            try:
+                results[label].append(influence(case, card, model=model, segmentation=seg, scoring=scoring))
+            finally:
+                scoring_module.COMMON_MODES = default
+        log(f"{case.name} ({len(results[next(iter(scorings))])}/{len(queries)})")
+    return results
+
+
+def stage_modes(card, args) -> dict:
+    from napari_segxai.core.training.evaluate import HELD_OUT_SEED_START
+    from napari_segxai.core.training.synth import generate_case
+
+    queries = [generate_case(HELD_OUT_SEED_START + 700 + 41 * i).case for i in range(args.modes_queries)]
+    scorings = {"relative": ("relative", None)}
+    scorings.update({f"specific r={r}": ("specific", r) for r in args.modes})
+    results = _queries_results(card, queries, scorings)
+    tables = [_specificity_table(found, label) for label, found in results.items()]
+    _print_tables(tables, f"common modes, {len(queries)} tuning queries ({', '.join(q.name for q in queries)}):")
+    return {"queries": [q.name for q in queries], "tables": tables}
+
+
+def stage_specificity(card, args) -> dict:
     from napari_segxai.core.influence.scoring import SCORINGS
     from napari_segxai.core.io.nifti import load_case
-    from napari_segxai.core.model.inference import segment
     from napari_segxai.core.training.evaluate import HELD_OUT_SEED_START
     from napari_segxai.core.training.synth import generate_case
 
     queries = [demo_case()]
     queries += [generate_case(HELD_OUT_SEED_START + 300 + 37 * i).case for i in range(args.specificity_generated)]
     realdata = Path(__file__).resolve().parents[2] / "shared" / "realdata"
-    queries += [load_case(realdata / name) for name in REAL_QUERIES if (realdata / name).is_dir()]
-    model = load_tracin_model(card)
-    results = {scoring: [] for scoring in SCORINGS}
-    for case in queries:
-        seg = segment(case, card, network=model.network)
-        for scoring in SCORINGS:
-            results[scoring].append(influence(case, card, model=model, segmentation=seg, scoring=scoring))
-        log(f"specificity: {case.name} ({len(results[SCORINGS[0]])}/{len(queries)})")
-    rows, summary = [], {}
-    for scoring, found in results.items():
-        pairs, faith = [], []
-        for a, name in enumerate(found[0].test_classes):
-            for x, y in combinations(range(len(found)), 2):
-                if found[x].test_voxels[a] == 0 or found[y].test_voxels[a] == 0:
-                    continue
-                valid = (found[x].train_voxels > 0).ravel()
-                sx, sy = found[x].scores[a].ravel()[valid], found[y].scores[a].ravel()[valid]
-                pairs.append({"class": name, "queries": [found[x].case_name, found[y].case_name],
-                              "top10_overlap": _top_overlap(sx, sy), "spearman": _spearman(sx, sy)})
-        for result in found:
-            for row in similarity_check(result, top=10):
-                faith.append({"query": result.case_name, "class": row.test_class, "spearman_similarity": row.spearman,
-                              "proponents": row.proponents, "opponents": row.opponents})
-        summary[scoring] = {
-            "pairs": len(pairs),
-            "top10_overlap_mean": float(np.mean([p["top10_overlap"] for p in pairs])),
-            "top10_overlap_max": float(np.max([p["top10_overlap"] for p in pairs])),
-            "spearman_mean": float(np.mean([p["spearman"] for p in pairs])),
-            "spearman_max": float(np.max([p["spearman"] for p in pairs])),
-            "similarity_spearman_mean": float(np.nanmean([f["spearman_similarity"] for f in faith])),
-            "proponents_more_similar": int(sum(f["proponents"] > f["opponents"] for f in faith)),
-            "class_queries": len(faith),
-        }
-        rows.append({"scoring": scoring, "pairs": pairs, "faithfulness": faith})
-    header = (f"{'scoring':10s} {'pairs':>5s} {'top-10 overlap mean/max':>24s} {'Spearman mean/max':>18s} "
-              f"{'score~similarity':>17s} {'proponents closer':>18s}")
-    lines = [header]
-    for scoring, s in summary.items():
-        lines.append(f"{scoring:10s} {s['pairs']:5d} {s['top10_overlap_mean']:11.2f} / {s['top10_overlap_max']:5.2f}      "
-                     f"{s['spearman_mean']:7.2f} / {s['spearman_max']:5.2f}  {s['similarity_spearman_mean']:16.2f}  "
-                     f"{s['proponents_more_similar']:>8d} of {s['class_queries']}")
-    log("specificity (top-10 overlap as a fraction of 10; pairs of different queries, same class):\n" + "\n".join(lines))
-    return {"queries": [q.name for q in queries], "summary": summary, "rows": rows}
+    queries += [load_case(folder) for folder in sorted(realdata.iterdir()) if folder.is_dir()] if realdata.is_dir() else []
+    results = _queries_results(card, queries, {scoring: (scoring, None) for scoring in SCORINGS})
+    tables = [_specificity_table(found, label) for label, found in results.items()]
+    _print_tables(tables, f"specificity, {len(queries)} queries ({', '.join(q.name for q in queries)}); top-10 overlap "
+                          "as a fraction of 10, pairs of different queries, same class; (share of pairs within the goal):")
+    return {"queries": [q.name for q in queries], "tables": tables}
 
 
 def main(argv=None) -> int:
@@ -1081,7 +1125,10 @@ def main(argv=None) -> int:
                         help="also compare the last K layers (comma-separated K) with all-parameter TracIn in the Spearman stage")
     parser.add_argument("--check-tail", action="store_true", help="check once that the last layers' gradient is the tail of all")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--specificity-generated", type=int, default=3,
+    parser.add_argument("--modes", type=lambda text: [int(k) for k in text.split(",") if k], default=[4, 8, 12, 16, 24, 32],
+                        help="numbers of common modes tried by the modes stage (comma-separated)")
+    parser.add_argument("--modes-queries", type=int, default=8, help="held-out generated query cases of the modes stage")
+    parser.add_argument("--specificity-generated", type=int, default=6,
                         help="held-out generated query cases of the specificity stage (besides the demo and real cases)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

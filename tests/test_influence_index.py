@@ -38,8 +38,8 @@ def card(tmp_path, cases_cache):
 
 def test_unprojected_index_equals_exact_and_lives_beside_the_checkpoints(card):
     case = blob_case()
-    exact = influence(case, card, engine="exact", threshold=0.2)
-    indexed = influence(case, card, engine="indexed", threshold=0.2)
+    exact = influence(case, card, engine="exact", threshold=0.2, scoring="relative")
+    indexed = influence(case, card, engine="indexed", threshold=0.2, scoring="relative")
     assert indexed.projection is None and indexed.details["index_status"] == "built"
     close_to_exact(indexed.scores, exact.scores)
     np.testing.assert_array_equal(indexed.centroids, exact.centroids)
@@ -47,7 +47,7 @@ def test_unprojected_index_equals_exact_and_lives_beside_the_checkpoints(card):
     path = indexed.details["index_path"]
     assert str(card.training.parent / "influence") in path
     assert (card.training.parent / "influence" / ".gitignore").read_text().strip().endswith("*")
-    again = influence(case, card, engine="indexed", threshold=0.2)
+    again = influence(case, card, engine="indexed", threshold=0.2, scoring="relative")
     assert again.details["index_status"] == "current" and again.details["index_path"] == path
     np.testing.assert_array_equal(again.scores, indexed.scores)
 
@@ -69,7 +69,7 @@ def test_a_changed_checkpoint_makes_the_index_stale_and_it_is_rebuilt(card):
     from napari_segxai.core.model.weights import load_state_dict, save_state_dict
 
     case = blob_case()
-    first = influence(case, card, threshold=0.0)
+    first = influence(case, card, threshold=0.0, scoring="relative")
     model = load_tracin_model(card)
     assert index_status(model, [1, 2, 3], threshold=0.0)[1] == "current"
     assert index_status(model, [1, 2, 3], threshold=0.3)[1] == "missing"
@@ -78,11 +78,11 @@ def test_a_changed_checkpoint_makes_the_index_stale_and_it_is_rebuilt(card):
     save_state_dict({k: v * 1.5 if v.is_floating_point() else v for k, v in state.items()}, path)
     model = load_tracin_model(card)
     assert index_status(model, [1, 2, 3], threshold=0.0)[1] == "stale"
-    second = influence(case, card, threshold=0.0)
+    second = influence(case, card, threshold=0.0, scoring="relative")
     assert second.details["index_status"] == "rebuilt (stale)"
     assert second.details["index_path"] == first.details["index_path"]
     assert not np.allclose(second.scores, first.scores)
-    exact = influence(case, card, engine="exact", threshold=0.0)
+    exact = influence(case, card, engine="exact", threshold=0.0, scoring="relative")
     close_to_exact(second.scores, exact.scores)
     assert index_status(model, [1, 2, 3], threshold=0.0)[1] == "current"
 
@@ -178,8 +178,8 @@ def test_a_killed_dask_build_resumes_from_its_finished_chunks(card, tmp_path):
 def test_a_slice_wise_2d_model_gets_the_same_scores_from_both_engines(tmp_path, cases_cache):
     card = load_model_card(toy_model(tmp_path / "toy2d", spatial_dims=2))
     case = blob_case()
-    exact = influence(case, card, engine="exact", threshold=0.0, layers="all")
-    indexed = influence(case, card, engine="indexed", threshold=0.0, layers="all", projection=0)
+    exact = influence(case, card, engine="exact", threshold=0.0, layers="all", scoring="relative")
+    indexed = influence(case, card, engine="indexed", threshold=0.0, layers="all", scoring="relative", projection=0)
     assert exact.scores.shape == (3, len(SEEDS), 3) and np.abs(exact.scores).max() > 0
     close_to_exact(indexed.scores, exact.scores)
     assert exact.similarity.shape == exact.scores.shape

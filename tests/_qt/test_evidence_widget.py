@@ -97,7 +97,10 @@ def test_thumbnails_appear_and_a_click_opens_the_training_case_beside_the_case(
                                        "along training.")
     assert [widget.test_class.itemText(i) for i in range(widget.test_class.count())] == ["necrosis", "edema", "enhancing"]
     assert widget.train_class.currentText() == ANY_CLASS
-    widget.engine.setCurrentText("exact")
+    assert widget.scoring.currentText() == "specific"
+    widget.engine.setCurrentText("exact")  # specific needs the index: greyed out, the exact engine's default instead
+    specific = widget.scoring.findText("specific")
+    assert widget.scoring.currentText() == "relative" and not widget.scoring.model().item(specific).isEnabled()
     widget.test_class.setCurrentText("edema")
     widget.top.setValue(3)
 
@@ -241,7 +244,7 @@ def test_the_demo_case_is_ranked_from_the_shipped_index_and_a_thumbnail_opens_it
     viewer.window.add_dock_widget(widget, name="Training evidence")
     assert Path(widget.card_path.text()).resolve() == Path(card.path).resolve()  # the bundled demo card, by default
     assert widget.engine.currentText() == "indexed" and widget.layers.currentText() == "all"
-    assert widget.scoring.currentText() == "relative"
+    assert widget.scoring.currentText() == "specific"
     assert widget.card_info.text() == ("segxai-demo-3d: 160 training cases, 6 checkpoints. TracIn sums over 6 "
                                        "checkpoints along training.")
     widget.test_class.setCurrentText("edema")

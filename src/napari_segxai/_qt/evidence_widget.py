@@ -40,7 +40,7 @@ class EvidenceWidget(ComputeWidget):
         # Heavy imports (torch, MONAI) happen here, when the widget is built, not at manifest read.
         from ..core.influence import ENGINES, LAYER_CHOICES
         from ..core.influence.gradients import DEFAULT_LAYERS
-        from ..core.influence.scoring import DEFAULT_SCORING, SCORINGS
+        from ..core.influence.scoring import DEFAULT_SCORING, EXACT_DEFAULT_SCORING, SCORINGS
 
         self.test_class = QComboBox()
         self.test_class.setToolTip("The class of this case whose training evidence is shown (its predicted region).")
@@ -69,8 +69,9 @@ class EvidenceWidget(ComputeWidget):
         self.scoring.setToolTip(
             "raw: TracIn as published (training regions with large gradients top every ranking); cosine: gradient "
             "similarity per checkpoint; relative: scaled by each training region's own gradient size; specific: relative, "
-            "less what every region of the class asks (indexed engine; docs/influence.md)."
+            "after removing what all training regions share (indexed engine only; docs/influence.md)."
         )
+        self.engine.currentTextChanged.connect(lambda engine: offer_scorings(self.scoring, engine, EXACT_DEFAULT_SCORING))
         form.addRow("Class", self.test_class)
         form.addRow("Training class", self.train_class)
         form.addRow("Show top", self.top)
@@ -370,3 +371,11 @@ def _alive(widget) -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def offer_scorings(box: QComboBox, engine: str, fallback: str) -> None:
+    """Grey out the scorings ``engine`` cannot compute (``specific`` needs the index); a greyed choice becomes ``fallback``."""
+    for row in range(box.count()):
+        box.model().item(row).setEnabled(not (engine == "exact" and box.itemText(row) == "specific"))
+    if engine == "exact" and box.currentText() == "specific":
+        box.setCurrentText(fallback)

@@ -16,7 +16,7 @@ def add_tracin_options(parser: argparse.ArgumentParser) -> None:
     from ..core.influence.gradients import DEFAULT_LAST_K, DEFAULT_LAYERS, LAYER_CHOICES
     from ..core.influence.index import DEFAULT_PROJECTION
     from ..core.influence.query import ENGINES
-    from ..core.influence.scoring import DEFAULT_SCORING, SCORINGS
+    from ..core.influence.scoring import DEFAULT_SCORING, EXACT_DEFAULT_SCORING, SCORINGS
 
     parser.add_argument("--class", dest="classes", action="append", default=None, metavar="C",
                         help="a class of the case to explain (repeat for several); default: every class but background")
@@ -39,10 +39,11 @@ def add_tracin_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="build the index on a local dask cluster of N worker processes (default: in this process, "
                              "or a local cluster of one worker per core, at most 4, for a training set of 32 or more files)")
-    parser.add_argument("--scoring", choices=SCORINGS, default=DEFAULT_SCORING,
+    parser.add_argument("--scoring", choices=SCORINGS, default=None,
                         help="raw TracIn, or renormalised: cosine (gradient-aggregated similarity), relative (to the "
-                             "training region's gradient size) or specific (relative, less what every region of the "
-                             f"class asks; indexed engine); default {DEFAULT_SCORING}, see docs/influence.md")
+                             "training region's gradient size) or specific (relative, after removing what all training "
+                             f"regions share; indexed engine); default {DEFAULT_SCORING} ({EXACT_DEFAULT_SCORING} with "
+                             "--engine exact), see docs/influence.md")
     parser.add_argument("--rebuild-index", action="store_true", help="rebuild the index even when it is current")
     parser.add_argument("--uncertain", type=float, default=None, nargs="?", const=DEFAULT_THRESHOLD, metavar="NATS",
                         help="why is the model unsure here: score only the part of each class region whose entropy "

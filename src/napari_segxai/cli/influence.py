@@ -11,8 +11,9 @@ DESCRIPTION = """\
 Which training cases taught the model to draw this case's classes? Segments the case, splits it
 into the predicted class regions (voxels below --threshold dropped) and scores every class region
 of every training case by TracIn: the sum over the recorded checkpoints of learning rate x
-(gradient of the test region's loss . gradient of the training region's loss), by default
-divided by the training region's gradient size (--scoring relative), see docs/influence.md.
+(gradient of the test region's loss . gradient of the training region's loss), by default after
+removing what all training regions' gradients share and divided by the training region's
+gradient size (--scoring specific), see docs/influence.md.
 Needs a model trained with `segxai train` or recorded with TrainingRecorder (checkpoints,
 learning rates and the training cases: generated, or files found again by their recorded paths).
 

@@ -28,7 +28,7 @@ from ..progress import CancelFn, ProgressFn, step
 from .checkpoints import TracInModel
 from .projection import PROJECTION_SEED, sketch
 from .rows import gradient_rows
-from .scoring import scored
+from .scoring import common_modes, remove_common_modes, scored
 from .regions import DEFAULT_MARGIN
 from .training_set import check_generator
 
@@ -82,12 +82,8 @@ class InfluenceIndex:
     built: bool = False
     build_seconds: float = 0.0
 
-    def scores(self, test_gradients: torch.Tensor, scoring: str = "raw",
-               test_classes: Optional[Sequence[int]] = None) -> np.ndarray:
-        """(K_test, N, K) TracIn scores (``scoring``, core.influence.scoring) of (T, K_test, D) test gradients.
-
-        ``specific`` needs ``test_classes`` (the card's class index of each test gradient), each one of the index's classes.
-        """
+    def scores(self, test_gradients: torch.Tensor, scoring: str = "raw") -> np.ndarray:
+        """(K_test, N, K) TracIn scores (``scoring``, core.influence.scoring) of (T, K_test, D) test gradients."""
         t, k_test, d = test_gradients.shape
         if d != self.parameters or t != self.gradients.shape[0]:
             raise ValueError(f"Test gradients ({t} checkpoints x {d} parameters) do not fit the index ({self.gradients.shape[0]} x {self.parameters}).")
@@ -96,34 +92,23 @@ class InfluenceIndex:
             test = sketch(test.reshape(t * k_test, d), self.projection, self.projection_seed).reshape(t, k_test, -1)
         test = test.double()
         if scoring == "specific":
-            test = test - self.class_means()[:, self._columns(test_classes, k_test)]
+            mean, directions, train = self._specific_rows
+            test = remove_common_modes(test, mean, directions)
+            products = torch.einsum("tad,tnbd->tanb", test, train)
+            return scored(products, self.learning_rates, test.norm(dim=-1), train.norm(dim=-1), scoring).numpy()
         train = torch.from_numpy(self.gradients).double()
         products = torch.einsum("tad,tnbd->tanb", test, train)
         if self.scales is not None:
             products = products * torch.from_numpy(self.scales).double()[:, None]
         return scored(products, self.learning_rates, test.norm(dim=-1), self.norms(), scoring).numpy()
 
-    def _columns(self, test_classes: Optional[Sequence[int]], k_test: int) -> list[int]:
-        """The index columns of the test classes (ValueError when one is not among the index's classes)."""
-        classes = [int(c) for c in self.meta.get("settings", {}).get("class_indices", [])]
-        if test_classes is None or len(test_classes) != k_test:
-            raise ValueError("Specific scores need the class of each test gradient.")
-        missing = [int(c) for c in test_classes if int(c) not in classes]
-        if missing:
-            raise ValueError(f"Specific scores need the training regions of the query's classes, and this index has no "
-                             f"class {missing[0]}; score every class of the training cases (no --train-class).")
-        return [classes.index(int(c)) for c in test_classes]
-
     @functools.cached_property
-    def _class_means(self) -> torch.Tensor:
+    def _specific_rows(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The common modes of the non-empty training regions and their rows without them (empty regions stay 0), computed once."""
         rows = torch.from_numpy(self.training_gradients()).double()           # (T, N, K, d)
-        present = torch.from_numpy(self.voxels > 0).double()                  # (N, K)
-        counts = present.sum(0).clamp(min=1)                                  # (K,)
-        return torch.einsum("tnkd,nk->tkd", rows, present) / counts[None, :, None]
-
-    def class_means(self) -> torch.Tensor:
-        """(T, K, d) float64 mean stored gradient of each class's non-empty training regions, computed once."""
-        return self._class_means
+        present = torch.from_numpy(self.voxels > 0)
+        mean, directions = common_modes(rows[:, present])
+        return mean, directions, remove_common_modes(rows, mean, directions) * present[None, :, :, None]
 
     @functools.cached_property
     def _norms(self) -> torch.Tensor:

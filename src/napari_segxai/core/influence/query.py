@@ -11,7 +11,7 @@ from ..progress import CancelFn, ProgressFn
 from .gradients import DEFAULT_LAST_K, DEFAULT_LAYERS
 from .regions import DEFAULT_MARGIN, prepare_example
 from .result import InfluenceResult
-from .scoring import DEFAULT_SCORING, check_scoring
+from .scoring import check_scoring
 from .training_set import GENERATED
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def influence(
     scheduler: Optional[str] = None,
     workers: Optional[int] = None,
     rebuild: bool = False,
-    scoring: str = DEFAULT_SCORING,
+    scoring: Optional[str] = None,
     segmentation=None,
     within: Optional[np.ndarray] = None,
     model=None,
@@ -67,7 +67,8 @@ def influence(
     """TracIn scores of each predicted class region of ``case`` against each class region of every training case.
 
     ``engine="exact"`` recomputes every training gradient; ``"indexed"`` reads them from an index file
-    beside the checkpoints (built on first use, rebuilt when stale). A ``segmentation`` of the case
+    beside the checkpoints (built on first use, rebuilt when stale). ``scoring`` None is the engine's
+    default (``specific`` indexed, ``relative`` exact; core.influence.scoring). A ``segmentation`` of the case
     by this card is reused for the regions; ``within`` (a boolean mask on the case's grid, e.g. the
     uncertain voxels) keeps only the part of each class region inside it. Raises
     :class:`NoTrainingRecord` when the card has no recorded checkpoints.
@@ -76,13 +77,11 @@ def influence(
     from .exact import exact_influence
 
     start = time.perf_counter()
-    check_scoring(scoring)
     if engine not in ENGINES:
         raise ValueError(f"Unknown TracIn engine {engine!r}; use one of {', '.join(ENGINES)}.")
+    scoring = check_scoring(scoring, engine)
     if not 0.0 <= float(threshold) < 1.0:
         raise ValueError(f"The confidence threshold must be in [0, 1), got {threshold}.")
-    if engine == "exact" and scoring == "specific":
-        raise ValueError("Specific scores need every training region's gradient at once: use the indexed engine.")
     if engine == "exact" and projection:
         raise ValueError("The exact engine does not project gradients; drop projection or use the indexed engine.")
     test_indices = class_indices(card, classes)
@@ -107,7 +106,7 @@ def influence(
         index = load_or_build_index(model, train_indices, threshold=threshold, projection=projection, margin=margin,
                                     index_dir=index_dir, scheduler=scheduler, workers=workers,
                                     rebuild=rebuild, progress=progress, should_cancel=should_cancel)
-        scores = index.scores(model.gradients(test), scoring, test_classes=test_indices)
+        scores = index.scores(model.gradients(test), scoring)
         centroids, bboxes, voxels, names = index.centroids, index.bboxes, index.voxels, index.case_names
         train_features = index.features
         used_projection = index.projection
