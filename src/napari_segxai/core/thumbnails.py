@@ -4,8 +4,9 @@ A thumbnail is the slice through a voxel (the centre of an influential region, s
 channel (FLAIR when the case has it, else the first), windowed at robust percentiles, with the
 outline of every labelled region drawn in its class colour. A 3D case with an affine is first
 brought to the closest RAS axes (permute/flip only), and the slice is shown the way radiologists
-read it: an axial slice (``axis=2``) with the patient's right on the left of the picture and
-anterior at the top; coronal and sagittal slices with superior at the top. Voxel spacing sets
+read it and the viewer shows it (``orientation.RADIOLOGICAL``): an axial slice (``axis=2``) with the
+patient's right on the left of the picture and anterior at the top; coronal and sagittal slices with
+superior at the top (a sagittal one with anterior on the left). Voxel spacing sets
 the aspect ratio; the picture is centred on a black ``size`` x ``size`` square. Voxels that are
 exactly zero are black (outside a skull-stripped or z-scored brain), whatever the window.
 
@@ -22,6 +23,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from .io.files import atomic_path
+from .orientation import on_screen, plane_of, plane_view
 
 DEFAULT_SIZE = 128
 PREFERRED_MODALITY = "flair"
@@ -265,18 +267,19 @@ def thumbnail(
         plane = np.take(volume, index, axis=axis)
         label_plane = None if labels is None else np.take(labels, index, axis=axis)
         overlay_plane = None if overlay is None else np.take(overlay, index, axis=axis)
-        spacing = [s for a, s in enumerate(spacing) if a != axis]
     else:
         plane, label_plane, overlay_plane = volume, labels, overlay
-        spacing = [1.0, 1.0]
+        axis, spacing = 2, [1.0, 1.0, 1.0]
         if affine is not None and np.shape(affine) == (3, 3):
-            spacing = list(np.linalg.norm(np.asarray(affine, dtype=float)[:2, :2], axis=0))
+            spacing = [*np.linalg.norm(np.asarray(affine, dtype=float)[:2, :2], axis=0), 1.0]
 
-    # Rows run along the second remaining axis (top = anterior / superior), columns along the
-    # first (left of the picture = patient's right; in a sagittal slice, anterior).
-    plane = plane.T[::-1, ::-1]
-    label_plane = None if label_plane is None else label_plane.T[::-1, ::-1]
-    extent = np.array([plane.shape[0] * spacing[1], plane.shape[1] * spacing[0]], dtype=float)
+    # Laid out in the radiological convention the viewer opens in too (core/orientation.py).
+    view = plane_view(plane_of(axis))
+    in_plane = tuple(a for a in range(3) if a != axis)
+    plane = on_screen(plane, in_plane, view)
+    label_plane = None if label_plane is None else on_screen(label_plane, in_plane, view)
+    overlay_plane = None if overlay_plane is None else on_screen(overlay_plane, in_plane, view)
+    extent = np.array([plane.shape[0] * spacing[view.rows], plane.shape[1] * spacing[view.columns]], dtype=float)
     height, width = (max(1, int(round(v))) for v in extent * size / extent.max())
 
     grey = (_resample(plane, height, width, order=1) - low) / (high - low)
@@ -284,7 +287,7 @@ def thumbnail(
     grey[_resample(plane == 0, height, width, order=0)] = 0  # exact zeros: outside the (skull-stripped) brain
     picture = np.repeat(grey[..., None], 3, axis=2)
     if overlay_plane is not None and overlay_limit and overlay_limit > 0:
-        values = _resample(overlay_plane.T[::-1, ::-1], height, width, order=1)
+        values = _resample(overlay_plane, height, width, order=1)
         alpha = np.clip(np.abs(values) / overlay_limit, 0.0, 1.0)[..., None] * OVERLAY_OPACITY
         colour = np.where(values[..., None] >= 0, POSITIVE_RGB, NEGATIVE_RGB)
         picture = np.round(picture * (1 - alpha) + colour * alpha).astype(np.uint8)
