@@ -63,9 +63,11 @@ def napari_get_reader(path: PathOrPaths) -> Optional[Callable[[PathOrPaths], lis
         show_info(" ".join(case.notes))
 
     def read_case(_path: PathOrPaths) -> list:
-        """Layer data for the case loaded when napari asked for a reader."""
+        """Layer data for the case loaded when napari asked for a reader (the viewer then shows it axial)."""
         from ._layers import case_layer_data
+        from ._orientation import watch_current_viewer
 
+        watch_current_viewer()
         return case_layer_data(case)
 
     return read_case

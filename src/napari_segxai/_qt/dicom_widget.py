@@ -16,6 +16,7 @@ from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFormLayo
                             QPushButton, QTableWidget, QTableWidgetItem)
 
 from .._layers import Key, Role, case_layer_data, layer_role
+from .._orientation import ViewOrientation
 from .compute_widget import ComputeWidget
 from .jobs import Outcome
 
@@ -163,6 +164,7 @@ class DicomStudyWidget(ComputeWidget):
         for layer in [layer for layer in self.viewer.layers if (layer.metadata or {}).get(Key.CASE) == case.name
                       and layer_role(layer) == Role.IMAGE]:
             self.viewer.layers.remove(layer)
+        ViewOrientation.of(self.viewer)  # a case opens axial, radiologically, with its letters
         for data, kwargs, _ in case_layer_data(case):
             self.viewer.add_image(data, **kwargs)
         said = " ".join(case.notes)

@@ -203,6 +203,7 @@ def show(case, result, card, picture: Path, *, interactive: bool, relevance=None
     from .._layers import case_layer_data, segmentation_layer_data
     from .._qt import SegmentWidget
     from .._qt.explain_widget import ExplainWidget
+    from .._qt.orientation_widget import PlaneChoice
 
     viewer = napari.Viewer(title=f"SegXAI demo: {case.name}", show=True)
     for data, kwargs, kind in case_layer_data(case, visible_modality=SHOWN_MODALITY):
@@ -214,6 +215,7 @@ def show(case, result, card, picture: Path, *, interactive: bool, relevance=None
     widget = SegmentWidget(viewer)
     widget.set_model_card(card.path, trusted=card.trusted)
     viewer.window.add_dock_widget(widget, name="Segment", area="right")
+    viewer.window.add_dock_widget(PlaneChoice(viewer), name="View plane", area="right")
     caption = f"{card.name} on {case.name} ({result.seconds:.1f} s, {result.device})"
     if case.label is not None:
         caption += f"\nDice: {format_dice(result.labels, case.label)}"
@@ -262,15 +264,15 @@ def frame_tumour(viewer, segmentation, affine, anatomy) -> None:
     """An axial view (anterior up, radiological left-right) through the tumour's centre, zoomed on the anatomy."""
     import numpy as np
 
+    from .._orientation import orient
+
     ndim = affine.shape[0] - 1
     foreground = np.argwhere(np.asarray(segmentation.data) > 0)
     centre = foreground.mean(axis=0) if len(foreground) else (np.array(segmentation.data.shape) - 1) / 2
     world = (affine @ np.r_[centre, 1.0])[:ndim]
     viewer.dims.ndisplay = 2
-    viewer.dims.order = (ndim - 1, *range(ndim - 2, -1, -1))  # slice along z; show y (rows) and x
-    viewer.camera.orientation2d = ("up", "left")
+    orient(viewer, "axial")  # radiological, the R/L, A/P letters on the canvas edges
     viewer.dims.set_point(range(ndim), world)
-    viewer.reset_view()
     shown = list(viewer.dims.displayed)
     everything = np.asarray(viewer.layers.extent.world)[:, shown]
     box = _world_box(anatomy, affine)[:, shown]
