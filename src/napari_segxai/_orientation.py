@@ -16,9 +16,10 @@ from napari.components.overlays import TextOverlay
 from napari.utils.events import EmitterGroup
 
 from ._layers import Key
-from .core.orientation import PLANES, RADIOLOGICAL, edge_letters, plane_of, plane_view
+from .core.orientation import RADIOLOGICAL, edge_letters, plane_of, plane_view
 
 DEFAULT_PLANE = "axial"
+PREFERENCE = ("axial", "coronal", "sagittal")  # a case opens in the first of these napari can draw
 #: Screen edge -> the canvas position of its letter.
 EDGE_POSITIONS = {"top": "top_center", "bottom": "bottom_center", "left": "middle_left", "right": "middle_right"}
 LETTER_COLOR = "#ffd54f"
@@ -34,6 +35,29 @@ def overlay_name(edge: str) -> str:
 def shows_a_case(viewer) -> bool:
     """Whether a layer of the viewer belongs to a case (so its world is RAS+ mm)."""
     return any(Key.CASE in (layer.metadata or {}) for layer in viewer.layers)
+
+
+def drawable_planes(viewer) -> tuple[str, ...]:
+    """The planes napari can draw every case layer of ``viewer`` in.
+
+    napari draws a 2D view only where the two world axes shown come from two voxel axes that are
+    shown too; a case whose affine permutes its voxel axes against R/A/S (a coronal or sagittal
+    acquisition used as the grid) then has one plane it can be drawn in, or none.
+    """
+    import numpy as np
+
+    from ._layers import layer_world_affine
+
+    ndim = viewer.dims.ndim
+    if ndim < 3:
+        return ("axial",)
+    drawable = []
+    linear = [layer_world_affine(layer)[:ndim, :ndim] for layer in viewer.layers if Key.CASE in (layer.metadata or {})]
+    for plane in PREFERENCE:
+        shown = list(plane_view(plane).order(ndim)[-2:])
+        if all(np.linalg.cond(matrix[np.ix_(shown, shown)]) < 1e6 for matrix in linear):
+            drawable.append(plane)
+    return tuple(drawable)
 
 
 class ViewOrientation:
@@ -56,7 +80,7 @@ class ViewOrientation:
         viewer.layers.events.inserted.connect(self._inserted)
         viewer.layers.events.removed.connect(self.refresh)
         if shows_a_case(viewer) and tuple(viewer.dims.order) == tuple(range(viewer.dims.ndim)):
-            self.show_plane(self.plane)  # a case still in napari's default view
+            self._open_case()  # a case still in napari's default view
         self.refresh()
 
     @classmethod
@@ -76,10 +100,17 @@ class ViewOrientation:
         """Show ``plane`` (axial, coronal or sagittal) in the convention, at the same world point, the whole case in view."""
         view = plane_view(plane, self.convention)
         viewer = self.viewer
-        self.plane = plane
         ndim = viewer.dims.ndim
         if ndim < 3 and plane != "axial":
             raise ValueError(f"A {ndim}D case has only the axial plane.")
+        drawable = drawable_planes(viewer)
+        if plane not in drawable:
+            raise ValueError(
+                f"napari cannot draw this case's {plane} slices: its voxels are stored along other axes than "
+                f"R/A/S (a coronal or sagittal acquisition as the grid), and napari draws only the planes they span "
+                f"({', '.join(drawable) or 'none'})."
+            )
+        self.plane = plane
         viewer.dims.order = view.order(ndim)
         viewer.scene.camera.orientation2d = view.orientation2d
         viewer.reset_view()
@@ -133,7 +164,15 @@ class ViewOrientation:
         layer = event.value
         others = [other for other in self.viewer.layers if other is not layer]
         if Key.CASE in (layer.metadata or {}) and not any(Key.CASE in (o.metadata or {}) for o in others):
-            self.show_plane(self.plane if self.viewer.dims.ndim >= 3 else "axial")
+            self._open_case()
+        else:
+            self.refresh()
+
+    def _open_case(self) -> None:
+        """Show a newly opened case in the chosen plane, else in the first plane napari can draw it in."""
+        drawable = drawable_planes(self.viewer)
+        if drawable:
+            self.show_plane(self.plane if self.plane in drawable else drawable[0])
         else:
             self.refresh()
 
@@ -154,4 +193,4 @@ def watch_current_viewer() -> None:
         ViewOrientation.of(viewer)
 
 
-__all__ = ["DEFAULT_PLANE", "PLANES", "ViewOrientation", "orient", "watch_current_viewer"]
+__all__ = ["DEFAULT_PLANE", "ViewOrientation", "drawable_planes", "orient", "watch_current_viewer"]

@@ -35,12 +35,16 @@ def letters(viewer) -> dict[str, str]:
     return shown
 
 
-def write_marker_case(folder: Path, signs) -> tuple[Path, np.ndarray, np.ndarray]:
-    """A one-volume NIfTI case with a bright ball on the patient's right-anterior-superior; its path, world centre, voxel."""
+def write_marker_case(folder: Path, signs, axes=(0, 1, 2)) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A one-volume NIfTI case with a bright ball on the patient's right-anterior-superior; its path, world centre, voxel.
+
+    Voxel axis i runs along world axis ``axes[i]``, towards R/A/S when ``signs[i]`` is 1, else away.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    affine = np.eye(4)
-    affine[:3, :3] = np.diag(np.asarray(signs) * np.asarray(SPACING))
-    affine[:3, 3] = [-s * (n - 1) * d / 2 for s, n, d in zip(signs, SHAPE, SPACING)]  # the grid centred on 0 mm
+    affine = np.diag([0.0, 0.0, 0.0, 1.0])
+    for i, (axis, sign) in enumerate(zip(axes, signs)):
+        affine[axis, i] = sign * SPACING[i]
+    affine[:3, 3] = -affine[:3, :3] @ ((np.asarray(SHAPE) - 1) / 2)  # the grid centred on 0 mm
     voxels = np.indices(SHAPE).reshape(3, -1)
     world = (affine @ np.r_[voxels, np.ones((1, voxels.shape[1]))])[:3].T.reshape(*SHAPE, 3)
     ball = np.linalg.norm(world - MARKER_OFFSET_MM, axis=-1) < 4.0
@@ -49,6 +53,12 @@ def write_marker_case(folder: Path, signs) -> tuple[Path, np.ndarray, np.ndarray
     nib.save(nib.Nifti1Image(volume, affine), path)
     voxel = np.argwhere(ball).mean(axis=0)
     return path, (affine @ np.r_[voxel, 1.0])[:3], np.round(voxel).astype(int)
+
+
+def only_images(viewer) -> None:
+    """Hide the labels layers (their class colours include the letters' yellow)."""
+    for layer in viewer.layers:
+        layer.visible = layer.visible and type(layer).__name__ == "Image"
 
 
 def settle(rounds: int = 5) -> None:
@@ -136,7 +146,7 @@ def test_a_screenshot_of_the_viewer_shows_the_letters(make_napari_viewer, tiny_c
     """The letters are drawn on the canvas (the picture docs/viewer.md describes)."""
     viewer = make_napari_viewer(show=True)
     open_case(viewer, tiny_case)
-    viewer.dims.ndisplay = 2
+    only_images(viewer)
     settle()
     picture = viewer.screenshot(str(tmp_path / "viewer.png"), canvas_only=True, flash=False)[..., :3].astype(int)
     yellow = (picture[..., 0] > 200) & (picture[..., 1] > 170) & (picture[..., 2] < 140)
@@ -144,3 +154,42 @@ def test_a_screenshot_of_the_viewer_shows_the_letters(make_napari_viewer, tiny_c
     band = slice(height // 3, 2 * height // 3), slice(width // 3, 2 * width // 3)
     assert yellow[band[0], : width // 8].any() and yellow[band[0], -width // 8:].any()  # R and L at the middle edges
     assert yellow[: height // 8, band[1]].any() and yellow[-height // 8:, band[1]].any()  # A and P at the top/bottom
+
+
+def test_a_caption_at_the_top_centre_tiles_beside_the_letter_not_across_it(make_napari_viewer, tiny_case):
+    """The demo's caption and Explain's colour legend sit at the top centre, where the A is: napari stacks them."""
+    viewer = make_napari_viewer(show=True)
+    open_case(viewer, tiny_case)
+    only_images(viewer)
+    caption = viewer.canvas.overlays.text
+    caption.text, caption.position, caption.color, caption.visible = "a caption\nof two lines", "top_center", "white", True
+    settle()
+    picture = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+    middle = picture[: picture.shape[0] // 3, picture.shape[1] // 3: 2 * picture.shape[1] // 3]
+    yellow_rows = np.nonzero(((middle[..., 0] > 200) & (middle[..., 1] > 170) & (middle[..., 2] < 140)).any(axis=1))[0]
+    white_rows = np.nonzero((middle > 200).all(axis=-1).any(axis=1))[0]
+    assert len(yellow_rows) and len(white_rows)
+    assert yellow_rows.max() < white_rows.min() or white_rows.max() < yellow_rows.min()
+
+
+def test_a_case_stored_along_other_axes_opens_in_the_plane_napari_can_draw(make_napari_viewer, tmp_path, monkeypatch):
+    """Voxel axes (R, S, A), as a coronal acquisition: napari draws only its sagittal slices; axial is refused."""
+    from napari_segxai._qt import orientation_widget
+    from napari_segxai.core.io.nifti import load_case
+    from napari_segxai.core.thumbnails import thumbnail
+
+    errors = []
+    monkeypatch.setattr(orientation_widget, "show_error", errors.append)
+    path, world, voxel = write_marker_case(tmp_path / "coronal", (1, -1, 1), axes=(0, 2, 1))
+    viewer = make_napari_viewer(show=True)
+    open_case(viewer, path)
+    assert letters(viewer) == {"top": "S", "bottom": "I", "left": "A", "right": "P"}
+    viewer.dims.set_point(range(3), world)
+    settle()
+    assert marker_quadrant(viewer.screenshot(canvas_only=True, flash=False)) == TOP_LEFT
+    assert marker_quadrant(thumbnail(load_case(path), None, voxel, axis=0, size=64)) == TOP_LEFT
+    choice = PlaneChoice(viewer)
+    choice.buttons["axial"].click()
+    assert "cannot draw this case's axial slices" in errors[-1] and "(sagittal)" in errors[-1]
+    assert choice.buttons["sagittal"].isChecked() and not choice.buttons["axial"].isChecked()
+    assert letters(viewer)["left"] == "A"

@@ -12,14 +12,13 @@ from typing import TYPE_CHECKING, Any, Optional
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from .._orientation import ViewOrientation
+from .._orientation import PREFERENCE, ViewOrientation
 from ..core.orientation import RADIOLOGICAL
 
 if TYPE_CHECKING:
     import napari
 
-SHOWN_PLANES = ("axial", "coronal", "sagittal")
-CONVENTION_NOTE = "Radiological: the patient's right on the screen's left; anterior or superior at the top."
+CONVENTION_NOTE = "Radiological: the patient's right on the screen's left."
 
 
 class PlaneChoice(QWidget):
@@ -34,7 +33,7 @@ class PlaneChoice(QWidget):
         row = QHBoxLayout()
         row.setContentsMargins(0, 0, 0, 0)
         self.buttons: dict[str, QPushButton] = {}
-        for plane in SHOWN_PLANES:
+        for plane in PREFERENCE:
             top, left = RADIOLOGICAL[plane]
             button = QPushButton(plane.capitalize())
             button.setCheckable(True)

@@ -95,7 +95,7 @@ class RelevanceView(QGroupBox):
                         else f"{result.method}: brighter = more relevant")
         overlay.color = "white"
         overlay.font_size = 9
-        overlay.position = "top_right"
+        overlay.position = "top_center"  # tiled above the orientation letter there, never across it
         overlay.visible = True
 
     def reshow(self, *_: Any) -> None:

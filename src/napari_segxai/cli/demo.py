@@ -231,7 +231,7 @@ def show(case, result, card, picture: Path, *, interactive: bool, relevance=None
         caption += f"\nWhich sequence carries each class ({SUMMARY_METHOD}):\n" + "\n".join(summary)
     viewer.scale_bar.visible = True
     viewer.text_overlay.text = caption
-    viewer.text_overlay.position = "top_left"
+    viewer.text_overlay.position = "top_center"  # tiled above the A of the orientation letters
     viewer.text_overlay.visible = True
     viewer.window.resize(*window_size())
     settle(viewer)
