@@ -72,6 +72,7 @@ class ViewOrientation:
         for edge, position in EDGE_POSITIONS.items():
             viewer.canvas.overlays[overlay_name(edge)] = TextOverlay(
                 text="", position=position, color=LETTER_COLOR, font_size=LETTER_SIZE, visible=False,
+                gridded=True,  # in grid view every view (all share the camera) gets its letters
             )
         viewer.dims.events.order.connect(self.refresh)
         viewer.dims.events.ndisplay.connect(self.refresh)

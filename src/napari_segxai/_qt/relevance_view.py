@@ -95,7 +95,8 @@ class RelevanceView(QGroupBox):
                         else f"{result.method}: brighter = more relevant")
         overlay.color = "white"
         overlay.font_size = 9
-        overlay.position = "top_center"  # tiled above the orientation letter there, never across it
+        overlay.position = "top_center"  # stacked with the orientation letter there (_orientation), never across it
+        overlay.gridded = True  # like the letters: in grid view, in every view rather than across the gaps
         overlay.visible = True
 
     def reshow(self, *_: Any) -> None:
