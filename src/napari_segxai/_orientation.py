@@ -12,14 +12,15 @@ from __future__ import annotations
 import weakref
 from typing import Any, Optional
 
+import numpy as np
 from napari.components.overlays import TextOverlay
 from napari.utils.events import EmitterGroup
 
-from ._layers import Key
+from ._layers import Key, layer_world_affine
 from .core.orientation import RADIOLOGICAL, edge_letters, plane_of, plane_view
 
-DEFAULT_PLANE = "axial"
 PREFERENCE = ("axial", "coronal", "sagittal")  # a case opens in the first of these napari can draw
+DEFAULT_PLANE = PREFERENCE[0]
 #: Screen edge -> the canvas position of its letter.
 EDGE_POSITIONS = {"top": "top_center", "bottom": "bottom_center", "left": "middle_left", "right": "middle_right"}
 LETTER_COLOR = "#ffd54f"
@@ -44,10 +45,6 @@ def drawable_planes(viewer) -> tuple[str, ...]:
     shown too; a case whose affine permutes its voxel axes against R/A/S (a coronal or sagittal
     acquisition used as the grid) then has one plane it can be drawn in, or none.
     """
-    import numpy as np
-
-    from ._layers import layer_world_affine
-
     ndim = viewer.dims.ndim
     if ndim < 3:
         return ("axial",)
@@ -172,8 +169,12 @@ class ViewOrientation:
     def _open_case(self) -> None:
         """Show a newly opened case in the chosen plane, else in the first plane napari can draw it in."""
         drawable = drawable_planes(self.viewer)
-        if drawable:
-            self.show_plane(self.plane if self.plane in drawable else drawable[0])
+        if self.plane in drawable:
+            self.show_plane(self.plane)
+        elif drawable:
+            chosen = self.plane
+            self.show_plane(drawable[0])
+            self.plane = chosen  # the next case opens in the chosen plane again
         else:
             self.refresh()
 
