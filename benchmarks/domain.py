@@ -12,9 +12,12 @@ Run: ``nice -n 5 .venv/bin/python benchmarks/domain.py [--count 6]``. With the b
   base contrasts, z-scored in the brain, zero outside, a little noise) and the MS case
   open_ms_patient19.
 
-Prints, per case, the distance, the verdict and the seconds; then the AUROC of the distance
-(non-tumour cases positive) over all cases and over the real cases only, and how many cases of
-each group the verdict flags.
+Each case is segmented first and the check is given the segmentation, as ``segxai segment`` does
+(so the lesion-volume check runs). Prints, per case, the distance, the predicted lesion volume,
+the verdict and the seconds; then, non-tumour cases positive, the AUROC over all cases and over
+the real cases only of the feature distance, of the lesion score (log of the smallest training
+lesion over the predicted one: how far below every training lesion it is) and of the verdict
+itself, and how many cases of each group the verdict flags.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from napari_segxai.core.case import Case  # noqa: E402
 from napari_segxai.core.io.paths import demo_model_card_path  # noqa: E402
 from napari_segxai.core.model.card import build_network  # noqa: E402
 from napari_segxai.core.model.domain import check_domain  # noqa: E402
-from napari_segxai.core.model.domain_reference import domain_reference  # noqa: E402
+from napari_segxai.core.model.domain_reference import domain_reference, lesion_volume_ml  # noqa: E402
+from napari_segxai.core.model.inference import segment  # noqa: E402
 from napari_segxai.core.model.loading import load_model_card  # noqa: E402
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
@@ -75,6 +79,9 @@ def main() -> int:
     print(f"reference: {len(reference.features)} training cases, layer {reference.layer}, threshold "
           f"{reference.threshold:.3f} (held-out calibration distances {np.round(reference.calibration, 3).tolist()}), "
           f"{time.perf_counter() - start:.1f} s to load or build")
+    lesions = reference.lesions[np.isfinite(reference.lesions)]
+    smallest = float(lesions.min())
+    print(f"training lesions: {smallest:.1f} to {float(lesions.max()):.1f} mL (median {float(np.median(lesions)):.1f})")
     cases = [("generated", False, lambda s=s: generate_case(s).case)
              for s in range(args.seed_start, args.seed_start + args.count)]
     cases += [("real tumour", False, lambda n=n: load_case(REALDATA / n)) for n in TUMOUR_CASES
@@ -85,20 +92,23 @@ def main() -> int:
     rows = []
     for group, negative, make in cases:
         case = make()
+        seg = segment(case, card, network=network, device="cpu")
         start = time.perf_counter()
-        check = check_domain(case, card, network=network, device="cpu", reference=reference)
+        check = check_domain(case, card, network=network, device="cpu", reference=reference, segmentation=seg)
         seconds = time.perf_counter() - start
-        rows.append((group, negative, check.distance, not check.in_distribution))
-        print(f"{case.name:<28} {group:<16} distance {check.distance:7.3f}  {seconds:5.1f} s  {check.verdict}")
-    distances = np.array([r[2] for r in rows])
+        lesion = lesion_volume_ml(seg.labels, seg.affine)
+        rows.append((group, negative, check.distance, np.log(smallest / max(lesion, 0.01)), not check.in_distribution))
+        print(f"{case.name:<28} {group:<16} distance {check.distance:7.3f}  lesion {lesion:7.1f} mL  "
+              f"{seconds:5.1f} s  {check.verdict}")
     positives = np.array([r[1] for r in rows])
     real = np.array([r[0] != "generated" and r[0] != "template" for r in rows])
-    print(f"AUROC of the feature distance, non-tumour vs tumour, all {len(rows)} cases: "
-          f"{auroc(distances, positives):.3f}")
-    print(f"AUROC, real cases only ({int(real.sum())}): {auroc(distances[real], positives[real]):.3f}")
+    for column, name in ((2, "feature distance"), (3, "lesion score"), (4, "verdict (flagged = 1)")):
+        values = np.array([float(r[column]) for r in rows])
+        print(f"AUROC of the {name}, non-tumour vs tumour: all {len(rows)} cases {auroc(values, positives):.3f}, "
+              f"real cases only ({int(real.sum())}) {auroc(values[real], positives[real]):.3f}")
     for group in dict.fromkeys(r[0] for r in rows):
         chosen = [r for r in rows if r[0] == group]
-        print(f"flagged out of distribution (any reason), {group}: {sum(r[3] for r in chosen)} of {len(chosen)}")
+        print(f"flagged out of distribution (any reason), {group}: {sum(r[4] for r in chosen)} of {len(chosen)}")
     return 0
 
 

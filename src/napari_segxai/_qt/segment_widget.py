@@ -80,7 +80,7 @@ class SegmentWidget(ComputeWidget):
 
             seg, measured = segment_with_uncertainty(case, card, uncertainty, device=device, progress=progress,
                                                      should_cancel=should_cancel)
-        seg = dataclasses.replace(seg, domain=check_domain(case, card, device=device, progress=progress))
+        seg = dataclasses.replace(seg, domain=check_domain(case, card, device=device, segmentation=seg, progress=progress))
         return seg if measured is None else (seg, measured)
 
     def show_outcome(self, outcome: Outcome) -> None:

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"Segmented {case.name} with {card.name} on {result.device} in {result.seconds:.1f} s.")
     print(f"Removed {result.outside_removed} labelled voxels outside the head (no signal in any input sequence).")
     with TerminalProgress(f"checking {case.name} against {card.name}'s training set") as bar:
-        domain = check_domain(case, card, network=network, device=device, progress=bar)
+        domain = check_domain(case, card, network=network, device=device, segmentation=result, progress=bar)
     print(f"Domain: {domain.describe()}")
     if args.format in ("nifti", "both"):
         write_segmentation(result, case.name, args.out, protected=case.source_paths)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .card import ModelCard
-from .domain_reference import PERCENTILES, DomainReference, head_volume_ml, intensity_percentiles
+from .domain_reference import PERCENTILES, DomainReference, head_volume_ml, intensity_percentiles, lesion_volume_ml
 from .inference import silent_voxels
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ __all__ = ["DomainCheck", "check_domain", "head_volume_ml", "intensity_percentil
 
 #: A percentile is flagged beyond the training range widened by this many times its width (at least 0.5).
 INTENSITY_TOLERANCE = 1.0
-#: A head volume is flagged below half the smallest or above twice the largest training case's.
+#: A head or lesion volume is flagged below half the smallest or above twice the largest training case's.
 VOLUME_FACTOR = 2.0
 #: Below this share of the volume with signal, a case has almost no head in it (any model).
 MIN_HEAD_SHARE = 0.01
@@ -69,8 +69,11 @@ class DomainCheck:
 
 def check_domain(case: Case, card: ModelCard, *, network: Optional[torch.nn.Module] = None,
                  device: Union[str, torch.device, None] = None, reference: Optional[DomainReference] = None,
-                 progress=None) -> DomainCheck:
+                 segmentation=None, progress=None) -> DomainCheck:
     """Input checks and, for models with a training record, the feature distance of ``case`` to the training set.
+
+    ``segmentation``, the model's :class:`.inference.Segmentation` of the case, adds the lesion-volume
+    check: a predicted lesion volume far outside the training cases' (none at all included).
 
     ``reference`` defaults to the model's (:func:`.domain_reference.domain_reference`: shipped beside
     the bundled model, else computed once and cached, reporting ``progress``).
@@ -103,6 +106,10 @@ def check_domain(case: Case, card: ModelCard, *, network: Optional[torch.nn.Modu
         return DomainCheck(tuple(reasons), tuple(measurements),
                            note="no training record: input checks only (modalities, finite values, head coverage)")
     reasons += _compare_inputs(card, percentiles, volume, reference)
+    if segmentation is not None:
+        lesion = lesion_volume_ml(segmentation.labels, segmentation.affine)
+        measurements.append(f"predicted lesion: {lesion:.1f} mL")
+        reasons += _compare_lesion(lesion, reference)
     from .card import build_network
 
     network = build_network(card, device) if network is None else network.to(device).eval()
@@ -135,3 +142,21 @@ def _compare_inputs(card: ModelCard, percentiles: np.ndarray, volume: float,
         reasons.append(f"the head with signal is {volume:.0f} mL, the training cases' {smallest:.0f} to "
                        f"{largest:.0f} mL (not skull-stripped, or cropped?)")
     return reasons
+
+
+def _compare_lesion(lesion: float, reference: DomainReference) -> list[str]:
+    """Why a predicted lesion volume (mL) is unlike the training cases' labelled lesions; [] when alike or unknown."""
+    known = reference.lesions[np.isfinite(reference.lesions)]
+    if known.size == 0:
+        return []
+    smallest, largest = float(known.min()), float(known.max())
+    if lesion == 0 and smallest > 0:
+        return [f"no lesion predicted, and every training case had one (the smallest {smallest:.1f} mL): the model "
+                f"was never trained on a case without one, so its 'no finding' is untested"]
+    if lesion < smallest / VOLUME_FACTOR:
+        return [f"the predicted lesion is {lesion:.1f} mL, the training cases' {smallest:.1f} to {largest:.1f} mL: "
+                f"the model was not trained on lesions this small"]
+    if lesion > largest * VOLUME_FACTOR:
+        return [f"the predicted lesion is {lesion:.1f} mL, the training cases' {smallest:.1f} to {largest:.1f} mL: "
+                f"the model was not trained on lesions this large"]
+    return []

@@ -1,4 +1,4 @@
-"""The training set as the domain check sees it: pooled network features, intensities, head volumes, a threshold.
+"""The training set as the domain check sees it: pooled network features, intensities, head and lesion volumes, a threshold.
 
 A model trained with ``segxai train`` records its training cases. :func:`build_reference` runs the
 final network over up to :data:`TRAINING_CASES` of them and keeps, per case, the deepest layer's
@@ -8,6 +8,9 @@ nearest training cases, each feature standardised by the training cases' spread,
 sqrt(2F). The threshold is :data:`THRESHOLD_MARGIN` times the largest distance of
 :data:`CALIBRATION_CASES` held-out cases: generated ones with seeds from
 ``HELD_OUT_SEED_START`` (a generated training set), else each training case left out in turn.
+Each training case's lesion volume (its label's non-background voxels, mL) is kept too: a
+segmentation whose lesion volume lies far outside theirs (none at all, for a model that never saw
+a case without one) is a finding the model was not trained to make.
 
 The reference is saved as ``domain-<fingerprint>.npz`` beside the training manifest (shipped so
 for the bundled model) or, when that folder is read-only, in the user cache folder; the
@@ -34,7 +37,7 @@ if TYPE_CHECKING:
 #: Percentiles of each channel inside the head, after preprocessing, compared with the training cases'.
 PERCENTILES = (1.0, 50.0, 99.0)
 #: Changes to what the reference holds or how it is made make older files stale.
-REFERENCE_VERSION = 1
+REFERENCE_VERSION = 2  # 2: training lesion volumes
 #: Training cases the reference summarises (evenly spaced through the training set).
 TRAINING_CASES = 48
 #: Held-out cases the threshold is calibrated on.
@@ -47,11 +50,12 @@ THRESHOLD_MARGIN = 1.1
 
 @dataclass(frozen=True, eq=False)
 class DomainReference:
-    """Training cases' pooled features (N, D), preprocessed intensity percentiles (N, C, P), head volumes (N,)."""
+    """Training cases' pooled features (N, D), preprocessed intensity percentiles (N, C, P), head and lesion volumes (N,) in mL."""
 
     features: np.ndarray
     percentiles: np.ndarray
     volumes: np.ndarray
+    lesions: np.ndarray
     calibration: np.ndarray  # held-out cases' distances
     threshold: float
     layer: str
@@ -67,6 +71,7 @@ class DomainReference:
         with atomic_path(path, suffix=".npz") as temporary:
             with open(temporary, "wb") as handle:
                 np.savez(handle, features=self.features, percentiles=self.percentiles, volumes=self.volumes,
+                         lesions=self.lesions,
                          calibration=self.calibration, threshold=np.float64(self.threshold),
                          layer=np.frombuffer(self.layer.encode(), dtype=np.uint8))
         return path
@@ -75,6 +80,7 @@ class DomainReference:
     def load(cls, path: Path) -> "DomainReference":
         with np.load(path, allow_pickle=False) as data:
             return cls(features=data["features"], percentiles=data["percentiles"], volumes=data["volumes"],
+                       lesions=data["lesions"],
                        calibration=data["calibration"], threshold=float(data["threshold"]),
                        layer=bytes(data["layer"]).decode())
 
@@ -221,18 +227,26 @@ def build_reference(card: ModelCard, *, network=None, device=None, progress=None
         calibration = knn_distances(features, features, leave_out_self=True)
     step(total, total, progress, None)
     return DomainReference(features=features, percentiles=np.stack([r[1] for r in rows]),
-                           volumes=np.array([r[2] for r in rows]), calibration=calibration,
+                           volumes=np.array([r[2] for r in rows]), lesions=np.array([r[3] for r in rows]),
+                           calibration=calibration,
                            threshold=THRESHOLD_MARGIN * float(calibration.max()), layer=layer)
 
 
-def case_summary(case, card: ModelCard, network, layer: str, device) -> tuple[np.ndarray, np.ndarray, float]:
-    """One case's pooled features, preprocessed intensity percentiles and head volume (mL)."""
+def case_summary(case, card: ModelCard, network, layer: str, device) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """One case's pooled features, preprocessed intensity percentiles, head volume and labelled lesion volume (mL)."""
     from .preprocess import preprocess
 
     with torch.inference_mode():
         image, _ = preprocess(case, card, device=device)
+        lesion = lesion_volume_ml(case.label, case.affine) if case.label is not None else float("nan")
         return (pooled_features(network, image, card, layer), intensity_percentiles(image),
-                head_volume_ml(case, card)[0])
+                head_volume_ml(case, card)[0], lesion)
+
+
+def lesion_volume_ml(labels: np.ndarray, affine: np.ndarray) -> float:
+    """Volume (mL) of the non-background voxels of ``labels`` on the grid of ``affine``."""
+    voxel_ml = abs(float(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
+    return int(np.count_nonzero(np.asarray(labels))) * voxel_ml
 
 
 def _stepped(items, total: int, progress, start: int = 0):

@@ -109,7 +109,8 @@ def build_report(
         from ..model.domain import check_domain
 
         tick = time.perf_counter()
-        segmentation = dataclasses.replace(segmentation, domain=check_domain(case, card, network=network, device=device))
+        segmentation = dataclasses.replace(segmentation, domain=check_domain(case, card, network=network, device=device,
+                                                                             segmentation=segmentation))
         seconds["domain check"] = time.perf_counter() - tick
     if relevance is not None:
         if relevance.method != method_object.name:
