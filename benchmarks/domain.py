@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from segment import machine  # noqa: E402
 from uncertainty import auroc  # noqa: E402
 
-from napari_segxai.core.case import Case  # noqa: E402
 from napari_segxai.core.io.paths import demo_model_card_path  # noqa: E402
 from napari_segxai.core.model.card import build_network  # noqa: E402
+from napari_segxai.core.training.synth import lesion_free_case  # noqa: E402
 from napari_segxai.core.model.domain import check_domain  # noqa: E402
 from napari_segxai.core.model.domain_reference import domain_reference, lesion_volume_ml  # noqa: E402
 from napari_segxai.core.model.inference import segment  # noqa: E402
@@ -44,22 +44,6 @@ from napari_segxai.core.model.loading import load_model_card  # noqa: E402
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 TUMOUR_CASES = ("TCGA-DU-7294", "TCGA-FG-6692", "BraTS-GLI-00001-000")
 NON_TUMOUR_CASES = ("open_ms_patient19",)
-
-
-def lesion_free_template(seed: int = 0) -> Case:
-    """The generator's MNI152 anatomy with its base contrasts and no tumour: a healthy brain, 2 mm."""
-    from napari_segxai.core.training import synth
-
-    anatomy = synth._anatomy("full")
-    rng = np.random.default_rng(seed)
-    brain = anatomy.mask > 0.5
-    channels = np.zeros((len(synth.MODALITIES),) + anatomy.shape, np.float32)
-    for m in range(len(synth.MODALITIES)):
-        contrast = {tissue: synth.BASE_CONTRAST[tissue][m] for tissue in ("csf", "gm", "wm")}
-        image = anatomy.csf * contrast["csf"] + anatomy.gm * contrast["gm"] + anatomy.wm * contrast["wm"]
-        image = image + 0.03 * contrast["wm"] * rng.standard_normal(anatomy.shape).astype(np.float32)
-        channels[m] = synth._zscore_in(image, brain)
-    return Case(channels, synth.MODALITIES, anatomy.affine.copy(), name="mni152-lesion-free")
 
 
 def main() -> int:
@@ -86,7 +70,7 @@ def main() -> int:
              for s in range(args.seed_start, args.seed_start + args.count)]
     cases += [("real tumour", False, lambda n=n: load_case(REALDATA / n)) for n in TUMOUR_CASES
               if (REALDATA / n).is_dir()]
-    cases += [("template", True, lesion_free_template)]
+    cases += [("template", True, lesion_free_case)]
     cases += [("real non-tumour", True, lambda n=n: load_case(REALDATA / n)) for n in NON_TUMOUR_CASES
               if (REALDATA / n).is_dir()]
     rows = []

@@ -112,3 +112,32 @@ def test_help_documents_every_option(capsys):
     text = capsys.readouterr().out
     for option in ("case", "--model", "--out", "--device", "--trust-model", "_seg.nii.gz", "_prob.nii.gz"):
         assert option in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["lesion-free template", "MS patient"])
+def test_no_tumour_cases_are_flagged_and_get_no_labels_outside_the_head(tmp_path, which, request, capsys):
+    """The bundled tumour model on a case with no tumour: out of distribution, said first, nothing outside the head."""
+    from napari_segxai.core.io.nifti import load_case, save_nifti
+    from napari_segxai.core.training.synth import lesion_free_case
+
+    if which == "MS patient":
+        folder = request.getfixturevalue("realdata") / "open_ms_patient19"   # skips without ../shared/realdata
+    else:
+        case = lesion_free_case()
+        folder = tmp_path / case.name
+        folder.mkdir()
+        for modality, channel in zip(case.modalities, case.channels):
+            save_nifti(channel, case.affine, folder / f"{case.name}_{modality}.nii.gz")
+    before = {p: p.stat().st_mtime_ns for p in folder.iterdir()}
+    out = tmp_path / "out"
+    assert main(["segment", str(folder), "--out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    domain = next(line for line in printed.splitlines() if line.startswith("Domain: "))
+    assert "out of distribution" in domain and "the model was not trained on lesions this small" in domain, domain
+    case = load_case(folder)
+    labels = np.asarray(nib.load(next(out.glob("*_seg.nii.gz"))).dataobj)
+    silent = np.all([(c == 0) | (c == c.min()) for c in case.channels], axis=0)
+    assert labels.shape == silent.shape and not labels[silent].any()   # nothing labelled where no sequence has signal
+    assert "labelled voxels outside the head" in printed
+    assert {p: p.stat().st_mtime_ns for p in folder.iterdir()} == before   # the case's files untouched

@@ -345,3 +345,21 @@ def modality_signature(channels: np.ndarray, label: np.ndarray, brain: np.ndarra
             for modality, ch in zip(MODALITIES, channels)
         }
     return signature
+
+
+def lesion_free_case(seed: int = 0) -> Case:
+    """The generator's MNI152 anatomy with its base contrasts, a little noise and no tumour: a healthy brain, 2 mm.
+
+    A case the bundled tumour model was never trained on (every training case has a tumour), used
+    to test and measure the domain check (benchmarks/domain.py).
+    """
+    anatomy = _anatomy("full")
+    rng = np.random.default_rng(seed)
+    brain = anatomy.mask > 0.5
+    channels = np.zeros((len(MODALITIES),) + anatomy.shape, np.float32)
+    for m in range(len(MODALITIES)):
+        contrast = {tissue: BASE_CONTRAST[tissue][m] for tissue in ("csf", "gm", "wm")}
+        image = anatomy.csf * contrast["csf"] + anatomy.gm * contrast["gm"] + anatomy.wm * contrast["wm"]
+        image = image + 0.03 * contrast["wm"] * rng.standard_normal(anatomy.shape).astype(np.float32)
+        channels[m] = _zscore_in(image, brain)
+    return Case(channels, MODALITIES, anatomy.affine.copy(), name="mni152-lesion-free")
