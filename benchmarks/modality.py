@@ -5,8 +5,10 @@ cases (seeds never used to train the model; ``--seed-start``, ``--count``) with 
 model: each case is segmented and cropped as ``segxai evaluate --methods`` does
 (``core.trust.case_problem``, every predicted tumour class), then each method explains the crop
 and ``core.trust.ground_truth_benchmark`` compares the share of relevance per modality with the
-generator's record of which modality carries the class (the ``modality_agrees`` column of
-``segxai evaluate``). Prints, per method: the share of class/case pairs whose top modality is the
+modality that carries the class (the ``modality_agrees`` column of ``segxai evaluate``), under both
+definitions of the carrier (core/trust/groundtruth.py): the class's contrast against its
+surroundings (the default) and the generator's record of its contrast against healthy brain.
+Prints, per definition and method: the share of class/case pairs whose top modality is the
 carrier (all classes and per class), the mean share on the carrier, seconds of the explanation
 per case (the segmentation, the same for every method, printed apart) and samples through the
 network per case (forward passes; the gradient methods add one backward pass per class).
@@ -94,9 +96,15 @@ def measure(card, methods, seeds, args) -> list[dict]:
                                                random_weights=False, edge_filters=(), progress=counter.mark)
                 (start, before), (stop, after) = counter.marks[0], counter.marks[-1]
                 for r in truth.modality:
+                    shares = {k: float(v) for k, v in (item.split("=") for item in r.shares.split(";"))}
+                    healthy = synth.modality_signature[r.class_name]
+                    healthy_carrier = max(healthy, key=lambda m: abs(healthy[m]))
                     rows.append({"seed": seed, "case": synth.case.name, "method": label, "class": r.class_name,
                                  "carrier": r.carrier, "top": r.top_modality, "agrees": int(r.agrees),
-                                 "carrier_share": round(r.carrier_share, 4), "shares": r.shares,
+                                 "carrier_share": round(r.carrier_share, 4),
+                                 "healthy_carrier": healthy_carrier,
+                                 "healthy_agrees": int(r.top_modality == healthy_carrier and sum(shares.values()) > 0),
+                                 "healthy_carrier_share": round(shares[healthy_carrier], 4), "shares": r.shares,
                                  "seconds": round(stop - start, 3), "forward_passes": after - before,
                                  "segment_seconds": round(segmented, 2), "crop": "x".join(map(str, problem.spatial_shape))})
         finally:
@@ -106,8 +114,9 @@ def measure(card, methods, seeds, args) -> list[dict]:
     return rows
 
 
-def report(rows: list[dict], methods, classes: list[str]) -> None:
+def report(rows: list[dict], methods, classes: list[str], prefix: str = "") -> None:
     """The Markdown table: per method, agreement over all pairs and per class, share on the carrier, cost."""
+    rows = [{**r, "agrees": r[f"{prefix}agrees"], "carrier_share": r[f"{prefix}carrier_share"]} for r in rows]
     header = ["method", "agrees (all pairs)", *[f"{c}" for c in classes], "share on carrier",
               "seconds / case", "forward passes / case"]
     print("| " + " | ".join(header) + " |")
@@ -161,7 +170,10 @@ def main() -> int:
           f"pairs whose top modality is the carrier); segmenting and cropping each case took "
           f"{statistics.mean(r['segment_seconds'] for r in cases):.1f} s on average, not counted below; "
           f"wall {time.perf_counter() - start:.0f} s\n")
+    print("Carrier: the modality in which the class differs most from its surroundings (the default):\n")
     report(rows, methods, classes)
+    print("\nCarrier: the generator's record, the modality in which the class differs most from healthy brain:\n")
+    report(rows, methods, classes, prefix="healthy_")
     if args.csv is not None:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         with open(args.csv, "w", newline="", encoding="utf-8") as f:

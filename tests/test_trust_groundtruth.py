@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -112,7 +114,8 @@ def test_benchmark_on_a_case_whose_answer_is_known(tmp_path):
     problem = case_problem(flair_case(), flair_card(tmp_path), classes=["edema"], network=FlairLesionNet(), margin=2,
                            device="cpu")
     signature = {"edema": {"t1": 0.1, "flair": 3.0}}
-    result = ground_truth_benchmark(problem, ["gradient_x_input", "saliency"], signature=signature, seed=0)
+    result = ground_truth_benchmark(problem, ["gradient_x_input", "saliency"], signature=signature, carrier="healthy",
+                                    seed=0)
     precision = {(r.method, r.model): r.precision for r in result.precision}
     assert precision[("gradient_x_input", TRAINED)] == 1.0 and precision[("saliency", TRAINED)] == 1.0
     assert precision[("sobel", EDGES)] < 0.9 and precision[("laplace", EDGES)] < 0.9
@@ -123,6 +126,35 @@ def test_benchmark_on_a_case_whose_answer_is_known(tmp_path):
     assert row.expected_share == pytest.approx(3.0 / 3.1)
     paths = result.to_csv(tmp_path / "out")
     assert [p.name for p in paths] == ["groundtruth_precision.csv", "groundtruth_modality.csv"]
+
+
+def test_the_carrier_against_the_surroundings_is_what_tells_a_core_from_its_rim():
+    """A necrotic core as the generator draws it: bright on T2 like its rim, dark on T1ce where the rim enhances."""
+    from napari_segxai.core.trust.groundtruth import surroundings_contrast
+
+    shape = (20, 20, 20)
+    rng = np.random.default_rng(0)
+    t2, t1ce = rng.normal(0.0, 0.1, shape), rng.normal(0.0, 0.1, shape)
+    core = np.zeros(shape, bool)
+    core[8:12, 8:12, 8:12] = True
+    rim = np.zeros(shape, bool)
+    rim[6:14, 6:14, 6:14] = True
+    rim &= ~core
+    t2[rim | core] += 3.0              # the whole tumour bright on T2
+    t1ce[rim] += 2.0                   # the rim enhances, the core does not
+    contrast = surroundings_contrast(np.stack([t2, t1ce]), core)
+    assert abs(contrast[1]) > abs(contrast[0]) and contrast[1] < 0   # T1ce carries the core, dark against its rim
+    healthy = ~(rim | core)
+    against_healthy = [(c[core].mean() - c[healthy].mean()) / c[healthy].std() for c in (t2, t1ce)]
+    assert abs(against_healthy[0]) > abs(against_healthy[1])        # against healthy brain it would be T2
+    silent = np.zeros((2, *shape))
+    assert surroundings_contrast(silent, core).tolist() == [0.0, 0.0]  # no signal around: no contrast
+    problem = linear_problem()
+    labelled = dataclasses.replace(problem, label=problem.target.masks[0].astype(np.int16), class_labels=(1,))
+    with pytest.raises(ValueError, match="carrier definition"):
+        ground_truth_benchmark(labelled, ["saliency"], carrier="nearby")
+    rows = ground_truth_benchmark(labelled, ["saliency"], random_weights=False, edge_filters=()).modality
+    assert [r.class_name for r in rows] == ["lesion"]   # any labelled case has modality rows, no signature needed
 
 
 def test_benchmark_needs_a_true_label():

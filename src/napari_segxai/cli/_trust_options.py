@@ -56,6 +56,10 @@ def add_measure_options(parser: argparse.ArgumentParser) -> None:
                         help="data randomisation: generated training cases (default 8)")
     parser.add_argument("--margin", type=int, default=None, metavar="VOXELS",
                         help="crop margin around the predicted regions on the model's grid; default half a window")
+    parser.add_argument("--carrier", default="surroundings", choices=["surroundings", "healthy"],
+                        help="ground truth: the modality that carries a class is the one in which it differs most "
+                             "from what surrounds it (default), or from healthy brain (the generator's record); "
+                             "docs/trust.md")
     parser.add_argument("--seed", type=int, default=0, help="seed of randomisation, subsets, noise (default 0)")
 
 
@@ -99,7 +103,8 @@ def measure_settings(args: argparse.Namespace):
         checks=tuple(checks), modes=tuple(parse_list(args.modes, MODES, "--modes")), max_steps=args.max_steps,
         metrics=tuple(parse_list(args.metrics, available_metrics(), "--metrics")), baseline=args.baseline, subset=args.subset,
         n_subsets=args.subsets, deletion_steps=args.deletion_steps, noise_samples=args.noise_samples,
-        noise_radius=args.noise_radius, data_steps=args.data_steps, data_cases=args.data_cases, seed=args.seed,
+        noise_radius=args.noise_radius, data_steps=args.data_steps, data_cases=args.data_cases, carrier=args.carrier,
+        seed=args.seed,
     )
 
 

@@ -53,6 +53,7 @@ class TrustSettings:
     noise_radius: float = 0.05
     data_steps: int = 100
     data_cases: int = 8
+    carrier: str = "surroundings"                     # ground truth: which modality carries a class (groundtruth.CARRIERS)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -178,7 +179,7 @@ def assess_problem(
         data = data_randomisation_test(problem, methods, card, cases=s.data_cases, steps=s.data_steps, seed=s.seed,
                                        progress=data_part, should_cancel=should_cancel)
     if ground_truth:
-        truth = ground_truth_benchmark(problem, methods, signature=signature, seed=s.seed, progress=truth_part,
+        truth = ground_truth_benchmark(problem, methods, signature=signature, carrier=s.carrier, seed=s.seed, progress=truth_part,
                                        should_cancel=should_cancel)
     if progress is not None:
         progress(1000, 1000)
