@@ -36,7 +36,7 @@ def test_trust_writes_tables_plots_and_a_record(tmp_path, case_dir, card, capsys
     inputs = {p: p.read_bytes() for p in case_dir.iterdir()}
     code = main(["trust", str(case_dir), "--model", str(card), "--out", str(out), "--device", "cpu",
                  "--methods", "saliency,integrated_gradients", "--param", "integrated_gradients:steps=4",
-                 "--classes", "edema", "--ground-truth", "--max-steps", "2", "--modes", "cascading",
+                 "--classes", "edema", "--ground-truth", "--carrier", "healthy", "--max-steps", "2", "--modes", "cascading",
                  "--subsets", "6", "--deletion-steps", "4", "--noise-samples", "1", "--margin", "2"])
     assert code == 0, capsys.readouterr().err
     names = sorted(p.name for p in out.iterdir())
