@@ -360,3 +360,16 @@ def test_evidence_for_the_uncertain_voxels_only(make_napari_viewer, qtbot, toy_m
     whole = influence(load_case(toy_case), card, engine="exact")
     np.testing.assert_array_equal(widget.last.result.test_voxels, expected.test_voxels)
     assert expected.test_voxels.sum() < whole.test_voxels.sum()
+
+
+def test_closing_the_viewer_mid_query_cancels_it_and_closes_cleanly(make_napari_viewer, qtbot, toy_model, toy_case):
+    """Closing napari while a TracIn query runs stops the query first; nothing is left running."""
+    viewer = make_napari_viewer(show=True)
+    open_case(viewer, toy_case)
+    widget = EvidenceWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Training evidence")
+    widget.set_model_card(toy_model)
+    widget.run_button.click()
+    assert widget.jobs.running
+    viewer.close()
+    assert not widget.jobs.running

@@ -187,3 +187,19 @@ def test_atlas_regions_empty_state_and_theme(make_napari_viewer, qtbot, explaine
     viewer.theme = "light"
     assert widget.mpl_style["figure.facecolor"] != dark
     assert widget.figure.get_facecolor()[:3] != pytest.approx((0.137, 0.141, 0.169), abs=0.01)
+
+
+def test_closing_the_viewer_mid_summary_cancels_it_and_closes_cleanly(make_napari_viewer, qtbot, explained):
+    """Closing napari while RoI importance computes used to crash it (segmentation fault)."""
+    case, card, result = explained
+    viewer = make_napari_viewer(show=True)
+    open_case(viewer, case.source_paths[0].parent)
+    _add_segmentation(viewer, case, card)
+    widget = RoiWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="RoI importance")
+    _add_relevance(viewer, result, case)
+    qtbot.waitUntil(lambda: len(widget.entries) == 1 and not widget.jobs.running, timeout=TIMEOUT_MS)
+    widget.run_button.click()
+    assert widget.jobs.running
+    viewer.close()
+    assert not widget.jobs.running
