@@ -162,3 +162,18 @@ def test_a_relevance_layer_of_a_dicom_study_saves_as_a_parametric_map(npe2pm, tm
     import pydicom
 
     assert "saliency, class edema, channel flair" in str(pydicom.dcmread(path).SeriesDescription)
+
+
+def test_closing_the_viewer_while_a_study_opens_cancels_it_and_closes_cleanly(make_napari_viewer, qtbot, tmp_path):
+    from napari_segxai._qt.dicom_widget import DicomStudyWidget
+
+    study = _study(tmp_path / "study")
+    viewer = make_napari_viewer(show=True)
+    widget = DicomStudyWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="DICOM study")
+    widget.folder.setText(str(study))
+    widget.read_study()
+    widget.run_button.click()
+    assert widget.jobs.running
+    viewer.close()
+    assert not widget.jobs.running
