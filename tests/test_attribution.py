@@ -267,7 +267,7 @@ def test_core_attribution_imports_no_gui():
 
 
 def test_batch_size_follows_the_memory_cap(monkeypatch):
-    from napari_segxai.core.attribution import base
+    from napari_segxai.core.attribution import base, batching
 
     net = tiny_unet(3, 2, 3)
     x = torch.randn(1, 2, 16, 16, 16)
@@ -275,13 +275,13 @@ def test_batch_size_follows_the_memory_cap(monkeypatch):
     assert base.samples_per_batch(net, x, 10, requested=30) == 10
     assert 1 <= base.samples_per_batch(net, x, 10) <= 10
     activations = base.activation_bytes(net, x)
-    monkeypatch.setattr(base, "CPU_BATCH_CAP", activations + 4 * 2 * activations + 1)
+    monkeypatch.setattr(batching, "CPU_BATCH_CAP", activations + 4 * 2 * activations + 1)
     assert base.samples_per_batch(net, x, 10) == 4
     assert base.samples_per_batch(net, x, 10, with_gradients=False) == 9
     maps = 3 * x.numel() * x.element_size()
-    monkeypatch.setattr(base, "CPU_BATCH_CAP", activations + 2 * (2 * activations + maps) + 1)
+    monkeypatch.setattr(batching, "CPU_BATCH_CAP", activations + 2 * (2 * activations + maps) + 1)
     assert base.samples_per_batch(net, x, 10, maps_per_sample=3) == 2
-    monkeypatch.setattr(base, "CPU_BATCH_CAP", 1)
+    monkeypatch.setattr(batching, "CPU_BATCH_CAP", 1)
     assert base.samples_per_batch(net, x, 10) == 1
 
 

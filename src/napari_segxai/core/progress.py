@@ -8,6 +8,7 @@ when the caller asked to stop. The GUI and the CLI adapt these to their own prog
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any, Callable, Iterator, Optional
 
 ProgressFn = Callable[[int, int], None]
@@ -29,6 +30,36 @@ def step(
         raise Cancelled(f"Cancelled after {done} of {total} steps.")
     if progress is not None:
         progress(done, total)
+
+
+#: A batch of perturbed copies is sized so that one takes about this long: the bar moves and Cancel is heard.
+PACE_SECONDS = 1.5
+
+
+def paced(
+    n: int,
+    largest: int,
+    progress: Optional[ProgressFn] = None,
+    should_cancel: Optional[CancelFn] = None,
+    seconds: Optional[float] = None,
+) -> Iterator[slice]:
+    """Slices covering ``range(n)`` in batches of at most ``largest``, each taking about ``seconds``.
+
+    The first batch has one item; each next one is sized from the time per item so far, so progress
+    is reported (and cancel checked) every ``seconds`` (default PACE_SECONDS) or so of work whatever the item costs.
+    """
+    seconds = PACE_SECONDS if seconds is None else seconds
+    start, size, spent = 0, 1, 0.0
+    while start < n:
+        step(start, n, progress, should_cancel)
+        stop = min(n, start + size)
+        began = time.perf_counter()
+        yield slice(start, stop)
+        spent += time.perf_counter() - began
+        start = stop
+        per_item = spent / start
+        size = max(1, min(int(largest), int(seconds / per_item) if per_item > 0 else int(largest)))
+    step(n, n, progress, None)
 
 
 @contextlib.contextmanager

@@ -12,19 +12,13 @@ import numpy as np
 import torch
 
 from .. import progress as _progress
-from ..memory import available_memory
-from ._hooks import forward_with_hooks
 from .baselines import make_baseline
+from .cost import Passes, Speed, measure_speed
+from .batching import CPU_BATCH_CAP, MEMORY_FRACTION, activation_bytes, samples_per_batch  # noqa: F401 (re-exported)
 from .targets import Target
 
 _REGISTRY: dict[str, type["AttributionMethod"]] = {}
 
-# Perturbed copies run together use at most this share of free memory, and on CPU at most
-# CPU_BATCH_CAP bytes in all: bigger CPU batches are not faster, and a process already holding
-# about 1.5 GB (torch, a model, a 240 x 240 x 155 case and its relevance) then peaks under 4 GB.
-# GPUs gain from filling their memory.
-MEMORY_FRACTION = 0.5
-CPU_BATCH_CAP = 2_500_000_000
 
 
 @dataclass(frozen=True)
@@ -36,6 +30,7 @@ class Parameter:
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
     maximum: float | None = None
+    auto: bool = False      # 0 means "chosen for the case and the device" (the widget shows it as "auto")
 
     def check(self, method: str, name: str, value: Any) -> Any:
         """The value converted to the default's type, or ValueError saying what is accepted."""
@@ -76,6 +71,8 @@ class AttributionMethod:
     gradient_based: ClassVar[bool] = False    # needs autograd through the network
     windowable: ClassVar[bool] = False        # linear in the explained function: adds up over sliding windows
     uses_baseline: ClassVar[bool] = False     # has the baseline / blur_sigma parameters
+    backpropagates: ClassVar[bool] = False    # runs backward passes (its cost needs a timed backward)
+    auto_parameters: ClassVar[tuple[str, ...]] = ()   # parameters whose 0 means "chosen for this case and device"
     _fixed_baseline: torch.Tensor | None = None
     parameters: ClassVar[Mapping[str, Parameter]] = {}
 
@@ -121,6 +118,20 @@ class AttributionMethod:
         baseline = self.baseline_of(inputs)  # a global baseline (minimum, blurred) is cropped, not rebuilt
         return lambda window: self.with_baseline(baseline[(slice(None), slice(None)) + tuple(window)])
 
+    def passes(self, shape: tuple[int, ...], target: Target) -> Passes:
+        """The passes of one sample (C, *spatial) for ``target``: by default one forward, one backward per class."""
+        return Passes(1, len(target.classes) if self.backpropagates else 0)
+
+    def settle(self, speed: Speed, target: Target) -> "AttributionMethod":
+        """This method with its automatic parameters chosen for one sample timed at ``speed`` (itself if none)."""
+        return self
+
+    def settled(self, network: torch.nn.Module, inputs: torch.Tensor, target: Target) -> "AttributionMethod":
+        """This method with its automatic parameters chosen, timing one pass of ``inputs`` when one is left at 0."""
+        if not any(self.params[name] == 0 for name in self.auto_parameters):
+            return self
+        return self.settle(measure_speed(network, inputs, target, self.backpropagates), target)
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"{type(self).__name__}({args})"
@@ -136,7 +147,8 @@ class AttributionMethod:
         """Relevance (K_t, C, *spatial) of each target class for the input (1, C, *spatial)."""
         inputs = check_inputs(inputs, target)
         with frozen_parameters(network):
-            relevance = self._attribute(network, inputs, target, progress, should_cancel)
+            method = self.settled(network, inputs, target)
+            relevance = method._attribute(network, inputs, target, progress, should_cancel)
         return relevance.detach().float()
 
     def _attribute(self, network, inputs, target, progress, should_cancel) -> torch.Tensor:
@@ -207,6 +219,7 @@ class Relevance:
     affine: np.ndarray | None = field(default=None)   # voxel -> world of the grid, when known
     sequences: Any = field(default=None)  # modality_shapley.SequenceValues of these classes and target, when computed
     skipped: tuple[str, ...] = ()         # chosen classes not explained because none of their voxels is predicted
+    cost: Any = field(default=None)       # cost.Cost estimated before the work started, when it was
 
     @property
     def target_description(self) -> str:
@@ -301,51 +314,6 @@ def frozen_parameters(network: torch.nn.Module) -> Iterator[torch.nn.Module]:
             p.requires_grad_(flag)
 
 
-def activation_bytes(network: torch.nn.Module, sample: torch.Tensor) -> int:
-    """Bytes of all module outputs in one forward pass of one sample (a proxy for autograd's memory)."""
-    total = 0
-
-    def hook(_module, _inputs, output):
-        nonlocal total
-        for tensor in output if isinstance(output, (tuple, list)) else (output,):
-            if isinstance(tensor, torch.Tensor):
-                total += tensor.numel() * tensor.element_size()
-
-    leaves = [m for m in network.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    forward_with_hooks(network, sample, handles)
-    return max(total, sample.numel() * sample.element_size())
-
-
-def samples_per_batch(
-    network: torch.nn.Module,
-    sample: torch.Tensor,
-    n_samples: int,
-    requested: int = 0,
-    with_gradients: bool = True,
-    maps_per_sample: int = 0,
-) -> int:
-    """How many perturbed copies of ``sample`` to run at once: ``requested``, else what fits the memory cap.
-
-    With A the bytes of all module outputs of one forward pass of one copy, a batch of B copies is
-    costed at A + B * (2 A + ``maps_per_sample`` input-sized tensors) when gradients are needed,
-    else B * A (plus the maps). Measured on the demo UNet at 4 x 120 x 120 x 80 with 3 classes:
-    1.6 A per extra copy besides its gradient maps and 0.5-0.8 A more for the first, so the
-    estimate is safe by about a quarter. ``maps_per_sample`` counts what the method itself keeps
-    per copy (the perturbed input, the per-class gradients and products of them).
-    """
-    if requested > 0:
-        return max(1, min(int(requested), n_samples))
-    activations = activation_bytes(network, sample)
-    maps = maps_per_sample * sample.numel() * sample.element_size()
-    fixed = activations if with_gradients else 0
-    per_sample = (2 if with_gradients else 1) * activations + maps
-    budget = available_memory(sample.device) * MEMORY_FRACTION
-    if sample.device.type == "cpu":
-        budget = min(budget, CPU_BATCH_CAP)
-    return max(1, min(n_samples, int((budget - fixed) // per_sample)))
-
-
 def class_gradients(
     network: torch.nn.Module,
     inputs: torch.Tensor,
@@ -378,6 +346,7 @@ class GradientMethod(AttributionMethod):
     """A method computed from input gradients; it runs a whole batch of inputs in one pass."""
 
     gradient_based = True
+    backpropagates = True
 
     def _attribute(self, network, inputs, target, progress, should_cancel) -> torch.Tensor:
         return self.attribute_batch(network, inputs, target, progress, should_cancel)[0]

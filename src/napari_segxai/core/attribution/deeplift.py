@@ -16,6 +16,7 @@ from .. import progress as _progress
 from ._hooks import no_inplace
 from .base import AttributionMethod, Parameter, register
 from .baselines import BASELINES
+from .cost import Passes
 
 # Element-wise activations captum's Rescale rule lacks; its generic rule is exact for them.
 EXTRA_RESCALE: tuple[type[nn.Module], ...] = (nn.PReLU, nn.ReLU6, nn.RReLU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish)
@@ -70,10 +71,16 @@ class DeepLIFT(AttributionMethod):
     signed = True
     windowable = True
     uses_baseline = True
+    backpropagates = True
     parameters = {
         "baseline": Parameter("zeros", "reference input", choices=BASELINES),
         "blur_sigma": Parameter(5.0, "Gaussian sigma in voxels of the blurred baseline", minimum=0.0),
     }
+
+    def passes(self, shape, target) -> Passes:
+        """Per class, the input and the baseline forward and backward together (captum's DeepLift)."""
+        n = len(target.classes)
+        return Passes(2 * n, 2 * n, batch=2, maps=2)
 
     def _attribute(self, network, inputs, target, progress, should_cancel) -> torch.Tensor:
         baseline = self.baseline_of(inputs)

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.data.utils import compute_importance_map
 
 from .. import progress as _progress
 from .base import AttributionMethod, Relevance, get_method
+from .case_cost import estimate_case
+from .cost import Cost
+from .case_grid import _granule, _importance, _roi, crop_box, target_crop  # noqa: F401 (crop_box, _granule: re-exported)
 from .slicewise import SliceWise
 from .targets import DEFAULT_CONFIDENCE, Target, predicted_target, region_target
 from .windows import windowed_attribute
@@ -63,6 +64,7 @@ def explain_case(
     progress: _progress.ProgressFn | None = None,
     should_cancel: _progress.CancelFn | None = None,
     sequences: bool = False,
+    before: Callable[[Cost], None] | None = None,
     **params: Any,
 ) -> Relevance:
     """Relevance maps (K_t, C, X, Y, Z) of ``case`` on its grid: preprocess as the card says, explain, map back.
@@ -77,6 +79,12 @@ def explain_case(
     a voxel index of the case). Methods additive over windows explain the card's sliding-window
     model window by window; the others explain the network on one crop around the target
     region, ``margin`` voxels wider on each side (default half a window), zero outside it.
+
+    Before the attribution starts, its cost (passes, seconds on this device from one timed pass of
+    a real window or crop, working memory: :func:`.case_cost.estimate_case`) goes to ``before``,
+    which may stop the work by raising :class:`~..progress.Cancelled`; the result keeps it
+    (``Relevance.cost``). Automatic parameters (0) are chosen for this device then, and the result's
+    parameters say what they became.
     """
     from ..model.card import build_network
     from ..model.ensemble import ensemble_members
@@ -102,6 +110,9 @@ def explain_case(
     image, goal, unpad = _pad_to_windows(image, goal, card)
     # An ensemble (nnU-Net folds) is explained member by member against the ensemble's target; the maps averaged.
     members = ensemble_members(network)
+    method, cost = estimate_case(method, members, image, goal, card, margin, sequences)
+    if before is not None:
+        before(cost)
     relevance = _members_attribute(method, members, image, goal, card, margin, second, should_cancel)
     exact = _sequence_values(method, relevance, members, image, goal, card, margin, should_cancel) if sequences else None
     relevance = grid.to_case_grid(relevance[(slice(None), slice(None)) + unpad], interpolation="linear")
@@ -120,6 +131,7 @@ def explain_case(
         affine=np.array(case.affine, dtype=np.float64),
         sequences=exact,
         skipped=goal.skipped,
+        cost=cost,
     )
 
 
@@ -265,22 +277,6 @@ def _voxel_target(case, grid, voxel, indices, n_classes, output_space, activatio
     return Target("voxel", indices, np.broadcast_to(mask, (len(indices),) + grid.shape), None, output_space, activation)
 
 
-def _roi(card, image: torch.Tensor) -> tuple[int, ...]:
-    """The window of the card on the 3D grid (a slice-wise card's window spans the whole slice axis)."""
-    roi = list(card.roi_size)
-    if card.spatial_dims == 2:
-        roi.insert(card.slice_axis, int(image.shape[2 + card.slice_axis]))
-    return tuple(int(r) for r in roi)
-
-
-def _importance(card, image: torch.Tensor):
-    """The window weights: MONAI's for 3D cards; for slice-wise cards the 2D map repeated along the slice axis."""
-    if card.spatial_dims == 3:
-        return None
-    plane = compute_importance_map(tuple(card.roi_size), mode=card.mode, device="cpu").float()
-    return plane.unsqueeze(card.slice_axis).expand(_roi(card, image)).contiguous()
-
-
 def _pad_to_windows(image: torch.Tensor, goal: Target, card):
     """Pad the grid with zeros to at least one window, as sliding_window_inference does; the slices that undo it."""
     roi = _roi(card, image)
@@ -296,53 +292,10 @@ def _pad_to_windows(image: torch.Tensor, goal: Target, card):
     return padded, goal, tuple(slice(b, b + s) for b, s in zip(before, spatial))
 
 
-def _granule(size: int) -> int:
-    """The largest power of two (at most 32) dividing a window side: crops of its multiples suit the network."""
-    granule = 1
-    while size % (granule * 2) == 0 and granule < 32:
-        granule *= 2
-    return granule
-
-
-def crop_box(region: np.ndarray, window: Sequence[int], margin: int | None, fixed_axis: int | None = None):
-    """Source slices, slices inside the crop, and crop sizes around a region on the model's grid.
-
-    Each side: the region's extent, ``margin`` voxels wider on each side (default half the
-    window), at least one window, rounded up to a multiple of the window's power-of-two factor so
-    strided networks accept it; centred on the region, zero-padded where it leaves the grid.
-    Along ``fixed_axis`` (a slice-wise network's slice axis) just the region's extent.
-    """
-    spatial = region.shape
-    present = np.nonzero(region)
-    starts, sizes = [], []
-    for axis, (points, w, s) in enumerate(zip(present, window, spatial)):
-        lo, hi = int(points.min()), int(points.max()) + 1
-        if axis == fixed_axis:
-            starts.append(lo)
-            sizes.append(hi - lo)
-            continue
-        m = int(w) // 2 if margin is None else int(margin)
-        granule = _granule(int(w))
-        size = math.ceil(max(int(w), hi - lo + 2 * m) / granule) * granule
-        begin = (lo + hi) // 2 - size // 2
-        begin = min(max(begin, 0), s - size) if size <= s else -((size - s) // 2)
-        starts.append(begin)
-        sizes.append(size)
-    source = tuple(slice(max(b, 0), min(b + n, s)) for b, n, s in zip(starts, sizes, spatial))
-    inside = tuple(slice(src.start - b, src.stop - b) for src, b in zip(source, starts))
-    return source, inside, tuple(sizes)
-
-
 def _attribute_crop(method, model, image, goal: Target, card, margin, progress, should_cancel) -> torch.Tensor:
     """Relevance of the network on one crop around the target region (zero elsewhere), for non-additive methods."""
     spatial = tuple(image.shape[2:])
-    fixed_axis = card.slice_axis if card.spatial_dims == 2 else None
-    source, inside, sizes = crop_box(goal.masks.any(0), _roi(card, image), margin, fixed_axis)
-    crop = image.new_zeros(image.shape[:2] + tuple(sizes))
-    crop[(slice(None), slice(None)) + inside] = image[(slice(None), slice(None)) + source]
-    masks = np.zeros((len(goal.classes),) + tuple(sizes), dtype=bool)
-    masks[(slice(None),) + inside] = goal.masks[(slice(None),) + source]
-    local = Target(goal.kind, goal.classes, masks, goal.threshold, goal.output, goal.activation)
+    crop, local, source, inside = target_crop(image, goal, card, margin)
     part = method.attribute(model, crop, local, progress, should_cancel)
     relevance = part.new_zeros((part.shape[0], part.shape[1]) + spatial)
     relevance[(slice(None), slice(None)) + source] = part[(slice(None), slice(None)) + inside]

@@ -63,6 +63,7 @@ class GradCAM(AttributionMethod):
     """Layer activations weighted by their spatially averaged gradient, summed, rectified, upsampled."""
 
     gradient_based = False  # gradients w.r.t. a layer, not the input: not a SmoothGrad base
+    backpropagates = True
     parameters = {
         "layer": Parameter("", "name of the module (as in named_modules); empty: the bottleneck"),
         "relu": Parameter(True, "keep only positive evidence (as in the paper)"),

@@ -8,6 +8,7 @@ from captum.attr._utils.approximation_methods import SUPPORTED_METHODS, approxim
 
 from .. import progress as _progress
 from .base import AttributionMethod, Parameter, class_gradients, register, samples_per_batch
+from .cost import Passes
 from .baselines import BASELINES, make_baseline
 
 __all__ = ["BASELINES", "IntegratedGradients", "make_baseline"]
@@ -36,6 +37,13 @@ class IntegratedGradients(AttributionMethod):
                                 choices=tuple(SUPPORTED_METHODS)),
         "batch_size": Parameter(0, "path points per forward pass; 0 chooses from free memory", minimum=0),
     }
+
+    backpropagates = True
+
+    def passes(self, shape, target) -> Passes:
+        """One forward pass per path point and one backward pass per point and class."""
+        steps, n = self.params["steps"], len(target.classes)
+        return Passes(steps, steps * n, batch=min(self.params["batch_size"], steps), maps=1 + 2 * n)
 
     def points_per_batch(self, network, inputs, target) -> int:
         """Path points per forward pass: ``batch_size``, else what fits the memory cap."""

@@ -8,8 +8,11 @@ import math
 import torch
 
 from .. import progress as _progress
+from ..memory import available_memory, gigabytes
 from .base import AttributionMethod, Parameter, register, samples_per_batch
 from .baselines import BASELINES
+from .batching import MEMORY_FRACTION
+from .cost import TIME_BUDGET_S, Passes
 from .supervoxels import slic
 
 
@@ -83,6 +86,23 @@ def coalitions(m: int, n_samples: int, generator: torch.Generator) -> tuple[torc
     return torch.cat([enumerated[0], sampled]), torch.cat([enumerated[1], sampled_weights])
 
 
+#: The finest automatic cube side: finer features are one parameter away (cube=4), with their cost shown first.
+SMALLEST_AUTO_CUBE = 8
+#: Bytes per (sample, feature) entry: the float64 coalition matrix, the design, its weighted copy and
+#: lstsq's work copy, and the sampler's random keys and two argsorts.
+REGRESSION_BYTES_PER_ENTRY = 4 * 8 + 3 * 8
+
+
+def default_samples(m: int) -> int:
+    """Samples when n_samples is 0: four per feature, at least 64."""
+    return max(64, 4 * m)
+
+
+def regression_bytes(n: int, m: int) -> int:
+    """Working memory of ``n`` coalitions of ``m`` features: their matrix, the sampler and the regression."""
+    return REGRESSION_BYTES_PER_ENTRY * n * m
+
+
 @register("kernel_shap")
 class KernelSHAP(AttributionMethod):
     """Shapley values of cubes or supervoxels (per channel) from a weighted regression on masked inputs, all classes at once.
@@ -96,20 +116,59 @@ class KernelSHAP(AttributionMethod):
     parameters = {
         "features": Parameter("cubes", "the features: a grid of cubes, or SLIC supervoxels of the input",
                               choices=("cubes", "supervoxels")),
-        "cube": Parameter(8, "side of the cubes, or spacing of the supervoxel seeds, in voxels", minimum=1),
+        "cube": Parameter(0, "side of the cubes, or spacing of the supervoxel seeds, in voxels; 0: the smallest "
+                          f"(at least {SMALLEST_AUTO_CUBE}) whose samples fit about {TIME_BUDGET_S:.0f} s on this device",
+                          minimum=0, auto=True),
         "compactness": Parameter(1.0, "supervoxels: weight of distance against intensity", minimum=0.0),
         "per_channel": Parameter(True, "one feature per cube and input channel (one map per channel)"),
         "n_samples": Parameter(0, "masked inputs evaluated (all coalitions when 2^features - 2 fit); "
-                               "0: four per feature, at least 64", minimum=0),
+                               "0: four per feature, at least 64", minimum=0, auto=True),
         "baseline": Parameter("zeros", "values of removed features", choices=BASELINES),
         "blur_sigma": Parameter(5.0, "Gaussian sigma in voxels of the blurred baseline", minimum=0.0),
         "batch_size": Parameter(0, "masked inputs per forward pass; 0 chooses from free memory", minimum=0),
         "seed": Parameter(0, "seed of the coalition sampling", minimum=0),
     }
 
+    auto_parameters = ("cube", "n_samples")
+
     @property
     def channel_resolved(self) -> bool:
         return self.params["per_channel"]
+
+    def n_features(self, shape: tuple[int, ...], side: int) -> int:
+        """Features of an input (C, *spatial) cut in cubes of ``side`` (about as many supervoxels seeded that far apart)."""
+        groups = shape[0] if self.params["per_channel"] else 1
+        return groups * math.prod(math.ceil(s / side) for s in shape[1:])
+
+    def settle(self, speed, target) -> "KernelSHAP":
+        """Cubes: the smallest from SMALLEST_AUTO_CUBE up whose samples fit the time budget; samples: four per feature."""
+        side, n_samples = self.params["cube"], self.params["n_samples"]
+        if side == 0:
+            affordable = TIME_BUDGET_S / max(speed.forward_seconds, 1e-9) - 2
+            largest = max(speed.shape[1:])
+            fits = ((lambda m: default_samples(m) <= affordable) if n_samples == 0 else (lambda m: m < n_samples))
+            side = next((c for c in range(min(SMALLEST_AUTO_CUBE, largest), largest + 1)
+                         if fits(self.n_features(speed.shape, c))), largest)
+        n_samples = n_samples or default_samples(self.n_features(speed.shape, side))
+        return type(self)(**{**self.params, "cube": side, "n_samples": n_samples})
+
+    def passes(self, shape, target) -> Passes:
+        """The input and the baseline, then one forward pass per sampled coalition; the coalition matrix and regression."""
+        m = self.n_features(shape, self.params["cube"])
+        n = self.params["n_samples"] or default_samples(m)
+        return Passes(2 + n, batch=self.params["batch_size"], maps=2, extra_bytes=regression_bytes(n, m))
+
+    def _check_memory(self, n: int, m: int, device) -> None:
+        """Refuse, before any pass, a coalition matrix and regression that would not fit in the memory free now."""
+        budget = available_memory(device) * MEMORY_FRACTION
+        needed = regression_bytes(n, m)
+        if needed > budget:
+            largest = int(budget // (REGRESSION_BYTES_PER_ENTRY * m))
+            advice = (f"the most samples that fit is {largest:,}" if largest > m else
+                      f"no sample count above {m:,} features fits: enlarge the cubes")
+            raise ValueError(f"kernel_shap: {n:,} samples of {m:,} features need about {gigabytes(needed)} for the "
+                             f"coalitions and the regression, more than the {gigabytes(budget)} it may use now; "
+                             f"{advice} (n_samples), or raise cube above {self.params['cube']}.")
 
     def _attribute(self, network, inputs, target, progress, should_cancel) -> torch.Tensor:
         spatial = tuple(inputs.shape[2:])
@@ -119,6 +178,9 @@ class KernelSHAP(AttributionMethod):
         else:
             features = cube_features(spatial, self.params["cube"], groups, inputs.device)
         m = int(features.max()) + 1
+        n_samples = self.params["n_samples"] or default_samples(m)
+        if 2**min(m, 62) - 2 > n_samples:
+            self._check_memory(n_samples, m, inputs.device)
         baseline = self.baseline_of(inputs)
         with torch.no_grad():
             ends = target.scalars(network(torch.cat([baseline, inputs])))
@@ -127,7 +189,6 @@ class KernelSHAP(AttributionMethod):
             values = difference.unsqueeze(1)
         else:
             generator = torch.Generator().manual_seed(self.params["seed"])
-            n_samples = self.params["n_samples"] or max(64, 4 * m)
             rows, weights = coalitions(m, n_samples, generator)
             if rows.shape[0] <= m:
                 raise ValueError(
@@ -144,13 +205,17 @@ class KernelSHAP(AttributionMethod):
     def _evaluate(self, network, inputs, baseline, features, rows, target, progress, should_cancel):
         """Target scalars (n, K_t) of the input with the features of each coalition kept, the rest at baseline."""
         n = rows.shape[0]
-        batch = samples_per_batch(network, inputs, n, self.params["batch_size"], with_gradients=False)
-        keep_rows = rows.to(device=inputs.device, dtype=inputs.dtype)
+        batch = samples_per_batch(network, inputs, n, self.params["batch_size"], with_gradients=False,
+                                  maps_per_sample=2)
+        if self.params["batch_size"]:
+            batch_slices = (slice(s, min(s + batch, n)) for s in range(0, n, batch))
+        else:  # batches sized to about PACE_SECONDS each: the bar moves and Cancel is heard
+            batch_slices = _progress.paced(n, batch, progress, should_cancel)
         outputs = []
         with torch.no_grad():
-            for start in range(0, n, batch):
-                _progress.step(start, n, progress, should_cancel)
-                keep = keep_rows[start : start + batch][:, features]       # (b, groups, *spatial)
+            for part in batch_slices:
+                _progress.step(part.start, n, progress, should_cancel)
+                keep = rows[part].to(device=inputs.device, dtype=inputs.dtype)[:, features]   # (b, groups, *spatial)
                 masked = baseline + keep * (inputs - baseline)
                 outputs.append(target.scalars(network(masked)))
         _progress.step(n, n, progress, None)

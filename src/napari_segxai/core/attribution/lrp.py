@@ -18,6 +18,7 @@ from .. import progress as _progress
 from ..model.architectures import residual_block_forwards
 from ._hooks import forward_with_hooks, no_inplace
 from .base import AttributionMethod, Parameter, register
+from .cost import Passes
 from .slicewise import SliceWise
 
 COMPOSITES = ("epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1_flat")
@@ -122,6 +123,7 @@ class LRP(AttributionMethod):
     """
 
     signed = True
+    backpropagates = True
     parameters = {
         "composite": Parameter("epsilon_plus_flat", "rule set: z+ for convolutions and flat for input layers, "
                                "gamma with a z-box input rule, or alpha2-beta1", choices=COMPOSITES),
@@ -132,6 +134,11 @@ class LRP(AttributionMethod):
         "guard": Parameter(1e-4, "region voxels whose |s_a| is below this share of the largest are left out "
                            "of the normalised start", minimum=0.0),
     }
+
+    def passes(self, shape, target) -> Passes:
+        """One forward pass, one backward per class, and for ``normalised`` a double backward (about three more)."""
+        n = len(target.classes)
+        return Passes(1, n + (3 if self.params["start"] == "normalised" else 0), maps=n)
 
     def _attribute(self, network, inputs, target, progress, should_cancel) -> torch.Tensor:
         if target.output != "logits":

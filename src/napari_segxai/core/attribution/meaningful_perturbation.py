@@ -10,8 +10,11 @@ from .. import progress as _progress
 from .base import AttributionMethod, Parameter, register
 from .grad_cam import upsample
 from .baselines import make_baseline
+from .cost import TIME_BUDGET_S, Passes
 
 DELETIONS = ("blurred", "zeros", "minimum", "noise")
+#: The fewest and most gradient steps automatic settings choose (the paper's optimisation converges within 100).
+AUTO_ITERATIONS = (20, 100)
 
 
 def total_variation(mask: torch.Tensor, beta: float) -> torch.Tensor:
@@ -38,7 +41,8 @@ class MeaningfulPerturbation(AttributionMethod):
 
     signed = False
     parameters = {
-        "iterations": Parameter(100, "gradient steps on the mask", minimum=1),
+        "iterations": Parameter(0, f"gradient steps on the mask; 0: as many as fit about {TIME_BUDGET_S:.0f} s on "
+                                f"this device, {AUTO_ITERATIONS[0]} to {AUTO_ITERATIONS[1]}", minimum=0, auto=True),
         "learning_rate": Parameter(0.1, "Adam learning rate", minimum=0.0),
         "l1": Parameter(1.0, "weight of the deleted fraction mean(1 - m) (1: deleting all costs a full score)",
                         minimum=0.0),
@@ -51,9 +55,26 @@ class MeaningfulPerturbation(AttributionMethod):
         "seed": Parameter(0, "seed of the noise deletion", minimum=0),
     }
 
+    backpropagates = True
+    auto_parameters = ("iterations",)
+
     @property
     def channel_resolved(self) -> bool:
         return self.params["per_channel"]
+
+    def settle(self, speed, target) -> "MeaningfulPerturbation":
+        """Iterations: as many as fit the time budget (one forward and backward pass per class each), within AUTO_ITERATIONS."""
+        if self.params["iterations"]:
+            return self
+        each = len(target.classes) * (speed.forward_seconds + speed.backward_seconds)
+        low, high = AUTO_ITERATIONS
+        iterations = int(min(max(TIME_BUDGET_S / max(each, 1e-9), low), high))
+        return type(self)(**{**self.params, "iterations": iterations})
+
+    def passes(self, shape, target) -> Passes:
+        """Per iteration one forward and one backward pass of every class's blended input, all classes together."""
+        n = len(target.classes)
+        return Passes(n * self.params["iterations"], n * self.params["iterations"], batch=n, maps=4)
 
     def deleted(self, inputs: torch.Tensor) -> torch.Tensor:
         """The fully deleted input d."""

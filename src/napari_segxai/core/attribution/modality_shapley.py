@@ -19,6 +19,7 @@ import torch
 from .. import progress as _progress
 from .base import AttributionMethod, Parameter, Relevance, check_inputs, register, samples_per_batch
 from .baselines import make_baseline
+from .cost import Passes
 from .targets import Target
 
 SEQUENCE_BASELINES = ("mean", "zeros", "blurred")
@@ -231,6 +232,12 @@ class ModalityShapley(AttributionMethod):
             raise ValueError(f"modality_shapley enumerates 2^C channel coalitions and stops at {MAX_CHANNELS} "
                              f"channels; this input has {inputs.shape[1]}: use kernel_shap or occlusion.")
         return inputs
+
+    backpropagates = True
+
+    def passes(self, shape, target) -> Passes:
+        """One forward pass per coalition of sequences (2^C), one backward per class for the maps' weights."""
+        return Passes(2 ** shape[0], len(target.classes), batch=self.params["batch_size"], maps=1)
 
     def _attribute(self, network, inputs, target, progress, should_cancel) -> torch.Tensor:
         inputs = self.checked(inputs, target)

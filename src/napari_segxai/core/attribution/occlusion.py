@@ -9,6 +9,10 @@ import torch
 
 from .. import progress as _progress
 from .base import AttributionMethod, Parameter, register, samples_per_batch
+from .cost import TIME_BUDGET_S, Passes
+
+#: The finest automatic cube side: finer cubes are one parameter away (window=4), with their cost shown first.
+SMALLEST_AUTO_WINDOW = 8
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -22,15 +26,20 @@ class Occlusion(AttributionMethod):
 
     signed = True
     parameters = {
-        "window": Parameter(8, "side of the occluded cube in voxels (cut to the volume's size)", minimum=1),
-        "stride": Parameter(4, "step between cubes in voxels (at most the window)", minimum=1),
+        "window": Parameter(0, "side of the occluded cube in voxels (cut to the volume's size); 0: the smallest "
+                            f"(at least {SMALLEST_AUTO_WINDOW}) whose passes fit about {TIME_BUDGET_S:.0f} s on this device",
+                            minimum=0, auto=True),
+        "stride": Parameter(0, "step between cubes in voxels (at most the window); 0: half the window", minimum=0,
+                            auto=True),
         "baseline": Parameter(0.0, "value written into the occluded cube"),
         "per_channel": Parameter(True, "occlude each input channel alone (one map per channel)"),
         "batch_size": Parameter(0, "occluded copies per forward pass; 0 chooses from free memory", minimum=0),
     }
 
+    auto_parameters = ("window", "stride")
+
     def _validate(self) -> None:
-        if self.params["stride"] > self.params["window"]:
+        if self.params["window"] and self.params["stride"] > self.params["window"]:
             raise ValueError(
                 f"occlusion: stride {self.params['stride']} is larger than the window "
                 f"{self.params['window']}, which would leave voxels never occluded; lower the stride."
@@ -39,6 +48,27 @@ class Occlusion(AttributionMethod):
     @property
     def channel_resolved(self) -> bool:
         return self.params["per_channel"]
+
+    def occlusions(self, shape: tuple[int, ...], window: int, stride: int) -> int:
+        """How many occluded copies of an input (C, *spatial) cubes of ``window`` at ``stride`` make."""
+        groups = shape[0] if self.params["per_channel"] else 1
+        return groups * math.prod(len(window_starts(s, min(window, s), stride)) for s in shape[1:])
+
+    def settle(self, speed, target) -> "Occlusion":
+        """The window: the smallest from SMALLEST_AUTO_WINDOW up whose passes fit the time budget; stride: half of it."""
+        window, stride = self.params["window"], self.params["stride"]
+        if window == 0:
+            affordable = TIME_BUDGET_S / max(speed.forward_seconds, 1e-9) - 1
+            largest = max(speed.shape[1:])
+            window = next((w for w in range(min(SMALLEST_AUTO_WINDOW, largest), largest + 1)
+                           if self.occlusions(speed.shape, w, min(stride, w) or max(1, w // 2)) <= affordable), largest)
+        stride = min(stride, window) or max(1, window // 2)
+        return type(self)(**{**self.params, "window": window, "stride": stride})
+
+    def passes(self, shape, target) -> Passes:
+        """One forward pass of the input, one per occluded copy (as many at once as fit the memory cap)."""
+        return Passes(1 + self.occlusions(shape, self.params["window"], self.params["stride"]),
+                      batch=self.params["batch_size"])
 
     def _attribute(self, network, inputs, target, progress, should_cancel) -> torch.Tensor:
         spatial = tuple(inputs.shape[2:])
@@ -51,14 +81,18 @@ class Occlusion(AttributionMethod):
         units = [(g, cube) for g in groups for cube in cubes]
         n = len(units)
         batch = samples_per_batch(network, inputs, n, self.params["batch_size"], with_gradients=False)
+        if self.params["batch_size"]:
+            batch_slices = (slice(s, min(s + batch, n)) for s in range(0, n, batch))
+        else:  # batches sized to about PACE_SECONDS each: the bar moves and Cancel is heard
+            batch_slices = _progress.paced(n, batch, progress, should_cancel)
         n_maps = len(groups)
         relevance = inputs.new_zeros((len(target.classes), n_maps) + spatial)
         counts = inputs.new_zeros((n_maps,) + spatial)
         with torch.no_grad():
             reference = target.scalars(network(inputs))[0]
-            for start in range(0, n, batch):
-                _progress.step(start, n, progress, should_cancel)
-                chunk = units[start : start + batch]
+            for part in batch_slices:
+                _progress.step(part.start, n, progress, should_cancel)
+                chunk = units[part]
                 occluded = inputs.repeat(len(chunk), *([1] * (inputs.ndim - 1)))
                 for i, (group, cube) in enumerate(chunk):
                     occluded[(i, group) + cube] = self.params["baseline"]

@@ -9,6 +9,7 @@ import torch
 
 from .. import progress as _progress
 from .base import AttributionMethod, Parameter, method_class, register, samples_per_batch
+from .cost import Passes
 
 VARIANTS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
@@ -64,6 +65,14 @@ class SmoothGrad(AttributionMethod):
             return method
 
         return on_window
+
+    backpropagates = True
+
+    def passes(self, shape, target) -> Passes:
+        """The base method's passes for every noisy copy."""
+        n, each = self.params["n_samples"], self.base.passes(shape, target)
+        return Passes(n * each.forward, n * each.backward, batch=min(self.params["batch_size"], n),
+                      maps=2 + 2 * len(target.classes))
 
     def _attribute(self, network, inputs, target, progress, should_cancel) -> torch.Tensor:
         n = self.params["n_samples"]

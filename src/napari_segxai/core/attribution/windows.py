@@ -81,13 +81,12 @@ def windowed_attribute(
         coverage[window] += importance
     on_window = method.for_windows(inputs)
     relevance = None
+    meeting = target_windows(windows, target)
     with frozen_parameters(network):
-        for i, window in enumerate(windows):
-            _progress.step(i, len(windows), progress, should_cancel)
+        for i, window in enumerate(meeting):
+            _progress.step(i * SHARES, len(meeting) * SHARES, progress, should_cancel)
             masks = target.masks[(slice(None),) + window]
             present = [k for k in range(len(target.classes)) if masks[k].any()]
-            if not present:
-                continue
             weights = (importance / coverage[window]).astype(np.float32)
             if target.weights is not None:
                 weights = weights * target.weights[(slice(None),) + window]
@@ -96,13 +95,29 @@ def windowed_attribute(
             local = Target(target.kind, tuple(target.classes[k] for k in present), masks[present], target.threshold,
                            target.output, target.activation, np.asarray(weights)[present])
             crop = inputs[(slice(None), slice(None)) + window]
-            part = on_window(window).attribute(network, crop, local, None, should_cancel)
+            part = on_window(window).attribute(network, crop, local, _within(progress, i, len(meeting)), should_cancel)
             if relevance is None:
                 relevance = inputs.new_zeros((len(target.classes), part.shape[1]) + spatial)
             for j, k in enumerate(present):
                 relevance[(k, slice(None)) + window] += part[j]
-    _progress.step(len(windows), len(windows), progress, None)
+    _progress.step(len(meeting) * SHARES, len(meeting) * SHARES, progress, None)
     return relevance
+
+
+#: Progress units per window: a window's own steps (its classes, its batches) move the bar inside its share.
+SHARES = 1000
+
+
+def target_windows(windows: Sequence[tuple[slice, ...]], target: Target) -> list[tuple[slice, ...]]:
+    """The windows that meet the target region of at least one class (only they are run)."""
+    return [w for w in windows if any(target.masks[(k,) + tuple(w)].any() for k in range(len(target.classes)))]
+
+
+def _within(progress: _progress.ProgressFn | None, index: int, count: int) -> _progress.ProgressFn | None:
+    """The progress callback of window ``index`` of ``count``: its steps within its share of the whole."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(index * SHARES + int(SHARES * done / max(total, 1)), count * SHARES)
 
 
 def windowable_methods() -> tuple[str, ...]:

@@ -1,0 +1,69 @@
+"""How many perturbed copies of an input to run through the network at once, from the memory free now."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..memory import available_memory
+from ._hooks import forward_with_hooks
+
+# Perturbed copies run together use at most this share of free memory, and on CPU at most
+# CPU_BATCH_CAP bytes in all: bigger CPU batches are not faster, and a process already holding
+# about 1.5 GB (torch, a model, a 240 x 240 x 155 case and its relevance) then peaks under 4 GB.
+# GPUs gain from filling their memory.
+MEMORY_FRACTION = 0.5
+CPU_BATCH_CAP = 2_500_000_000
+
+
+def activation_bytes(network: torch.nn.Module, sample: torch.Tensor) -> int:
+    """Bytes of all module outputs in one forward pass of one sample (a proxy for autograd's memory)."""
+    total = 0
+
+    def hook(_module, _inputs, output):
+        nonlocal total
+        for tensor in output if isinstance(output, (tuple, list)) else (output,):
+            if isinstance(tensor, torch.Tensor):
+                total += tensor.numel() * tensor.element_size()
+
+    leaves = [m for m in network.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    forward_with_hooks(network, sample, handles)
+    return max(total, sample.numel() * sample.element_size())
+
+
+def samples_per_batch(
+    network: torch.nn.Module,
+    sample: torch.Tensor,
+    n_samples: int,
+    requested: int = 0,
+    with_gradients: bool = True,
+    maps_per_sample: int = 0,
+) -> int:
+    """How many perturbed copies of ``sample`` to run at once: ``requested``, else what fits the memory cap.
+
+    With A the bytes of all module outputs of one forward pass of one copy, a batch of B copies is
+    costed at A + B * (2 A + ``maps_per_sample`` input-sized tensors) when gradients are needed,
+    else B * A (plus the maps). Measured on the demo UNet at 4 x 120 x 120 x 80 with 3 classes:
+    1.6 A per extra copy besides its gradient maps and 0.5-0.8 A more for the first, so the
+    estimate is safe by about a quarter. ``maps_per_sample`` counts what the method itself keeps
+    per copy (the perturbed input, the per-class gradients and products of them).
+    """
+    if requested > 0:
+        return max(1, min(int(requested), n_samples))
+    return fitting_batch(activation_bytes(network, sample), sample.numel() * sample.element_size(), n_samples,
+                         with_gradients=with_gradients, maps_per_sample=maps_per_sample, device=sample.device)
+
+
+def fitting_batch(activations: int, sample_bytes: int, n_samples: int, *, with_gradients: bool = True,
+                  maps_per_sample: int = 0, device: Any = "cpu") -> int:
+    """Copies per batch under the memory cap, for copies whose forward pass outputs ``activations`` bytes."""
+    maps = maps_per_sample * sample_bytes
+    fixed = activations if with_gradients else 0
+    per_sample = (2 if with_gradients else 1) * activations + maps
+    device = torch.device(device)
+    budget = available_memory(device) * MEMORY_FRACTION
+    if device.type == "cpu":
+        budget = min(budget, CPU_BATCH_CAP)
+    return max(1, min(n_samples, int((budget - fixed) // per_sample)))
