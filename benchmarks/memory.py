@@ -5,7 +5,10 @@ child process (``segxai <command> CASE --out <tmp> ...``) and its peak resident 
 the kernel's accounting for that child (``os.wait4``'s ``ru_maxrss``), so nothing is sampled and
 nothing is missed. The first row, ``segxai --help``, is the floor: the interpreter and the imports.
 Prints, per command: exit status, wall seconds, peak RSS and its share of the memory available
-when the run started.
+when the run started; for ``explain`` rows also what its JSON record says: the cost estimated before
+the attribution started (seconds, forward and backward passes, working memory; attribution plus the
+sequences' Shapley values) beside the measured seconds of the explanation (preprocessing and
+segmentation included), and the settings the method chose.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ DEFAULT_CASE = ROOT.parent / "shared" / "realdata" / "TCGA-DU-7294"
 # (label, arguments after the case); "{out}" is a fresh output folder per command.
 COMMANDS = (
     ("segment", ["segment", "{case}", "--out", "{out}"]),
-    ("explain saliency", ["explain", "{case}", "--method", "saliency", "--out", "{out}"]),
-    ("explain gradient_x_input", ["explain", "{case}", "--method", "gradient_x_input", "--out", "{out}"]),
-    ("explain integrated_gradients", ["explain", "{case}", "--method", "integrated_gradients", "--out", "{out}"]),
+    *((f"explain {m}", ["explain", "{case}", "--method", m, "--out", "{out}"]) for m in (
+        "saliency", "gradient_x_input", "smoothgrad", "integrated_gradients", "grad_cam", "occlusion",
+        "guided_backprop", "deconvolution", "deeplift", "lrp", "kernel_shap", "meaningful_perturbation",
+        "modality_shapley")),
     ("influence", ["influence", "{case}", "--out", "{out}"]),
     ("trust saliency (sanity + metrics)", ["trust", "{case}", "--methods", "saliency", "--out", "{out}"]),
     ("report", ["report", "{case}", "--out", "{out}"]),
@@ -52,6 +56,19 @@ def run_child(argv: list[str], log: Path) -> tuple[int, float, int]:
         _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     return child.returncode, time.perf_counter() - start, usage.ru_maxrss * 1024
+
+
+def explain_line(out: Path) -> str:
+    """The estimate against the measurement, from an explain run's JSON record."""
+    import json
+
+    record = json.loads(next(out.glob("*.json")).read_text())
+    cost = record.get("cost_estimate") or {}
+    chosen = {k: v for k, v in (cost.get("parameters") or {}).items()
+              if k in ("window", "stride", "cube", "n_samples", "iterations", "steps")}
+    return (f"estimated {cost.get('seconds', float('nan')):.0f} s ({cost.get('forward_passes')} forward, "
+            f"{cost.get('backward_passes')} backward passes of {cost.get('pass_shape')} x {cost.get('windows')}, "
+            f"{cost.get('peak_bytes', 0) / 2**30:.2f} GiB working) vs explain_case {record['seconds']:.0f} s; {chosen}")
 
 
 def main() -> int:
@@ -82,6 +99,8 @@ def main() -> int:
             print(f"{label:<38} {status:>4} {seconds:>8.1f} {peak / 2**30:>8.2f} GiB {peak / free:>11.0%}", flush=True)
             if status != 0:
                 print("    " + (Path(scratch) / f"log{i}.txt").read_text(errors="replace").strip().splitlines()[-1])
+            elif template[0] == "explain":
+                print("    " + explain_line(out), flush=True)
     return 0
 
 

@@ -46,6 +46,11 @@ def trust_line(case, card, method: str, *, check: bool, device) -> str:
     return verdict.sentence()
 
 
+def say_cost(cost) -> None:
+    """Print the estimated cost before the attribution starts (with the sequences' Shapley values)."""
+    print(f"\nEstimated cost: {cost.sentence()}.", flush=True)
+
+
 class _MethodsHelp(argparse.RawDescriptionHelpFormatter):
     """Help formatter that lists the registered attribution methods (imported only when help is shown)."""
 
@@ -140,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     network = build_network(card, device)
     with TerminalProgress(f"explaining {case.name} ({method.name})") as bar:
         result = explain_case(case, card, method=method, classes=classes, network=network, device=device,
-                              output_space=args.output, progress=bar, sequences=True, **target)
+                              output_space=args.output, progress=bar, sequences=True, before=say_cost, **target)
 
     details = {
         "case_files": case.shown_sources(),
@@ -152,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         "device": str(device),
         "sequence_shapley": {name: result.sequences.for_class(name) for name in result.class_names},
         "skipped_not_predicted": list(result.skipped),
+        "cost_estimate": result.cost.record() if result.cost is not None else None,
     }
     dicom = {}
     if args.format in ("dicom", "both"):
