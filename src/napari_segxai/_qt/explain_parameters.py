@@ -104,6 +104,8 @@ def _editor(parameter) -> QWidget:
         spin.setRange(int(parameter.minimum if parameter.minimum is not None else -LARGEST),
                       int(parameter.maximum if parameter.maximum is not None else LARGEST))
         spin.setValue(default)
+        if parameter.auto:
+            spin.setSpecialValueText("auto")   # 0: chosen for the case and the device when Run starts
         return spin
     if isinstance(default, float):
         spin = QDoubleSpinBox()

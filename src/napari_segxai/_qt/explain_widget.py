@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 from ..core.attribution.base import DEFAULT_METHOD
 from ..core.attribution.targets import skipped_line
 from .compute_widget import ComputeWidget
+from .cost_gate import CostGate
 from .explain_display import magnitudes, relevance_layer_data, strongest_layer
 from .explain_parameters import ParameterForm
 from .jobs import Outcome
@@ -46,12 +47,14 @@ VIEWER_CLICK = "last click in the viewer"
 STEP_PAUSE_MS = 15
 
 
-def explain_and_sort(*args, progress=None, should_cancel=None, **kwargs) -> tuple:
-    """explain_case (with the sequences' Shapley values, for RoI importance), then each class's sorted |relevance|
-    for the colour limits, both in the worker thread."""
+def explain_and_sort(*args, progress=None, should_cancel=None, gate=None, **kwargs) -> tuple:
+    """explain_case (with the sequences' Shapley values, for RoI importance; its cost through ``gate`` first), then
+    each class's sorted |relevance| for the colour limits, all in the worker thread."""
     from ..core.attribution import explain_case
 
-    result = explain_case(*args, progress=progress, should_cancel=should_cancel, sequences=True, **kwargs)
+    before = None if gate is None else (lambda cost: gate(cost, should_cancel))
+    result = explain_case(*args, progress=progress, should_cancel=should_cancel, sequences=True, before=before,
+                          **kwargs)
     return result, [magnitudes(maps) for maps in result.relevance]
 
 
@@ -70,6 +73,9 @@ class ExplainWidget(ComputeWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: Optional[QWidget] = None):
         super().__init__(viewer, parent)
+        self.cost = QLabel("")
+        self.buttons.addWidget(self.cost)
+        self.gate = CostGate(self.cost, self)
         self.method.setCurrentText(DEFAULT_METHOD)
         self.parameters.set_method(self.method.currentText())
         viewer.mouse_drag_callbacks.append(self._on_click)
@@ -304,7 +310,8 @@ class ExplainWidget(ComputeWidget):
             raise ValueError("No class is ticked; tick the classes to explain.")
         target = self.target_arguments(case)
         method = get_method(self.method.currentText(), **self.parameters.values())
-        return {"method": method, "classes": classes, "output_space": self.output_space.currentText(), **target}
+        return {"method": method, "classes": classes, "output_space": self.output_space.currentText(),
+                "gate": self.gate, **target}
 
     def job_description(self, case, card, options: dict) -> str:
         """Explaining <case> with <method>."""
