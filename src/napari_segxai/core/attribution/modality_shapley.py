@@ -139,10 +139,12 @@ def coalition_values(
     difference = inputs - baseline
     out = torch.full((masks.shape[0], len(target.classes)), float("nan"), dtype=torch.float64, device=inputs.device)
     with torch.no_grad():
-        for start in range(0, n, batch):
-            _progress.step(start, n, progress, should_cancel)
-            stop = min(start + batch, n)
-            out[start:stop] = target.scalars(network(baseline + masks[start:stop].view(shape) * difference)).double()
+        # batches sized to about PACE_SECONDS each unless a batch size is given: the bar moves, Cancel is heard
+        parts = (_progress.paced(n, batch, progress, should_cancel) if batch_size == 0 else
+                 (slice(start, min(start + batch, n)) for start in range(0, n, batch)))
+        for part in parts:
+            _progress.step(part.start, n, progress, should_cancel)
+            out[part] = target.scalars(network(baseline + masks[part].view(shape) * difference)).double()
     _progress.step(n, n, progress, None)
     return out
 
