@@ -65,6 +65,9 @@ def test_explain_writes_one_4d_nifti_per_class_with_the_case_affine(tmp_path, ca
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
     printed = capsys.readouterr().out
     assert str(out / "Case001_saliency_edema.nii.gz") in printed
+    # the cost is said before the work and kept in the record
+    assert printed.index("Estimated cost: saliency") < printed.index("Explained ")
+    assert record["cost_estimate"]["forward_passes"] >= 1 and record["cost_estimate"]["seconds"] >= 0
     assert {p: p.read_bytes() for p in case_dir.iterdir()} == inputs  # inputs untouched
 
 
