@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Sequence
 
 import torch
@@ -50,7 +49,10 @@ def _sample(method: AttributionMethod, image: torch.Tensor, goal: Target, card, 
     if method.windowable:
         windows = target_windows(window_slices(tuple(image.shape[2:]), _roi(card, image), card.overlap), goal)
         window = windows[0]
-        local = dataclasses.replace(goal, masks=goal.masks[(slice(None),) + tuple(window)], weights=None)
+        masks = goal.masks[(slice(None),) + tuple(window)]
+        present = [k for k in range(len(goal.classes)) if masks[k].any()]   # as windowed_attribute: classes in the window
+        local = Target(goal.kind, tuple(goal.classes[k] for k in present), masks[present], goal.threshold, goal.output,
+                       goal.activation)
         return image[(slice(None), slice(None)) + tuple(window)], local, len(windows)
     crop, local, _, _ = target_crop(image, goal, card, margin)
     return crop, local, 1
