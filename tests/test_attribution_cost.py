@@ -52,7 +52,11 @@ class Slow(torch.nn.Module):
     ("saliency", {}),
 ])
 def test_estimate_is_within_a_factor_two_of_the_measured_time(problem, name, params):
+    # 20 ms of work per sample on top of the tiny network, as a full-size case has: on a 4 x 32^3 toy
+    # the per-call overhead of torch dominates and a batch of 16 costs hardly more than one sample,
+    # which no pass count can predict (on the full-size case the estimate is measured in benchmarks/memory.py).
     net, x, target = problem
+    net = Slow(net, 0.02)
     method = get_method(name, **params)
     for p in net.parameters():
         p.requires_grad_(False)
