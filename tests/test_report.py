@@ -127,3 +127,22 @@ def test_the_report_says_first_whether_the_case_is_like_the_training_cases(setup
     first = page.split("<h2>", 2)[1]
     assert first.startswith("Finding</h2>") and "Domain check: " in first
     assert re.search(r"Domain check: (in distribution|out of distribution: )", first)
+
+
+@pytest.mark.slow
+def test_the_report_on_a_brain_without_tumour_says_first_that_it_is_outside_what_the_model_knows(tmp_path):
+    """The bundled tumour model on the lesion-free template: the first section says out of distribution, and why."""
+    from napari_segxai.core.io.nifti import save_nifti
+    from napari_segxai.core.training.synth import lesion_free_case
+
+    case = lesion_free_case()
+    folder = tmp_path / case.name
+    folder.mkdir()
+    for modality, channel in zip(case.modalities, case.channels):
+        save_nifti(channel, case.affine, folder / f"{case.name}_{modality}.nii.gz")
+    out = tmp_path / "report"
+    assert main(["report", str(folder), "--method", "saliency", "--no-influence", "--out", str(out)]) == 0
+    page = (out / "report.html").read_text(encoding="utf-8")
+    first = page.split("<h2>", 2)[1]
+    assert first.startswith("Finding</h2>")
+    assert "Domain check: out of distribution: " in first and "the model was not trained on lesions this small" in first
