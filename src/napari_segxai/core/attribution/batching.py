@@ -27,7 +27,8 @@ def activation_bytes(network: torch.nn.Module, sample: torch.Tensor) -> int:
             if isinstance(tensor, torch.Tensor):
                 total += tensor.numel() * tensor.element_size()
 
-    leaves = [m for m in network.modules() if not list(m.children())]
+    # TorchScript modules take no hooks: a scripted network's outputs are not counted (the sample is the floor).
+    leaves = [m for m in network.modules() if not list(m.children()) and not isinstance(m, torch.jit.ScriptModule)]
     handles = [m.register_forward_hook(hook) for m in leaves]
     forward_with_hooks(network, sample, handles)
     return max(total, sample.numel() * sample.element_size())

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..memory import gigabytes
-from .batching import fitting_batch
+from .batching import activation_bytes, fitting_batch
 
 #: Seconds that automatic perturbation settings aim at for the method itself on the device it runs on
 #: (segmentation, the sequences' Shapley values and writing come on top).
@@ -111,23 +111,7 @@ def _timed(run) -> float:
 
 def measure_speed(network: torch.nn.Module, inputs: torch.Tensor, target: Any, backward: bool) -> Speed:
     """Time one forward pass of ``inputs`` (1, C, *spatial), and one forward + backward when ``backward``."""
-    activations = 0
-
-    def count(_module, _inputs, output):
-        nonlocal activations
-        for tensor in output if isinstance(output, (tuple, list)) else (output,):
-            if isinstance(tensor, torch.Tensor):
-                activations += tensor.numel() * tensor.element_size()
-
-    leaves = [m for m in network.modules() if not any(True for _ in m.children())
-              and not isinstance(m, torch.jit.ScriptModule)]
-    handles = [m.register_forward_hook(count) for m in leaves]
-    try:
-        with torch.no_grad():
-            target.scalars(network(inputs))
-    finally:
-        for handle in handles:
-            handle.remove()
+    activations = activation_bytes(network, inputs)  # also the warm-up pass at this shape
 
     def forward():
         with torch.no_grad():
@@ -143,7 +127,7 @@ def measure_speed(network: torch.nn.Module, inputs: torch.Tensor, target: Any, b
 
         backward_seconds = max(_timed(both) - forward_seconds, 0.0)
     sample = inputs.numel() * inputs.element_size()
-    return Speed(forward_seconds, backward_seconds, max(activations, sample), sample, tuple(inputs.shape[1:]),
+    return Speed(forward_seconds, backward_seconds, activations, sample, tuple(inputs.shape[1:]),
                  inputs.device.type)
 
 
