@@ -32,6 +32,7 @@ def _trust_verdicts_in_tmp(tmp_path, monkeypatch):
     from napari_segxai.core.trust import verdict
 
     monkeypatch.setattr(verdict, "cache_dir", lambda: tmp_path / "cache")
+    monkeypatch.setenv("SEGXAI_AUTO_TRUST", "0")  # the Explain widget checks only when a test asks it to
 
 
 @pytest.fixture

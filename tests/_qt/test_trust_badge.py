@@ -19,7 +19,9 @@ def test_the_badge_says_not_checked_then_check_measures_and_every_map_shows_it(
     assert widget.trust.label.text() == NOT_CHECKED and widget.trust.check_button.isEnabled()
 
     widget.trust.check_button.click()
-    qtbot.waitUntil(lambda: not widget.running, timeout=300_000)
+    assert widget.trust.checking and widget.trust.progress_bar.isVisible()
+    qtbot.waitUntil(lambda: not widget.trust.checking, timeout=300_000)
+    assert not widget.trust.progress_bar.isVisible()
     verdict = read_verdict(load_model_card(tiny_card), "saliency")
     assert verdict is not None and widget.trust.label.text() == verdict.badge()
     assert not widget.trust.check_button.isEnabled()
@@ -34,3 +36,39 @@ def test_the_badge_says_not_checked_then_check_measures_and_every_map_shows_it(
     import shutil
 
     shutil.copy(tmp_path / "explain_trust.png", "/tmp/explain_trust.png")
+
+
+def test_the_check_starts_by_itself_after_the_first_map_and_runs_beside_explanations(
+        make_napari_viewer, qtbot, tiny_case, tiny_card, monkeypatch):
+    monkeypatch.setenv("SEGXAI_AUTO_TRUST", "1")
+    viewer = make_napari_viewer(show=True)
+    open_case(viewer, tiny_case)
+    widget = ExplainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Explain")
+    widget.set_model_card(tiny_card)
+    assert widget.trust.auto.isChecked() and not widget.trust.checking
+
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=300_000)
+    assert widget.trust.checking, "no check started after the first map of an unchecked method"
+    assert widget.refresh_trust() == "being checked" and "Checking the trust of saliency" in widget.trust.label.text()
+    widget.run_button.click()  # the check has its own worker: explaining goes on meanwhile
+    qtbot.waitUntil(lambda: not widget.running, timeout=300_000)
+    qtbot.waitUntil(lambda: not widget.trust.checking, timeout=300_000)
+    verdict = read_verdict(load_model_card(tiny_card), "saliency")
+    assert verdict is not None and widget.trust.label.text() == verdict.badge()
+
+
+def test_stop_ends_the_check_and_keeps_nothing(make_napari_viewer, qtbot, tiny_case, tiny_card, monkeypatch):
+    viewer = make_napari_viewer(show=True)
+    open_case(viewer, tiny_case)
+    widget = ExplainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Explain")
+    widget.set_model_card(tiny_card)
+    assert not widget.trust.auto.isChecked()  # SEGXAI_AUTO_TRUST=0 (the suite's setting) unticks it
+
+    widget.trust.check_button.click()
+    widget.trust.stop_button.click()
+    qtbot.waitUntil(lambda: not widget.trust.checking, timeout=30_000)
+    assert read_verdict(load_model_card(tiny_card), "saliency") is None
+    assert widget.trust.label.text() == NOT_CHECKED and widget.trust.check_button.isEnabled()

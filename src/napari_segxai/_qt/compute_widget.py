@@ -120,6 +120,10 @@ class ComputeWidget(QWidget):
         """Add what goes below the status line; by default nothing (the dock's space stays at the bottom)."""
         layout.addStretch(1)
 
+    def runners(self) -> list[JobRunner]:
+        """The widget's workers, all stopped when its window closes (a subclass may run a second one)."""
+        return [self.jobs]
+
     def job_options(self, case, card) -> dict[str, Any]:
         """Keyword arguments for :meth:`compute`, read from the controls (ValueError with a sentence if incomplete)."""
         return {}
@@ -361,12 +365,14 @@ class ComputeWidget(QWidget):
         from qtpy.QtCore import QEvent
 
         if event.type() == QEvent.Type.Close:
-            self.jobs.shutdown()
+            for jobs in self.runners():
+                jobs.shutdown()
         return False
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
         """Stop the running job and stop following the viewer's layers when the widget closes."""
-        self.jobs.shutdown()
+        for jobs in self.runners():
+            jobs.shutdown()
         if self.has_case:
             for signal in self._layer_events():
                 signal.disconnect(self._refresh_cases)

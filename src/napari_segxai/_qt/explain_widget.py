@@ -200,21 +200,34 @@ class ExplainWidget(ComputeWidget):
 
     def check_trust(self) -> None:
         """Measure the chosen method's trust for the chosen model on the chosen case, in the background."""
-        from functools import partial
-
-        from ..core.trust.verdict import measure_verdict
-
-        if self.jobs.refuse_if_running():
+        if self.trust.checking:
+            show_warning("A trust check is already running; wait for it or press Stop.")
             return
         try:
             card, case = self.load_card(), self.chosen_case()
         except (ValueError, OSError) as err:
             self.refuse(err)
             return
-        method = self.method.currentText()
-        self.jobs.start(partial(measure_verdict, case, card, [method], device=self.chosen_device()), case, card,
-                        description=f"Checking the trust of {method} for {card.name} on {case.name}",
-                        memory_hint=self.memory_hint, on_result=lambda _: self.refresh_trust())
+        self._start_check(case, card, self.method.currentText())
+
+    def _start_check(self, case, card, method: str) -> None:
+        """Start measuring ``method``'s verdict for ``card`` on ``case`` in the badge's own worker."""
+        from functools import partial
+
+        from ..core.trust.verdict import measure_verdict
+
+        self.trust.start(partial(measure_verdict, case, card, [method], device=self.chosen_device()), case, card,
+                         method, memory_hint=self.memory_hint)
+
+    def _check_after_map(self, outcome: Outcome) -> None:
+        """Start the check by itself once a map of an unchecked method is shown ("Check after a map")."""
+        from ..core.trust.verdict import NOT_CHECKED, badge
+
+        method = outcome.result.method
+        if (self.trust.auto.isChecked() and not self.trust.checking and outcome.card is not None
+                and outcome.case is not None and badge(outcome.card, method) == NOT_CHECKED):
+            self._start_check(outcome.case, outcome.card, method)
+            self.refresh_trust()
 
     def chosen_classes(self) -> list[int]:
         """Output indices of the ticked classes."""
@@ -381,6 +394,7 @@ class ExplainWidget(ComputeWidget):
             f"in the layer list, or use Grid view): {result.target_description}.{skipped} "
             f"Trust: {self.refresh_trust()}."
         )
+        self._check_after_map(outcome)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
         """Stop a running explanation, withdraw what this widget published and stop listening to clicks."""
@@ -390,3 +404,7 @@ class ExplainWidget(ComputeWidget):
         if self._on_click in self.viewer.mouse_drag_callbacks:
             self.viewer.mouse_drag_callbacks.remove(self._on_click)
         super().closeEvent(event)
+
+    def runners(self) -> list:
+        """The explanation's worker and the trust check's (both stop when the window closes)."""
+        return [self.jobs, self.trust.jobs]

@@ -46,6 +46,7 @@ class JobRunner(QObject):
     """Runs one core job at a time off the main thread and shows its progress on a widget's controls."""
 
     advanced = Signal(int, int)  # (done, total) from the worker thread to the main thread
+    ended = Signal()  # a job ended, whatever with (main thread, after its result was handed on)
 
     def __init__(self, parent: QObject, progress_bar: QProgressBar, status: QLabel,
                  cancel_button: QPushButton, *, noun: str):
@@ -164,3 +165,4 @@ class JobRunner(QObject):
         if self._napari_progress is not None:
             self._napari_progress.close()
             self._napari_progress = None
+        self.ended.emit()
