@@ -72,3 +72,25 @@ def test_stop_ends_the_check_and_keeps_nothing(make_napari_viewer, qtbot, tiny_c
     qtbot.waitUntil(lambda: not widget.trust.checking, timeout=30_000)
     assert read_verdict(load_model_card(tiny_card), "saliency") is None
     assert widget.trust.label.text() == NOT_CHECKED and widget.trust.check_button.isEnabled()
+
+
+def test_a_map_shown_from_elsewhere_starts_the_check_once_its_layers_are_in(
+        make_napari_viewer, qtbot, tiny_case, tiny_card, monkeypatch):
+    """``segxai demo`` hands the widget a finished map (show_result adds its layers at once)."""
+    from napari_segxai.core.attribution import explain_case
+    from napari_segxai.core.io.nifti import load_case
+
+    monkeypatch.setenv("SEGXAI_AUTO_TRUST", "1")
+    viewer = make_napari_viewer(show=True)
+    open_case(viewer, tiny_case)
+    widget = ExplainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Explain")
+    widget.set_model_card(tiny_card)
+    case, card = load_case(tiny_case), load_model_card(tiny_card)
+    relevance = explain_case(case, card, method="saliency", classes=[1, 2])
+
+    layers = widget.show_result(case, card, relevance)
+    assert layers and widget.trust.checking
+    qtbot.wait(200)  # the show_outcome timer fires after the layers are in: nothing is added twice
+    qtbot.waitUntil(lambda: not widget.trust.checking, timeout=300_000)
+    assert read_verdict(card, "saliency") is not None

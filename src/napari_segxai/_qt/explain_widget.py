@@ -355,6 +355,7 @@ class ExplainWidget(ComputeWidget):
             return
         if next(self._adding, None) is None:
             self._adding = None
+            self._check_after_map(self.last)  # outside the generator: starting a job lets Qt run timers
         else:
             QTimer.singleShot(STEP_PAUSE_MS, self._add_next)
 
@@ -394,7 +395,6 @@ class ExplainWidget(ComputeWidget):
             f"in the layer list, or use Grid view): {result.target_description}.{skipped} "
             f"Trust: {self.refresh_trust()}."
         )
-        self._check_after_map(outcome)
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
         """Stop a running explanation, withdraw what this widget published and stop listening to clicks."""
