@@ -58,6 +58,11 @@ def test_trust_writes_tables_plots_and_a_record(tmp_path, case_dir, card, capsys
     assert {r["carrier"] for r in modality} == {"flair"}
     printed = capsys.readouterr().out
     assert "Model parameter randomisation" in printed and "Explanation precision" in printed
+    # the cost was said before the measures' tables and kept: one timed pass of the crop, passes per measure
+    assert printed.index("Estimated cost: trust check of saliency, integrated_gradients") < printed.index("Model parameter")
+    parts = {p["method"]: p for p in record["cost_estimate"]["parts"]}
+    assert parts["faithfulness"]["forward_passes"] == 2 * (6 + 1) and parts["deletion"]["forward_passes"] == 5 * 3
+    assert record["cost_estimate"]["seconds"] > 0 and "ground truth" in parts
     assert {p: p.read_bytes() for p in case_dir.iterdir()} == inputs
 
 

@@ -60,6 +60,8 @@ def test_trust_widget_shows_the_core_numbers_and_the_randomisation_plot(
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert seen["error"] == []
     assert any(0 < v < widget.progress_bar.maximum() for v in values), values
+    assert widget.cost.text().startswith("≈") and "forward" in widget.cost.toolTip()   # estimated before the work
+    assert widget.last.cost is not None and "faithfulness" in widget.cost.toolTip()
 
     problem = case_problem(load_case(tiny_case), load_model_card(tiny_card), device="cpu")
     sanity = randomisation_test(problem, ["saliency"], modes=("cascading",), max_steps=2)
@@ -208,6 +210,23 @@ def test_cancel_stops_the_check_and_bad_states_give_a_notification(
     assert "missing.yaml" in widget.card_info.text()
     widget.run_button.click()
     assert not widget.running and len(seen["error"]) == 3
+
+
+def test_a_long_check_is_asked_first_and_declined_runs_nothing(make_napari_viewer, qtbot, tiny_case, tiny_card,
+                                                                 seen, monkeypatch):
+    from napari_segxai._qt import cost_gate
+
+    viewer = make_napari_viewer()
+    open_case(viewer, tiny_case)
+    widget = _widget(viewer, tiny_card)
+    asked = []
+    monkeypatch.setattr(cost_gate, "ask", lambda parent, cost: asked.append(cost) or False)
+    widget.gate.confirm_over_s = 0.0
+    widget.run_button.click()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert len(asked) == 1 and asked[0].noun == "trust check" and asked[0].seconds > 0
+    assert widget.status.text() == "Cancelled." and widget.last is None and widget.table.columnCount() == 0
+    assert widget.cost.text().startswith("≈")
 
 
 def test_parameter_values_put_into_the_form_come_back_for_every_registered_method(qtbot):

@@ -1,4 +1,4 @@
-"""The estimated cost of an explanation beside Run, and a question before anything that long starts."""
+"""The estimated cost of an explanation (or a trust check) beside Run, and a question before anything that long starts."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from ..core.progress import Cancelled
 
 
 def ask(parent: QWidget, cost) -> bool:
-    """Whether the user starts an explanation estimated at ``cost`` (a yes/no question)."""
+    """Whether the user starts an explanation (or what ``cost.noun`` names) estimated at ``cost`` (a yes/no question)."""
+    noun = getattr(cost, "noun", "explanation")
     answer = QMessageBox.question(
-        parent, "A long explanation",
-        f"This explanation is estimated at {duration(cost.seconds)} on this device: {cost.sentence()}.\n\n"
+        parent, f"A long {noun}",
+        f"This {noun} is estimated at {duration(cost.seconds)} on this device: {cost.sentence()}.\n\n"
         "Start it? (Coarser settings are faster: see the method's parameters.)",
         QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
     return answer == QMessageBox.StandardButton.Yes

@@ -5,7 +5,8 @@ For the chosen case, model card and attribution method, one background job runs
 region, or over the target the Explain widget publishes on the case's layers, on a crop around
 it): cascading model-parameter randomisation and the quality metrics. The widget shows one column
 of ``quality_rows`` numbers per class and the cascading-randomisation plot. The cost settings (the
-Cost box) start lower than the ``segxai trust`` defaults. The method follows the relevance layers
+Cost box) start lower than the ``segxai trust`` defaults; the estimated cost shows beside Run once the
+crop is timed, and a check estimated over 3 minutes asks first (as the Explain widget does). The method follows the relevance layers
 that arrive in the viewer, so the map on screen is the one checked.
 """
 
@@ -39,6 +40,7 @@ from qtpy.QtWidgets import (
 from ..core.attribution.base import DEFAULT_METHOD
 from .._layers import Key, Role, layer_role
 from .compute_widget import ComputeWidget
+from .cost_gate import CostGate
 from .explain_parameters import ParameterForm
 from .jobs import Outcome
 from .targets import published, target_arguments
@@ -119,6 +121,9 @@ class TrustWidget(ComputeWidget):
         self.save_button.setEnabled(False)
         self.save_button.clicked.connect(self._choose_folder)
         self.buttons.addWidget(self.save_button)
+        self.cost = QLabel("")
+        self.buttons.addWidget(self.cost)
+        self.gate = CostGate(self.cost, self)   # the estimate beside Run; over 3 minutes it asks first
         self.measures = table_measures()   # (field, label, tooltip) per row, from the core registries
         self.table = QTableWidget(len(self.measures), 0)
         self.table.setVerticalHeaderLabels([label for _, label, _ in self.measures])
@@ -202,18 +207,20 @@ class TrustWidget(ComputeWidget):
         from ..core.attribution import get_method
 
         method = get_method(self.method.currentText(), **self.parameters.values())
-        return {"methods": [method], "settings": self.settings(), **self.target_arguments(case)}
+        return {"methods": [method], "settings": self.settings(), "gate": self.gate, **self.target_arguments(case)}
 
     def job_description(self, case, card, options: dict) -> str:
         """Trust check of <method> on <case>."""
         return f"Trust check of {options['methods'][0].name} on {case.name}"
 
     @staticmethod
-    def compute(case, card, *, methods, progress=None, should_cancel=None, **options):
-        """Randomisation and quality measures of the methods' maps (worker thread)."""
+    def compute(case, card, *, methods, progress=None, should_cancel=None, gate=None, **options):
+        """Randomisation and quality measures of the methods' maps, their cost through ``gate`` first (worker thread)."""
         from ..core.trust import assess_case
 
-        return assess_case(case, card, methods, progress=progress, should_cancel=should_cancel, **options)
+        before = None if gate is None else (lambda cost: gate(cost, should_cancel))
+        return assess_case(case, card, methods, progress=progress, should_cancel=should_cancel, before=before,
+                           **options)
 
     def show_outcome(self, outcome: Outcome) -> None:
         """Fill the table and draw the plot (main thread)."""

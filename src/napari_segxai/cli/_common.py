@@ -165,6 +165,11 @@ def open_case(args: argparse.Namespace, card: "ModelCard | None" = None):
     return case
 
 
+def say_cost(cost) -> None:
+    """Print the estimated cost (an explanation's or a trust check's) before the work starts."""
+    print(f"\nEstimated cost: {cost.sentence()}.", flush=True)
+
+
 class TerminalProgress:
     """A tqdm progress bar fed by ``(done, total)`` callbacks from the core."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..core.io.relevance import output_paths, write_relevance
 from ._common import (TerminalProgress, UserError, add_case_options, add_format_option, check_format, load_card,
-                      open_case, output_folder)
+                      open_case, output_folder, say_cost)
 from ._explain_options import add_target_options, case_target_arguments, parse_classes, parse_parameters, parse_target
 
 DESCRIPTION = """\
@@ -44,11 +44,6 @@ def trust_line(case, card, method: str, *, check: bool, device) -> str:
         return (f"Trust of {method} for this model: not checked; add --check-trust, or run "
                 f"segxai trust CASE --methods {method}, to measure it once for this model.")
     return verdict.sentence()
-
-
-def say_cost(cost) -> None:
-    """Print the estimated cost before the attribution starts (with the sequences' Shapley values)."""
-    print(f"\nEstimated cost: {cost.sentence()}.", flush=True)
 
 
 class _MethodsHelp(argparse.RawDescriptionHelpFormatter):

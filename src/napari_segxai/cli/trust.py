@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.io.files import write_text
-from ._common import TerminalProgress, UserError, add_case_options, load_card, open_case, output_folder
+from ._common import TerminalProgress, UserError, add_case_options, load_card, open_case, output_folder, say_cost
 from ._explain_options import add_target_options
 from ._trust_options import add_measure_options, build_methods, json_value, measure_settings
 
@@ -32,6 +32,10 @@ crop around the regions (as `segxai explain` uses for non-additive methods).
   --ground-truth (generated cases, with ground_truth.json): explanation precision against the
            true lesion, next to Sobel/Laplace edge filters and a random-weights network, and the
            share of relevance on the modality that carries each class.
+
+Before the measures start it prints their estimated cost (passes through the network and seconds
+on this device, from one timed pass of the crop; data randomisation's training not counted),
+kept in trust.json as cost_estimate.
 
 Writes into --out: sanity.csv, sanity_verdicts.csv, sanity.png, metrics.csv, deletion.png,
 data_randomisation.csv (with the data check), groundtruth_precision.csv, groundtruth_modality.csv (with --ground-truth) and trust.json.
@@ -88,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     with TerminalProgress(f"measuring {case.name}") as bar:
         trust = assess_case(case, card, methods, settings=settings, classes=classes,
                             device=None if args.device in (None, "auto") else args.device, margin=args.margin,
-                            ground_truth=args.ground_truth, signature=signature, progress=bar, **target)
+                            ground_truth=args.ground_truth, signature=signature, progress=bar, before=say_cost,
+                            **target)
     problem = trust.problem
     if problem.target.skipped:
         from ..core.attribution.targets import skipped_line
@@ -99,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         "model": card.name, "methods": {m.name: {k: json_value(v) for k, v in m.params.items()} for m in methods},
         "classes": list(problem.class_names), "crop_shape": list(problem.spatial_shape),
         "target": problem.target.describe(), "skipped_not_predicted": list(problem.target.skipped), "seed": args.seed,
+        "cost_estimate": trust.cost.record() if trust.cost is not None else None,
     }
     record["files"] = write_trust(trust, out, case.name)
     if trust.sanity is not None:

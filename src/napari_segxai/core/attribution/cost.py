@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -37,6 +37,13 @@ class Passes:
     batch: int = 1          # samples run through the network together (0: what fits the memory cap)
     maps: int = 0           # input-sized tensors the method keeps per sample of a batch
     extra_bytes: int = 0    # other working memory (coalition matrices, the regression)
+
+
+def repeated(passes: Sequence[Passes], n: int) -> Passes:
+    """``n`` times the passes of each of several methods: the passes added up, the most demanding one's memory."""
+    batch = 0 if any(p.batch == 0 for p in passes) else max(p.batch for p in passes)
+    return Passes(n * sum(p.forward for p in passes), n * sum(p.backward for p in passes), batch,
+                  max(p.maps for p in passes), max(p.extra_bytes for p in passes))
 
 
 @dataclass(frozen=True)
@@ -133,15 +140,20 @@ def measure_speed(network: torch.nn.Module, inputs: torch.Tensor, target: Any, b
 
 def method_cost(method: Any, speed: Speed, target: Any, windows: int = 1) -> Cost:
     """The cost of a settled ``method`` on samples of ``speed.shape``, repeated over ``windows`` windows."""
-    passes = method.passes(speed.shape, target)
+    return passes_cost(method.name, method.passes(speed.shape, target), speed, windows, tuple(method.params.items()))
+
+
+def passes_cost(name: str, passes: Passes, speed: Speed, windows: int = 1,
+                parameters: tuple[tuple[str, Any], ...] = ()) -> Cost:
+    """The cost of ``passes`` of samples timed at ``speed``, repeated over ``windows`` windows (a method or a measure)."""
     backward = passes.backward > 0
     batch = passes.batch or fitting_batch(speed.activation_bytes, speed.sample_bytes, max(passes.forward, 1),
                                           with_gradients=backward, maps_per_sample=passes.maps, device=speed.device)
     per_sample = (2 if backward else 1) * speed.activation_bytes + passes.maps * speed.sample_bytes
     peak = (speed.activation_bytes if backward else 0) + batch * per_sample + passes.extra_bytes
     seconds = windows * (passes.forward * speed.forward_seconds + passes.backward * speed.backward_seconds)
-    return Cost(method.name, windows * passes.forward, windows * passes.backward, seconds, int(peak), speed.shape,
-                windows, tuple(method.params.items()))
+    return Cost(name, windows * passes.forward, windows * passes.backward, seconds, int(peak), speed.shape,
+                windows, parameters)
 
 
 def estimate(method: Any, network: torch.nn.Module, inputs: torch.Tensor, target: Any,
@@ -149,5 +161,5 @@ def estimate(method: Any, network: torch.nn.Module, inputs: torch.Tensor, target
     """The method with its automatic settings chosen for this device, and its cost, from one timed pass of ``inputs``."""
     if speed is None:
         speed = measure_speed(network, inputs, target, backward=method.backpropagates)
-    settled = method.settle(speed, target)
+    settled = method.prepared(network, inputs).settle(speed, target)
     return settled, method_cost(settled, speed, target, windows)

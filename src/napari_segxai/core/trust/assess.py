@@ -13,12 +13,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 
 from .. import progress as _progress
 from ..attribution import AttributionMethod
+from .cost import CheckCost, check_cost
 from .datarandom import DataRandomisationResult, data_randomisation_test
 from .groundtruth import EDGES, RANDOM, TRAINED, GroundTruthResult, ground_truth_benchmark
 from .quality import Column, QualityResult, QualitySettings, available_metrics, metric_columns, quality_metrics
@@ -82,6 +83,7 @@ class CaseTrust:
     data: DataRandomisationResult | None
     truth: GroundTruthResult | None
     seconds: float
+    cost: CheckCost | None = None    # estimated before the measures started
 
 
 PASSES_COLUMN = Column("randomisation_passes", "Randomisation",
@@ -157,8 +159,13 @@ def assess_problem(
     signature: Mapping[str, Mapping[str, float]] | None = None,
     progress: _progress.ProgressFn | None = None,
     should_cancel: _progress.CancelFn | None = None,
+    before: Callable[[CheckCost], Any] | None = None,
 ) -> CaseTrust:
-    """Run the chosen measures on a problem; ``card`` is needed for data randomisation, the true label for ground truth."""
+    """Run the chosen measures on a problem; ``card`` is needed for data randomisation, the true label for ground truth.
+
+    The measures' cost (:func:`.cost.check_cost`, from one timed pass of the crop) is estimated
+    first, handed to ``before`` (which may raise :class:`~..progress.Cancelled` to stop) and kept.
+    """
     if not methods:
         raise ValueError("No attribution method to measure; give one or more methods.")
     if "data" in settings.checks and card is None:
@@ -168,6 +175,11 @@ def assess_problem(
     start = time.perf_counter()
     sanity_part, metrics_part, data_part, truth_part = stages(progress, _stage_weights(settings, ground_truth))
     s = settings
+    cost = check_cost(problem, methods, metrics=(s.metrics or available_metrics()) if "metrics" in s.checks else (),
+                      settings=s.quality(), modes=s.modes if "sanity" in s.checks else (), max_steps=s.max_steps,
+                      ground_truth=ground_truth)
+    if before is not None:
+        before(cost)
     sanity = quality = data = truth = None
     if "sanity" in s.checks:
         sanity = randomisation_test(problem, methods, modes=s.modes, max_steps=s.max_steps, seed=s.seed,
@@ -184,7 +196,7 @@ def assess_problem(
     if progress is not None:
         progress(1000, 1000)
     return CaseTrust(problem, tuple(method_label(m) for m in methods), sanity, quality, data, truth,
-                     time.perf_counter() - start)
+                     time.perf_counter() - start, cost)
 
 
 def assess_case(
@@ -206,11 +218,12 @@ def assess_case(
     signature: Mapping[str, Mapping[str, float]] | None = None,
     progress: _progress.ProgressFn | None = None,
     should_cancel: _progress.CancelFn | None = None,
+    before: Callable[[CheckCost], Any] | None = None,
 ) -> CaseTrust:
     """Crop the case's problem around its target (by default each class's predicted region) and run the chosen measures on it.
 
     ``target``, ``region``, ``voxel``, ``confident`` and ``threshold`` as :func:`case_problem` (and
-    ``explain_case``) take them.
+    ``explain_case``) take them; ``before`` gets the measures' estimated cost before they start.
     """
     segment_part, measure_part = stages(progress, (1, sum(_stage_weights(settings, ground_truth))))
     problem = case_problem(case, card, classes=classes, network=network, device=device, margin=margin,
@@ -218,7 +231,7 @@ def assess_case(
                            progress=segment_part,
                            should_cancel=should_cancel)
     return assess_problem(problem, methods, settings=settings, card=card, ground_truth=ground_truth,
-                          signature=signature, progress=measure_part, should_cancel=should_cancel)
+                          signature=signature, progress=measure_part, should_cancel=should_cancel, before=before)
 
 
 def quality_rows(trust: CaseTrust, case: str | None = None) -> tuple[CaseQualityRow, ...]:

@@ -17,7 +17,8 @@ import torch
 from .. import progress as _progress
 from ..attribution import AttributionMethod
 from ..attribution.baselines import BASELINES, make_baseline
-from .problem import Problem, relevance_of, target_scores
+from ..attribution.cost import Passes, repeated
+from .problem import PERTURBED_MAPS, Problem, part_of, relevance_of, target_scores
 from .quality import Column, MetricContext, QualitySettings, QualityMetric, register_metric
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ def max_sensitivity(
 ) -> np.ndarray:
     """Max-sensitivity (Yeh et al. 2019) per class: the largest ||e(x + d) - e(x)|| / ||e(x)|| over noisy inputs."""
     # The noise d is uniform in [-radius s_c, radius s_c] per voxel, s_c the standard deviation of
-    # input channel c; the map is recomputed for every noisy input.
+    # input channel c; the map is recomputed for every noisy input, its progress reported inside.
     if n_samples < 1 or radius <= 0:
         raise ValueError(f"Max-sensitivity needs at least one sample and a positive radius, got {n_samples} and {radius}.")
     generator = torch.Generator().manual_seed(int(seed))
@@ -176,7 +177,8 @@ def max_sensitivity(
         _progress.step(i, n_samples, progress, should_cancel)
         noise = (torch.rand(problem.inputs.shape, generator=generator, dtype=torch.float64) * 2 - 1)
         noisy = problem.inputs + radius * spread * noise.to(problem.inputs)
-        other, _ = relevance_of(problem, method, inputs=noisy, should_cancel=should_cancel)
+        other, _ = relevance_of(problem, method, inputs=noisy, progress=part_of(progress, i, n_samples),
+                                should_cancel=should_cancel)
         change = np.sqrt(((other - relevance).reshape(relevance.shape[0], -1).astype(np.float64) ** 2).sum(1))
         worst = np.maximum(worst, np.divide(change, norms, out=np.full_like(change, np.inf), where=norms > 0))
     _progress.step(n_samples, n_samples, progress, None)
@@ -205,13 +207,6 @@ def _random_curves(problem, steps, baseline, seed, batch_size, progress, should_
     return [_curve("random order", name, "random", fractions, scores[:, k]) for k, name in enumerate(problem.class_names)]
 
 
-def _sub(progress, index: int, count: int):
-    """A progress callback for the ``index``-th of ``count`` equal parts of another."""
-    if progress is None:
-        return None
-    return lambda done, total: progress(index * max(total, 1) + done, count * max(total, 1))
-
-
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson correlation (nan when either is constant)."""
     if np.ptp(a) == 0 or np.ptp(b) == 0:
@@ -233,6 +228,10 @@ class Faithfulness(QualityMetric):
 
     def weight(self, settings: QualitySettings, n_classes: int) -> float:
         return settings.n_subsets
+
+    def passes(self, settings: QualitySettings, n_classes: int, maps: Sequence[Passes]) -> Passes:
+        # one forward pass per subset and one of the intact input, for each method's map
+        return Passes(len(maps) * (settings.n_subsets + 1), maps=PERTURBED_MAPS)
 
     def measure(self, context: MetricContext, progress) -> dict[str, np.ndarray]:
         s = context.settings
@@ -256,6 +255,10 @@ class Deletion(QualityMetric):
     def weight(self, settings: QualitySettings, n_classes: int) -> float:
         return (settings.deletion_steps + 1) * (n_classes + 1)
 
+    def passes(self, settings: QualitySettings, n_classes: int, maps: Sequence[Passes]) -> Passes:
+        # a curve per method and class, and one random order's curve shared by every method and class
+        return Passes((settings.deletion_steps + 1) * (len(maps) * n_classes + 1), maps=PERTURBED_MAPS)
+
     def measure(self, context: MetricContext, progress) -> dict[str, np.ndarray]:
         s, problem = context.settings, context.problem
         n_classes = len(problem.class_names)
@@ -265,12 +268,12 @@ class Deletion(QualityMetric):
         for k in range(n_classes):
             curve = deletion_curve(problem, context.relevance[k], k, steps=s.deletion_steps, baseline=s.baseline,
                                    batch_size=s.batch_size, method=context.label, should_cancel=context.should_cancel,
-                                   progress=_sub(progress, k, total))
+                                   progress=part_of(progress, k, total))
             context.curves.append(curve)
             auc[k] = curve.auc
         if random_curves is None:   # one random order serves every method
             random_curves = _random_curves(problem, s.deletion_steps, s.baseline, s.seed, s.batch_size,
-                                           _sub(progress, n_classes, total), context.should_cancel)
+                                           part_of(progress, n_classes, total), context.should_cancel)
             context.shared[self.name] = random_curves
             context.curves.extend(random_curves)
         return {"deletion_auc": auc, "deletion_auc_random": np.array([c.auc for c in random_curves])}
@@ -286,6 +289,10 @@ class Sensitivity(QualityMetric):
 
     def weight(self, settings: QualitySettings, n_classes: int) -> float:
         return settings.noise_samples * 4
+
+    def passes(self, settings: QualitySettings, n_classes: int, maps: Sequence[Passes]) -> Passes:
+        # every method's map computed again for every noisy input
+        return repeated(maps, settings.noise_samples)
 
     def measure(self, context: MetricContext, progress) -> dict[str, np.ndarray]:
         s = context.settings

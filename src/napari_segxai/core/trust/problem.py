@@ -13,6 +13,9 @@ from .. import progress as _progress
 from ..attribution import AttributionMethod, Target, explain, get_method
 from ..attribution.base import samples_per_batch
 
+#: Input-sized tensors a perturbation measure keeps per perturbed input of a batch (the perturbed copy).
+PERTURBED_MAPS = 1
+
 if TYPE_CHECKING:
     from ..case import Case
     from ..model.card import ModelCard
@@ -78,7 +81,9 @@ def relevance_of(
     network = problem.network if network is None else network
     inputs = problem.inputs if inputs is None else inputs
     start = time.perf_counter()
-    result = explain(network, inputs, problem.target, as_method(method), progress=progress, should_cancel=should_cancel)
+    with _progress.cancel_inside(network, should_cancel):   # a pass over a large crop takes seconds
+        result = explain(network, inputs, problem.target, as_method(method), progress=progress,
+                         should_cancel=should_cancel)
     return result.relevance, time.perf_counter() - start
 
 
@@ -91,16 +96,35 @@ def target_scores(
     progress: _progress.ProgressFn | None = None,
     should_cancel: _progress.CancelFn | None = None,
 ) -> np.ndarray:
-    """Explained scalars (n_inputs, K_t) of perturbed inputs made in batches by ``make_inputs(start, stop)``."""
-    size = samples_per_batch(problem.network, problem.inputs, n_inputs, batch_size, with_gradients=False)
+    """Explained scalars (n_inputs, K_t) of perturbed inputs made in batches by ``make_inputs(start, stop)``.
+
+    With ``batch_size`` 0 batches are paced (:func:`.progress.paced`): one input first, then as many
+    as take about 1.5 s, at most what fits the memory cap, so the bar moves and Cancel is heard
+    (also inside a pass) whatever the crop costs.
+    """
+    largest = samples_per_batch(problem.network, problem.inputs, n_inputs, batch_size, with_gradients=False,
+                                maps_per_sample=PERTURBED_MAPS)
+    if batch_size > 0:
+        parts = (slice(start, min(start + largest, n_inputs)) for start in range(0, n_inputs, largest))
+    else:
+        parts = _progress.paced(n_inputs, largest, progress, should_cancel)
     out = []
-    with torch.no_grad():
-        for start in range(0, n_inputs, size):
-            _progress.step(start, n_inputs, progress, should_cancel)
-            batch = make_inputs(start, min(start + size, n_inputs))
+    with torch.no_grad(), _progress.cancel_inside(problem.network, should_cancel):
+        for part in parts:
+            if batch_size > 0:
+                _progress.step(part.start, n_inputs, progress, should_cancel)
+            batch = make_inputs(part.start, part.stop)
             out.append(problem.target.scalars(problem.network(batch)).double().cpu())
-    _progress.step(n_inputs, n_inputs, progress, None)
+    if batch_size > 0:
+        _progress.step(n_inputs, n_inputs, progress, None)
     return torch.cat(out).numpy()
+
+
+def part_of(progress: _progress.ProgressFn | None, index: int, count: int) -> _progress.ProgressFn | None:
+    """A progress callback for the ``index``-th of ``count`` equal parts of ``progress``."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(index * max(total, 1) + done, count * max(total, 1))
 
 
 def stages(

@@ -2,7 +2,8 @@
 
 A quality metric is a :class:`QualityMetric` subclass registered with :func:`register_metric`: its
 ``columns`` (the numbers it adds to a row, with a label and a sentence for tables and tooltips), a
-progress ``weight`` and ``measure(context)``. The trust table, ``segxai trust --metrics``, the Trust
+progress ``weight``, its ``passes`` through the network (for the cost said before a check) and
+``measure(context)``. The trust table, ``segxai trust --metrics``, the Trust
 widget and the tests take the metrics from :func:`available_metrics`; adding one is one new module
 imported by the package (``metrics.py`` holds the four built-in ones).
 """
@@ -19,6 +20,7 @@ import numpy as np
 
 from .. import progress as _progress
 from ..attribution import AttributionMethod
+from ..attribution.cost import Passes
 from .problem import Problem, method_label, relevance_of, stages
 from .tables import MeasuredValues, write_csv
 
@@ -71,6 +73,10 @@ class QualityMetric:
     def weight(self, settings: QualitySettings, n_classes: int) -> float:
         """Its rough cost in forward passes, for one progress scale."""
         return 0.0
+
+    def passes(self, settings: QualitySettings, n_classes: int, maps: Sequence[Passes]) -> Passes:
+        """Its passes through the network for every method, given the passes of one map of each (``maps``)."""
+        return Passes(0)
 
     def measure(self, context: MetricContext, progress: _progress.ProgressFn | None) -> dict[str, np.ndarray]:
         raise NotImplementedError

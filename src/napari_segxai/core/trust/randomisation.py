@@ -23,7 +23,7 @@ import torch
 from .. import progress as _progress
 from ..attribution import AttributionMethod
 from ..attribution._hooks import forward_with_hooks
-from .problem import Problem, method_label, relevance_of
+from .problem import Problem, method_label, part_of, relevance_of
 from .similarity import prepare_reference, similarities
 from .tables import MeasuredValues, write_csv
 
@@ -175,7 +175,8 @@ def randomisation_test(
     for method in methods:
         _progress.step(done, total, progress, should_cancel)
         label = method_label(method)
-        relevance, seconds = relevance_of(problem, method, should_cancel=should_cancel)
+        relevance, seconds = relevance_of(problem, method, progress=part_of(progress, done, total),
+                                          should_cancel=should_cancel)
         original[label] = [prepare_reference(r) for r in relevance]   # prepared once, compared at every step
         rows += _compare(label, "none", 0, "", original[label], relevance, problem, top_k, seconds)
         done += 1
@@ -184,7 +185,8 @@ def randomisation_test(
         for method in methods:
             _progress.step(done, total, progress, should_cancel)
             label = method_label(method)
-            relevance, seconds = relevance_of(problem, method, network=model, should_cancel=should_cancel)
+            relevance, seconds = relevance_of(problem, method, network=model, progress=part_of(progress, done, total),
+                                              should_cancel=should_cancel)
             rows += _compare(label, mode, depth, names[0], original[label], relevance, problem, top_k, seconds)
             done += 1
         del model
