@@ -1,0 +1,133 @@
+"""One layer's output and the network's logits over a whole preprocessed image, window by window.
+
+The image is visited with the card's sliding windows (MONAI's positions and importance map, as
+segmentation does); each window's layer output is upsampled to the window and blended with the
+same weights as the logits, so a coarse layer's map lands on the network grid voxel for voxel.
+Slice-wise (2D) cards run their slices as the batch. Only the channels of one group are kept per
+pass: the accumulators never exceed ``budget_bytes`` however many channels the layer has.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.data.utils import compute_importance_map
+
+from .. import progress as _progress
+from ..attribution.windows import window_slices
+from .layers import recording
+
+#: Slices of a slice-wise card run through the network together.
+SLICE_BATCH = 16
+
+
+def as_stack(image: torch.Tensor, card) -> torch.Tensor:
+    """The image (1, C, *grid) as the network's batch: itself for 3D cards, its slices (S, C, a, b) for 2D cards."""
+    if card.spatial_dims == 3 or image.ndim - 2 == card.spatial_dims:
+        return image
+    return image[0].movedim(1 + card.slice_axis, 0)
+
+
+def from_stack(stack: torch.Tensor, card, n_spatial: int) -> torch.Tensor:
+    """Undo :func:`as_stack` on a result (B, C', *plane): (C', *grid)."""
+    if stack.ndim - 2 == n_spatial:
+        return stack[0]
+    return stack.movedim(0, 1 + card.slice_axis)
+
+
+def _chunks(batch: int, card) -> list[slice]:
+    size = batch if card.spatial_dims == 3 else SLICE_BATCH
+    return [slice(s, min(s + size, batch)) for s in range(0, batch, size)]
+
+
+def window_plan(stack: torch.Tensor, card) -> tuple[list[tuple[slice, ...]], np.ndarray, np.ndarray]:
+    """The windows over the stack's spatial grid, the importance map of one window, and their summed coverage."""
+    spatial = tuple(int(s) for s in stack.shape[2:])
+    roi_size = tuple(card.roi_size)[-len(spatial):]
+    windows = window_slices(spatial, roi_size, card.overlap)
+    roi = tuple(w.stop - w.start for w in windows[0])
+    importance = compute_importance_map(roi, mode=card.mode, device="cpu").float().numpy()
+    coverage = np.zeros(spatial, dtype=np.float32)
+    for window in windows:
+        coverage[window] += importance
+    return windows, importance, coverage
+
+
+def channel_groups(n_channels: int, n_voxels: int, budget_bytes: int) -> list[slice]:
+    """Channel slices whose float32 maps on ``n_voxels`` voxels fit ``budget_bytes`` each (at least one channel)."""
+    per_group = max(1, int(budget_bytes // max(4 * n_voxels, 1)))
+    return [slice(s, min(s + per_group, n_channels)) for s in range(0, n_channels, per_group)]
+
+
+def _output(value) -> torch.Tensor:
+    if isinstance(value, (list, tuple)):  # deep supervision: the full-resolution head
+        value = value[0]
+    return value
+
+
+def _upsampled(activation: torch.Tensor, size: Sequence[int], layer: str) -> torch.Tensor:
+    n_spatial = len(size)
+    if activation.ndim != 2 + n_spatial:
+        raise ValueError(
+            f"Layer {layer!r} outputs a tensor shaped {tuple(activation.shape)}, not a feature map with "
+            f"{n_spatial} spatial axes; choose a convolution, normalisation or activation layer."
+        )
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[n_spatial]
+    if tuple(activation.shape[2:]) == tuple(size):
+        return activation.float()
+    return F.interpolate(activation.float(), size=tuple(size), mode=mode, align_corners=False)
+
+
+def layer_passes(
+    network: torch.nn.Module,
+    image: torch.Tensor,
+    card,
+    layer: str,
+    *,
+    n_channels: int,
+    budget_bytes: int,
+    progress: Optional[_progress.ProgressFn] = None,
+    should_cancel: Optional[_progress.CancelFn] = None,
+) -> Iterator[tuple[slice, torch.Tensor, Optional[torch.Tensor]]]:
+    """Yield (channel group, its maps (C_g, *grid), logits (K, *grid) or None) for each group of the layer's channels.
+
+    The logits come with the first group only (one sliding pass gives both); maps and logits are on the
+    network grid of ``image`` (1, C, *grid), blended like the card's sliding-window inference.
+    """
+    stack = as_stack(image, card)
+    n_spatial = image.ndim - 2
+    windows, importance, coverage = window_plan(stack, card)
+    n_voxels = int(np.prod(image.shape[2:]))
+    groups = channel_groups(n_channels, n_voxels, budget_bytes)
+    chunks = _chunks(int(stack.shape[0]), card)
+    total = len(groups) * len(chunks) * len(windows)
+    weights = torch.from_numpy(importance).to(image.device)
+    cover = torch.from_numpy(coverage).to(image.device)
+    done = 0
+    for g, group in enumerate(groups):
+        maps = stack.new_zeros((stack.shape[0], group.stop - group.start) + tuple(stack.shape[2:]))
+        logits = None
+        with recording(network, [layer]) as outputs, torch.no_grad():
+            for chunk in chunks:
+                for window in windows:
+                    _progress.step(done, total, progress, should_cancel)
+                    crop = stack[(chunk, slice(None)) + window]
+                    output = _output(network(crop)).float()
+                    where = (chunk, slice(None)) + window
+                    if layer not in outputs:
+                        raise ValueError(f"Layer {layer!r} was not run by the network's forward pass (an unused "
+                                         "module); choose a layer the network computes.")
+                    maps[where] += _upsampled(outputs.pop(layer)[:, group], crop.shape[2:], layer) * weights
+                    if g == 0:
+                        if logits is None:
+                            logits = stack.new_zeros((stack.shape[0], output.shape[1]) + tuple(stack.shape[2:]))
+                        logits[where] += output * weights
+                    done += 1
+        maps /= cover
+        if logits is not None:
+            logits /= cover
+        yield group, from_stack(maps, card, n_spatial), None if logits is None else from_stack(logits, card, n_spatial)
+    _progress.step(total, total, progress, None)
