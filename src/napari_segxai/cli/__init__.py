@@ -8,7 +8,7 @@ import sys
 from typing import Optional, Sequence
 
 # Each name is a module of this package with ``add_parser(subparsers)`` and ``run(args)``.
-COMMANDS = ("demo", "synth", "train", "card", "convert", "segment", "explain", "evaluate", "cohort", "influence", "influence_check", "trust", "report")
+COMMANDS = ("demo", "synth", "train", "card", "convert", "segment", "explain", "evaluate", "cohort", "influence", "influence_check", "trust", "report", "inspect")
 
 
 def build_parser() -> argparse.ArgumentParser:
