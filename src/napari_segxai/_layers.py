@@ -47,6 +47,7 @@ class Role:
     RELEVANCE = "relevance"          # one class and channel of a relevance map
     ROI_HIGHLIGHT = "roi highlight"  # one region shown from the RoI importance chart
     UNCERTAINTY = "uncertainty"      # a model's per-voxel uncertainty (entropy, mutual information)
+    INTERNALS = "internals"          # what the network computes inside (feature maps, maximised inputs, surrogate)
 
 
 def layer_role(layer) -> str:

@@ -199,12 +199,14 @@ def feature_maps(
         del maps
     stats = _joined(parts)
     chosen = tuple(int(c) for c in (channels if channels is not None else stats.order()[:keep]))
-    on_case = [np.asarray(grid.to_case_grid(kept[c].cpu()), dtype=np.float32) for c in chosen]
+    on_case = np.empty((len(chosen),) + tuple(case.shape), dtype=np.float32)
+    for i, c in enumerate(chosen):
+        on_case[i] = np.asarray(grid.to_case_grid(kept.pop(c).cpu()))
     labels = np.asarray(grid.to_case_grid(labels_from_masks(masks).float().cpu(), interpolation="nearest")).astype(np.int16)
     windows = len(window_plan(stack, card)[0])
     notes = () if masks is not None and masks[list(_foreground(card))].any() else (
         "no foreground class is predicted on this case, so the channels are ordered by their spread, not by class",)
-    return FeatureMaps(layer=layer, kind=type(module).__name__, maps=np.stack(on_case), channels=chosen,
+    return FeatureMaps(layer=layer, kind=type(module).__name__, maps=on_case, channels=chosen,
                        n_channels=n_channels, stats=stats, labels=labels, affine=np.array(case.affine, dtype=float),
                        seconds=time.perf_counter() - start, windows=windows, notes=notes)
 
