@@ -229,3 +229,27 @@ def test_first_layer_kernels_and_strongest_patches(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no convolution module reading its 5 input sequences"):
         first_convolution(network, 5)
+
+
+def test_a_slice_wise_card_gets_feature_maps_a_maximised_slice_and_a_surrogate_on_the_case_grid(tiny_case_dir, tmp_path):
+    folder = tiny_case_dir(modalities=("t1", "flair"), affine=AFFINE, shape=(16, 16, 6), name="Case001")
+    case = load_case(folder)
+    card = load_model_card(write_card(
+        tmp_path / "card2d", spatial_dims=2, slice_axis=2,
+        kwargs={"spatial_dims": 2, "in_channels": 2, "out_channels": 3, "channels": [4, 8], "strides": [2],
+                "num_res_units": 0},
+        preprocessing={"spacing": [2.0, 2.0]}, inference={"roi_size": [16, 16]}))
+    network = build_network(card, "cpu")
+    result = feature_maps(case, card, "model.1.submodule.conv", network=network, device="cpu", keep=2)
+    assert result.maps.shape == (2,) + case.shape and result.labels.shape == case.shape
+    image, grid = preprocess(case, card)
+    slices = image[0].movedim(1 + card.slice_axis, 0)   # one slice alone fits one window: compare it directly
+    with recording(network, ["model.1.submodule.conv"]) as out, torch.no_grad():
+        network(slices)
+    direct = torch.nn.functional.interpolate(out["model.1.submodule.conv"], size=slices.shape[2:], mode="bilinear")
+    np.testing.assert_allclose(result.maps[0], grid.to_case_grid(direct[:, result.channels[0]].movedim(0, 2)).numpy(),
+                               atol=1e-4)
+    foreground = next(c.name for c in card.classes if c.label != 0 and np.any(result.labels == card.classes.index(c)))
+    done = maximise_case(case, card, class_name=foreground, network=network, device="cpu", steps=3)
+    assert done.volume.shape == (2,) + case.shape and len(done.window) == 2
+    assert case_surrogate(case, card, network=network, device="cpu").labels.shape == case.shape
