@@ -21,6 +21,8 @@ class IntegratedGradients(AttributionMethod):
     (x - x'), so from a zero or constant baseline most of the output's change happens within
     alpha < 1e-3 of the path; evenly spread nodes miss it. ``path_warp`` moves the nodes there
     (the figures, with and without it: ``benchmarks/attribution.py --parts ig``, docs/attribution.md). ``path_warp=1`` reproduces captum's ``IntegratedGradients`` exactly.
+    Sixteen steps by default: on a full-size case the map ranks voxels as 32 or 64 steps do (Spearman
+    0.999 of |relevance| against 64) in half the time of 32 (docs/attribution.md, benchmarks/RESULTS.md).
     """
 
     gradient_based = True
@@ -28,7 +30,7 @@ class IntegratedGradients(AttributionMethod):
     windowable = True
     uses_baseline = True
     parameters = {
-        "steps": Parameter(32, "points on the straight path from the baseline to the input", minimum=1),
+        "steps": Parameter(16, "points on the straight path from the baseline to the input", minimum=1),
         "baseline": Parameter("zeros", "reference input the path starts from", choices=BASELINES),
         "blur_sigma": Parameter(5.0, "Gaussian sigma in voxels of the blurred baseline", minimum=0.0),
         "path_warp": Parameter(3.0, "path points at alpha = t**warp, denser near the baseline; 1: captum's spacing",
