@@ -2,9 +2,9 @@
 surrogate fit time and fidelity on held-out generated cases.
 
 Run: ``.venv/bin/python benchmarks/internals.py`` (``--help`` for options). Prints, per layer: channels,
-seconds of :func:`feature_maps` (preprocessing, every sliding window, statistics and the kept channels
-put on the case grid) and the process's peak resident memory so far (``ru_maxrss``; it only grows, so a
-layer that raises it is the one that needed it); per foreground class: seconds and objective of
+when :func:`iter_feature_maps` had it ready (every layer shares the sliding passes; preprocessing, windows,
+statistics and the kept channels put on the case grid) and the process's peak resident memory so far
+(``ru_maxrss``; it only grows, so a layer that raises it is the one that needed it); per foreground class: seconds and objective of
 :func:`maximise_case`; per surrogate kind: fit seconds, fidelity on the held-out voxels of the case it was
 fitted on, and fidelity on other generated cases (seeds the demo model was not trained on).
 """
@@ -45,12 +45,14 @@ def main() -> int:
 
     from napari_segxai.core.internals.case_maximise import maximise_case
     from napari_segxai.core.internals.case_surrogate import case_surrogate, network_view
-    from napari_segxai.core.internals.features import feature_maps
+    from napari_segxai.core.internals.features import MAP_BUDGET_BYTES, iter_feature_maps
     from napari_segxai.core.internals.layers import feature_layers
     from napari_segxai.core.internals.outputs import card_layer_tree
     from napari_segxai.core.internals.surrogate import measure_fidelity, voxel_features
+    from napari_segxai.core.internals.windowed import plan_passes
     from napari_segxai.core.io.nifti import load_case
     from napari_segxai.core.model.card import build_network, default_model_card
+    from napari_segxai.core.model.preprocess import network_grid
     from napari_segxai.core.training.synth import generate_case
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
@@ -65,17 +67,18 @@ def main() -> int:
         if args.limit:
             picks = np.unique(np.linspace(0, len(layers) - 1, args.limit).round().astype(int))
             layers = tuple(layers[i] for i in picks)
-        print(f"\nfeature maps of {len(layers)} layers")
-        print("| layer | type | channels | seconds | peak RSS so far (GiB) |\n|---|---|---|---|---|")
-        total = 0.0
-        for info in layers:
-            began = time.perf_counter()
-            maps = feature_maps(case, card, info.name, network=network, device="cpu")
-            seconds = time.perf_counter() - began
-            total += seconds
-            print(f"| {info.name} | {info.kind} | {maps.n_channels} | {seconds:.1f} | {peak_gib():.2f} |", flush=True)
+        passes = plan_passes([(info.name, info.channels) for info in layers], int(np.prod(
+            network_grid(case, card).shape)), MAP_BUDGET_BYTES)
+        print(f"\nfeature maps of {len(layers)} layers, {sum(i.channels for i in layers)} channels, sharing "
+              f"{len(passes)} sliding passes of at most {MAP_BUDGET_BYTES / 1e9:g} GB of maps")
+        print("| layer | type | channels | ready after (s) | peak RSS so far (GiB) |\n|---|---|---|---|---|")
+        began = time.perf_counter()
+        for maps in iter_feature_maps(case, card, [info.name for info in layers], network=network, device="cpu"):
+            print(f"| {maps.layer} | {maps.kind} | {maps.n_channels} | {maps.seconds:.1f} | {peak_gib():.2f} |",
+                  flush=True)
             del maps
-        print(f"all {len(layers)} layers: {total:.0f} s, {total / len(layers):.1f} s per layer")
+        total = time.perf_counter() - began
+        print(f"all {len(layers)} layers: {total:.0f} s ({total / len(layers):.1f} s per layer); peak {peak_gib():.2f} GiB")
 
     if "maximise" not in args.skip:
         print(f"\nactivation maximisation, {args.steps} steps from the case")

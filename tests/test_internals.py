@@ -11,7 +11,7 @@ from torch import nn
 from _cards import lps_affine, write_card
 from napari_segxai.core.internals.case_maximise import maximise_case
 from napari_segxai.core.internals.case_surrogate import case_surrogate
-from napari_segxai.core.internals.features import channel_stats, feature_maps
+from napari_segxai.core.internals.features import channel_stats, feature_maps, iter_feature_maps
 from napari_segxai.core.internals.filters import (first_convolution, kernel_montage, patch_montage, save_montage,
                                                   strongest_patches)
 from napari_segxai.core.internals.layers import feature_layers, find_layer, layer_tree, recording
@@ -94,6 +94,15 @@ def test_feature_maps_are_on_the_case_grid_and_equal_the_layer_output_when_one_w
     assert small.channels == result.channels
     np.testing.assert_allclose(small.maps, result.maps, atol=1e-5)
     np.testing.assert_allclose(small.stats.spread, result.stats.spread, rtol=1e-6)
+    # several layers sharing passes of three channels (model.0.conv's four split over two) give the same results
+    first = feature_maps(case, card, "model.0.conv", network=network, device="cpu", keep=3)
+    both = list(iter_feature_maps(case, card, ["model.0.conv", "model.1.submodule.conv"], network=network,
+                                  device="cpu", keep=3, budget_bytes=3 * 4 * int(np.prod(image.shape[2:]))))
+    assert [m.layer for m in both] == ["model.0.conv", "model.1.submodule.conv"]
+    for alone, shared in zip((first, result), both):
+        assert shared.channels == alone.channels
+        np.testing.assert_allclose(shared.maps, alone.maps, atol=1e-5)
+        np.testing.assert_allclose(shared.stats.specificity, alone.stats.specificity, atol=1e-5)
     assert _hooks(network) == 0
 
 

@@ -25,7 +25,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_case_options(parser)
     parser.add_argument("--list-layers", action="store_true", help="print the layer tree and stop")
     parser.add_argument("--layers", nargs="+", default=[], metavar="LAYER",
-                        help="layers whose feature maps to write (names as --list-layers prints them)")
+                        help="layers whose feature maps to write (names as --list-layers prints them; 'all': every "
+                             "layer whose output is a feature map); the layers share sliding passes")
     parser.add_argument("--keep", type=int, default=8, metavar="N",
                         help="channels per layer put on the case grid, the most class-specific first (default 8)")
     parser.add_argument("--maximise", nargs="+", default=[], metavar="CLASS",
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..core.internals.case_maximise import class_index
     from ..core.internals.filters import first_convolution
-    from ..core.internals.layers import find_layer
+    from ..core.internals.layers import feature_layers, find_layer
     from ..core.internals.outputs import card_layer_tree, tree_record, write_filters
     from ..core.io.relevance import write_record
     from ..core.model.card import build_network
@@ -67,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         for layer in tree:
             print(layer.describe())
         return 0
+    if args.layers == ["all"]:
+        args.layers = [layer.name for layer in feature_layers(tree, len(card.roi_size))]
     for name in args.layers:
         find_layer(network, name)  # a wrong name is reported before any work starts
     for name in args.maximise:
@@ -85,8 +88,7 @@ def run(args: argparse.Namespace) -> int:
         record["filters"] = {"note": str(err)}
         print(f"note: {err}")
     image = np.asarray(case.channels)[indices].astype(np.float32)
-    record["feature_maps"] = [_features(args, case, card, network, device, name, image, out, protected)
-                              for name in args.layers]
+    record["feature_maps"] = _features(args, case, card, network, device, image, out, protected) if args.layers else []
     record["maximised"] = [_maximise(args, case, card, network, device, name, out, protected) for name in args.maximise]
     if args.surrogate:
         record["surrogate"] = _surrogate(args, case, card, network, device, out, protected)
@@ -95,17 +97,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _features(args, case, card, network, device, name, image, out, protected) -> dict:
-    from ..core.internals.features import feature_maps
+def _features(args, case, card, network, device, image, out, protected) -> list[dict]:
+    """Feature maps of every --layers layer (sharing sliding passes), written as each layer is finished."""
+    from ..core.internals.features import iter_feature_maps
     from ..core.internals.outputs import feature_record, write_feature_maps, write_patches
 
-    with TerminalProgress(f"feature maps of {name}") as bar:
-        maps = feature_maps(case, card, name, network=network, device=device, keep=args.keep, progress=bar)
-    file = write_feature_maps(maps, case.name, out, protected)
-    print(f"{maps.describe()}: {file}")
-    for note in maps.notes:
-        print(f"note: {note}")
-    return feature_record(maps, file, write_patches(maps, image, case.name, out))
+    entries = []
+    with TerminalProgress(f"feature maps of {len(args.layers)} layer(s)") as bar:
+        for maps in iter_feature_maps(case, card, args.layers, network=network, device=device, keep=args.keep,
+                                      progress=bar):
+            file = write_feature_maps(maps, case.name, out, protected)
+            print(f"{maps.describe()}: {file}")
+            for note in maps.notes:
+                print(f"note: {note}")
+            entries.append(feature_record(maps, file, write_patches(maps, image, case.name, out)))
+    return entries
 
 
 def _maximise(args, case, card, network, device, name, out, protected) -> dict:

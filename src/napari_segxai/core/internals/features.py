@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,8 +21,8 @@ from ..model.card import build_network
 from ..model.device import pick_device
 from ..model.inference import silent_voxels
 from ..model.preprocess import preprocess
-from .layers import find_layer, layer_output_shape
-from .windowed import as_stack, layer_passes, window_plan
+from .layers import find_layer, layer_output_shapes
+from .windowed import as_stack, layer_passes, plan_passes, window_plan
 
 #: The most bytes the channel maps of one sliding pass may take on the network grid.
 MAP_BUDGET_BYTES = 1_000_000_000
@@ -150,10 +150,19 @@ def _foreground(card) -> tuple[int, ...]:
     return tuple(range(len(values)))
 
 
-def feature_maps(
+def feature_maps(case, card, layer: str, **options) -> FeatureMaps:
+    """The feature maps of ``layer`` on ``case`` (window by window, memory bounded), on the case grid.
+
+    ``options`` as for :func:`iter_feature_maps`; ``channels`` chooses the channels put on the case grid,
+    by default the ``keep`` most class-specific.
+    """
+    return next(iter_feature_maps(case, card, [layer], **options))
+
+
+def iter_feature_maps(
     case,
     card,
-    layer: str,
+    layers: Sequence[str],
     *,
     network: Optional[torch.nn.Module] = None,
     device=None,
@@ -162,53 +171,68 @@ def feature_maps(
     budget_bytes: int = MAP_BUDGET_BYTES,
     progress: Optional[_progress.ProgressFn] = None,
     should_cancel: Optional[_progress.CancelFn] = None,
-) -> FeatureMaps:
-    """The feature maps of ``layer`` on ``case`` (window by window, memory bounded), on the case grid.
+) -> Iterator[FeatureMaps]:
+    """The feature maps of each of ``layers``, in order, each yielded as soon as its last channel is computed.
 
-    ``channels`` chooses the channels put on the case grid; by default the ``keep`` most class-specific.
+    The layers share sliding passes (as many channels per pass as fit ``budget_bytes`` on the network grid),
+    so every layer of a network costs a few passes, not one each; only the kept channels of the layer being
+    finished are ever on the case grid. ``seconds`` of each result counts from the start of the whole run.
     """
     start = time.perf_counter()
-    device = pick_device(device)
-    network = build_network(card, device) if network is None else network.to(device).eval()
-    module = find_layer(network, layer)
     if keep < 1 and channels is None:
         raise ValueError(f"Keep at least one channel on the case grid, not {keep}.")
+    if channels is not None and len(layers) != 1:
+        raise ValueError("Name channels for one layer at a time; for several layers the most class-specific are kept.")
+    device = pick_device(device)
+    network = build_network(card, device) if network is None else network.to(device).eval()
+    kinds = {layer: type(find_layer(network, layer)).__name__ for layer in layers}
     image, grid = preprocess(case, card, device=device)
     stack = as_stack(image, card)
     window = tuple(slice(0, min(int(r), int(s))) for r, s in zip(card.roi_size, stack.shape[2:]))
-    shape = layer_output_shape(network, layer, stack[(slice(0, 1), slice(None)) + window])
-    if len(shape) != stack.ndim:
-        raise ValueError(f"Layer {layer!r} outputs a tensor shaped {shape}, not a feature map; choose a convolution, "
-                         "normalisation or activation layer.")
-    n_channels = int(shape[1])
-    if channels is not None:
-        bad = [int(c) for c in channels if not 0 <= int(c) < n_channels]
-        if bad:
-            raise ValueError(f"Layer {layer!r} has channels 0..{n_channels - 1}; channel {bad[0]} does not exist.")
+    shapes = layer_output_shapes(network, list(kinds), stack[(slice(0, 1), slice(None)) + window])
+    for layer, shape in shapes.items():
+        if len(shape) != stack.ndim:
+            raise ValueError(f"Layer {layer!r} outputs a tensor shaped {shape}, not a feature map; choose a "
+                             "convolution, normalisation or activation layer.")
+        if channels is not None:
+            bad = [int(c) for c in channels if not 0 <= int(c) < shape[1]]
+            if bad:
+                raise ValueError(f"Layer {layer!r} has channels 0..{shape[1] - 1}; channel {bad[0]} does not exist.")
     head = ~torch.as_tensor(silent_voxels(image[0]), device=image.device)
-    kept: dict[int, torch.Tensor] = {}
-    parts, masks = [], None
-    for group, maps, logits in layer_passes(network, image, card, layer, n_channels=n_channels,
-                                            budget_bytes=budget_bytes, progress=progress, should_cancel=should_cancel):
+    plan = plan_passes([(layer, shapes[layer][1]) for layer in kinds], int(np.prod(image.shape[2:])), budget_bytes)
+    remaining = {layer: sum(1 for items in plan for name, _ in items if name == layer) for layer in kinds}
+    parts: dict[str, list[ChannelStats]] = {layer: [] for layer in kinds}
+    kept: dict[str, dict[int, torch.Tensor]] = {layer: {} for layer in kinds}
+    masks, labels, windows = None, None, len(window_plan(stack, card)[0])
+    for items, maps, logits in layer_passes(network, image, card, plan, progress=progress, should_cancel=should_cancel):
         if logits is not None:
             masks = class_masks(logits, card.activation) & head
-        parts.append(channel_stats(maps, masks, head, card.class_names, _foreground(card)))
-        wanted = _chosen(parts, channels, keep)
-        kept = {c: kept[c] for c in kept if c in wanted}
-        kept.update({c: maps[c - group.start].clone() for c in wanted if group.start <= c < group.stop})
+            labels = np.asarray(grid.to_case_grid(labels_from_masks(masks).float().cpu(), interpolation="nearest"))
+            labels = labels.astype(np.int16)
+        for (layer, group), layer_maps in zip(items, maps):
+            parts[layer].append(channel_stats(layer_maps, masks, head, card.class_names, _foreground(card)))
+            wanted = _chosen(parts[layer], channels, keep)
+            kept[layer] = {c: m for c, m in kept[layer].items() if c in wanted}
+            kept[layer].update({c: layer_maps[c - group.start].clone() for c in wanted if group.start <= c < group.stop})
+            remaining[layer] -= 1
+            if remaining[layer] == 0:
+                yield _finished(layer, kinds[layer], shapes[layer][1], _joined(parts.pop(layer)), kept.pop(layer),
+                                channels, keep, masks, labels, grid, case, card, start, windows)
         del maps
-    stats = _joined(parts)
+
+
+def _finished(layer, kind, n_channels, stats, kept, channels, keep, masks, labels, grid, case, card, start,
+              windows) -> FeatureMaps:
+    """A layer's result: its kept channels put on the case grid (one at a time), its statistics and notes."""
     chosen = tuple(int(c) for c in (channels if channels is not None else stats.order()[:keep]))
     on_case = np.empty((len(chosen),) + tuple(case.shape), dtype=np.float32)
     for i, c in enumerate(chosen):
         on_case[i] = np.asarray(grid.to_case_grid(kept.pop(c).cpu()))
-    labels = np.asarray(grid.to_case_grid(labels_from_masks(masks).float().cpu(), interpolation="nearest")).astype(np.int16)
-    windows = len(window_plan(stack, card)[0])
-    notes = () if masks is not None and masks[list(_foreground(card))].any() else (
+    notes = () if masks[list(_foreground(card))].any() else (
         "no foreground class is predicted on this case, so the channels are ordered by their spread, not by class",)
-    return FeatureMaps(layer=layer, kind=type(module).__name__, maps=on_case, channels=chosen,
-                       n_channels=n_channels, stats=stats, labels=labels, affine=np.array(case.affine, dtype=float),
-                       seconds=time.perf_counter() - start, windows=windows, notes=notes)
+    return FeatureMaps(layer=layer, kind=kind, maps=on_case, channels=chosen, n_channels=int(n_channels), stats=stats,
+                       labels=labels, affine=np.array(case.affine, dtype=float), seconds=time.perf_counter() - start,
+                       windows=windows, notes=notes)
 
 
 def _chosen(parts: list[ChannelStats], channels, keep: int) -> set[int]:

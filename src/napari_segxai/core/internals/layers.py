@@ -128,11 +128,12 @@ def feature_layers(tree: Sequence[LayerInfo], n_spatial: int) -> tuple[LayerInfo
     return tuple(layer for layer in tree if layer.output_shape is not None and len(layer.output_shape) == 2 + n_spatial)
 
 
-def layer_output_shape(network: nn.Module, name: str, probe: torch.Tensor) -> tuple[int, ...]:
-    """The shape of layer ``name``'s output on one forward pass of ``probe`` (no gradients)."""
-    with recording(network, [name]) as outputs, torch.no_grad():
+def layer_output_shapes(network: nn.Module, names: Sequence[str], probe: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """The shape of each named layer's output on one forward pass of ``probe`` (no gradients)."""
+    with recording(network, list(names)) as outputs, torch.no_grad():
         network(probe)
-    if name not in outputs:
-        raise ValueError(f"Layer {name!r} was not run by the network's forward pass (an unused module); "
+    missing = [name for name in names if name not in outputs]
+    if missing:
+        raise ValueError(f"Layer {missing[0]!r} was not run by the network's forward pass (an unused module); "
                          "choose a layer the network computes.")
-    return tuple(int(s) for s in outputs[name].shape)
+    return {name: tuple(int(s) for s in outputs[name].shape) for name in names}

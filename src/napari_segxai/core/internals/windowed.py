@@ -3,8 +3,8 @@
 The image is visited with the card's sliding windows (MONAI's positions and importance map, as
 segmentation does); each window's layer output is upsampled to the window and blended with the
 same weights as the logits, so a coarse layer's map lands on the network grid voxel for voxel.
-Slice-wise (2D) cards run their slices as the batch. Only the channels of one group are kept per
-pass: the accumulators never exceed ``budget_bytes`` however many channels the layer has.
+Slice-wise (2D) cards run their slices as the batch. Several layers share a pass, and a layer with many
+channels is split over passes: the accumulators of one pass never exceed ``budget_bytes``.
 """
 
 from __future__ import annotations
@@ -56,10 +56,25 @@ def window_plan(stack: torch.Tensor, card) -> tuple[list[tuple[slice, ...]], np.
     return windows, importance, coverage
 
 
-def channel_groups(n_channels: int, n_voxels: int, budget_bytes: int) -> list[slice]:
-    """Channel slices whose float32 maps on ``n_voxels`` voxels fit ``budget_bytes`` each (at least one channel)."""
-    per_group = max(1, int(budget_bytes // max(4 * n_voxels, 1)))
-    return [slice(s, min(s + per_group, n_channels)) for s in range(0, n_channels, per_group)]
+def plan_passes(channels: Sequence[tuple[str, int]], n_voxels: int, budget_bytes: int) -> list[list[tuple[str, slice]]]:
+    """Sliding passes over the layers' channels, in order: each pass holds (layer, channel slice) items whose
+    float32 maps on ``n_voxels`` voxels fit ``budget_bytes`` together (at least one channel per pass)."""
+    per_pass = max(1, int(budget_bytes // max(4 * n_voxels, 1)))
+    passes: list[list[tuple[str, slice]]] = []
+    current: list[tuple[str, slice]] = []
+    room = per_pass
+    for layer, n in channels:
+        begin = 0
+        while begin < n:
+            take = min(n - begin, room)
+            current.append((layer, slice(begin, begin + take)))
+            begin, room = begin + take, room - take
+            if room == 0:
+                passes.append(current)
+                current, room = [], per_pass
+    if current:
+        passes.append(current)
+    return passes
 
 
 def _output(value) -> torch.Tensor:
@@ -85,49 +100,53 @@ def layer_passes(
     network: torch.nn.Module,
     image: torch.Tensor,
     card,
-    layer: str,
+    plan: Sequence[Sequence[tuple[str, slice]]],
     *,
-    n_channels: int,
-    budget_bytes: int,
     progress: Optional[_progress.ProgressFn] = None,
     should_cancel: Optional[_progress.CancelFn] = None,
-) -> Iterator[tuple[slice, torch.Tensor, Optional[torch.Tensor]]]:
-    """Yield (channel group, its maps (C_g, *grid), logits (K, *grid) or None) for each group of the layer's channels.
+) -> Iterator[tuple[list[tuple[str, slice]], list[torch.Tensor], Optional[torch.Tensor]]]:
+    """Yield, per pass of ``plan`` (:func:`plan_passes`), its items, their maps (C_item, *grid) and the logits
+    (K, *grid; with the first pass only, None after: one sliding pass gives both).
 
-    The logits come with the first group only (one sliding pass gives both); maps and logits are on the
-    network grid of ``image`` (1, C, *grid), blended like the card's sliding-window inference.
+    Maps and logits are on the network grid of ``image`` (1, C, *grid), blended like the card's sliding-window
+    inference.
     """
     stack = as_stack(image, card)
     n_spatial = image.ndim - 2
     windows, importance, coverage = window_plan(stack, card)
-    n_voxels = int(np.prod(image.shape[2:]))
-    groups = channel_groups(n_channels, n_voxels, budget_bytes)
     chunks = _chunks(int(stack.shape[0]), card)
-    total = len(groups) * len(chunks) * len(windows)
+    total = len(plan) * len(chunks) * len(windows)
     weights = torch.from_numpy(importance).to(image.device)
     cover = torch.from_numpy(coverage).to(image.device)
     done = 0
-    for g, group in enumerate(groups):
-        maps = stack.new_zeros((stack.shape[0], group.stop - group.start) + tuple(stack.shape[2:]))
+    for p, items in enumerate(plan):
+        items = list(items)
+        maps = [stack.new_zeros((stack.shape[0], group.stop - group.start) + tuple(stack.shape[2:]))
+                for _, group in items]
         logits = None
-        with recording(network, [layer]) as outputs, torch.no_grad():
+        with recording(network, sorted({layer for layer, _ in items})) as outputs, torch.no_grad():
             for chunk in chunks:
                 for window in windows:
                     _progress.step(done, total, progress, should_cancel)
                     crop = stack[(chunk, slice(None)) + window]
+                    outputs.clear()
                     output = _output(network(crop)).float()
                     where = (chunk, slice(None)) + window
-                    if layer not in outputs:
-                        raise ValueError(f"Layer {layer!r} was not run by the network's forward pass (an unused "
-                                         "module); choose a layer the network computes.")
-                    maps[where] += _upsampled(outputs.pop(layer)[:, group], crop.shape[2:], layer) * weights
-                    if g == 0:
+                    for (layer, group), accumulator in zip(items, maps):
+                        if layer not in outputs:
+                            raise ValueError(f"Layer {layer!r} was not run by the network's forward pass (an unused "
+                                             "module); choose a layer the network computes.")
+                        accumulator[where] += _upsampled(outputs[layer][:, group], crop.shape[2:], layer) * weights
+                    if p == 0:
                         if logits is None:
                             logits = stack.new_zeros((stack.shape[0], output.shape[1]) + tuple(stack.shape[2:]))
                         logits[where] += output * weights
                     done += 1
-        maps /= cover
+        outputs.clear()
+        for accumulator in maps:
+            accumulator /= cover
         if logits is not None:
             logits /= cover
-        yield group, from_stack(maps, card, n_spatial), None if logits is None else from_stack(logits, card, n_spatial)
+        yield items, [from_stack(m, card, n_spatial) for m in maps], \
+            None if logits is None else from_stack(logits, card, n_spatial)
     _progress.step(total, total, progress, None)
