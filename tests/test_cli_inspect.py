@@ -24,7 +24,8 @@ def test_inspect_writes_feature_maps_filters_a_maximised_input_and_a_surrogate(c
     case, card = case_and_card
     out = tmp_path / "out"
     code = main(["inspect", str(case), "--model", str(card), "--out", str(out), "--layers", "model.0.conv",
-                 "--keep", "2", "--maximise", "edema", "--steps", "3", "--surrogate", "--device", "cpu"])
+                 "--keep", "2", "--maximise", "edema", "--steps", "3", "--surrogate", "--concepts", "edema",
+                 "--device", "cpu"])
     assert code == 0
     record = json.loads((out / "Case001_inspect.json").read_text())
     assert [layer["name"] for layer in record["layers"]][:2] == ["model", "model.0"]
@@ -32,6 +33,9 @@ def test_inspect_writes_feature_maps_filters_a_maximised_input_and_a_surrogate(c
     features = record["feature_maps"][0]
     assert features["layer"] == "model.0.conv" and features["channels"] == 4 and len(features["kept"]) == 2
     assert len(features["ranking"]) == 4 and len(features["patches"]) == 2
+    concepts = features["concept_relevance"]["edema"]
+    assert sorted(row["channel"] for row in concepts) == [0, 1, 2, 3]
+    assert abs(sum(row["share"] for row in concepts) - 1) < 1e-3
     image = nib.load(features["file"])
     assert image.shape == (16, 16, 12, 2)
     np.testing.assert_allclose(image.affine, AFFINE)

@@ -262,3 +262,20 @@ def test_a_slice_wise_card_gets_feature_maps_a_maximised_slice_and_a_surrogate_o
     done = maximise_case(case, card, class_name=foreground, network=network, device="cpu", steps=3)
     assert done.volume.shape == (2,) + case.shape and len(done.window) == 2
     assert case_surrogate(case, card, network=network, device="cpu").labels.shape == case.shape
+
+
+def test_concept_relevance_flows_only_through_the_channel_the_class_reads(case_and_card):
+    from napari_segxai.core.internals.concepts import case_channel_relevance
+
+    case, card = case_and_card
+    network = _ReadsSecondSequence()
+    found = case_channel_relevance(case, card, "features", "edema", network=network, device="cpu")
+    assert found.relevance.shape == (3,) and found.relevance[0] > 0
+    assert found.relevance[1] == found.relevance[2] == 0 and found.share[0] == 1.0
+    assert found.rows(1) == [{"channel": 0, "relevance": round(float(found.relevance[0]), 6), "share": 1.0}]
+    unet = build_network(card, "cpu")
+    labels = feature_maps(case, card, "model.0.conv", network=unet, device="cpu").labels
+    present = next(c.name for k, c in enumerate(card.classes) if c.label != 0 and np.any(labels == k))
+    on_unet = case_channel_relevance(case, card, "model.1.submodule.conv", present, network=unet, device="cpu")
+    assert on_unet.relevance.shape == (8,) and np.isfinite(on_unet.relevance).all()
+    assert _hooks(unet) == 0 and _hooks(network) == 0

@@ -32,6 +32,7 @@ def test_internals_widget_adds_feature_maps_a_maximised_input_and_a_surrogate_on
     widget.keep.setValue(3)
     widget.maximise.setCurrentText("edema")
     widget.surrogate.setCurrentText("tree")
+    widget.concepts.setCurrentText("edema")
     n_before = len(viewer.layers)
     widget.run_button.click()
     assert widget.running
@@ -49,6 +50,7 @@ def test_internals_widget_adds_feature_maps_a_maximised_input_and_a_surrogate_on
     text = widget.details.toPlainText()
     assert "slider  channel  class  specificity" in text and "Maximised class edema" in text
     assert "tree surrogate: agreement" in text and "class:" in text
+    assert "Relevance of edema through model.0.conv (LRP):" in text
     assert len(viewer.layers) == n_before + 6
     # the new layers are not taken for the case's input channels
     assert [layer.name for layer in widget.case_layers()] == ["t1", "t1ce", "t2", "flair"]
@@ -61,6 +63,7 @@ def test_internals_widget_adds_feature_maps_a_maximised_input_and_a_surrogate_on
     # Run again: the layers are replaced, not added; Cancel stops a run and adds nothing.
     widget.surrogate.setCurrentText("none")
     widget.maximise.setCurrentText("none")
+    widget.concepts.setCurrentText("none")
     widget.run_button.click()
     widget.cancel_button.click()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)

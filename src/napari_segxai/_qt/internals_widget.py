@@ -52,6 +52,10 @@ class InternalsWidget(ComputeWidget):
         self.start_from.setToolTip("Start the maximisation from the case, or from a neutral brain of its shape "
                                    "(each sequence flat at its median).")
         form.addRow("Start from", self.start_from)
+        self.concepts = QComboBox()
+        self.concepts.setToolTip("Concept relevance: how much of this class's LRP relevance (its region logit) passes "
+                                 "through each channel of the layer, on one window around the class.")
+        form.addRow("Relevance for", self.concepts)
         self.surrogate = QComboBox()
         self.surrogate.addItems([NONE, "tree", "linear"])
         self.surrogate.setToolTip("Fit a depth-3 decision tree or a sparse linear model on per-voxel features to "
@@ -69,6 +73,7 @@ class InternalsWidget(ComputeWidget):
     def card_cleared(self) -> None:
         self.layer.clear()
         self.maximise.clear()
+        self.concepts.clear()
 
     def card_chosen(self, card) -> str:
         """Fill the layers from the network's layer tree and the classes from the card."""
@@ -76,7 +81,9 @@ class InternalsWidget(ComputeWidget):
         from ..core.internals.outputs import card_layer_tree
         from ..core.model.card import build_network
 
-        self.maximise.addItems([NONE] + [c.name for c in card.classes if c.label != 0 or card.activation != "softmax"])
+        classes = [c.name for c in card.classes if c.label != 0 or card.activation != "softmax"]
+        self.maximise.addItems([NONE] + classes)
+        self.concepts.addItems([NONE] + classes)
         try:
             tree = feature_layers(card_layer_tree(card, build_network(card, "cpu")), len(card.roi_size))
         except (ValueError, RuntimeError) as err:
@@ -92,16 +99,18 @@ class InternalsWidget(ComputeWidget):
             raise ValueError("No layer is chosen; pick a model whose network's layers can be traced.")
         chosen = self.maximise.currentText()
         surrogate = self.surrogate.currentText()
+        concept = self.concepts.currentText()
         return {"layer": layer, "keep": self.keep.value(), "maximise": None if chosen in (NONE, "") else chosen,
+                "concept": None if concept in (NONE, "") else concept,
                 "start": self.start_from.currentText(), "surrogate": None if surrogate == NONE else surrogate}
 
     def job_description(self, case, card, options: dict) -> str:
         return super().job_description(case, card, options) + f" ({options['layer']})"
 
     @staticmethod
-    def compute(case, card, *, layer, keep, maximise=None, start="case", surrogate=None, device=None, progress=None,
-                should_cancel=None):
-        """Feature maps of ``layer``, then the maximised class input and the surrogate when asked (worker thread)."""
+    def compute(case, card, *, layer, keep, maximise=None, start="case", surrogate=None, concept=None, device=None,
+                progress=None, should_cancel=None):
+        """Feature maps of ``layer``, then the maximised input, the surrogate and the concept relevance asked for (worker)."""
         from ..core.internals.case_maximise import maximise_case
         from ..core.internals.case_surrogate import case_surrogate
         from ..core.internals.features import feature_maps
@@ -119,11 +128,17 @@ class InternalsWidget(ComputeWidget):
         fitted = None if surrogate is None else case_surrogate(
             case, card, kind=surrogate, network=network, device=device, progress=_part(progress, parts - 1, parts),
             should_cancel=should_cancel)
-        return maps, maximised, fitted
+        concepts = None
+        if concept is not None:
+            from ..core.internals.concepts import case_channel_relevance
+
+            concepts = case_channel_relevance(case, card, layer, concept, network=network, device=device,
+                                              should_cancel=should_cancel)
+        return maps, maximised, fitted, concepts
 
     def show_outcome(self, outcome: Outcome) -> None:
         """Add the feature maps (and maximised input, surrogate labels) on the case's affine; show the numbers."""
-        maps, maximised, fitted = outcome.result
+        maps, maximised, fitted, concepts = outcome.result
         case, card = outcome.case, outcome.card
         meta = case_metadata(case, {Key.ROLE: Role.INTERNALS})
         volume_affine = _with_channel_axis(maps.affine)
@@ -135,6 +150,11 @@ class InternalsWidget(ComputeWidget):
         for slot, row in enumerate(maps.stats.rows(len(maps.channels))):
             lines.append(f"{slot:>6}  {row['channel']:>7}  {row['class'] or '-'}  "
                          f"{'-' if row['specificity'] is None else format(row['specificity'], '.2f')}")
+        if concepts is not None:
+            slots = {c: i for i, c in enumerate(maps.channels)}
+            lines += ["", f"Relevance of {concepts.class_name} through {maps.layer} (LRP):", "channel  share  slider"]
+            lines += [f"{r['channel']:>7}  {100 * r['share']:>4.0f}%  {slots.get(r['channel'], '-')}"
+                      for r in concepts.rows(8)]
         if maximised is not None:
             for i, sequence in enumerate(maximised.channel_names):
                 volume = maximised.volume[i]

@@ -31,6 +31,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="channels per layer put on the case grid, the most class-specific first (default 8)")
     parser.add_argument("--maximise", nargs="+", default=[], metavar="CLASS",
                         help="classes (names or label values) whose region logit to maximise")
+    parser.add_argument("--concepts", nargs="+", default=[], metavar="CLASS",
+                        help="for each --layers layer, how much of each class's LRP relevance passes through each "
+                             "channel (concept relevance), in the JSON record")
     parser.add_argument("--start", default="case", choices=["case", "neutral"],
                         help="start the maximisation from the case (default) or from a neutral brain of its shape")
     parser.add_argument("--steps", type=int, default=64, metavar="N", help="maximisation steps (default 64)")
@@ -72,8 +75,10 @@ def run(args: argparse.Namespace) -> int:
         args.layers = [layer.name for layer in feature_layers(tree, len(card.roi_size))]
     for name in args.layers:
         find_layer(network, name)  # a wrong name is reported before any work starts
-    for name in args.maximise:
+    for name in args.maximise + args.concepts:
         class_index(card, name)
+    if args.concepts and not args.layers:
+        raise UserError("--concepts needs the layers whose channels to rank; give them with --layers.")
     out = output_folder(args.out)
     protected = [p for p in case.source_paths]
     record: dict = {"case": case.name, "model": card.name, "device": str(device), "layers": tree_record(tree),
@@ -110,8 +115,21 @@ def _features(args, case, card, network, device, image, out, protected) -> list[
             print(f"{maps.describe()}: {file}")
             for note in maps.notes:
                 print(f"note: {note}")
-            entries.append(feature_record(maps, file, write_patches(maps, image, case.name, out)))
+            entry = feature_record(maps, file, write_patches(maps, image, case.name, out))
+            entry["concept_relevance"] = {name: _concepts(case, card, network, device, maps.layer, name)
+                                          for name in args.concepts}
+            entries.append(entry)
     return entries
+
+
+def _concepts(case, card, network, device, layer, name) -> list[dict]:
+    """The channels of ``layer`` ranked by the LRP relevance of class ``name`` passing through them (printed: the top 3)."""
+    from ..core.internals.concepts import case_channel_relevance
+
+    found = case_channel_relevance(case, card, layer, name, network=network, device=device)
+    top = ", ".join(f"{r['channel']} ({100 * r['share']:.0f}%)" for r in found.rows(3))
+    print(f"Concept relevance of {found.class_name} in {layer}: channels {top}")
+    return found.rows()
 
 
 def _maximise(args, case, card, network, device, name, out, protected) -> dict:
