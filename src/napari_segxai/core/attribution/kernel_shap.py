@@ -93,6 +93,10 @@ SMALLEST_AUTO_CUBE = 8
 REGRESSION_BYTES_PER_ENTRY = 4 * 8 + 3 * 8
 
 
+#: Input-sized tensors per masked copy of a batch while it is built: its mask and the masked input.
+MASKED_MAPS = 2
+
+
 def default_samples(m: int) -> int:
     """Samples when n_samples is 0: four per feature, at least 64."""
     return max(64, 4 * m)
@@ -153,10 +157,18 @@ class KernelSHAP(AttributionMethod):
         return type(self)(**{**self.params, "cube": side, "n_samples": n_samples})
 
     def passes(self, shape, target) -> Passes:
-        """The input and the baseline, then one forward pass per sampled coalition; the coalition matrix and regression."""
+        """The input and the baseline, then one forward pass per sampled coalition; the coalition matrix and regression.
+
+        Besides the regression, the working memory holds the feature index (int64, 2 input-sized
+        maps per channel group) and input - baseline; each masked copy of a batch holds its mask
+        and itself while it is built (MASKED_MAPS).
+        """
         m = self.n_features(shape, self.params["cube"])
         n = self.params["n_samples"] or default_samples(m)
-        return Passes(2 + n, batch=self.params["batch_size"], maps=2, extra_bytes=regression_bytes(n, m))
+        sample = 4 * math.prod(shape)
+        fixed = 2 * sample * (1 if self.params["per_channel"] else 1 / shape[0]) + sample
+        return Passes(2 + n, batch=self.params["batch_size"], maps=MASKED_MAPS,
+                      extra_bytes=regression_bytes(n, m) + int(fixed))
 
     def _check_memory(self, n: int, m: int, device) -> None:
         """Refuse, before any pass, a coalition matrix and regression that would not fit in the memory free now."""
@@ -206,18 +218,21 @@ class KernelSHAP(AttributionMethod):
         """Target scalars (n, K_t) of the input with the features of each coalition kept, the rest at baseline."""
         n = rows.shape[0]
         batch = samples_per_batch(network, inputs, n, self.params["batch_size"], with_gradients=False,
-                                  maps_per_sample=2)
+                                  maps_per_sample=MASKED_MAPS)
         if self.params["batch_size"]:
             batch_slices = (slice(s, min(s + batch, n)) for s in range(0, n, batch))
         else:  # batches sized to about PACE_SECONDS each: the bar moves and Cancel is heard
             batch_slices = _progress.paced(n, batch, progress, should_cancel)
         outputs = []
         with torch.no_grad():
+            delta = inputs - baseline
             for part in batch_slices:
                 _progress.step(part.start, n, progress, should_cancel)
                 keep = rows[part].to(device=inputs.device, dtype=inputs.dtype)[:, features]   # (b, groups, *spatial)
-                masked = baseline + keep * (inputs - baseline)
+                masked = torch.addcmul(baseline, keep, delta)
+                del keep   # only the masked copies stay through the forward pass
                 outputs.append(target.scalars(network(masked)))
+                del masked   # freed before the next batch is built
         _progress.step(n, n, progress, None)
         return torch.cat(outputs)
 
