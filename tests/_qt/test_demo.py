@@ -37,13 +37,35 @@ def test_sample_data_opens_the_demo_case(demo_case):
         np.testing.assert_allclose(kwargs["affine"], demo_case.affine)
 
 
+def test_the_demo_case_is_on_the_1mm_template_with_every_compartment_where_its_sequence_shows_it(demo_case):
+    from napari_segxai.core.io.generated_cases import demo_case_path, read_ground_truth
+
+    assert demo_case.shape == (197, 233, 189)  # nilearn's MNI152 at 1 mm
+    np.testing.assert_allclose(np.linalg.norm(demo_case.affine[:3, :3], axis=0), 1.0)
+    assert {int(v) for v in np.unique(demo_case.label)} == {0, 1, 2, 4}
+    signature = read_ground_truth(demo_case_path())["modality_signature"]
+    strongest = {name: max(row, key=lambda m: abs(row[m])) for name, row in signature.items()}
+    assert strongest["edema"] in {"flair", "t2"} and strongest["enhancing"] == "t1ce", signature
+
+
 @pytest.mark.slow
-def test_demo_writes_the_segmentation_relevance_and_a_picture_of_the_viewer(demo_case, tmp_path, capsys, qapp):
-    """The bundled model on the demo case: segmentation, relevance for every tumour class, the viewer picture."""
+def test_demo_writes_the_segmentation_relevance_and_a_picture_of_the_viewer(demo_case, tmp_path, capsys, qapp,
+                                                                            monkeypatch):
+    """The bundled model on the demo case: segmentation, relevance for every tumour class, the viewer picture,
+    and every dock showing its result."""
+    from napari_segxai._qt import demo_viewer
+
+    kept = []
+    monkeypatch.setattr(demo_viewer, "_finish", lambda viewer, interactive: kept.append(viewer))
     shot = tmp_path / "docs" / "screenshot.png"
     out = tmp_path / "out"
     status = demo.run(_args("--out", str(out), "--headless", "--screenshot", str(shot)))
     assert status == 0
+    (viewer,) = kept
+    try:
+        assert_every_dock_shows_its_result(viewer)
+    finally:
+        viewer.close()
     printed = capsys.readouterr().out
     assert "Dice against the case's ground truth: whole tumour 0.9" in printed
     (seg,) = out.glob("*_seg.nii.gz")
@@ -72,6 +94,23 @@ def test_demo_writes_the_segmentation_relevance_and_a_picture_of_the_viewer(demo
     assert (out / "report" / "report.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def assert_every_dock_shows_its_result(viewer) -> None:
+    """Segment, Explain, Trust, RoI importance and Training evidence each show the demo's result; Explain is raised."""
+    docks = dict(viewer.window.dock_widgets)
+    assert set(docks) >= {"View plane", "Segment", "Explain", "Trust", "RoI importance", "Training evidence"}
+    segment, explain, trust = docks["Segment"], docks["Explain"], docks["Trust"]
+    roi, evidence = docks["RoI importance"], docks["Training evidence"]
+    assert " s on " in segment.status.text() and "in distribution" in segment.status.text()
+    assert explain.relevance_layers() and "relevance layers (saliency" in explain.status.text()
+    assert explain.trust.label.text().startswith(("randomisation passed", "FAILS")), explain.trust.label.text()
+    assert not explain.visibleRegion().isEmpty(), "the Explain tab is not the one shown"
+    assert trust.table.columnCount() == 3 and "pass the randomisation check" in trust.status.text()
+    assert roi.current() is not None and not roi.running
+    assert set(roi.current().importance.class_names) == {"necrosis", "edema", "enhancing"}
+    assert evidence.proponents.count() > 0 and evidence.opponents.count() > 0 and not evidence.drawing
+    assert "TracIn" in evidence.status.text()
+
+
 def test_demo_without_a_display_still_segments(demo_case, make_tiny_card, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
@@ -81,6 +120,39 @@ def test_demo_without_a_display_still_segments(demo_case, make_tiny_card, tmp_pa
     assert [p.name.endswith("_seg.nii.gz") for p in out.iterdir()] == [True]
     assert not (out / "demo_viewer.png").exists()
     assert "No display" in capsys.readouterr().out
+
+
+def test_demo_case_runs_the_pipeline_on_a_dicom_study_the_presenter_brings(make_tiny_card, tmp_path, capsys,
+                                                                            monkeypatch):
+    """``segxai demo --case STUDY --model CARD``: the study's four series become the case; nothing is written into it."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from _dicom import write_series
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(demo.sys, "platform", "linux")
+    study = tmp_path / "study"
+    rng = np.random.default_rng(0)
+    for number, description in enumerate(("t1_mprage", "t1_mprage_post_gd", "t2_tse", "t2_flair"), start=3):
+        write_series(study / description, rng.uniform(0, 500, (24, 28, 12)), description=description, number=number,
+                     study_uid="1.2.826.0.1.3680043.8.498.55")
+    before = sorted(p.name for p in study.rglob("*"))
+    out = tmp_path / "out"
+    assert demo.run(_args("--case", str(study), "--model", str(make_tiny_card(8)), "--out", str(out),
+                          "--method", "none")) == 0
+    printed = capsys.readouterr().out
+    assert f"Case: {study}" in printed and "Preparing the demo case" not in printed
+    (seg,) = out.glob("*_seg.nii.gz")
+    assert nib.load(seg).shape == (24, 28, 12)
+    assert sorted(p.name for p in study.rglob("*")) == before
+
+
+def test_demo_case_that_does_not_exist_is_a_sentence(tmp_path):
+    with pytest.raises(ValueError, match="No such file or folder"):
+        demo.run(_args("--case", str(tmp_path / "missing"), "--out", str(tmp_path / "out"), "--method", "none"))
 
 
 def test_demo_refuses_a_screenshot_that_is_not_png_and_an_unknown_method(tmp_path):

@@ -208,26 +208,8 @@ class ExplainWidget(ComputeWidget):
         except (ValueError, OSError) as err:
             self.refuse(err)
             return
-        self._start_check(case, card, self.method.currentText())
-
-    def _start_check(self, case, card, method: str) -> None:
-        """Start measuring ``method``'s verdict for ``card`` on ``case`` in the badge's own worker."""
-        from functools import partial
-
-        from ..core.trust.verdict import measure_verdict
-
-        self.trust.start(partial(measure_verdict, case, card, [method], device=self.chosen_device()), case, card,
-                         method, memory_hint=self.memory_hint)
-
-    def _check_after_map(self, outcome: Outcome) -> None:
-        """Start the check by itself once a map of an unchecked method is shown ("Check after a map")."""
-        from ..core.trust.verdict import NOT_CHECKED, badge
-
-        method = outcome.result.method
-        if (self.trust.auto.isChecked() and not self.trust.checking and outcome.card is not None
-                and outcome.case is not None and badge(outcome.card, method) == NOT_CHECKED):
-            self._start_check(outcome.case, outcome.card, method)
-            self.refresh_trust()
+        self.trust.measure(case, card, self.method.currentText(), device=self.chosen_device(),
+                           memory_hint=self.memory_hint)
 
     def chosen_classes(self) -> list[int]:
         """Output indices of the ticked classes."""
@@ -355,7 +337,8 @@ class ExplainWidget(ComputeWidget):
             return
         if next(self._adding, None) is None:
             self._adding = None
-            self._check_after_map(self.last)  # outside the generator: starting a job lets Qt run timers
+            # outside the generator: starting a job lets Qt run timers
+            self.trust.after_map(self.last, device=self.chosen_device(), memory_hint=self.memory_hint)
         else:
             QTimer.singleShot(STEP_PAUSE_MS, self._add_next)
 

@@ -68,12 +68,28 @@ class TrustBadge(QWidget):
         """Whether a trust check is running."""
         return self.jobs.running
 
-    def start(self, compute: Callable, case, card, method: str, *, memory_hint: str) -> None:
-        """Measure in the background; the badge shows the verdict when it arrives."""
+    def measure(self, case, card, method: str, *, device, memory_hint: str) -> None:
+        """Measure ``method``'s verdict for ``card`` on ``case`` in the background; the badge shows it when it arrives."""
+        from functools import partial
+
+        from ..core.trust.verdict import measure_verdict
+
         self.check_button.setEnabled(False)
         self.progress_bar.setVisible(True)
-        self.jobs.start(compute, case, card, description=f"Checking the trust of {method} for {card.name} on {case.name}",
+        self.jobs.start(partial(measure_verdict, case, card, [method], device=device), case, card,
+                        description=f"Checking the trust of {method} for {card.name} on {case.name}",
                         memory_hint=memory_hint, on_result=lambda _: None)
+
+    def after_map(self, outcome, *, device, memory_hint: str) -> None:
+        """Start the check by itself once a map of an unchecked method is shown ("Check after a map" ticked)."""
+        from ..core.trust.verdict import NOT_CHECKED, badge
+
+        if outcome is None or outcome.card is None or outcome.case is None or outcome.result is None:
+            return
+        method = outcome.result.method
+        if self.auto.isChecked() and not self.checking and badge(outcome.card, method) == NOT_CHECKED:
+            self.measure(outcome.case, outcome.card, method, device=device, memory_hint=memory_hint)
+            self.show_for(*self._shown)
 
     def _check_ended(self) -> None:
         """Hide the bar and show the verdict (after an error, told in a notification, or a cancel: 'not checked')."""

@@ -9,17 +9,18 @@ import sys
 from pathlib import Path
 
 from ..core.attribution.base import DEFAULT_METHOD
-from ._common import TerminalProgress, UserError, add_model_options, load_card, output_folder
+from ._common import TerminalProgress, UserError, add_model_options, load_card, open_case, output_folder
 
 # The modality shown under the segmentation: the one on which the demo's oedema shows best.
 SHOWN_MODALITY = "flair"
-WINDOW_SIZE = (1500, 900)
 # The maps ("where") use the default method, saliency: the one that passes model parameter randomisation
 # for the bundled model (gradient x input does not); see core/attribution/base.py and docs/trust.md.
 DEMO_METHOD = DEFAULT_METHOD
 # "Which sequence carries each class" is answered by exact Shapley values over the input sequences
 # (one forward pass per coalition of sequences, 2^4), not by the maps' shares: see docs/attribution.md, modality_shapley.
 SUMMARY_METHOD = "modality_shapley"
+#: The BraTS regions' usual abbreviations, for the viewer's caption.
+BRATS_SHORT = {"whole_tumour": "WT", "tumour_core": "TC", "enhancing": "ET"}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -28,15 +29,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "demo",
         help="segment the bundled demo case with the bundled model and show it in napari",
         description=(
-            "Build the demo case (a tumour grown in MNI152 anatomy; written once to the user cache), "
-            "segment it with the bundled demo model, explain every predicted tumour class (--method), "
-            "write the segmentation and the relevance maps as NIfTI to --out and a one-page case report "
-            "(<out>/report/report.html and .png, with TracIn evidence), then open napari on the "
-            "case with the segmentation and the relevance over it. With --headless, or when there is "
+            "Build the demo case (a tumour grown in MNI152 anatomy; written once to the user cache), or open "
+            "--case, segment it with the bundled demo model (or --model), explain every predicted tumour class "
+            "(--method), write the segmentation and the relevance maps as NIfTI to --out and a one-page case "
+            "report (<out>/report/report.html and .png, with TracIn evidence), check the method's trust for "
+            "the model (cached), then open napari on the case with the segmentation and the relevance over it "
+            "and the Segment, Explain, Trust, RoI importance and Training evidence docks showing their "
+            "results. It prints how long the command took until the full viewer. With --headless, or when there is "
             "no display, the viewer is shown only long enough to save a picture of it "
             "(<out>/demo_viewer.png); napari needs an X server for that, e.g. run under "
             "'xvfb-run -a'."
         ),
+    )
+    parser.add_argument(
+        "--case", type=Path, default=None, metavar="PATH",
+        help="run the same pipeline on your own case instead of the bundled one: a 3D or 4D NIfTI file, a folder "
+             "with one NIfTI per modality, or a DICOM study (folder, .zip or multi-frame file)",
+    )
+    parser.add_argument(
+        "--series", default=None, metavar="MOD=N[,MOD=N]",
+        help="with a DICOM --case: the series of each modality (e.g. t1ce=7,flair=5); default: chosen from the "
+             "series descriptions",
+    )
+    parser.add_argument(
+        "--reference", default=None, metavar="MOD",
+        help="with a DICOM --case: the modality whose series gives the case's grid; default: the model's first",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("demo_out"), metavar="DIR",
@@ -76,9 +93,10 @@ def has_display() -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Segment the demo case, write the result, then show it (or save a picture of the viewer)."""
+    import time
+
     from ..core.attribution import available_methods
     from ..core.io.generated_cases import demo_case_path
-    from ..core.io.nifti import load_case
     from ..core.io.segmentation import write_segmentation
     from ..core.model.card import build_network
     from ..core.model.device import pick_device
@@ -88,11 +106,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--screenshot must name a .png file, not {args.screenshot}.")
     if args.method != "none" and args.method not in available_methods():
         raise UserError(f"Unknown method {args.method!r}; choose one of {', '.join(available_methods())} or none.")
+    started = time.perf_counter()
     card = load_card(args)
     out = output_folder(args.out)
-    print("Preparing the demo case (the first run builds it; later runs reuse it)…", flush=True)
-    case_folder = demo_case_path()
-    case = load_case(case_folder)
+    bundled = args.case is None
+    if bundled:
+        print("Preparing the demo case (the first run builds it; later runs reuse it)…", flush=True)
+    case_path = demo_case_path() if bundled else args.case
+    case = open_case(argparse.Namespace(**{**vars(args), "case": case_path}), card)
     device = pick_device(None if args.device in (None, "auto") else args.device)
     network = build_network(card, device)
     with TerminalProgress(f"segmenting {case.name}") as bar:
@@ -101,14 +122,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"Segmented {case.name} with {card.name} on {result.device} in {result.seconds:.1f} s.")
     if case.label is not None:
         print(f"Dice against the case's ground truth: {format_dice(result.labels, case.label)}.")
-    print(f"Demo case: {case_folder}")
+    print(f"{'Demo case' if bundled else 'Case'}: {case_path}")
     print(f"Segmentation: {labels_path}")
-    relevance = summary = None
+    relevance = report = trust = None
     if args.method != "none":
-        relevance, summary = explain_predicted(case, card, result, args.method, network, device, out)
+        relevance = explain_predicted(case, card, result, args.method, network, device, out)
     if relevance is not None:
-        write_case_report(case, card, result, relevance, network, device, out / "report",
-                          influence=not args.no_influence)
+        report = write_case_report(case, card, result, relevance, network, device, out / "report",
+                                   influence=not args.no_influence)
+        trust = check_trust(case, card, relevance.method, network, device)
 
     headless = args.headless or not has_display()
     if headless and not has_display():
@@ -117,8 +139,16 @@ def run(args: argparse.Namespace) -> int:
             "(or 'make demo') to get one."
         )
         return 0
-    picture = show(case, result, card, out / "demo_viewer.png", interactive=not headless, relevance=relevance,
-                   summary=summary)
+    from .._qt.demo_viewer import DemoResults, show_demo
+
+    caption = f"{card.name} · {case.name}\nsegmented in {result.seconds:.1f} s on {result.device}"
+    if case.label is not None:
+        caption += f"\nDice {format_dice(result.labels, case.label, short=True)}"
+    results = DemoResults(case=case, card=card, segmentation=report.segmentation if report else result,
+                          relevance=relevance, influence=report.influence if report else None, trust=trust,
+                          caption=caption)
+    picture = show_demo(results, out / "demo_viewer.png", interactive=not headless, shown_modality=SHOWN_MODALITY,
+                        started=started)
     print(f"Viewer picture: {picture}")
     if args.screenshot is not None:
         args.screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
 def explain_predicted(case, card, segmentation, method: str, network, device, out: Path):
     """Explain every predicted non-background class; write the maps; print which sequence carries each class.
 
-    Returns the relevance and the summary's lines (``None, None`` when no tumour class was predicted).
+    Returns the relevance (``None`` when no tumour class was predicted).
     """
     import numpy as np
 
@@ -141,7 +171,7 @@ def explain_predicted(case, card, segmentation, method: str, network, device, ou
     classes = [i for i, info in enumerate(card.classes) if info.label != 0 and info.label in present]
     if not classes:
         print("The model predicted no tumour class on this case, so there is nothing to explain.")
-        return None, None
+        return None
     with TerminalProgress(f"explaining {case.name} ({method})") as bar:
         relevance = explain_case(case, card, method=method, classes=classes, network=network, device=device,
                                  progress=bar)
@@ -150,10 +180,9 @@ def explain_predicted(case, card, segmentation, method: str, network, device, ou
     print(f"Explained {', '.join(relevance.class_names)} with {relevance.method} in {relevance.seconds:.1f} s "
           f"({relevance.target_description}).")
     print(f"Relevance maps: {out} ({len(written) - 1} files)")
-    summary = sequence_summary(case, card, classes, network, device, relevance)
-    for line in summary:
+    for line in sequence_summary(case, card, classes, network, device, relevance):
         print(f"  {line}")
-    return relevance, summary
+    return relevance
 
 
 def sequence_summary(case, card, classes, network, device, relevance=None) -> list[str]:
@@ -174,8 +203,8 @@ def sequence_summary(case, card, classes, network, device, relevance=None) -> li
     return sequence_values(relevance).lines()
 
 
-def write_case_report(case, card, segmentation, relevance, network, device, out: Path, *, influence: bool) -> None:
-    """The one-page case report (HTML + PNG) from the demo's segmentation and relevance; say where it is."""
+def write_case_report(case, card, segmentation, relevance, network, device, out: Path, *, influence: bool):
+    """The one-page case report (HTML + PNG) from the demo's segmentation and relevance; say where it is; the report."""
     from ..core.report import build_report, write_report
 
     with TerminalProgress(f"case report on {case.name}") as bar:
@@ -185,116 +214,25 @@ def write_case_report(case, card, segmentation, relevance, network, device, out:
     if report.influence is None:
         print(f"Case report without training evidence: {report.influence_note}")
     print(f"Case report: {written['html']} (and {written['png'].name} beside it)")
+    return report
 
 
-def format_dice(prediction, reference) -> str:
-    """Dice per BraTS region (whole tumour, tumour core, enhancing), as one line."""
+def check_trust(case, card, method: str, network, device):
+    """The method's trust check for the model on this case (cascading randomisation, faithfulness), cached; printed."""
+    from ..core.trust.verdict import verdict_check
+
+    with TerminalProgress(f"trust of {method} for {card.name}") as bar:
+        trust, verdicts = verdict_check(case, card, [method], device=device, network=network, progress=bar)
+    for verdict in verdicts:
+        print(verdict.sentence())
+    return trust
+
+
+def format_dice(prediction, reference, *, short: bool = False) -> str:
+    """Dice per BraTS region (whole tumour, tumour core, enhancing), as one line (``short``: WT 0.95 · TC ...)."""
     from ..core.training.evaluate import region_dice
 
     scores = region_dice(prediction, reference)
+    if short:
+        return " · ".join(f"{BRATS_SHORT.get(name, name)} {value:.2f}" for name, value in scores.items())
     return ", ".join(f"{name.replace('_', ' ')} {value:.3f}" for name, value in scores.items())
-
-
-def show(case, result, card, picture: Path, *, interactive: bool, relevance=None, summary=None) -> Path:
-    """Open napari on the case, its segmentation and relevance at the tumour's centre; save a picture; keep it open if interactive."""
-    import napari
-    import numpy as np
-
-    from .._layers import case_layer_data, segmentation_layer_data
-    from .._qt import SegmentWidget
-    from .._qt.explain_widget import ExplainWidget
-    from .._qt.orientation_widget import PlaneChoice
-
-    viewer = napari.Viewer(title=f"SegXAI demo: {case.name}", show=True)
-    for data, kwargs, kind in case_layer_data(case, visible_modality=SHOWN_MODALITY):
-        layer = getattr(viewer, f"add_{kind}")(data, **kwargs)
-        if kind == "labels":
-            layer.visible = False  # the ground truth stays one click away
-    data, kwargs, _ = segmentation_layer_data(result, case, card.path)
-    segmentation = viewer.add_labels(data, **kwargs)
-    widget = SegmentWidget(viewer)
-    widget.set_model_card(card.path, trusted=card.trusted)
-    viewer.window.add_dock_widget(widget, name="Segment", area="right")
-    viewer.window.add_dock_widget(PlaneChoice(viewer), name="View plane", area="right")
-    caption = f"{card.name} on {case.name} ({result.seconds:.1f} s, {result.device})"
-    if case.label is not None:
-        caption += f"\nDice: {format_dice(result.labels, case.label)}"
-    if relevance is not None:
-        explain = ExplainWidget(viewer)
-        explain.set_model_card(card.path, trusted=card.trusted)
-        viewer.window.add_dock_widget(explain, name="Explain", area="right")
-        explain.show_result(case, card, relevance)
-        shown = viewer.layers.selection.active.name
-        segmentation.contour = 1  # outlines, so the relevance inside the tumour shows
-        caption += f"\nShown: {shown} (red for the class, blue against it)"
-    if summary:
-        caption += f"\nWhich sequence carries each class ({SUMMARY_METHOD}):\n" + "\n".join(summary)
-    viewer.scale_bar.visible = True
-    viewer.text_overlay.text = caption
-    viewer.text_overlay.position = "top_center"  # tiled above the A of the orientation letters
-    viewer.text_overlay.visible = True
-    viewer.window.resize(*window_size())
-    settle(viewer)
-    frame_tumour(viewer, segmentation, np.asarray(result.affine), np.any(case.channels != 0, axis=0))
-    settle(viewer)
-    picture.parent.mkdir(parents=True, exist_ok=True)
-    viewer.screenshot(str(picture), canvas_only=False, flash=False)
-    if interactive:
-        napari.run()
-    else:
-        viewer.close()
-    return picture
-
-
-def _world_box(mask, affine):
-    """World (mm) bounding box, (2, ndim), of the voxels of ``mask`` (of all voxels when none is set)."""
-    import itertools
-
-    import numpy as np
-
-    ndim = mask.ndim
-    where = np.argwhere(mask)
-    lo, hi = (where.min(0), where.max(0)) if len(where) else (np.zeros(ndim), np.array(mask.shape) - 1)
-    corners = np.array([[(lo, hi)[pick][axis] for axis, pick in enumerate(c)] for c in itertools.product((0, 1), repeat=ndim)])
-    world = (affine @ np.c_[corners, np.ones(len(corners))].T)[:ndim].T
-    return np.stack([world.min(0), world.max(0)])
-
-
-def frame_tumour(viewer, segmentation, affine, anatomy) -> None:
-    """An axial view (anterior up, radiological left-right) through the tumour's centre, zoomed on the anatomy."""
-    import numpy as np
-
-    from .._orientation import orient
-
-    ndim = affine.shape[0] - 1
-    foreground = np.argwhere(np.asarray(segmentation.data) > 0)
-    centre = foreground.mean(axis=0) if len(foreground) else (np.array(segmentation.data.shape) - 1) / 2
-    world = (affine @ np.r_[centre, 1.0])[:ndim]
-    viewer.dims.ndisplay = 2
-    orient(viewer, "axial")  # radiological, the R/L, A/P letters on the canvas edges
-    viewer.dims.set_point(range(ndim), world)
-    shown = list(viewer.dims.displayed)
-    everything = np.asarray(viewer.layers.extent.world)[:, shown]
-    box = _world_box(anatomy, affine)[:, shown]
-    gain = np.min((everything[1] - everything[0]) / np.maximum(box[1] - box[0], 1e-6))
-    viewer.camera.center = tuple((box[0] + box[1]) / 2)
-    viewer.camera.zoom = viewer.camera.zoom * max(1.0, 0.85 * gain)
-
-
-def window_size() -> tuple[int, int]:
-    """The demo window's size: WINDOW_SIZE, shrunk to fit a smaller screen."""
-    from qtpy.QtWidgets import QApplication
-
-    screen = QApplication.primaryScreen()
-    if screen is None:
-        return WINDOW_SIZE
-    available = screen.availableGeometry()
-    return (min(WINDOW_SIZE[0], available.width()), min(WINDOW_SIZE[1], available.height()))
-
-
-def settle(viewer, rounds: int = 5) -> None:
-    """Let Qt lay out and paint the window before a picture is taken."""
-    from qtpy.QtWidgets import QApplication
-
-    for _ in range(rounds):
-        QApplication.processEvents()

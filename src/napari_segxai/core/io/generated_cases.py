@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..training.synth import COMPARTMENTS, DEMO_SEED, GENERATOR_VERSION, SynthCase, generate_case
+from ..training.synth import COMPARTMENTS, DEMO_SEED, GENERATOR_VERSION, SynthCase, case_name, generate_case
 from .cache import cache_dir
 from .nifti import load_case, save_nifti
 
@@ -46,12 +46,16 @@ def write_case(synth: SynthCase, folder: str | Path) -> Path:
     return folder
 
 
+#: The demo case's grid: the 1 mm template, so overlays are smooth at full screen (the model resamples it to 2 mm).
+DEMO_SIZE = "1mm"
+
+
 def demo_case_path() -> Path:
-    """The demo case folder (fixed held-out seed), written once into the user cache folder."""
-    folder = cache_dir() / f"demo-case-v{GENERATOR_VERSION}" / f"synth-{DEMO_SEED:08d}"
+    """The demo case folder (fixed held-out seed, 1 mm), written once into the user cache folder (about 30 s)."""
+    folder = cache_dir() / f"demo-case-v{GENERATOR_VERSION}-{DEMO_SIZE}" / case_name(DEMO_SEED, DEMO_SIZE)
     if folder.is_dir() and (folder / "ground_truth.json").exists():
         return folder
-    synth = generate_case(DEMO_SEED)
+    synth = generate_case(DEMO_SEED, size=DEMO_SIZE)
     try:
         write_case(synth, folder)
     except (ValueError, OSError):

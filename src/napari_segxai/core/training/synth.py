@@ -18,7 +18,9 @@ oedema shows mainly on FLAIR and T2, enhancement on T1ce and necrosis on T1ce (d
 ``modality_signature`` (also in ``ground_truth.json``).
 
 ``size="full"`` is the 2 mm template grid (99 x 117 x 95 voxels, RAS); ``size="toy"`` is the same
-anatomy resampled to 32^3 (about 6-7 mm voxels) for fast tests.
+anatomy resampled to 32^3 (about 6-7 mm voxels) for fast tests; ``size="1mm"`` is the 1 mm template
+grid (197 x 233 x 189), for a demo whose overlays are smooth at full screen. Operations counted in
+voxels (erosion, softening, texture, blur) are doubled at 1 mm so that they keep their size in mm.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
 COMPARTMENTS: dict[int, str] = {1: "necrosis", 2: "edema", 4: "enhancing"}
 
 
-SIZES: dict[str, tuple[int, int, int] | None] = {"full": None, "toy": (32, 32, 32)}
+SIZES: dict[str, tuple[int, int, int] | None] = {"full": None, "toy": (32, 32, 32), "1mm": None}
+#: The template resolution (mm) each size starts from.
+RESOLUTIONS: dict[str, int] = {"full": 2, "toy": 2, "1mm": 1}
 
 
 DEMO_SEED = 20240607
@@ -95,10 +99,10 @@ class _Anatomy:
         return tuple(int(s) for s in self.gm.shape)
 
 
-@functools.lru_cache(maxsize=1)
-def _template_2mm() -> dict[str, np.ndarray]:
-    """The MNI152 grey/white matter and brain mask at 2 mm, read once (disk cache after the first time)."""
-    path = cache_dir() / f"mni152-2mm-v{GENERATOR_VERSION}.npz"
+@functools.lru_cache(maxsize=2)
+def _template(resolution: int) -> dict[str, np.ndarray]:
+    """The MNI152 grey/white matter and brain mask at ``resolution`` mm, read once (disk cache after the first time)."""
+    path = cache_dir() / f"mni152-{resolution}mm-v{GENERATOR_VERSION}.npz"
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as f:
@@ -108,9 +112,9 @@ def _template_2mm() -> dict[str, np.ndarray]:
     from nilearn import datasets  # imported here: slow, and only the generator needs it
 
     maps = {
-        "gm": datasets.load_mni152_gm_template(resolution=2),
-        "wm": datasets.load_mni152_wm_template(resolution=2),
-        "mask": datasets.load_mni152_brain_mask(resolution=2),
+        "gm": datasets.load_mni152_gm_template(resolution=resolution),
+        "wm": datasets.load_mni152_wm_template(resolution=resolution),
+        "mask": datasets.load_mni152_brain_mask(resolution=resolution),
     }
     out = {k: np.clip(np.asarray(img.get_fdata(), dtype=np.float32), 0, 1) for k, img in maps.items()}
     out["affine"] = np.asarray(maps["mask"].affine, dtype=np.float64)
@@ -125,7 +129,7 @@ def _template_2mm() -> dict[str, np.ndarray]:
 @functools.lru_cache(maxsize=4)
 def _anatomy(size: str) -> _Anatomy:
     """The template anatomy on the grid of ``size`` ("full" or "toy")."""
-    t = _template_2mm()
+    t = _template(RESOLUTIONS[size])
     gm, wm, mask, affine = t["gm"], t["wm"], t["mask"], t["affine"]
     target = SIZES[size]
     if target is not None:
@@ -205,6 +209,7 @@ def generate_case(seed: int, *, size: str = "full") -> SynthCase:
     if seed < 0:
         raise ValueError(f"The seed must be a non-negative integer, got {seed}.")
     anat = _anatomy(size)
+    k = 2 // RESOLUTIONS[size]  # voxels per 2 mm: what is counted in voxels keeps its size in mm
     rng = np.random.default_rng([seed, GENERATOR_VERSION])
     shape, sp = anat.shape, anat.spacing.astype(np.float32)
     params: dict = {"generator_version": GENERATOR_VERSION, "size": size, "shape": list(shape)}
@@ -263,9 +268,9 @@ def generate_case(seed: int, *, size: str = "full") -> SynthCase:
     f_nec = r / r_core + 0.6 * lump * _smooth_field(rng, shape, sp, 15.0)
     f_ed = r / (r_core * edema_factor) + 0.2 * _smooth_field(rng, shape, sp, 25.0) - 0.25 * (wm - 0.5)
     core = (f_core < 1) & brain
-    necrosis = (f_nec < necrosis_fraction) & ndimage.binary_erosion(core, iterations=1)
+    necrosis = (f_nec < necrosis_fraction) & ndimage.binary_erosion(core, iterations=k)
     enhancing = core & ~necrosis
-    edema = ((f_ed < 1) | ndimage.binary_dilation(core, iterations=1)) & ~core & brain & (csf < 0.6)
+    edema = ((f_ed < 1) | ndimage.binary_dilation(core, iterations=k)) & ~core & brain & (csf < 0.6)
     label = np.zeros(shape, np.int16)
     label[edema], label[enhancing], label[necrosis] = 2, 4, 1
     params.update(
@@ -287,16 +292,16 @@ def generate_case(seed: int, *, size: str = "full") -> SynthCase:
     params["contrasts"] = {k: [round(float(x), 4) for x in v] for k, v in contrasts.items()}
 
     soft = lambda m, s: ndimage.gaussian_filter(m.astype(np.float32), s)  # noqa: E731
-    s_nec, s_enh = soft(necrosis, 0.6), soft(enhancing, 0.6)
+    s_nec, s_enh = soft(necrosis, 0.6 * k), soft(enhancing, 0.6 * k)
     s_core = np.clip(s_nec + s_enh, 0, 1)
-    s_ed = soft(edema | core, 1.0)
+    s_ed = soft(edema | core, 1.0 * k)
     channels = np.empty((len(MODALITIES),) + shape, np.float32)
     noise_levels, bias_levels = [], []
     for m in range(len(MODALITIES)):
         v = {k: contrasts[k][m] for k in contrasts}
         img = csf * v["csf"] + gm * v["gm"] + wm * v["wm"]
         img += float(rng.uniform(-0.08, 0.12)) * cerebellum * (gm + wm)
-        img *= 1 + float(rng.uniform(0.02, 0.06)) * ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 1.0) * 3
+        img *= 1 + float(rng.uniform(0.02, 0.06)) * ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 1.0 * k) * 3 * k ** 1.5
         heterogeneity = 1 + 0.08 * _smooth_field(rng, shape, sp, 10.0)
         img += s_ed * (v["edema"] - v["wm"]) * (0.8 + 0.2 * heterogeneity)
         img = img * (1 - s_core) + (s_enh * v["enhancing"] + s_nec * v["necrosis"]) * heterogeneity
@@ -304,7 +309,7 @@ def generate_case(seed: int, *, size: str = "full") -> SynthCase:
         img *= np.exp(bias * _smooth_field(rng, shape, sp, 120.0))
         blur = float(rng.uniform(0.3, 0.8)) if rng.random() < 0.3 else 0.0
         if blur:
-            img = ndimage.gaussian_filter(img, blur)
+            img = ndimage.gaussian_filter(img, blur * k)
         noise = float(rng.uniform(0.01, 0.06)) * v["wm"]
         img = img + noise * rng.standard_normal(shape).astype(np.float32)
         noise_levels.append(round(noise, 4))

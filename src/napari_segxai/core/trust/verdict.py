@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 NOT_CHECKED = "not checked"
 #: Cascading randomisation depths of a verdict (fewer than ``segxai trust``'s 8: the verdict needs only the deepest).
-VERDICT_STEPS = 4
+VERDICT_STEPS = 2
 
 
 @dataclass(frozen=True)
@@ -125,10 +125,17 @@ def measure_verdict(case: "Case", card: "ModelCard", methods: Sequence[str], *, 
                     progress: _progress.ProgressFn | None = None,
                     should_cancel: _progress.CancelFn | None = None) -> list[Verdict]:
     """Measure and cache the verdict of each of ``methods`` for ``card``'s model on ``case`` (minutes on a CPU)."""
+    return verdict_check(case, card, methods, device=device, progress=progress, should_cancel=should_cancel)[1]
+
+
+def verdict_check(case: "Case", card: "ModelCard", methods: Sequence[str], *, device=None, network=None,
+                  progress: _progress.ProgressFn | None = None,
+                  should_cancel: _progress.CancelFn | None = None) -> tuple["CaseTrust", list[Verdict]]:
+    """The verdict's measurements on ``case`` (for a Trust table) and the verdicts they gave, cached."""
     from .assess import TrustSettings, assess_case
 
     settings = TrustSettings(checks=("sanity", "metrics"), modes=("cascading",), max_steps=VERDICT_STEPS,
                              metrics=("faithfulness",))
-    trust = assess_case(case, card, list(methods), settings=settings, device=device, progress=progress,
-                        should_cancel=should_cancel)
-    return store_verdicts(trust, card, case.name)
+    trust = assess_case(case, card, list(methods), settings=settings, device=device, network=network,
+                        progress=progress, should_cancel=should_cancel)
+    return trust, store_verdicts(trust, card, case.name)
