@@ -279,3 +279,18 @@ def test_concept_relevance_flows_only_through_the_channel_the_class_reads(case_a
     on_unet = case_channel_relevance(case, card, "model.1.submodule.conv", present, network=unet, device="cpu")
     assert on_unet.relevance.shape == (8,) and np.isfinite(on_unet.relevance).all()
     assert _hooks(unet) == 0 and _hooks(network) == 0
+
+
+def test_a_monai_bundle_gets_its_layer_tree_and_feature_maps_on_the_case_grid(tmp_path):
+    from _bundle import write_bundle
+    from napari_segxai.core.internals.outputs import card_layer_tree
+    from napari_segxai.core.training.synth import generate_case
+
+    card = load_model_card(write_bundle(tmp_path / "bundle"))
+    network = build_network(card, "cpu")
+    tree = card_layer_tree(card, network)
+    assert tree[0].output_shape == (1, 4, 24, 24, 24) and "model.0.conv" in [layer.name for layer in tree]
+    case = generate_case(1100, size="toy").case
+    result = feature_maps(case, card, "model.0.conv", network=network, device="cpu", keep=2)
+    assert result.maps.shape == (2,) + case.shape and result.n_channels == 8
+    np.testing.assert_allclose(result.affine, case.affine)
