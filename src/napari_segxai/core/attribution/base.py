@@ -126,11 +126,16 @@ class AttributionMethod:
         """This method with its automatic parameters chosen for one sample timed at ``speed`` (itself if none)."""
         return self
 
+    def prepared(self, network: torch.nn.Module, inputs: torch.Tensor) -> "AttributionMethod":
+        """This method with what it measures of the network on ``inputs`` before its work (a receptive field); itself if nothing."""
+        return self
+
     def settled(self, network: torch.nn.Module, inputs: torch.Tensor, target: Target) -> "AttributionMethod":
-        """This method with its automatic parameters chosen, timing one pass of ``inputs`` when one is left at 0."""
-        if not any(self.params[name] == 0 for name in self.auto_parameters):
-            return self
-        return self.settle(measure_speed(network, inputs, target, self.backpropagates), target)
+        """This method prepared, with its automatic parameters chosen, timing one pass of ``inputs`` when one is left at 0."""
+        method = self.prepared(network, inputs)
+        if not any(method.params[name] == 0 for name in method.auto_parameters):
+            return method
+        return method.settle(measure_speed(network, inputs, target, method.backpropagates), target)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())

@@ -9,7 +9,12 @@ import torch
 
 from .. import progress as _progress
 from .base import AttributionMethod, Parameter, register, samples_per_batch
+from .bounded import Plan, bounded_drops, crop_batch, plan
 from .cost import TIME_BUDGET_S, Passes
+from .receptive_field import Reach, held_normalisation, measure_reach
+
+#: Forward-pass equivalents of measuring the receptive field: two forward and backward passes and the held statistics.
+REACH_PASSES = 7
 
 #: The finest automatic cube side: finer cubes are one parameter away (window=4), with their cost shown first.
 SMALLEST_AUTO_WINDOW = 8
@@ -34,7 +39,14 @@ class Occlusion(AttributionMethod):
         "baseline": Parameter(0.0, "value written into the occluded cube"),
         "per_channel": Parameter(True, "occlude each input channel alone (one map per channel)"),
         "batch_size": Parameter(0, "occluded copies per forward pass; 0 chooses from free memory", minimum=0),
+        "bounded": Parameter(True, "run each occluded copy only on the crop its receptive field can change (the "
+                             "whole input where the network cannot be bounded)"),
+        "reach_tolerance": Parameter(0.01, "bounded: leave out input voxels whose gradient is below this share of "
+                                     "the peak when measuring the receptive field; 0: its whole support (exact "
+                                     "for networks without instance normalisation, but the crop is often the input)",
+                                     minimum=0.0, maximum=0.5),
     }
+    _reach: Reach | None = None
 
     auto_parameters = ("window", "stride")
 
@@ -54,6 +66,27 @@ class Occlusion(AttributionMethod):
         groups = shape[0] if self.params["per_channel"] else 1
         return groups * math.prod(len(window_starts(s, min(window, s), stride)) for s in shape[1:])
 
+    def prepared(self, network, inputs) -> "Occlusion":
+        """With ``bounded``, this method knowing the network's receptive field on inputs like ``inputs``."""
+        if not self.params["bounded"]:
+            return self
+        method = type(self)(**self.params)
+        method._reach = measure_reach(network, inputs, self.params["reach_tolerance"])
+        return method
+
+    def plan(self, shape: tuple[int, ...], window: int, stride: int) -> Plan:
+        """Where the occluded copies of an input (C, *spatial) run: bounded crops, or the whole input and why."""
+        reach = self._reach if self.params["bounded"] else None
+        boxes = [[slice(a, min(a + min(window, s), s)) for a in window_starts(s, min(window, s), stride)]
+                 for s in shape[1:]]
+        return plan(shape[1:], boxes, reach, shape[0] if self.params["per_channel"] else 1)
+
+    def _forward_passes(self, shape: tuple[int, ...], window: int, stride: int) -> float:
+        """Input-sized forward passes of the occluded copies (a crop's pass counts its share of the voxels)."""
+        work = self.plan(shape, window, stride)
+        measuring = REACH_PASSES if self._reach is not None else 0
+        return measuring + work.forward_passes(self.occlusions(shape, window, stride))
+
     def settle(self, speed, target) -> "Occlusion":
         """The window: the smallest from SMALLEST_AUTO_WINDOW up whose passes fit the time budget; stride: half of it."""
         window, stride = self.params["window"], self.params["stride"]
@@ -61,13 +94,16 @@ class Occlusion(AttributionMethod):
             affordable = TIME_BUDGET_S / max(speed.forward_seconds, 1e-9) - 1
             largest = max(speed.shape[1:])
             window = next((w for w in range(min(SMALLEST_AUTO_WINDOW, largest), largest + 1)
-                           if self.occlusions(speed.shape, w, min(stride, w) or max(1, w // 2)) <= affordable), largest)
+                           if self._forward_passes(speed.shape, w, min(stride, w) or max(1, w // 2)) <= affordable),
+                          largest)
         stride = min(stride, window) or max(1, window // 2)
-        return type(self)(**{**self.params, "window": window, "stride": stride})
+        settled = type(self)(**{**self.params, "window": window, "stride": stride})
+        settled._reach = self._reach
+        return settled
 
     def passes(self, shape, target) -> Passes:
-        """One forward pass of the input, one per occluded copy (as many at once as fit the memory cap)."""
-        return Passes(1 + self.occlusions(shape, self.params["window"], self.params["stride"]),
+        """One forward pass of the input, one per occluded copy; a bounded copy counts its crop's share of the input."""
+        return Passes(1 + math.ceil(self._forward_passes(shape, self.params["window"], self.params["stride"])),
                       batch=self.params["batch_size"])
 
     def _attribute(self, network, inputs, target, progress, should_cancel) -> torch.Tensor:
@@ -79,15 +115,45 @@ class Occlusion(AttributionMethod):
         ]))
         groups = [slice(c, c + 1) for c in range(inputs.shape[1])] if self.params["per_channel"] else [slice(None)]
         units = [(g, cube) for g in groups for cube in cubes]
+        method = self.prepared(network, inputs) if self.params["bounded"] and self._reach is None else self
+        work = method.plan(tuple(inputs.shape[1:]), self.params["window"], stride)
+        if work.bounded:
+            drops = method._bounded(network, inputs, target, units, work, progress, should_cancel)
+        else:
+            drops = method._whole(network, inputs, target, units, progress, should_cancel)
+        n_maps = len(groups)
+        relevance = inputs.new_zeros((len(target.classes), n_maps) + spatial)
+        counts = inputs.new_zeros((n_maps,) + spatial)
+        for (group, cube), drop in zip(units, drops):
+            relevance[(slice(None), group) + cube] += drop.view((-1, 1) + (1,) * len(spatial))
+            counts[(group,) + cube] += 1
+        return relevance / counts
+
+    def _bounded(self, network, inputs, target, units, work, progress, should_cancel) -> torch.Tensor:
+        """Drops (n, K_t) of the occluded copies, each run on the crop its receptive field bounds."""
+        baseline = self.params["baseline"]
+
+        def occlude(copies, ids, crops):
+            for j, (i, crop) in enumerate(zip(ids, crops)):
+                group, cube = units[i]
+                copies[(j, group) + tuple(slice(c.start - k.start, c.stop - k.start) for c, k in zip(cube, crop))] = baseline
+
+        boxes = [cube for _, cube in units]
+        largest = max(boxes, key=lambda box: math.prod(b.stop - b.start for b in box))
+        with held_normalisation(network, inputs):
+            batch = crop_batch(network, inputs, self._reach, work, largest, len(units), self.params["batch_size"])
+            return bounded_drops(network, inputs, target, boxes, occlude, self._reach, work, batch, progress,
+                                 should_cancel, fixed_batches=bool(self.params["batch_size"]))
+
+    def _whole(self, network, inputs, target, units, progress, should_cancel) -> torch.Tensor:
+        """Drops (n, K_t) of the occluded copies, each run whole, in batches."""
         n = len(units)
         batch = samples_per_batch(network, inputs, n, self.params["batch_size"], with_gradients=False)
         if self.params["batch_size"]:
             batch_slices = (slice(s, min(s + batch, n)) for s in range(0, n, batch))
         else:  # batches sized to about PACE_SECONDS each: the bar moves and Cancel is heard
             batch_slices = _progress.paced(n, batch, progress, should_cancel)
-        n_maps = len(groups)
-        relevance = inputs.new_zeros((len(target.classes), n_maps) + spatial)
-        counts = inputs.new_zeros((n_maps,) + spatial)
+        drops = inputs.new_zeros((n, len(target.classes)))
         with torch.no_grad():
             reference = target.scalars(network(inputs))[0]
             for part in batch_slices:
@@ -96,9 +162,6 @@ class Occlusion(AttributionMethod):
                 occluded = inputs.repeat(len(chunk), *([1] * (inputs.ndim - 1)))
                 for i, (group, cube) in enumerate(chunk):
                     occluded[(i, group) + cube] = self.params["baseline"]
-                drop = reference - target.scalars(network(occluded))
-                for i, (group, cube) in enumerate(chunk):
-                    relevance[(slice(None), group) + cube] += drop[i].view((-1, 1) + (1,) * len(spatial))
-                    counts[(group,) + cube] += 1
+                drops[part] = reference - target.scalars(network(occluded))
         _progress.step(n, n, progress, None)
-        return relevance / counts
+        return drops

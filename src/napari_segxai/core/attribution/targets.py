@@ -145,6 +145,14 @@ class Target:
                 f"The network output has spatial shape {tuple(output.shape[2:])} but the target masks "
                 f"have {self.spatial_shape}; build the target on the grid the network sees."
             )
+        return self.voxel_terms(output).flatten(2).sum(-1)
+
+    def voxel_terms(self, output: torch.Tensor, box: tuple[slice, ...] | None = None) -> torch.Tensor:
+        """Each voxel's term (B, K_t, *box) of the scalars, from an output (B, K, *box) covering ``box`` of the grid.
+
+        Every term depends on its own voxel's output only (the softmax mixes classes, never voxels),
+        so the scalars are the sums of the terms over any partition of the grid.
+        """
         if max(self.classes) >= output.shape[1]:
             raise ValueError(
                 f"Class index {max(self.classes)} is out of range for a network with "
@@ -155,7 +163,7 @@ class Target:
         index = torch.as_tensor(self.classes, device=output.device)
         selected = output.index_select(1, index)
         masks = self._mask_tensor(output.device, selected.dtype)
-        return (selected * masks).flatten(2).sum(-1)
+        return selected * (masks if box is None else masks[(slice(None),) + tuple(box)])
 
 
 def _probabilities(output: torch.Tensor, activation: str) -> torch.Tensor:
