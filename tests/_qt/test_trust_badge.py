@@ -8,14 +8,20 @@ from napari_segxai.core.model.loading import load_model_card
 from napari_segxai.core.trust.verdict import NOT_CHECKED, read_verdict
 
 
+def explain_widget(make_napari_viewer, case, card) -> ExplainWidget:
+    """An Explain dock in a shown viewer with the case open and the card chosen (the badge reads the environment)."""
+    viewer = make_napari_viewer(show=True)
+    open_case(viewer, case)
+    widget = ExplainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Explain")
+    widget.set_model_card(card)
+    return widget
+
+
 def test_the_badge_says_not_checked_then_check_measures_and_every_map_shows_it(
         make_napari_viewer, qtbot, tiny_case, tiny_card, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    viewer = make_napari_viewer(show=True)
-    open_case(viewer, tiny_case)
-    widget = ExplainWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Explain")
-    widget.set_model_card(tiny_card)
+    widget = explain_widget(make_napari_viewer, tiny_case, tiny_card)
     assert widget.trust.label.text() == NOT_CHECKED and widget.trust.check_button.isEnabled()
 
     widget.trust.check_button.click()
@@ -41,11 +47,7 @@ def test_the_badge_says_not_checked_then_check_measures_and_every_map_shows_it(
 def test_the_check_starts_by_itself_after_the_first_map_and_runs_beside_explanations(
         make_napari_viewer, qtbot, tiny_case, tiny_card, monkeypatch):
     monkeypatch.setenv("SEGXAI_AUTO_TRUST", "1")
-    viewer = make_napari_viewer(show=True)
-    open_case(viewer, tiny_case)
-    widget = ExplainWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Explain")
-    widget.set_model_card(tiny_card)
+    widget = explain_widget(make_napari_viewer, tiny_case, tiny_card)
     assert widget.trust.auto.isChecked() and not widget.trust.checking
 
     widget.run_button.click()
@@ -60,11 +62,7 @@ def test_the_check_starts_by_itself_after_the_first_map_and_runs_beside_explanat
 
 
 def test_stop_ends_the_check_and_keeps_nothing(make_napari_viewer, qtbot, tiny_case, tiny_card, monkeypatch):
-    viewer = make_napari_viewer(show=True)
-    open_case(viewer, tiny_case)
-    widget = ExplainWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Explain")
-    widget.set_model_card(tiny_card)
+    widget = explain_widget(make_napari_viewer, tiny_case, tiny_card)
     assert not widget.trust.auto.isChecked()  # SEGXAI_AUTO_TRUST=0 (the suite's setting) unticks it
 
     widget.trust.check_button.click()
@@ -81,11 +79,7 @@ def test_a_map_shown_from_elsewhere_starts_the_check_once_its_layers_are_in(
     from napari_segxai.core.io.nifti import load_case
 
     monkeypatch.setenv("SEGXAI_AUTO_TRUST", "1")
-    viewer = make_napari_viewer(show=True)
-    open_case(viewer, tiny_case)
-    widget = ExplainWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Explain")
-    widget.set_model_card(tiny_card)
+    widget = explain_widget(make_napari_viewer, tiny_case, tiny_card)
     case, card = load_case(tiny_case), load_model_card(tiny_card)
     relevance = explain_case(case, card, method="saliency", classes=[1, 2])
 

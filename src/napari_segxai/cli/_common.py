@@ -96,16 +96,7 @@ def add_case_options(parser: argparse.ArgumentParser, *, model: bool = True) -> 
         "case", type=Path,
         help="a case: a 3D or 4D NIfTI file, a folder with one NIfTI per modality, or a DICOM study folder",
     )
-    parser.add_argument(
-        "--series", default=None, metavar="MOD=N[,MOD=N]",
-        help="DICOM studies: the series of each modality by series key (its number; number.echo, number.plane where one series was split) or UID (e.g. t1ce=7,flair=5); "
-             "default: chosen from the series descriptions",
-    )
-    parser.add_argument(
-        "--reference", default=None, metavar="MOD",
-        help="DICOM studies: the modality whose series gives the case's grid (the others are resampled onto it "
-             "in world coordinates, without registration); default: the model's first modality",
-    )
+    add_series_options(parser)
     if model:
         add_model_options(parser)
     parser.add_argument(
@@ -115,6 +106,20 @@ def add_case_options(parser: argparse.ArgumentParser, *, model: bool = True) -> 
     parser.add_argument(
         "--device", default=None, choices=["auto", "cpu", "cuda", "mps"],
         help="where to run the model; default: CUDA, then MPS, then CPU",
+    )
+
+
+def add_series_options(parser: argparse.ArgumentParser) -> None:
+    """Add --series and --reference: which DICOM series make the case and which gives its grid."""
+    parser.add_argument(
+        "--series", default=None, metavar="MOD=N[,MOD=N]",
+        help="DICOM studies: the series of each modality by series key (its number; number.echo, number.plane where one series was split) or UID (e.g. t1ce=7,flair=5); "
+             "default: chosen from the series descriptions",
+    )
+    parser.add_argument(
+        "--reference", default=None, metavar="MOD",
+        help="DICOM studies: the modality whose series gives the case's grid (the others are resampled onto it "
+             "in world coordinates, without registration); default: the model's first modality",
     )
 
 

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from ..core.attribution.base import DEFAULT_METHOD
-from ._common import TerminalProgress, UserError, add_model_options, load_card, open_case, output_folder
+from ._common import (TerminalProgress, UserError, add_model_options, add_series_options, load_card, open_case,
+                      output_folder)
 
 # The modality shown under the segmentation: the one on which the demo's oedema shows best.
 SHOWN_MODALITY = "flair"
@@ -46,15 +47,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="run the same pipeline on your own case instead of the bundled one: a 3D or 4D NIfTI file, a folder "
              "with one NIfTI per modality, or a DICOM study (folder, .zip or multi-frame file)",
     )
-    parser.add_argument(
-        "--series", default=None, metavar="MOD=N[,MOD=N]",
-        help="with a DICOM --case: the series of each modality (e.g. t1ce=7,flair=5); default: chosen from the "
-             "series descriptions",
-    )
-    parser.add_argument(
-        "--reference", default=None, metavar="MOD",
-        help="with a DICOM --case: the modality whose series gives the case's grid; default: the model's first",
-    )
+    add_series_options(parser)
     parser.add_argument(
         "--out", type=Path, default=Path("demo_out"), metavar="DIR",
         help="output folder for the segmentation and the viewer picture (default: demo_out)",
