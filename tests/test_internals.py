@@ -73,7 +73,7 @@ def test_a_torchscript_network_lists_its_modules_without_shapes_and_refuses_reco
             pass
 
 
-def test_feature_maps_are_on_the_case_grid_and_equal_the_layer_output_when_one_window_covers_the_case(
+def test_feature_maps_are_on_the_case_grid_and_equal_the_layer_output_on_one_padded_window(
         tiny_case_dir, tmp_path):
     folder = tiny_case_dir(modalities=("t1", "flair"), affine=AFFINE, shape=(16, 16, 12), name="Case001")
     case = load_case(folder)
@@ -84,11 +84,17 @@ def test_feature_maps_are_on_the_case_grid_and_equal_the_layer_output_when_one_w
     np.testing.assert_allclose(result.affine, case.affine)
     assert result.labels.shape == case.shape
     image, grid = preprocess(case, card)
+    # the window is larger than the grid on one axis: padded with zeros first, half before, as MONAI pads it
+    missing = [16 - s for s in image.shape[2:]]
+    assert sorted(missing) == [0, 0, 4]
+    pad = [v for m in reversed(missing) for v in (m // 2, m - m // 2)]
+    inside = (0, slice(None)) + tuple(slice(m // 2, m // 2 + s) for m, s in zip(missing, image.shape[2:]))
     with recording(network, ["model.1.submodule.conv"]) as out, torch.no_grad():
-        network(image)
-    direct = torch.nn.functional.interpolate(out["model.1.submodule.conv"], size=image.shape[2:], mode="trilinear")
+        network(torch.nn.functional.pad(image, pad))
+    direct = torch.nn.functional.interpolate(out["model.1.submodule.conv"], size=(16, 16, 16), mode="trilinear")
+    direct = direct[inside]
     for i, c in enumerate(result.channels):
-        np.testing.assert_allclose(result.maps[i], grid.to_case_grid(direct[0, c]).numpy(), atol=1e-4)
+        np.testing.assert_allclose(result.maps[i], grid.to_case_grid(direct[c]).numpy(), atol=1e-4)
     # one channel per pass (the smallest memory budget) gives the same maps and statistics
     small = feature_maps(case, card, "model.1.submodule.conv", network=network, device="cpu", keep=3, budget_bytes=1)
     assert small.channels == result.channels

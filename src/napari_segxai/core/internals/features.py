@@ -22,7 +22,7 @@ from ..model.device import pick_device
 from ..model.inference import silent_voxels
 from ..model.preprocess import preprocess
 from .layers import find_layer, layer_output_shapes
-from .windowed import as_stack, layer_passes, plan_passes, window_plan
+from .windowed import as_stack, layer_passes, padded_to_window, plan_passes, window_plan
 
 #: The most bytes the channel maps of one sliding pass may take on the network grid.
 MAP_BUDGET_BYTES = 1_000_000_000
@@ -187,8 +187,8 @@ def iter_feature_maps(
     network = build_network(card, device) if network is None else network.to(device).eval()
     kinds = {layer: type(find_layer(network, layer)).__name__ for layer in layers}
     image, grid = preprocess(case, card, device=device)
-    stack = as_stack(image, card)
-    window = tuple(slice(0, min(int(r), int(s))) for r, s in zip(card.roi_size, stack.shape[2:]))
+    stack = padded_to_window(as_stack(image, card), card)[0]
+    window = tuple(slice(0, int(r)) for r in tuple(card.roi_size)[-(stack.ndim - 2):])
     shapes = layer_output_shapes(network, list(kinds), stack[(slice(0, 1), slice(None)) + window])
     for layer, shape in shapes.items():
         if len(shape) != stack.ndim:
@@ -207,8 +207,8 @@ def iter_feature_maps(
     for items, maps, logits in layer_passes(network, image, card, plan, progress=progress, should_cancel=should_cancel):
         if logits is not None:
             masks = class_masks(logits, card.activation) & head
-            labels = np.asarray(grid.to_case_grid(labels_from_masks(masks).float().cpu(), interpolation="nearest"))
-            labels = labels.astype(np.int16)
+            shifted = (labels_from_masks(masks) + 1).float().cpu()  # a grid that crops (nnU-Net's) fills 0 outside
+            labels = np.asarray(grid.to_case_grid(shifted, interpolation="nearest")).astype(np.int16) - 1
         for (layer, group), layer_maps in zip(items, maps):
             parts[layer].append(channel_stats(layer_maps, masks, head, card.class_names, _foreground(card)))
             wanted = _chosen(parts[layer], channels, keep)

@@ -3,7 +3,9 @@
 The image is visited with the card's sliding windows (MONAI's positions and importance map, as
 segmentation does); each window's layer output is upsampled to the window and blended with the
 same weights as the logits, so a coarse layer's map lands on the network grid voxel for voxel.
-Slice-wise (2D) cards run their slices as the batch. Several layers share a pass, and a layer with many
+Slice-wise (2D) cards run their slices as the batch. A grid smaller than one window is first padded with
+zeros to the window (centred, as MONAI's sliding_window_inference and nnU-Net pad it), so networks whose
+strides need the whole window (nnU-Net's) run. Several layers share a pass, and a layer with many
 channels is split over passes: the accumulators of one pass never exceed ``budget_bytes``.
 """
 
@@ -41,6 +43,19 @@ def from_stack(stack: torch.Tensor, card, n_spatial: int) -> torch.Tensor:
 def _chunks(batch: int, card) -> list[slice]:
     size = batch if card.spatial_dims == 3 else SLICE_BATCH
     return [slice(s, min(s + size, batch)) for s in range(0, batch, size)]
+
+
+def padded_to_window(stack: torch.Tensor, card) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    """The stack zero-padded to at least one window (half the missing voxels before, as MONAI and nnU-Net pad),
+    and the slices of its spatial axes that undo the padding."""
+    spatial = tuple(int(s) for s in stack.shape[2:])
+    roi = tuple(int(r) for r in tuple(card.roi_size)[-len(spatial):])
+    before = [max(r - s, 0) // 2 for r, s in zip(roi, spatial)]
+    after = [max(r - s, 0) - b for r, s, b in zip(roi, spatial, before)]
+    unpad = tuple(slice(b, b + s) for b, s in zip(before, spatial))
+    if not any(before) and not any(after):
+        return stack, unpad
+    return F.pad(stack, [v for b, a in zip(reversed(before), reversed(after)) for v in (b, a)]), unpad
 
 
 def window_plan(stack: torch.Tensor, card) -> tuple[list[tuple[slice, ...]], np.ndarray, np.ndarray]:
@@ -111,7 +126,7 @@ def layer_passes(
     Maps and logits are on the network grid of ``image`` (1, C, *grid), blended like the card's sliding-window
     inference.
     """
-    stack = as_stack(image, card)
+    stack, unpad = padded_to_window(as_stack(image, card), card)
     n_spatial = image.ndim - 2
     windows, importance, coverage = window_plan(stack, card)
     chunks = _chunks(int(stack.shape[0]), card)
@@ -143,10 +158,12 @@ def layer_passes(
                         logits[where] += output * weights
                     done += 1
         outputs.clear()
+        cropped = (slice(None), slice(None)) + unpad
         for accumulator in maps:
             accumulator /= cover
+        maps = [accumulator[cropped] for accumulator in maps]
         if logits is not None:
-            logits /= cover
+            logits = (logits / cover)[cropped]
         yield items, [from_stack(m, card, n_spatial) for m in maps], \
             None if logits is None else from_stack(logits, card, n_spatial)
     _progress.step(total, total, progress, None)
