@@ -17,7 +17,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "layer tree (names, module types, output shapes on one window) and the first layer's kernels as "
             "<case>_filters_<sequence>.png; with --layers, each layer's most class-specific channels as "
             "<case>_features_<layer>.nii.gz (channels last, the case's affine) and their strongest input patches "
-            "as PNG; with --maximise, the input that maximises each class's region logit as "
+            "as PNG (with --training-patches N, also over N of the model's training cases); with --maximise, the "
+            "input that maximises each class's region logit as "
             "<case>_maximised_<class>.nii.gz; with --surrogate, a decision tree (or sparse linear model) that "
             "mimics the network's labels, its labels, rules and fidelity."
         ),
@@ -29,6 +30,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "layer whose output is a feature map); the layers share sliding passes")
     parser.add_argument("--keep", type=int, default=8, metavar="N",
                         help="channels per layer put on the case grid, the most class-specific first (default 8)")
+    parser.add_argument("--training-patches", type=int, default=0, metavar="N",
+                        help="also find each --layers layer's strongest patches (the channels whose case patches "
+                             "are drawn) over N training cases of the model's training record (default 0: off)")
     parser.add_argument("--maximise", nargs="+", default=[], metavar="CLASS",
                         help="classes (names or label values) whose region logit to maximise")
     parser.add_argument("--concepts", nargs="+", default=[], metavar="CLASS",
@@ -79,6 +83,14 @@ def run(args: argparse.Namespace) -> int:
         class_index(card, name)
     if args.concepts and not args.layers:
         raise UserError("--concepts needs the layers whose channels to rank; give them with --layers.")
+    if args.training_patches < 0:
+        raise UserError(f"--training-patches {args.training_patches} is negative; give 0 (off) or a number of cases.")
+    if args.training_patches:
+        if not args.layers:
+            raise UserError("--training-patches needs the layers whose channels to look for; give them with --layers.")
+        from ..core.internals.training_patches import training_keys
+
+        training_keys(card, args.training_patches)  # no training record: said before any work starts
     out = output_folder(args.out)
     protected = [p for p in case.source_paths]
     record: dict = {"case": case.name, "model": card.name, "device": str(device), "layers": tree_record(tree),
@@ -116,10 +128,24 @@ def _features(args, case, card, network, device, image, out, protected) -> list[
             for note in maps.notes:
                 print(f"note: {note}")
             entry = feature_record(maps, file, write_patches(maps, image, case.name, out))
+            if args.training_patches:
+                entry["training_patches"] = _training_patches(args, card, network, device, maps, case.name, out)
             entry["concept_relevance"] = {name: _concepts(case, card, network, device, maps.layer, name)
                                           for name in args.concepts}
             entries.append(entry)
     return entries
+
+
+def _training_patches(args, card, network, device, maps, case_name, out) -> dict:
+    """The strongest patches of the layer's drawn channels over --training-patches training cases (PNG and JSON)."""
+    from ..core.internals.outputs import PATCH_CHANNELS, PATCHES, write_training_patches
+    from ..core.internals.training_patches import training_patches
+
+    with TerminalProgress(f"strongest patches of {maps.layer} over {args.training_patches} training case(s)") as bar:
+        found = training_patches(card, maps.layer, maps.channels[:PATCH_CHANNELS], cases=args.training_patches,
+                                 count=PATCHES, network=network, device=device, progress=bar)
+    print(found.describe())
+    return write_training_patches(found, case_name, out)
 
 
 def _concepts(case, card, network, device, layer, name) -> list[dict]:

@@ -1,5 +1,5 @@
 """What a layer's filters look for: the first layer's kernels per input sequence, and each deeper channel's
-strongest-responding input patches on a case.
+strongest-responding input patches on a case (over training cases: :mod:`.training_patches`).
 
 Montages are 2D float arrays (NaN in the gaps between tiles); :func:`save_montage` writes one as a PNG
 through matplotlib, as the report's figures are written.
@@ -66,6 +66,7 @@ class Patch:
     centre: tuple[int, ...]
     response: float
     image: np.ndarray   # (C, *size) the input sequences around ``centre`` (zero-padded at the border)
+    case: str = ""      # the case it comes from, where several are searched (a training case's name)
 
 
 def strongest_patches(channel_map: np.ndarray, image: np.ndarray, channel: int, *, count: int = 6,

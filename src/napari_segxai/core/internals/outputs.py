@@ -16,6 +16,7 @@ from .case_surrogate import CaseSurrogate
 from .features import FeatureMaps
 from .filters import kernel_montage, patch_montage, save_montage, strongest_patches
 from .layers import LayerInfo, layer_tree
+from .training_patches import TrainingPatches
 
 #: Channels whose strongest input patches are drawn per layer, and patches per channel.
 PATCH_CHANNELS = 3
@@ -59,6 +60,18 @@ def write_patches(maps: FeatureMaps, image: np.ndarray, case_name: str, out: Pat
         path = out / f"{case_name}_patches_{safe_name(maps.layer)}_channel{channel}.png"
         written[str(channel)] = str(save_montage(patch_montage(patches), path, signed=False))
     return written
+
+
+def write_training_patches(found: TrainingPatches, case_name: str, out: Path) -> dict:
+    """Per channel, a PNG of its strongest training patches (rows, in the order of the record's ``patches``, each
+    from the training case named there) per sequence (columns); and the record."""
+    entry = found.record()
+    for channel in found.channels:
+        if found.patches[channel]:
+            path = out / f"{case_name}_training_patches_{safe_name(found.layer)}_channel{channel}.png"
+            entry["channels"][str(channel)]["file"] = str(save_montage(patch_montage(found.patches[channel]), path,
+                                                                      signed=False))
+    return entry
 
 
 def feature_record(maps: FeatureMaps, file: str, patches: dict[str, str]) -> dict:
