@@ -5,6 +5,7 @@ layer that copies the input sequences; a model without a record is refused in a 
 from __future__ import annotations
 
 import json
+import struct
 
 import numpy as np
 import pytest
@@ -47,6 +48,12 @@ class _CopiesSequences(nn.Module):
         f = self.features(x)
         zero = torch.zeros_like(f[:, :1])
         return torch.cat([zero, f[:, :1]] + [zero] * (self.n_classes - 2), 1)
+
+
+def _png_size(path) -> tuple[int, int]:
+    """(width, height) from a PNG's header."""
+    header = open(path, "rb").read(24)
+    return struct.unpack(">I", header[16:20])[0], struct.unpack(">I", header[20:24])[0]
 
 
 def test_training_patches_are_each_channels_maxima_over_the_chosen_training_cases(trained, monkeypatch):
@@ -93,10 +100,13 @@ def test_inspect_writes_training_patches_and_refuses_a_model_without_a_training_
     entry = record["feature_maps"][0]["training_patches"]
     assert entry["layer"] == "model.0.conv" and len(entry["cases"]) == 2
     assert set(entry["channels"]) == {str(c) for c in record["feature_maps"][0]["kept"]}
-    for channel in entry["channels"].values():
+    for number, channel in entry["channels"].items():
         assert {p["case"] for p in channel["patches"]} <= set(entry["cases"]) and len(channel["patches"]) == 6
         assert channel["patches"][0]["response"] == pytest.approx(max(channel["maxima"].values()), abs=1e-5)
         assert open(channel["file"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+        # the same sequences as columns as the case's patches, and a margin left of them naming each row's case
+        case_png = record["feature_maps"][0]["patches"][number]
+        assert _png_size(channel["file"])[0] > _png_size(case_png)[0] + 50
     assert "over 2 training case(s)" in capsys.readouterr().out
     untrained = write_card(tmp_path / "card")  # t1 and flair: the toy case has them
     code = main(["inspect", str(case), "--model", str(untrained), "--out", str(tmp_path / "o2"), "--layers",

@@ -106,8 +106,12 @@ def patch_montage(patches: Sequence[Patch]) -> np.ndarray:
     return grid_montage(rows)
 
 
-def save_montage(montage: np.ndarray, path: str | Path, *, signed: bool = True, scale: int = 8) -> Path:
-    """Write a montage as a PNG, each pixel ``scale`` pixels wide; signed values on a blue-white-red scale."""
+def save_montage(montage: np.ndarray, path: str | Path, *, signed: bool = True, scale: int = 8,
+                 row_labels: Sequence[str] = ()) -> Path:
+    """Write a montage as a PNG, each pixel ``scale`` pixels wide; signed values on a blue-white-red scale.
+
+    ``row_labels`` (one per row of tiles, e.g. the case each patch comes from) are written left of the rows.
+    """
     import matplotlib
     import matplotlib.image
 
@@ -118,6 +122,27 @@ def save_montage(montage: np.ndarray, path: str | Path, *, signed: bool = True, 
     rgba = matplotlib.colormaps[cmap]((np.clip(values, vmin, vmax) - vmin) / max(vmax - vmin, 1e-12))
     rgba[~np.isfinite(values)] = (1.0, 1.0, 1.0, 1.0)
     path = Path(path)
+    if row_labels:
+        return _save_with_row_labels(rgba, list(row_labels), path, gap=scale)
     matplotlib.image.imsave(path, rgba, format="png")
     return path
 
+
+def _save_with_row_labels(rgba: np.ndarray, labels: list[str], path: Path, gap: int) -> Path:
+    """The image with ``labels`` written left of its equal rows of tiles (separated by ``gap`` image pixels)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    height, width = rgba.shape[:2]
+    margin, dpi = 7 * max(len(label) for label in labels) + 12, 100
+    figure = Figure(figsize=((width + margin) / dpi, height / dpi), dpi=dpi, facecolor="white")
+    FigureCanvasAgg(figure)
+    axes = figure.add_axes((margin / (width + margin), 0, width / (width + margin), 1))
+    axes.imshow(rgba, interpolation="nearest", aspect="auto")
+    axes.set_axis_off()
+    pitch = (height + gap) / len(labels)  # one row of tiles and its gap, in pixels
+    for i, label in enumerate(labels):
+        figure.text(margin / (width + margin) - 0.01, 1 - (i * pitch + (pitch - gap) / 2) / height, label, ha="right",
+                    va="center", fontsize=8, family="monospace")
+    figure.savefig(path, dpi=dpi, format="png", facecolor="white")
+    return path

@@ -63,14 +63,15 @@ def write_patches(maps: FeatureMaps, image: np.ndarray, case_name: str, out: Pat
 
 
 def write_training_patches(found: TrainingPatches, case_name: str, out: Path) -> dict:
-    """Per channel, a PNG of its strongest training patches (rows, in the order of the record's ``patches``, each
-    from the training case named there) per sequence (columns); and the record."""
+    """Per channel, a PNG of its strongest training patches (rows, each labelled with its training case and response,
+    in the order of the record's ``patches``) per sequence (columns); and the record."""
     entry = found.record()
     for channel in found.channels:
         if found.patches[channel]:
             path = out / f"{case_name}_training_patches_{safe_name(found.layer)}_channel{channel}.png"
-            entry["channels"][str(channel)]["file"] = str(save_montage(patch_montage(found.patches[channel]), path,
-                                                                      signed=False))
+            patches = found.patches[channel]
+            entry["channels"][str(channel)]["file"] = str(save_montage(
+                patch_montage(patches), path, signed=False, row_labels=[f"{p.case} {p.response:.3g}" for p in patches]))
     return entry
 
 
