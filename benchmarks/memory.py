@@ -76,6 +76,9 @@ def main() -> int:
     parser.add_argument("--case", type=Path, default=DEFAULT_CASE, help=f"a full-size case (default {DEFAULT_CASE})")
     parser.add_argument("--only", default=None, metavar="LABELS",
                         help="comma-separated row labels to run (default: all); e.g. 'segment,report'")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="a method parameter for every explain row run (segxai explain --param), e.g. steps=32 "
+                             "with --only 'explain integrated_gradients'; repeatable")
     args = parser.parse_args()
     if not args.case.exists():
         parser.error(f"{args.case} does not exist; give a full-size case with --case.")
@@ -94,6 +97,8 @@ def main() -> int:
         for i, (label, template) in enumerate(rows):
             out = Path(scratch) / f"out{i}"
             argv = SEGXAI + [a.format(case=args.case, out=out) for a in template]
+            if template[0] == "explain":
+                argv += [a for p in args.param for a in ("--param", p)]
             free = available_bytes()
             status, seconds, peak = run_child(argv, Path(scratch) / f"log{i}.txt")
             print(f"{label:<38} {status:>4} {seconds:>8.1f} {peak / 2**30:>8.2f} GiB {peak / free:>11.0%}", flush=True)
