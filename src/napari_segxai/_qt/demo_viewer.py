@@ -3,9 +3,9 @@
 ``segxai demo`` computes everything first (segmentation, relevance, RoI importance, TracIn
 evidence, the trust check), then :func:`show_demo` lays the viewer out for a meeting: the image
 with the segmentation outlined and the strongest relevance layer on top, axial through the tumour
-centre, a two-line caption with the legend; on the right the View plane, then Explain (raised),
-Segment and Trust as tabs, and beside them RoI importance over Training evidence. Each dock shows
-the demo's result as if the user had run it.
+centre, a caption with the Dice and the colour legend; on the right one tab group of Segment,
+Explain (raised), Trust, RoI importance, Training evidence and View plane, so each dock has the
+window's whole height. Each dock shows the demo's result as if the user had run it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ WINDOW_SIZE = (1600, 1000)
 #: The longest the demo waits for a dock's own background work (RoI summary, thumbnails) before the picture.
 DOCK_WAIT_S = 120.0
 LEGEND = "red: for the class · blue: against it"
-#: The docks after View plane, tabbed in this order (the last four only when their results exist).
+#: The docks, tabbed in this order (Explain, Trust, RoI importance and Training evidence when their results exist).
 DOCK_NAMES = {"segment": "Segment", "explain": "Explain", "trust": "Trust", "roi": "RoI importance",
               "evidence": "Training evidence"}
 #: Width of the dock column beside the canvas, in pixels.
@@ -110,10 +110,8 @@ def _add_docks(viewer, results: DemoResults) -> dict:
     case, card = results.case, results.card
     window = viewer.window
     main = window._qt_window
-    plane = window.add_dock_widget(PlaneChoice(viewer), name="View plane", area="right")
     segment = SegmentWidget(viewer)
     segment_dock = window.add_dock_widget(segment, name="Segment", area="right")
-    main.splitDockWidget(plane, segment_dock, Qt.Orientation.Vertical)
     segment.set_model_card(card.path, trusted=card.trusted)
     segment.show_outcome(Outcome(case=case, card=card, result=results.segmentation))
     docks: dict = {"segment": segment}
@@ -135,6 +133,7 @@ def _add_docks(viewer, results: DemoResults) -> dict:
     for key, name in DOCK_NAMES.items():  # one tab group beside the canvas, in the order of a review
         if key in docks and key != "segment":
             main.tabifyDockWidget(segment_dock, window.add_dock_widget(docks[key], name=name, area="right"))
+    main.tabifyDockWidget(segment_dock, window.add_dock_widget(PlaneChoice(viewer), name="View plane", area="right"))
     main.resizeDocks([segment_dock], [DOCK_WIDTH], Qt.Orientation.Horizontal)
     return docks
 
