@@ -4,7 +4,8 @@ A perturbation of a convolutional network's input changes its output only within
 receptive field around it. :func:`measure_reach` measures it on the input itself: the support
 of the gradient of a randomly weighted sum of the outputs in one block at the centre (a block of
 the network's downsampling factor, so every phase of its pooling grid is covered) with respect
-to the input, on the input and on Gaussian noise of its shape. Instance and group normalisation
+to the input, on the input and (for the whole support) on Gaussian noise of its shape; with a
+tolerance, on the input only, gradients below that share of the peak left out. Instance and group normalisation
 mix statistics over the whole volume; :func:`held_normalisation` holds their statistics at those
 of the unperturbed input so the network becomes local (what a perturbation then changes is
 exact up to its own small effect on those statistics). Where the support still reaches the
@@ -191,8 +192,10 @@ def _measure(network: nn.Module, inputs: torch.Tensor, tolerance: float) -> Reac
                          "its normalisation mixes the whole volume and cannot be held (a TorchScript or slice-wise network)")
         block = tuple(slice(s // 2 // f * f, min(s, s // 2 // f * f + f)) for s, f in zip(spatial, factor))
         generator = torch.Generator().manual_seed(0)
-        noise = torch.randn(inputs.shape, generator=generator, dtype=inputs.dtype).to(inputs.device)
-        extents = [_support(network, probe, block, tolerance, generator) for probe in (inputs, noise)]
+        probes = [inputs]
+        if tolerance == 0:   # the whole support: noise reaches what the input's dead units may hide
+            probes.append(torch.randn(inputs.shape, generator=generator, dtype=inputs.dtype).to(inputs.device))
+        extents = [_support(network, probe, block, tolerance, generator) for probe in probes]
     radius, touching = [], []
     for axis, (s, b) in enumerate(zip(spatial, block)):
         lo = min(e[axis][0] for e in extents)
