@@ -118,3 +118,12 @@ def test_bounded_occlusion_reports_progress_and_stops_when_cancelled():
     with pytest.raises(Cancelled):   # cancel at the second check: after the first batch of crops
         method.attribute(net, x, target, should_cancel=lambda: asked.append(1) or len(asked) > 1)
     assert len(asked) == 2
+
+
+def test_instance_norm_falls_back_unless_its_statistics_may_be_held():
+    net, x, _ = problem(norm=True)
+    shape = tuple(x.shape[1:])
+    default = get_method("occlusion", window=4, stride=4, reach_tolerance=0.0).prepared(net, x).plan(shape, 4, 4)
+    assert not default.bounded and "hold_statistics" in default.reason
+    held = get_method("occlusion", window=4, stride=4, reach_tolerance=0.0, hold_statistics=True)
+    assert held.prepared(net, x).plan(shape, 4, 4).bounded

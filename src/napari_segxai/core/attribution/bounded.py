@@ -49,9 +49,10 @@ class Plan:
 
 
 def plan(spatial: Sequence[int], boxes_per_axis: Sequence[Sequence[slice]], reach: Reach | None,
-         copies: int = 1) -> Plan:
+         copies: int = 1, held: bool = False) -> Plan:
     """The plan for perturbing every box of the grid ``boxes_per_axis`` (per axis, the box's extent on it) ``copies`` times.
 
+    A network whose normalisation statistics must be held (``reach.held``) is bounded only with ``held``.
     The tile (boxes sharing a crop) is the power of two that makes the fewest input-sized passes:
     larger tiles make fewer unperturbed crops but larger perturbed ones.
     """
@@ -59,6 +60,9 @@ def plan(spatial: Sequence[int], boxes_per_axis: Sequence[Sequence[slice]], reac
         return Plan(1.0, 1, 1.0, "bounded evaluation is off")
     if not reach.bounded:
         return Plan(1.0, 1, 1.0, f"the receptive field is not bounded: {reach.reason}")
+    if reach.held and not held:
+        return Plan(1.0, 1, 1.0, "the network normalises with statistics of the whole volume (instance or group "
+                                 "norm); holding them is approximate (hold_statistics=True allows it)")
     extent = tuple(max(b.stop - b.start for b in boxes) for boxes in boxes_per_axis)
     n = copies * math.prod(len(boxes) for boxes in boxes_per_axis)
     best = None
