@@ -1,9 +1,10 @@
-"""The "Network internals" dock widget: a layer's feature maps on the case, a maximised input, a surrogate.
+"""The "Network internals" dock widget: a layer's feature maps and filters on the case, a maximised input, a surrogate.
 
 Choosing a card fills the layer list from the network's layer tree (output shapes on one window of
 zeros). Run computes, in the background with progress and Cancel: the chosen layer's most
 class-specific channels as one image layer on the case's grid and affine (channels on a slider, in
-the order of the ranking shown below); optionally the input that maximises a class's region logit
+the order of the ranking shown below); optionally its filters as pictures (the first layer's kernels per sequence,
+or a deeper layer's strongest input patches on the case and over training cases); optionally the input that maximises a class's region logit
 (one image layer per sequence); optionally a surrogate's labels and its rules and fidelity.
 """
 
@@ -13,14 +14,15 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtGui import QFontDatabase
-from qtpy.QtWidgets import QBoxLayout, QComboBox, QFormLayout, QPlainTextEdit, QSpinBox
+from qtpy.QtWidgets import QBoxLayout, QCheckBox, QComboBox, QFormLayout, QPlainTextEdit, QSpinBox
 
 from .._layers import Key, Role, card_classes, case_metadata, contrast_limits, label_display, world_units
 from .compute_widget import ComputeWidget
+from .filters_view import FiltersView, filter_pictures
 from .jobs import Outcome
 
 NONE = "none"
-#: The share of the progress bar each part of a job takes (feature maps, maximisation, surrogate).
+#: The share of the progress bar each part of a job takes (feature maps, training patches, maximisation, surrogate).
 PART = 1000
 
 
@@ -43,6 +45,19 @@ class InternalsWidget(ComputeWidget):
         self.keep.setToolTip("Channels shown (on the layer's slider), the most class-specific first: mean activation "
                              "inside the predicted class vs the rest of the head, in units of the channel's spread.")
         form.addRow("Channels", self.keep)
+        self.filters = QCheckBox("show the layer's filters")
+        self.filters.setToolTip("The first convolution: its 3D kernels per input sequence. A deeper layer: the input "
+                                "patches its three most class-specific channels respond to most on the case.")
+        form.addRow("Filters", self.filters)
+        self.training = QSpinBox()
+        self.training.setRange(0, 64)
+        self.training.setSpecialValueText("0 (off)")
+        self.training.setToolTip("With Filters on a deeper layer: also search this many training cases of the model's "
+                                 "training record for the strongest patches (one sliding pass each, about 40 s on a "
+                                 "full-size case).")
+        form.addRow("Training cases", self.training)
+        self.training.setEnabled(False)
+        self.filters.toggled.connect(self.training.setEnabled)
         self.maximise = QComboBox()
         self.maximise.setToolTip("Optimise an input volume to maximise this class's region logit (the relevance "
                                  "target), with total variation, blurring, jitter and bounded intensities.")
@@ -69,6 +84,8 @@ class InternalsWidget(ComputeWidget):
         self.details.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         self.details.setPlaceholderText("The channels, most class-specific first, appear here after Run.")
         layout.addWidget(self.details, 1)
+        self.filter_view = FiltersView()
+        layout.addWidget(self.filter_view, 2)
 
     def card_cleared(self) -> None:
         self.layer.clear()
@@ -100,7 +117,8 @@ class InternalsWidget(ComputeWidget):
         chosen = self.maximise.currentText()
         surrogate = self.surrogate.currentText()
         concept = self.concepts.currentText()
-        return {"layer": layer, "keep": self.keep.value(), "maximise": None if chosen in (NONE, "") else chosen,
+        return {"layer": layer, "keep": self.keep.value(), "filters": self.filters.isChecked(),
+                "training": self.training.value(), "maximise": None if chosen in (NONE, "") else chosen,
                 "concept": None if concept in (NONE, "") else concept,
                 "start": self.start_from.currentText(), "surrogate": None if surrogate == NONE else surrogate}
 
@@ -108,23 +126,27 @@ class InternalsWidget(ComputeWidget):
         return super().job_description(case, card, options) + f" ({options['layer']})"
 
     @staticmethod
-    def compute(case, card, *, layer, keep, maximise=None, start="case", surrogate=None, concept=None, device=None,
+    def compute(case, card, *, layer, keep, filters=False, training=0, maximise=None, start="case", surrogate=None, concept=None, device=None,
                 progress=None, should_cancel=None):
-        """Feature maps of ``layer``, then the maximised input, the surrogate and the concept relevance asked for (worker)."""
+        """Feature maps of ``layer``, then the filters, maximised input, surrogate and concept relevance asked for (worker)."""
         from ..core.internals.case_maximise import maximise_case
         from ..core.internals.case_surrogate import case_surrogate
         from ..core.internals.features import feature_maps
         from ..core.model.card import build_network
         from ..core.model.device import pick_device
 
-        parts = 1 + (maximise is not None) + (surrogate is not None)
+        searched = bool(filters and training)
+        parts = 1 + searched + (maximise is not None) + (surrogate is not None)
         device = pick_device(device)
         network = build_network(card, device)
         maps = feature_maps(case, card, layer, network=network, device=device, keep=keep,
                             progress=_part(progress, 0, parts), should_cancel=should_cancel)
+        pictures = None if not filters else filter_pictures(
+            case, card, network, maps, training=training, device=device, progress=_part(progress, 1, parts),
+            should_cancel=should_cancel)
         maximised = None if maximise is None else maximise_case(
             case, card, class_name=maximise, start=start, network=network, device=device,
-            progress=_part(progress, 1, parts), should_cancel=should_cancel)
+            progress=_part(progress, 1 + searched, parts), should_cancel=should_cancel)
         fitted = None if surrogate is None else case_surrogate(
             case, card, kind=surrogate, network=network, device=device, progress=_part(progress, parts - 1, parts),
             should_cancel=should_cancel)
@@ -134,11 +156,11 @@ class InternalsWidget(ComputeWidget):
 
             concepts = case_channel_relevance(case, card, layer, concept, network=network, device=device,
                                               should_cancel=should_cancel)
-        return maps, maximised, fitted, concepts
+        return maps, pictures, maximised, fitted, concepts
 
     def show_outcome(self, outcome: Outcome) -> None:
         """Add the feature maps (and maximised input, surrogate labels) on the case's affine; show the numbers."""
-        maps, maximised, fitted, concepts = outcome.result
+        maps, pictures, maximised, fitted, concepts = outcome.result
         case, card = outcome.case, outcome.card
         meta = case_metadata(case, {Key.ROLE: Role.INTERNALS})
         volume_affine = _with_channel_axis(maps.affine)
@@ -170,8 +192,10 @@ class InternalsWidget(ComputeWidget):
                 **label_display(card_classes(card.classes))})
             lines += ["", fitted.surrogate.describe(), fitted.surrogate.rules()]
         self.details.setPlainText("\n".join(lines))
+        self.filter_view.show_pictures(pictures)
+        note = f" {pictures.note}" if pictures is not None and pictures.note else ""
         self.status.setText(f"{maps.layer}: {len(maps.channels)} of {maps.n_channels} channels on the slider, "
-                            f"most class-specific first ({maps.seconds:.1f} s).")
+                            f"most class-specific first ({maps.seconds:.1f} s).{note}")
 
     def _replace(self, add, data, kwargs: dict):
         """Add a layer, replacing this widget's earlier one of the same name in its place."""

@@ -1,15 +1,16 @@
 """What a layer's filters look for: the first layer's kernels per input sequence, and each deeper channel's
 strongest-responding input patches on a case (over training cases: :mod:`.training_patches`).
 
-Montages are 2D float arrays (NaN in the gaps between tiles); :func:`save_montage` writes one as a PNG
+Montages are 2D float arrays (NaN in the gaps between tiles); :func:`montage_png` draws one as a PNG
 through matplotlib, as the report's figures are written.
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Sequence
 
 import numpy as np
 from torch import nn
@@ -108,7 +109,14 @@ def patch_montage(patches: Sequence[Patch]) -> np.ndarray:
 
 def save_montage(montage: np.ndarray, path: str | Path, *, signed: bool = True, scale: int = 8,
                  row_labels: Sequence[str] = ()) -> Path:
-    """Write a montage as a PNG, each pixel ``scale`` pixels wide; signed values on a blue-white-red scale.
+    """Write a montage as a PNG (:func:`montage_png`)."""
+    path = Path(path)
+    path.write_bytes(montage_png(montage, signed=signed, scale=scale, row_labels=row_labels))
+    return path
+
+
+def montage_png(montage: np.ndarray, *, signed: bool = True, scale: int = 8, row_labels: Sequence[str] = ()) -> bytes:
+    """A montage as PNG bytes, each pixel ``scale`` pixels wide; signed values on a blue-white-red scale.
 
     ``row_labels`` (one per row of tiles, e.g. the case each patch comes from) are written left of the rows.
     """
@@ -121,14 +129,15 @@ def save_montage(montage: np.ndarray, path: str | Path, *, signed: bool = True, 
     cmap, vmin, vmax = ("RdBu_r", -top, top) if signed else ("gray", 0.0, max(top, 1e-12))
     rgba = matplotlib.colormaps[cmap]((np.clip(values, vmin, vmax) - vmin) / max(vmax - vmin, 1e-12))
     rgba[~np.isfinite(values)] = (1.0, 1.0, 1.0, 1.0)
-    path = Path(path)
+    buffer = io.BytesIO()
     if row_labels:
-        return _save_with_row_labels(rgba, list(row_labels), path, gap=scale)
-    matplotlib.image.imsave(path, rgba, format="png")
-    return path
+        _save_with_row_labels(rgba, list(row_labels), buffer, gap=scale)
+    else:
+        matplotlib.image.imsave(buffer, rgba, format="png")
+    return buffer.getvalue()
 
 
-def _save_with_row_labels(rgba: np.ndarray, labels: list[str], path: Path, gap: int) -> Path:
+def _save_with_row_labels(rgba: np.ndarray, labels: list[str], out: BinaryIO, gap: int) -> None:
     """The image with ``labels`` written left of its equal rows of tiles (separated by ``gap`` image pixels)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -144,5 +153,4 @@ def _save_with_row_labels(rgba: np.ndarray, labels: list[str], path: Path, gap: 
     for i, label in enumerate(labels):
         figure.text(margin / (width + margin) - 0.01, 1 - (i * pitch + (pitch - gap) / 2) / height, label, ha="right",
                     va="center", fontsize=8, family="monospace")
-    figure.savefig(path, dpi=dpi, format="png", facecolor="white")
-    return path
+    figure.savefig(out, dpi=dpi, format="png", facecolor="white")
