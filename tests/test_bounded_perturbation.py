@@ -125,5 +125,6 @@ def test_instance_norm_falls_back_unless_its_statistics_may_be_held():
     shape = tuple(x.shape[1:])
     default = get_method("occlusion", window=4, stride=4, reach_tolerance=0.0).prepared(net, x).plan(shape, 4, 4)
     assert not default.bounded and "hold_statistics" in default.reason
+    assert get_method("occlusion", window=4, stride=4).prepared(net, x).passes(shape, None).forward == 1 + 2 * 6 ** 3
     held = get_method("occlusion", window=4, stride=4, reach_tolerance=0.0, hold_statistics=True)
     assert held.prepared(net, x).plan(shape, 4, 4).bounded

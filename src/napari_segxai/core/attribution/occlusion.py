@@ -74,7 +74,7 @@ class Occlusion(AttributionMethod):
         if not self.params["bounded"]:
             return self
         method = type(self)(**self.params)
-        method._reach = measure_reach(network, inputs, self.params["reach_tolerance"])
+        method._reach = measure_reach(network, inputs, self.params["reach_tolerance"], self.params["hold_statistics"])
         return method
 
     def plan(self, shape: tuple[int, ...], window: int, stride: int) -> Plan:
@@ -88,7 +88,7 @@ class Occlusion(AttributionMethod):
     def _forward_passes(self, shape: tuple[int, ...], window: int, stride: int) -> float:
         """Input-sized forward passes of the occluded copies (a crop's pass counts its share of the voxels)."""
         work = self.plan(shape, window, stride)
-        measuring = REACH_PASSES if self._reach is not None else 0
+        measuring = REACH_PASSES if self._reach is not None and self._reach.factor[0] else 0
         return measuring + work.forward_passes(self.occlusions(shape, window, stride))
 
     def settle(self, speed, target) -> "Occlusion":

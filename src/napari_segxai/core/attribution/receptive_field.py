@@ -168,11 +168,16 @@ def _support(network: nn.Module, probe: torch.Tensor, block: tuple[slice, ...], 
 _MEASURED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
-def measure_reach(network: nn.Module, inputs: torch.Tensor, tolerance: float = 0.0) -> Reach:
+def measure_reach(network: nn.Module, inputs: torch.Tensor, tolerance: float = 0.0, hold: bool = True) -> Reach:
     """The reach of a change of ``inputs`` (1, C, *spatial) in ``network``'s output, measured on it (see module doc).
 
+    Without ``hold``, a network with instance or group norm is unbounded at once (nothing is run).
     Measured once per network, input shape and tolerance, then remembered.
     """
+    if not hold and any(_mixes(m) for m in network.modules()):
+        none = tuple(0 for _ in inputs.shape[2:])
+        return Reach(none, none, True, tolerance, "the network normalises with statistics of the whole volume "
+                     "(instance or group norm); holding them is approximate (hold_statistics=True allows it)")
     key = (tuple(inputs.shape), str(inputs.device), float(tolerance))
     cache = _MEASURED.setdefault(network, {})
     if key not in cache:
