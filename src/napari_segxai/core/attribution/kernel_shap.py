@@ -8,7 +8,7 @@ import math
 import torch
 
 from .. import progress as _progress
-from ..memory import available_memory, gigabytes
+from ..memory import available_memory, gigabytes, return_freed_memory
 from .base import AttributionMethod, Parameter, register, samples_per_batch
 from .baselines import BASELINES
 from .batching import MEMORY_FRACTION
@@ -233,6 +233,7 @@ class KernelSHAP(AttributionMethod):
                 del keep   # only the masked copies stay through the forward pass
                 outputs.append(target.scalars(network(masked)))
                 del masked   # freed before the next batch is built
+                return_freed_memory()   # else the allocator's kept blocks grow with every batch of one copy
         _progress.step(n, n, progress, None)
         return torch.cat(outputs)
 
