@@ -121,16 +121,19 @@ def held_normalisation(network: nn.Module, reference: torch.Tensor) -> Iterator[
 def downsampling(network: nn.Module, sample: torch.Tensor) -> tuple[int, ...] | None:
     """The network's total downsampling per axis: the input's side over the smallest side of any module's output.
 
-    None when it cannot be read (a TorchScript network takes no hooks) or a side does not divide.
+    None when it cannot be read (a TorchScript network takes no hooks, a slice-wise network's layers have
+    other dimensions) or a side does not divide.
     """
     if any(isinstance(m, torch.jit.ScriptModule) for m in network.modules()):
         return None
     spatial = tuple(sample.shape[2:])
     smallest = list(spatial)
+    seen = []
 
     def hook(_module, _inputs, output):
         for tensor in output if isinstance(output, (tuple, list)) else (output,):
             if isinstance(tensor, torch.Tensor) and tensor.ndim == sample.ndim:
+                seen.append(True)
                 for axis, side in enumerate(tensor.shape[2:]):
                     smallest[axis] = min(smallest[axis], int(side))
 
@@ -141,7 +144,7 @@ def downsampling(network: nn.Module, sample: torch.Tensor) -> tuple[int, ...] | 
     finally:
         for handle in handles:
             handle.remove()
-    if any(s % m for s, m in zip(spatial, smallest)):
+    if not seen or any(s % m for s, m in zip(spatial, smallest)):   # not seen: layers of other dims (slice-wise)
         return None
     return tuple(s // m for s, m in zip(spatial, smallest))
 
