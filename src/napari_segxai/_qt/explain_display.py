@@ -29,13 +29,30 @@ def shown_maps(maps: np.ndarray, head: np.ndarray | None, threshold: float) -> n
     maps = np.asarray(maps, dtype=np.float32)
     if head is None and threshold <= 0:
         return maps
-    inside = np.ones(maps.shape[1:], bool) if head is None or head.shape != maps.shape[1:] else head
-    shown = np.where(inside, maps, 0.0).astype(np.float32)
-    if threshold > 0:
-        values = np.abs(shown[:, inside])
-        values = values[values > 0]
-        if values.size:
-            shown[np.abs(shown) < float(np.percentile(values, threshold))] = 0.0
+    cut = class_cut(maps, head, threshold)
+    return np.stack([shown_map(channel, head, cut) for channel in maps])
+
+
+def _inside(head: np.ndarray | None, shape: tuple) -> np.ndarray:
+    """The head mask, or every voxel when there is none (or it is on another grid)."""
+    return np.ones(shape, bool) if head is None or head.shape != tuple(shape) else head
+
+
+def class_cut(maps: np.ndarray, head: np.ndarray | None, threshold: float) -> float:
+    """The |relevance| below which a class's voxels are hidden: the ``threshold`` percentile of its non-zero
+    |relevance| inside the head, over all its maps (0: nothing hidden)."""
+    if threshold <= 0:
+        return 0.0
+    values = np.abs(np.asarray(maps, dtype=np.float32)[:, _inside(head, maps.shape[1:])])
+    values = values[values > 0]
+    return float(np.percentile(values, threshold)) if values.size else 0.0
+
+
+def shown_map(channel_map: np.ndarray, head: np.ndarray | None, cut: float) -> np.ndarray:
+    """One channel's map as shown: zero outside ``head`` and where |relevance| is below ``cut`` (float32)."""
+    shown = np.where(_inside(head, channel_map.shape), np.asarray(channel_map, dtype=np.float32), np.float32(0))
+    if cut > 0:
+        shown[np.abs(shown) < cut] = 0.0
     return shown
 
 
@@ -93,7 +110,10 @@ def strongest_layer(result) -> str:
     """The layer to show first: the explained class with the largest target, on the channel holding most of its relevance."""
     sizes = [int(np.count_nonzero(mask)) for mask in np.asarray(result.target.masks)]
     k = int(np.argmax(sizes)) if sizes else 0
-    per_channel = np.abs(result.relevance[k]).reshape(len(result.channel_names), -1).sum(axis=1)
+    maps = np.asarray(result.relevance[k])
+    step = max(1, round((maps[0].size / 1_000_000) ** (1 / max(maps.ndim - 1, 1))))  # every step-th voxel per axis
+    sample = maps[(slice(None),) + (slice(None, None, step),) * (maps.ndim - 1)]  # a full-size case: 1 s -> 0.1 s
+    per_channel = np.abs(sample).reshape(len(result.channel_names), -1).sum(axis=1)
     return relevance_layer_name(result.class_names[k], result.channel_names[int(np.argmax(per_channel))], result.method)
 
 
@@ -103,17 +123,25 @@ def relevance_layer_data(result, case, *, percentile: float = DEFAULT_PERCENTILE
 
     The maps are shown inside the head and above the :data:`DEFAULT_THRESHOLD` percentile, unless ``whole``.
     """
-    layers = []
+    return list(iter_relevance_layer_data(result, case, percentile=percentile, opacity=opacity,
+                                          sorted_magnitudes=sorted_magnitudes, whole=whole))
+
+
+def iter_relevance_layer_data(result, case, *, percentile: float = DEFAULT_PERCENTILE,
+                              opacity: float = DEFAULT_OPACITY, sorted_magnitudes=None, whole: bool = False):
+    """:func:`relevance_layer_data` one layer at a time, each map masked when it is reached (a full-size
+    class's maps take seconds at once, which would freeze the viewer between two layers)."""
     colormap = relevance_colormap(result.signed)
     affine = np.asarray(result.affine if result.affine is not None else case.affine, dtype=float)
     head = None if whole else head_mask(case)
     for k, class_name in enumerate(result.class_names):
-        maps = shown_maps(result.relevance[k], head, 0.0 if whole else DEFAULT_THRESHOLD)
+        maps = np.asarray(result.relevance[k], dtype=np.float32)
+        cut = 0.0 if whole else class_cut(maps, head, DEFAULT_THRESHOLD)
         limits = relevance_limits(result.relevance[k], percentile, result.signed,
                                   sorted_magnitudes=None if sorted_magnitudes is None else sorted_magnitudes[k])
         for c, channel in enumerate(result.channel_names):
-            volume = np.asarray(maps[c])
-            layers.append((
+            volume = maps[c] if head is None and cut <= 0 else shown_map(maps[c], head, cut)
+            yield (
                 volume,
                 {
                     "name": relevance_layer_name(class_name, channel, result.method),
@@ -130,5 +158,4 @@ def relevance_layer_data(result, case, *, percentile: float = DEFAULT_PERCENTILE
                     }),
                 },
                 "image",
-            ))
-    return layers
+            )

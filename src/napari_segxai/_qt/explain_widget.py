@@ -31,7 +31,7 @@ from ..core.attribution.base import DEFAULT_METHOD
 from ..core.attribution.targets import skipped_line
 from .compute_widget import ComputeWidget
 from .cost_gate import CostGate
-from .explain_display import magnitudes, relevance_layer_data, strongest_layer
+from .explain_display import iter_relevance_layer_data, magnitudes, strongest_layer
 from .explain_parameters import ParameterForm
 from .jobs import Outcome
 from .relevance_view import RelevanceView
@@ -361,10 +361,10 @@ class ExplainWidget(ComputeWidget):
         added = 0
         shown = strongest_layer(result)  # one layer visible: a dozen overlaid maps read as noise and draw slowly
         yield True
-        for data, kwargs, _ in relevance_layer_data(result, outcome.case,
-                                                    percentile=self.percentile.value(),
-                                                    opacity=self.opacity.value() / 100,
-                                                    sorted_magnitudes=self._magnitudes):
+        for data, kwargs, _ in iter_relevance_layer_data(result, outcome.case,
+                                                         percentile=self.percentile.value(),
+                                                         opacity=self.opacity.value() / 100,
+                                                         sorted_magnitudes=self._magnitudes):
             if kwargs["name"] in self.viewer.layers:
                 self.viewer.layers.remove(kwargs["name"])
             self.viewer.add_image(data, visible=kwargs["name"] == shown, **kwargs)
