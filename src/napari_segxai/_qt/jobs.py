@@ -55,6 +55,7 @@ class JobRunner(QObject):
         self.noun = noun  # "segmentation", "explanation": used in messages
         self._worker = None
         self._closing = False  # the window is closing: results go nowhere
+        self._shutting_down = False  # shutdown() is waiting for the worker (the events it processes may close again)
         self._cancel_requested = threading.Event()
         self._napari_progress: Optional[cancelable_progress] = None
         self.advanced.connect(self._on_progress)
@@ -127,13 +128,17 @@ class JobRunner(QObject):
         from qtpy.QtWidgets import QApplication
 
         self._closing = True
-        if not self.running:
-            return True
+        if not self.running or self._shutting_down:  # a Close seen again while waiting: the outer wait goes on
+            return not self.running
         self._cancel_requested.set()
-        deadline = time.monotonic() + timeout_s
-        while self.running and time.monotonic() < deadline:
-            QApplication.processEvents()
-            time.sleep(0.01)
+        self._shutting_down = True
+        try:
+            deadline = time.monotonic() + timeout_s
+            while self.running and time.monotonic() < deadline:
+                QApplication.processEvents()
+                time.sleep(0.01)
+        finally:
+            self._shutting_down = False
         return not self.running
 
     def _on_returned(self, outcome: Outcome, description: str, on_result: Callable[[Outcome], None]) -> None:
