@@ -24,9 +24,12 @@ DEFAULT_CONFIG: dict = {
     ],
     # dataset: a folder of labelled case files (nnU-Net raw, Decathlon, case folders) to train on
     # instead of generated cases; its modalities and labels then replace the two lists above, and
-    # generated: N adds N generated cases (seeds from seed_start) after the dataset's.
+    # generated: N adds N generated cases (seeds from seed_start) after the dataset's;
+    # dataset_fraction: F draws that share of the crops from the dataset's own cases when there are
+    # generated ones too (None: every case in the pool equally often, so a few real cases among many
+    # generated ones are rarely seen); without a dataset it has no effect.
     "data": {"size": "full", "seed_start": 1000, "initial_cases": 40, "cases": 120, "grow_every": 10,
-             "dataset": None, "generated": 0},
+             "dataset": None, "generated": 0, "dataset_fraction": None},
     "crop": {"size": [64, 64, 64], "per_step": 2, "tumour_fraction": 0.7},
     "augmentation": {
         "flip_axes": [0], "gamma": [0.7, 1.5], "gamma_probability": 0.5, "scale": [0.8, 1.25],
@@ -125,6 +128,13 @@ def _validate(config: dict, source: str) -> None:
         raise ValueError(f"{source}: checkpoints must be at least 1.")
     from .synth import DEMO_SEED, SIZES
 
+    fraction = data.get("dataset_fraction")
+    if fraction is not None:
+        if not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+            raise ValueError(f"{source}: data.dataset_fraction must be a number between 0 and 1 (exclusive), got {fraction!r}.")
+        if data.get("dataset") and not int(data.get("generated") or 0):
+            raise ValueError(f"{source}: data.dataset_fraction shares the crops between the dataset and generated cases; "
+                             "add generated cases (data.generated or --generated) or remove it.")
     if data.get("dataset"):
         return
     if data["size"] not in SIZES:

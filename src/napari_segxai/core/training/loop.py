@@ -28,7 +28,7 @@ from ..io.files import write_text
 from ..io.manifest import write_manifest
 from ..progress import CancelFn, Cancelled, ProgressFn, step
 from .config import build_loss, build_optimizer, card_mapping, make_config
-from .pool import PoolCase, augment, flip, random_crop
+from .pool import PoolCase, augment, flip, pick_case, random_crop
 from .schedule import learning_rate, next_checkpoint_step
 from .sources import training_cases
 
@@ -151,7 +151,7 @@ def train(
                 group["lr"] = lr
             images, targets = [], []
             for _ in range(int(crop["per_step"])):
-                case = pool[rng.integers(len(pool))]
+                case = pool[pick_case(len(pool), source.dataset_cases, data.get("dataset_fraction"), rng)]
                 img, tgt = random_crop(case, config, rng, bool(rng.random() < crop["tumour_fraction"]))
                 img, tgt = torch.from_numpy(img), torch.from_numpy(tgt.astype(np.int64))
                 img, tgt = flip(img, tgt, rng, aug["flip_axes"], dims, slice_axis)

@@ -30,6 +30,21 @@ def compact(channels: np.ndarray, label: np.ndarray, label_to_index: dict[int, i
     return PoolCase(channels.astype(np.float16), target, tumour, brain)
 
 
+def pick_case(pool_size: int, dataset_cases: int, dataset_fraction: float | None, rng: np.random.Generator) -> int:
+    """Index of the pool case the next crop comes from.
+
+    The pool holds a dataset's ``dataset_cases`` cases first, then generated ones. With a
+    ``dataset_fraction``, that share of the crops comes from the dataset's cases and the rest from
+    the generated ones; without one (or while the pool holds only one kind) every case is equally likely.
+    """
+    in_dataset = min(dataset_cases, pool_size)
+    if dataset_fraction is None or in_dataset == 0 or in_dataset == pool_size:
+        return int(rng.integers(pool_size))
+    if rng.random() < dataset_fraction:
+        return int(rng.integers(in_dataset))
+    return int(in_dataset + rng.integers(pool_size - in_dataset))
+
+
 def random_crop(case: PoolCase, config: dict, rng: np.random.Generator, near_tumour: bool) -> tuple[np.ndarray, np.ndarray]:
     """One training crop (C, *size) float32 and its class indices (*size), 3D or a 2D slice."""
     size = list(config["crop"]["size"])

@@ -19,6 +19,7 @@ class GeneratedCases:
     """Generated cases, one per seed of the config's ``data`` block."""
 
     kind = "generated"
+    dataset_cases = 0  # the pool's first cases that come from a dataset of files: none
 
     def __init__(self, config: dict):
         from .config import training_seeds
@@ -62,6 +63,7 @@ class FileCases:
 
             relabel_generated(np.zeros(1, np.int16), dataset.labels, source=f"Training data {dataset.root}")
         self.keys = list(range(len(dataset.cases) + len(self.seeds)))
+        self.dataset_cases = len(dataset.cases)  # the pool's first cases; the generated ones follow
         classes = [(c["name"], int(c["label"])) for c in config["classes"]]
         self.label_to_index = label_mapping(dataset.labels, classes, source=f"Training data {dataset.root}")
         self.card = preprocessing_card(config)

@@ -6,11 +6,19 @@ made from a seed, deterministically:
 
 1. The anatomy is moved: a small rigid motion (rotation, shift, left-right flip), a smooth random
    non-linear warp, enlarged or shrunk ventricles and, optionally, mass effect around the tumour.
-2. A tumour is grown at a random place in the cerebrum: a lumpy, non-spherical enhancing core
-   with a necrotic centre (sometimes none) inside oedema that spreads further in white matter.
+2. A tumour (core radius 6-24 mm, log-uniform) is grown in the cerebrum, next to the lateral
+   ventricles or in the cerebellum: a lumpy, non-spherical core inside oedema that spreads further
+   in white matter. The core is an enhancing rim round a necrotic centre, solid enhancing tumour,
+   or non-enhancing (all label 1, dark on T1ce, as in several real gliomas).
 3. Four modalities (T1, T1ce, T2, FLAIR) are weighted sums of the tissue and tumour maps with
-   per-case random contrasts (each tissue's difference to white matter scaled by 0.7-1.3), a
-   cerebellar intensity shift, texture, a bias field, blur and noise; each is z-scored in the brain.
+   per-case random contrasts (each tissue's difference to white matter scaled by 0.6-1.4; the
+   core's FLAIR from dark necrosis to bright non-enhancing tumour), a cerebellar intensity shift,
+   texture, a non-linear intensity response (a power 0.7-1.4), a bias field, blur, sometimes thick
+   slices (blur along one axis) and noise; each is z-scored in the brain.
+
+Version 2 added the sites, core types, intensity response and thick slices and moved the
+contrasts towards the real TCGA cases of ``realdata`` (oedema less bright on T2 and FLAIR,
+necrosis darker on T1), measured with :func:`modality_signature`.
 
 Labels follow BraTS: 1 necrosis (NCR), 2 oedema (ED), 4 enhancing tumour (ET). By construction
 oedema shows mainly on FLAIR and T2, enhancement on T1ce and necrosis on T1ce (dark) and T2
@@ -36,7 +44,7 @@ from ..io.cache import cache_dir
 from ..io.files import atomic_path
 
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
@@ -60,13 +68,13 @@ BASE_CONTRAST: dict[str, tuple[float, float, float, float]] = {
     "csf": (0.25, 0.25, 1.00, 0.15),
     "gm": (0.60, 0.62, 0.62, 0.66),
     "wm": (0.85, 0.82, 0.42, 0.50),
-    "necrosis": (0.62, 0.30, 0.97, 0.56),
-    "edema": (0.72, 0.70, 0.86, 1.02),
+    "necrosis": (0.50, 0.30, 0.97, 0.56),
+    "edema": (0.74, 0.70, 0.72, 0.92),
     "enhancing": (0.64, 1.32, 0.66, 0.74),
 }
 
 
-CONTRAST_JITTER = 0.3
+CONTRAST_JITTER = 0.4
 
 
 @dataclass(frozen=True)
@@ -91,8 +99,9 @@ class _Anatomy:
     affine: np.ndarray
     spacing: np.ndarray          # mm per voxel along each axis
     ventricle_mm: np.ndarray     # centre of the lateral ventricles, grid mm
-    centres_mm: np.ndarray       # (N, 3) candidate tumour centres, grid mm
+    centres_mm: np.ndarray       # (N, 3) candidate tumour centres in the cerebrum, grid mm
     depth_mm: np.ndarray         # (N,) distance of each candidate to the brain's edge
+    cerebellar_mm: np.ndarray    # (M, 3) candidate centres in the cerebellum, grid mm
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -155,10 +164,11 @@ def _anatomy(size: str) -> _Anatomy:
     ventricle_mm = np.argwhere(central).mean(axis=0) * spacing if central.any() else np.array(gm.shape) * spacing / 2
     candidates = ((gm + wm) > 0.7) & (depth > 12) & (cerebellum < 0.05) & (world[2] > -20)
     idx = np.argwhere(candidates)
+    infratentorial = ((gm + wm) > 0.7) & (depth > 8) & (cerebellum > 0.5)
     return _Anatomy(
         gm=gm.astype(np.float32), wm=wm.astype(np.float32), csf=csf, mask=mask.astype(np.float32),
         cerebellum=cerebellum, affine=affine, spacing=spacing, ventricle_mm=ventricle_mm,
-        centres_mm=idx * spacing, depth_mm=depth[candidates],
+        centres_mm=idx * spacing, depth_mm=depth[candidates], cerebellar_mm=np.argwhere(infratentorial) * spacing,
     )
 
 
@@ -230,11 +240,19 @@ def generate_case(seed: int, *, size: str = "full") -> SynthCase:
         q[axis] += warp_mm * _smooth_field(rng, shape, sp, 40.0)
     q0 = q  # the tumour is defined in these (pre-displacement) coordinates
 
-    r_core = float(rng.uniform(9.0, 26.0))
-    depth_needed = min(r_core + 4.0, 28.0)
-    ok = np.flatnonzero(anat.depth_mm >= depth_needed)
-    pool = ok if ok.size else np.arange(anat.depth_mm.size)
-    c = anat.centres_mm[rng.choice(pool)].astype(np.float32) + rng.uniform(-1, 1, 3).astype(np.float32) * sp
+    r_core = float(np.exp(rng.uniform(np.log(6.0), np.log(24.0))))  # small tumours as often as large ones
+    site = str(rng.choice(["cerebrum", "periventricular", "cerebellum"], p=[0.75, 0.15, 0.10]))
+    if site == "cerebellum" and len(anat.cerebellar_mm):
+        r_core = min(r_core, 14.0)
+        candidates = anat.cerebellar_mm
+    else:
+        depth_needed = min(r_core + 4.0, 28.0)
+        ok = anat.depth_mm >= depth_needed
+        if site == "periventricular":
+            ok &= np.linalg.norm(anat.centres_mm - anat.ventricle_mm, axis=1) < 22.0
+        pool = np.flatnonzero(ok) if ok.any() else np.arange(anat.depth_mm.size)
+        candidates = anat.centres_mm[pool]
+    c = candidates[rng.integers(len(candidates))].astype(np.float32) + rng.uniform(-1, 1, 3).astype(np.float32) * sp
 
     mass = float(rng.uniform(0.15, 0.5)) if rng.random() < 0.5 else 0.0
     ventricles = float(rng.uniform(-0.15, 0.45))
@@ -262,19 +280,22 @@ def generate_case(seed: int, *, size: str = "full") -> SynthCase:
     d = (axes @ (q0 - c.reshape(3, 1, 1, 1)).reshape(3, -1)) / stretch.reshape(3, 1)
     r = np.sqrt(np.sum(d**2, axis=0)).reshape(shape)
     lump = float(rng.uniform(0.15, 0.35))
-    necrosis_fraction = float(rng.uniform(0.45, 0.8)) if rng.random() < 0.9 else 0.0
-    edema_factor = float(rng.uniform(1.3, 2.6))
+    # Core types: enhancing rim round a necrotic centre; solid enhancing; non-enhancing (the whole core
+    # label 1, dark on T1ce, as in lower-grade and some TCGA gliomas).
+    core_type = str(rng.choice(["rim", "solid", "non-enhancing"], p=[0.7, 0.1, 0.2]))
+    necrosis_fraction = {"rim": float(rng.uniform(0.45, 0.8)), "solid": 0.0, "non-enhancing": 2.0}[core_type]
+    edema_factor = float(rng.uniform(1.2, 2.2))
     f_core = r / r_core + lump * _smooth_field(rng, shape, sp, 20.0)
     f_nec = r / r_core + 0.6 * lump * _smooth_field(rng, shape, sp, 15.0)
     f_ed = r / (r_core * edema_factor) + 0.2 * _smooth_field(rng, shape, sp, 25.0) - 0.25 * (wm - 0.5)
     core = (f_core < 1) & brain
-    necrosis = (f_nec < necrosis_fraction) & ndimage.binary_erosion(core, iterations=k)
+    necrosis = (f_nec < necrosis_fraction) & (core if core_type == "non-enhancing" else ndimage.binary_erosion(core, iterations=k))
     enhancing = core & ~necrosis
     edema = ((f_ed < 1) | ndimage.binary_dilation(core, iterations=k)) & ~core & brain & (csf < 0.6)
     label = np.zeros(shape, np.int16)
     label[edema], label[enhancing], label[necrosis] = 2, 4, 1
     params.update(
-        tumour_centre_mm=c.round(2).tolist(), core_radius_mm=round(r_core, 3),
+        site=site, core_type=core_type, tumour_centre_mm=c.round(2).tolist(), core_radius_mm=round(r_core, 3),
         stretch=stretch.round(3).tolist(), lumpiness=round(lump, 3),
         necrosis_fraction=round(necrosis_fraction, 3), edema_factor=round(edema_factor, 3),
         voxels={name: int(np.count_nonzero(label == v)) for v, name in COMPARTMENTS.items()},
@@ -289,6 +310,8 @@ def generate_case(seed: int, *, size: str = "full") -> SynthCase:
             for m in range(len(MODALITIES))
         ]
     contrasts["csf"][3] = float(rng.uniform(0.08, 0.32))  # imperfect fluid suppression on FLAIR
+    # Necrotic cores are dark on FLAIR, non-enhancing tumour bright: the whole range is seen.
+    contrasts["necrosis"][3] = float(rng.uniform(0.45, 1.1))
     params["contrasts"] = {k: [round(float(x), 4) for x in v] for k, v in contrasts.items()}
 
     soft = lambda m, s: ndimage.gaussian_filter(m.astype(np.float32), s)  # noqa: E731
@@ -296,7 +319,10 @@ def generate_case(seed: int, *, size: str = "full") -> SynthCase:
     s_core = np.clip(s_nec + s_enh, 0, 1)
     s_ed = soft(edema | core, 1.0 * k)
     channels = np.empty((len(MODALITIES),) + shape, np.float32)
-    noise_levels, bias_levels = [], []
+    noise_levels, bias_levels, gammas = [], [], []
+    # Thick slices: one axis blurred in every sequence (partial volume across slices).
+    thick_axis = int(rng.integers(3)) if rng.random() < 0.3 else None
+    thick_sigma = float(rng.uniform(0.5, 1.5)) * k if thick_axis is not None else 0.0
     for m in range(len(MODALITIES)):
         v = {k: contrasts[k][m] for k in contrasts}
         img = csf * v["csf"] + gm * v["gm"] + wm * v["wm"]
@@ -305,17 +331,23 @@ def generate_case(seed: int, *, size: str = "full") -> SynthCase:
         heterogeneity = 1 + 0.08 * _smooth_field(rng, shape, sp, 10.0)
         img += s_ed * (v["edema"] - v["wm"]) * (0.8 + 0.2 * heterogeneity)
         img = img * (1 - s_core) + (s_enh * v["enhancing"] + s_nec * v["necrosis"]) * heterogeneity
-        bias = float(rng.uniform(0.05, 0.25))
+        gamma = float(np.exp(rng.uniform(np.log(0.7), np.log(1.4))))  # the scanner's non-linear intensity response
+        img = np.clip(img, 0, None) ** gamma
+        bias = float(rng.uniform(0.05, 0.35))
         img *= np.exp(bias * _smooth_field(rng, shape, sp, 120.0))
         blur = float(rng.uniform(0.3, 0.8)) if rng.random() < 0.3 else 0.0
         if blur:
             img = ndimage.gaussian_filter(img, blur * k)
+        if thick_axis is not None:
+            img = ndimage.gaussian_filter1d(img, thick_sigma, axis=thick_axis)
         noise = float(rng.uniform(0.01, 0.06)) * v["wm"]
         img = img + noise * rng.standard_normal(shape).astype(np.float32)
         noise_levels.append(round(noise, 4))
         bias_levels.append(round(bias, 4))
+        gammas.append(round(gamma, 4))
         channels[m] = _zscore_in(img, brain)
-    params.update(noise_sd=noise_levels, bias_field=bias_levels)
+    params.update(noise_sd=noise_levels, bias_field=bias_levels, intensity_gamma=gammas,
+                  thick_slice_axis=thick_axis, thick_slice_sigma_vox=round(thick_sigma, 3))
 
     name = case_name(seed, size)
     case = Case(channels, MODALITIES, anat.affine.copy(), label, BRATS_124, (), name)
