@@ -19,7 +19,12 @@ model (default: the bundled ``demo3d`` and ``demo2d`` cards), with the code of `
   manifest, and the seconds per case.
 
 ``--overlap`` and ``--roi-size`` replace the card's sliding-window overlap and window size (same
-weights) to measure other inference settings. Writes one CSV row per case, model and region
+weights) to measure other inference settings; ``--overlaps 0.25,0.5,0.75`` repeats everything at each.
+``--leave-one-out DIR`` scores each labelled real case (``benchmarks/realdata.py``) with a model
+that did not train on it: ``DIR/without-CASE``, trained there first with ``--recipe`` (default
+``configs/demo3d.yaml``, the bundled model's recipe) on the other real cases and the generated ones
+when absent. The bundled model trained on every real case, so its real-case rows are not held out;
+the leave-one-out rows are. Writes one CSV row per case, model and region
 (``--csv``, default ``demo_quality.csv`` in a new temporary folder): case, model, region, dice,
 dice_lcc, seconds, with the set, seed, windows and overlap beside them.
 """
@@ -76,15 +81,21 @@ def training_text(card) -> str:
     if card.training is None or not Path(card.training).is_file():
         return "no training record"
     m = read_manifest(card.training)
-    seeds = m["training_set"]["seeds"]
+    training_set = m["training_set"]
+    if training_set.get("kind") == "files":
+        seeds = [c["seed"] for c in training_set["cases"] if "seed" in c]
+        files = [c["name"] for c in training_set["cases"] if "seed" not in c]
+    else:
+        seeds, files = training_set["seeds"], []
     crop = m.get("crop", {})
     crop_text = f", {crop.get('per_step')} crops of {' x '.join(map(str, crop.get('size', [])))} per update" if crop else ""
     checkpoints = ", ".join(f"{c['step']}: {c['lr']:.1e}" for c in m["checkpoints"])
     folder = Path(card.path).parent
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and "influence" not in p.parts)
     return (f"{m.get('parameters', '?'):,} parameters; {m['steps']} updates in {m['seconds'] / 60:.1f} min wall "
-            f"({m.get('generation_seconds', 0):.0f} s of it generating cases); {len(seeds)} training cases "
-            f"(seeds {min(seeds)}-{max(seeds)}){crop_text}; stopped: {m.get('stopped', '?')}; "
+            f"({m.get('generation_seconds', 0):.0f} s of it preparing cases); {len(seeds)} generated training cases "
+            f"(seeds {min(seeds)}-{max(seeds)})" + (f" and {len(files)} real ({', '.join(files)})" if files else "")
+            + f"{crop_text}; stopped: {m.get('stopped', '?')}; "
             f"loss (mean of the last 20 updates) {m['checkpoints'][-1]['loss']:.3f}; "
             f"checkpoints (step: lr) {checkpoints}; card folder without the TracIn index {size / 1e6:.1f} MB")
 
@@ -122,6 +133,51 @@ def regions_text(row: dict, digits: int = 3) -> str:
     return ", ".join(f"{region} {row[region]:.{digits}f} (LCC {row[f'{region}_lcc']:.{digits}f})" for region in REGIONS)
 
 
+def fold_card(folder: Path, left_out: str, recipe: Path):
+    """The card of the model trained without ``left_out`` (``folder``/without-CASE), trained there with ``recipe`` first if absent."""
+    out = folder / f"without-{left_out}"
+    if not (out / "card.yaml").is_file():
+        import realdata
+        from napari_segxai.core.progress import TerminalProgress
+        from napari_segxai.core.training.config import load_config, make_config
+        from napari_segxai.core.training.loop import train
+
+        data = realdata.build(Path(tempfile.mkdtemp(prefix="segxai-fold-")) / "data",
+                              [c for c in realdata.LABELLED if c != left_out])
+        config = load_config(recipe)
+        config["data"]["dataset"] = str(data)
+        print(f"  training the model without {left_out} into {out} ({recipe}; this takes the recipe's time)")
+        with TerminalProgress(f"train without {left_out}") as bar:
+            train(make_config(config, source=str(recipe)), out, progress=bar)
+    return load_model_card(out / "card.yaml")
+
+
+def leave_one_out(folder: Path, recipe: Path, overlaps: list[float], reference: str, device: str, csv_rows: list) -> None:
+    """Each labelled real case segmented by the model that did not train on it, at each overlap."""
+    import realdata
+
+    print(f"\n[leave-one-out] recipe {recipe}, models in {folder}")
+    table = []
+    for name in realdata.LABELLED:
+        if not (REALDATA / name).is_dir():
+            print(f"  {name}: not in {REALDATA}, skipped")
+            continue
+        card = fold_card(folder, name, recipe)
+        print(f"  without {name}: {training_text(card)}")
+        network = build_network(card, device)
+        case = load_case(REALDATA / name)
+        for overlap in overlaps:
+            fold = dataclasses.replace(card, overlap=overlap)
+            row = evaluate_case(case, _reference(REALDATA / name, reference), fold, network=network, device=device)
+            csv_rows += long_rows([row], f"without {name}", fold, "leave-one-out", case_windows(case, fold))
+            table.append((name, overlap, row))
+            print(f"  {name} by the model without it, overlap {overlap:g} ({row['seconds']:.1f} s): " + regions_text(row))
+    if table:
+        print("\n| case | overlap | whole tumour (LCC) | tumour core (LCC) | enhancing (LCC) |\n|---|---|---|---|---|")
+        for name, overlap, row in table:
+            print(f"| {name} | {overlap:g} | " + " | ".join(f"{row[r]:.3f} ({row[f'{r}_lcc']:.3f})" for r in REGIONS) + " |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="demo3d,demo2d",
@@ -140,8 +196,18 @@ def main(argv=None) -> int:
                         help="replace the cards' window size, comma-separated (e.g. 104,120,96)")
     parser.add_argument("--csv", type=Path, default=None, help="per-case CSV (default: a new temporary folder)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps")
+    parser.add_argument("--overlaps", default=None, metavar="A,B,...",
+                        help="evaluate each model at each of these overlaps (e.g. 0.25,0.5,0.75) instead of one")
+    parser.add_argument("--leave-one-out", type=Path, default=None, metavar="DIR",
+                        help="also score each labelled real case with a model trained without it (DIR/without-CASE, "
+                             "trained there with --recipe first when absent: the recipe's training time per case)")
+    parser.add_argument("--recipe", type=Path, default=Path(__file__).resolve().parents[1] / "configs" / "demo3d.yaml",
+                        help="training config of the leave-one-out models (default configs/demo3d.yaml)")
     parser.add_argument("--training-only", action="store_true", help="print the cards' training records and stop")
     args = parser.parse_args(argv)
+    if args.overlaps is not None and args.overlap is not None:
+        parser.error("give --overlap or --overlaps, not both")
+    overlaps = [float(v) for v in args.overlaps.split(",")] if args.overlaps else [args.overlap]
     if args.training_only:
         for name in args.models.split(","):
             label, card = card_for(name.strip())
@@ -157,11 +223,11 @@ def main(argv=None) -> int:
     print(f"Real cases: {', '.join(p.name for p in real) or 'none'} (reference {args.reference})")
     first = generate_case(seeds[0] if seeds else TEST_SEED).case
     csv_rows: list[dict] = []
-    for name in args.models.split(","):
+    for name, overlap in [(m, o) for m in args.models.split(",") if m for o in overlaps]:
         model, card = card_for(name)
         changed = {}
-        if args.overlap is not None:
-            changed["overlap"] = args.overlap
+        if overlap is not None:
+            changed["overlap"] = overlap
         if args.roi_size is not None:
             changed["roi_size"] = tuple(int(s) for s in args.roi_size.split(","))
         label = model if not changed else f"{model} ({windows_text(dataclasses.replace(card, **changed))}, same weights)"
@@ -202,6 +268,9 @@ def main(argv=None) -> int:
             print(f"  real {folder.name} ({case_windows(case, card)} window(s){' per slice' if card.spatial_dims == 2 else ''}, "
                   f"{row['seconds']:.1f} s) vs {args.reference}: " + regions_text(row))
         del network
+    if args.leave_one_out is not None:
+        leave_one_out(args.leave_one_out, args.recipe, [o if o is not None else 0.5 for o in overlaps], args.reference,
+                      args.device, csv_rows)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with open(out_csv, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(csv_rows[0]))

@@ -49,7 +49,13 @@ def test_training_record_is_complete(kind):
     steps = [c["step"] for c in checkpoints]
     assert steps == sorted(set(steps)) and steps[-1] == manifest["steps"]
     assert all(c["lr"] > 0 for c in checkpoints)
-    assert HELD_OUT_SEED not in manifest["training_set"]["seeds"] and DEMO_SEED not in manifest["training_set"]["seeds"]
+    training_set = manifest["training_set"]
+    assert training_set["kind"] == "files"  # generated cases and the real TCGA cases (sample_data/realdata-tcga)
+    seeds = [c["seed"] for c in training_set["cases"] if "seed" in c]
+    real = [c["name"] for c in training_set["cases"] if "seed" not in c]
+    assert len(seeds) >= 80 and real == ["TCGA-DU-7294", "TCGA-FG-6692"]
+    assert HELD_OUT_SEED not in seeds and DEMO_SEED not in seeds
+    assert training_set["dataset_fraction"] == 0.2 and "probability 0.2" in training_set["sampling"]
     network = create_network(manifest["architecture"], manifest["kwargs"])
     for c in checkpoints:
         network.load_state_dict(load_state_dict(c["path"]), strict=True)

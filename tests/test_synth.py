@@ -13,7 +13,7 @@ from napari_segxai.core.io.nifti import load_case
 from napari_segxai.core.training.synth import COMPARTMENTS, DEMO_SEED, MODALITIES, generate_case
 from napari_segxai.core.io.generated_cases import load_synth_case, read_ground_truth, write_case
 
-FULL_SEEDS = (0, 1, 5)  # full-size cases (about 2 s each); 1 has no necrosis, 0 and 5 a large one
+FULL_SEEDS = (1, 4, 8)  # full-size cases (about 2 s each): a non-enhancing core, a solid one, a rim round a large necrosis
 NECROSIS_MIN_VOXELS = 300  # below this, partial volume with the rim dominates the necrosis contrast
 
 
@@ -45,7 +45,7 @@ def test_same_seed_same_case_other_seed_other_case():
 
 
 def test_full_case_is_the_2mm_template_grid(full_cases):
-    case = full_cases[0].case
+    case = full_cases[FULL_SEEDS[0]].case
     assert case.shape == (99, 117, 95)
     np.testing.assert_allclose(case.spacing, (2.0, 2.0, 2.0))
     assert case.modalities == MODALITIES and case.label_scheme.name == "brats-1/2/4"
@@ -58,11 +58,16 @@ def test_full_case_is_the_2mm_template_grid(full_cases):
 
 @pytest.mark.parametrize("seed", range(8))
 def test_compartments_are_nested(seed):
-    label = generate_case(seed, size="toy").case.label
+    synth = generate_case(seed, size="toy")
+    label, core_type = synth.case.label, synth.params["core_type"]
     necrosis, core = label == 1, np.isin(label, (1, 4))
     assert core.any() and np.any(label == 2)
-    # Necrosis touches only the enhancing rim (or itself): the rim encloses it.
-    assert set(np.unique(label[ndimage.binary_dilation(necrosis)])) <= {1, 4}
+    if core_type == "rim":  # necrosis touches only the enhancing rim (or itself): the rim encloses it
+        assert set(np.unique(label[ndimage.binary_dilation(necrosis)])) <= {1, 4}
+    elif core_type == "solid":
+        assert not necrosis.any()
+    else:  # non-enhancing: the whole core is label 1
+        assert not np.any(label == 4) and necrosis.any()
     # Around the core lies oedema (except where the core meets CSF or the brain's edge).
     shell = ndimage.binary_dilation(core) & ~core
     assert np.mean(label[shell] == 2) > 0.75
@@ -92,20 +97,24 @@ def test_contrasts_go_the_intended_way(full_cases, seed):
     normal = brain & (label == 0)
     white_matter = normal & (ch["t1"] > np.percentile(ch["t1"][normal], 70))  # white matter is brightest on T1
     edema = label == 2
-    # Oedema: bright on FLAIR against normal white matter, shows mainly on FLAIR and T2.
-    assert ch["flair"][edema].mean() - ch["flair"][white_matter].mean() > 1.0
+    # Oedema: brighter on FLAIR than normal white matter (weakly in some cases, as per-case contrasts
+    # vary by up to 40%), shows mainly on FLAIR and T2.
+    assert ch["flair"][edema].mean() - ch["flair"][white_matter].mean() > 0.5
     assert ch["t1ce"][edema].mean() - ch["t1ce"][white_matter].mean() < 0.5
-    assert sig["edema"]["flair"] > 1.0 and sig["edema"]["t2"] > 1.0
+    assert sig["edema"]["flair"] > 0.3 and sig["edema"]["t2"] > 0.0
     assert max(sig["edema"]["flair"], sig["edema"]["t2"]) > max(abs(sig["edema"]["t1"]), abs(sig["edema"]["t1ce"])) + 0.5
-    # Enhancing rim: bright on T1ce, brighter there than oedema.
-    assert sig["enhancing"]["t1ce"] > 1.5
-    assert sig["enhancing"]["t1ce"] > sig["edema"]["t1ce"] + 1.0
-    # Necrosis: darker than the rim on T1ce, bright on T2.
+    core_type = synth.params["core_type"]
+    if "enhancing" in sig:  # enhancing tumour: bright on T1ce, brighter there than oedema
+        assert sig["enhancing"]["t1ce"] > 0.5  # (1.35 on TCGA-FG-6692)
+        assert sig["enhancing"]["t1ce"] > sig["edema"]["t1ce"] + 0.5
+    else:
+        assert core_type == "non-enhancing"
+    # Necrosis and non-enhancing tumour: dark on T1ce (darker than any rim), bright on T2.
     if synth.params["voxels"]["necrosis"] >= NECROSIS_MIN_VOXELS:
-        assert sig["necrosis"]["t1ce"] < sig["enhancing"]["t1ce"] - 1.5
+        assert sig["necrosis"]["t1ce"] < (sig["enhancing"]["t1ce"] - 1.5 if "enhancing" in sig else 0.0)
         assert sig["necrosis"]["t2"] > 1.0
     else:
-        assert seed == 1  # the one chosen seed without a sizeable necrosis
+        assert core_type == "solid"  # the chosen seeds: only a solid core has no sizeable necrosis
 
 
 def test_written_folder_reopens_as_a_brats_case(tmp_path):

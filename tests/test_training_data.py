@@ -257,6 +257,40 @@ def test_generated_cases_join_a_dataset_in_its_label_values(nnunet_dataset, tmp_
     assert main(["train", "--config", str(config), "--generated", "2", "--out", str(tmp_path / "no")]) == 2
 
 
+def test_dataset_fraction_shares_the_crops_and_the_record_says_so(nnunet_dataset, tmp_path):
+    from napari_segxai.core.io.manifest import read_manifest
+    from napari_segxai.core.training.pool import pick_case
+
+    rng = np.random.default_rng(0)
+    picks = np.array([pick_case(12, 2, 0.25, rng) for _ in range(4000)])
+    assert abs(np.mean(picks < 2) - 0.25) < 0.03 and set(picks.tolist()) == set(range(12))
+    uniform = np.array([pick_case(12, 2, None, rng) for _ in range(4000)])
+    assert abs(np.mean(uniform < 2) - 2 / 12) < 0.03
+    assert {pick_case(2, 2, 0.25, rng) for _ in range(50)} == {0, 1}  # only dataset cases joined so far
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY_CONFIG, "data": {"size": "toy", "seed_start": 50, "initial_cases": 5,
+                                                              "dataset_fraction": 0.5}}))
+    out = tmp_path / "shared"
+    assert main(["train", "--config", str(config), "--data", str(nnunet_dataset), "--generated", "2",
+                 "--out", str(out), "--quiet"]) == 0
+    record = read_manifest(load_model_card(out / "card.yaml").training)["training_set"]
+    assert record["dataset_fraction"] == 0.5
+    assert record["sampling"].startswith("each crop comes with probability 0.5 from the dataset's 3 cases")
+
+
+@pytest.mark.parametrize("fraction, generated, message", [
+    (1.5, 2, "between 0 and 1"), (0, 2, "between 0 and 1"), ("half", 2, "between 0 and 1"),
+    (0.3, 0, "add generated cases"),
+])
+def test_a_dataset_fraction_that_cannot_work_is_refused(nnunet_dataset, fraction, generated, message):
+    from napari_segxai.core.training.config import make_config
+
+    raw = {**TINY_CONFIG, "data": {"dataset": str(nnunet_dataset), "generated": generated, "dataset_fraction": fraction}}
+    with pytest.raises(ValueError, match=message):
+        make_config(raw)
+
+
 def test_generated_cases_need_the_dataset_to_have_their_classes(tmp_path):
     from napari_segxai.core.training.config import load_config
     from napari_segxai.core.training.loop import train

@@ -213,6 +213,14 @@ def train(
     return result
 
 
+def sampling_text(dataset_fraction: float | None, dataset_cases: int) -> str:
+    """How each step chose its cases (the manifest's ``training_set.sampling``)."""
+    if dataset_fraction is None or not dataset_cases:
+        return "each step draws crop.per_step cases uniformly from the cases joined so far"
+    return (f"each crop comes with probability {dataset_fraction:g} from the dataset's {dataset_cases} cases, "
+            "else from the generated cases joined so far, uniformly within each")
+
+
 def _finish(config, out, kwargs, network, save_checkpoint, checkpoints, source, n_joined, joined, lr_history,
             loss_history, done, planned, start, stopped, generation_seconds, monai) -> TrainResult:
     """Save the final weights, the manifest and the model card."""
@@ -236,7 +244,8 @@ def _finish(config, out, kwargs, network, save_checkpoint, checkpoints, source, 
         "training_set": {
             **source.record(n_joined),
             "joined_at_step": joined,
-            "sampling": "each step draws crop.per_step cases uniformly from the cases joined so far",
+            "sampling": sampling_text(config["data"].get("dataset_fraction"), source.dataset_cases),
+            "dataset_fraction": config["data"].get("dataset_fraction"),
         },
         "crop": config["crop"],
         "augmentation": config["augmentation"],

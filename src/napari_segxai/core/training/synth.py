@@ -241,6 +241,8 @@ def generate_case(seed: int, *, size: str = "full") -> SynthCase:
     q0 = q  # the tumour is defined in these (pre-displacement) coordinates
 
     r_core = float(np.exp(rng.uniform(np.log(6.0), np.log(24.0))))  # small tumours as often as large ones
+    if size == "toy":
+        r_core = max(r_core, 10.0)  # a smaller core would vanish between the toy grid's 6-7 mm voxels
     site = str(rng.choice(["cerebrum", "periventricular", "cerebellum"], p=[0.75, 0.15, 0.10]))
     if site == "cerebellum" and len(anat.cerebellar_mm):
         r_core = min(r_core, 14.0)
