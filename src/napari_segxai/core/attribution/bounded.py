@@ -48,21 +48,31 @@ class Plan:
         return perturbations if not self.bounded else perturbations * self.share + self.crops_share
 
 
+def refusal(reach: Reach | None, held: bool = False) -> str:
+    """Why a perturbation method must evaluate the whole input with this ``reach`` ("" when crops are exact enough).
+
+    A network whose normalisation statistics must be held (``reach.held``) is bounded only with ``held``.
+    """
+    if reach is None:
+        return "bounded evaluation is off"
+    if not reach.bounded:
+        return f"the receptive field is not bounded: {reach.reason}"
+    if reach.held and not held:
+        return ("the network normalises with statistics of the whole volume (instance or group "
+                "norm); holding them is approximate (hold_statistics=True allows it)")
+    return ""
+
+
 def plan(spatial: Sequence[int], boxes_per_axis: Sequence[Sequence[slice]], reach: Reach | None,
          copies: int = 1, held: bool = False) -> Plan:
     """The plan for perturbing every box of the grid ``boxes_per_axis`` (per axis, the box's extent on it) ``copies`` times.
 
-    A network whose normalisation statistics must be held (``reach.held``) is bounded only with ``held``.
-    The tile (boxes sharing a crop) is the power of two that makes the fewest input-sized passes:
+    The reach decides first (:func:`refusal`). The tile (boxes sharing a crop) is the power of two that makes the fewest input-sized passes:
     larger tiles make fewer unperturbed crops but larger perturbed ones.
     """
-    if reach is None:
-        return Plan(1.0, 1, 1.0, "bounded evaluation is off")
-    if not reach.bounded:
-        return Plan(1.0, 1, 1.0, f"the receptive field is not bounded: {reach.reason}")
-    if reach.held and not held:
-        return Plan(1.0, 1, 1.0, "the network normalises with statistics of the whole volume (instance or group "
-                                 "norm); holding them is approximate (hold_statistics=True allows it)")
+    reason = refusal(reach, held)
+    if reason:
+        return Plan(1.0, 1, 1.0, reason)
     extent = tuple(max(b.stop - b.start for b in boxes) for boxes in boxes_per_axis)
     n = copies * math.prod(len(boxes) for boxes in boxes_per_axis)
     best = None

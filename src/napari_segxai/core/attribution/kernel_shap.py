@@ -1,10 +1,13 @@
-"""Kernel SHAP over cubes: Lundberg and Lee 2017, arXiv:1705.07874."""
+"""Kernel SHAP over cubes or supervoxels: Lundberg and Lee 2017, arXiv:1705.07874; bounded by the receptive field."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .. import progress as _progress
@@ -12,7 +15,9 @@ from ..memory import available_memory, gigabytes, return_freed_memory
 from .base import AttributionMethod, Parameter, register, samples_per_batch
 from .baselines import BASELINES
 from .batching import MEMORY_FRACTION
+from .bounded import refusal
 from .cost import TIME_BUDGET_S, Passes
+from .receptive_field import Reach, crop_for, held_normalisation, measure_reach
 from .supervoxels import slic
 
 
@@ -107,12 +112,62 @@ def regression_bytes(n: int, m: int) -> int:
     return REGRESSION_BYTES_PER_ENTRY * n * m
 
 
+#: Forward-pass equivalents of measuring the receptive field (as occlusion counts them).
+REACH_PASSES = 7
+
+
+@dataclass(frozen=True)
+class Support:
+    """Where KernelSHAP's coalitions run and which inputs can change the target: the target's reach, or the whole input."""
+
+    crop: tuple[slice, ...]     # every coalition is evaluated on this crop of the input
+    zone: tuple[slice, ...]     # input voxels that can change the target: features wholly outside it get 0 unsampled
+    reason: str = ""            # why the whole input and every feature ("" when bounded)
+
+    @property
+    def bounded(self) -> bool:
+        return not self.reason
+
+    def share(self, spatial) -> float:
+        """The crop's voxels over the input's."""
+        return math.prod((c.stop - c.start) / s for c, s in zip(self.crop, spatial))
+
+    def describe(self, active: int, total: int, spatial) -> str:
+        """One line for the user: the features sampled and the crop, or why the whole input."""
+        if not self.bounded:
+            return f"all {total:,} features sampled on the whole input ({self.reason})"
+        crop = " x ".join(str(c.stop - c.start) for c in self.crop)
+        return (f"{active:,} of {total:,} features can reach the target and are sampled (the other {total - active:,} "
+                f"are 0 without sampling); coalitions run on a {crop} crop ({self.share(spatial):.1%} of the input)")
+
+
+def support(spatial, target, reach: Reach | None, held: bool = False) -> Support:
+    """The crop and zone of ``target`` (its regions' bounding box widened by the reach, :func:`.crop_for`), or why none."""
+    whole = tuple(slice(0, s) for s in spatial)
+    reason = refusal(reach, held)
+    if reason:
+        return Support(whole, whole, reason)
+    region = np.asarray(target.masks).any(0)
+    present = [np.flatnonzero(region.any(axis=tuple(a for a in range(region.ndim) if a != axis)))
+               for axis in range(region.ndim)]
+    box = tuple(slice(int(p.min()), int(p.max()) + 1) for p in present)
+    crop, zone = crop_for(box, reach, tuple(spatial))
+    return Support(crop, zone)
+
+
+def cubes_in(zone: tuple[slice, ...], side: int) -> int:
+    """Cubes of ``side`` (tiling the grid from 0) that meet ``zone``."""
+    return math.prod((z.stop - 1) // side - z.start // side + 1 for z in zone)
+
+
 @register("kernel_shap")
 class KernelSHAP(AttributionMethod):
     """Shapley values of cubes or supervoxels (per channel) from a weighted regression on masked inputs, all classes at once.
 
     Each feature's value is spread evenly over its voxels, so a class's map sums to
     S(x) - S(baseline) exactly (the efficiency constraint is imposed in the regression).
+    Bounded (the default), features the target's receptive field cannot reach are null players:
+    they get 0 without being sampled, and every masked input runs only on the crop around the target.
     """
 
     signed = True
@@ -126,12 +181,21 @@ class KernelSHAP(AttributionMethod):
         "compactness": Parameter(1.0, "supervoxels: weight of distance against intensity", minimum=0.0),
         "per_channel": Parameter(True, "one feature per cube and input channel (one map per channel)"),
         "n_samples": Parameter(0, "masked inputs evaluated (all coalitions when 2^features - 2 fit); "
-                               "0: four per feature, at least 64", minimum=0, auto=True),
+                               "0: four per feature that can reach the target, at least 64", minimum=0, auto=True),
         "baseline": Parameter("zeros", "values of removed features", choices=BASELINES),
         "blur_sigma": Parameter(5.0, "Gaussian sigma in voxels of the blurred baseline", minimum=0.0),
         "batch_size": Parameter(0, "masked inputs per forward pass; 0 chooses from free memory", minimum=0),
         "seed": Parameter(0, "seed of the coalition sampling", minimum=0),
+        "bounded": Parameter(True, "sample only the features the target's receptive field reaches (the others are "
+                             "0) and run the masked inputs on the crop around the target; the whole input and "
+                             "every feature where the network cannot be bounded"),
+        "reach_tolerance": Parameter(0.01, "bounded: gradients below this share of the peak are left out when the "
+                                     "receptive field is measured; 0: its whole support (exact without instance norm)",
+                                     minimum=0.0, maximum=0.5),
+        "hold_statistics": Parameter(False, "bounded on a network with instance or group normalisation, its "
+                                     "statistics held at the whole input's (approximate: masked inputs change them)"),
     }
+    _reach: Reach | None = None
 
     auto_parameters = ("cube", "n_samples")
 
@@ -139,36 +203,55 @@ class KernelSHAP(AttributionMethod):
     def channel_resolved(self) -> bool:
         return self.params["per_channel"]
 
-    def n_features(self, shape: tuple[int, ...], side: int) -> int:
-        """Features of an input (C, *spatial) cut in cubes of ``side`` (about as many supervoxels seeded that far apart)."""
+    def n_features(self, shape: tuple[int, ...], side: int, zone: tuple[slice, ...] | None = None) -> int:
+        """Features of an input (C, *spatial) cut in cubes of ``side`` (about as many supervoxels), those meeting ``zone``."""
         groups = shape[0] if self.params["per_channel"] else 1
-        return groups * math.prod(math.ceil(s / side) for s in shape[1:])
+        return groups * cubes_in(zone or tuple(slice(0, s) for s in shape[1:]), side)
+
+    def prepared(self, network, inputs) -> "KernelSHAP":
+        """With ``bounded``, this method knowing the network's receptive field on inputs like ``inputs``."""
+        if not self.params["bounded"]:
+            return self
+        method = type(self)(**self.params)
+        method._reach = measure_reach(network, inputs, self.params["reach_tolerance"], self.params["hold_statistics"])
+        return method
+
+    def support(self, shape: tuple[int, ...], target) -> Support:
+        """Where the coalitions of an input (C, *spatial) run for ``target``: its crop and zone, or the whole input and why."""
+        reach = self._reach if self.params["bounded"] and target is not None else None
+        return support(shape[1:], target, reach, self.params["hold_statistics"])
 
     def settle(self, speed, target) -> "KernelSHAP":
         """Cubes: the smallest from SMALLEST_AUTO_CUBE up whose samples fit the time budget; samples: four per feature."""
         side, n_samples = self.params["cube"], self.params["n_samples"]
+        where = self.support(speed.shape, target)
         if side == 0:
-            affordable = TIME_BUDGET_S / max(speed.forward_seconds, 1e-9) - 2
+            crop_seconds = speed.forward_seconds * where.share(speed.shape[1:])
+            affordable = TIME_BUDGET_S / max(crop_seconds, 1e-9) - 2
             largest = max(speed.shape[1:])
             fits = ((lambda m: default_samples(m) <= affordable) if n_samples == 0 else (lambda m: m < n_samples))
             side = next((c for c in range(min(SMALLEST_AUTO_CUBE, largest), largest + 1)
-                         if fits(self.n_features(speed.shape, c))), largest)
-        n_samples = n_samples or default_samples(self.n_features(speed.shape, side))
-        return type(self)(**{**self.params, "cube": side, "n_samples": n_samples})
+                         if fits(self.n_features(speed.shape, c, where.zone))), largest)
+        n_samples = n_samples or default_samples(self.n_features(speed.shape, side, where.zone))
+        settled = type(self)(**{**self.params, "cube": side, "n_samples": n_samples})
+        settled._reach = self._reach
+        return settled
 
     def passes(self, shape, target) -> Passes:
-        """The input and the baseline, then one forward pass per sampled coalition; the coalition matrix and regression.
+        """Measuring the reach, then the input and the baseline and one pass per sampled coalition, each its crop's share.
 
         Besides the regression, the working memory holds the feature index (int64, 2 input-sized
         maps per channel group) and input - baseline; each masked copy of a batch holds its mask
         and itself while it is built (MASKED_MAPS).
         """
-        m = self.n_features(shape, self.params["cube"])
+        where = self.support(shape, target)
+        m = self.n_features(shape, self.params["cube"], where.zone)
         n = self.params["n_samples"] or default_samples(m)
+        measuring = REACH_PASSES if self._reach is not None else 0
         sample = 4 * math.prod(shape)
         fixed = 2 * sample * (1 if self.params["per_channel"] else 1 / shape[0]) + sample
-        return Passes(2 + n, batch=self.params["batch_size"], maps=MASKED_MAPS,
-                      extra_bytes=regression_bytes(n, m) + int(fixed))
+        return Passes(measuring + math.ceil((2 + n) * where.share(shape[1:])), batch=self.params["batch_size"],
+                      maps=MASKED_MAPS, extra_bytes=regression_bytes(n, m) + int(fixed))
 
     def _check_memory(self, n: int, m: int, device) -> None:
         """Refuse, before any pass, a coalition matrix and regression that would not fit in the memory free now."""
@@ -182,40 +265,61 @@ class KernelSHAP(AttributionMethod):
                              f"coalitions and the regression, more than the {gigabytes(budget)} it may use now; "
                              f"{advice} (n_samples), or raise cube above {self.params['cube']}.")
 
-    def _attribute(self, network, inputs, target, progress, should_cancel) -> torch.Tensor:
-        spatial = tuple(inputs.shape[2:])
+    def features_of(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Feature index (groups, *spatial) of ``inputs`` (1, C, *spatial): cubes or supervoxels, per channel or shared."""
         groups = inputs.shape[1] if self.params["per_channel"] else 1
         if self.params["features"] == "supervoxels":
-            features = supervoxel_features(inputs, self.params["cube"], groups, self.params["compactness"])
-        else:
-            features = cube_features(spatial, self.params["cube"], groups, inputs.device)
+            return supervoxel_features(inputs, self.params["cube"], groups, self.params["compactness"])
+        return cube_features(tuple(inputs.shape[2:]), self.params["cube"], groups, inputs.device)
+
+    def _attribute(self, network, inputs, target, progress, should_cancel) -> torch.Tensor:
+        features = self.features_of(inputs)
         m = int(features.max()) + 1
-        n_samples = self.params["n_samples"] or default_samples(m)
-        if 2**min(m, 62) - 2 > n_samples:
-            self._check_memory(n_samples, m, inputs.device)
+        method = self.prepared(network, inputs) if self.params["bounded"] and self._reach is None else self
+        where = method.support(tuple(inputs.shape[1:]), target)
+        active = torch.unique(features[(slice(None),) + where.zone]) if where.bounded else torch.arange(m)
+        n_active = len(active)
+        n_samples = self.params["n_samples"] or default_samples(n_active)
+        if 2**min(n_active, 62) - 2 > n_samples:
+            self._check_memory(n_samples, n_active, inputs.device)
+        crop = (slice(None), slice(None)) + where.crop
         baseline = self.baseline_of(inputs)
-        with torch.no_grad():
-            ends = target.scalars(network(torch.cat([baseline, inputs])))
-        empty, difference = ends[0].double(), (ends[1] - ends[0]).double()
-        if m == 1:
-            values = difference.unsqueeze(1)
+        columns = features   # each voxel's column of a coalition; bounded, n_active (kept) outside the zone
+        if where.bounded:
+            lookup = torch.full((m,), n_active, dtype=torch.long, device=features.device)
+            lookup[active] = torch.arange(n_active, device=features.device)
+            columns = lookup[features[(slice(None),) + where.crop]]                     # (groups, *crop)
+        if where.bounded:
+            def score(output):
+                return target.voxel_terms(output, where.crop).flatten(2).sum(-1)
         else:
-            generator = torch.Generator().manual_seed(self.params["seed"])
-            rows, weights = coalitions(m, n_samples, generator)
-            if rows.shape[0] <= m:
-                raise ValueError(
-                    f"kernel_shap: {rows.shape[0]} samples cannot fit {m} cube features; raise n_samples "
-                    f"above {m} or enlarge the cubes."
-                )
-            outputs = self._evaluate(network, inputs, baseline, features, rows, target, progress, should_cancel)
-            values = _constrained_regression(rows, weights, outputs.double() - empty, difference)
+            score = target.scalars
+        held = where.bounded and method._reach.held
+        with held_normalisation(network, inputs) if held else contextlib.nullcontext():
+            with torch.no_grad():
+                ends = score(network(torch.cat([baseline[crop], inputs[crop]])))
+            empty, difference = ends[0].double(), (ends[1] - ends[0]).double()
+            if n_active == 1:
+                found = difference.unsqueeze(1)
+            else:
+                generator = torch.Generator().manual_seed(self.params["seed"])
+                rows, weights = coalitions(n_active, n_samples, generator)
+                if rows.shape[0] <= n_active and rows.shape[0] < 2**n_active - 2:   # all coalitions: exact
+                    raise ValueError(
+                        f"kernel_shap: {rows.shape[0]} samples cannot fit {n_active} features that reach the "
+                        f"target; raise n_samples above {n_active} or enlarge the cubes."
+                    )
+                outputs = self._evaluate(network, inputs[crop], baseline[crop], columns, rows, score, progress,
+                                         should_cancel)
+                found = _constrained_regression(rows, weights, outputs.double() - empty, difference)
+        values = found.new_zeros((found.shape[0], m))
+        values[:, active.to(found.device)] = found
         sizes = torch.bincount(features.flatten(), minlength=m).double()
         density = (values / sizes).to(inputs.dtype)            # (K_t, m)
-        maps = density[:, features]                            # (K_t, groups, *spatial)
-        return maps
+        return density[:, features]                            # (K_t, groups, *spatial)
 
-    def _evaluate(self, network, inputs, baseline, features, rows, target, progress, should_cancel):
-        """Target scalars (n, K_t) of the input with the features of each coalition kept, the rest at baseline."""
+    def _evaluate(self, network, inputs, baseline, columns, rows, score, progress, should_cancel):
+        """Scores (n, K_t) of ``inputs`` with the features of each coalition kept (voxels of column n_active always), the rest at baseline."""
         n = rows.shape[0]
         batch = samples_per_batch(network, inputs, n, self.params["batch_size"], with_gradients=False,
                                   maps_per_sample=MASKED_MAPS)
@@ -228,10 +332,11 @@ class KernelSHAP(AttributionMethod):
             delta = inputs - baseline
             for part in batch_slices:
                 _progress.step(part.start, n, progress, should_cancel)
-                keep = rows[part].to(device=inputs.device, dtype=inputs.dtype)[:, features]   # (b, groups, *spatial)
+                kept = torch.nn.functional.pad(rows[part], (0, 1), value=1.0)
+                keep = kept.to(device=inputs.device, dtype=inputs.dtype)[:, columns]   # (b, groups, *crop)
                 masked = torch.addcmul(baseline, keep, delta)
                 del keep   # only the masked copies stay through the forward pass
-                outputs.append(target.scalars(network(masked)))
+                outputs.append(score(network(masked)))
                 del masked   # freed before the next batch is built
                 return_freed_memory()   # else the allocator's kept blocks grow with every batch of one copy
         _progress.step(n, n, progress, None)
