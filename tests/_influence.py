@@ -82,3 +82,27 @@ def blob_case(shape=(16, 16, 16), name="blobs"):
     channels[2][label == 2] += 2.0
     channels[1][label == 4] += 3.0
     return Case(channels, ("t1", "t1ce", "t2", "flair"), np.diag([2.0, 2.0, 2.0, 1.0]), label, BRATS_124, (), name)
+
+
+def files_model(folder: Path, *, seeds=SEEDS) -> tuple[Path, Path]:
+    """:func:`toy_model` whose training set is recorded as files (toy case folders with their SHA-256); card, data root."""
+    from _datasets import write_case_folders
+    from napari_segxai.core.io.files import file_digest
+    from napari_segxai.core.training.synth import case_name
+
+    card = toy_model(folder, seeds=seeds)
+    data = write_case_folders(folder / "data", seeds)
+    modalities = ["t1", "t1ce", "t2", "flair"]
+    cases = []
+    for seed in seeds:
+        name = case_name(seed, "toy")
+        files = [f"{name}/{name}_{m}.nii.gz" for m in modalities + ["seg"]]
+        cases.append({"name": name, "images": files[:-1], "label": files[-1],
+                      "sha256": {f: file_digest(data / f) for f in files}})
+    path = folder / "training" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["training_set"] = {"kind": "files", "format": "folders", "root": str(data.resolve()),
+                                "modalities": modalities, "labels": {c["name"]: c["label"] for c in CLASSES},
+                                "cases": cases}
+    path.write_text(json.dumps(manifest))
+    return card, data

@@ -89,3 +89,39 @@ def test_tracin_of_the_uncertain_voxels_scores_only_the_part_of_each_region_insi
     assert main(["influence", str(folder), "--model", str(card_path), "--out", str(out), "--threshold", "0.0",
                  "--uncertain", "0.0", "--class", "edema"]) == 0
     assert "Scoring the " in capsys.readouterr().out and list(out.glob("*_influence.csv"))
+
+
+def test_segxai_influence_lists_evidence_whose_training_files_are_gone_without_its_tile(setup, tmp_path, capsys):
+    """A training case's files gone (the index still holds its scores): listed, no tile, one note; a changed file is
+    still refused."""
+    import shutil
+
+    from _influence import files_model
+    from napari_segxai.core.influence import TrainingCaseUnavailable, training_case
+    from napari_segxai.core.model.loading import load_model_card
+
+    _, folder = setup
+    card_path, data = files_model(tmp_path / "files", seeds=(61, 63))
+    command = ["influence", str(folder), "--model", str(card_path), "--top", "2", "--class", "edema", "--out"]
+    assert main(command + [str(tmp_path / "here")]) == 0  # builds the index with every file here
+    listed = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("edema proponents: "))
+    gone = listed.split()[2]
+    kept = next(n for n in ("synth-toy-00000061", "synth-toy-00000063") if n != gone)
+    card = load_model_card(card_path)
+    original = data / kept / f"{kept}_t1.nii.gz"
+    saved = original.read_bytes()
+    shutil.copyfile(data / kept / f"{kept}_t2.nii.gz", original)
+    with pytest.raises(ValueError, match=f"{kept}/{kept}_t1.nii.gz changed since the model was trained") as changed:
+        training_case(card, ("synth-toy-00000061", "synth-toy-00000063").index(kept))
+    assert not isinstance(changed.value, TrainingCaseUnavailable)
+    original.write_bytes(saved)
+    shutil.rmtree(data / gone)
+
+    assert main(command + [str(tmp_path / "away")]) == 0
+    printed = capsys.readouterr().out
+    assert listed in printed  # the same evidence, from the index
+    assert printed.count("No picture:") == 1
+    assert (f"No picture: {gone}'s files are not in {data.resolve()}, so that evidence is listed without one (its "
+            "TracIn scores come from the index); if the dataset moved, give its folder with --training-data DIR (or "
+            "training_data in the model card).\n") in printed
+    assert list((tmp_path / "away").glob("*_influence_edema.png"))

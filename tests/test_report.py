@@ -146,3 +146,36 @@ def test_the_report_on_a_brain_without_tumour_says_first_that_it_is_outside_what
     first = page.split("<h2>", 2)[1]
     assert first.startswith("Finding</h2>")
     assert "Domain check: out of distribution: " in first and "the model was not trained on lesions this small" in first
+
+
+def test_evidence_whose_training_files_are_gone_is_listed_without_its_picture_and_a_note(tmp_path):
+    """A model trained on files, moved to a machine without one training case's files (its TracIn scores are in
+    the index): the report is still written, the case is still in the table, and one sentence says why it has no
+    picture."""
+    import shutil
+
+    from _influence import files_model
+    from napari_segxai.core.influence import TrainingCaseUnavailable, training_case
+    from napari_segxai.core.io.nifti import save_nifti
+    from napari_segxai.core.model.loading import load_model_card
+
+    card_path, data = files_model(tmp_path / "toy", seeds=(61, 63))
+    case, folder = blob_case(), tmp_path / "case"
+    for modality, channel in zip(case.modalities, case.channels):
+        save_nifti(channel, case.affine, folder / f"blobs_{modality}.nii.gz")
+    command = ["report", str(folder), "--model", str(card_path), "--method", "saliency", "--top", "2", "--out"]
+    assert main(command + [str(tmp_path / "here")]) == 0  # builds the TracIn index and the domain reference
+    rows = list(csv.DictReader((tmp_path / "here" / "influence.csv").open()))
+    gone = max(rows, key=lambda r: float(r["score"]))["training_case"]  # a proponent the report shows
+    shutil.rmtree(data / gone)
+    card = load_model_card(card_path)
+    with pytest.raises(TrainingCaseUnavailable, match=f"Training case {gone}: {gone}/{gone}_t1.nii.gz is not in"):
+        training_case(card, ("synth-toy-00000061", "synth-toy-00000063").index(gone))
+
+    assert main(command + [str(tmp_path / "away")]) == 0
+    page = (tmp_path / "away" / "report.html").read_text(encoding="utf-8")
+    note = f"No picture: {gone}&#x27;s files are not in {data.resolve()}, so that evidence is listed without one"
+    assert page.count("No picture:") == 1 and note in page
+    assert f"<td>{gone}</td>" in page  # still a row of the evidence table
+    assert "no training region scored" not in page
+    assert (tmp_path / "away" / "report.png").stat().st_size > 10_000

@@ -373,3 +373,62 @@ def test_closing_the_viewer_mid_query_cancels_it_and_closes_cleanly(make_napari_
     assert widget.jobs.running
     viewer.close()
     assert not widget.jobs.running
+
+
+def _drain(generator) -> tuple[list, object]:
+    """Everything ``generator`` yields, and what it returns."""
+    items = []
+    while True:
+        try:
+            items.append(next(generator))
+        except StopIteration as end:
+            return items, end.value
+
+
+def test_evidence_whose_training_files_are_gone_is_crossed_out_and_the_status_says_why(
+    make_napari_viewer, qtbot, notices, tmp_path
+):
+    """A model trained on files, one training case's files gone (its TracIn scores are in the index): its evidence is
+    still listed, without a picture, and the status line says why, once."""
+    import shutil
+
+    from _influence import blob_case, files_model
+    from napari_segxai._qt.evidence_strip import draw_thumbnails
+    from napari_segxai.core.io.nifti import save_nifti
+
+    card_path, data = files_model(tmp_path / "toy", seeds=(61, 63))
+    card = load_model_card(card_path)
+    case = blob_case()
+    result = influence(case, card)  # builds the index (the widget's settings) with every file here
+    shown = result.proponents("edema", top=3) + result.opponents("edema", top=3)
+    gone = shown[0].training_case
+    shutil.rmtree(data / gone)
+
+    drawn, note = _drain(draw_thumbnails(card, list(enumerate(shown)), 32))
+    assert [k for k, _ in drawn] == [k for k, e in enumerate(shown) if e.training_case != gone]
+    assert note.startswith(f"No picture: {gone}'s files are not in {data.resolve()}, so that evidence is listed")
+
+    folder = tmp_path / "case"
+    for modality, channel in zip(case.modalities, case.channels):
+        save_nifti(channel, case.affine, folder / f"blobs_{modality}.nii.gz")
+    viewer = make_napari_viewer(show=True)
+    open_case(viewer, folder)
+    widget = EvidenceWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Training evidence")
+    widget.set_model_card(card_path)
+    widget.test_class.setCurrentText("edema")
+    widget.top.setValue(3)
+    _run(widget, qtbot)
+    qtbot.waitUntil(lambda: not widget.drawing, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: "No picture:" in widget.status.text(), timeout=5_000)
+    assert notices["error"] == [] and notices["warning"] == []
+    assert widget.status.text().count("No picture:") == 1 and note in widget.status.text()
+    assert_same_evidence(widget.proponents.evidences() + widget.opponents.evidences(), shown)
+    for strip in (widget.proponents, widget.opponents):
+        for row, evidence in enumerate(strip.evidences()):
+            assert strip.has_picture(row) == (evidence.training_case != gone)
+            assert (note in strip.item(row).toolTip()) == (evidence.training_case == gone)
+            if evidence.training_case == gone:  # crossed out, not the grey square of a picture still to come
+                size = strip.thumbnail_size
+                assert (_array(strip.item(row).icon().pixmap(size, size))[size // 2, size // 2] == 110).all()
+    assert widget.proponents.toolTip() == note

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Generator, Optional, Sequence
 
 import numpy as np
 from qtpy.QtCore import QSize, Qt, Signal
-from qtpy.QtGui import QColor, QIcon, QImage, QPixmap
+from qtpy.QtGui import QColor, QIcon, QImage, QPainter, QPen, QPixmap
 from qtpy.QtWidgets import QAbstractItemView, QListView, QListWidget, QListWidgetItem, QWidget
 
 from ..core.thumbnails import DEFAULT_SIZE, format_score
@@ -36,6 +36,17 @@ def placeholder(size: int) -> QPixmap:
     """The grey square shown while a thumbnail is being drawn."""
     blank = QPixmap(size, size)
     blank.fill(QColor(40, 40, 40))
+    return blank
+
+
+def no_picture(size: int) -> QPixmap:
+    """The crossed-out square of evidence whose training case's files are not here."""
+    blank = placeholder(size)
+    painter = QPainter(blank)
+    painter.setPen(QPen(QColor(110, 110, 110), 2))
+    painter.drawLine(0, 0, size - 1, size - 1)
+    painter.drawLine(0, size - 1, size - 1, 0)
+    painter.end()
     return blank
 
 
@@ -100,6 +111,17 @@ class EvidenceStrip(QListWidget):
             item.setIcon(icon(pixmap(image)))
             self._drawn.add(row)
 
+    def say_no_picture(self, note: str) -> None:
+        """Cross out the rows left without a picture; their tooltips and the strip's say why (``note``)."""
+        rows = [row for row in range(self.count()) if row not in self._drawn]
+        crossed = icon(no_picture(self.thumbnail_size))
+        for row in rows:
+            item = self.item(row)
+            item.setIcon(crossed)
+            item.setToolTip(f"{tooltip(item.data(EVIDENCE_ROLE))}\n{note}")
+        if rows:
+            self.setToolTip(note)
+
     def has_picture(self, row: int) -> bool:
         """Whether row ``row`` shows its thumbnail (not the placeholder)."""
         return row in self._drawn
@@ -119,19 +141,26 @@ class EvidenceStrip(QListWidget):
             self.chosen.emit(evidence)
 
 
-def draw_thumbnails(card, items: list[tuple[int, Any]], size: int) -> Iterator[tuple[int, np.ndarray]]:
+def draw_thumbnails(card, items: list[tuple[int, Any]], size: int) -> Generator[tuple[int, np.ndarray], None, str]:
     """(key, picture) for each (key, Evidence): its training case through its region, card colours, its class thicker.
 
     Each training case is regenerated (or read from the cache) once, however many of its regions are shown.
+    A training case whose files are not here is skipped; the sentence returned says why ("" when none was).
     """
-    from ..core.influence import training_case
+    from ..core.influence import TrainingCaseUnavailable, training_case, unavailable_note
     from ..core.thumbnails import class_label, thumbnail
 
     by_seed: dict[int, list[tuple[int, Any]]] = {}
     for key, evidence in items:
         by_seed.setdefault(int(evidence.seed), []).append((key, evidence))
+    missing = []
     for seed, group in by_seed.items():
-        case = training_case(card, seed)
+        try:
+            case = training_case(card, seed)
+        except TrainingCaseUnavailable as err:
+            missing.append(err)
+            continue
         for key, evidence in group:
             yield key, thumbnail(case, case.label, evidence.centroid, size=size, colors=card.classes,
                                  highlight=class_label(card.classes, evidence.train_class))
+    return unavailable_note(missing)

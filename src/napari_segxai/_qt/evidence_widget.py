@@ -229,6 +229,7 @@ class EvidenceWidget(ComputeWidget):
         generation = self._generation
         worker.yielded.connect(lambda item: self._put_thumbnail(generation, jobs, item))
         worker.errored.connect(lambda err: self._thumbnail_error(generation, err))
+        worker.returned.connect(lambda note: self._no_picture(generation, note))
         worker.finished.connect(lambda: self._thumbnails_finished(worker))
         self._thumbnails = worker
         worker.start()
@@ -248,6 +249,13 @@ class EvidenceWidget(ComputeWidget):
         """Say why thumbnails could not be drawn (they stay grey; the ranking is still valid)."""
         if generation == self._generation:
             show_error(f"Thumbnails could not be drawn: {err}")
+
+    def _no_picture(self, generation: int, note: str) -> None:
+        """Say once, in the status line, why some evidence has no picture; its thumbnails are crossed out."""
+        if generation == self._generation and note and all(_alive(s) for s in (self.proponents, self.opponents)):
+            self.proponents.say_no_picture(note)
+            self.opponents.say_no_picture(note)
+            self.status.setText(f"{self.status.text()} {note}")
 
     def _thumbnails_finished(self, worker) -> None:
         if self._thumbnails is worker:

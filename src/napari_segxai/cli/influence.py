@@ -42,7 +42,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Query, write the CSV and one contact sheet per class, print the strongest evidence."""
-    from ..core.influence import training_case
+    from ..core.influence import TrainingCaseUnavailable, training_case, unavailable_note
     from ..core.thumbnails import case_tile, contact_sheet, format_score
 
     if args.top < 1:
@@ -55,11 +55,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"Index ({result.details.get('index_status')}): {result.details['index_path']}")
     print(f"Table: {csv_path}")
     cases: dict[int, object] = {}
+    missing: dict[int, TrainingCaseUnavailable] = {}
 
-    def tile(evidence):
-        if evidence.seed not in cases:
-            cases[evidence.seed] = training_case(card, evidence.seed)
-        return case_tile(evidence, cases[evidence.seed], colors=card.classes)
+    def tiles(items):
+        """The evidence's tiles; one whose training case's files are not here has none (said once, at the end)."""
+        drawn = []
+        for evidence in items:
+            if evidence.seed not in cases and evidence.seed not in missing:
+                try:
+                    cases[evidence.seed] = training_case(card, evidence.seed)
+                except TrainingCaseUnavailable as err:
+                    missing[evidence.seed] = err
+            if evidence.seed in cases:
+                drawn.append(case_tile(evidence, cases[evidence.seed], colors=card.classes))
+        return drawn
 
     for a, name in enumerate(result.test_classes):
         if result.test_voxels[a] == 0:
@@ -70,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
             listed = ", ".join(f"{e.training_case} {e.train_class} {format_score(e.score)}" for e in items[:5]) or "none"
             print(f"{name} {label}: {listed}")
         title = f"{case.name} - {name}: training evidence (TracIn, {result.layers} layers)"
-        sheet = contact_sheet({"Proponents": [tile(e) for e in pros], "Opponents": [tile(e) for e in cons]},
+        sheet = contact_sheet({"Proponents": tiles(pros), "Opponents": tiles(cons)},
                               out / f"{file_stem(case.name)}_influence_{file_stem(name)}.png", title)
         print(f"Contact sheet: {sheet}")
+    if missing:
+        print(unavailable_note(list(missing.values())))
     return 0

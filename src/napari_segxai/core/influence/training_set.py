@@ -11,13 +11,36 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from .record import FILES, GENERATED, Checkpoint, NoTrainingRecord, RecordedCase, TrainingRecord
 
 if TYPE_CHECKING:
     from ..case import Case
     from ..model.card import ModelCard
+
+
+class TrainingCaseUnavailable(ValueError):
+    """A training case's files are not here: its TracIn scores (from the index) stand, its picture cannot be drawn."""
+
+    def __init__(self, case_name: str, relative: str, root: Path):
+        self.case_name, self.relative, self.root = case_name, relative, Path(root)
+        super().__init__(f"Training case {case_name}: {relative} is not in {root}; if the dataset moved, give its "
+                         "folder with --training-data DIR (or training_data in the model card).")
+
+    def __reduce__(self):  # raised in an index-building worker process, re-raised here
+        return type(self), (self.case_name, self.relative, self.root)
+
+
+def unavailable_note(missing: Sequence[TrainingCaseUnavailable]) -> str:
+    """Why some training evidence has no picture, in one sentence for all its cases ("" when none is missing)."""
+    if not missing:
+        return ""
+    names = list(dict.fromkeys(err.case_name for err in missing))
+    whose = f"{names[0]}'s files are" if len(names) == 1 else f"the files of {', '.join(names)} are"
+    return (f"No picture: {whose} not in {missing[0].root}, so that evidence is listed without one (its TracIn "
+            "scores come from the index); if the dataset moved, give its folder with --training-data DIR (or "
+            "training_data in the model card).")
 
 
 def training_record(card: ModelCard) -> TrainingRecord:
@@ -141,7 +164,10 @@ def data_root(card: ModelCard, record: TrainingRecord) -> Path:
 
 
 def _file_case(card: ModelCard, record: TrainingRecord, recorded: RecordedCase) -> Case:
-    """A recorded training case read from its files, after checking that none changed since training."""
+    """A recorded training case read from its files, after checking that none changed since training.
+
+    Raises :class:`TrainingCaseUnavailable` when a file is not there, ValueError when one changed.
+    """
     from ..io.files import file_digest
     from ..io.nifti import case_from_files
 
@@ -149,8 +175,7 @@ def _file_case(card: ModelCard, record: TrainingRecord, recorded: RecordedCase) 
     for relative in recorded.images + (recorded.label,):
         path = root / relative
         if not path.is_file():
-            raise ValueError(f"Training case {recorded.name}: {relative} is not in {root}; if the dataset moved, "
-                             "give its folder with --training-data DIR (or training_data in the model card).")
+            raise TrainingCaseUnavailable(recorded.name, relative, root)
         expected = recorded.sha256.get(relative)
         if expected is not None and file_digest(path) != expected:
             raise ValueError(f"Training case {recorded.name}: {relative} changed since the model was trained (its "

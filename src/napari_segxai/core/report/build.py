@@ -33,6 +33,7 @@ class CaseReport:
     influence: Any = None                       # core.influence.InfluenceResult, or None
     influence_note: str = ""                    # why there is no influence section, when there is none
     training_cases: dict = field(default_factory=dict)   # seed -> core.case.Case of the evidence shown
+    training_note: str = ""                     # why some evidence shown has no picture (its files are not here)
     trust: dict = field(default_factory=dict)   # "sanity" / "metrics": rows (dicts) for the report's method
     trust_note: str = ""
     settings: dict = field(default_factory=dict)
@@ -128,12 +129,12 @@ def build_report(
         regions = case_regions(segmentation.labels, card.classes, channels=case.channels)
         roi = roi_importance(relevance, regions, progress=stage.part(2), should_cancel=should_cancel)
         seconds["regions"] = time.perf_counter() - tick
-    evidence, note, training = None, "", {}
+    evidence, note, training, training_note = None, "", {}, ""
     if relevance is None:
         note = "No tumour predicted, so there is no training evidence to show."
     elif influence:
-        evidence, note, training = _influence(case, card, segmentation, relevance.class_names, top, device,
-                                              stage.part(3), should_cancel)
+        evidence, note, training, training_note = _influence(case, card, segmentation, relevance.class_names, top,
+                                                             device, stage.part(3), should_cancel)
         seconds["influence"] = evidence.seconds if evidence is not None else 0.0
     else:
         note = "TracIn was not asked for (--no-influence)."
@@ -159,7 +160,8 @@ def build_report(
         "trust numbers": str(trust_dir) if trust_dir else "not given",
     }
     return CaseReport(case=case, card=card, segmentation=segmentation, relevance=relevance, roi=roi,
-                      influence=evidence, influence_note=note, training_cases=training, trust=trust,
+                      influence=evidence, influence_note=note, training_cases=training,
+                      training_note=training_note, trust=trust,
                       trust_note=trust_note, settings=settings, seconds=seconds,
                       created=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                       identifiers=patient_identifiers(case.reference_files) if show_identifiers else {},
@@ -197,17 +199,23 @@ def _case_files(case, show_identifiers: bool) -> dict:
 
 
 def _influence(case, card, segmentation, class_names, top, device, progress, should_cancel):
-    """The TracIn result, a note when there is none, and the training cases of the evidence shown."""
-    from ..influence import NoTrainingRecord, influence, training_case
+    """The TracIn result, a note when there is none, the training cases of the evidence shown, and why some are not."""
+    from ..influence import NoTrainingRecord, TrainingCaseUnavailable, influence, training_case, unavailable_note
 
     try:
         result = influence(case, card, classes=list(class_names), segmentation=segmentation, device=str(device),
                            progress=progress, should_cancel=should_cancel)
     except NoTrainingRecord as err:
-        return None, str(err), {}
+        return None, str(err), {}, ""
     seeds = {e.seed for name in result.test_classes
              for e in result.proponents(name, top=top) + result.opponents(name, top=top)}
-    return result, "", {seed: training_case(card, seed) for seed in sorted(seeds)}
+    cases, missing = {}, []
+    for seed in sorted(seeds):
+        try:
+            cases[seed] = training_case(card, seed)
+        except TrainingCaseUnavailable as err:  # listed without its picture
+            missing.append(err)
+    return result, "", cases, unavailable_note(missing)
 
 
 def read_trust(folder: str | Path | None, method: str) -> tuple[dict, str]:

@@ -140,7 +140,7 @@ def roi_bars(report) -> np.ndarray:
 
 
 def evidence_sheet(report, class_name: str, top: int) -> np.ndarray | None:
-    """Proponents and opponents of one class as labelled thumbnails, or None without TracIn."""
+    """Proponents and opponents of one class as labelled thumbnails (those whose training case is here), or None."""
     import tempfile
     from pathlib import Path
 

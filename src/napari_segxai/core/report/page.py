@@ -127,12 +127,14 @@ def sections(report, top: int) -> list[tuple[str, list]]:
         evidence.append(report.influence_note)
     else:
         evidence.append(report.influence.describe())
+        if report.training_note:
+            evidence.append(report.training_note)
         for name in report.influence.test_classes:
-            sheet = figures.evidence_sheet(report, name, top)
-            if sheet is not None:
-                evidence += [sheet, evidence_table(report, name, top)]
-            else:
+            if not report.influence.proponents(name, top=top) + report.influence.opponents(name, top=top):
                 evidence.append(f"{name}: no training region scored for this class.")
+                continue
+            sheet = figures.evidence_sheet(report, name, top)  # None when no evidence shown has a picture
+            evidence += ([sheet] if sheet is not None else []) + [evidence_table(report, name, top)]
     out.append(("Training evidence (TracIn)", evidence))
     trust = trust_tables(report)
     out.append(("Can this method be trusted?", [block for title, rows in trust for block in (title, rows)]
