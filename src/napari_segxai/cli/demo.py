@@ -121,9 +121,18 @@ def run(args: argparse.Namespace) -> int:
     if args.method != "none":
         relevance = explain_predicted(case, card, result, args.method, network, device, out)
     if relevance is not None:
-        report = write_case_report(case, card, result, relevance, network, device, out / "report",
-                                   influence=not args.no_influence)
-        trust = check_trust(case, card, relevance.method, network, device)
+        # The trust check runs beside the report (its own copy of the network: methods hook their network),
+        # so the two share the CPU's cores instead of waiting for each other.
+        import copy
+        from concurrent.futures import ThreadPoolExecutor
+
+        print(f"Checking the trust of {relevance.method} for {card.name} while the report is written…", flush=True)
+        with ThreadPoolExecutor(max_workers=1) as background:
+            checked = background.submit(check_trust, case, card, relevance.method, copy.deepcopy(network), device,
+                                        bar=False)
+            report = write_case_report(case, card, result, relevance, network, device, out / "report",
+                                       influence=not args.no_influence)
+            trust = checked.result()
 
     headless = args.headless or not has_display()
     if headless and not has_display():
@@ -210,12 +219,17 @@ def write_case_report(case, card, segmentation, relevance, network, device, out:
     return report
 
 
-def check_trust(case, card, method: str, network, device):
-    """The method's trust check for the model on this case (cascading randomisation, faithfulness), cached; printed."""
+def check_trust(case, card, method: str, network, device, *, bar: bool = True):
+    """The method's trust check for the model on this case (cascading randomisation, faithfulness), cached; printed.
+
+    ``bar=False``: no progress bar (for a check that runs beside another step's bar).
+    """
+    import contextlib
+
     from ..core.trust.verdict import verdict_check
 
-    with TerminalProgress(f"trust of {method} for {card.name}") as bar:
-        trust, verdicts = verdict_check(case, card, [method], device=device, network=network, progress=bar)
+    with TerminalProgress(f"trust of {method} for {card.name}") if bar else contextlib.nullcontext() as progress:
+        trust, verdicts = verdict_check(case, card, [method], device=device, network=network, progress=progress)
     for verdict in verdicts:
         print(verdict.sentence())
     return trust

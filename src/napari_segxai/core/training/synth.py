@@ -16,9 +16,8 @@ made from a seed, deterministically:
    texture, a non-linear intensity response (a power 0.7-1.4), a bias field, blur, sometimes thick
    slices (blur along one axis) and noise; each is z-scored in the brain.
 
-Version 2 added the sites, core types, intensity response and thick slices and moved the
-contrasts towards the real TCGA cases of ``realdata`` (oedema less bright on T2 and FLAIR,
-necrosis darker on T1), measured with :func:`modality_signature`.
+Version 2 added sites, core types, intensity response and thick slices, and moved the contrasts
+towards the real TCGA cases (:func:`modality_signature`: oedema less bright, necrosis darker on T1).
 
 Labels follow BraTS: 1 necrosis (NCR), 2 oedema (ED), 4 enhancing tumour (ET). By construction
 oedema shows mainly on FLAIR and T2, enhancement on T1ce and necrosis on T1ce (dark) and T2
@@ -46,12 +45,9 @@ from ..io.files import atomic_path
 
 GENERATOR_VERSION = 2
 
-
 MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
 
-
 COMPARTMENTS: dict[int, str] = {1: "necrosis", 2: "edema", 4: "enhancing"}
-
 
 SIZES: dict[str, tuple[int, int, int] | None] = {"full": None, "toy": (32, 32, 32), "1mm": None}
 #: The template resolution (mm) each size starts from.
@@ -241,8 +237,7 @@ def generate_case(seed: int, *, size: str = "full") -> SynthCase:
     q0 = q  # the tumour is defined in these (pre-displacement) coordinates
 
     r_core = float(np.exp(rng.uniform(np.log(6.0), np.log(24.0))))  # small tumours as often as large ones
-    if size == "toy":
-        r_core = max(r_core, 10.0)  # a smaller core would vanish between the toy grid's 6-7 mm voxels
+    r_core = max(r_core, 10.0) if size == "toy" else r_core  # a smaller core would vanish in 6-7 mm voxels
     site = str(rng.choice(["cerebrum", "periventricular", "cerebellum"], p=[0.75, 0.15, 0.10]))
     if site == "cerebellum" and len(anat.cerebellar_mm):
         r_core = min(r_core, 14.0)
@@ -282,8 +277,7 @@ def generate_case(seed: int, *, size: str = "full") -> SynthCase:
     d = (axes @ (q0 - c.reshape(3, 1, 1, 1)).reshape(3, -1)) / stretch.reshape(3, 1)
     r = np.sqrt(np.sum(d**2, axis=0)).reshape(shape)
     lump = float(rng.uniform(0.15, 0.35))
-    # Core types: enhancing rim round a necrotic centre; solid enhancing; non-enhancing (the whole core
-    # label 1, dark on T1ce, as in lower-grade and some TCGA gliomas).
+    # Core: enhancing rim round necrosis, solid enhancing, or non-enhancing (all label 1, dark on T1ce).
     core_type = str(rng.choice(["rim", "solid", "non-enhancing"], p=[0.7, 0.1, 0.2]))
     necrosis_fraction = {"rim": float(rng.uniform(0.45, 0.8)), "solid": 0.0, "non-enhancing": 2.0}[core_type]
     edema_factor = float(rng.uniform(1.2, 2.2))
@@ -348,8 +342,8 @@ def generate_case(seed: int, *, size: str = "full") -> SynthCase:
         bias_levels.append(round(bias, 4))
         gammas.append(round(gamma, 4))
         channels[m] = _zscore_in(img, brain)
-    params.update(noise_sd=noise_levels, bias_field=bias_levels, intensity_gamma=gammas,
-                  thick_slice_axis=thick_axis, thick_slice_sigma_vox=round(thick_sigma, 3))
+    params.update(noise_sd=noise_levels, bias_field=bias_levels, intensity_gamma=gammas, thick_slice_axis=thick_axis,
+                  thick_slice_sigma_vox=round(thick_sigma, 3))
 
     name = case_name(seed, size)
     case = Case(channels, MODALITIES, anat.affine.copy(), label, BRATS_124, (), name)
