@@ -113,3 +113,22 @@ def test_inspect_writes_training_patches_and_refuses_a_model_without_a_training_
                  "model.0.conv", "--training-patches", "2", "--device", "cpu"])
     assert code != 0 and not (tmp_path / "o2").exists()
     assert "has no training record" in capsys.readouterr().err
+
+
+def test_training_cases_whose_files_are_gone_are_skipped_with_a_note(tmp_path):
+    import shutil
+
+    from _influence import files_model
+    from napari_segxai.core.training.synth import case_name
+
+    card_path, data = files_model(tmp_path / "toy", seeds=(61, 63))
+    card = load_model_card(card_path)
+    network = _CopiesSequences(len(card.modalities), len(card.classes))
+    shutil.rmtree(data / case_name(61, "toy"))
+    found = training_patches(card, "features", [0, 3], cases=2, count=2, network=network, device="cpu")
+    assert found.cases == (case_name(63, "toy"),) and found.maxima.shape == (2, 1)
+    assert found.note.startswith("Skipped 1 training case(s) whose files are not here") and case_name(61, "toy") in found.note
+    assert found.note in found.describe()
+    shutil.rmtree(data / case_name(63, "toy"))
+    with pytest.raises(ValueError, match="None of the 2 training case"):
+        training_patches(card, "features", [0], cases=2, network=network, device="cpu")

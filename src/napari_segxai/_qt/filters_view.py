@@ -72,6 +72,7 @@ def filter_pictures(case, card, network, maps, *, training: int = 0, device=None
         else:
             found = training_patches(card, maps.layer, channels, cases=training, count=PATCHES, network=network,
                                      device=device, progress=progress, should_cancel=should_cancel)
+            note = found.note
             for i, channel in enumerate(found.channels):
                 if found.patches[channel]:
                     patches = found.patches[channel]

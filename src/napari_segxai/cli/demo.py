@@ -215,6 +215,8 @@ def write_case_report(case, card, segmentation, relevance, network, device, out:
     written = write_report(report, output_folder(out))
     if report.influence is None:
         print(f"Case report without training evidence: {report.influence_note}")
+    elif report.training_note:
+        print(f"Case report: {report.training_note}")
     print(f"Case report: {written['html']} (and {written['png'].name} beside it)")
     return report
 

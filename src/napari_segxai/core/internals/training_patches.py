@@ -39,12 +39,14 @@ class TrainingPatches:
     cases: tuple[str, ...]                  # the training cases searched, in order
     patches: dict[int, tuple[Patch, ...]]   # channel -> its strongest patches over those cases (``Patch.case`` set)
     maxima: np.ndarray                      # (len(channels), len(cases)) each channel's largest response in each case
+    note: str = ""                          # which training cases were skipped because their files are not here
 
     def describe(self) -> str:
-        """One line: layer, cases searched and where each channel responds most."""
+        """One line: layer, cases searched and where each channel responds most (and what was skipped)."""
         best = ", ".join(f"channel {c} in {self.patches[c][0].case} ({self.patches[c][0].response:.3g})"
                          for c in self.channels if self.patches[c])
-        return f"{self.layer} over {len(self.cases)} training case(s) ({', '.join(self.cases)}): strongest {best}"
+        line = f"{self.layer} over {len(self.cases)} training case(s) ({', '.join(self.cases)}): strongest {best}"
+        return f"{line}. {self.note}" if self.note else line
 
     def record(self) -> dict:
         """The cases searched and every patch (case, centre on that case's grid, response) as plain JSON."""
@@ -92,7 +94,7 @@ def training_patches(
     ValueError (in a sentence) when the card has no training record. ``progress`` counts the cases' sliding
     passes; ``should_cancel`` is heard inside each.
     """
-    from ..influence.training_set import training_case
+    from ..influence.training_set import TrainingCaseUnavailable, training_case
 
     if not channels:
         raise ValueError("Name at least one channel whose strongest training patches to find.")
@@ -103,10 +105,17 @@ def training_patches(
     names: list[str] = []
     found: dict[int, list[Patch]] = {int(c): [] for c in channels}
     maxima = np.full((len(channels), len(keys)), np.nan)
+    searched: list[int] = []
+    missing: list[str] = []
     for k, key in enumerate(keys):
         _progress.step(k * _UNITS, total, progress, should_cancel)
-        case = training_case(card, key)
+        try:
+            case = training_case(card, key)
+        except TrainingCaseUnavailable as err:  # a dataset case whose files are not on this machine
+            missing.append(str(err))
+            continue
         names.append(case.name)
+        searched.append(k)
 
         def within(done: int, of: int, k=k) -> None:
             _progress.step(k * _UNITS + int(_UNITS * done / max(of, 1)), total, progress, None)
@@ -121,5 +130,8 @@ def training_patches(
                                for p in strongest_patches(maps.maps[i], image, channel, count=count, size=size)]
     _progress.step(total, total, progress, None)
     strongest = {c: tuple(sorted(patches, key=lambda p: -p.response)[:count]) for c, patches in found.items()}
+    if not names:
+        raise ValueError(f"None of the {len(keys)} training case(s) could be read here: {missing[0]}")
+    note = f"Skipped {len(missing)} training case(s) whose files are not here: {missing[0]}" if missing else ""
     return TrainingPatches(layer=layer, channels=tuple(int(c) for c in channels), cases=tuple(names),
-                           patches=strongest, maxima=maxima)
+                           patches=strongest, maxima=maxima[:, searched], note=note)
