@@ -107,6 +107,9 @@ def assert_every_dock_shows_its_result(viewer) -> None:
     assert explain.trust.label.text().startswith(("randomisation passed", "FAILS")), explain.trust.label.text()
     assert not explain.visibleRegion().isEmpty(), "the Explain tab is not the one shown"
     assert trust.table.columnCount() == 3 and "pass the randomisation check" in trust.status.text()
+    from napari_segxai.core.trust.verdict import VERDICT_STEPS
+
+    assert trust.max_steps.value() == VERDICT_STEPS  # the settings the table was measured with
     assert roi.current() is not None and not roi.running
     assert set(roi.current().importance.class_names) == {"necrosis", "edema", "enhancing"}
     assert evidence.proponents.count() > 0 and evidence.opponents.count() > 0 and not evidence.drawing

@@ -231,6 +231,12 @@ class TrustWidget(ComputeWidget):
         from ..core.trust import quality_rows
 
         self.last, self.case_name = trust, case_name
+        if trust.settings is not None:  # the settings it was measured with, so a rerun repeats it
+            for spin, value in ((self.max_steps, trust.settings.max_steps), (self.n_subsets, trust.settings.n_subsets),
+                                (self.deletion_steps, trust.settings.deletion_steps),
+                                (self.noise_samples, trust.settings.noise_samples)):
+                if value is not None:
+                    spin.setValue(int(value))
         self.rows = {row.class_name: row for row in quality_rows(trust, case_name)}
         names = list(trust.problem.class_names)
         self.table.setColumnCount(len(names))

@@ -84,6 +84,7 @@ class CaseTrust:
     truth: GroundTruthResult | None
     seconds: float
     cost: CheckCost | None = None    # estimated before the measures started
+    settings: TrustSettings | None = None  # what was measured with (steps, subsets, ...)
 
 
 PASSES_COLUMN = Column("randomisation_passes", "Randomisation",
@@ -196,7 +197,7 @@ def assess_problem(
     if progress is not None:
         progress(1000, 1000)
     return CaseTrust(problem, tuple(method_label(m) for m in methods), sanity, quality, data, truth,
-                     time.perf_counter() - start, cost)
+                     time.perf_counter() - start, cost, settings)
 
 
 def assess_case(
