@@ -247,7 +247,7 @@ class KernelSHAP(AttributionMethod):
         where = self.support(shape, target)
         m = self.n_features(shape, self.params["cube"], where.zone)
         n = self.params["n_samples"] or default_samples(m)
-        measuring = REACH_PASSES if self._reach is not None else 0
+        measuring = REACH_PASSES if self._reach is not None and self._reach.factor[0] else 0   # 0: nothing run
         sample = 4 * math.prod(shape)
         fixed = 2 * sample * (1 if self.params["per_channel"] else 1 / shape[0]) + sample
         return Passes(measuring + math.ceil((2 + n) * where.share(shape[1:])), batch=self.params["batch_size"],
