@@ -254,6 +254,10 @@ def test_generated_cases_join_a_dataset_in_its_label_values(nnunet_dataset, tmp_
     truth = generate_case(51, size="toy").case
     np.testing.assert_array_equal(generated.label, np.where(truth.label == 4, 3, truth.label))  # nnU-Net's values
     assert influence(generated, card, threshold=0.0).training_cases == tuple(names)
+    from napari_segxai.core.training.evaluate import evaluate_generated
+
+    with pytest.raises(ValueError, match=r"Seeds \[51\] were used to train"):  # trained beside the dataset
+        evaluate_generated(card, [51], size="toy")
     assert main(["train", "--config", str(config), "--generated", "2", "--out", str(tmp_path / "no")]) == 2
 
 

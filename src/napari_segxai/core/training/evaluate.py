@@ -62,7 +62,9 @@ def evaluate_generated(
 
     training = set()
     if card.training is not None and Path(card.training).is_file():
-        training = set(json.loads(Path(card.training).read_text())["training_set"]["seeds"])
+        recorded = json.loads(Path(card.training).read_text())["training_set"]
+        training = {int(s) for s in recorded.get("seeds", ())}  # generated only, or generated beside a dataset:
+        training |= {int(c["seed"]) for c in recorded.get("cases", ()) if "seed" in c}
     overlap = sorted(training.intersection(int(s) for s in seeds))
     if overlap:
         raise ValueError(f"Seeds {overlap[:5]} were used to train {card.name}; evaluate on held-out seeds.")
