@@ -211,7 +211,9 @@ def parse_model_card(raw: Any, path: Path) -> ModelCard:
     mode = check.choice(inf, "mode", BLEND_MODES, default="gaussian", where="inference.mode")
 
     training = check.existing_path(raw, "training", "training manifest", required=False)
-    training_data = check.existing_path(raw, "training_data", "training data folder", required=False)
+    # Not required to exist: a training set of files may be absent on this machine (TracIn then lists
+    # its cases without pictures and says why).
+    training_data = check.path(raw, "training_data")
 
     return ModelCard(
         path=path, name=name, description=description, architecture=architecture, kwargs=dict(kwargs),
@@ -310,6 +312,15 @@ class _Checker:
         if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
             self.fail(key, f"must be a non-empty list of names, not {value!r}")
         return value
+
+    def path(self, raw, key) -> Optional[Path]:
+        """An optional path, relative to the card's folder, that need not exist."""
+        value = self._get(raw, key, None, None)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            self.fail(key, f"must be a folder path, not {value!r}")
+        return (self.path.parent / Path(value).expanduser()).resolve()
 
     def existing_path(self, raw, key, what, required=True) -> Optional[Path]:
         value = self._get(raw, key, _REQUIRED if required else None, None)
