@@ -40,6 +40,11 @@ def test_weights_and_training_paths_are_relative_to_the_card(tmp_path):
     path = write_card(tmp_path / "m", training="sub/manifest.json", filename="other.yaml")
     card = load_model_card(path)
     assert card.training == (tmp_path / "m" / "sub" / "manifest.json").resolve()
+    # training_data: where the training files are; it may be absent here (TracIn then lists them without pictures)
+    path = write_card(tmp_path / "m", training_data="../data", filename="third.yaml")
+    assert load_model_card(path).training_data == (tmp_path / "data").resolve()
+    with pytest.raises(ValueError, match="training_data"):
+        load_model_card(write_card(tmp_path / "m", training_data=3, filename="fourth.yaml"))
 
 
 # Each bad card: overrides of the tiny card -> words the one-sentence error must contain.
