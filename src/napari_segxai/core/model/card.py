@@ -213,7 +213,7 @@ def parse_model_card(raw: Any, path: Path) -> ModelCard:
     training = check.existing_path(raw, "training", "training manifest", required=False)
     # Not required to exist: a training set of files may be absent on this machine (TracIn then lists
     # its cases without pictures and says why).
-    training_data = check.path(raw, "training_data")
+    training_data = check.optional_path(raw, "training_data")
 
     return ModelCard(
         path=path, name=name, description=description, architecture=architecture, kwargs=dict(kwargs),
@@ -313,7 +313,7 @@ class _Checker:
             self.fail(key, f"must be a non-empty list of names, not {value!r}")
         return value
 
-    def path(self, raw, key) -> Optional[Path]:
+    def optional_path(self, raw, key) -> Optional[Path]:
         """An optional path, relative to the card's folder, that need not exist."""
         value = self._get(raw, key, None, None)
         if value is None:
