@@ -23,7 +23,7 @@ Parts (``--parts``):
   function returning the region sum, target index 0; SLIC is timed apart: ours is handed the
   supervoxels as captum is), on (i) the local network, a ``--shap-side``^3
   1 mm centre crop, class 1's logits summed over a central ``--shap-region``^3 box, and (ii) the demo
-  UNet on a ``--demo-shap-side``^3 crop of the 2 mm case on the tumour, the oedema logits over its
+  UNet on a ``--demo-shap-side``^3 crop of the 2 mm case on the tumour (``--demo-shap-samples``), the oedema logits over its
   predicted region (ours as shipped falls back to the whole input there; ours with
   ``hold_statistics=True`` measures the error held instance-norm statistics leave). Both draw
   coalitions at random, so each also runs with a second seed: Spearman of ours against ours and of
@@ -219,14 +219,13 @@ def given_features(features: torch.Tensor):
         kernel_shap_module.supervoxel_features = computed
 
 
-def compare_shap(network, x, target, args, size: int, runs: dict) -> None:
+def compare_shap(network, x, target, args, size: int, n: int, runs: dict) -> None:
     """Our KernelSHAP with each of ``runs``' parameters against captum KernelShap, each at seeds 0 and 1, on supervoxels."""
     with torch.no_grad():
         network(x)   # the first pass's one-time costs land on no method
     (features, slic_s, _) = measured(lambda: supervoxel_features(x, size, 1, 1.0))   # (1, *spatial)
     m = int(features.max()) + 1
     mask = features.unsqueeze(0).expand(x.shape).contiguous()            # captum's feature_mask
-    n = args.shap_samples
     shipped = get_method("kernel_shap", features="supervoxels", cube=size, per_channel=False, n_samples=n)
     where = shipped.prepared(network, x).support(tuple(x.shape[1:]), target)
     active = len(torch.unique(features[(slice(None),) + where.zone])) if where.bounded else m
@@ -259,6 +258,13 @@ def compare_shap(network, x, target, args, size: int, runs: dict) -> None:
 
 
 def part_kernelshap(args) -> None:
+    if "local" in args.shap_networks:
+        shap_local(args)
+    if "demo" in args.shap_networks:
+        shap_demo(args)
+
+
+def shap_local(args) -> None:
     header(f"kernelshap (i): KernelSHAP vs captum KernelShap, local network, real case {REALDATA.name} 1 mm centre crop "
            f"4 x {args.shap_side}^3, supervoxels spacing {args.shap_size}, {args.shap_samples} coalitions")
     x = real_crop(args.shap_side).unsqueeze(0)
@@ -268,17 +274,20 @@ def part_kernelshap(args) -> None:
     region[a : a + args.shap_region, a : a + args.shap_region, a : a + args.shap_region] = True
     target = region_target(region, [1], 4)
     print(f"target: {target.describe()}")
-    compare_shap(network, x, target, args, args.shap_size,
+    compare_shap(network, x, target, args, args.shap_size, args.shap_samples,
                  {"ours (bounded, as shipped)": {}, "ours whole (bounded=False)": {"bounded": False}})
     footer()
+
+
+def shap_demo(args) -> None:
     header(f"kernelshap (ii): the bundled demo UNet (instance norm) on {REALDATA.name} at 2 mm, a {args.demo_shap_side}^3 "
-           f"crop on the predicted tumour, supervoxels spacing {args.demo_shap_size}, {args.shap_samples} coalitions")
+           f"crop on the predicted tumour, supervoxels spacing {args.demo_shap_size}, {args.demo_shap_samples} coalitions")
     card, network = demo_model()
     x = demo_crop(card, network, args.demo_shap_side)
     with torch.no_grad():
         target = predicted_target(network(x), [2], class_names=[c.name for c in card.classes])
     print(f"target: {target.describe()}")
-    compare_shap(network, x, target, args, args.demo_shap_size,   # as shipped it is the whole evaluation here
+    compare_shap(network, x, target, args, args.demo_shap_size, args.demo_shap_samples,   # as shipped it is the whole evaluation here
                  {"ours (as shipped)": {}, "ours, hold_statistics=True (bounded, instance-norm statistics held)":
                   {"hold_statistics": True}})
     footer()
@@ -296,11 +305,13 @@ def main(argv=None) -> int:
     parser.add_argument("--tolerances", type=lambda s: [float(v) for v in s.split(",")], default=[0.01])
     parser.add_argument("--per-eval", type=int, default=4, help="captum's perturbations_per_eval")
     parser.add_argument("--all-channels", action="store_true", help="one cube over all channels (per_channel=False)")
+    parser.add_argument("--shap-networks", default="local,demo", help="kernelshap: the local network, the demo UNet")
     parser.add_argument("--shap-side", type=int, default=48, help="kernelshap: side of the local network's crop")
     parser.add_argument("--shap-size", type=int, default=12, help="kernelshap: supervoxel spacing on the local crop")
     parser.add_argument("--shap-region", type=int, default=8, help="kernelshap: side of the local target's box")
     parser.add_argument("--shap-samples", type=int, default=512, help="kernelshap: coalitions, ours and captum's")
-    parser.add_argument("--demo-shap-side", type=int, default=64, help="kernelshap: side of the demo crop")
+    parser.add_argument("--demo-shap-side", type=int, default=48, help="kernelshap: side of the demo crop")
+    parser.add_argument("--demo-shap-samples", type=int, default=256, help="kernelshap: coalitions on the demo UNet")
     parser.add_argument("--demo-shap-size", type=int, default=16, help="kernelshap: supervoxel spacing on the demo crop")
     args = parser.parse_args(argv)
     for part in args.parts.split(","):
