@@ -156,15 +156,20 @@ def demo_crop(card, network, side: int) -> torch.Tensor:
     return out
 
 
+def demo_problem(side: int):
+    """The bundled demo network, a ``side``^3 crop of the real case on its predicted tumour, and the oedema target (printed)."""
+    card, network = demo_model()
+    x = demo_crop(card, network, side)
+    with torch.no_grad():
+        target = predicted_target(network(x), [2], class_names=[c.name for c in card.classes])
+    print(f"target: {target.describe()}")
+    return network, x, target
+
+
 def part_demo(args) -> None:
     header(f"demo: the bundled demo UNet (instance norm) on {REALDATA.name} at 2 mm, a {args.demo_side}^3 crop on "
            f"the predicted tumour, window {args.demo_window} stride {args.demo_stride}")
-    card, network = demo_model()
-    x = demo_crop(card, network, args.demo_side)
-    with torch.no_grad():
-        logits = network(x)
-    target = predicted_target(logits, [2], class_names=[c.name for c in card.classes])
-    print(f"target: {target.describe()}")
+    network, x, target = demo_problem(args.demo_side)
     forced = {}
     for tolerance in args.tolerances:
         forced[f"ours bounded, hold_statistics=True, fallback off, reach_tolerance={tolerance:g}"] = get_method(
@@ -282,11 +287,7 @@ def shap_local(args) -> None:
 def shap_demo(args) -> None:
     header(f"kernelshap (ii): the bundled demo UNet (instance norm) on {REALDATA.name} at 2 mm, a {args.demo_shap_side}^3 "
            f"crop on the predicted tumour, supervoxels spacing {args.demo_shap_size}, {args.demo_shap_samples} coalitions")
-    card, network = demo_model()
-    x = demo_crop(card, network, args.demo_shap_side)
-    with torch.no_grad():
-        target = predicted_target(network(x), [2], class_names=[c.name for c in card.classes])
-    print(f"target: {target.describe()}")
+    network, x, target = demo_problem(args.demo_shap_side)
     compare_shap(network, x, target, args, args.demo_shap_size, args.demo_shap_samples,   # as shipped it is the whole evaluation here
                  {"ours (as shipped)": {}, "ours, hold_statistics=True (bounded, instance-norm statistics held)":
                   {"hold_statistics": True}})
