@@ -245,7 +245,7 @@ def test_the_demo_case_is_ranked_from_the_shipped_index_and_a_thumbnail_opens_it
     assert Path(widget.card_path.text()).resolve() == Path(card.path).resolve()  # the bundled demo card, by default
     assert widget.engine.currentText() == "indexed" and widget.layers.currentText() == "all"
     assert widget.scoring.currentText() == "specific"
-    assert widget.card_info.text() == ("segxai-demo-3d: 160 training cases, 6 checkpoints. TracIn sums over 6 "
+    assert widget.card_info.text() == ("segxai-demo-3d: 162 training cases, 6 checkpoints. TracIn sums over 6 "
                                        "checkpoints along training.")
     widget.test_class.setCurrentText("edema")
     widget.top.setValue(4)
