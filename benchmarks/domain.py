@@ -13,11 +13,12 @@ Run: ``nice -n 5 .venv/bin/python benchmarks/domain.py [--count 6]``. With the b
   open_ms_patient19.
 
 Each case is segmented first and the check is given the segmentation, as ``segxai segment`` does
-(so the lesion-volume check runs). Prints, per case, the distance, the predicted lesion volume,
-the verdict and the seconds; then, non-tumour cases positive, the AUROC over all cases and over
-the real cases only of the feature distance, of the lesion score (log of the smallest training
-lesion over the predicted one: how far below every training lesion it is) and of the verdict
-itself, and how many cases of each group the verdict flags.
+(so the lesion checks run). Prints, per case, the distance, the predicted lesion volume, its
+largest connected part and that part's share, the verdict and the seconds; then, non-tumour cases
+positive, the AUROC over all cases and over the real cases only of the feature distance, of the
+lesion score (log of the smallest training lesion's largest part over the predicted largest part:
+how far below every training lesion it is), of the scatter score (one minus the predicted largest
+part's share) and of the verdict itself, and how many cases of each group the verdict flags.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from napari_segxai.core.io.paths import demo_model_card_path  # noqa: E402
 from napari_segxai.core.model.card import build_network  # noqa: E402
 from napari_segxai.core.training.synth import lesion_free_case  # noqa: E402
 from napari_segxai.core.model.domain import check_domain  # noqa: E402
-from napari_segxai.core.model.domain_reference import domain_reference, lesion_volume_ml  # noqa: E402
+from napari_segxai.core.model.domain_reference import domain_reference, lesion_parts  # noqa: E402
 from napari_segxai.core.model.inference import segment  # noqa: E402
 from napari_segxai.core.model.loading import load_model_card  # noqa: E402
 
@@ -63,9 +64,12 @@ def main() -> int:
     print(f"reference: {len(reference.features)} training cases, layer {reference.layer}, threshold "
           f"{reference.threshold:.3f} (held-out calibration distances {np.round(reference.calibration, 3).tolist()}), "
           f"{time.perf_counter() - start:.1f} s to load or build")
-    lesions = reference.lesions[np.isfinite(reference.lesions)]
-    smallest = float(lesions.min())
-    print(f"training lesions: {smallest:.1f} to {float(lesions.max()):.1f} mL (median {float(np.median(lesions)):.1f})")
+    known = np.isfinite(reference.lesions)
+    lesions, largest = reference.lesions[known], reference.largest[known]
+    smallest = float(largest.min())
+    print(f"training lesions: {float(lesions.min()):.1f} to {float(lesions.max()):.1f} mL (median "
+          f"{float(np.median(lesions)):.1f}), their largest parts from {smallest:.1f} mL, holding at least "
+          f"{100 * float(reference.focality[known].min()):.0f}% of the lesion")
     cases = [("generated", False, lambda s=s: generate_case(s).case)
              for s in range(args.seed_start, args.seed_start + args.count)]
     cases += [("real tumour", False, lambda n=n: load_case(REALDATA / n)) for n in TUMOUR_CASES
@@ -80,19 +84,21 @@ def main() -> int:
         start = time.perf_counter()
         check = check_domain(case, card, network=network, device="cpu", reference=reference, segmentation=seg)
         seconds = time.perf_counter() - start
-        lesion = lesion_volume_ml(seg.labels, seg.affine)
-        rows.append((group, negative, check.distance, np.log(smallest / max(lesion, 0.01)), not check.in_distribution))
-        print(f"{case.name:<28} {group:<16} distance {check.distance:7.3f}  lesion {lesion:7.1f} mL  "
-              f"{seconds:5.1f} s  {check.verdict}")
+        lesion, part, share, _ = lesion_parts(seg.labels, seg.affine)
+        rows.append((group, negative, check.distance, np.log(smallest / max(part, 0.01)), 1 - share,
+                     not check.in_distribution))
+        print(f"{case.name:<28} {group:<16} distance {check.distance:7.3f}  lesion {lesion:7.1f} mL  largest part "
+              f"{part:7.1f} mL ({100 * share:3.0f}%)  {seconds:5.1f} s  {check.verdict}")
     positives = np.array([r[1] for r in rows])
     real = np.array([r[0] != "generated" and r[0] != "template" for r in rows])
-    for column, name in ((2, "feature distance"), (3, "lesion score"), (4, "verdict (flagged = 1)")):
+    for column, name in ((2, "feature distance"), (3, "lesion score"), (4, "scatter score"),
+                         (5, "verdict (flagged = 1)")):
         values = np.array([float(r[column]) for r in rows])
         print(f"AUROC of the {name}, non-tumour vs tumour: all {len(rows)} cases {auroc(values, positives):.3f}, "
               f"real cases only ({int(real.sum())}) {auroc(values[real], positives[real]):.3f}")
     for group in dict.fromkeys(r[0] for r in rows):
         chosen = [r for r in rows if r[0] == group]
-        print(f"flagged out of distribution (any reason), {group}: {sum(r[4] for r in chosen)} of {len(chosen)}")
+        print(f"flagged out of distribution (any reason), {group}: {sum(r[5] for r in chosen)} of {len(chosen)}")
     return 0
 
 

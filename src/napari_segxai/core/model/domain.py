@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .card import ModelCard
-from .domain_reference import PERCENTILES, DomainReference, head_volume_ml, intensity_percentiles, lesion_volume_ml
+from .domain_reference import PERCENTILES, DomainReference, head_volume_ml, intensity_percentiles, lesion_parts
 from .inference import silent_voxels
 
 if TYPE_CHECKING:
@@ -37,6 +37,9 @@ __all__ = ["DomainCheck", "check_domain", "head_volume_ml", "intensity_percentil
 INTENSITY_TOLERANCE = 1.0
 #: A head or lesion volume is flagged below half the smallest or above twice the largest training case's.
 VOLUME_FACTOR = 2.0
+#: A lesion is flagged as scattered when its largest part holds under this share of the smallest share among
+#: the training lesions (each training lesion one mass: 99% in its largest part, so under 50% is flagged).
+FOCALITY_FACTOR = 0.5
 #: Below this share of the volume with signal, a case has almost no head in it (any model).
 MIN_HEAD_SHARE = 0.01
 
@@ -72,8 +75,9 @@ def check_domain(case: Case, card: ModelCard, *, network: Optional[torch.nn.Modu
                  segmentation=None, progress=None) -> DomainCheck:
     """Input checks and, for models with a training record, the feature distance of ``case`` to the training set.
 
-    ``segmentation``, the model's :class:`.inference.Segmentation` of the case, adds the lesion-volume
-    check: a predicted lesion volume far outside the training cases' (none at all included).
+    ``segmentation``, the model's :class:`.inference.Segmentation` of the case, adds the lesion checks:
+    a predicted lesion far outside the training cases' (none at all, a largest part far smaller or a
+    volume far larger than theirs, or scattered over parts where each of theirs was one mass).
 
     ``reference`` defaults to the model's (:func:`.domain_reference.domain_reference`: shipped beside
     the bundled model, else computed once and cached, reporting ``progress``).
@@ -107,9 +111,10 @@ def check_domain(case: Case, card: ModelCard, *, network: Optional[torch.nn.Modu
                            note="no training record: input checks only (modalities, finite values, head coverage)")
     reasons += _compare_inputs(card, percentiles, volume, reference)
     if segmentation is not None:
-        lesion = lesion_volume_ml(segmentation.labels, segmentation.affine)
-        measurements.append(f"predicted lesion: {lesion:.1f} mL")
-        reasons += _compare_lesion(lesion, reference)
+        lesion = lesion_parts(segmentation.labels, segmentation.affine)
+        measurements.append(f"predicted lesion: {lesion[0]:.1f} mL in {lesion[3]} connected part(s), the largest "
+                            f"{lesion[1]:.1f} mL ({100 * lesion[2]:.0f}%)")
+        reasons += _compare_lesion(*lesion, reference)
     from .card import build_network
 
     network = build_network(card, device) if network is None else network.to(device).eval()
@@ -144,19 +149,29 @@ def _compare_inputs(card: ModelCard, percentiles: np.ndarray, volume: float,
     return reasons
 
 
-def _compare_lesion(lesion: float, reference: DomainReference) -> list[str]:
-    """Why a predicted lesion volume (mL) is unlike the training cases' labelled lesions; [] when alike or unknown."""
-    known = reference.lesions[np.isfinite(reference.lesions)]
-    if known.size == 0:
+def _compare_lesion(volume: float, largest: float, share: float, parts: int, reference: DomainReference) -> list[str]:
+    """Why a predicted lesion (:func:`.domain_reference.lesion_parts`) is unlike the training lesions; [] when alike or unknown."""
+    known = np.isfinite(reference.lesions)
+    if not known.any():
         return []
-    smallest, largest = float(known.min()), float(known.max())
-    if lesion == 0 and smallest > 0:
+    volumes, largests, shares = reference.lesions[known], reference.largest[known], reference.focality[known]
+    smallest, most = float(volumes.min()), float(volumes.max())
+    if volume == 0 and smallest > 0:
         return [f"no lesion predicted, and every training case had one (the smallest {smallest:.1f} mL): the model "
                 f"was never trained on a case without one, so its 'no finding' is untested"]
-    if lesion < smallest / VOLUME_FACTOR:
-        return [f"the predicted lesion is {lesion:.1f} mL, the training cases' {smallest:.1f} to {largest:.1f} mL: "
-                f"the model was not trained on lesions this small"]
-    if lesion > largest * VOLUME_FACTOR:
-        return [f"the predicted lesion is {lesion:.1f} mL, the training cases' {smallest:.1f} to {largest:.1f} mL: "
-                f"the model was not trained on lesions this large"]
-    return []
+    reasons = []
+    low = float(largests.min())
+    if largest < low / VOLUME_FACTOR:
+        reasons.append(f"the largest predicted lesion is {largest:.1f} mL, the training cases' {low:.1f} to "
+                       f"{float(largests.max()):.1f} mL: the model was not trained on lesions this small")
+    if volume > most * VOLUME_FACTOR:
+        reasons.append(f"the predicted lesion is {volume:.1f} mL, the training cases' {smallest:.1f} to {most:.1f} mL: "
+                       f"the model was not trained on lesions this large")
+    focal = float(shares.min())
+    if share < focal * FOCALITY_FACTOR:
+        reasons.append(f"the predicted lesion is scattered over {parts} separate parts, the largest holding "
+                       f"{100 * share:.0f}% of it, while each training case's lesion was one main mass (at least "
+                       f"{100 * focal:.0f}% in its largest part): the model was not trained on scattered lesions, "
+                       f"so either the case has several and the model is outside what it learned, or some parts "
+                       f"are false findings")
+    return reasons

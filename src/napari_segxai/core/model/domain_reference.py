@@ -8,9 +8,11 @@ nearest training cases, each feature standardised by the training cases' spread,
 sqrt(2F). The threshold is :data:`THRESHOLD_MARGIN` times the largest distance of
 :data:`CALIBRATION_CASES` held-out cases: generated ones with seeds from
 ``HELD_OUT_SEED_START`` (a generated training set), else each training case left out in turn.
-Each training case's lesion volume (its label's non-background voxels, mL) is kept too: a
-segmentation whose lesion volume lies far outside theirs (none at all, for a model that never saw
-a case without one) is a finding the model was not trained to make.
+Each training case's lesion is kept too, as three numbers of its label's non-background voxels: the
+volume (mL), the volume of its largest connected part (mL) and the share of the volume in that
+part (:func:`lesion_parts`). A segmentation whose lesion lies far outside theirs (none at all, for
+a model that never saw a case without one; a largest part far smaller; a lesion scattered over
+many parts where each training lesion was one mass) is a finding the model was not trained to make.
 
 The reference is saved as ``domain-<fingerprint>.npz`` beside the training manifest (shipped so
 for the bundled model) or, when that folder is read-only, in the user cache folder; the
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 #: Percentiles of each channel inside the head, after preprocessing, compared with the training cases'.
 PERCENTILES = (1.0, 50.0, 99.0)
 #: Changes to what the reference holds or how it is made make older files stale.
-REFERENCE_VERSION = 2  # 2: training lesion volumes
+REFERENCE_VERSION = 3  # 2: training lesion volumes; 3: their largest parts
 #: Training cases the reference summarises (evenly spaced through the training set).
 TRAINING_CASES = 48
 #: Held-out cases the threshold is calibrated on.
@@ -50,12 +52,18 @@ THRESHOLD_MARGIN = 1.1
 
 @dataclass(frozen=True, eq=False)
 class DomainReference:
-    """Training cases' pooled features (N, D), preprocessed intensity percentiles (N, C, P), head and lesion volumes (N,) in mL."""
+    """Training cases' pooled features (N, D), preprocessed intensity percentiles (N, C, P), head and lesion volumes (N,) in mL.
+
+    ``largest`` (N,) is the volume (mL) of each training lesion's largest connected part, ``focality``
+    (N,) the share of the lesion in that part; all three lesion arrays are NaN for unlabelled cases.
+    """
 
     features: np.ndarray
     percentiles: np.ndarray
     volumes: np.ndarray
     lesions: np.ndarray
+    largest: np.ndarray
+    focality: np.ndarray
     calibration: np.ndarray  # held-out cases' distances
     threshold: float
     layer: str
@@ -71,7 +79,7 @@ class DomainReference:
         with atomic_path(path, suffix=".npz") as temporary:
             with open(temporary, "wb") as handle:
                 np.savez(handle, features=self.features, percentiles=self.percentiles, volumes=self.volumes,
-                         lesions=self.lesions,
+                         lesions=self.lesions, largest=self.largest, focality=self.focality,
                          calibration=self.calibration, threshold=np.float64(self.threshold),
                          layer=np.frombuffer(self.layer.encode(), dtype=np.uint8))
         return path
@@ -80,7 +88,7 @@ class DomainReference:
     def load(cls, path: Path) -> "DomainReference":
         with np.load(path, allow_pickle=False) as data:
             return cls(features=data["features"], percentiles=data["percentiles"], volumes=data["volumes"],
-                       lesions=data["lesions"],
+                       lesions=data["lesions"], largest=data["largest"], focality=data["focality"],
                        calibration=data["calibration"], threshold=float(data["threshold"]),
                        layer=bytes(data["layer"]).decode())
 
@@ -226,27 +234,37 @@ def build_reference(card: ModelCard, *, network=None, device=None, progress=None
     else:
         calibration = knn_distances(features, features, leave_out_self=True)
     step(total, total, progress, None)
+    lesions = np.array([r[3] for r in rows])  # (N, 3)
     return DomainReference(features=features, percentiles=np.stack([r[1] for r in rows]),
-                           volumes=np.array([r[2] for r in rows]), lesions=np.array([r[3] for r in rows]),
-                           calibration=calibration,
+                           volumes=np.array([r[2] for r in rows]), lesions=lesions[:, 0], largest=lesions[:, 1],
+                           focality=lesions[:, 2], calibration=calibration,
                            threshold=THRESHOLD_MARGIN * float(calibration.max()), layer=layer)
 
 
-def case_summary(case, card: ModelCard, network, layer: str, device) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """One case's pooled features, preprocessed intensity percentiles, head volume and labelled lesion volume (mL)."""
+def case_summary(case, card: ModelCard, network, layer: str, device) -> tuple[np.ndarray, np.ndarray, float, tuple]:
+    """One case's pooled features, preprocessed intensity percentiles, head volume and labelled lesion's :func:`lesion_parts`."""
     from .preprocess import preprocess
 
     with torch.inference_mode():
         image, _ = preprocess(case, card, device=device)
-        lesion = lesion_volume_ml(case.label, case.affine) if case.label is not None else float("nan")
+        lesion = lesion_parts(case.label, case.affine)[:3] if case.label is not None else (float("nan"),) * 3
         return (pooled_features(network, image, card, layer), intensity_percentiles(image),
                 head_volume_ml(case, card)[0], lesion)
 
 
-def lesion_volume_ml(labels: np.ndarray, affine: np.ndarray) -> float:
-    """Volume (mL) of the non-background voxels of ``labels`` on the grid of ``affine``."""
+def lesion_parts(labels: np.ndarray, affine: np.ndarray) -> tuple[float, float, float, int]:
+    """The lesion (non-background voxels of ``labels`` on the grid of ``affine``): volume (mL), its largest
+    connected part's volume (mL, voxels touching by a face, edge or corner), that part's share of the
+    volume (1 without a lesion) and the number of parts."""
+    from scipy import ndimage
+
     voxel_ml = abs(float(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
-    return int(np.count_nonzero(np.asarray(labels))) * voxel_ml
+    lesion = np.asarray(labels) != 0
+    parts, count = ndimage.label(lesion, ndimage.generate_binary_structure(lesion.ndim, lesion.ndim))
+    if count == 0:
+        return 0.0, 0.0, 1.0, 0
+    sizes = np.bincount(parts.ravel())[1:]
+    return float(sizes.sum()) * voxel_ml, float(sizes.max()) * voxel_ml, float(sizes.max() / sizes.sum()), int(count)
 
 
 def _stepped(items, total: int, progress, start: int = 0):
