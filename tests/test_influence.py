@@ -92,10 +92,10 @@ def test_class_pair_scores_split_the_whole_prediction_loss(card):
     assert not np.allclose(result.scores[1], result.scores[2])
 
 
-@pytest.mark.xfail(strict=False, reason="issue 21: on generator-v2 toy cases one renormalised score differs by 1.4% between the engines (tolerance 0.5%); to be investigated")
 def test_renormalised_scores_are_the_published_formulas_in_both_engines(card):
     from napari_segxai.core.influence.checkpoints import load_tracin_model
     from napari_segxai.core.influence.exact import training_example
+    from napari_segxai.core.influence.index import compress_rows
     from napari_segxai.core.influence.regions import prepare_example
 
     case = blob_case()
@@ -104,32 +104,39 @@ def test_renormalised_scores_are_the_published_formulas_in_both_engines(card):
     trains = [model.gradients(training_example(model, seed, [1, 2, 3], threshold=0.0)).double() for seed in SEEDS]
     lrs = torch.tensor(LRS, dtype=torch.float64)
 
-    def by_hand(scoring):  # (K_test, N, K_train), straight from the definitions
-        out = np.zeros((3, len(SEEDS), 3))
+    def by_hand(scoring):  # (K_test, N, K_train), straight from the definitions, and each score's size
+        out, size = np.zeros((3, len(SEEDS), 3)), np.zeros((3, len(SEEDS), 3))
         for n, train in enumerate(trains):
             for a in range(3):
                 for b in range(3):
-                    total = 0.0
+                    total = bound = 0.0
                     for t in range(len(LRS)):
                         g, h = test[t, a], train[t, b]
-                        product = float(g @ h)
+                        product, norms = float(g @ h), float(g.norm() * h.norm())
                         if scoring in ("cosine", "relative") and h.norm() > 0:
-                            product /= float(h.norm())
+                            product, norms = product / float(h.norm()), norms / float(h.norm())
                         if scoring == "cosine" and g.norm() > 0:
-                            product /= float(g.norm())
+                            product, norms = product / float(g.norm()), norms / float(g.norm())
                         total += float(lrs[t]) * product
-                    out[a, n, b] = total
-        return out
+                        bound += float(lrs[t]) * norms
+                    out[a, n, b], size[a, n, b] = total, bound
+        return out, size
 
+    # the index stores gradient rows as float16: each entry rounded by at most 2^-11 of itself, so a product
+    # g.h moves by at most 2^-11 |g| |h| (Cauchy-Schwarz), per side rounded; a score near zero by cancellation
+    # can differ by more than a fixed share of itself (1.4% seen), never by more than this bound
+    half = 2.0 ** -11
     for scoring in ("raw", "cosine", "relative"):
-        expected = by_hand(scoring)
+        expected, size = by_hand(scoring)
         exact = influence(case, card, engine="exact", threshold=0.0, scoring=scoring, model=model)
         indexed = influence(case, card, engine="indexed", threshold=0.0, scoring=scoring, model=model)
         np.testing.assert_allclose(exact.scores, expected, rtol=1e-5, atol=1e-12)
-        np.testing.assert_allclose(indexed.scores, expected, rtol=5e-3, atol=1e-3 * np.abs(expected).max())
+        assert np.all(np.abs(indexed.scores - expected) <= 2 * half * size + 1e-12), (scoring, indexed.scores - expected)
         assert exact.scoring == indexed.scoring == scoring and f"{scoring} scores" in exact.describe()
     # specific: the non-empty training regions' mean and strongest principal directions removed from
-    # the query's and every training region's gradient (per checkpoint), then relative
+    # the query's and every training region's gradient (per checkpoint), then relative; computed here from the
+    # training rows as the index stores them (float16), since removing directions can amplify their rounding
+    trains = [torch.from_numpy(np.float64(r) * s[..., None]) for r, s in (compress_rows(t.numpy()) for t in trains)]
     voxels = np.stack([training_example(model, seed, [1, 2, 3], threshold=0.0).voxels for seed in SEEDS])
     expected = np.zeros((3, len(SEEDS), 3))
     for t in range(len(LRS)):
@@ -150,7 +157,7 @@ def test_renormalised_scores_are_the_published_formulas_in_both_engines(card):
                     h = without(train[t, b])
                     expected[a, n, b] += LRS[t] * float(without(test[t, a]) @ h) / np.linalg.norm(h)
     specific = influence(case, card, engine="indexed", threshold=0.0, scoring="specific", model=model)
-    np.testing.assert_allclose(specific.scores, expected, rtol=5e-3, atol=2e-3 * np.abs(expected).max())
+    np.testing.assert_allclose(specific.scores, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
     with pytest.raises(ValueError, match="use the indexed engine"):
         influence(case, card, engine="exact", scoring="specific", model=model)
     cosine = influence(case, card, engine="exact", threshold=0.0, scoring="cosine", model=model).scores
