@@ -17,7 +17,7 @@ from .baselines import BASELINES
 from .batching import MEMORY_FRACTION
 from .bounded import refusal
 from .cost import TIME_BUDGET_S, Passes
-from .receptive_field import Reach, crop_for, held_normalisation, measure_reach
+from .receptive_field import BoundedByReach, Reach, crop_for, held_normalisation
 from .supervoxels import slic
 
 
@@ -112,10 +112,6 @@ def regression_bytes(n: int, m: int) -> int:
     return REGRESSION_BYTES_PER_ENTRY * n * m
 
 
-#: Forward-pass equivalents of measuring the receptive field (as occlusion counts them).
-REACH_PASSES = 7
-
-
 @dataclass(frozen=True)
 class Support:
     """Where KernelSHAP's coalitions run and which inputs can change the target: the target's reach, or the whole input."""
@@ -161,7 +157,7 @@ def cubes_in(zone: tuple[slice, ...], side: int) -> int:
 
 
 @register("kernel_shap")
-class KernelSHAP(AttributionMethod):
+class KernelSHAP(BoundedByReach, AttributionMethod):
     """Shapley values of cubes or supervoxels (per channel) from a weighted regression on masked inputs, all classes at once.
 
     Each feature's value is spread evenly over its voxels, so a class's map sums to
@@ -195,7 +191,6 @@ class KernelSHAP(AttributionMethod):
         "hold_statistics": Parameter(False, "bounded on a network with instance or group normalisation, its "
                                      "statistics held at the whole input's (approximate: masked inputs change them)"),
     }
-    _reach: Reach | None = None
 
     auto_parameters = ("cube", "n_samples")
 
@@ -207,14 +202,6 @@ class KernelSHAP(AttributionMethod):
         """Features of an input (C, *spatial) cut in cubes of ``side`` (about as many supervoxels), those meeting ``zone``."""
         groups = shape[0] if self.params["per_channel"] else 1
         return groups * cubes_in(zone or tuple(slice(0, s) for s in shape[1:]), side)
-
-    def prepared(self, network, inputs) -> "KernelSHAP":
-        """With ``bounded``, this method knowing the network's receptive field on inputs like ``inputs``."""
-        if not self.params["bounded"]:
-            return self
-        method = type(self)(**self.params)
-        method._reach = measure_reach(network, inputs, self.params["reach_tolerance"], self.params["hold_statistics"])
-        return method
 
     def support(self, shape: tuple[int, ...], target) -> Support:
         """Where the coalitions of an input (C, *spatial) run for ``target``: its crop and zone, or the whole input and why."""
@@ -233,9 +220,7 @@ class KernelSHAP(AttributionMethod):
             side = next((c for c in range(min(SMALLEST_AUTO_CUBE, largest), largest + 1)
                          if fits(self.n_features(speed.shape, c, where.zone))), largest)
         n_samples = n_samples or default_samples(self.n_features(speed.shape, side, where.zone))
-        settled = type(self)(**{**self.params, "cube": side, "n_samples": n_samples})
-        settled._reach = self._reach
-        return settled
+        return self.replaced(cube=side, n_samples=n_samples)
 
     def passes(self, shape, target) -> Passes:
         """Measuring the reach, then the input and the baseline and one pass per sampled coalition, each its crop's share.
@@ -247,10 +232,9 @@ class KernelSHAP(AttributionMethod):
         where = self.support(shape, target)
         m = self.n_features(shape, self.params["cube"], where.zone)
         n = self.params["n_samples"] or default_samples(m)
-        measuring = REACH_PASSES if self._reach is not None and self._reach.factor[0] else 0   # 0: nothing run
         sample = 4 * math.prod(shape)
         fixed = 2 * sample * (1 if self.params["per_channel"] else 1 / shape[0]) + sample
-        return Passes(measuring + math.ceil((2 + n) * where.share(shape[1:])), batch=self.params["batch_size"],
+        return Passes(self.reach_passes + math.ceil((2 + n) * where.share(shape[1:])), batch=self.params["batch_size"],
                       maps=MASKED_MAPS, extra_bytes=regression_bytes(n, m) + int(fixed))
 
     def _check_memory(self, n: int, m: int, device) -> None:
@@ -275,7 +259,7 @@ class KernelSHAP(AttributionMethod):
     def _attribute(self, network, inputs, target, progress, should_cancel) -> torch.Tensor:
         features = self.features_of(inputs)
         m = int(features.max()) + 1
-        method = self.prepared(network, inputs) if self.params["bounded"] and self._reach is None else self
+        method = self.ready(network, inputs)
         where = method.support(tuple(inputs.shape[1:]), target)
         active = torch.unique(features[(slice(None),) + where.zone]) if where.bounded else torch.arange(m)
         n_active = len(active)

@@ -11,10 +11,7 @@ from .. import progress as _progress
 from .base import AttributionMethod, Parameter, register, samples_per_batch
 from .bounded import Plan, bounded_drops, crop_batch, plan
 from .cost import TIME_BUDGET_S, Passes
-from .receptive_field import Reach, held_normalisation, measure_reach
-
-#: Forward-pass equivalents of measuring the receptive field: two forward and backward passes and the held statistics.
-REACH_PASSES = 7
+from .receptive_field import BoundedByReach, held_normalisation
 
 #: The finest automatic cube side: finer cubes are one parameter away (window=4), with their cost shown first.
 SMALLEST_AUTO_WINDOW = 8
@@ -26,7 +23,7 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
 
 
 @register("occlusion")
-class Occlusion(AttributionMethod):
+class Occlusion(BoundedByReach, AttributionMethod):
     """Drop of each target scalar when a cube is set to a baseline, averaged over the cubes covering a voxel."""
 
     signed = True
@@ -49,7 +46,6 @@ class Occlusion(AttributionMethod):
                                      "statistics held at the unperturbed input's (approximate: Spearman 0.59 with the "
                                      "whole evaluation on the demo UNet, docs/attribution.md)"),
     }
-    _reach: Reach | None = None
 
     auto_parameters = ("window", "stride")
 
@@ -69,14 +65,6 @@ class Occlusion(AttributionMethod):
         groups = shape[0] if self.params["per_channel"] else 1
         return groups * math.prod(len(window_starts(s, min(window, s), stride)) for s in shape[1:])
 
-    def prepared(self, network, inputs) -> "Occlusion":
-        """With ``bounded``, this method knowing the network's receptive field on inputs like ``inputs``."""
-        if not self.params["bounded"]:
-            return self
-        method = type(self)(**self.params)
-        method._reach = measure_reach(network, inputs, self.params["reach_tolerance"], self.params["hold_statistics"])
-        return method
-
     def plan(self, shape: tuple[int, ...], window: int, stride: int) -> Plan:
         """Where the occluded copies of an input (C, *spatial) run: bounded crops, or the whole input and why."""
         reach = self._reach if self.params["bounded"] else None
@@ -88,8 +76,7 @@ class Occlusion(AttributionMethod):
     def _forward_passes(self, shape: tuple[int, ...], window: int, stride: int) -> float:
         """Input-sized forward passes of the occluded copies (a crop's pass counts its share of the voxels)."""
         work = self.plan(shape, window, stride)
-        measuring = REACH_PASSES if self._reach is not None and self._reach.factor[0] else 0
-        return measuring + work.forward_passes(self.occlusions(shape, window, stride))
+        return self.reach_passes + work.forward_passes(self.occlusions(shape, window, stride))
 
     def settle(self, speed, target) -> "Occlusion":
         """The window: the smallest from SMALLEST_AUTO_WINDOW up whose passes fit the time budget; stride: half of it."""
@@ -101,9 +88,7 @@ class Occlusion(AttributionMethod):
                            if self._forward_passes(speed.shape, w, min(stride, w) or max(1, w // 2)) <= affordable),
                           largest)
         stride = min(stride, window) or max(1, window // 2)
-        settled = type(self)(**{**self.params, "window": window, "stride": stride})
-        settled._reach = self._reach
-        return settled
+        return self.replaced(window=window, stride=stride)
 
     def passes(self, shape, target) -> Passes:
         """One forward pass of the input, one per occluded copy; a bounded copy counts its crop's share of the input."""
@@ -119,7 +104,7 @@ class Occlusion(AttributionMethod):
         ]))
         groups = [slice(c, c + 1) for c in range(inputs.shape[1])] if self.params["per_channel"] else [slice(None)]
         units = [(g, cube) for g in groups for cube in cubes]
-        method = self.prepared(network, inputs) if self.params["bounded"] and self._reach is None else self
+        method = self.ready(network, inputs)
         work = method.plan(tuple(inputs.shape[1:]), self.params["window"], stride)
         if work.bounded:
             drops = method._bounded(network, inputs, target, units, work, progress, should_cancel)

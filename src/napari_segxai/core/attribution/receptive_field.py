@@ -246,3 +246,42 @@ def crop_for(box: Sequence[slice], reach: Reach, spatial: Sequence[int], tile: S
         stop = min(s, math.ceil((first + t - 1 + e + 2 * r) / f) * f) if t > 1 else min(s, math.ceil((b.stop + 2 * r) / f) * f)
         crop.append(slice(start, stop))
     return tuple(crop), tuple(zone)
+
+
+#: Forward-pass equivalents of measuring the receptive field: two forward and backward passes and the held statistics.
+REACH_PASSES = 7
+
+
+class BoundedByReach:
+    """A perturbation method that, with its ``bounded`` parameter, runs only on what a change can reach.
+
+    Carries the :class:`Reach` measured on the network (by :meth:`prepared`) through the copies of
+    itself that settling its automatic parameters makes (:meth:`replaced`). Mixed in before
+    :class:`.base.AttributionMethod`; its parameters include ``bounded``, ``reach_tolerance`` and
+    ``hold_statistics``.
+    """
+
+    _reach: Reach | None = None
+
+    def prepared(self, network: nn.Module, inputs: torch.Tensor):
+        """With ``bounded``, this method knowing the network's receptive field on inputs like ``inputs``."""
+        if not self.params["bounded"]:
+            return self
+        method = type(self)(**self.params)
+        method._reach = measure_reach(network, inputs, self.params["reach_tolerance"], self.params["hold_statistics"])
+        return method
+
+    def ready(self, network: nn.Module, inputs: torch.Tensor):
+        """This method prepared for ``inputs`` unless it already is (or is not bounded)."""
+        return self.prepared(network, inputs) if self.params["bounded"] and self._reach is None else self
+
+    def replaced(self, **params):
+        """A copy with ``params`` changed that keeps the measured reach."""
+        method = type(self)(**{**self.params, **params})
+        method._reach = self._reach
+        return method
+
+    @property
+    def reach_passes(self) -> int:
+        """Forward-pass equivalents spent measuring the reach (0 when nothing was run)."""
+        return REACH_PASSES if self._reach is not None and self._reach.factor[0] else 0
