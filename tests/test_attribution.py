@@ -310,3 +310,25 @@ def test_weighted_target_scalars():
     assert target.subset(0).weights is not None
     with pytest.raises(ValueError, match="weights must have the masks' shape"):
         Target("region", (1,), masks, weights=np.ones((4, 4)))
+
+
+@pytest.mark.parametrize("name", ["guided_backprop", "deconvolution", "grad_cam"])
+def test_a_map_that_the_rule_leaves_empty_is_said_so(name):
+    """A class that a rectified feature drives only negatively: guided, deconvolution and Grad-CAM (positive part)
+    give a zero map, and the result says so in one sentence; saliency's map of the same class is not zero."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(2, 2, 1)).eval()
+    with torch.no_grad():
+        net[0].bias.fill_(0.5)                      # the features are active somewhere
+        net[2].weight.copy_(torch.tensor([1.0, 1.0, -1.0, -1.0]).reshape(2, 2, 1, 1, 1))  # class 1 only against them
+        net[2].bias.zero_()
+    x = torch.randn((1, 1, 8, 8, 8), generator=torch.Generator().manual_seed(3))
+    region = np.zeros((8, 8, 8), dtype=bool)
+    region[2:6, 2:6, 2:6] = True
+    target = region_target(region, [0, 1], 2)
+    params = {"layer": "1"} if name == "grad_cam" else {}
+    result = explain(net, x, target, name, class_names=["tissue", "lesion"], **params)
+    assert result.zero_classes == ("lesion",) and np.any(result.for_class("tissue"))
+    assert result.zero_line().startswith(f"The {name} map of lesion is zero everywhere: ")
+    assert method_class(name).zero_reason in result.zero_line()
+    assert np.any(explain(net, x, target, "saliency").for_class(1)) and not explain(net, x, target, "saliency").zero_classes

@@ -373,9 +373,10 @@ class ExplainWidget(ComputeWidget):
         self.viewer.layers.selection.active = self.viewer.layers[shown]
         self.display.set_outcome(outcome, self._magnitudes)
         skipped = f" {skipped_line(result.skipped).capitalize()}." if result.skipped else ""
+        zero = f" {result.zero_line()}." if result.zero_classes else ""
         self.status.setText(
             f"{added} relevance layers ({result.method}, {result.seconds:.1f} s; showing {shown}; the others are "
-            f"in the layer list, or use Grid view): {result.target_description}.{skipped} "
+            f"in the layer list, or use Grid view): {result.target_description}.{skipped}{zero} "
             f"Trust: {self.refresh_trust()}."
         )
 

@@ -152,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         "device": str(device),
         "sequence_shapley": {name: result.sequences.for_class(name) for name in result.class_names},
         "skipped_not_predicted": list(result.skipped),
+        "zero_everywhere": list(result.zero_classes),
         "cost_estimate": result.cost.record() if result.cost is not None else None,
     }
     dicom = {}
@@ -164,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
                               maps=args.format in ("nifti", "both"))
     if result.skipped:
         print(f"{case.name}: {skipped_line(result.skipped)}.")
+    if result.zero_classes:
+        print(f"{case.name}: {result.zero_line()}.")
     print(f"Explained {', '.join(result.class_names)} of {case.name} with {result.method} on {device} "
           f"in {result.seconds:.1f} s ({result.target_description}).")
     for name in result.class_names if args.format in ("nifti", "both") else ():

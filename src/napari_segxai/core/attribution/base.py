@@ -73,6 +73,8 @@ class AttributionMethod:
     uses_baseline: ClassVar[bool] = False     # has the baseline / blur_sigma parameters
     backpropagates: ClassVar[bool] = False    # runs backward passes (its cost needs a timed backward)
     auto_parameters: ClassVar[tuple[str, ...]] = ()   # parameters whose 0 means "chosen for this case and device"
+    #: Why a map of this method can be zero everywhere for a real target (Relevance.zero_line says it).
+    zero_reason: ClassVar[str] = "no relevance reached the input for this target"
     _fixed_baseline: torch.Tensor | None = None
     parameters: ClassVar[Mapping[str, Parameter]] = {}
 
@@ -230,6 +232,21 @@ class Relevance:
     def target_description(self) -> str:
         """One line saying what was explained."""
         return self.target.describe()
+
+    @property
+    def zero_classes(self) -> tuple[str, ...]:
+        """The explained classes whose map is zero everywhere: an answer of the method's rule, said, never hidden."""
+        return tuple(name for name, maps in zip(self.class_names, self.relevance) if not np.any(maps))
+
+    def zero_line(self) -> str:
+        """The sentence for :attr:`zero_classes` ("" when every map has relevance)."""
+        zero = self.zero_classes
+        if not zero:
+            return ""
+        listed = zero[0] if len(zero) == 1 else ", ".join(zero[:-1]) + " and " + zero[-1]
+        return (f"The {self.method} map of {listed} is zero everywhere: {method_class(self.method).zero_reason} "
+                f"(an empty overlay is the method's answer; a gradient method such as saliency shows what the "
+                f"class depends on)")
 
     def for_class(self, name_or_index: str | int) -> np.ndarray:
         """The relevance (C, *spatial) of one explained class, by name or output index."""

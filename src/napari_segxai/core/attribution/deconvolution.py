@@ -13,6 +13,8 @@ class Deconvolution(GradientMethod):
     signed = True
     windowable = True
     parameters = {}
+    zero_reason = ("on every path back some rectifier's output gradient was negative, and deconvolution passes "
+                   "only positive ones")
 
     def attribute_batch(self, network, inputs, target, progress=None, should_cancel=None):
         """Deconvolution maps (B, K_t, C, *spatial): one forward pass, one backward pass per class."""

@@ -70,6 +70,8 @@ class GradCAM(AttributionMethod):
         "interpolation": Parameter("linear", "upsampling of the layer map to the input grid",
                                    choices=("linear", "nearest")),
     }
+    zero_reason = ("the gradient-weighted sum of its layer's channels is negative everywhere, and Grad-CAM keeps "
+                   "only positive evidence (relu=False shows the negative part)")
 
     def _validate(self) -> None:
         self.signed = not self.params["relu"]

@@ -13,6 +13,8 @@ class GuidedBackprop(GradientMethod):
     signed = True
     windowable = True
     parameters = {}
+    zero_reason = ("on every path back some rectifier's gradient was negative, and guided backpropagation passes "
+                   "only positive gradients")
 
     def attribute_batch(self, network, inputs, target, progress=None, should_cancel=None):
         """Guided gradients (B, K_t, C, *spatial): one forward pass, one backward pass per class."""

@@ -116,8 +116,9 @@ def sections(report, top: int) -> list[tuple[str, list]]:
     ]
     if rel is not None:
         out += [
-            ("Relevance", [f"{rel.method}: {rel.target_description} ({rel.seconds:.1f} s).", report.verdict,
-                           figures.relevance_grid(report)]),
+            ("Relevance", [f"{rel.method}: {rel.target_description} ({rel.seconds:.1f} s).", report.verdict]
+                          + ([rel.zero_line() + "."] if rel.zero_classes else [])
+                          + [figures.relevance_grid(report)]),
             ("RoI importance", [figures.roi_bars(report), roi_table(report),
                                 "e(b→a) = share of the class's |relevance| in region b (Agg2Exp); the last columns: "
                                 f"share of each input sequence, from {report.roi.modality_source}."]),
