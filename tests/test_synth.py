@@ -191,3 +191,18 @@ def test_csf_is_dark_on_t1_and_flair_and_bright_on_t2_against_white_matter(seed,
     assert pure_csf.sum() > 300 and pure_white.sum() > 10_000
     difference = {m: float(c[pure_csf].mean() - c[pure_white].mean()) for m, c in zip(case.modalities, case.channels)}
     assert difference["t1"] < -1.5 and difference["flair"] < -0.3 and difference["t2"] > 1.5, difference
+
+
+def test_without_thick_slices_only_the_blur_across_slices_is_left_out():
+    """Seed 3 draws thick slices (blurred along axis 1): without them the label and every other draw are the
+    same, and the channels are sharper across slices (the demo case is made so)."""
+    drawn, thin = generate_case(3, size="toy"), generate_case(3, size="toy", thick_slices=False)
+    assert drawn.params["thick_slice_axis"] == 1 and thin.params["thick_slice_axis"] is None
+    assert {k: v for k, v in drawn.params.items() if not k.startswith("thick")} == \
+        {k: v for k, v in thin.params.items() if not k.startswith("thick")}
+    np.testing.assert_array_equal(drawn.case.label, thin.case.label)
+
+    def across(channels):  # mean absolute difference between neighbouring slices along axis 1
+        return float(np.abs(np.diff(channels, axis=2)).mean())
+
+    assert across(thin.case.channels) > across(drawn.case.channels)   # the noise is added after the blur

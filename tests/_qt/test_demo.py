@@ -67,6 +67,8 @@ def test_demo_writes_the_segmentation_relevance_and_a_picture_of_the_viewer(demo
     (viewer,) = kept
     try:
         assert_every_dock_shows_its_result(viewer)
+        # the clearest layer on top: the largest class (oedema) on the sequence that carries it (FLAIR, Shapley)
+        assert viewer.layers.selection.active.name == f"edema · flair · {demo.DEMO_METHOD}"
         for name, widget in viewer.window.dock_widgets.items():  # what each tab shows (looked at)
             widget.grab().save(str(tmp_path / f"dock_{name.replace(' ', '_')}.png"))
     finally:

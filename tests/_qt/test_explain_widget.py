@@ -79,13 +79,14 @@ def test_explain_widget_adds_one_layer_per_class_and_modality_on_the_case_grid(
             assert layer.colormap.map(np.array([0.5]))[0, 3] < 0.05  # zero relevance is see-through
             assert layer.metadata["segxai_role"] == "relevance"
     assert "predicted region" in widget.status.text()
-    # one map is shown: the class with the largest region, on the modality holding most of its relevance
+    # one map is shown: the class with the largest region, on the sequence that carries it (Shapley values)
     sizes = [int(mask.sum()) for mask in expected.target.masks]
     k = int(np.argmax(sizes))
-    top = MODALITIES[int(np.argmax(np.abs(expected.relevance[k]).reshape(4, -1).sum(1)))]
+    carrier = explain_case(load_case(tiny_case), load_model_card(tiny_card), method="modality_shapley",
+                           classes=[CLASSES[k]], device="cpu", sequences=True).sequences.carrier(CLASSES[k])
     shown = [layer.name for layer in viewer.layers if layer.metadata.get("segxai_role") == "relevance" and layer.visible]
-    assert shown == [f"{CLASSES[k]} · {top} · saliency"]
-    assert viewer.layers.selection.active.name == shown[0]
+    assert shown == [f"{CLASSES[k]} · {carrier} · saliency"]
+    assert viewer.layers.selection.active.name == shown[0] and widget.grid_class.currentText() == CLASSES[k]
 
     # Display controls: the percentile sets the contrast limits, the slider the opacity.
     layer = viewer.layers["edema · flair · saliency"]

@@ -107,9 +107,18 @@ def relevance_limits(maps: np.ndarray, percentile: float, signed: bool, *, sorte
 
 
 def strongest_layer(result) -> str:
-    """The layer to show first: the explained class with the largest target, on the channel holding most of its relevance."""
+    """The layer to show first: the explained class with the largest target, on the sequence that carries it.
+
+    The carrier is the sequence with the largest Shapley value for the class when the result has them
+    (``sequences``, as the demo and ``segxai explain`` compute), else the channel holding most of its relevance.
+    """
     sizes = [int(np.count_nonzero(mask)) for mask in np.asarray(result.target.masks)]
     k = int(np.argmax(sizes)) if sizes else 0
+    sequences = getattr(result, "sequences", None)
+    name = result.class_names[k]
+    if sequences is not None and name in sequences.class_names and tuple(sequences.channel_names) == \
+            tuple(result.channel_names) and np.any(sequences.values[sequences.class_names.index(name)]):
+        return relevance_layer_name(name, sequences.carrier(name), result.method)
     maps = np.asarray(result.relevance[k])
     step = max(1, round((maps[0].size / 1_000_000) ** (1 / max(maps.ndim - 1, 1))))  # every step-th voxel per axis
     sample = maps[(slice(None),) + (slice(None, None, step),) * (maps.ndim - 1)]  # a full-size case: 1 s -> 0.1 s

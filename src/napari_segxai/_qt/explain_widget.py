@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .._layers import Key
 from ..core.attribution.base import DEFAULT_METHOD
 from ..core.attribution.targets import skipped_line
 from .compute_widget import ComputeWidget
@@ -371,7 +372,7 @@ class ExplainWidget(ComputeWidget):
             added += 1
             yield True
         self.viewer.layers.selection.active = self.viewer.layers[shown]
-        self.display.set_outcome(outcome, self._magnitudes)
+        self.display.set_outcome(outcome, self._magnitudes, self.viewer.layers[shown].metadata.get(Key.CLASS, ""))
         skipped = f" {skipped_line(result.skipped).capitalize()}." if result.skipped else ""
         zero = f" {result.zero_line()}." if result.zero_classes else ""
         self.status.setText(

@@ -68,14 +68,17 @@ class RelevanceView(QGroupBox):
         export_row.addWidget(self.save_picture_button)
         form.addRow(export_row)
 
-    def set_outcome(self, outcome: Optional[Outcome], magnitudes: list = ()) -> None:
-        """Take the explanation whose layers are in the viewer (None while they are being replaced)."""
+    def set_outcome(self, outcome: Optional[Outcome], magnitudes: list = (), shown_class: str = "") -> None:
+        """Take the explanation whose layers are in the viewer (None while they are being replaced); the grid
+        offers ``shown_class`` (the class of the layer shown first) first."""
         if outcome is None and self.grid_button.isChecked():
             self.grid_button.setChecked(False)
         self.outcome, self.magnitudes = outcome, list(magnitudes)
         self.grid_class.clear()
         if outcome is not None:
             self.grid_class.addItems(list(outcome.result.class_names))
+            if shown_class in outcome.result.class_names:
+                self.grid_class.setCurrentText(shown_class)
             self._outline_segmentation()
             self._legend()
             if self.whole.isChecked():

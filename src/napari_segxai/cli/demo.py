@@ -174,35 +174,22 @@ def explain_predicted(case, card, segmentation, method: str, network, device, ou
     if not classes:
         print("The model predicted no tumour class on this case, so there is nothing to explain.")
         return None
-    with TerminalProgress(f"explaining {case.name} ({method})") as bar:
+    with TerminalProgress(f"explaining {case.name} ({method}, then which sequence carries each class)") as bar:
         relevance = explain_case(case, card, method=method, classes=classes, network=network, device=device,
-                                 progress=bar)
+                                 progress=bar, sequences=True)
     written = write_relevance(relevance, case.name, out, protected=case.source_paths,
                               details={"model_card": str(card.path), "model": card.name, "device": str(device)})
     print(f"Explained {', '.join(relevance.class_names)} with {relevance.method} in {relevance.seconds:.1f} s "
           f"({relevance.target_description}).")
+    if relevance.zero_classes:
+        print(f"{relevance.zero_line()}.")
     print(f"Relevance maps: {out} ({len(written) - 1} files)")
-    for line in sequence_summary(case, card, classes, network, device, relevance):
-        print(f"  {line}")
-    return relevance
-
-
-def sequence_summary(case, card, classes, network, device, relevance=None) -> list[str]:
-    """Which sequence carries each class: modality_shapley's exact Shapley values, one line per class, largest first.
-
-    Reuses ``relevance`` when it already is modality_shapley's; prints what was run and its seconds.
-    """
-    from ..core.attribution import explain_case
-    from ..core.attribution.modality_shapley import sequence_values
-
-    if relevance is None or relevance.method != SUMMARY_METHOD:
-        with TerminalProgress(f"which sequence carries each class ({SUMMARY_METHOD})") as bar:
-            relevance = explain_case(case, card, method=SUMMARY_METHOD, classes=classes, network=network,
-                                     device=device, progress=bar)
     n = len(relevance.channel_names)
     print(f"Which sequence carries each class ({SUMMARY_METHOD}: exact Shapley values of the {n} sequences from "
-          f"their {2 ** n} coalitions, {relevance.seconds:.1f} s; share of |value|, (-): lowers the class):")
-    return sequence_values(relevance).lines()
+          f"their {2 ** n} coalitions; share of |value|, (-): lowers the class):")
+    for line in relevance.sequences.lines():
+        print(f"  {line}")
+    return relevance
 
 
 def write_case_report(case, card, segmentation, relevance, network, device, out: Path, *, influence: bool):

@@ -207,8 +207,12 @@ def _magnify(q: np.ndarray, centre, sigma_mm, strength: float) -> np.ndarray:
     return q - d * (strength * g)[None]
 
 
-def generate_case(seed: int, *, size: str = "full") -> SynthCase:
-    """A synthetic four-modality case with a three-compartment tumour, made deterministically from ``seed``."""
+def generate_case(seed: int, *, size: str = "full", thick_slices: bool = True) -> SynthCase:
+    """A synthetic four-modality case with a three-compartment tumour, made deterministically from ``seed``.
+
+    ``thick_slices=False`` leaves out the thick-slice blur a case may draw (the demo case: smooth at
+    full screen); the random draws are the same, so everything else about the case is unchanged.
+    """
     if size not in SIZES:
         raise ValueError(f"Unknown synthetic case size {size!r}; use one of {', '.join(SIZES)}.")
     seed = int(seed)
@@ -319,6 +323,8 @@ def generate_case(seed: int, *, size: str = "full") -> SynthCase:
     # Thick slices: one axis blurred in every sequence (partial volume across slices).
     thick_axis = int(rng.integers(3)) if rng.random() < 0.3 else None
     thick_sigma = float(rng.uniform(0.5, 1.5)) * k if thick_axis is not None else 0.0
+    if not thick_slices:
+        thick_axis, thick_sigma = None, 0.0
     for m in range(len(MODALITIES)):
         v = {k: contrasts[k][m] for k in contrasts}
         img = csf * v["csf"] + gm * v["gm"] + wm * v["wm"]
