@@ -529,3 +529,27 @@ def test_supervoxels_follow_edges_and_feed_kernel_shap():
     for j in features.unique()[:5]:
         values = ours[0][features == j]
         assert torch.allclose(values, values[0].expand_as(values))
+
+
+def test_supervoxels_report_progress_and_hear_cancel():
+    """SLIC reports after every neighbouring cell of every iteration and stops when asked; Kernel SHAP over
+    supervoxels keeps one bar: SLIC on its first tenth, then the masked inputs, never going back."""
+    from napari_segxai.core.attribution.kernel_shap import SLIC_SHARE
+    from napari_segxai.core.attribution.supervoxels import slic
+    from napari_segxai.core.progress import Cancelled
+
+    image = torch.randn(2, 12, 12, 8, generator=torch.Generator().manual_seed(0))
+    calls = []
+    slic(image, 4, iterations=3, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, 81) for i in range(81)] + [(81, 81)]   # 3 iterations x 27 neighbouring cells
+    asked = []
+    with pytest.raises(Cancelled):
+        slic(image, 4, iterations=3, should_cancel=lambda: len(asked) > 10 or asked.append(1))
+    assert len(asked) == 11
+    net = tiny_unet(3, 2, 3)
+    target = region_target(np.ones((12, 12, 8), bool), [1, 2], 3)
+    bar = []
+    get_method("kernel_shap", features="supervoxels", cube=4, n_samples=64).attribute(
+        net, image.unsqueeze(0), target, progress=lambda done, total: bar.append(done / total))
+    slic_part = [v for v in bar if v <= SLIC_SHARE]
+    assert len(slic_part) >= 10 and bar == sorted(bar) and bar[-1] == 1.0

@@ -32,6 +32,17 @@ def step(
         progress(done, total)
 
 
+def span(progress: Optional[ProgressFn], start: float, end: float) -> Optional[ProgressFn]:
+    """A callback that reports its ``(done, total)`` as the share ``start``..``end`` of ``progress``'s bar (0..1000)."""
+    if progress is None:
+        return None
+
+    def report(done: int, total: int) -> None:
+        progress(int(1000 * (start + (end - start) * done / max(total, 1))), 1000)
+
+    return report
+
+
 #: A batch of perturbed copies is sized so that one takes about this long: the bar moves and Cancel is heard.
 PACE_SECONDS = 1.5
 

@@ -32,9 +32,10 @@ def cube_features(spatial: tuple[int, ...], side: int, groups: int, device=None)
     return torch.stack([index + g * n_cubes for g in range(groups)])
 
 
-def supervoxel_features(inputs: torch.Tensor, size: int, groups: int, compactness: float) -> torch.Tensor:
+def supervoxel_features(inputs: torch.Tensor, size: int, groups: int, compactness: float, progress=None,
+                        should_cancel=None) -> torch.Tensor:
     """Feature index (groups, *spatial): SLIC supervoxels of the input (all channels), numbered per group."""
-    labels = slic(inputs[0], size, compactness)
+    labels = slic(inputs[0], size, compactness, progress=progress, should_cancel=should_cancel)
     n = int(labels.max()) + 1
     return torch.stack([labels + g * n for g in range(groups)])
 
@@ -110,6 +111,10 @@ def default_samples(m: int) -> int:
 def regression_bytes(n: int, m: int) -> int:
     """Working memory of ``n`` coalitions of ``m`` features: their matrix, the sampler and the regression."""
     return REGRESSION_BYTES_PER_ENTRY * n * m
+
+
+#: The share of the progress bar SLIC's iterations take when the features are supervoxels.
+SLIC_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -249,15 +254,20 @@ class KernelSHAP(BoundedByReach, AttributionMethod):
                              f"coalitions and the regression, more than the {gigabytes(budget)} it may use now; "
                              f"{advice} (n_samples), or raise cube above {self.params['cube']}.")
 
-    def features_of(self, inputs: torch.Tensor) -> torch.Tensor:
+    def features_of(self, inputs: torch.Tensor, progress=None, should_cancel=None) -> torch.Tensor:
         """Feature index (groups, *spatial) of ``inputs`` (1, C, *spatial): cubes or supervoxels, per channel or shared."""
         groups = inputs.shape[1] if self.params["per_channel"] else 1
         if self.params["features"] == "supervoxels":
-            return supervoxel_features(inputs, self.params["cube"], groups, self.params["compactness"])
+            return supervoxel_features(inputs, self.params["cube"], groups, self.params["compactness"], progress,
+                                       should_cancel)
         return cube_features(tuple(inputs.shape[2:]), self.params["cube"], groups, inputs.device)
 
     def _attribute(self, network, inputs, target, progress, should_cancel) -> torch.Tensor:
-        features = self.features_of(inputs)
+        if self.params["features"] == "supervoxels":   # SLIC first, on its share of the bar
+            features = self.features_of(inputs, _progress.span(progress, 0.0, SLIC_SHARE), should_cancel)
+            progress = _progress.span(progress, SLIC_SHARE, 1.0)
+        else:
+            features = self.features_of(inputs)
         m = int(features.max()) + 1
         method = self.ready(network, inputs)
         where = method.support(tuple(inputs.shape[1:]), target)

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Optional
 
 import torch
 
+from ..progress import CancelFn, ProgressFn, step
 
-def slic(image: torch.Tensor, size: int, compactness: float = 1.0, iterations: int = 10) -> torch.Tensor:
+
+def slic(image: torch.Tensor, size: int, compactness: float = 1.0, iterations: int = 10,
+         progress: Optional[ProgressFn] = None, should_cancel: Optional[CancelFn] = None) -> torch.Tensor:
     """Supervoxel labels (*spatial), numbered 0..n-1, of an image (C, *spatial), seeded on a grid of spacing ``size``.
 
     Distance of a voxel to a centre: squared difference of the channels (each divided by its
     standard deviation, averaged over channels) plus (compactness x distance / size)^2. Each
     voxel compares the centres seeded in its own and the neighbouring grid cells, as SLIC's
-    2S search window does; centres move to the mean of their voxels.
+    2S search window does; centres move to the mean of their voxels. Progress is reported, and
+    cancel heard, after each neighbouring cell of each iteration (3^d per iteration).
     """
     if size < 1:
         raise ValueError(f"The supervoxel size must be at least 1 voxel, got {size}.")
@@ -36,9 +41,12 @@ def slic(image: torch.Tensor, size: int, compactness: float = 1.0, iterations: i
     centre_feat = features[seed_index]
     weight = (compactness / size) ** 2
     labels = torch.zeros(coords.shape[0], dtype=torch.long, device=device)
-    for _ in range(iterations):
+    offsets = list(itertools.product((-1, 0, 1), repeat=dims))
+    total = iterations * len(offsets)
+    for iteration in range(iterations):
         best = torch.full((coords.shape[0],), float("inf"), device=device)
-        for offset in itertools.product((-1, 0, 1), repeat=dims):
+        for o, offset in enumerate(offsets):
+            step(iteration * len(offsets) + o, total, progress, should_cancel)
             candidate = cell + torch.tensor(offset, device=device)
             valid = ((candidate >= 0) & (candidate < counts)).all(1)
             index = (candidate.clamp_min(0).minimum(counts - 1) * strides).sum(1)
@@ -52,5 +60,6 @@ def slic(image: torch.Tensor, size: int, compactness: float = 1.0, iterations: i
         sums_feat = torch.zeros_like(centre_feat).index_add_(0, labels, features)
         centre_pos[occupied] = sums_pos[occupied] / members[occupied, None]
         centre_feat[occupied] = sums_feat[occupied] / members[occupied, None]
+    step(total, total, progress, None)
     _, consecutive = torch.unique(labels, return_inverse=True)
     return consecutive.view(spatial)

@@ -249,12 +249,5 @@ class _Stages:
 
     def part(self, index: int):
         """A progress callback for step ``index`` of :data:`STEPS`."""
-        if self.progress is None:
-            return None
         before = sum(self.SHARES[s] for s in STEPS[:index])
-        share = self.SHARES[STEPS[index]]
-
-        def report(done: int, total: int) -> None:
-            self.progress(int(1000 * (before + share * done / max(total, 1))), 1000)
-
-        return report
+        return _progress.span(self.progress, before, before + self.SHARES[STEPS[index]])
