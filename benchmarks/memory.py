@@ -1,6 +1,7 @@
 """Peak memory of every ``segxai`` command on a full-size case, each in its own process.
 
-Run: ``.venv/bin/python benchmarks/memory.py`` (``--help`` for options). Each command runs as a
+Run: ``.venv/bin/python benchmarks/memory.py`` (``--help`` for options; ``--with "--model FOLDER --folds 0"``
+runs every command with another model, an nnU-Net folder for one). Each command runs as a
 child process (``segxai <command> CASE --out <tmp> ...``) and its peak resident set size comes from
 the kernel's accounting for that child (``os.wait4``'s ``ru_maxrss``), so nothing is sampled and
 nothing is missed. The first row, ``segxai --help``, is the floor: the interpreter and the imports.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -79,6 +81,9 @@ def main() -> int:
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="a method parameter for every explain row run (segxai explain --param), e.g. steps=32 "
                              "with --only 'explain integrated_gradients'; repeatable")
+    parser.add_argument("--with", dest="extra", default="", metavar="ARGS",
+                        help="arguments added to every command, e.g. \"--model FOLDER --folds 0 --no-mirroring\" "
+                             "for an nnU-Net model folder (default: the bundled demo model)")
     args = parser.parse_args()
     if not args.case.exists():
         parser.error(f"{args.case} does not exist; give a full-size case with --case.")
@@ -97,6 +102,8 @@ def main() -> int:
         for i, (label, template) in enumerate(rows):
             out = Path(scratch) / f"out{i}"
             argv = SEGXAI + [a.format(case=args.case, out=out) for a in template]
+            if template[0] != "--help":
+                argv += shlex.split(args.extra)
             if template[0] == "explain":
                 argv += [a for p in args.param for a in ("--param", p)]
             free = available_bytes()
