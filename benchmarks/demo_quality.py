@@ -138,7 +138,7 @@ def fold_card(folder: Path, left_out: str, recipe: Path):
     out = folder / f"without-{left_out}"
     if not (out / "card.yaml").is_file():
         import realdata
-        from napari_segxai.core.progress import TerminalProgress
+        from napari_segxai.cli._common import TerminalProgress
         from napari_segxai.core.training.config import load_config, make_config
         from napari_segxai.core.training.loop import train
 
