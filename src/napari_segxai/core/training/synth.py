@@ -208,11 +208,8 @@ def _magnify(q: np.ndarray, centre, sigma_mm, strength: float) -> np.ndarray:
 
 
 def generate_case(seed: int, *, size: str = "full", thick_slices: bool = True) -> SynthCase:
-    """A synthetic four-modality case with a three-compartment tumour, made deterministically from ``seed``.
-
-    ``thick_slices=False`` leaves out the thick-slice blur a case may draw (the demo case: smooth at
-    full screen); the random draws are the same, so everything else about the case is unchanged.
-    """
+    """A synthetic four-modality case with a three-compartment tumour, made deterministically from ``seed``;
+    ``thick_slices=False`` leaves out the thick-slice blur it may draw (the demo case), nothing else."""
     if size not in SIZES:
         raise ValueError(f"Unknown synthetic case size {size!r}; use one of {', '.join(SIZES)}.")
     seed = int(seed)
@@ -321,10 +318,9 @@ def generate_case(seed: int, *, size: str = "full", thick_slices: bool = True) -
     channels = np.empty((len(MODALITIES),) + shape, np.float32)
     noise_levels, bias_levels, gammas = [], [], []
     # Thick slices: one axis blurred in every sequence (partial volume across slices).
-    thick_axis = int(rng.integers(3)) if rng.random() < 0.3 else None
-    thick_sigma = float(rng.uniform(0.5, 1.5)) * k if thick_axis is not None else 0.0
-    if not thick_slices:
-        thick_axis, thick_sigma = None, 0.0
+    drawn = int(rng.integers(3)) if rng.random() < 0.3 else None   # drawn either way: the later draws stay the same
+    sigma = float(rng.uniform(0.5, 1.5)) * k if drawn is not None else 0.0
+    thick_axis, thick_sigma = (drawn, sigma) if thick_slices else (None, 0.0)
     for m in range(len(MODALITIES)):
         v = {k: contrasts[k][m] for k in contrasts}
         img = csf * v["csf"] + gm * v["gm"] + wm * v["wm"]
@@ -389,8 +385,7 @@ def modality_signature(channels: np.ndarray, label: np.ndarray, brain: np.ndarra
 def lesion_free_case(seed: int = 0) -> Case:
     """The generator's MNI152 anatomy with its base contrasts, a little noise and no tumour: a healthy brain, 2 mm.
 
-    A case the bundled tumour model was never trained on (every training case has a tumour), used
-    to test and measure the domain check (benchmarks/domain.py).
+    Never seen by the bundled tumour model (every training case has a tumour): tests and measures the domain check.
     """
     anatomy = _anatomy("full")
     rng = np.random.default_rng(seed)
