@@ -114,8 +114,7 @@ def strongest_layer(result) -> str:
     """
     sizes = [int(np.count_nonzero(mask)) for mask in np.asarray(result.target.masks)]
     k = int(np.argmax(sizes)) if sizes else 0
-    sequences = getattr(result, "sequences", None)
-    name = result.class_names[k]
+    sequences, name = result.sequences, result.class_names[k]
     if sequences is not None and name in sequences.class_names and tuple(sequences.channel_names) == \
             tuple(result.channel_names) and np.any(sequences.values[sequences.class_names.index(name)]):
         return relevance_layer_name(name, sequences.carrier(name), result.method)

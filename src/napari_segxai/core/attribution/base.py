@@ -15,7 +15,7 @@ from .. import progress as _progress
 from .baselines import make_baseline
 from .cost import Passes, Speed, measure_speed
 from .batching import CPU_BATCH_CAP, MEMORY_FRACTION, activation_bytes, samples_per_batch  # noqa: F401 (re-exported)
-from .targets import Target
+from .targets import Target, listed
 
 _REGISTRY: dict[str, type["AttributionMethod"]] = {}
 
@@ -243,8 +243,7 @@ class Relevance:
         zero = self.zero_classes
         if not zero:
             return ""
-        listed = zero[0] if len(zero) == 1 else ", ".join(zero[:-1]) + " and " + zero[-1]
-        return (f"The {self.method} map of {listed} is zero everywhere: {method_class(self.method).zero_reason} "
+        return (f"The {self.method} map of {listed(zero, 'and')} is zero everywhere: {method_class(self.method).zero_reason} "
                 f"(an empty overlay is the method's answer; a gradient method such as saliency shows what the "
                 f"class depends on)")
 

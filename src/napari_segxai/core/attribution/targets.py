@@ -228,7 +228,7 @@ def predicted_target(
         if not present:
             where = f" at probability above {threshold:g}" if confident else ""
             advice = "lower the confidence threshold or " if confident else ""
-            raise ValueError(f"Nothing to explain: no {_listed(skipped)} is predicted in this case{where}; "
+            raise ValueError(f"Nothing to explain: no {listed(skipped)} is predicted in this case{where}; "
                              f"{advice}choose a region or a voxel to explain instead.")
         classes, masks = tuple(classes[k] for k in present), masks[present]
     names = None if class_names is None else tuple(str(class_names[c]) for c in classes)
@@ -239,13 +239,13 @@ def predicted_target(
 
 def skipped_line(skipped: Sequence[str]) -> str:
     """The line that says which chosen classes were not predicted ("no enhancing predicted: skipped")."""
-    return f"no {_listed(skipped)} predicted: skipped" if skipped else ""
+    return f"no {listed(skipped)} predicted: skipped" if skipped else ""
 
 
-def _listed(names: Sequence[str]) -> str:
-    """``a``, ``a or b``, ``a, b or c``."""
+def listed(names: Sequence[str], conjunction: str = "or") -> str:
+    """``a``, ``a or b``, ``a, b or c`` (or with another ``conjunction``)."""
     names = list(names)
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + f" {conjunction} " + names[-1]
 
 
 def region_target(
