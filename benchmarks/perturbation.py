@@ -30,7 +30,10 @@ Parts (``--parts``):
   captum against captum is the noise floor beside Spearman of ours against captum. Spearman is over
   the features' values (a map is constant on each feature), all of them and, apart, the features that
   can reach the target (those ours samples; the others are exactly 0 on a local network); peak memory is the growth of this
-  process's resident memory during the call (``segment.PeakRSS``).
+  process's resident memory during the call (``segment.PeakRSS``). Then, like with like where ours is
+  bounded: captum ``KernelShap`` handed the very coalitions and kernel weights of our seed-0 run over
+  the features in reach (``captum_given_coalitions``), so the two differ only in how the masked
+  inputs are evaluated and the regression solved.
 
 Each line: wall seconds, the ratio captum / ours, Spearman of the maps (all voxels, all channels).
 """
@@ -205,6 +208,50 @@ def captum_kernel_shap(network, x, target, mask, n_samples: int, per_eval: int, 
                                    perturbations_per_eval=per_eval, return_input_shape=False)[0].double()
 
 
+def captum_given_coalitions(network, x, target, features, active, rows, weights, per_eval: int) -> torch.Tensor:
+    """captum ``KernelShap`` handed our coalitions and kernel weights over the ``active`` features: (len(active),).
+
+    Like with like: its sampler yields the two end coalitions (which captum weighs 1e6 to impose
+    efficiency) and then ``rows``, its similarity gives each row our weight. The features that
+    cannot reach the target are one more feature whose baseline is the input itself, so removing it
+    changes nothing, as in ours (where they are never removed); its column is 0 in every coalition,
+    else it would be a free offset beside captum's intercept and undo the empty coalition's anchor.
+    """
+    from captum.attr import KernelShap
+
+    n_active = len(active)
+    lookup = torch.full((int(features.max()) + 1,), n_active, dtype=torch.long)
+    lookup[active] = torch.arange(n_active)
+    index = lookup[features]                                          # (1, *spatial): n_active outside reach
+    mask = index.unsqueeze(0).expand(x.shape).contiguous()
+    baseline = torch.where(index.unsqueeze(0) == n_active, x, torch.zeros_like(x))
+    by_size = {}
+    weights = weights / weights.max()   # a common scale leaves the regression as it is, and captum's 1e6 ends dominate
+    for row, weight in zip(rows, weights):
+        by_size.setdefault(int(row.sum()), float(weight))
+        if abs(by_size[int(row.sum())] - float(weight)) > 1e-12 * float(weight):
+            raise ValueError("coalition weights depend on more than the coalition's size")
+
+    class Given(KernelShap):
+        def kernel_shap_perturb_generator(self, original_inp, **kwargs):
+            yield torch.cat([torch.ones(1, n_active), torch.zeros(1, 1)], 1).long()
+            yield torch.zeros(1, n_active + 1, dtype=torch.long)
+            for row in rows:
+                yield torch.cat([row, torch.zeros(1, dtype=row.dtype)]).long().unsqueeze(0)
+
+        def kernel_shap_similarity_kernel(self, _, __, sample, **kwargs):
+            size = int(sample[0, :n_active].sum())
+            if size in (0, n_active):
+                return torch.tensor([self.inf_weight])
+            return torch.tensor([by_size[size]])
+
+    explainer = Given(lambda inputs: target.scalars(network(inputs)))
+    with torch.no_grad():
+        values = explainer.attribute(x, baselines=baseline, target=0, feature_mask=mask, n_samples=len(rows) + 2,
+                                     perturbations_per_eval=per_eval, return_input_shape=False)[0].double()
+    return values[:n_active]
+
+
 def measured(run):
     """Result, wall seconds and growth of this process's peak resident memory (bytes) of ``run()``."""
     with PeakRSS() as rss:
@@ -265,6 +312,23 @@ def compare_shap(network, x, target, args, size: int, n: int, runs: dict) -> Non
            "in reach: vs itself, seed 1", "max |diff| / max |captum|"], rows)
     print(f"(seed 1: ours took {', '.join(f'{r[1][1]:.1f}' for r in results.values())} s, captum "
           f"{theirs[1][1]:.1f} s. Spearman over the {m} features' values: a map is constant on each feature.)")
+    if where.bounded and active > 1:
+        like_with_like(network, x, target, args, features, reach, n, results[next(iter(runs))][0])
+
+
+def like_with_like(network, x, target, args, features, reach, n: int, ours) -> None:
+    """captum handed the coalitions, weights and features in reach that our bounded run (seed 0) used."""
+    rows, weights = kernel_shap_module.coalitions(len(reach), n, torch.Generator().manual_seed(0))
+    (values, seconds, peak) = measured(lambda: captum_given_coalitions(network, x, target, features, reach, rows,
+                                                                       weights, args.per_eval))
+    mine, our_s = ours[0][reach], ours[1]
+    print(f"\nLike with like: captum `KernelShap` handed the same {len(rows)} coalitions and kernel weights over the same "
+          f"{len(reach)} features in reach (the rest one feature with the input as its baseline: never removed, as in ours)")
+    table(["method", "wall s", "captum / this", "peak RSS growth GiB", "Spearman vs captum",
+           "max |diff| / max |captum|"],
+          [["ours (bounded, as shipped, seed 0)", f"{our_s:.1f}", f"{seconds / our_s:.1f}x", f"{ours[2] / 2**30:.2f}",
+            rho(mine, values), f"{float((mine - values).abs().max() / values.abs().max()):.1e}"],
+           ["captum `KernelShap`, our coalitions", f"{seconds:.1f}", "1.0x", f"{peak / 2**30:.2f}", "1", "0"]])
 
 
 def part_kernelshap(args) -> None:
