@@ -341,6 +341,40 @@ def test_kernel_shap_agrees_with_captum_kernel_shap_on_a_feature_mask():
     torch.testing.assert_close(ours.sum(1), reference.sum(1), rtol=1e-3, atol=1e-3)  # both S(x) - S(baseline)
 
 
+def test_sampled_kernel_shap_is_captums_regression_on_the_same_coalitions():
+    """Sampled (not enumerated): handed our coalitions and kernel weights, captum's KernelShap finds our values."""
+    from napari_segxai.core.attribution.kernel_shap import coalitions, cube_features
+
+    torch.manual_seed(0)
+    net = UNet(2, 2, 3, channels=(4, 8), strides=(2,), num_res_units=1).eval()
+    x = torch.randn(1, 2, 16, 12, generator=torch.Generator().manual_seed(2))
+    target = region_target(np.ones((16, 12), bool), [1], 3)
+    features = cube_features((16, 12), 4, 1)  # 4 x 3 cubes shared by both channels: 12 features
+    m, n = 12, 100                           # 100 of 4094 coalitions: sizes 1 and 11 enumerated, the rest drawn
+    ours = per_feature(get_method("kernel_shap", cube=4, per_channel=False, n_samples=n).attribute(net, x, target),
+                       features)[0]
+    rows, weights = coalitions(m, n, torch.Generator().manual_seed(0))   # the method's own draw (seed 0)
+    by_size = {int(r.sum()): float(w / weights.max()) for r, w in zip(rows, weights)}
+
+    class Given(KernelShap):
+        def kernel_shap_perturb_generator(self, original_inp, **kwargs):
+            yield torch.ones(1, m, dtype=torch.long)
+            yield torch.zeros(1, m, dtype=torch.long)
+            yield from (row.long().unsqueeze(0) for row in rows)
+
+        def kernel_shap_similarity_kernel(self, _, __, sample, **kwargs):
+            size = int(sample.sum())
+            return torch.tensor([self.inf_weight if size in (0, m) else by_size[size]])
+
+    with torch.no_grad():
+        theirs = Given(scalar_of_class(net, target, 0)).attribute(
+            x, baselines=0.0, feature_mask=features.expand(2, -1, -1).unsqueeze(0), n_samples=n + 2,
+            perturbations_per_eval=50, return_input_shape=False)[0].double()
+    sizes = rows.sum(1)
+    assert all(torch.allclose(weights[sizes == t], weights[sizes == t][0]) for t in by_size)   # one weight per size
+    assert torch.allclose(theirs, ours, rtol=1e-3, atol=1e-4 * float(theirs.abs().max())), (ours, theirs)
+
+
 def test_kernel_shap_needs_more_samples_than_features():
     net = tiny_unet(3, 2, 3)
     target = region_target(np.ones((16,) * 3, bool), 1, 3)
