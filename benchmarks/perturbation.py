@@ -225,6 +225,7 @@ def captum_given_coalitions(network, x, target, features, active, rows, weights,
     index = lookup[features]                                          # (1, *spatial): n_active outside reach
     mask = index.unsqueeze(0).expand(x.shape).contiguous()
     baseline = torch.where(index.unsqueeze(0) == n_active, x, torch.zeros_like(x))
+    extra = int(bool((index == n_active).any()))                      # 1: the features out of reach, as one
     by_size = {}
     weights = weights / weights.max()   # a common scale leaves the regression as it is, and captum's 1e6 ends dominate
     for row, weight in zip(rows, weights):
@@ -234,10 +235,10 @@ def captum_given_coalitions(network, x, target, features, active, rows, weights,
 
     class Given(KernelShap):
         def kernel_shap_perturb_generator(self, original_inp, **kwargs):
-            yield torch.cat([torch.ones(1, n_active), torch.zeros(1, 1)], 1).long()
-            yield torch.zeros(1, n_active + 1, dtype=torch.long)
+            yield torch.cat([torch.ones(1, n_active), torch.zeros(1, extra)], 1).long()
+            yield torch.zeros(1, n_active + extra, dtype=torch.long)
             for row in rows:
-                yield torch.cat([row, torch.zeros(1, dtype=row.dtype)]).long().unsqueeze(0)
+                yield torch.cat([row, torch.zeros(extra, dtype=row.dtype)]).long().unsqueeze(0)
 
         def kernel_shap_similarity_kernel(self, _, __, sample, **kwargs):
             size = int(sample[0, :n_active].sum())
@@ -312,21 +313,23 @@ def compare_shap(network, x, target, args, size: int, n: int, runs: dict) -> Non
            "in reach: vs itself, seed 1", "max |diff| / max |captum|"], rows)
     print(f"(seed 1: ours took {', '.join(f'{r[1][1]:.1f}' for r in results.values())} s, captum "
           f"{theirs[1][1]:.1f} s. Spearman over the {m} features' values: a map is constant on each feature.)")
-    if where.bounded and active > 1:
-        like_with_like(network, x, target, args, features, reach, n, results[next(iter(runs))][0])
+    if active > 1:
+        first = next(iter(runs))
+        like_with_like(network, x, target, args, features, reach, n, first, results[first][0])
 
 
-def like_with_like(network, x, target, args, features, reach, n: int, ours) -> None:
-    """captum handed the coalitions, weights and features in reach that our bounded run (seed 0) used."""
+def like_with_like(network, x, target, args, features, reach, n: int, name: str, ours) -> None:
+    """captum handed the coalitions, weights and features (in reach, when bounded) that our first run (seed 0) used."""
     rows, weights = kernel_shap_module.coalitions(len(reach), n, torch.Generator().manual_seed(0))
     (values, seconds, peak) = measured(lambda: captum_given_coalitions(network, x, target, features, reach, rows,
                                                                        weights, args.per_eval))
     mine, our_s = ours[0][reach], ours[1]
     print(f"\nLike with like: captum `KernelShap` handed the same {len(rows)} coalitions and kernel weights over the same "
-          f"{len(reach)} features in reach (the rest one feature with the input as its baseline: never removed, as in ours)")
+          f"{len(reach)} features" + (f" in reach (the other {len(features.unique()) - len(reach)} as one feature with the "
+          f"input as its baseline: never removed, as in ours)" if len(reach) < len(features.unique()) else ""))
     table(["method", "wall s", "captum / this", "peak RSS growth GiB", "Spearman vs captum",
            "max |diff| / max |captum|"],
-          [["ours (bounded, as shipped, seed 0)", f"{our_s:.1f}", f"{seconds / our_s:.1f}x", f"{ours[2] / 2**30:.2f}",
+          [[f"{name}, seed 0", f"{our_s:.1f}", f"{seconds / our_s:.1f}x", f"{ours[2] / 2**30:.2f}",
             rho(mine, values), f"{float((mine - values).abs().max() / values.abs().max()):.1e}"],
            ["captum `KernelShap`, our coalitions", f"{seconds:.1f}", "1.0x", f"{peak / 2**30:.2f}", "1", "0"]])
 
