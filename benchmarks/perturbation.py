@@ -30,10 +30,10 @@ Parts (``--parts``):
   captum against captum is the noise floor beside Spearman of ours against captum. Spearman is over
   the features' values (a map is constant on each feature), all of them and, apart, the features that
   can reach the target (those ours samples; the others are exactly 0 on a local network); peak memory is the growth of this
-  process's resident memory during the call (``segment.PeakRSS``). Then, like with like where ours is
-  bounded: captum ``KernelShap`` handed the very coalitions and kernel weights of our seed-0 run over
-  the features in reach (``captum_given_coalitions``), so the two differ only in how the masked
-  inputs are evaluated and the regression solved.
+  process's resident memory during the call (``segment.PeakRSS``). Then, like with like: captum
+  ``KernelShap`` handed the very coalitions and kernel weights of our first seed-0 run over the features
+  it sampled (those in reach where it is bounded; ``captum_given_coalitions``), so the two differ only
+  in how the masked inputs are evaluated and the regression solved.
 
 Each line: wall seconds, the ratio captum / ours, Spearman of the maps (all voxels, all channels).
 """
