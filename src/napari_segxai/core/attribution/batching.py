@@ -10,11 +10,13 @@ from ..memory import available_memory
 from ._hooks import forward_with_hooks
 
 # Perturbed copies run together use at most this share of free memory, and on CPU at most
-# CPU_BATCH_CAP bytes in all: bigger CPU batches are not faster, and a process already holding
-# about 1.5 GB (torch, a model, a 240 x 240 x 155 case and its relevance) then peaks under 4 GB.
-# GPUs gain from filling their memory.
+# CPU_BATCH_CAP bytes in all (as fitting_batch costs a batch): on CPU a batch runs slower per copy
+# once its activations outgrow the caches. `benchmarks/batch_size.py` (demo UNet, 2-core EPYC):
+# the fastest forward batch was 16 copies at 32^3, 8 at 48^3 and 4 at 64^3 (about 100-200 MB), and
+# 64 copies ran 1.4-2.0x slower per copy; with gradients the fastest sat at 4-16 copies. This cap
+# picks 40 / 12 / 5 forward copies there. GPUs gain from filling their memory.
 MEMORY_FRACTION = 0.5
-CPU_BATCH_CAP = 2_500_000_000
+CPU_BATCH_CAP = 256_000_000
 
 
 def activation_bytes(network: torch.nn.Module, sample: torch.Tensor) -> int:
