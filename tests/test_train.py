@@ -232,6 +232,24 @@ def test_default_inference_window_is_the_training_crop():
     assert make_config({"inference": {"roi_size": [24, 24, 24]}})["inference"]["roi_size"] == [24, 24, 24]
 
 
+@pytest.mark.parametrize("offset, lowest, highest", [(0.25, 16, 48), (0.5, 1, 63)])
+def test_crop_offset_places_the_drawn_tumour_voxel(offset, lowest, highest):
+    """With offset 0.25 the drawn voxel stays in the crop's middle half; with 0.5 it can fall anywhere in the crop."""
+    from napari_segxai.core.training.pool import PoolCase, random_crop
+
+    target = np.zeros((256, 256, 256), np.uint8)
+    target[128, 128, 128] = 1
+    case = PoolCase(np.ones((1,) + target.shape, np.float16), target, np.array([[128, 128, 128]], np.int16),
+                    np.array([[128, 128, 128]], np.int16))
+    config = make_config({"crop": {"size": [64, 64, 64], "offset": offset}})
+    rng = np.random.default_rng(0)
+    where = np.array([np.argwhere(random_crop(case, config, rng, True)[1])[0] for _ in range(400)])
+    assert where.min() >= lowest and where.max() <= highest
+    assert where.min() <= lowest + 2 and where.max() >= highest - 2   # the whole range is reached
+    with pytest.raises(ValueError, match="crop.offset must be a share of the crop size from 0 to 0.5"):
+        make_config({"crop": {"offset": 0.75}})
+
+
 def test_config_mistakes_are_value_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown setting 'epochs'"):
         make_config({"epochs": 3})

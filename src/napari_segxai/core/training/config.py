@@ -30,7 +30,9 @@ DEFAULT_CONFIG: dict = {
     # generated ones are rarely seen); without a dataset it has no effect.
     "data": {"size": "full", "seed_start": 1000, "initial_cases": 40, "cases": 120, "grow_every": 10,
              "dataset": None, "generated": 0, "dataset_fraction": None},
-    "crop": {"size": [64, 64, 64], "per_step": 2, "tumour_fraction": 0.7},
+    # offset: the crop's centre moves from the drawn voxel by up to this share of the crop size per axis
+    # (0.25 keeps that voxel in the crop's middle half; 0.5 lets it fall anywhere in the crop)
+    "crop": {"size": [64, 64, 64], "per_step": 2, "tumour_fraction": 0.7, "offset": 0.25},
     "augmentation": {
         "flip_axes": [0], "gamma": [0.7, 1.5], "gamma_probability": 0.5, "scale": [0.8, 1.25],
         "shift": [-0.25, 0.25], "noise_sd": [0.0, 0.1], "channel_probability": 0.8,
@@ -102,6 +104,9 @@ def _validate(config: dict, source: str) -> None:
         raise ValueError(f"{source}: a 2D model needs slice_axis 0, 1 or 2, got {config['slice_axis']!r}.")
     if len(config["crop"]["size"]) != dims:
         raise ValueError(f"{source}: crop.size must give {dims} sizes for a {dims}D model, got {config['crop']['size']}.")
+    offset = config["crop"]["offset"]
+    if not isinstance(offset, (int, float)) or not 0 <= offset <= 0.5:
+        raise ValueError(f"{source}: crop.offset must be a share of the crop size from 0 to 0.5, got {offset!r}.")
     if len(config["inference"]["roi_size"]) != dims:
         raise ValueError(f"{source}: inference.roi_size must give {dims} sizes, got {config['inference']['roi_size']}.")
     kwargs = config["kwargs"]

@@ -56,7 +56,8 @@ def random_crop(case: PoolCase, config: dict, rng: np.random.Generator, near_tum
         image = np.take(image, centre[axis], axis=axis + 1)
         target = np.take(target, centre[axis], axis=axis)
         centre = np.delete(centre, axis)
-    centre = centre + rng.integers(-size[0] // 4, size[0] // 4 + 1, len(centre))
+    reach = min(int(size[0] * config["crop"]["offset"]), (size[0] - 1) // 2)   # the drawn voxel stays in the crop
+    centre = centre + rng.integers(-reach, reach + 1, len(centre))
     spatial = target.shape
     starts = [int(np.clip(c - s // 2, 0, max(n - s, 0))) for c, s, n in zip(centre, size, spatial)]
     box = tuple(slice(a, a + s) for a, s in zip(starts, size))
