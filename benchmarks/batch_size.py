@@ -4,8 +4,9 @@ Run: ``nice -n 5 .venv/bin/python benchmarks/batch_size.py`` (``--help`` for opt
 demo UNet (or ``--model CARD``) on random inputs of its channels and each ``--sides`` cube: for each
 batch size, the milliseconds per copy of a forward pass (what occlusion, KernelSHAP and the Trust
 measures run) and of a forward plus backward pass of one class's summed logits (what Integrated
-Gradients and SmoothGrad run), interleaved over ``--repeats`` rounds after a warm-up, median per
-size. Beside each: the batch ``core.attribution.batching.samples_per_batch`` picks for that input
+Gradients and SmoothGrad run), interleaved over ``--repeats`` rounds, median per size; each timed
+pass follows an untimed one of the same shape (a method's batches repeat one shape, and the first
+pass of a new shape builds its kernels). Beside each: the batch ``core.attribution.batching.samples_per_batch`` picks for that input
 (as occlusion asks it: forward only; as Integrated Gradients asks it: with gradients and its
 per-copy maps), so the rule can be read against the measured optimum.
 """
@@ -59,10 +60,12 @@ def main() -> None:
         picked = {False: samples_per_batch(network, x[:1], 10_000, with_gradients=False),
                   True: samples_per_batch(network, x[:1], 10_000, with_gradients=True, maps_per_sample=3)}
         for with_gradients in (False, True):
-            per_copy_ms(network, x[:2], with_gradients)  # warm-up
             times: dict[int, list[float]] = {n: [] for n in sizes}
             for _ in range(args.repeats):
                 for n in sizes:
+                    # a method runs batches of one shape: the first pass of a new shape (oneDNN builds its
+                    # kernels for it) is not timed, as a method's later batches do not pay it
+                    per_copy_ms(network, x[:n], with_gradients)
                     times[n].append(per_copy_ms(network, x[:n], with_gradients))
             medians = {n: statistics.median(v) for n, v in times.items()}
             best = min(medians, key=medians.get)

@@ -11,12 +11,15 @@ from ._hooks import forward_with_hooks
 
 # Perturbed copies run together use at most this share of free memory, and on CPU at most
 # CPU_BATCH_CAP bytes in all (as fitting_batch costs a batch): on CPU a batch runs slower per copy
-# once its activations outgrow the caches. `benchmarks/batch_size.py` (demo UNet, 2-core EPYC):
-# the fastest forward batch was 16 copies at 32^3, 8 at 48^3 and 4 at 64^3 (about 100-200 MB), and
-# 64 copies ran 1.4-2.0x slower per copy; with gradients the fastest sat at 4-16 copies. This cap
-# picks 40 / 12 / 5 forward copies there. GPUs gain from filling their memory.
+# once its activations outgrow the caches. `benchmarks/batch_size.py` (demo UNet, 2-core EPYC,
+# RESULTS.md "Batch size on the CPU"): forward passes were fastest at 8-16 copies of 32^3, 8 of
+# 48^3 and 2-8 of 64^3, and 64 copies ran 1.6-2.0x slower per copy; with gradients the fastest were
+# 16, 4 and 2. One copy alone ran 2.3-6x slower per copy than two, so the cap never cuts a CPU batch
+# below CPU_FEWEST_COPIES where the memory holds them. This picks 40 / 12 / 5 forward copies and
+# 17 / 4 / 2 with gradients there. GPUs gain from filling their memory.
 MEMORY_FRACTION = 0.5
 CPU_BATCH_CAP = 256_000_000
+CPU_FEWEST_COPIES = 2
 
 
 def activation_bytes(network: torch.nn.Module, sample: torch.Tensor) -> int:
@@ -66,7 +69,7 @@ def fitting_batch(activations: int, sample_bytes: int, n_samples: int, *, with_g
     fixed = activations if with_gradients else 0
     per_sample = (2 if with_gradients else 1) * activations + maps
     device = torch.device(device)
-    budget = available_memory(device) * MEMORY_FRACTION
+    count = int((available_memory(device) * MEMORY_FRACTION - fixed) // per_sample)
     if device.type == "cpu":
-        budget = min(budget, CPU_BATCH_CAP)
-    return max(1, min(n_samples, int((budget - fixed) // per_sample)))
+        count = min(count, max(CPU_FEWEST_COPIES, int((CPU_BATCH_CAP - fixed) // per_sample)))
+    return max(1, min(n_samples, count))
