@@ -58,6 +58,8 @@ class JobRunner(QObject):
         self._shutting_down = False  # shutdown() is waiting for the worker (the events it processes may close again)
         self._cancel_requested = threading.Event()
         self._napari_progress: Optional[cancelable_progress] = None
+        self._latest: Optional[tuple[int, int]] = None  # progress not shown yet (see _on_progress)
+        self._showing = False  # _on_progress is drawing (napari's bar processes events meanwhile)
         self.advanced.connect(self._on_progress)
         cancel_button.clicked.connect(self.cancel)
         cancel_button.setEnabled(False)
@@ -106,7 +108,27 @@ class JobRunner(QObject):
             self.status.setText("Cancelling…")
 
     def _on_progress(self, done: int, total: int) -> None:
-        """Show ``done`` of ``total`` on the widget's bar and on napari's activity bar."""
+        """Show ``done`` of ``total`` on the widget's bar and on napari's activity bar.
+
+        napari's bar processes Qt events while it draws, which delivers the next queued progress
+        signal inside this call. A nested call only leaves its values for the outer one to draw, so a
+        burst of signals (a worker stepping fast while the window is busy or closing) cannot recurse
+        without bound. Nothing is drawn once the window is closing.
+        """
+        if self._closing:
+            return
+        self._latest = (done, total)
+        if self._showing:
+            return
+        self._showing = True
+        try:
+            while self._latest is not None:
+                (done, total), self._latest = self._latest, None
+                self._show_progress(done, total)
+        finally:
+            self._showing = False
+
+    def _show_progress(self, done: int, total: int) -> None:
         total = max(int(total), 1)
         if self.progress_bar.maximum() != total:
             self.progress_bar.setRange(0, total)
