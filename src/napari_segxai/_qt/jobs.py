@@ -165,6 +165,7 @@ class JobRunner(QObject):
 
     def _on_returned(self, outcome: Outcome, description: str, on_result: Callable[[Outcome], None]) -> None:
         """Hand a result to the widget (main thread), or report why there is none."""
+        self._latest = None  # progress still waiting to be drawn is older than this end: the bar shows the end
         if self._closing:
             return
         if outcome.cancelled:
