@@ -1,0 +1,128 @@
+"""One input at a time on the CPU: torch's own kernel choice against ``core.model.lone_copy.prefer_onednn``.
+
+Run: ``nice -n 5 .venv/bin/python benchmarks/lone_copy.py`` (``--help`` for options). Two parts:
+
+* ``copies``: the bundled demo UNet (or ``--model CARD``) on one random input of each ``--sides``
+  cube: milliseconds of a forward pass and of a forward plus backward pass of one class's summed
+  logits, with torch's kernels (``slow_conv3d`` for these shapes) and with oneDNN, and per copy of a
+  batch of two with torch's kernels; interleaved over ``--repeats`` rounds, median, each timed pass after an
+  untimed one of its shape.
+* ``case``: the real full-size case TCGA-DU-7294 (4 x 240 x 240 x 155) with the same model: ``segment()``
+  at the card's ``sw_batch_size`` and at 1 (what nnU-Net folders and MONAI bundles use by default),
+  and ``explain_case`` of saliency, Grad-CAM and LRP (window by window, one window at a time) on the
+  predicted classes, each with torch's kernels and with oneDNN, alternating, ``--case-repeats`` rounds,
+  the best of each; the maps' largest difference is printed with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+REALDATA = ROOT.parent / "shared" / "realdata" / "TCGA-DU-7294"
+
+
+def torch_kernels(network: torch.nn.Module) -> torch.nn.Module:
+    """``network`` back on torch's own kernel choice (undoes ``prefer_onednn``, in place)."""
+    for module in network.modules():
+        vars(module).pop("_conv_forward", None)
+    return network
+
+
+def pass_ms(network: torch.nn.Module, x: torch.Tensor, with_gradients: bool) -> float:
+    """Milliseconds of one pass of the batch ``x`` (forward, or forward and backward)."""
+    start = time.perf_counter()
+    if with_gradients:
+        x = x.clone().requires_grad_(True)
+        network(x)[:, 1].sum().backward()
+    else:
+        with torch.inference_mode():
+            network(x)
+    return 1000 * (time.perf_counter() - start)
+
+
+def copies(card, sides: list[int], repeats: int) -> None:
+    from napari_segxai.core.model.card import build_network
+
+    networks = {"torch's kernels": torch_kernels(build_network(card, "cpu")), "oneDNN": build_network(card, "cpu")}
+    for side in sides:
+        x = torch.randn((2, len(card.modalities)) + (side,) * card.spatial_dims)
+        for with_gradients in (False, True):
+            runs = {**{(name, 1): [] for name in networks}, ("torch's kernels", 2): []}
+            for _ in range(repeats):
+                for name, n in runs:
+                    pass_ms(networks[name], x[:n], with_gradients)
+                    runs[(name, n)].append(pass_ms(networks[name], x[:n], with_gradients) / n)
+            ms = {key: statistics.median(v) for key, v in runs.items()}
+            plain, fast, pair = ms[("torch's kernels", 1)], ms[("oneDNN", 1)], ms[("torch's kernels", 2)]
+            kind = "forward + backward" if with_gradients else "forward"
+            print(f"{side}^{card.spatial_dims} {kind}, one input: torch's kernels {plain:.1f} ms, oneDNN {fast:.1f} ms "
+                  f"({plain / fast:.2f}x); a batch of two with torch's kernels {pair:.1f} ms per copy", flush=True)
+
+
+def case(card, repeats: int) -> None:
+    from napari_segxai.core.attribution.explain_case import explain_case
+    from napari_segxai.core.io.nifti import load_case
+    from napari_segxai.core.model.card import build_network
+    from napari_segxai.core.model.inference import segment
+
+    image = load_case(REALDATA)
+    networks = {"torch's kernels": torch_kernels(build_network(card, "cpu")), "oneDNN": build_network(card, "cpu")}
+    cards = {f"segment, sw_batch_size {n}": dataclasses.replace(card, sw_batch_size=n)
+             for n in sorted({card.sw_batch_size, 1})}
+    jobs = {label: (lambda network, c=c: segment(image, c, network=network, device="cpu").labels)
+            for label, c in cards.items()}
+    for method in ("saliency", "grad_cam", "lrp"):
+        jobs[f"explain {method}"] = (lambda network, m=method: explain_case(
+            image, card, m, network=network, device="cpu").relevance)
+    for label, job in jobs.items():
+        seconds: dict[str, list[float]] = {name: [] for name in networks}
+        results = {}
+        for _ in range(repeats):
+            for name, network in networks.items():
+                start = time.perf_counter()
+                results[name] = np.asarray(job(network), dtype=np.float64)
+                seconds[name].append(time.perf_counter() - start)
+        plain, fast = min(seconds["torch's kernels"]), min(seconds["oneDNN"])
+        a, b = results["torch's kernels"], results["oneDNN"]
+        if label.startswith("segment"):
+            agree = f"labels differ on {int(np.count_nonzero(a != b))} of {a.size} voxels"
+        else:
+            agree = f"max |diff| / max |map| {np.abs(a - b).max() / max(np.abs(a).max(), 1e-30):.1e}"
+        print(f"{label}: torch's kernels {plain:.1f} s, oneDNN {fast:.1f} s ({plain / fast:.2f}x); {agree}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="a model card (default: the bundled demo card)")
+    parser.add_argument("--parts", default="copies,case", help="copies, case or both (default)")
+    parser.add_argument("--sides", default="32,48,64", help="input cube sides for copies (default 32,48,64)")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds for copies (default 5)")
+    parser.add_argument("--case-repeats", type=int, default=2, help="alternating rounds for case (default 2)")
+    args = parser.parse_args()
+
+    from napari_segxai.core.model.card import default_model_card
+    from napari_segxai.core.model.loading import load_model_card
+
+    card = load_model_card(args.model) if args.model else default_model_card()
+    print(f"{platform.machine()} ({platform.processor() or 'cpu'}), {os.cpu_count()} cores, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), load average {os.getloadavg()[0]:.2f} at the start; model {card.name}")
+    parts = args.parts.split(",")
+    if "copies" in parts:
+        copies(card, [int(s) for s in args.sides.split(",")], args.repeats)
+    if "case" in parts:
+        case(card, args.case_repeats)
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+
+
+if __name__ == "__main__":
+    main()

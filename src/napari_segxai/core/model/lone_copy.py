@@ -1,0 +1,67 @@
+"""Convolutions of a lone input on the CPU through oneDNN, as a batch would run them.
+
+torch picks a kernel per convolution call. Its rule (``use_mkldnn`` in ATen's
+``ConvUtils.h``) sends a float32 CPU convolution to oneDNN only when the batch holds more than
+one input, the kernel is larger than 3x3 in its last two axes, the groups are several, or
+batch x channels x the first two spatial sizes exceeds 20480 voxels; otherwise it runs torch's
+native kernels (``slow_conv3d_forward``). The rule was made for 2D images: the convolutions of a
+small 3D network on one window fall on the native side, 2.3-6x slower per input than a batch of
+two (``benchmarks/batch_size.py``, RESULTS.md "Batch size on the CPU"). Segmentation with one
+window per batch and relevance computed window by window run one input at a time.
+
+:func:`prefer_onednn` gives each ``Conv2d`` / ``Conv3d`` of a network a ``_conv_forward`` that
+sends exactly those calls to oneDNN: without gradients it calls ``mkldnn_convolution`` directly;
+when autograd records the call it runs the input beside a copy of itself (a batch of two, which
+torch sends to oneDNN forward and backward) and keeps the first output, because torch's backward
+of a direct oneDNN call goes back to the native kernels. Every other call runs as before. The
+outputs and gradients equal torch's to float32 rounding (``tests/test_lone_copy.py``); hooks on the
+module see the lone input and output as before. Speed: ``benchmarks/batch_size.py --lone``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+#: batch x channels x first two spatial sizes above which torch already uses oneDNN (ATen's rule).
+NATIVE_LIMIT = 20480
+
+
+class LoneCopyConvolution:
+    """A ``Conv2d`` / ``Conv3d``'s ``_conv_forward`` that runs a lone float32 CPU input on oneDNN."""
+
+    def __init__(self, conv: torch.nn.Module):
+        self.conv = conv
+
+    def __call__(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        conv = self.conv
+        run = type(conv)._conv_forward
+        if not _native_would_run(conv, input, weight):
+            return run(conv, input, weight, bias)
+        recorded = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias))
+        if recorded or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            return run(conv, torch.cat([input, input]), weight, bias)[:1]
+        return torch.ops.aten.mkldnn_convolution(input, weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups)
+
+
+def _native_would_run(conv: torch.nn.Module, input: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether torch would run this call on its native kernels where oneDNN could (ATen's ``use_mkldnn``)."""
+    if input.shape[0] != 1 or input.device.type != "cpu" or input.dtype != torch.float32 or input.is_mkldnn:
+        return False
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return False
+    one_by_one = weight.shape[-1] == 1 and weight.shape[-2] == 1
+    strided = any(s != 1 for s in conv.stride) or any(d != 1 for d in conv.dilation)
+    if one_by_one and not strided and torch.get_num_threads() == 1:
+        return False  # torch's rule: native is faster for 1x1 kernels on one thread
+    large_kernel = weight.shape[-1] > 3 and weight.shape[-2] > 3
+    return conv.groups == 1 and not large_kernel and math.prod(input.shape[:4]) <= NATIVE_LIMIT
+
+
+def prefer_onednn(network: torch.nn.Module) -> torch.nn.Module:
+    """``network`` with every ``Conv2d`` / ``Conv3d`` running a lone CPU input on oneDNN (in place; returned)."""
+    for module in network.modules():
+        if type(module) in (torch.nn.Conv2d, torch.nn.Conv3d) and "_conv_forward" not in vars(module):
+            module._conv_forward = LoneCopyConvolution(module)
+    return network
