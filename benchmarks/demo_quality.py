@@ -18,8 +18,8 @@ model (default: the bundled ``demo3d`` and ``demo2d`` cards), with the code of `
 * the training record of each card (parameters, updates, minutes, training cases) from its
   manifest, and the seconds per case.
 
-``--overlap`` and ``--roi-size`` replace the card's sliding-window overlap and window size (same
-weights) to measure other inference settings; ``--overlaps 0.25,0.5,0.75`` repeats everything at each.
+``--overlap`` and ``--roi-size`` replace the cards' sliding-window overlap and window size (same
+weights; the leave-one-out models' too) to measure other inference settings; ``--overlaps 0.25,0.5,0.75`` repeats everything at each.
 ``--leave-one-out DIR`` scores each labelled real case (``benchmarks/realdata.py``) with a model
 that did not train on it: ``DIR/without-CASE``, trained there first with ``--recipe`` (default
 ``configs/demo3d.yaml``, the bundled model's recipe) on the other real cases and the generated ones
@@ -152,8 +152,9 @@ def fold_card(folder: Path, left_out: str, recipe: Path):
     return load_model_card(out / "card.yaml")
 
 
-def leave_one_out(folder: Path, recipe: Path, overlaps: list[float], reference: str, device: str, csv_rows: list) -> None:
-    """Each labelled real case segmented by the model that did not train on it, at each overlap."""
+def leave_one_out(folder: Path, recipe: Path, overlaps: list[float], reference: str, device: str, csv_rows: list,
+                  roi_size: tuple[int, ...] | None = None) -> None:
+    """Each labelled real case segmented by the model that did not train on it, at each overlap (and ``roi_size``)."""
     import realdata
 
     print(f"\n[leave-one-out] recipe {recipe}, models in {folder}")
@@ -163,11 +164,11 @@ def leave_one_out(folder: Path, recipe: Path, overlaps: list[float], reference: 
             print(f"  {name}: not in {REALDATA}, skipped")
             continue
         card = fold_card(folder, name, recipe)
-        print(f"  without {name}: {training_text(card)}")
+        print(f"  without {name}: {training_text(card)}; windows {roi_size or card.roi_size}")
         network = build_network(card, device)
         case = load_case(REALDATA / name)
         for overlap in overlaps:
-            fold = dataclasses.replace(card, overlap=overlap)
+            fold = dataclasses.replace(card, overlap=overlap, roi_size=roi_size or card.roi_size)
             row = evaluate_case(case, _reference(REALDATA / name, reference), fold, network=network, device=device)
             csv_rows += long_rows([row], f"without {name}", fold, "leave-one-out", case_windows(case, fold))
             table.append((name, overlap, row))
@@ -193,7 +194,8 @@ def main(argv=None) -> int:
     parser.add_argument("--reference", default="fusion_mav", help="reference label stem in each --real folder")
     parser.add_argument("--overlap", type=float, default=None, help="replace the cards' sliding-window overlap")
     parser.add_argument("--roi-size", default=None,
-                        help="replace the cards' window size, comma-separated (e.g. 104,120,96)")
+                        help="replace the cards' window size, comma-separated (e.g. 104,120,96); "
+                             "the leave-one-out models' too")
     parser.add_argument("--csv", type=Path, default=None, help="per-case CSV (default: a new temporary folder)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps")
     parser.add_argument("--overlaps", default=None, metavar="A,B,...",
@@ -270,7 +272,7 @@ def main(argv=None) -> int:
         del network
     if args.leave_one_out is not None:
         leave_one_out(args.leave_one_out, args.recipe, [o if o is not None else 0.5 for o in overlaps], args.reference,
-                      args.device, csv_rows)
+                      args.device, csv_rows, tuple(int(v) for v in args.roi_size.split(",")) if args.roi_size else None)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with open(out_csv, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(csv_rows[0]))

@@ -83,7 +83,7 @@ def case(card, repeats: int) -> None:
             for label, c in cards.items()}
     for method in ("saliency", "grad_cam", "lrp"):
         jobs[f"explain {method}"] = (lambda network, m=method: explain_case(
-            image, card, m, network=network, device="cpu").relevance)
+            image, card, method=m, network=network, device="cpu").relevance)
     for label, job in jobs.items():
         seconds: dict[str, list[float]] = {name: [] for name in networks}
         results = {}
