@@ -8,7 +8,9 @@ Gradients and SmoothGrad run), interleaved over ``--repeats`` rounds, median per
 pass follows an untimed one of the same shape (a method's batches repeat one shape, and the first
 pass of a new shape builds its kernels). Beside each: the batch ``core.attribution.batching.samples_per_batch`` picks for that input
 (as occlusion asks it: forward only; as Integrated Gradients asks it: with gradients and its
-per-copy maps), so the rule can be read against the measured optimum.
+per-copy maps), so the rule can be read against the measured optimum. The network is built as
+``build_network`` builds it, so a batch of one runs on oneDNN (``core/model/lone_copy.py``); torch's
+own kernel choice for one copy is timed by ``benchmarks/lone_copy.py``.
 """
 
 from __future__ import annotations
