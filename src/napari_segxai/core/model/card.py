@@ -12,7 +12,6 @@ import torch
 from .architectures import TORCHSCRIPT, create_network, known_architectures
 from ..io.paths import demo_model_card_path
 from .ensemble import FoldEnsemble
-from .lone_copy import prefer_onednn
 from .weights import is_torchscript, load_into, load_state_dict, load_torchscript
 
 ACTIVATIONS = ("softmax", "sigmoid")
@@ -241,7 +240,7 @@ def build_network(card: ModelCard, device: str | torch.device = "cpu", *, member
         network = create_network(card.architecture, card.kwargs, source=f"Model card {card.path}")
         state = load_state_dict(weights, trusted=card.trusted)
         load_into(network, state, weights)
-        network = prefer_onednn(network.to(device))
+        network = network.to(device)
     return network.eval()
 
 

@@ -13,6 +13,8 @@ from typing import Callable, Dict, List
 
 import torch
 
+from ..lone_copy import prefer_onednn
+
 ArchitectureFn = Callable[..., torch.nn.Module]
 
 #: Card name -> constructor taking the card's ``kwargs``.
@@ -66,18 +68,22 @@ def known_architectures() -> list[str]:
 
 
 def create_network(name: str, kwargs: dict, *, source: str = "the model card") -> torch.nn.Module:
-    """Construct the registered architecture ``name`` with ``kwargs``; errors name the card field."""
+    """Construct the registered architecture ``name`` with ``kwargs``; errors name the card field.
+
+    Its convolutions run a lone CPU input on oneDNN (:func:`..lone_copy.prefer_onednn`).
+    """
     if name not in ARCHITECTURES:
         raise ValueError(
             f"{source}: field 'architecture' is {name!r}, which is not a known architecture; "
             f"use one of {', '.join(known_architectures())}."
         )
     try:
-        return ARCHITECTURES[name](**kwargs)
+        network = ARCHITECTURES[name](**kwargs)
     except (TypeError, ValueError, AssertionError, KeyError, IndexError) as err:
         raise ValueError(
             f"{source}: field 'kwargs' does not build a {name}: {err}; fix the keyword arguments."
         ) from err
+    return prefer_onednn(network)
 
 
 from . import monai_nets  # noqa: E402,F401  (registers the MONAI family)
