@@ -27,15 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_segxai.core.model.lone_copy import torch_kernels
+
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = ROOT.parent / "shared" / "realdata" / "TCGA-DU-7294"
-
-
-def torch_kernels(network: torch.nn.Module) -> torch.nn.Module:
-    """``network`` back on torch's own kernel choice (undoes ``prefer_onednn``, in place)."""
-    for module in network.modules():
-        vars(module).pop("_conv_forward", None)
-    return network
 
 
 def pass_ms(network: torch.nn.Module, x: torch.Tensor, with_gradients: bool) -> float:

@@ -36,12 +36,18 @@ Parts (``--parts``):
   in how the masked inputs are evaluated and the regression solved.
 
 Each line: wall seconds, the ratio captum / ours, Spearman of the maps (all voxels, all channels).
+
+``--captum-kernels``: ``ours`` (default, like with like) hands captum the network as napari-segxai
+builds it, whose lone inputs run on oneDNN (``core/model/lone_copy.py``); ``torch`` hands it a copy on
+torch's own kernel choice, as a network a user builds and passes to captum runs (with
+``--per-eval 1``, captum's default, that is captum as a user runs it by default).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import sys
 import time
 from pathlib import Path
@@ -62,6 +68,15 @@ from napari_segxai.core.attribution import receptive_field  # noqa: E402
 from napari_segxai.core.attribution.kernel_shap import supervoxel_features  # noqa: E402
 
 PARTS = ("local", "demo", "kernelshap")
+#: The kernels captum's network runs on: "ours" (as built here) or "torch" (``--captum-kernels``).
+CAPTUM_KERNELS = ["ours"]
+
+
+def for_captum(network: nn.Module) -> nn.Module:
+    """The network captum is handed: as built here, or a copy on torch's own kernel choice."""
+    from napari_segxai.core.model.lone_copy import torch_kernels
+
+    return network if CAPTUM_KERNELS[0] == "ours" else torch_kernels(copy.deepcopy(network))
 
 
 def local_network() -> nn.Module:
@@ -76,6 +91,7 @@ def captum_occlusion(network, x, target, window: int, stride: int, per_eval: int
     """captum Occlusion of target scalar 0, one cube per channel (or one over all channels), baseline 0."""
     from captum.attr import Occlusion
 
+    network = for_captum(network)
     occlusion = Occlusion(lambda inputs: target.scalars(network(inputs)))
     with torch.no_grad():
         channels = 1 if per_channel else x.shape[1]
@@ -202,6 +218,7 @@ def captum_kernel_shap(network, x, target, mask, n_samples: int, per_eval: int, 
     from captum.attr import KernelShap
 
     torch.manual_seed(seed)   # captum draws its coalitions from the global generator
+    network = for_captum(network)
     explainer = KernelShap(lambda inputs: target.scalars(network(inputs)))
     with torch.no_grad():
         return explainer.attribute(x, baselines=0.0, target=0, feature_mask=mask, n_samples=n_samples,
@@ -246,6 +263,7 @@ def captum_given_coalitions(network, x, target, features, active, rows, weights,
                 return torch.tensor([self.inf_weight])
             return torch.tensor([by_size[size]])
 
+    network = for_captum(network)
     explainer = Given(lambda inputs: target.scalars(network(inputs)))
     with torch.no_grad():
         values = explainer.attribute(x, baselines=baseline, target=0, feature_mask=mask, n_samples=len(rows) + 2,
@@ -377,6 +395,8 @@ def main(argv=None) -> int:
     parser.add_argument("--demo-stride", type=int, default=16)
     parser.add_argument("--tolerances", type=lambda s: [float(v) for v in s.split(",")], default=[0.01])
     parser.add_argument("--per-eval", type=int, default=4, help="captum's perturbations_per_eval")
+    parser.add_argument("--captum-kernels", choices=("ours", "torch"), default="ours",
+                        help="captum's network: as built here (lone inputs on oneDNN) or on torch's own kernels")
     parser.add_argument("--all-channels", action="store_true", help="one cube over all channels (per_channel=False)")
     parser.add_argument("--shap-networks", default="local,demo", help="kernelshap: the local network, the demo UNet")
     parser.add_argument("--shap-side", type=int, default=48, help="kernelshap: side of the local network's crop")
@@ -387,6 +407,9 @@ def main(argv=None) -> int:
     parser.add_argument("--demo-shap-samples", type=int, default=256, help="kernelshap: coalitions on the demo UNet")
     parser.add_argument("--demo-shap-size", type=int, default=16, help="kernelshap: supervoxel spacing on the demo crop")
     args = parser.parse_args(argv)
+    CAPTUM_KERNELS[0] = args.captum_kernels
+    kernels = "as built here (lone inputs on oneDNN)" if args.captum_kernels == "ours" else "a copy on torch's own kernels"
+    print(f"captum's network: {kernels}, perturbations_per_eval={args.per_eval}")
     for part in args.parts.split(","):
         {"local": part_local, "demo": part_demo, "kernelshap": part_kernelshap}[part](args)
     return 0

@@ -10,7 +10,7 @@ import torch
 from torch.profiler import profile
 
 from napari_segxai.core.model.card import build_network, default_model_card
-from napari_segxai.core.model.lone_copy import LoneCopyConvolution, prefer_onednn
+from napari_segxai.core.model.lone_copy import LoneCopyConvolution, prefer_onednn, torch_kernels
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
 
@@ -108,6 +108,13 @@ def test_copies_and_pickles_keep_their_own_convolutions(pair):
         x = torch.randn(1, 2, 8, 8, 8)
         with torch.no_grad():
             torch.testing.assert_close(twin(x), patched(x))
+
+
+def test_torch_kernels_undoes_it(pair):
+    _, patched = pair
+    lone = torch.randn(1, 2, 12, 12, 12)
+    assert "aten::slow_conv3d_forward" in kernels(torch_kernels(patched), lone, grad=False)
+    assert not any("_conv_forward" in vars(m) for m in patched.modules())
 
 
 def test_built_networks_are_patched_once():

@@ -65,3 +65,11 @@ def prefer_onednn(network: torch.nn.Module) -> torch.nn.Module:
         if type(module) in (torch.nn.Conv2d, torch.nn.Conv3d) and "_conv_forward" not in vars(module):
             module._conv_forward = LoneCopyConvolution(module)
     return network
+
+
+def torch_kernels(network: torch.nn.Module) -> torch.nn.Module:
+    """``network`` back on torch's own kernel choice (undoes :func:`prefer_onednn`, in place; returned)."""
+    for module in network.modules():
+        if isinstance(vars(module).get("_conv_forward"), LoneCopyConvolution):
+            del module._conv_forward
+    return network
