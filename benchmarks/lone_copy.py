@@ -3,7 +3,7 @@
 Run: ``nice -n 5 .venv/bin/python benchmarks/lone_copy.py`` (``--help`` for options). Two parts:
 
 * ``copies``: the bundled demo UNet (or ``--model CARD``) on one random input of each ``--sides``
-  cube: milliseconds of a forward pass and of a forward plus backward pass of one class's summed
+  cube or shape: milliseconds of a forward pass and of a forward plus backward pass of one class's summed
   logits, with torch's kernels (``slow_conv3d`` for these shapes) and with oneDNN, and per copy of a
   batch of two with torch's kernels; interleaved over ``--repeats`` rounds, median, each timed pass after an
   untimed one of its shape.
@@ -45,12 +45,13 @@ def pass_ms(network: torch.nn.Module, x: torch.Tensor, with_gradients: bool) -> 
     return 1000 * (time.perf_counter() - start)
 
 
-def copies(card, sides: list[int], repeats: int) -> None:
+def copies(card, shapes: list[tuple[int, ...]], repeats: int) -> None:
     from napari_segxai.core.model.card import build_network
 
     networks = {"torch's kernels": torch_kernels(build_network(card, "cpu")), "oneDNN": build_network(card, "cpu")}
-    for side in sides:
-        x = torch.randn((2, len(card.modalities)) + (side,) * card.spatial_dims)
+    for shape in shapes:
+        x = torch.randn((2, len(card.modalities)) + shape)
+        label = "x".join(map(str, shape))
         for with_gradients in (False, True):
             runs = {**{(name, 1): [] for name in networks}, ("torch's kernels", 2): []}
             for _ in range(repeats):
@@ -60,7 +61,7 @@ def copies(card, sides: list[int], repeats: int) -> None:
             ms = {key: statistics.median(v) for key, v in runs.items()}
             plain, fast, pair = ms[("torch's kernels", 1)], ms[("oneDNN", 1)], ms[("torch's kernels", 2)]
             kind = "forward + backward" if with_gradients else "forward"
-            print(f"{side}^{card.spatial_dims} {kind}, one input: torch's kernels {plain:.1f} ms, oneDNN {fast:.1f} ms "
+            print(f"{label} {kind}, one input: torch's kernels {plain:.1f} ms, oneDNN {fast:.1f} ms "
                   f"({plain / fast:.2f}x); a batch of two with torch's kernels {pair:.1f} ms per copy", flush=True)
 
 
@@ -100,7 +101,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="a model card (default: the bundled demo card)")
     parser.add_argument("--parts", default="copies,case", help="copies, case or both (default)")
-    parser.add_argument("--sides", default="32,48,64", help="input cube sides for copies (default 32,48,64)")
+    parser.add_argument("--sides", default="32,48,64,96x128x128",
+                        help="input cube sides or AxBxC shapes for copies (default 32,48,64,96x128x128: "
+                             "the last the crop occlusion and KernelSHAP run on the full-size case)")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds for copies (default 5)")
     parser.add_argument("--case-repeats", type=int, default=2, help="alternating rounds for case (default 2)")
     args = parser.parse_args()
@@ -113,7 +116,9 @@ def main() -> None:
           f"({torch.get_num_threads()} threads), load average {os.getloadavg()[0]:.2f} at the start; model {card.name}")
     parts = args.parts.split(",")
     if "copies" in parts:
-        copies(card, [int(s) for s in args.sides.split(",")], args.repeats)
+        shapes = [tuple(int(v) for v in s.split("x")) if "x" in s else (int(s),) * card.spatial_dims
+                  for s in args.sides.split(",")]
+        copies(card, shapes, args.repeats)
     if "case" in parts:
         case(card, args.case_repeats)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
