@@ -27,22 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from batch_size import per_copy_ms
+
 from napari_segxai.core.model.lone_copy import torch_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = ROOT.parent / "shared" / "realdata" / "TCGA-DU-7294"
-
-
-def pass_ms(network: torch.nn.Module, x: torch.Tensor, with_gradients: bool) -> float:
-    """Milliseconds of one pass of the batch ``x`` (forward, or forward and backward)."""
-    start = time.perf_counter()
-    if with_gradients:
-        x = x.clone().requires_grad_(True)
-        network(x)[:, 1].sum().backward()
-    else:
-        with torch.inference_mode():
-            network(x)
-    return 1000 * (time.perf_counter() - start)
 
 
 def copies(card, shapes: list[tuple[int, ...]], repeats: int) -> None:
@@ -56,8 +46,8 @@ def copies(card, shapes: list[tuple[int, ...]], repeats: int) -> None:
             runs = {**{(name, 1): [] for name in networks}, ("torch's kernels", 2): []}
             for _ in range(repeats):
                 for name, n in runs:
-                    pass_ms(networks[name], x[:n], with_gradients)
-                    runs[(name, n)].append(pass_ms(networks[name], x[:n], with_gradients) / n)
+                    per_copy_ms(networks[name], x[:n], with_gradients)
+                    runs[(name, n)].append(per_copy_ms(networks[name], x[:n], with_gradients))
             ms = {key: statistics.median(v) for key, v in runs.items()}
             plain, fast, pair = ms[("torch's kernels", 1)], ms[("oneDNN", 1)], ms[("torch's kernels", 2)]
             kind = "forward + backward" if with_gradients else "forward"
