@@ -15,7 +15,7 @@ when autograd records the call it runs the input beside a copy of itself (a batc
 torch sends to oneDNN forward and backward) and keeps the first output, because torch's backward
 of a direct oneDNN call goes back to the native kernels. Every other call runs as before. The
 outputs and gradients equal torch's to float32 rounding (``tests/test_lone_copy.py``); hooks on the
-module see the lone input and output as before. Speed: ``benchmarks/batch_size.py --lone``.
+module see the lone input and output as before. Speed: ``benchmarks/lone_copy.py``.
 """
 
 from __future__ import annotations
