@@ -12,11 +12,15 @@ Run: ``nice -n 5 .venv/bin/python benchmarks/lone_copy.py`` (``--help`` for opti
   and ``explain_case`` of saliency, Grad-CAM and LRP (window by window, one window at a time) on the
   predicted classes, each with torch's kernels and with oneDNN, alternating, ``--case-repeats`` rounds,
   the best of each; the maps' largest difference is printed with it.
+* ``tracin``: TracIn's gradients of one example (the same case, its predicted class regions cropped
+  as ``segxai influence`` crops a query) at every recorded checkpoint, with the card's TracIn network
+  on torch's kernels and on oneDNN, alternating, ``--case-repeats`` rounds, the best of each.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import os
 import platform
@@ -87,10 +91,36 @@ def case(card, repeats: int) -> None:
         print(f"{label}: torch's kernels {plain:.1f} s, oneDNN {fast:.1f} s ({plain / fast:.2f}x); {agree}", flush=True)
 
 
+def tracin(card, repeats: int) -> None:
+    from napari_segxai.core.influence.checkpoints import load_tracin_model
+    from napari_segxai.core.influence.regions import prepare_example
+    from napari_segxai.core.io.nifti import load_case
+
+    model = load_tracin_model(card)
+    classes = [i for i, c in enumerate(card.classes) if c.label != 0]
+    example = prepare_example(load_case(REALDATA), card, model.network, classes, threshold=0.5)
+    networks = {"torch's kernels": torch_kernels(copy.deepcopy(model.gradient_network)),
+                "oneDNN": model.gradient_network}
+    seconds: dict[str, list[float]] = {name: [] for name in networks}
+    rows = {}
+    for _ in range(repeats):
+        for name, network in networks.items():
+            model.gradient_network = network
+            start = time.perf_counter()
+            rows[name] = model.gradients(example)
+            seconds[name].append(time.perf_counter() - start)
+    plain, fast = min(seconds["torch's kernels"]), min(seconds["oneDNN"])
+    a, b = rows["torch's kernels"], rows["oneDNN"]
+    error = float((a - b).abs().max() / a.abs().max().clamp(min=1e-30))
+    print(f"TracIn gradients of one example ({len(model.states)} checkpoints, {len(classes)} class regions, "
+          f"{model.parameters:,} parameters ({model.layers}), input {tuple(example.image.shape)}): torch's kernels "
+          f"{plain:.2f} s, oneDNN {fast:.2f} s ({plain / fast:.2f}x); max |diff| / max |gradient| {error:.1e}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="a model card (default: the bundled demo card)")
-    parser.add_argument("--parts", default="copies,case", help="copies, case or both (default)")
+    parser.add_argument("--parts", default="copies,case,tracin", help="copies, case, tracin (default all three)")
     parser.add_argument("--sides", default="32,48,64,96x128x128",
                         help="input cube sides or AxBxC shapes for copies (default 32,48,64,96x128x128: "
                              "the last the crop occlusion and KernelSHAP run on the full-size case)")
@@ -111,6 +141,8 @@ def main() -> None:
         copies(card, shapes, args.repeats)
     if "case" in parts:
         case(card, args.case_repeats)
+    if "tracin" in parts:
+        tracin(card, args.case_repeats)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
 

@@ -76,7 +76,16 @@ def test_second_order_gradients_equal_torchs(pair):
     torch.testing.assert_close(results[1], results[0], rtol=1e-3, atol=1e-5)
 
 
-def test_lone_inputs_run_on_onednn_and_batches_as_before(pair):
+@pytest.fixture
+def threads():
+    """torch's thread setter for one test; the process's count is restored after."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+def test_lone_inputs_run_on_onednn_and_batches_as_before(pair, threads):
+    threads(2)   # torch's rule depends on it: on one thread it keeps 1x1 kernels native (next test)
     plain, patched = pair
     lone = torch.randn(1, 2, 12, 12, 12)
     assert "aten::slow_conv3d_forward" in kernels(plain, lone, grad=False)  # what the patch is for
@@ -85,6 +94,15 @@ def test_lone_inputs_run_on_onednn_and_batches_as_before(pair):
         assert "aten::slow_conv3d_forward" not in ran and "aten::mkldnn_convolution" in ran, (grad, ran)
     batch = torch.randn(2, 2, 12, 12, 12)
     assert kernels(patched, batch, grad=False) == kernels(plain, batch, grad=False)
+
+
+def test_one_thread_keeps_torchs_choice_for_1x1_kernels(threads):
+    one_by_one = prefer_onednn(torch.nn.Sequential(torch.nn.Conv3d(2, 3, 1)).eval())
+    lone = torch.randn(1, 2, 8, 8, 8)
+    threads(1)
+    assert "aten::slow_conv3d_forward" in kernels(one_by_one, lone, grad=False)
+    threads(2)
+    assert "aten::slow_conv3d_forward" not in kernels(one_by_one, lone, grad=False)
 
 
 def test_hooks_see_the_lone_input_and_output(pair):

@@ -181,8 +181,11 @@ def test_card_loads_and_segments_a_toy_case(trained):
     np.testing.assert_allclose(seg.probabilities.sum(0), 1.0, atol=1e-4)
 
 
-def test_a_2d_slice_wise_model_trains_and_segments(tmp_path):
+def test_a_2d_slice_wise_model_trains_and_segments(tmp_path, monkeypatch):
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(torch, "set_num_threads", _recording(torch.set_num_threads, seen := []))
     result = train(TINY_2D, tmp_path / "tiny2d")
+    assert seen == [1, threads] and torch.get_num_threads() == threads  # the config's one thread, then the process's back
     manifest = read_manifest(result.manifest)
     assert manifest["spatial_dims"] == 2 and manifest["slice_axis"] == 2 and manifest["kwargs"]["spatial_dims"] == 2
     assert len(manifest["checkpoints"]) == 5
@@ -191,6 +194,14 @@ def test_a_2d_slice_wise_model_trains_and_segments(tmp_path):
     case = generate_case(124, size="toy").case
     seg = segment(case, card, device="cpu")
     assert seg.labels.shape == case.shape and set(np.unique(seg.labels)) <= {0, 1, 2, 4}
+
+
+def _recording(function, calls: list):
+    """``function`` that also appends its argument to ``calls``."""
+    def record(value):
+        calls.append(value)
+        return function(value)
+    return record
 
 
 def test_cancel_keeps_the_checkpoints_so_far(tmp_path):
@@ -202,8 +213,10 @@ def test_cancel_keeps_the_checkpoints_so_far(tmp_path):
 
     out = tmp_path / "cancelled"
     config = {**TINY, "schedule": {**TINY["schedule"], "steps": 40}}
+    threads = torch.get_num_threads()
     with pytest.raises(Cancelled):
         train(config, out, should_cancel=cancel_after_update_12)
+    assert torch.get_num_threads() == threads  # given back when training stops early too
     manifest = read_manifest(out)
     assert manifest["stopped"] == "interrupted" and manifest["steps"] == 12
     assert len(manifest["checkpoints"]) >= 2 and manifest["checkpoints"][-1]["step"] == 12

@@ -53,7 +53,21 @@ def train(
     should_cancel: Optional[CancelFn] = None,
     log: Optional[Callable[[str], None]] = None,
 ) -> TrainResult:
-    """Train the configured network on generated cases or a dataset of files; write card, weights, checkpoints and manifest into ``out``."""
+    """Train the configured network on generated cases or a dataset of files; write card, weights, checkpoints and manifest into ``out``.
+
+    Training runs on the config's ``threads``; the process's torch threads are restored after, so a
+    training run inside the viewer (or any other program) leaves the rest of its work as it was.
+    """
+    threads = torch.get_num_threads()
+    try:
+        return _train(config, out, progress=progress, should_cancel=should_cancel, log=log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: dict, out: str | Path, *, progress: Optional[ProgressFn], should_cancel: Optional[CancelFn],
+           log: Optional[Callable[[str], None]]) -> TrainResult:
+    """:func:`train` on the config's threads."""
     import yaml
     import monai
 
