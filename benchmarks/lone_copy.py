@@ -39,10 +39,15 @@ ROOT = Path(__file__).resolve().parents[1]
 REALDATA = ROOT.parent / "shared" / "realdata" / "TCGA-DU-7294"
 
 
-def copies(card, shapes: list[tuple[int, ...]], repeats: int) -> None:
+def both_kernels(card) -> dict[str, torch.nn.Module]:
+    """The card's network twice: on torch's own kernel choice, and as built (lone inputs on oneDNN)."""
     from napari_segxai.core.model.card import build_network
 
-    networks = {"torch's kernels": torch_kernels(build_network(card, "cpu")), "oneDNN": build_network(card, "cpu")}
+    return {"torch's kernels": torch_kernels(build_network(card, "cpu")), "oneDNN": build_network(card, "cpu")}
+
+
+def copies(card, shapes: list[tuple[int, ...]], repeats: int) -> None:
+    networks = both_kernels(card)
     for shape in shapes:
         x = torch.randn((2, len(card.modalities)) + shape)
         label = "x".join(map(str, shape))
@@ -62,11 +67,10 @@ def copies(card, shapes: list[tuple[int, ...]], repeats: int) -> None:
 def case(card, repeats: int) -> None:
     from napari_segxai.core.attribution.explain_case import explain_case
     from napari_segxai.core.io.nifti import load_case
-    from napari_segxai.core.model.card import build_network
     from napari_segxai.core.model.inference import segment
 
     image = load_case(REALDATA)
-    networks = {"torch's kernels": torch_kernels(build_network(card, "cpu")), "oneDNN": build_network(card, "cpu")}
+    networks = both_kernels(card)
     cards = {f"segment, sw_batch_size {n}": dataclasses.replace(card, sw_batch_size=n)
              for n in sorted({card.sw_batch_size, 1})}
     jobs = {label: (lambda network, c=c: segment(image, c, network=network, device="cpu").labels)
