@@ -50,6 +50,37 @@ def refuse_if_too_large(needed: int, what: str, hint: str, device: Any = None) -
         )
 
 
+def resident_bytes() -> int:
+    """Bytes of this process resident in RAM now (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class HeapCeiling:
+    """Give the freed heap back to the system only once the resident memory outgrows a ceiling.
+
+    A loop of forward passes reuses the blocks the allocator kept from the pass before; giving them
+    back after every pass (:func:`return_freed_memory`) makes the next pass fault every page in
+    again (on the full-size case's crop a pass after a trim took about a quarter longer). Trimming only
+    when the process holds more than ``allowance`` bytes over what it held at the start keeps the
+    memory bounded by the work's own peak without that cost. Without an allowance the ceiling is
+    what the process holds at the first check (after the first of equal batches).
+    """
+
+    def __init__(self, allowance: int | None = None):
+        self.ceiling = None if allowance is None else resident_bytes() + int(allowance)
+
+    def check(self) -> None:
+        """Return the freed heap if the resident memory is over the ceiling."""
+        if self.ceiling is None:
+            self.ceiling = resident_bytes()
+        elif resident_bytes() > self.ceiling:
+            return_freed_memory()
+
+
 def return_freed_memory() -> None:
     """Give the heap's freed pages back to the system (glibc's ``malloc_trim``; nothing elsewhere).
 

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 
 from .. import progress as _progress
-from ..memory import available_memory, gigabytes, return_freed_memory
-from .base import AttributionMethod, Parameter, register, samples_per_batch
+from ..memory import HeapCeiling, available_memory, gigabytes
+from .base import AttributionMethod, Parameter, register
 from .baselines import BASELINES
-from .batching import MEMORY_FRACTION
+from .batching import MEMORY_FRACTION, activation_bytes, fitting_batch
 from .bounded import refusal
 from .cost import TIME_BUDGET_S, Passes
 from .receptive_field import BoundedByReach, Reach, crop_for, held_normalisation
@@ -315,24 +315,32 @@ class KernelSHAP(BoundedByReach, AttributionMethod):
     def _evaluate(self, network, inputs, baseline, columns, rows, score, progress, should_cancel):
         """Scores (n, K_t) of ``inputs`` with the features of each coalition kept (voxels of column n_active always), the rest at baseline."""
         n = rows.shape[0]
-        batch = samples_per_batch(network, inputs, n, self.params["batch_size"], with_gradients=False,
-                                  maps_per_sample=MASKED_MAPS)
+        # what a batch's pass holds may stay with the allocator for the next; more is given back
         if self.params["batch_size"]:
+            batch = min(self.params["batch_size"], n)
             batch_slices = (slice(s, min(s + batch, n)) for s in range(0, n, batch))
+            heap = HeapCeiling()   # equal batches: what the first left
         else:  # batches sized to about PACE_SECONDS each: the bar moves and Cancel is heard
+            activations, sample = activation_bytes(network, inputs), inputs.numel() * inputs.element_size()
+            batch = fitting_batch(activations, sample, n, with_gradients=False, maps_per_sample=MASKED_MAPS,
+                                  device=inputs.device)
             batch_slices = _progress.paced(n, batch, progress, should_cancel)
+            heap = HeapCeiling(batch * (activations + MASKED_MAPS * sample))
         outputs = []
         with torch.no_grad():
             delta = inputs - baseline
             for part in batch_slices:
                 _progress.step(part.start, n, progress, should_cancel)
-                kept = torch.nn.functional.pad(rows[part], (0, 1), value=1.0)
-                keep = kept.to(device=inputs.device, dtype=inputs.dtype)[:, columns]   # (b, groups, *crop)
+                kept = torch.nn.functional.pad(rows[part], (0, 1), value=1.0).to(device=inputs.device,
+                                                                                 dtype=inputs.dtype)
+                keep = inputs.new_empty((len(kept),) + tuple(columns.shape))   # (b, groups, *crop)
+                for row, mask in zip(kept, keep):   # take gathers faster than kept[:, columns] on the CPU
+                    torch.take(row, columns, out=mask)
                 masked = torch.addcmul(baseline, keep, delta)
                 del keep   # only the masked copies stay through the forward pass
                 outputs.append(score(network(masked)))
                 del masked   # freed before the next batch is built
-                return_freed_memory()   # else the allocator's kept blocks grow with every batch of one copy
+                heap.check()   # else the allocator's kept blocks grow with every batch of one copy
         _progress.step(n, n, progress, None)
         return torch.cat(outputs)
 
