@@ -1,6 +1,6 @@
 """One input at a time on the CPU: torch's own kernel choice against ``core.model.lone_copy.prefer_onednn``.
 
-Run: ``nice -n 5 .venv/bin/python benchmarks/lone_copy.py`` (``--help`` for options). Two parts:
+Run: ``nice -n 5 .venv/bin/python benchmarks/lone_copy.py`` (``--help`` for options). Its parts:
 
 * ``copies``: the bundled demo UNet (or ``--model CARD``) on one random input of each ``--sides``
   cube or shape: milliseconds of a forward pass and of a forward plus backward pass of one class's summed
@@ -12,6 +12,10 @@ Run: ``nice -n 5 .venv/bin/python benchmarks/lone_copy.py`` (``--help`` for opti
   and ``explain_case`` of saliency, Grad-CAM and LRP (window by window, one window at a time) on the
   predicted classes, each with torch's kernels and with oneDNN, alternating, ``--case-repeats`` rounds,
   the best of each; the maps' largest difference is printed with it.
+* ``layers``: each distinct convolution of the network alone, at the input it gets when the network
+  runs one input of each ``--sides``: milliseconds of its forward pass, and of its forward plus backward
+  pass (input and weight gradients), with torch's kernels and as built, interleaved over ``--repeats``
+  rounds, median: which calls gain from oneDNN and the pair, and which do not.
 * ``tracin``: TracIn's gradients of one example (the same case, its predicted class regions cropped
   as ``segxai influence`` crops a query) at every recorded checkpoint, with the card's TracIn network
   on torch's kernels and on oneDNN, alternating, ``--case-repeats`` rounds, the best of each.
@@ -62,6 +66,43 @@ def copies(card, shapes: list[tuple[int, ...]], repeats: int) -> None:
             kind = "forward + backward" if with_gradients else "forward"
             print(f"{label} {kind}, one input: torch's kernels {plain:.1f} ms, oneDNN {fast:.1f} ms "
                   f"({plain / fast:.2f}x); a batch of two with torch's kernels {pair:.1f} ms per copy", flush=True)
+
+
+def layers(card, shapes: list[tuple[int, ...]], repeats: int) -> None:
+    from napari_segxai.core.model.lone_copy import prefer_onednn
+
+    network = both_kernels(card)["torch's kernels"]
+    convolutions = [m for m in network.modules() if type(m) in (torch.nn.Conv2d, torch.nn.Conv3d)]
+    for shape in shapes:
+        calls = []
+        hooks = [m.register_forward_pre_hook(lambda m, inputs: calls.append((m, tuple(inputs[0].shape))))
+                 for m in convolutions]
+        with torch.no_grad():
+            network(torch.randn((1, len(card.modalities)) + shape))
+        for hook in hooks:
+            hook.remove()
+        seen = set()
+        for conv, size in calls:
+            key = (size, conv.out_channels, conv.kernel_size, conv.stride)
+            if key in seen:
+                continue
+            seen.add(key)
+            modules = {"torch's kernels": conv, "as built": prefer_onednn(copy.deepcopy(conv))}
+            x = torch.randn(size)
+            timed = []
+            for with_gradients in (False, True):
+                runs: dict[str, list[float]] = {name: [] for name in modules}
+                for _ in range(repeats):
+                    for name, module in modules.items():
+                        per_copy_ms(module, x, with_gradients)
+                        runs[name].append(per_copy_ms(module, x, with_gradients))
+                plain, built = (statistics.median(runs[name]) for name in modules)
+                kind = "forward + backward" if with_gradients else "forward"
+                timed.append(f"{kind} {plain:.2f} / {built:.2f} ms ({plain / built:.2f}x)")
+            print(f"input {'x'.join(map(str, shape))}: conv {size[1]} -> {conv.out_channels}, kernel "
+                  f"{'x'.join(map(str, conv.kernel_size))}, stride {'x'.join(map(str, conv.stride))}, on "
+                  f"{'x'.join(map(str, size[2:]))} ({np.prod(size[2:]):,} voxels), torch's kernels / as built: "
+                  + "; ".join(timed), flush=True)
 
 
 def case(card, repeats: int) -> None:
@@ -124,7 +165,8 @@ def tracin(card, repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="a model card (default: the bundled demo card)")
-    parser.add_argument("--parts", default="copies,case,tracin", help="copies, case, tracin (default all three)")
+    parser.add_argument("--parts", default="copies,case,tracin",
+                        help="copies, layers, case, tracin (default copies,case,tracin)")
     parser.add_argument("--sides", default="32,48,64,96x128x128",
                         help="input cube sides or AxBxC shapes for copies (default 32,48,64,96x128x128: "
                              "the last the crop occlusion and KernelSHAP run on the full-size case)")
@@ -139,10 +181,12 @@ def main() -> None:
     print(f"{platform.machine()} ({platform.processor() or 'cpu'}), {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), load average {os.getloadavg()[0]:.2f} at the start; model {card.name}")
     parts = args.parts.split(",")
+    shapes = [tuple(int(v) for v in s.split("x")) if "x" in s else (int(s),) * card.spatial_dims
+              for s in args.sides.split(",")]
     if "copies" in parts:
-        shapes = [tuple(int(v) for v in s.split("x")) if "x" in s else (int(s),) * card.spatial_dims
-                  for s in args.sides.split(",")]
         copies(card, shapes, args.repeats)
+    if "layers" in parts:
+        layers(card, shapes, args.repeats)
     if "case" in parts:
         case(card, args.case_repeats)
     if "tracin" in parts:

@@ -16,18 +16,22 @@ pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason
 
 
 def tiny_network() -> torch.nn.Module:
-    """Small 3D convolutions of every kind the patch meets: 3^3, strided, 'same', reflect-padded, 1x1, grouped."""
+    """Small 3D convolutions of every kind the patch meets: 3^3, 'same', reflect-padded, grouped, 1x1, strided."""
     torch.manual_seed(0)
     return torch.nn.Sequential(
         torch.nn.Conv3d(2, 6, 3, padding=1),
         torch.nn.InstanceNorm3d(6, affine=True),
         torch.nn.ReLU(),
-        torch.nn.Conv3d(6, 6, 3, stride=2, padding=1),
         torch.nn.Conv3d(6, 6, 3, padding="same"),
         torch.nn.Conv3d(6, 6, 3, padding=1, padding_mode="reflect"),
         torch.nn.Conv3d(6, 6, 3, padding=1, groups=2),
-        torch.nn.Conv3d(6, 3, 1),
+        torch.nn.Conv3d(6, 6, 1),
+        torch.nn.Conv3d(6, 3, 3, stride=2, padding=1),
     ).eval()
+
+
+#: A lone input whose stride-1 calls are large enough for oneDNN (FEWEST_OUTPUT_VOXELS).
+LONE = (1, 2, 13, 12, 12)
 
 
 def kernels(network: torch.nn.Module, x: torch.Tensor, grad: bool) -> set[str]:
@@ -50,7 +54,7 @@ def pair():
 
 def test_outputs_and_gradients_equal_torchs(pair):
     plain, patched = pair
-    x = torch.randn(1, 2, 10, 12, 9)
+    x = torch.randn(LONE)
     with torch.inference_mode():
         torch.testing.assert_close(patched(x), plain(x), rtol=1e-4, atol=1e-5)
     grads = []
@@ -66,7 +70,7 @@ def test_outputs_and_gradients_equal_torchs(pair):
 def test_second_order_gradients_equal_torchs(pair):
     """LRP's normalised start differentiates a gradient again."""
     plain, patched = pair
-    x = torch.randn(1, 2, 8, 8, 8)
+    x = torch.randn(LONE)
     results = []
     for network in (plain, patched):
         xg = x.clone().requires_grad_(True)
@@ -84,9 +88,15 @@ def threads():
     torch.set_num_threads(before)
 
 
-def test_lone_inputs_run_on_onednn_and_batches_as_before(pair, threads):
-    threads(2)   # torch's rule depends on it: on one thread it keeps 1x1 kernels native (next test)
-    plain, patched = pair
+def convolution(*args, **kwargs) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv3d(*args, **kwargs)).eval()
+
+
+def test_lone_inputs_run_on_onednn_and_batches_as_before(threads):
+    threads(2)
+    plain = convolution(2, 6, 3, padding=1)
+    patched = prefer_onednn(copy.deepcopy(plain))
     lone = torch.randn(1, 2, 12, 12, 12)
     assert "aten::slow_conv3d_forward" in kernels(plain, lone, grad=False)  # what the patch is for
     for grad in (False, True):
@@ -96,13 +106,24 @@ def test_lone_inputs_run_on_onednn_and_batches_as_before(pair, threads):
     assert kernels(patched, batch, grad=False) == kernels(plain, batch, grad=False)
 
 
-def test_one_thread_keeps_torchs_choice_for_1x1_kernels(threads):
-    one_by_one = prefer_onednn(torch.nn.Sequential(torch.nn.Conv3d(2, 3, 1)).eval())
-    lone = torch.randn(1, 2, 8, 8, 8)
-    threads(1)
-    assert "aten::slow_conv3d_forward" in kernels(one_by_one, lone, grad=False)
+@pytest.mark.parametrize("layer, side, grad", [
+    ((2, 6, 3), 11, False),                 # 1,331 output voxels: under FEWEST_OUTPUT_VOXELS
+    ((2, 6, 1), 16, False),                 # a 1x1 kernel
+    ((2, 6, 1), 16, True),
+    ((2, 6, 3, 2), 24, True),               # strided, with gradients
+])
+def test_calls_where_native_was_faster_stay_native(threads, layer, side, grad):
     threads(2)
-    assert "aten::slow_conv3d_forward" not in kernels(one_by_one, lone, grad=False)
+    conv = prefer_onednn(convolution(*layer))
+    ran = kernels(conv, torch.randn(1, 2, side, side, side), grad)
+    assert "aten::slow_conv3d_forward" in ran and "aten::mkldnn_convolution" not in ran, ran
+
+
+def test_a_strided_call_without_gradients_runs_on_onednn(threads):
+    threads(2)
+    conv = prefer_onednn(convolution(2, 6, 3, 2))
+    ran = kernels(conv, torch.randn(1, 2, 24, 24, 24), grad=False)   # 1,728 output voxels
+    assert "aten::slow_conv3d_forward" not in ran and "aten::mkldnn_convolution" in ran, ran
 
 
 def test_hooks_see_the_lone_input_and_output(pair):
@@ -112,8 +133,8 @@ def test_hooks_see_the_lone_input_and_output(pair):
     conv.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape)))
     conv.register_forward_hook(lambda _m, _args, out: seen.append(tuple(out.shape)))
     with torch.no_grad():
-        patched(torch.randn(1, 2, 8, 8, 8))
-    assert seen == [(1, 2, 8, 8, 8), (1, 6, 8, 8, 8)]
+        patched(torch.randn(LONE))
+    assert seen == [LONE, (1, 6) + LONE[2:]]
 
 
 def test_copies_and_pickles_keep_their_own_convolutions(pair):
@@ -123,7 +144,7 @@ def test_copies_and_pickles_keep_their_own_convolutions(pair):
             if isinstance(mine, torch.nn.Conv3d):
                 assert isinstance(mine._conv_forward, LoneCopyConvolution) and mine._conv_forward.conv is mine
                 assert mine is not theirs
-        x = torch.randn(1, 2, 8, 8, 8)
+        x = torch.randn(LONE)
         with torch.no_grad():
             torch.testing.assert_close(twin(x), patched(x))
 

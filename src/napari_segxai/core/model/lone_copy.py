@@ -10,10 +10,13 @@ two (``benchmarks/batch_size.py``, RESULTS.md "Batch size on the CPU"). Segmenta
 window per batch and relevance computed window by window run one input at a time.
 
 :func:`prefer_onednn` gives each ``Conv2d`` / ``Conv3d`` of a network a ``_conv_forward`` that
-sends exactly those calls to oneDNN: without gradients it calls ``mkldnn_convolution`` directly;
-when autograd records the call it runs the input beside a copy of itself (a batch of two, which
-torch sends to oneDNN forward and backward) and keeps the first output, because torch's backward
-of a direct oneDNN call goes back to the native kernels. Every other call runs as before. The
+sends those calls to oneDNN where oneDNN was measured faster (``benchmarks/lone_copy.py --parts
+layers``, RESULTS.md): without gradients it calls ``mkldnn_convolution`` directly; when autograd
+records the call it runs the input beside a copy of itself (a batch of two, which torch sends to
+oneDNN forward and backward) and keeps the first output, because torch's backward of a direct
+oneDNN call goes back to the native kernels. Small calls (under :data:`FEWEST_OUTPUT_VOXELS`),
+1x1 kernels, and strided calls with gradients stay on the native kernels, which were as fast or
+faster there. Every other call runs as before. The
 outputs and gradients equal torch's to float32 rounding (``tests/test_lone_copy.py``); hooks on the
 module see the lone input and output as before. Speed: ``benchmarks/lone_copy.py``.
 """
@@ -26,6 +29,10 @@ import torch
 
 #: batch x channels x first two spatial sizes above which torch already uses oneDNN (ATen's rule).
 NATIVE_LIMIT = 20480
+#: Output voxels (input voxels over the stride) below which a call stays on torch's native kernels:
+#: each 3x3x3 call of the demo UNet with 12^3 = 1,728 or more gained from oneDNN (forward, and stride 1
+#: with gradients), while at 8^3 = 512 and fewer the pair lost or tied (``lone_copy.py --parts layers``).
+FEWEST_OUTPUT_VOXELS = 1728
 
 
 class LoneCopyConvolution:
@@ -37,9 +44,9 @@ class LoneCopyConvolution:
     def __call__(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         conv = self.conv
         run = type(conv)._conv_forward
-        if not _native_would_run(conv, input, weight):
-            return run(conv, input, weight, bias)
         recorded = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias))
+        if not _native_would_run(conv, input, weight) or not _onednn_pays(conv, input, weight, recorded):
+            return run(conv, input, weight, bias)
         if recorded or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             return run(conv, torch.cat([input, input]), weight, bias)[:1]
         return torch.ops.aten.mkldnn_convolution(input, weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups)
@@ -51,12 +58,18 @@ def _native_would_run(conv: torch.nn.Module, input: torch.Tensor, weight: torch.
         return False
     if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
         return False
-    one_by_one = weight.shape[-1] == 1 and weight.shape[-2] == 1
-    strided = any(s != 1 for s in conv.stride) or any(d != 1 for d in conv.dilation)
-    if one_by_one and not strided and torch.get_num_threads() == 1:
-        return False  # torch's rule: native is faster for 1x1 kernels on one thread
     large_kernel = weight.shape[-1] > 3 and weight.shape[-2] > 3
     return conv.groups == 1 and not large_kernel and math.prod(input.shape[:4]) <= NATIVE_LIMIT
+
+
+def _onednn_pays(conv: torch.nn.Module, input: torch.Tensor, weight: torch.Tensor, recorded: bool) -> bool:
+    """Whether oneDNN (with gradients: the pair) ran this kind of call faster than the native kernels."""
+    if all(k == 1 for k in weight.shape[2:]):
+        return False   # 1x1 kernels: native 1.6-4.5x faster, with and without gradients
+    strided = any(s != 1 for s in conv.stride)
+    if recorded and strided:
+        return False   # the pair lost on every strided call measured, up to 64^3 inputs
+    return math.prod(input.shape[2:]) / math.prod(conv.stride) >= FEWEST_OUTPUT_VOXELS
 
 
 def prefer_onednn(network: torch.nn.Module) -> torch.nn.Module:
