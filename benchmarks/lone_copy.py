@@ -50,18 +50,26 @@ def both_kernels(card) -> dict[str, torch.nn.Module]:
     return {"torch's kernels": torch_kernels(build_network(card, "cpu")), "oneDNN": build_network(card, "cpu")}
 
 
+def interleaved_ms(runs: dict, with_gradients: bool, repeats: int) -> dict:
+    """Median milliseconds per copy of each ``(module, batch)`` in ``runs``, interleaved over ``repeats`` rounds,
+    each timed pass after an untimed one."""
+    times: dict = {key: [] for key in runs}
+    for _ in range(repeats):
+        for key, (module, x) in runs.items():
+            per_copy_ms(module, x, with_gradients)
+            times[key].append(per_copy_ms(module, x, with_gradients))
+    return {key: statistics.median(v) for key, v in times.items()}
+
+
 def copies(card, shapes: list[tuple[int, ...]], repeats: int) -> None:
     networks = both_kernels(card)
     for shape in shapes:
         x = torch.randn((2, len(card.modalities)) + shape)
         label = "x".join(map(str, shape))
         for with_gradients in (False, True):
-            runs = {**{(name, 1): [] for name in networks}, ("torch's kernels", 2): []}
-            for _ in range(repeats):
-                for name, n in runs:
-                    per_copy_ms(networks[name], x[:n], with_gradients)
-                    runs[(name, n)].append(per_copy_ms(networks[name], x[:n], with_gradients))
-            ms = {key: statistics.median(v) for key, v in runs.items()}
+            runs = {**{(name, 1): (network, x[:1]) for name, network in networks.items()},
+                    ("torch's kernels", 2): (networks["torch's kernels"], x)}
+            ms = interleaved_ms(runs, with_gradients, repeats)
             plain, fast, pair = ms[("torch's kernels", 1)], ms[("oneDNN", 1)], ms[("torch's kernels", 2)]
             kind = "forward + backward" if with_gradients else "forward"
             print(f"{label} {kind}, one input: torch's kernels {plain:.1f} ms, oneDNN {fast:.1f} ms "
@@ -87,16 +95,12 @@ def layers(card, shapes: list[tuple[int, ...]], repeats: int) -> None:
             if key in seen:
                 continue
             seen.add(key)
-            modules = {"torch's kernels": conv, "as built": prefer_onednn(copy.deepcopy(conv))}
             x = torch.randn(size)
+            runs = {"torch's kernels": (conv, x), "as built": (prefer_onednn(copy.deepcopy(conv)), x)}
             timed = []
             for with_gradients in (False, True):
-                runs: dict[str, list[float]] = {name: [] for name in modules}
-                for _ in range(repeats):
-                    for name, module in modules.items():
-                        per_copy_ms(module, x, with_gradients)
-                        runs[name].append(per_copy_ms(module, x, with_gradients))
-                plain, built = (statistics.median(runs[name]) for name in modules)
+                ms = interleaved_ms(runs, with_gradients, repeats)
+                plain, built = ms["torch's kernels"], ms["as built"]
                 kind = "forward + backward" if with_gradients else "forward"
                 timed.append(f"{kind} {plain:.2f} / {built:.2f} ms ({plain / built:.2f}x)")
             print(f"input {'x'.join(map(str, shape))}: conv {size[1]} -> {conv.out_channels}, kernel "

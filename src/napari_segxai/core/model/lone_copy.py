@@ -44,8 +44,10 @@ class LoneCopyConvolution:
     def __call__(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         conv = self.conv
         run = type(conv)._conv_forward
+        if not _native_would_run(conv, input, weight):   # first: most calls of a batch end here
+            return run(conv, input, weight, bias)
         recorded = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias))
-        if not _native_would_run(conv, input, weight) or not _onednn_pays(conv, input, weight, recorded):
+        if not _onednn_pays(conv, input, weight, recorded):
             return run(conv, input, weight, bias)
         if recorded or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             return run(conv, torch.cat([input, input]), weight, bias)[:1]
