@@ -3,7 +3,7 @@
 Run: ``nice -n 5 .venv/bin/python benchmarks/batch_size.py`` (``--help`` for options). The bundled
 demo UNet (or ``--model CARD``) on random inputs of its channels and each ``--sides`` cube: for each
 batch size, the milliseconds per copy of a forward pass (what occlusion, KernelSHAP and the Trust
-measures run) and of a forward plus backward pass of one class's summed logits (what Integrated
+measures run) and of a forward plus backward pass of one class's summed logits to the input's gradient (what Integrated
 Gradients and SmoothGrad run), interleaved over ``--repeats`` rounds, median per size; each timed
 pass follows an untimed one of the same shape (a method's batches repeat one shape, and the first
 pass of a new shape builds its kernels). Beside each: the batch ``core.attribution.batching.samples_per_batch`` picks for that input
@@ -28,11 +28,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def per_copy_ms(network: torch.nn.Module, x: torch.Tensor, with_gradients: bool) -> float:
-    """Milliseconds per copy of one pass of the batch ``x`` (forward, or forward and backward)."""
+    """Milliseconds per copy of one pass of the batch ``x`` (forward, or forward and backward).
+
+    The backward pass computes the input's gradient only, as the attribution methods do (their
+    networks' parameters are frozen): no weight gradients.
+    """
     start = time.perf_counter()
     if with_gradients:
         x = x.clone().requires_grad_(True)
-        network(x)[:, 1].sum().backward()
+        torch.autograd.grad(network(x)[:, 1].sum(), x)
     else:
         with torch.inference_mode():
             network(x)
@@ -42,7 +46,9 @@ def per_copy_ms(network: torch.nn.Module, x: torch.Tensor, with_gradients: bool)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="a model card (default: the bundled demo card)")
-    parser.add_argument("--sides", default="32,48,64", help="input cube sides (default 32,48,64)")
+    parser.add_argument("--sides", default="32,48,64",
+                        help="input cube sides or AxBxC shapes (default 32,48,64; 96x128x128 is the crop "
+                             "occlusion, KernelSHAP and meaningful perturbation run on the full-size case)")
     parser.add_argument("--batches", default="1,2,4,8,16,32,64", help="batch sizes (default 1,2,4,8,16,32,64)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (default 3)")
     args = parser.parse_args()
@@ -56,8 +62,9 @@ def main() -> None:
     sizes = [int(b) for b in args.batches.split(",")]
     print(f"{platform.machine()} ({platform.processor() or 'cpu'}), {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), load average {os.getloadavg()[0]:.2f} at the start; model {card.name}")
-    for side in (int(s) for s in args.sides.split(",")):
-        shape = (len(card.modalities),) + (side,) * card.spatial_dims
+    for side in args.sides.split(","):
+        spatial = tuple(int(v) for v in side.split("x")) if "x" in side else (int(side),) * card.spatial_dims
+        shape = (len(card.modalities),) + spatial
         x = torch.randn((max(sizes),) + shape)
         picked = {False: samples_per_batch(network, x[:1], 10_000, with_gradients=False),
                   True: samples_per_batch(network, x[:1], 10_000, with_gradients=True, maps_per_sample=3)}
@@ -73,7 +80,7 @@ def main() -> None:
             best = min(medians, key=medians.get)
             row = ", ".join(f"{n}: {medians[n]:.1f}" for n in sizes)
             kind = "forward + backward" if with_gradients else "forward"
-            print(f"{side}^{card.spatial_dims} {kind}, ms per copy (median of {args.repeats}) by batch: {row}; "
+            print(f"{'x'.join(map(str, spatial))} {kind}, ms per copy (median of {args.repeats}) by batch: {row}; "
                   f"fastest {best}; samples_per_batch picks {picked[with_gradients]}", flush=True)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
 

@@ -281,8 +281,12 @@ def test_batch_size_follows_the_memory_cap(monkeypatch):
     maps = 3 * x.numel() * x.element_size()
     monkeypatch.setattr(batching, "CPU_BATCH_CAP", activations + 2 * (2 * activations + maps) + 1)
     assert base.samples_per_batch(net, x, 10, maps_per_sample=3) == 2
-    monkeypatch.setattr(batching, "CPU_BATCH_CAP", 1)   # with gradients never below two copies on CPU (one costs a pair)
+    # with gradients never below two copies on CPU while one copy's activations fit the cap ...
+    monkeypatch.setattr(batching, "CPU_BATCH_CAP", activations)
     assert base.samples_per_batch(net, x, 10) == batching.CPU_FEWEST_COPIES == 2
+    monkeypatch.setattr(batching, "CPU_BATCH_CAP", activations - 1)   # ... beyond it one copy runs faster
+    assert base.samples_per_batch(net, x, 10) == 1
+    monkeypatch.setattr(batching, "CPU_BATCH_CAP", 1)
     assert base.samples_per_batch(net, x, 10, with_gradients=False) == 1   # a lone forward pass runs on oneDNN
     assert base.samples_per_batch(net, x, 1) == 1
     monkeypatch.setattr(batching, "available_memory", lambda _device: 2 * (activations + 2 * activations))

@@ -22,6 +22,7 @@ from monai.networks.nets import UNet
 
 from napari_segxai.core.attribution import get_method, predicted_target, region_target
 from napari_segxai.core.attribution.integrated_gradients import make_baseline
+from napari_segxai.core.attribution.meaningful_perturbation import LinearUpsampler
 
 
 def tiny_unet(dims: int, in_channels: int, out_channels: int) -> torch.nn.Module:
@@ -469,6 +470,19 @@ def test_meaningful_perturbation_deletions():
     torch.testing.assert_close(noise.std(dim=(2, 3, 4)), x.std(dim=(2, 3, 4)), rtol=0.1, atol=0.0)
     torch.testing.assert_close(get_method("meaningful_perturbation", deletion="blurred", blur_sigma=2.0).deleted(x),
                                make_baseline(x, "blurred", 2.0))
+
+
+@pytest.mark.parametrize("coarse, size", [((5,), (17,)), ((3, 4), (12, 9)), ((3, 4, 5), (10, 16, 5))])
+def test_meaningful_perturbation_mask_upsampling_is_torch_linear_interpolation(coarse, size):
+    mask = torch.rand((2, 3) + coarse, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    ours = LinearUpsampler(coarse, size, mask)(mask)
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
+    torch_ = torch.nn.functional.interpolate(mask, size=size, mode=mode, align_corners=False)
+    torch.testing.assert_close(ours, torch_)
+    weights = torch.rand_like(torch_)
+    ours_grad, = torch.autograd.grad((ours * weights).sum(), mask)
+    torch_grad, = torch.autograd.grad((torch_ * weights).sum(), mask)
+    torch.testing.assert_close(ours_grad, torch_grad)
 
 
 # ---- LRP (zennit) -------------------------------------------------------------------------------

@@ -13,13 +13,13 @@ from ._hooks import forward_with_hooks
 # CPU_BATCH_CAP bytes in all (as fitting_batch costs a batch): on CPU a batch runs slower per copy
 # once its activations outgrow the caches. `benchmarks/batch_size.py` (demo UNet, 2-core EPYC,
 # RESULTS.md "Batch size on the CPU"): forward passes were fastest at 8-16 copies of 32^3, 8 of
-# 48^3 and 2-8 of 64^3, and 64 copies ran 1.6-2.0x slower per copy; with gradients the fastest were
-# 16, 4 and 2. The cap picks 40 / 12 / 5 forward copies and 17 / 4 / 2 with gradients there.
-# One copy alone ran 2.3-6x slower per copy than two with torch's kernels; built networks run it on
-# oneDNN (model/lone_copy.py), where a lone forward pass is as fast per copy as two, and faster on the
-# full-size case's 96 x 128 x 128 crop (173 against 226 ms per copy, benchmarks/lone_copy.py). With
-# gradients a lone copy still costs a pair's pass, so with gradients the cap never cuts a CPU batch
-# below CPU_FEWEST_COPIES where the memory holds them. GPUs gain from filling their memory.
+# 48^3 and 2-8 of 64^3, and 64 copies ran 1.6-2.0x slower per copy; the cap picks 40 / 12 / 5.
+# Built networks run one copy on oneDNN (model/lone_copy.py), where a lone forward pass is about as
+# fast per copy as two, and faster on the full-size case's 96 x 128 x 128 crop. With input gradients
+# (RESULTS.md "Batches with gradients") a lone copy ran at about half the speed per copy of two from
+# 32^3 to 64^3 and at 0.8-0.9x at 80^3 and 96^3, so the cap never cuts such a CPU batch below CPU_FEWEST_COPIES where the
+# memory holds them; but once one copy's activations outgrow the cap (96 x 128 x 128) one copy ran
+# 1.5x faster per copy than two, so there the floor is one. GPUs gain from filling their memory.
 MEMORY_FRACTION = 0.5
 CPU_BATCH_CAP = 256_000_000
 CPU_FEWEST_COPIES = 2
@@ -74,6 +74,6 @@ def fitting_batch(activations: int, sample_bytes: int, n_samples: int, *, with_g
     device = torch.device(device)
     count = int((available_memory(device) * MEMORY_FRACTION - fixed) // per_sample)
     if device.type == "cpu":
-        floor = CPU_FEWEST_COPIES if with_gradients else 1
+        floor = CPU_FEWEST_COPIES if with_gradients and activations <= CPU_BATCH_CAP else 1
         count = min(count, max(floor, int((CPU_BATCH_CAP - fixed) // per_sample)))
     return max(1, min(n_samples, count))

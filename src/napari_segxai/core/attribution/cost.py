@@ -37,13 +37,15 @@ class Passes:
     batch: int = 1          # samples run through the network together (0: what fits the memory cap)
     maps: int = 0           # input-sized tensors the method keeps per sample of a batch
     extra_bytes: int = 0    # other working memory (coalition matrices, the regression)
+    samples: int = 0        # distinct samples a batch can gather (0: every forward pass is one)
 
 
 def repeated(passes: Sequence[Passes], n: int) -> Passes:
     """``n`` times the passes of each of several methods: the passes added up, the most demanding one's memory."""
     batch = 0 if any(p.batch == 0 for p in passes) else max(p.batch for p in passes)
+    samples = 0 if any(p.samples == 0 for p in passes) else max(p.samples for p in passes)
     return Passes(n * sum(p.forward for p in passes), n * sum(p.backward for p in passes), batch,
-                  max(p.maps for p in passes), max(p.extra_bytes for p in passes))
+                  max(p.maps for p in passes), max(p.extra_bytes for p in passes), samples)
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,8 @@ def passes_cost(name: str, passes: Passes, speed: Speed, windows: int = 1,
                 parameters: tuple[tuple[str, Any], ...] = ()) -> Cost:
     """The cost of ``passes`` of samples timed at ``speed``, repeated over ``windows`` windows (a method or a measure)."""
     backward = passes.backward > 0
-    batch = passes.batch or fitting_batch(speed.activation_bytes, speed.sample_bytes, max(passes.forward, 1),
+    batch = passes.batch or fitting_batch(speed.activation_bytes, speed.sample_bytes,
+                                          max(passes.samples or passes.forward, 1),
                                           with_gradients=backward, maps_per_sample=passes.maps, device=speed.device)
     per_sample = (2 if backward else 1) * speed.activation_bytes + passes.maps * speed.sample_bytes
     peak = (speed.activation_bytes if backward else 0) + batch * per_sample + passes.extra_bytes

@@ -5,14 +5,16 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+import torch.nn.functional as F
 
 from .. import progress as _progress
-from .base import AttributionMethod, Parameter, register
-from .grad_cam import upsample
+from .base import AttributionMethod, Parameter, register, samples_per_batch
 from .baselines import make_baseline
 from .cost import TIME_BUDGET_S, Passes
 
 DELETIONS = ("blurred", "zeros", "minimum", "noise")
+#: Input-sized tensors a class's pass keeps: its upsampled mask, the blended input, their gradients.
+MAPS = 4
 #: The fewest and most gradient steps automatic settings choose (the paper's optimisation converges within 100).
 AUTO_ITERATIONS = (20, 100)
 
@@ -36,7 +38,9 @@ class MeaningfulPerturbation(AttributionMethod):
     Adam from m = 0.5 (from m = 1 a confident class's probability is saturated and the mask
     never moves), projecting m onto [0, 1] after each step. The score is the class probability (bounded,
     as in the paper) whatever the target's output space. Relevance is 1 - m: what had to be
-    deleted. All classes' masks are learned together, one batched forward pass per iteration.
+    deleted. All classes' masks take one step per iteration, their forward and backward passes
+    batched as the memory and the device's measured speed per copy allow (on the CPU a large input's
+    classes run one at a time, see ``batching``).
     """
 
     signed = False
@@ -72,9 +76,9 @@ class MeaningfulPerturbation(AttributionMethod):
         return type(self)(**{**self.params, "iterations": iterations})
 
     def passes(self, shape, target) -> Passes:
-        """Per iteration one forward and one backward pass of every class's blended input, all classes together."""
+        """Per iteration one forward and one backward pass of every class's blended input, classes batched."""
         n = len(target.classes)
-        return Passes(n * self.params["iterations"], n * self.params["iterations"], batch=n, maps=4)
+        return Passes(n * self.params["iterations"], n * self.params["iterations"], batch=0, maps=MAPS, samples=n)
 
     def deleted(self, inputs: torch.Tensor) -> torch.Tensor:
         """The fully deleted input d."""
@@ -96,27 +100,47 @@ class MeaningfulPerturbation(AttributionMethod):
         score_target = dataclasses.replace(target, output="probabilities")
         counts = torch.tensor(target.voxel_counts, dtype=inputs.dtype, device=inputs.device)
         deleted = self.deleted(inputs)
+        kept = inputs - deleted
+        upsample_mask = LinearUpsampler(coarse, spatial, inputs)
         mask = torch.full((n, groups) + coarse, 0.5, dtype=inputs.dtype, device=inputs.device, requires_grad=True)
         optimiser = torch.optim.Adam([mask], lr=p["learning_rate"])
-        rows = torch.arange(n, device=inputs.device)
+        batch = samples_per_batch(network, inputs, n, with_gradients=True, maps_per_sample=MAPS)
+        parts = [torch.arange(start, min(start + batch, n), device=inputs.device) for start in range(0, n, batch)]
         for step in range(p["iterations"]):
             _progress.step(step, p["iterations"], progress, should_cancel)
-            with torch.enable_grad():
-                full = upsample_mask(mask, spatial)
-                blended = full * inputs + (1 - full) * deleted          # (n, C, *spatial)
-                scores = score_target.scalars(network(blended))[rows, rows] / counts
-                loss = p["l1"] * (1 - mask).flatten(1).mean(1) + p["tv"] * total_variation(mask, p["tv_beta"]) + scores
-                optimiser.zero_grad()
-                loss.sum().backward()
+            optimiser.zero_grad()
+            for rows in parts:   # each class's loss depends on its own mask only: gradients add up per part
+                with torch.enable_grad():
+                    part = mask[rows]
+                    blended = deleted + upsample_mask(part) * kept          # m x + (1 - m) d, (b, C, *spatial)
+                    scores = score_target.scalars(network(blended))[rows - rows[0], rows] / counts[rows]
+                    loss = (p["l1"] * (1 - part).flatten(1).mean(1) + p["tv"] * total_variation(part, p["tv_beta"])
+                            + scores)
+                    loss.sum().backward()
             optimiser.step()
             with torch.no_grad():
                 mask.clamp_(0.0, 1.0)
         _progress.step(p["iterations"], p["iterations"], progress, None)
-        return (1 - upsample_mask(mask.detach(), spatial))
+        return 1 - upsample_mask(mask.detach())
 
 
-def upsample_mask(mask: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-    """The coarse mask on the input grid (linear interpolation), left as is when already there."""
-    if tuple(mask.shape[2:]) == tuple(size):
+class LinearUpsampler:
+    """Coarse masks (N, G, *coarse) onto the input grid by linear interpolation, one matrix product per axis.
+
+    Linear (bi-, trilinear) interpolation is separable, so this equals ``F.interpolate`` with
+    ``align_corners=False`` up to rounding; its backward pass is matrix products too, where torch's
+    backward of a 3D interpolation scatters every output voxel's gradient. Convex weights: the mask
+    stays in [0, 1] (a clamp would block gradients at 1). Axes whose size does not change are left as they are.
+    """
+
+    def __init__(self, coarse: tuple[int, ...], size: tuple[int, ...], like: torch.Tensor):
+        self.matrices = {}
+        for axis, (c, s) in enumerate(zip(coarse, size)):
+            if c != s:
+                identity = torch.eye(c, dtype=like.dtype, device=like.device).unsqueeze(1)
+                self.matrices[axis + 2] = F.interpolate(identity, size=s, mode="linear", align_corners=False)[:, 0]
+
+    def __call__(self, mask: torch.Tensor) -> torch.Tensor:
+        for axis, matrix in self.matrices.items():   # (coarse, size) each
+            mask = (mask.movedim(axis, -1) @ matrix).movedim(-1, axis)
         return mask
-    return upsample(mask, size, "linear")  # convex weights: stays in [0, 1] (a clamp would block gradients at 1)
