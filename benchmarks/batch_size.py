@@ -27,16 +27,18 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def per_copy_ms(network: torch.nn.Module, x: torch.Tensor, with_gradients: bool) -> float:
+def per_copy_ms(network: torch.nn.Module, x: torch.Tensor, with_gradients: bool, weights: bool = False) -> float:
     """Milliseconds per copy of one pass of the batch ``x`` (forward, or forward and backward).
 
     The backward pass computes the input's gradient only, as the attribution methods do (their
-    networks' parameters are frozen): no weight gradients.
+    networks' parameters are frozen), or with ``weights`` the parameters' gradients too (as TracIn
+    and training do).
     """
     start = time.perf_counter()
     if with_gradients:
         x = x.clone().requires_grad_(True)
-        torch.autograd.grad(network(x)[:, 1].sum(), x)
+        wanted = [x] + ([p for p in network.parameters() if p.requires_grad] if weights else [])
+        torch.autograd.grad(network(x)[:, 1].sum(), wanted)
     else:
         with torch.inference_mode():
             network(x)

@@ -50,14 +50,14 @@ def both_kernels(card) -> dict[str, torch.nn.Module]:
     return {"torch's kernels": torch_kernels(build_network(card, "cpu")), "oneDNN": build_network(card, "cpu")}
 
 
-def interleaved_ms(runs: dict, with_gradients: bool, repeats: int) -> dict:
+def interleaved_ms(runs: dict, with_gradients: bool, repeats: int, weights: bool = False) -> dict:
     """Median milliseconds per copy of each ``(module, batch)`` in ``runs``, interleaved over ``repeats`` rounds,
     each timed pass after an untimed one."""
     times: dict = {key: [] for key in runs}
     for _ in range(repeats):
         for key, (module, x) in runs.items():
-            per_copy_ms(module, x, with_gradients)
-            times[key].append(per_copy_ms(module, x, with_gradients))
+            per_copy_ms(module, x, with_gradients, weights)
+            times[key].append(per_copy_ms(module, x, with_gradients, weights))
     return {key: statistics.median(v) for key, v in times.items()}
 
 
@@ -99,7 +99,7 @@ def layers(card, shapes: list[tuple[int, ...]], repeats: int) -> None:
             runs = {"torch's kernels": (conv, x), "as built": (prefer_onednn(copy.deepcopy(conv)), x)}
             timed = []
             for with_gradients in (False, True):
-                ms = interleaved_ms(runs, with_gradients, repeats)
+                ms = interleaved_ms(runs, with_gradients, repeats, weights=True)
                 plain, built = ms["torch's kernels"], ms["as built"]
                 kind = "forward + backward" if with_gradients else "forward"
                 timed.append(f"{kind} {plain:.2f} / {built:.2f} ms ({plain / built:.2f}x)")
