@@ -17,10 +17,10 @@ from ._hooks import forward_with_hooks
 # Built networks run one copy on oneDNN (model/lone_copy.py), where a lone forward pass is about as
 # fast per copy as two, and faster on the full-size case's 96 x 128 x 128 crop. With input gradients
 # (RESULTS.md "Batches with gradients") a lone copy ran at about half the speed per copy of two from
-# 32^3 to 64^3 and at 0.8-0.9x at 80^3 and 96^3, so the cap never cuts such a CPU batch below CPU_FEWEST_COPIES where the
-# memory holds them; but once one copy's activations outgrow the cap (96 x 128 x 128) one copy ran
-# as fast per copy as two or faster (1.0-1.5x in two runs) and 1.2-1.7x faster than three, so there
-# the floor is one. GPUs gain from filling their memory.
+# 32^3 to 64^3 and at 0.8-0.9x at 80^3 and 96^3, so the cap never cuts such a CPU batch below
+# CPU_FEWEST_COPIES where the memory holds them; but once one copy's activations outgrow the cap
+# (96 x 128 x 128) one copy ran as fast per copy as two or faster (1.0-1.5x in two runs) and
+# 1.2-1.7x faster than three, so there the floor is one. GPUs gain from filling their memory.
 MEMORY_FRACTION = 0.5
 CPU_BATCH_CAP = 256_000_000
 CPU_FEWEST_COPIES = 2
