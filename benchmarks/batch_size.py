@@ -3,8 +3,8 @@
 Run: ``nice -n 5 .venv/bin/python benchmarks/batch_size.py`` (``--help`` for options). The bundled
 demo UNet (or ``--model CARD``) on random inputs of its channels and each ``--sides`` cube: for each
 batch size, the milliseconds per copy of a forward pass (what occlusion, KernelSHAP and the Trust
-measures run) and of a forward plus backward pass of one class's summed logits to the input's gradient (what Integrated
-Gradients and SmoothGrad run), interleaved over ``--repeats`` rounds, median per size; each timed
+measures run) and of a forward plus backward pass of one class's summed logits to the input's
+gradient (what Integrated Gradients and SmoothGrad run), interleaved over ``--repeats`` rounds, median per size; each timed
 pass follows an untimed one of the same shape (a method's batches repeat one shape, and the first
 pass of a new shape builds its kernels). Beside each: the batch ``core.attribution.batching.samples_per_batch`` picks for that input
 (as occlusion asks it: forward only; as Integrated Gradients asks it: with gradients and its

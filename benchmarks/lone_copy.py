@@ -4,8 +4,9 @@ Run: ``nice -n 5 .venv/bin/python benchmarks/lone_copy.py`` (``--help`` for opti
 
 * ``copies``: the bundled demo UNet (or ``--model CARD``) on one random input of each ``--sides``
   cube or shape: milliseconds of a forward pass and of a forward plus backward pass of one class's summed
-  logits to the input's gradient (no weight gradients, as the attribution methods run it), with torch's kernels (``slow_conv3d`` for these shapes) and with oneDNN, and per copy of a
-  batch of two with torch's kernels; interleaved over ``--repeats`` rounds, median, each timed pass after an
+  logits to the input's gradient (no weight gradients, as the attribution methods run it), with
+  torch's kernels (``slow_conv3d`` for these shapes) and with oneDNN, and per copy of a batch of two
+  with torch's kernels; interleaved over ``--repeats`` rounds, median, each timed pass after an
   untimed one of its shape.
 * ``case``: the real full-size case TCGA-DU-7294 (4 x 240 x 240 x 155) with the same model: ``segment()``
   at the card's ``sw_batch_size`` and at 1 (what nnU-Net folders and MONAI bundles use by default),
