@@ -14,17 +14,20 @@ model (default: the bundled ``demo3d`` and ``demo2d`` cards), with the code of `
   ``HELD_OUT_SEED_START + 777``: the cases ``tests/test_demo_model.py`` segments, so its floors can
   be set from what this prints;
 * the real cases of ``--real`` (default: TCGA-DU-7294 and TCGA-FG-6692 of ``../shared/realdata``
-  when present), against their ``fusion_mav`` reference label, raw and LCC;
+  when present), against their ``fusion_mav`` reference label, raw and LCC, and the ``--extra``
+  labelled case folders (``benchmarks/realdata.py --brainlesion`` prepares a third case) against
+  their own label;
 * the training record of each card (parameters, updates, minutes, training cases) from its
   manifest, and the seconds per case.
 
 ``--overlap`` and ``--roi-size`` replace the cards' sliding-window overlap and window size (same
 weights; the leave-one-out models' too) to measure other inference settings; ``--overlaps 0.25,0.5,0.75`` repeats everything at each.
-``--leave-one-out DIR`` scores each labelled real case (``benchmarks/realdata.py``) with a model
+``--leave-one-out DIR`` scores each labelled real case (``benchmarks/realdata.py``; the shared ones and
+the ``--extra`` ones) with a model
 that did not train on it: ``DIR/without-CASE``, trained there first with ``--recipe`` (default
 ``configs/demo3d.yaml``, the bundled model's recipe) on the other real cases and the generated ones
-when absent. The bundled model trained on every real case, so its real-case rows are not held out;
-the leave-one-out rows are. Writes one CSV row per case, model and region
+when absent. The bundled model trained on both shared real cases, so their rows are not held out (the
+``--extra`` case's are); the leave-one-out rows are. Writes one CSV row per case, model and region
 (``--csv``, default ``demo_quality.csv`` in a new temporary folder): case, model, region, dice,
 dice_lcc, seconds, with the set, seed, windows and overlap beside them.
 """
@@ -43,6 +46,7 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import realdata  # noqa: E402
 from segment import machine  # noqa: E402
 
 from napari_segxai.cli.evaluate import _reference  # noqa: E402
@@ -58,8 +62,6 @@ from napari_segxai.core.training.evaluate import (
 )
 from napari_segxai.core.io.manifest import read_manifest
 
-REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
-REAL_CASES = ("TCGA-DU-7294", "TCGA-FG-6692")
 TEST_SEED = HELD_OUT_SEED_START + 777
 """The held-out seed tests/test_demo_model.py segments (outside the 20 benchmark seeds)."""
 SUBSET = 5
@@ -129,21 +131,26 @@ def print_summary(label: str, summary: dict) -> None:
               f"{lcc['mean']:7.3f} ± {lcc['sd']:.3f}  {lcc['min']:6.3f}")
 
 
+def reference_text(folder: Path, stem: str) -> str:
+    """What a real case is scored against: the ``stem`` file when the folder has one, else its own label (as ``_reference``)."""
+    return stem if any((folder / f"{stem}{suffix}").is_file() for suffix in (".nii.gz", ".nii")) else "its own label"
+
+
 def regions_text(row: dict, digits: int = 3) -> str:
     return ", ".join(f"{region} {row[region]:.{digits}f} (LCC {row[f'{region}_lcc']:.{digits}f})" for region in REGIONS)
 
 
-def fold_card(folder: Path, left_out: str, recipe: Path):
-    """The card of the model trained without ``left_out`` (``folder``/without-CASE), trained there with ``recipe`` first if absent."""
+def fold_card(folder: Path, cases: list[Path], left_out: str, recipe: Path):
+    """The card of the model trained without ``left_out`` (``folder``/without-CASE), trained there with ``recipe``
+    on the other ``cases`` first if absent."""
     out = folder / f"without-{left_out}"
     if not (out / "card.yaml").is_file():
-        import realdata
         from napari_segxai.cli._common import TerminalProgress
         from napari_segxai.core.training.config import load_config, make_config
         from napari_segxai.core.training.loop import train
 
         data = realdata.build(Path(tempfile.mkdtemp(prefix="segxai-fold-")) / "data",
-                              [c for c in realdata.LABELLED if c != left_out])
+                              [c for c in cases if c.name != left_out])
         config = load_config(recipe)
         config["data"]["dataset"] = str(data)
         print(f"  training the model without {left_out} into {out} ({recipe}; this takes the recipe's time)")
@@ -152,24 +159,21 @@ def fold_card(folder: Path, left_out: str, recipe: Path):
     return load_model_card(out / "card.yaml")
 
 
-def leave_one_out(folder: Path, recipe: Path, overlaps: list[float], reference: str, device: str, csv_rows: list,
-                  roi_size: tuple[int, ...] | None = None) -> None:
-    """Each labelled real case segmented by the model that did not train on it, at each overlap (and ``roi_size``)."""
-    import realdata
-
-    print(f"\n[leave-one-out] recipe {recipe}, models in {folder}")
+def leave_one_out(folder: Path, cases: list[Path], recipe: Path, overlaps: list[float], reference: str, device: str,
+                  csv_rows: list, roi_size: tuple[int, ...] | None = None) -> None:
+    """Each labelled real case of ``cases`` segmented by the model that trained on the others and not on it, at each
+    overlap (and ``roi_size``)."""
+    print(f"\n[leave-one-out] recipe {recipe}, models in {folder}, cases {', '.join(c.name for c in cases)}")
     table = []
-    for name in realdata.LABELLED:
-        if not (REALDATA / name).is_dir():
-            print(f"  {name}: not in {REALDATA}, skipped")
-            continue
-        card = fold_card(folder, name, recipe)
+    for path in cases:
+        name = path.name
+        card = fold_card(folder, cases, name, recipe)
         print(f"  without {name}: {training_text(card)}; windows {roi_size or card.roi_size}")
         network = build_network(card, device)
-        case = load_case(REALDATA / name)
+        case = load_case(path)
         for overlap in overlaps:
             fold = dataclasses.replace(card, overlap=overlap, roi_size=roi_size or card.roi_size)
-            row = evaluate_case(case, _reference(REALDATA / name, reference), fold, network=network, device=device)
+            row = evaluate_case(case, _reference(path, reference), fold, network=network, device=device)
             csv_rows += long_rows([row], f"without {name}", fold, "leave-one-out", case_windows(case, fold))
             table.append((name, overlap, row))
             print(f"  {name} by the model without it, overlap {overlap:g} ({row['seconds']:.1f} s): " + regions_text(row))
@@ -190,7 +194,10 @@ def main(argv=None) -> int:
                         help=f"skip the tests' held-out seed {TEST_SEED}")
     parser.add_argument("--real", type=Path, nargs="*", default=None, metavar="DIR",
                         help="real case folders with a reference label (default: "
-                             f"{', '.join(REAL_CASES)} in {REALDATA} when present; give none for none)")
+                             f"{', '.join(realdata.LABELLED)} in {realdata.REALDATA} when present; give none for none)")
+    parser.add_argument("--extra", type=Path, nargs="*", default=[], metavar="DIR",
+                        help="more labelled real case folders (benchmarks/realdata.py --brainlesion writes one), "
+                             "scored with --real and in --leave-one-out; their label is the folder's own")
     parser.add_argument("--reference", default="fusion_mav", help="reference label stem in each --real folder")
     parser.add_argument("--overlap", type=float, default=None, help="replace the cards' sliding-window overlap")
     parser.add_argument("--roi-size", default=None,
@@ -216,13 +223,13 @@ def main(argv=None) -> int:
             print(f"{label}: {training_text(card)}")
         return 0
 
-    real = ([REALDATA / name for name in REAL_CASES if (REALDATA / name).is_dir()]
-            if args.real is None else list(args.real))
+    real = (realdata.shared_cases() if args.real is None else list(args.real)) + list(args.extra)
     seeds = list(range(args.seed_start, args.seed_start + args.count))
     out_csv = args.csv or Path(tempfile.mkdtemp(prefix="segxai-demo-quality-")) / "demo_quality.csv"
     print(f"Machine: {machine()}")
     print(f"Held-out generated cases: {len(seeds)} (seeds {seeds[0]}-{seeds[-1]})" if seeds else "No generated cases")
-    print(f"Real cases: {', '.join(p.name for p in real) or 'none'} (reference {args.reference})")
+    print(f"Real cases: {', '.join(p.name for p in real) or 'none'} (reference {args.reference}"
+          + (f"; the --extra cases' own label)" if args.extra else ")"))
     first = generate_case(seeds[0] if seeds else TEST_SEED).case
     csv_rows: list[dict] = []
     for name, overlap in [(m, o) for m in args.models.split(",") if m for o in overlaps]:
@@ -268,10 +275,11 @@ def main(argv=None) -> int:
             row = evaluate_case(case, _reference(folder, args.reference), card, network=network, device=args.device)
             csv_rows += long_rows([row], label, card, "real", case_windows(case, card))
             print(f"  real {folder.name} ({case_windows(case, card)} window(s){' per slice' if card.spatial_dims == 2 else ''}, "
-                  f"{row['seconds']:.1f} s) vs {args.reference}: " + regions_text(row))
+                  f"{row['seconds']:.1f} s) vs {reference_text(folder, args.reference)}: " + regions_text(row))
         del network
     if args.leave_one_out is not None:
-        leave_one_out(args.leave_one_out, args.recipe, [o if o is not None else 0.5 for o in overlaps], args.reference,
+        cases = realdata.shared_cases() + [Path(p).absolute() for p in args.extra]
+        leave_one_out(args.leave_one_out, cases, args.recipe, [o if o is not None else 0.5 for o in overlaps], args.reference,
                       args.device, csv_rows, tuple(int(v) for v in args.roi_size.split(",")) if args.roi_size else None)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with open(out_csv, "w", newline="", encoding="utf-8") as f:
