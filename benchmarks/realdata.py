@@ -11,10 +11,10 @@ cases have; labels 1 necrosis, 2 oedema, 4 enhancing). ``segxai train --data OUT
 ``benchmarks/demo_quality.py --leave-one-out`` trains one model per left-out case with the same recipe.
 
 A third labelled glioma case, legally usable here, is the test case of the BrainLesion ``BraTS``
-package (github.com/BrainLesion/BraTS, Apache-2.0; a BraTS case, under the BraTS data terms; added in
-commit 528ab54 and removed from tracking in the next). ``--brainlesion CHECKOUT OUT`` prepares it:
-``git clone https://github.com/BrainLesion/BraTS CHECKOUT && git -C CHECKOUT checkout 528ab54``, then
-this writes ``OUT/BL-BraTS-528ab54/``: links named like the shared cases to the four skull-stripped
+package (github.com/BrainLesion/BraTS, Apache-2.0; a BraTS case, under the BraTS data terms; added by
+commit 528ab54 of its pull request 138, and untracked by the next commit there).
+``--brainlesion CHECKOUT OUT`` prepares it: ``git clone https://github.com/BrainLesion/BraTS CHECKOUT
+&& git -C CHECKOUT fetch origin pull/138/head && git -C CHECKOUT checkout 528ab54``, then this writes ``OUT/BL-BraTS-528ab54/``: links named like the shared cases to the four skull-stripped
 SRI24 images of ``data/preprocessed_case`` and, as ``<name>_seg.nii.gz``, the label of
 ``outputs/segmentation.nii.gz`` (the BraTS-2025 adult-glioma algorithm ``BraTS25_2``'s segmentation,
 labels 1 necrosis / non-enhancing core, 2 oedema, 3 enhancing) with enhancing moved from 3 to 4, the
@@ -105,7 +105,7 @@ def prepare_brainlesion(checkout: Path, out: Path) -> Path:
     for path in [*images.values(), label]:
         if not path.is_file():
             raise ValueError(f"{path} is missing; give a clone of github.com/BrainLesion/BraTS checked out at commit "
-                             "528ab54 (the next commit removed the test case).")
+                             "528ab54 (git fetch origin pull/138/head first; later commits lack the test case).")
     target = Path(out).absolute() / BRAINLESION
     if target.exists():
         raise ValueError(f"{target} exists; give another OUT or remove it.")
