@@ -6,23 +6,33 @@ shared cases' 4, the images must be the checkout's own, and the checkout must st
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import tiny_label, write_nifti
 from napari_segxai.core.io.nifti import load_case
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import realdata  # noqa: E402
+# loaded from its file, not through sys.path, so no benchmark module can shadow another import
+_SPEC = importlib.util.spec_from_file_location("realdata", Path(__file__).resolve().parents[1] / "benchmarks" / "realdata.py")
+realdata = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(realdata)
 
 SHAPE = (12, 12, 12)
 
 
-def _checkout(root: Path, label: np.ndarray) -> Path:
+def _label(core: int, enhancing: int) -> np.ndarray:
+    """Nested cubes: oedema 2 outside, then ``enhancing``, then ``core`` in the middle."""
+    label = np.zeros(SHAPE, np.uint8)
+    label[2:10, 2:10, 2:10] = 2
+    label[4:8, 4:8, 4:8] = enhancing
+    label[5:7, 5:7, 5:7] = core
+    return label
+
+
+def _checkout(root: Path, label: np.ndarray, write_nifti) -> Path:
     """A folder laid out as github.com/BrainLesion/BraTS at commit 528ab54 (tiny volumes)."""
     rng = np.random.default_rng(0)
     for index, stem in enumerate(realdata.BRAINLESION_IMAGES.values()):
@@ -35,9 +45,9 @@ def _contents(root: Path) -> dict:
     return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_the_case_keeps_its_images_moves_enhancing_to_4_and_trains_as_a_dataset(tmp_path):
-    label = tiny_label(SHAPE, values=(1, 2, 3))
-    checkout = _checkout(tmp_path / "BraTS", label)
+def test_the_case_keeps_its_images_moves_enhancing_to_4_and_trains_as_a_dataset(tmp_path, nifti_writer):
+    label = _label(core=1, enhancing=3)
+    checkout = _checkout(tmp_path / "BraTS", label, nifti_writer)
     before = _contents(checkout)
 
     folder = realdata.prepare_brainlesion(checkout, tmp_path / "cases")
@@ -61,17 +71,17 @@ def test_the_case_keeps_its_images_moves_enhancing_to_4_and_trains_as_a_dataset(
         checkout / "data" / "preprocessed_case" / "t2f.nii.gz").resolve()
 
 
-def test_a_wrong_checkout_is_refused_with_the_reason_and_nothing_written(tmp_path):
+def test_a_wrong_checkout_is_refused_with_the_reason_and_nothing_written(tmp_path, nifti_writer):
     with pytest.raises(ValueError, match="checked out at commit 528ab54"):
         realdata.prepare_brainlesion(tmp_path / "empty", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
-    odd = _checkout(tmp_path / "odd", tiny_label(SHAPE, values=(1, 2, 5)))
+    odd = _checkout(tmp_path / "odd", _label(core=1, enhancing=5), nifti_writer)
     with pytest.raises(ValueError, match="expected BraTS-2023 labels 0-3"):
         realdata.prepare_brainlesion(odd, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
-    good = _checkout(tmp_path / "good", tiny_label(SHAPE, values=(1, 2, 3)))
+    good = _checkout(tmp_path / "good", _label(core=1, enhancing=3), nifti_writer)
     realdata.prepare_brainlesion(good, tmp_path / "out")
     with pytest.raises(ValueError, match="exists"):
         realdata.prepare_brainlesion(good, tmp_path / "out")
