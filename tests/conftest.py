@@ -73,6 +73,12 @@ def tiny_label(shape=(16, 16, 16), values=(1, 2, 4)) -> np.ndarray:
 
 
 @pytest.fixture
+def tiny_label_maker():
+    """The ``tiny_label(shape, values)`` helper, for tests that write labels of their own."""
+    return tiny_label
+
+
+@pytest.fixture
 def tiny_case_dir(tmp_path):
     """Factory writing a small synthetic multimodal NIfTI case folder and returning its path.
 

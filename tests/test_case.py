@@ -16,31 +16,11 @@ CANONICAL = ("t1", "t1ce", "t2", "flair")
 STYLES = ("brats2020", "brats2023", "plain", "toolkit")  # the naming styles of tiny_case_dir
 
 
-def write_nifti(array, affine, path):
-    """Write a NIfTI with the affine as sform and qform (test helper)."""
-    img = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
-    img.set_sform(affine, code=1)
-    img.set_qform(affine, code=1)
-    nib.save(img, str(path))
-    return path
-
-
-def tiny_label(shape=(16, 16, 16), values=(1, 2, 4)):
-    """A nested spherical label like the one tiny_case_dir writes (core, rim, shell)."""
-    r = np.sqrt(((np.indices(shape) - (np.array(shape).reshape(-1, 1, 1, 1) - 1) / 2) ** 2).sum(0))
-    scale = min(shape) / 16
-    label = np.zeros(shape, np.int16)
-    label[r < 6 * scale] = values[1]
-    label[r < 4 * scale] = values[2]
-    label[r < 2 * scale] = values[0]
-    return label
-
-
 # --------------------------------------------------------------------------- folders
 
 
 @pytest.mark.parametrize("style", STYLES)
-def test_folder_in_every_naming_convention(tiny_case_dir, style):
+def test_folder_in_every_naming_convention(tiny_case_dir, style, tiny_label_maker):
     folder = tiny_case_dir(style=style)
     case = load_case(folder)
     assert case.modalities == CANONICAL
@@ -50,7 +30,7 @@ def test_folder_in_every_naming_convention(tiny_case_dir, style):
     means = [float(np.median(case.channel(m))) for m in CANONICAL]
     assert means == sorted(means) and abs(means[0] - 100) < 10 and abs(means[3] - 400) < 10
     assert case.label is not None and case.label.dtype == np.int16
-    np.testing.assert_array_equal(case.label, tiny_label((16, 16, 16)))
+    np.testing.assert_array_equal(case.label, tiny_label_maker((16, 16, 16)))
     assert case.label_scheme == BRATS_124
     assert case.name == folder.name
     assert case.spacing == (1.0, 1.0, 1.0)
@@ -73,64 +53,64 @@ def test_extra_modalities_follow_canonical_ones_alphabetically(tiny_case_dir):
     assert load_case(folder).modalities == ("t1", "flair", "adc", "pd")
 
 
-def test_algorithm_outputs_in_folder_are_ignored(tiny_case_dir):
+def test_algorithm_outputs_in_folder_are_ignored(tiny_case_dir, nifti_writer, tiny_label_maker):
     folder = tiny_case_dir(label=False)
-    write_nifti(tiny_label().astype(np.uint8), np.eye(4), folder / "pred_net-20.nii.gz")
-    write_nifti(tiny_label().astype(np.uint8), np.eye(4), folder / "fusion_mav.nii.gz")
+    nifti_writer(tiny_label_maker().astype(np.uint8), np.eye(4), folder / "pred_net-20.nii.gz")
+    nifti_writer(tiny_label_maker().astype(np.uint8), np.eye(4), folder / "fusion_mav.nii.gz")
     case = load_case(folder)
     assert case.modalities == CANONICAL
     assert case.label is None
     assert not any("pred" in p.name or "fusion" in p.name for p in case.source_paths)
 
 
-def test_folder_without_modality_lists_its_files(tmp_path):
-    write_nifti(np.zeros((4, 4, 4), np.float32), np.eye(4), tmp_path / "image.nii.gz")
-    write_nifti(np.zeros((4, 4, 4), np.uint8), np.eye(4), tmp_path / "fusion_mav.nii.gz")
+def test_folder_without_modality_lists_its_files(tmp_path, nifti_writer):
+    nifti_writer(np.zeros((4, 4, 4), np.float32), np.eye(4), tmp_path / "image.nii.gz")
+    nifti_writer(np.zeros((4, 4, 4), np.uint8), np.eye(4), tmp_path / "fusion_mav.nii.gz")
     with pytest.raises(ValueError, match=r"No file .* names a modality.*fusion_mav\.nii\.gz.*image\.nii\.gz"):
         load_case(tmp_path)
 
 
-def test_duplicate_modality_names_both_files(tiny_case_dir):
+def test_duplicate_modality_names_both_files(tiny_case_dir, nifti_writer):
     folder = tiny_case_dir(label=False)
-    write_nifti(np.zeros((16, 16, 16), np.float32), np.eye(4), folder / "T1.nii.gz")
+    nifti_writer(np.zeros((16, 16, 16), np.float32), np.eye(4), folder / "T1.nii.gz")
     with pytest.raises(ValueError, match=r"Both (Case001_t1\.nii\.gz and T1\.nii\.gz|T1\.nii\.gz and Case001_t1\.nii\.gz)"):
         load_case(folder)
 
 
-def test_two_label_files_refused(tiny_case_dir):
+def test_two_label_files_refused(tiny_case_dir, nifti_writer, tiny_label_maker):
     folder = tiny_case_dir()
-    write_nifti(tiny_label().astype(np.uint8), np.eye(4), folder / "label.nii.gz")
+    nifti_writer(tiny_label_maker().astype(np.uint8), np.eye(4), folder / "label.nii.gz")
     with pytest.raises(ValueError, match="several label files"):
         load_case(folder)
 
 
-def test_mismatched_shape_names_files(tiny_case_dir):
+def test_mismatched_shape_names_files(tiny_case_dir, nifti_writer):
     folder = tiny_case_dir(label=False)
-    write_nifti(np.zeros((16, 16, 15), np.float32), np.eye(4), folder / "Case001_t2.nii.gz")
+    nifti_writer(np.zeros((16, 16, 15), np.float32), np.eye(4), folder / "Case001_t2.nii.gz")
     with pytest.raises(ValueError, match=r"Case001_t2\.nii\.gz has shape \(16, 16, 15\) but Case001_t1\.nii\.gz has \(16, 16, 16\)"):
         load_case(folder)
 
 
-def test_mismatched_affine_names_files_and_difference(tiny_case_dir):
+def test_mismatched_affine_names_files_and_difference(tiny_case_dir, nifti_writer):
     folder = tiny_case_dir(label=False)
     shifted = np.eye(4)
     shifted[0, 3] = 0.5
-    write_nifti(np.zeros((16, 16, 16), np.float32), shifted, folder / "Case001_flair.nii.gz")
+    nifti_writer(np.zeros((16, 16, 16), np.float32), shifted, folder / "Case001_flair.nii.gz")
     with pytest.raises(ValueError, match=r"Case001_flair\.nii\.gz and Case001_t1\.nii\.gz have affines differing by up to 0\.5 mm"):
         load_case(folder)
 
 
-def test_affine_within_tolerance_is_accepted(tiny_case_dir):
+def test_affine_within_tolerance_is_accepted(tiny_case_dir, nifti_writer):
     folder = tiny_case_dir(label=False)
     nudged = np.eye(4)
     nudged[0, 3] = 2e-4
-    write_nifti(np.zeros((16, 16, 16), np.float32), nudged, folder / "Case001_flair.nii.gz")
+    nifti_writer(np.zeros((16, 16, 16), np.float32), nudged, folder / "Case001_flair.nii.gz")
     assert load_case(folder).modalities == CANONICAL
 
 
-def test_label_on_another_grid_refused(tiny_case_dir):
+def test_label_on_another_grid_refused(tiny_case_dir, nifti_writer):
     folder = tiny_case_dir(label=False)
-    write_nifti(np.zeros((8, 8, 8), np.uint8), np.eye(4), folder / "Case001_seg.nii.gz")
+    nifti_writer(np.zeros((8, 8, 8), np.uint8), np.eye(4), folder / "Case001_seg.nii.gz")
     with pytest.raises(ValueError, match=r"Case001_seg\.nii\.gz has shape"):
         load_case(folder)
 
@@ -147,16 +127,16 @@ def test_single_3d_file(tiny_case_dir):
     assert case.label is None
 
 
-def test_single_file_with_unknown_name_uses_lowercased_stem(tmp_path):
-    write_nifti(np.ones((5, 6, 7), np.int16), np.eye(4), tmp_path / "MyScan.nii")
+def test_single_file_with_unknown_name_uses_lowercased_stem(tmp_path, nifti_writer):
+    nifti_writer(np.ones((5, 6, 7), np.int16), np.eye(4), tmp_path / "MyScan.nii")
     case = load_case(tmp_path / "MyScan.nii")
     assert case.modalities == ("myscan",)
     assert case.channels.dtype == np.float32 and case.shape == (5, 6, 7)
 
 
-def test_4d_file_channels_by_position(tmp_path):
+def test_4d_file_channels_by_position(tmp_path, nifti_writer):
     data = np.stack([np.full((6, 7, 8), v, np.float32) for v in (1, 2, 3)], axis=-1)
-    write_nifti(data, np.diag([2.0, 2.0, 3.0, 1.0]), tmp_path / "BRATS_001.nii.gz")
+    nifti_writer(data, np.diag([2.0, 2.0, 3.0, 1.0]), tmp_path / "BRATS_001.nii.gz")
     case = load_case(tmp_path / "BRATS_001.nii.gz")
     assert case.modalities == ("channel0", "channel1", "channel2")
     assert case.channels.shape == (3, 6, 7, 8)
@@ -164,22 +144,22 @@ def test_4d_file_channels_by_position(tmp_path):
     assert case.spacing == (2.0, 2.0, 3.0)
 
 
-def test_4d_file_channels_named_by_file_name(tmp_path):
+def test_4d_file_channels_named_by_file_name(tmp_path, nifti_writer):
     data = np.stack([np.full((4, 4, 4), v, np.float32) for v in (1, 2)], axis=-1)
-    write_nifti(data, np.eye(4), tmp_path / "case_flair_t1c.nii.gz")
+    nifti_writer(data, np.eye(4), tmp_path / "case_flair_t1c.nii.gz")
     case = load_case(tmp_path / "case_flair_t1c.nii.gz")
     assert case.modalities == ("flair", "t1ce")
     assert float(case.channel("flair").mean()) == 1.0
 
 
-def test_trailing_singleton_axis_is_3d(tmp_path):
-    write_nifti(np.ones((4, 5, 6, 1), np.float32), np.eye(4), tmp_path / "t2.nii.gz")
+def test_trailing_singleton_axis_is_3d(tmp_path, nifti_writer):
+    nifti_writer(np.ones((4, 5, 6, 1), np.float32), np.eye(4), tmp_path / "t2.nii.gz")
     case = load_case(tmp_path / "t2.nii.gz")
     assert case.channels.shape == (1, 4, 5, 6) and case.modalities == ("t2",)
 
 
-def test_2d_image_refused(tmp_path):
-    write_nifti(np.ones((4, 5), np.float32), np.eye(4), tmp_path / "t1.nii.gz")
+def test_2d_image_refused(tmp_path, nifti_writer):
+    nifti_writer(np.ones((4, 5), np.float32), np.eye(4), tmp_path / "t1.nii.gz")
     with pytest.raises(ValueError, match="2D .* give a 3D or 4D NIfTI"):
         load_case(tmp_path / "t1.nii.gz")
 
@@ -187,17 +167,17 @@ def test_2d_image_refused(tmp_path):
 # --------------------------------------------------------------------------- bad files
 
 
-def test_nan_refused_with_count(tmp_path):
+def test_nan_refused_with_count(tmp_path, nifti_writer):
     data = np.ones((4, 4, 4), np.float32)
     data[0, 0, :3] = np.nan
     data[1, 1, 1] = np.inf
-    write_nifti(data, np.eye(4), tmp_path / "flair.nii.gz")
+    nifti_writer(data, np.eye(4), tmp_path / "flair.nii.gz")
     with pytest.raises(ValueError, match=r"flair\.nii\.gz holds 4 NaN or infinite voxels"):
         load_case(tmp_path / "flair.nii.gz")
 
 
-def test_truncated_file_refused_naming_it(tmp_path):
-    good = write_nifti(np.random.default_rng(0).normal(size=(16, 16, 16)).astype(np.float32),
+def test_truncated_file_refused_naming_it(tmp_path, nifti_writer):
+    good = nifti_writer(np.random.default_rng(0).normal(size=(16, 16, 16)).astype(np.float32),
                        np.eye(4), tmp_path / "good_t1.nii.gz")
     raw = gzip.decompress(good.read_bytes())
     bad = tmp_path / "bad_t1.nii.gz"
@@ -213,8 +193,8 @@ def test_garbage_file_refused_naming_it(tmp_path):
         load_case(bad)
 
 
-def test_absurd_header_refused_before_allocating(tmp_path):
-    path = write_nifti(np.zeros((2, 2, 2), np.float32), np.eye(4), tmp_path / "t1.nii")
+def test_absurd_header_refused_before_allocating(tmp_path, nifti_writer):
+    path = nifti_writer(np.zeros((2, 2, 2), np.float32), np.eye(4), tmp_path / "t1.nii")
     raw = bytearray(path.read_bytes())
     hdr = nib.Nifti1Header.from_fileobj(__import__("io").BytesIO(bytes(raw[:348])))
     hdr.set_data_shape((30000, 30000, 30000))
@@ -226,7 +206,8 @@ def test_absurd_header_refused_before_allocating(tmp_path):
 
 def _header_only(tmp_path, shape, dtype=np.float32):
     """A .nii whose header declares ``shape`` with a few bytes of data behind it."""
-    path = write_nifti(np.zeros((2, 2, 2), dtype), np.eye(4), tmp_path / "big_t1.nii")
+    path = tmp_path / "big_t1.nii"
+    nib.save(nib.Nifti1Image(np.zeros((2, 2, 2), dtype), np.eye(4)), path)
     raw = bytearray(path.read_bytes())
     hdr = nib.Nifti1Header.from_fileobj(__import__("io").BytesIO(bytes(raw[:348])))
     hdr.set_data_shape(shape)
@@ -287,14 +268,14 @@ def test_unknown_label_scheme_names_values():
     assert scheme.classes == {0: "background", 5: "label 5", 7: "label 7"}
 
 
-def test_folder_with_123_labels(tiny_case_dir):
-    folder = tiny_case_dir(label=tiny_label(values=(1, 2, 3)))
+def test_folder_with_123_labels(tiny_case_dir, tiny_label_maker):
+    folder = tiny_case_dir(label=tiny_label_maker(values=(1, 2, 3)))
     assert load_case(folder).label_scheme == BRATS_123
 
 
-def test_float_label_with_fractions_refused(tiny_case_dir):
+def test_float_label_with_fractions_refused(tiny_case_dir, nifti_writer):
     folder = tiny_case_dir(label=False)
-    write_nifti(np.full((16, 16, 16), 0.5, np.float32), np.eye(4), folder / "Case001_seg.nii.gz")
+    nifti_writer(np.full((16, 16, 16), 0.5, np.float32), np.eye(4), folder / "Case001_seg.nii.gz")
     with pytest.raises(ValueError, match="non-integer"):
         load_case(folder)
 
@@ -321,7 +302,7 @@ ORIENTATIONS = {
 
 
 @pytest.mark.parametrize("orientation", sorted(ORIENTATIONS))
-def test_marked_voxel_keeps_its_world_position(tiny_case_dir, orientation):
+def test_marked_voxel_keeps_its_world_position(tiny_case_dir, orientation, nifti_writer):
     affine, codes = ORIENTATIONS[orientation]
     shape = (12, 14, 16)
     marked = (2, 9, 13)
@@ -330,7 +311,7 @@ def test_marked_voxel_keeps_its_world_position(tiny_case_dir, orientation):
         img = nib.load(str(p))
         data = np.asarray(img.dataobj).copy()
         data[marked] = 10_000
-        write_nifti(data, affine, p)
+        nifti_writer(data, affine, p)
     case = load_case(folder)
     np.testing.assert_allclose(case.affine, affine, atol=1e-5)
     if codes is not None:
@@ -552,8 +533,8 @@ def test_hidden_files_are_skipped(tiny_case_dir):
     assert load_case(folder).modalities == CANONICAL
 
 
-def test_upper_case_extension(tmp_path):
-    write_nifti(np.ones((3, 4, 5), np.float32), np.eye(4), tmp_path / "x.nii.gz")
+def test_upper_case_extension(tmp_path, nifti_writer):
+    nifti_writer(np.ones((3, 4, 5), np.float32), np.eye(4), tmp_path / "x.nii.gz")
     (tmp_path / "x.nii.gz").rename(tmp_path / "FLAIR.NII.GZ")
     case = load_case(tmp_path / "FLAIR.NII.GZ")
     assert case.modalities == ("flair",) and case.shape == (3, 4, 5)
