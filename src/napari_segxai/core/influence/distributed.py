@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import os
 from pathlib import Path
 from typing import Optional, Sequence
@@ -47,11 +46,11 @@ def build_rows_distributed(model, class_indices: Sequence[int], *, threshold: fl
                            client=None, progress: Optional[ProgressFn] = None,
                            should_cancel: Optional[CancelFn] = None, parts: Optional[Path] = None,
                            settings_key: str = "") -> dict:
-    """The index rows of every training case, computed in chunks on dask workers and gathered in seed order.
+    """The index rows of every training case, computed case by case on dask workers and gathered in seed order.
 
-    A lost worker's chunks are recomputed by dask on the others. With ``parts``, every finished chunk
-    is also kept there (named by ``settings_key`` and its cases), so a build that was killed resumes
-    with the chunks it had finished.
+    A lost worker's cases are recomputed by dask on the others. With ``parts``, every finished case's
+    rows are also kept there (named by ``settings_key`` and the case), so a build that was killed resumes
+    with the cases it had finished.
     """
     from distributed import as_completed
 
@@ -69,8 +68,10 @@ def build_rows_distributed(model, class_indices: Sequence[int], *, threshold: fl
             "projection": projection, "margin": int(margin),
             "threads": max(1, (os.cpu_count() or 1) // n_workers) if not scheduler else None,
         }, sort_keys=True)
-        size = max(1, math.ceil(len(seeds) / (4 * n_workers)))
-        chunks = [seeds[i : i + size] for i in range(0, len(seeds), size)]
+        # one training case per task (about 10-20 s of work on a CPU worker): the progress bar moves with
+        # each case, and a killed build loses only the cases in flight. Chunks of an eighth of the cases
+        # left a 2-worker build of the demo model's 162 cases at 0% for its first 4 minutes.
+        chunks = [[seed] for seed in seeds]
         found: dict[int, dict] = {}
         for i, chunk in enumerate(chunks):
             kept = _read_part(parts, settings_key, chunk)
