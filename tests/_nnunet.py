@@ -7,9 +7,9 @@ test session (or kept in ``$SEGXAI_TEST_CACHE`` between sessions), never downloa
 
 One epoch teaches nnU-Net little, and unseeded it learns something different each time: one CI run's
 fold 0 found no tumour at all in the held-out case. So training is seeded, with the augmentation in the
-training process (``nnUNet_n_proc_DA=0`` for training; a worker process would draw its own random numbers), and the
-held-out case is the first generated case in which every fold, and the ensemble, finds oedema: the tests
-explain what the model segmented, so the model has to segment something.
+training process (``nnUNet_n_proc_DA=0`` for training; a worker process would draw its own random
+numbers), and the held-out case is the first generated case in which every fold, and the ensemble,
+finds oedema: the tests explain what the model segmented, so the model has to segment something.
 """
 
 from __future__ import annotations
@@ -64,7 +64,6 @@ def _run(command: list[str], env: dict, log: Path) -> None:
 def build_nnunet_model(root: Path) -> NnunetModel:
     """The toy nnU-Net model under ``root`` (built there when missing)."""
     from napari_segxai.core.io.nifti import save_nifti
-    from napari_segxai.core.training.synth import generate_case
 
     folder = root / "results" / DATASET / f"{TRAINER}__nnUNetPlans__3d_fullres"
     raw = root / "raw" / DATASET
