@@ -63,7 +63,8 @@ def build_rows_distributed(model, class_indices: Sequence[int], *, threshold: fl
         n_workers = max(len(client.scheduler_info()["workers"]), 1)
         spec = json.dumps({
             "card": str(model.card.path),
-            "training_data": str(model.card.training_data) if model.card.training_data else None, "layers": model.layers, "last_k": model.last_k,
+            "training_data": str(model.card.training_data) if model.card.training_data else None,
+            "layers": model.layers, "last_k": model.last_k,
             "class_indices": [int(i) for i in class_indices], "threshold": float(threshold),
             "projection": projection, "margin": int(margin),
             "threads": max(1, (os.cpu_count() or 1) // n_workers) if not scheduler else None,
