@@ -271,9 +271,9 @@ def test_tracin_traces_an_nnunet_model_to_its_raw_dataset(nnunet_model, tmp_path
 
     folder = _copy_model(nnunet_model, tmp_path)  # the index is written beside the fold's checkpoints
     out = tmp_path / "tracin"
-    # every class the one-epoch model predicts, wherever it is the most likely (its probabilities are low)
+    # the oedema the fixture guarantees, wherever it is the most likely class (the one-epoch model's probabilities are low)
     assert main(["influence", str(nnunet_model.case), "--model", str(folder), "--training-data",
-                 str(nnunet_model.raw), "--threshold", "0", "--out", str(out)]) == 0
+                 str(nnunet_model.raw), "--class", "edema", "--threshold", "0", "--out", str(out)]) == 0
     rows = list(csv.DictReader((out / "held_out_influence.csv").open()))
     assert {r["training_case"] for r in rows} <= {c.name for c in record.cases} and rows
     assert list((folder / "fold_0" / "influence").glob("index-*.npz"))
