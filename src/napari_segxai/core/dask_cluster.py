@@ -21,13 +21,22 @@ def default_workers() -> int:
 
 
 def local_cluster(workers: int, *, memory_limit: str | float | None = "auto"):
-    """A dask LocalCluster of ``workers`` single-threaded worker processes on loopback (dashboard on a free port)."""
+    """A dask LocalCluster of ``workers`` single-threaded worker processes on loopback (dashboard on a free port).
+
+    Its workers keep glibc's own trim threshold. dask starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``,
+    which hands every freed block over 64 KiB back to the kernel at once. torch's activations and
+    gradients are megabytes each, so every pass mapped them afresh: the TracIn index build spent a
+    third of its CPU time in the kernel and took 1.5x as long per training case (RESULTS.md,
+    "the index build's lost third"). A threshold the user exported is kept.
+    """
     import logging
 
+    import dask
     from distributed import LocalCluster
 
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                        dashboard_address=":0", memory_limit=memory_limit, silence_logs=logging.ERROR)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                            dashboard_address=":0", memory_limit=memory_limit, silence_logs=logging.ERROR)
 
 
 def connect(scheduler: str):
