@@ -26,8 +26,8 @@ def local_cluster(workers: int, *, memory_limit: str | float | None = "auto"):
     Its workers keep glibc's own trim threshold. dask starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``,
     which hands every freed block over 64 KiB back to the kernel at once. torch's activations and
     gradients are megabytes each, so every pass mapped them afresh: the TracIn index build spent a
-    third of its CPU time in the kernel and took 1.5x as long per training case (RESULTS.md,
-    "the index build's lost third"). A threshold the user exported is kept.
+    third of its CPU time in the kernel and took twice as long (RESULTS.md, "the index build's lost
+    half"). A threshold the user exported is kept.
     """
     import logging
 
