@@ -72,27 +72,21 @@ def build_rows_distributed(model, class_indices: Sequence[int], *, threshold: fl
         # one training case per task (about 10-20 s of work on a CPU worker): the progress bar moves with
         # each case, and a killed build loses only the cases in flight. Chunks of an eighth of the cases
         # left a 2-worker build of the demo model's 162 cases at 0% for its first 4 minutes.
-        chunks = [[seed] for seed in seeds]
-        found: dict[int, dict] = {}
-        for i, chunk in enumerate(chunks):
-            kept = _read_part(parts, settings_key, chunk)
-            if kept is not None:
-                found[i] = kept
-        futures = {client.submit(rows_task, spec, chunk, pure=False): i
-                   for i, chunk in enumerate(chunks) if i not in found}
-        done = sum(len(chunks[i]) for i in found)
-        step(done, len(seeds), progress, should_cancel)
+        found = {i: kept for i, seed in enumerate(seeds)
+                 if (kept := _read_part(parts, settings_key, seed)) is not None}
+        futures = {client.submit(rows_task, spec, [seed], pure=False): i
+                   for i, seed in enumerate(seeds) if i not in found}
+        step(len(found), len(seeds), progress, should_cancel)
         try:
             for future in as_completed(futures):
                 i = futures[future]
                 found[i] = future.result()
-                _write_part(parts, settings_key, chunks[i], found[i])
-                done += len(chunks[i])
-                step(done, len(seeds), progress, should_cancel)
+                _write_part(parts, settings_key, seeds[i], found[i])
+                step(len(found), len(seeds), progress, should_cancel)
         except BaseException:
             client.cancel(list(futures))
             raise
-    ordered = [found[i] for i in range(len(chunks))]
+    ordered = [found[i] for i in range(len(seeds))]
     return {
         "gradients": np.concatenate([p["gradients"] for p in ordered], axis=1),
         "voxels": np.concatenate([p["voxels"] for p in ordered]),
@@ -104,31 +98,32 @@ def build_rows_distributed(model, class_indices: Sequence[int], *, threshold: fl
     }
 
 
-def _part_path(parts: Path, settings_key: str, chunk: Sequence[int]) -> Path:
+def _part_path(parts: Path, settings_key: str, seed: int) -> Path:
     import hashlib
 
-    key = hashlib.sha256(json.dumps([settings_key, [int(s) for s in chunk]]).encode()).hexdigest()[:20]
+    # the seed in a list, as when tasks held several cases: parts kept by earlier builds keep their names
+    key = hashlib.sha256(json.dumps([settings_key, [int(seed)]]).encode()).hexdigest()[:20]
     return parts / f"chunk-{key}.npz"
 
 
-def _write_part(parts: Optional[Path], settings_key: str, chunk: Sequence[int], rows: dict) -> None:
-    """Keep one finished chunk (arrays only, no pickles), atomically."""
+def _write_part(parts: Optional[Path], settings_key: str, seed: int, rows: dict) -> None:
+    """Keep one finished case's rows (arrays only, no pickles), atomically."""
     if parts is None:
         return
     from ..io.files import atomic_path
 
     parts.mkdir(parents=True, exist_ok=True)
     arrays = {k: np.asarray(v) for k, v in rows.items() if k != "names"}
-    with atomic_path(_part_path(parts, settings_key, chunk), suffix=".npz") as temporary:
+    with atomic_path(_part_path(parts, settings_key, seed), suffix=".npz") as temporary:
         with open(temporary, "wb") as handle:
             np.savez(handle, names=np.asarray(rows["names"], dtype=str), **arrays)
 
 
-def _read_part(parts: Optional[Path], settings_key: str, chunk: Sequence[int]) -> Optional[dict]:
-    """A chunk kept by an earlier, interrupted build of the same settings; None when there is none (or it is unreadable)."""
+def _read_part(parts: Optional[Path], settings_key: str, seed: int) -> Optional[dict]:
+    """A case kept by an earlier, interrupted build of the same settings; None when there is none (or it is unreadable)."""
     if parts is None:
         return None
-    path = _part_path(parts, settings_key, chunk)
+    path = _part_path(parts, settings_key, seed)
     if not path.is_file():
         return None
     try:
