@@ -22,6 +22,8 @@ model (default: the bundled ``demo3d`` and ``demo2d`` cards), with the code of `
 
 ``--overlap`` and ``--roi-size`` replace the cards' sliding-window overlap and window size (same
 weights; the leave-one-out models' too) to measure other inference settings; ``--overlaps 0.25,0.5,0.75`` repeats everything at each.
+``--mirror-axes none 0`` repeats everything without mirroring and mirrored along axis 0 (the cards'
+``inference.mirror_axes``, test-time augmentation: the logits of the mirror images averaged).
 ``--leave-one-out DIR`` scores each labelled real case (``benchmarks/realdata.py``; the shared ones and
 the ``--extra`` ones) with a model
 that did not train on it: ``DIR/without-CASE``, trained there first with ``--recipe`` (default
@@ -75,7 +77,15 @@ def card_for(name: str):
 
 
 def windows_text(card) -> str:
-    return f"{' x '.join(map(str, card.roi_size))}, overlap {card.overlap:g}"
+    mirrored = f", mirrored along {','.join(map(str, card.mirror_axes))}" if card.mirror_axes else ""
+    return f"{' x '.join(map(str, card.roi_size))}, overlap {card.overlap:g}{mirrored}"
+
+
+def mirror_choices(values: list[str] | None) -> list[tuple[int, ...] | None]:
+    """``--mirror-axes`` items (``none`` or comma-separated axes) as axis tuples; [None] (the cards' own) without it."""
+    if not values:
+        return [None]
+    return [() if v.strip().lower() == "none" else tuple(int(a) for a in v.split(",")) for v in values]
 
 
 def training_text(card) -> str:
@@ -118,7 +128,8 @@ def long_rows(rows: list[dict], model: str, card, which: str, windows: int) -> l
             out.append({"case": r["case"], "model": model, "region": region, "dice": r[region],
                         "dice_lcc": r[f"{region}_lcc"], "seconds": r["seconds"], "set": which,
                         "seed": r.get("seed", ""), "roi_size": "x".join(map(str, card.roi_size)),
-                        "overlap": card.overlap, "windows": windows})
+                        "overlap": card.overlap, "mirror_axes": ",".join(map(str, card.mirror_axes)) or "none",
+                        "windows": windows})
     return out
 
 
@@ -160,9 +171,10 @@ def fold_card(folder: Path, cases: list[Path], left_out: str, recipe: Path):
 
 
 def leave_one_out(folder: Path, cases: list[Path], recipe: Path, overlaps: list[float], reference: str, device: str,
-                  csv_rows: list, roi_size: tuple[int, ...] | None = None) -> None:
+                  csv_rows: list, roi_size: tuple[int, ...] | None = None,
+                  mirrors: list[tuple[int, ...] | None] = (None,)) -> None:
     """Each labelled real case of ``cases`` segmented by the model that trained on the others and not on it, at each
-    overlap (and ``roi_size``)."""
+    overlap and mirroring (and ``roi_size``)."""
     print(f"\n[leave-one-out] recipe {recipe}, models in {folder}, cases {', '.join(c.name for c in cases)}")
     table = []
     for path in cases:
@@ -171,16 +183,21 @@ def leave_one_out(folder: Path, cases: list[Path], recipe: Path, overlaps: list[
         print(f"  without {name}: {training_text(card)}; windows {roi_size or card.roi_size}")
         network = build_network(card, device)
         case = load_case(path)
-        for overlap in overlaps:
-            fold = dataclasses.replace(card, overlap=overlap, roi_size=roi_size or card.roi_size)
+        for overlap, axes in [(o, m) for o in overlaps for m in mirrors]:
+            fold = dataclasses.replace(card, overlap=overlap, roi_size=roi_size or card.roi_size,
+                                       mirror_axes=card.mirror_axes if axes is None else axes)
             row = evaluate_case(case, _reference(path, reference), fold, network=network, device=device)
             csv_rows += long_rows([row], f"without {name}", fold, "leave-one-out", case_windows(case, fold))
-            table.append((name, overlap, row))
-            print(f"  {name} by the model without it, overlap {overlap:g} ({row['seconds']:.1f} s): " + regions_text(row))
+            mirrored = ",".join(map(str, fold.mirror_axes)) or "none"
+            table.append((name, overlap, mirrored, row))
+            print(f"  {name} by the model without it, overlap {overlap:g}, mirrored along {mirrored} "
+                  f"({row['seconds']:.1f} s): " + regions_text(row))
     if table:
-        print("\n| case | overlap | whole tumour (LCC) | tumour core (LCC) | enhancing (LCC) |\n|---|---|---|---|---|")
-        for name, overlap, row in table:
-            print(f"| {name} | {overlap:g} | " + " | ".join(f"{row[r]:.3f} ({row[f'{r}_lcc']:.3f})" for r in REGIONS) + " |")
+        print("\n| case | overlap | mirrored along | whole tumour (LCC) | tumour core (LCC) | enhancing (LCC) |\n"
+              "|---|---|---|---|---|---|")
+        for name, overlap, mirrored, row in table:
+            print(f"| {name} | {overlap:g} | {mirrored} | "
+                  + " | ".join(f"{row[r]:.3f} ({row[f'{r}_lcc']:.3f})" for r in REGIONS) + " |")
 
 
 def main(argv=None) -> int:
@@ -207,6 +224,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, mps")
     parser.add_argument("--overlaps", default=None, metavar="A,B,...",
                         help="evaluate each model at each of these overlaps (e.g. 0.25,0.5,0.75) instead of one")
+    parser.add_argument("--mirror-axes", nargs="*", default=None, metavar="AXES",
+                        help="replace the cards' inference.mirror_axes: each item 'none' or axes such as 0 or 0,1; "
+                             "several items repeat everything with each (e.g. --mirror-axes none 0)")
     parser.add_argument("--leave-one-out", type=Path, default=None, metavar="DIR",
                         help="also score each labelled real case with a model trained without it (DIR/without-CASE, "
                              "trained there with --recipe first when absent: the recipe's training time per case)")
@@ -232,11 +252,14 @@ def main(argv=None) -> int:
           + (f"; the --extra cases' own label)" if args.extra else ")"))
     first = generate_case(seeds[0] if seeds else TEST_SEED).case
     csv_rows: list[dict] = []
-    for name, overlap in [(m, o) for m in args.models.split(",") if m for o in overlaps]:
+    mirrors = mirror_choices(args.mirror_axes)
+    for name, overlap, axes in [(m, o, a) for m in args.models.split(",") if m for o in overlaps for a in mirrors]:
         model, card = card_for(name)
         changed = {}
         if overlap is not None:
             changed["overlap"] = overlap
+        if axes is not None:
+            changed["mirror_axes"] = axes
         if args.roi_size is not None:
             changed["roi_size"] = tuple(int(s) for s in args.roi_size.split(","))
         label = model if not changed else f"{model} ({windows_text(dataclasses.replace(card, **changed))}, same weights)"
@@ -280,7 +303,8 @@ def main(argv=None) -> int:
     if args.leave_one_out is not None:
         cases = realdata.shared_cases() + [Path(p).absolute() for p in args.extra]
         leave_one_out(args.leave_one_out, cases, args.recipe, [o if o is not None else 0.5 for o in overlaps], args.reference,
-                      args.device, csv_rows, tuple(int(v) for v in args.roi_size.split(",")) if args.roi_size else None)
+                      args.device, csv_rows, tuple(int(v) for v in args.roi_size.split(",")) if args.roi_size else None,
+                      mirrors)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with open(out_csv, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(csv_rows[0]))

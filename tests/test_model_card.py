@@ -28,7 +28,7 @@ def test_valid_card_loads_with_absolute_paths_and_defaults(tmp_path):
     assert card.classes[1] == ClassInfo(name="edema", label=2, color="#3cb44b")
     assert card.label_values == (0, 2, 4) and card.class_names == ("background", "edema", "core")
     assert card.orientation == "RAS" and card.spacing == (2.0, 2.0, 2.0)
-    assert card.roi_size == (16, 16, 16) and card.overlap == 0.25 and card.sw_batch_size == 2
+    assert card.roi_size == (16, 16, 16) and card.overlap == 0.25 and card.sw_batch_size == 2 and card.mirror_axes == ()
     assert card.description == "" and card.trusted is False and card.training is None
     assert load_model_card(tmp_path / "m") == card  # a folder means its card.yaml
     hash(card)
@@ -90,6 +90,9 @@ BAD_CARDS = {
     "overlap 1.5": ({"inference": {"overlap": 1.5}}, ["'inference.overlap'", "[0, 1)"]),
     "batch 0": ({"inference": {"sw_batch_size": 0}}, ["'inference.sw_batch_size'"]),
     "blend mode": ({"inference": {"mode": "median"}}, ["'inference.mode'", "gaussian"]),
+    "mirror axis 3": ({"inference": {"mirror_axes": [0, 3]}}, ["'inference.mirror_axes'", "0 to 2"]),
+    "mirror axis twice": ({"inference": {"mirror_axes": [1, 1]}}, ["'inference.mirror_axes'", "distinct"]),
+    "mirror axes not a list": ({"inference": {"mirror_axes": "x"}}, ["'inference.mirror_axes'", "[] for none"]),
     "misspelt field": ({"activaton": "softmax"}, ["unknown field", "'activaton'", "activation"]),
     "misspelt inference field": ({"inference": {"overlapp": 0.5}}, ["'overlapp'", "in 'inference'"]),
     "training absent": ({"training": "training/manifest.json"}, ["'training'", "does not exist"]),

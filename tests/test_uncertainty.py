@@ -18,7 +18,6 @@ from napari_segxai.core.model.uncertainty import (
     uncertain_region,
     uncertainty,
 )
-from napari_segxai.core.model.uncertainty_members import flip_subsets
 from napari_segxai.core.progress import Cancelled
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
@@ -72,7 +71,6 @@ def test_flips_of_a_flip_equivariant_network_agree_exactly(toy_card):
     assert np.abs(measured.mutual_information).max() < 1e-5
     np.testing.assert_allclose(measured.affine, case.affine)
     assert measured.max_entropy == pytest.approx(math.log(4))
-    assert flip_subsets((0, 2)) == [(), (0,), (2,), (0, 2)]
 
 
 def test_flips_of_the_toy_unet_disagree_and_keep_the_plain_segmentation(toy_card):

@@ -58,7 +58,8 @@ def add_model_options(parser: argparse.ArgumentParser, *, model_required: bool =
     )
     parser.add_argument(
         "--no-mirroring", action="store_true",
-        help="nnU-Net models: predict without mirroring (nnU-Net's test-time augmentation; 8x faster in 3D)",
+        help="predict without mirroring, the test-time augmentation of nnU-Net models (8x faster in 3D) and of "
+             "cards whose inference.mirror_axes names axes (2x per axis)",
     )
 
 
@@ -75,19 +76,19 @@ def load_card(args: argparse.Namespace) -> "ModelCard":
         folds = [f.strip() for f in str(folds).split(",") if f.strip()]
         if not folds:
             raise UserError("--folds is empty; give all or fold numbers such as 0,1,2.")
-    options = {"folds": folds, "checkpoint": getattr(args, "checkpoint", None),
-               "mirroring": False if getattr(args, "no_mirroring", False) else None}
+    no_mirroring = bool(getattr(args, "no_mirroring", False))
+    options = {"folds": folds, "checkpoint": getattr(args, "checkpoint", None)}
     if model is None:
         if any(v is not None for v in options.values()):
-            raise UserError("--folds, --checkpoint and --no-mirroring choose parts of an nnU-Net model; "
-                            "give its folder with --model.")
+            raise UserError("--folds and --checkpoint choose parts of an nnU-Net model; give its folder with --model.")
         card = default_model_card()
-        return dataclasses.replace(card, trusted=True) if args.trust_model and not card.trusted else card
-    card = load_model_card(model, trusted=args.trust_model, **options)
-    if card.source is None and any(v is not None for v in options.values()):
-        raise UserError(f"--folds, --checkpoint and --no-mirroring choose parts of an nnU-Net model, and {model} "
-                        "is a model card of one network; leave them out.")
-    return card
+        card = dataclasses.replace(card, trusted=True) if args.trust_model and not card.trusted else card
+    else:
+        card = load_model_card(model, trusted=args.trust_model, mirroring=False if no_mirroring else None, **options)
+        if card.source is None and any(v is not None for v in options.values()):
+            raise UserError(f"--folds and --checkpoint choose parts of an nnU-Net model, and {model} is a model card "
+                            "of one network; leave them out.")
+    return dataclasses.replace(card, mirror_axes=()) if no_mirroring and card.source is None else card
 
 
 def add_case_options(parser: argparse.ArgumentParser, *, model: bool = True) -> None:

@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     settings = CohortSettings(
         model_card=str(Path(card.path).resolve()), method=args.method, parameters=tuple(sorted(params.items())),
         maps=args.maps, device=None if args.device in (None, "auto") else args.device, trusted=args.trust_model,
+        mirroring=not getattr(args, "no_mirroring", False),
     )
     with TerminalProgress("cohort (cases)") as bar:
         result = run_cohort(args.cases_dir, args.out, settings, scheduler=args.scheduler, workers=args.workers,

@@ -35,11 +35,12 @@ class CohortSettings:
     device: Optional[str] = None
     threads: Optional[int] = None
     trusted: bool = False
+    mirroring: bool = True  # False: the card's inference.mirror_axes left out (--no-mirroring)
 
     def fingerprint(self) -> dict:
-        """What must match for an earlier case result to be reused: card, method and parameters."""
+        """What must match for an earlier case result to be reused: card, method, parameters (and mirroring, when off)."""
         return {"model_card": str(Path(self.model_card).resolve()), "method": self.method,
-                "parameters": {k: _plain(v) for k, v in self.parameters}}
+                "parameters": {k: _plain(v) for k, v in self.parameters}, **({} if self.mirroring else {"mirroring": False})}
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,10 @@ def worker_model(settings: CohortSettings):
     card = load_model_card(path)
     if settings.trusted and not card.trusted:
         card = dataclasses.replace(card, trusted=True)
+    if not settings.mirroring:
+        card = dataclasses.replace(card, mirror_axes=())
     device = pick_device(settings.device)
-    key = (str(path), path.stat().st_mtime_ns, card.weights.stat().st_mtime_ns, str(device), card.trusted)
+    key = (str(path), path.stat().st_mtime_ns, card.weights.stat().st_mtime_ns, str(device), card.trusted, card.mirror_axes)
     if key not in _MODELS:
         _MODELS.clear()  # one model per worker at a time
         _MODELS[key] = (card, build_network(card, device), device)

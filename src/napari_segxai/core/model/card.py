@@ -25,7 +25,7 @@ _TOP_LEVEL = (
     "training_data", "source",
 )
 _PREPROCESSING = ("orientation", "spacing", "spacing_policy", "normalization")
-_INFERENCE = ("roi_size", "overlap", "sw_batch_size", "mode")
+_INFERENCE = ("roi_size", "overlap", "sw_batch_size", "mode", "mirror_axes")
 # Colours for classes whose card entry gives none (background first).
 _PALETTE = ("#000000", "#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0")
 
@@ -70,6 +70,7 @@ class ModelCard:
     training: Optional[Path]
     training_data: Optional[Path] = None  # where a training set of files is now, when it moved since training
     source: Any = field(default=None, hash=False)  # a model folder the card was derived from (nnunet.NnunetSource)
+    mirror_axes: tuple[int, ...] = ()  # window axes mirrored at inference, logits averaged (test-time augmentation)
 
     @property
     def fold_weights(self) -> tuple[Path, ...]:
@@ -209,6 +210,7 @@ def parse_model_card(raw: Any, path: Path) -> ModelCard:
     if sw_batch_size < 1:
         check.fail("inference.sw_batch_size", f"is {sw_batch_size}; use 1 or more")
     mode = check.choice(inf, "mode", BLEND_MODES, default="gaussian", where="inference.mode")
+    mirror_axes = check.mirror_axes(inf, spatial_dims)
 
     training = check.existing_path(raw, "training", "training manifest", required=False)
     # Not required to exist: a training set of files may be absent on this machine (TracIn then lists
@@ -221,7 +223,7 @@ def parse_model_card(raw: Any, path: Path) -> ModelCard:
         modalities=modalities, classes=classes, activation=activation, orientation=orientation,
         spacing=spacing, spacing_policy=spacing_policy, normalization=normalization, roi_size=roi_size,
         overlap=float(overlap), sw_batch_size=sw_batch_size, mode=mode, training=training,
-        training_data=training_data,
+        training_data=training_data, mirror_axes=mirror_axes,
     )
 
 
@@ -384,6 +386,14 @@ class _Checker:
         if (not isinstance(value, list) or len(value) != spatial_dims
                 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
             self.fail(where, f"is {value!r}; give {spatial_dims} positive window sizes in voxels")
+        return tuple(value)
+
+    def mirror_axes(self, inf, spatial_dims) -> tuple[int, ...]:
+        value = self._get(inf, "mirror_axes", [], "inference.mirror_axes")
+        if (not isinstance(value, list) or len(set(value)) != len(value)
+                or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < spatial_dims for v in value)):
+            self.fail("inference.mirror_axes", f"is {value!r}; give distinct axes of the network's window "
+                                               f"(0 to {spatial_dims - 1}), or [] for none")
         return tuple(value)
 
 

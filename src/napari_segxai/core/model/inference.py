@@ -10,6 +10,7 @@ the others; a sigmoid model's regions all 0). How many labelled voxels were remo
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass
@@ -148,19 +149,33 @@ def infer(
         batches = list(torch.split(slices, SLICE_BATCH))
     spatial = tuple(int(s) for s in batches[0].shape[2:])
     per_image = count_windows(spatial, card.roi_size, card.overlap)
-    predictor = _CountingPredictor(network, per_image * sum(b.shape[0] for b in batches), progress, should_cancel)
+    flips = mirror_subsets(card.mirror_axes)
+    predictor = _CountingPredictor(network, per_image * sum(b.shape[0] for b in batches) * len(flips), progress,
+                                   should_cancel)
+
+    def windows(batch: torch.Tensor) -> torch.Tensor:
+        return sliding_window_inference(
+            batch, roi_size=card.roi_size, sw_batch_size=card.sw_batch_size, predictor=predictor,
+            overlap=card.overlap, mode=card.mode, sw_device=image.device, device=image.device,
+        )
+
     with cancel_inside(network, should_cancel):
-        outputs = [
-            sliding_window_inference(
-                batch, roi_size=card.roi_size, sw_batch_size=card.sw_batch_size, predictor=predictor,
-                overlap=card.overlap, mode=card.mode, sw_device=image.device, device=image.device,
-            )
-            for batch in batches
-        ]
+        outputs = []
+        for batch in batches:  # the mirror images' logits mirrored back and averaged, as nnU-Net does
+            total = windows(batch).float()
+            for axes in flips[1:]:
+                dims = [2 + axis for axis in axes]
+                total += torch.flip(windows(torch.flip(batch, dims)), dims)
+            outputs.append(total / len(flips) if len(flips) > 1 else total)
     step(predictor.total, predictor.total, progress, None)
     if card.spatial_dims == 3:
         return outputs[0].float()
     return torch.cat(outputs).movedim(0, 1 + card.slice_axis).unsqueeze(0).float()
+
+
+def mirror_subsets(axes: Sequence[int]) -> list[tuple[int, ...]]:
+    """Every subset of the mirror ``axes``, the empty one (no flip) first: 2^len(axes) passes."""
+    return [subset for size in range(len(axes) + 1) for subset in itertools.combinations(axes, size)]
 
 
 def count_windows(image_size: Sequence[int], roi_size: Sequence[int], overlap: float) -> int:

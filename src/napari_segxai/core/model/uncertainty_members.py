@@ -8,7 +8,6 @@ Networks are built when their run starts, so one member's weights are held at a 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from .card import ModelCard, build_network
+from .inference import mirror_subsets
 
 #: The ensembles a user can pick: the model's recorded checkpoints, test-time flips, MC dropout.
 MODES: tuple[str, ...] = ("checkpoints", "flips", "dropout")
@@ -49,7 +49,7 @@ def plan_members(case, card: ModelCard, mode: str, *, network: Optional[torch.nn
         network = network if network is not None else build_network(card, device)
     own = _own_network(card, network)
     if mode == "flips":
-        return [Member(_flip_name(axes), own, axes) for axes in flip_subsets(flippable_axes(case, card))]
+        return [Member(_flip_name(axes), own, axes) for axes in mirror_subsets(flippable_axes(case, card))]
     if mode == "dropout":
         if int(samples) < 2:
             raise ValueError(f"MC dropout needs at least 2 samples, got {samples}; ask for 8 or more.")
@@ -121,11 +121,6 @@ def flippable_axes(case, card: ModelCard) -> tuple[int, ...]:
 
     world = io_orientation(np.asarray(case.affine))[:, 0]  # the world (RAS) axis each array axis runs along
     return tuple(a for a in axes if int(world[a]) != int(card.slice_axis))
-
-
-def flip_subsets(axes: tuple[int, ...]) -> list[tuple[int, ...]]:
-    """Every subset of ``axes``, the empty one (no flip) first: 2^len(axes) flips."""
-    return [subset for n in range(len(axes) + 1) for subset in itertools.combinations(axes, n)]
 
 
 def _flip_name(axes: tuple[int, ...]) -> str:

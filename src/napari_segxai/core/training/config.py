@@ -46,7 +46,7 @@ DEFAULT_CONFIG: dict = {
     "seed": 0,
     # roi_size None: the training crop size (windows the size the network saw in training; a
     # whole-volume window gave the demo model false positives), overlap 0.5 for the same reason.
-    "inference": {"roi_size": None, "overlap": 0.5, "sw_batch_size": 1, "mode": "gaussian"},
+    "inference": {"roi_size": None, "overlap": 0.5, "sw_batch_size": 1, "mode": "gaussian", "mirror_axes": []},
     "preprocessing": {"orientation": "RAS", "spacing": [2.0, 2.0, 2.0], "spacing_policy": "resample",
                       "normalization": "zscore_nonzero"},
 }
@@ -109,6 +109,9 @@ def _validate(config: dict, source: str) -> None:
         raise ValueError(f"{source}: crop.offset must be a share of the crop size from 0 to 0.5, got {offset!r}.")
     if len(config["inference"]["roi_size"]) != dims:
         raise ValueError(f"{source}: inference.roi_size must give {dims} sizes, got {config['inference']['roi_size']}.")
+    axes = config["inference"]["mirror_axes"]
+    if not isinstance(axes, list) or len(set(axes)) != len(axes) or not all(a in range(dims) for a in axes):
+        raise ValueError(f"{source}: inference.mirror_axes must list distinct window axes 0 to {dims - 1}, got {axes!r}.")
     kwargs = config["kwargs"]
     if kwargs.get("spatial_dims", dims) != dims:
         raise ValueError(f"{source}: kwargs.spatial_dims ({kwargs.get('spatial_dims')}) differs from spatial_dims ({dims}).")
