@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -73,6 +75,8 @@ def test_a_changed_checkpoint_makes_the_index_stale_and_it_is_rebuilt(card):
     model = load_tracin_model(card)
     assert index_status(model, [1, 2, 3], threshold=0.0)[1] == "current"
     assert index_status(model, [1, 2, 3], threshold=0.3)[1] == "missing"
+    mirrored = load_tracin_model(dataclasses.replace(card, mirror_axes=(0,)))  # other regions: not this index
+    assert index_status(mirrored, [1, 2, 3], threshold=0.0)[1] != "current"
     path = model.record.checkpoints[0].path
     state = load_state_dict(path)
     save_state_dict({k: v * 1.5 if v.is_floating_point() else v for k, v in state.items()}, path)

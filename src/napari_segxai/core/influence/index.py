@@ -147,7 +147,8 @@ def index_settings(model: TracInModel, class_indices: Sequence[int], *, threshol
         "kwargs": record.kwargs, "activation": model.card.activation, "spatial_dims": model.card.spatial_dims,
         "slice_axis": model.card.slice_axis, "preprocessing": [model.card.orientation, model.card.spacing,
                                                               model.card.spacing_policy, model.card.normalization],
-        "inference": [model.card.roi_size, model.card.overlap, model.card.mode],
+        "inference": [model.card.roi_size, model.card.overlap, model.card.mode]
+        + ([list(model.card.mirror_axes)] if model.card.mirror_axes else []),  # mirroring moves the regions
     }
 
 
