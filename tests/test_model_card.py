@@ -93,6 +93,7 @@ BAD_CARDS = {
     "mirror axis 3": ({"inference": {"mirror_axes": [0, 3]}}, ["'inference.mirror_axes'", "0 to 2"]),
     "mirror axis twice": ({"inference": {"mirror_axes": [1, 1]}}, ["'inference.mirror_axes'", "distinct"]),
     "mirror axes not a list": ({"inference": {"mirror_axes": "x"}}, ["'inference.mirror_axes'", "[] for none"]),
+    "mirror axes nested": ({"inference": {"mirror_axes": [[0]]}}, ["'inference.mirror_axes'", "distinct axes"]),
     "misspelt field": ({"activaton": "softmax"}, ["unknown field", "'activaton'", "activation"]),
     "misspelt inference field": ({"inference": {"overlapp": 0.5}}, ["'overlapp'", "in 'inference'"]),
     "training absent": ({"training": "training/manifest.json"}, ["'training'", "does not exist"]),

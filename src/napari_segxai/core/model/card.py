@@ -390,7 +390,7 @@ class _Checker:
 
     def mirror_axes(self, inf, spatial_dims) -> tuple[int, ...]:
         value = self._get(inf, "mirror_axes", [], "inference.mirror_axes")
-        if (not isinstance(value, list) or len(set(value)) != len(value)
+        if (not isinstance(value, list) or len(set(map(str, value))) != len(value)
                 or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < spatial_dims for v in value)):
             self.fail("inference.mirror_axes", f"is {value!r}; give distinct axes of the network's window "
                                                f"(0 to {spatial_dims - 1}), or [] for none")

@@ -152,7 +152,8 @@ def build_report(
         "classes explained": list(relevance.class_names) if relevance is not None else [],
         "classes not predicted": list(not_predicted),
         "target": relevance.target_description if relevance is not None else "none: no class predicted",
-        "sliding window": f"{list(card.roi_size)}, overlap {card.overlap}, {card.mode} blending",
+        "sliding window": f"{list(card.roi_size)}, overlap {card.overlap}, {card.mode} blending"
+                          + (f", mirrored along axes {list(card.mirror_axes)} (logits averaged)" if card.mirror_axes else ""),
         "preprocessing": f"orientation {card.orientation}, spacing {card.spacing} ({card.spacing_policy}), "
                          f"normalisation {card.normalization}",
         "TracIn": evidence.describe() if evidence is not None else note,

@@ -110,7 +110,8 @@ def _validate(config: dict, source: str) -> None:
     if len(config["inference"]["roi_size"]) != dims:
         raise ValueError(f"{source}: inference.roi_size must give {dims} sizes, got {config['inference']['roi_size']}.")
     axes = config["inference"]["mirror_axes"]
-    if not isinstance(axes, list) or len(set(axes)) != len(axes) or not all(a in range(dims) for a in axes):
+    if not isinstance(axes, list) or len(set(map(str, axes))) != len(axes) or not all(
+            isinstance(a, int) and not isinstance(a, bool) and 0 <= a < dims for a in axes):
         raise ValueError(f"{source}: inference.mirror_axes must list distinct window axes 0 to {dims - 1}, got {axes!r}.")
     kwargs = config["kwargs"]
     if kwargs.get("spatial_dims", dims) != dims:
