@@ -60,7 +60,7 @@ from napari_segxai.core.model.inference import count_windows  # noqa: E402
 from napari_segxai.core.model.preprocess import network_grid  # noqa: E402
 from napari_segxai.core.training.synth import generate_case  # noqa: E402
 from napari_segxai.core.training.evaluate import (
-    HELD_OUT_SEED_START, REGIONS, evaluate_case, evaluate_generated, summarize,
+    FALSE_POSITIVE, HELD_OUT_SEED_START, REGIONS, evaluate_case, evaluate_generated, summarize,
 )
 from napari_segxai.core.io.manifest import read_manifest
 
@@ -126,7 +126,7 @@ def long_rows(rows: list[dict], model: str, card, which: str, windows: int) -> l
     for r in rows:
         for region in REGIONS:
             out.append({"case": r["case"], "model": model, "region": region, "dice": r[region],
-                        "dice_lcc": r[f"{region}_lcc"], "seconds": r["seconds"], "set": which,
+                        "dice_lcc": r[f"{region}_lcc"], FALSE_POSITIVE: r[FALSE_POSITIVE], "seconds": r["seconds"], "set": which,
                         "seed": r.get("seed", ""), "roi_size": "x".join(map(str, card.roi_size)),
                         "overlap": card.overlap, "mirror_axes": ",".join(map(str, card.mirror_axes)) or "none",
                         "windows": windows})
@@ -140,6 +140,8 @@ def print_summary(label: str, summary: dict) -> None:
         raw, lcc = summary[region], summary[f"{region}_lcc"]
         print(f"    {region:13s} {raw['mean']:7.3f} ± {raw['sd']:.3f}  {raw['min']:6.3f}   "
               f"{lcc['mean']:7.3f} ± {lcc['sd']:.3f}  {lcc['min']:6.3f}")
+    fp = summary[FALSE_POSITIVE]
+    print(f"    predicted tumour in components touching no true tumour voxel: mean share {fp['mean']:.3f} ± {fp['sd']:.3f}")
 
 
 def reference_text(folder: Path, stem: str) -> str:
@@ -148,7 +150,8 @@ def reference_text(folder: Path, stem: str) -> str:
 
 
 def regions_text(row: dict, digits: int = 3) -> str:
-    return ", ".join(f"{region} {row[region]:.{digits}f} (LCC {row[f'{region}_lcc']:.{digits}f})" for region in REGIONS)
+    return (", ".join(f"{region} {row[region]:.{digits}f} (LCC {row[f'{region}_lcc']:.{digits}f})" for region in REGIONS)
+            + f"; false-positive share {row[FALSE_POSITIVE]:.{digits}f}")
 
 
 def fold_card(folder: Path, cases: list[Path], left_out: str, recipe: Path):
@@ -286,6 +289,9 @@ def main(argv=None) -> int:
             worst = {region: min(rows, key=lambda r: r[region]) for region in REGIONS}
             print("  per-case minimum: " + ", ".join(f"{region} {r[region]:.4f} (seed {r['seed']})"
                                                      for region, r in worst.items()))
+            most = max(rows, key=lambda r: r[FALSE_POSITIVE])
+            print(f"  largest false-positive share: {most[FALSE_POSITIVE]:.3f} (seed {most['seed']}; whole tumour "
+                  f"{most['whole_tumour']:.3f})")
             times = [r["seconds"] for r in rows]
             print(f"  seconds per case (segment()): median {statistics.median(times):.1f}, "
                   f"min {min(times):.1f}, max {max(times):.1f}")

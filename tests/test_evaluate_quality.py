@@ -101,7 +101,8 @@ def test_cases_without_methods_give_dice_against_their_labels(tmp_path, card, ca
     results = json.loads((out / "results.json").read_text())
     assert "generated" not in results   # --cases alone: no held-out generated cases unless --count asks
     assert [r["case"] for r in results["real"]["rows"]] == ["Case000", "Case001", "Case002"]
-    assert all(0.0 <= r["whole_tumour"] <= 1.0 for r in results["real"]["rows"])
+    assert all(0.0 <= r["whole_tumour"] <= 1.0 and 0.0 <= r["false_positive_share"] <= 1.0 for r in results["real"]["rows"])
+    assert "of the predicted tumour apart from the reference's" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("extra, message", [

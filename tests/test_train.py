@@ -19,7 +19,9 @@ from napari_segxai.core.progress import Cancelled
 from napari_segxai.core.model.inference import segment
 from napari_segxai.core.training.synth import DEMO_SEED, generate_case
 from napari_segxai.core.io.manifest import MANIFEST_FORMAT, read_manifest
-from napari_segxai.core.training.evaluate import evaluate_generated, largest_component, region_dice, summarize
+from napari_segxai.core.training.evaluate import (
+    evaluate_generated, false_positive_share, largest_component, region_dice, summarize,
+)
 from napari_segxai.core.training.schedule import learning_rate
 from napari_segxai.core.training.config import load_config, make_config, training_seeds
 from napari_segxai.core.training.loop import train
@@ -313,6 +315,11 @@ def test_dice_regions_and_largest_component():
     cleaned = largest_component(prediction)
     assert cleaned[0, 0, 0] == 0 and np.array_equal(cleaned[1:], prediction[1:])
     assert region_dice(cleaned, reference)["whole_tumour"] == 1.0
+    assert false_positive_share(prediction, reference) == pytest.approx(1 / 65)  # the stray voxel of 65 predicted
+    assert false_positive_share(cleaned, reference) == 0.0 and false_positive_share(reference * 0, reference) == 0.0
+    touching = prediction.copy()
+    touching[6, 2:6, 2:6] = 2  # a false rim joined to the tumour is not a separate false component
+    assert false_positive_share(touching, reference) == pytest.approx(1 / 81)
     rows = [{"case": "a", "whole_tumour": 0.5}, {"case": "b", "whole_tumour": 1.0}]
     assert summarize(rows)["whole_tumour"] == {"mean": 0.75, "sd": pytest.approx(0.3536, abs=1e-4), "min": 0.5, "n": 2}
 
@@ -326,7 +333,7 @@ def test_evaluate_refuses_training_seeds_and_scores_held_out_ones(trained):
     rows = evaluate_generated(card, [900, 901], network=network, device="cpu", size="toy")
     assert [r["seed"] for r in rows] == [900, 901]
     for row in rows:
-        for key in ("whole_tumour", "tumour_core", "enhancing", "whole_tumour_lcc"):
+        for key in ("whole_tumour", "tumour_core", "enhancing", "whole_tumour_lcc", "false_positive_share"):
             assert 0.0 <= row[key] <= 1.0
 
 
@@ -338,7 +345,9 @@ def test_segxai_evaluate_cli(trained, tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["generated"]["seeds"] == [910, 911] and results["generated"]["summary"]["whole_tumour"]["n"] == 2
     assert (out / "results.csv").read_text().count("\n") == 3
-    assert "whole_tumour" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "whole_tumour" in printed and "apart from the true tumour" in printed
+    assert results["generated"]["summary"]["false_positive_share"]["n"] == 2
     assert main(["evaluate", "--model", str(result.card), "--count", "0", "--out", str(out)]) == 2
 
 

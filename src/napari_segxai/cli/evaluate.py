@@ -249,6 +249,8 @@ def _print(results: dict) -> None:
         for region in ("whole_tumour", "tumour_core", "enhancing"):
             raw, lcc = s[region], s[f"{region}_lcc"]
             print(f"  {region:13s} Dice {raw['mean']:.3f} ± {raw['sd']:.3f}   largest component {lcc['mean']:.3f} ± {lcc['sd']:.3f}")
+        print(f"  predicted tumour in components apart from the true tumour: {s['false_positive_share']['mean']:.1%} on average")
     for row in results.get("real", {}).get("rows", []):
         print(f"  real {row['case']}: whole tumour {row['whole_tumour']:.3f} (largest component {row['whole_tumour_lcc']:.3f}), "
-              f"core {row['tumour_core']:.3f}, enhancing {row['enhancing']:.3f} vs {row['reference']}")
+              f"core {row['tumour_core']:.3f}, enhancing {row['enhancing']:.3f} vs {row['reference']}; "
+              f"{row['false_positive_share']:.1%} of the predicted tumour apart from the reference's")

@@ -40,6 +40,27 @@ def largest_component(labels: np.ndarray) -> np.ndarray:
     return np.where(components == int(np.argmax(sizes)), labels, 0).astype(labels.dtype)
 
 
+FALSE_POSITIVE = "false_positive_share"
+"""Result column: the share of the predicted tumour that lies in components touching no reference tumour voxel."""
+
+
+def false_positive_share(prediction: np.ndarray, reference: np.ndarray) -> float:
+    """Share of the predicted tumour voxels (label > 0) in connected components that touch no reference tumour voxel.
+
+    0 when nothing is predicted. A model can find the tumour whole and still score a low Dice because of
+    a separate false component elsewhere; this says how much of the prediction that is.
+    """
+    from scipy import ndimage
+
+    predicted = prediction > 0
+    total = int(predicted.sum())
+    if total == 0:
+        return 0.0
+    components, _ = ndimage.label(predicted)
+    touching = np.unique(components[predicted & (reference > 0)])
+    return int((predicted & ~np.isin(components, touching)).sum()) / total
+
+
 HELD_OUT_SEED_START = 900_000
 """First seed of the held-out generated cases used for evaluation (never used for training)."""
 
@@ -80,12 +101,13 @@ def evaluate_generated(
 
 
 def _dice_row(name: str, seg, reference: np.ndarray, **extra) -> dict:
-    """One result row: Dice per region, raw and largest-component, and the segmentation time."""
+    """One result row: Dice per region, raw and largest-component, the false-positive share and the segmentation time."""
     row = {"case": name, **extra, "seconds": round(seg.seconds, 2)}
     for region, value in region_dice(seg.labels, reference).items():
         row[region] = round(value, 4)
     for region, value in region_dice(largest_component(seg.labels), reference).items():
         row[f"{region}_lcc"] = round(value, 4)
+    row[FALSE_POSITIVE] = round(false_positive_share(seg.labels, reference), 4)
     return row
 
 
@@ -100,8 +122,8 @@ def evaluate_case(case, reference: np.ndarray, card, *, network=None, device: Op
 
 
 def summarize(rows: Sequence[dict]) -> dict[str, dict[str, float]]:
-    """Mean, SD, min and count of every Dice column over result rows."""
-    columns = [k for k in rows[0] if k.startswith(tuple(REGIONS))] if rows else []
+    """Mean, SD, min and count of every Dice column (and the false-positive share) over result rows."""
+    columns = [k for k in rows[0] if k.startswith(tuple(REGIONS)) or k == FALSE_POSITIVE] if rows else []
     out = {}
     for column in columns:
         values = np.array([r[column] for r in rows], dtype=float)
