@@ -19,6 +19,7 @@ from .bounded import refusal
 from .cost import TIME_BUDGET_S, Passes
 from .receptive_field import BoundedByReach, Reach, crop_for, held_normalisation
 from .supervoxels import slic
+from .unchanged import changed_voxels, moved_features
 
 
 def cube_features(spatial: tuple[int, ...], side: int, groups: int, device=None) -> torch.Tensor:
@@ -203,10 +204,24 @@ class KernelSHAP(BoundedByReach, AttributionMethod):
     def channel_resolved(self) -> bool:
         return self.params["per_channel"]
 
+    def replacement(self, inputs: torch.Tensor) -> torch.Tensor:
+        """What a removed feature holds: the baseline."""
+        return self.baseline_of(inputs)
+
     def n_features(self, shape: tuple[int, ...], side: int, zone: tuple[slice, ...] | None = None) -> int:
-        """Features of an input (C, *spatial) cut in cubes of ``side`` (about as many supervoxels), those meeting ``zone``."""
+        """Features of an input (C, *spatial) cut in cubes of ``side`` (about as many supervoxels), those meeting ``zone``.
+
+        Once prepared on the input, cubes that already hold the baseline (null players) are left out.
+        """
+        spatial = tuple(shape[1:])
+        zone = zone or tuple(slice(0, s) for s in spatial)
+        starts = [list(range(z.start // side * side, z.stop, side)) for z in zone]
+        changing = self.changed_boxes(spatial, starts, [[min(a + side, s) for a in axis]
+                                                        for axis, s in zip(starts, spatial)])
+        if changing is not None:
+            return int(changing.sum())
         groups = shape[0] if self.params["per_channel"] else 1
-        return groups * cubes_in(zone or tuple(slice(0, s) for s in shape[1:]), side)
+        return groups * cubes_in(zone, side)
 
     def support(self, shape: tuple[int, ...], target) -> Support:
         """Where the coalitions of an input (C, *spatial) run for ``target``: its crop and zone, or the whole input and why."""
@@ -272,17 +287,19 @@ class KernelSHAP(BoundedByReach, AttributionMethod):
         method = self.ready(network, inputs)
         where = method.support(tuple(inputs.shape[1:]), target)
         active = torch.unique(features[(slice(None),) + where.zone]) if where.bounded else torch.arange(m)
+        # a feature that already holds the baseline is a null player: exactly 0, never sampled
+        baseline = self.baseline_of(inputs)
+        changed = changed_voxels(inputs, baseline, self.params["per_channel"])
+        active = active[moved_features(features, changed, m)[active]]
         n_active = len(active)
         n_samples = self.params["n_samples"] or default_samples(n_active)
         if 2**min(n_active, 62) - 2 > n_samples:
             self._check_memory(n_samples, n_active, inputs.device)
         crop = (slice(None), slice(None)) + where.crop
-        baseline = self.baseline_of(inputs)
-        columns = features   # each voxel's column of a coalition; bounded, n_active (kept) outside the zone
-        if where.bounded:
-            lookup = torch.full((m,), n_active, dtype=torch.long, device=features.device)
-            lookup[active] = torch.arange(n_active, device=features.device)
-            columns = lookup[features[(slice(None),) + where.crop]]                     # (groups, *crop)
+        # each voxel's column of a coalition: n_active (always kept) for features not sampled
+        lookup = torch.full((m,), n_active, dtype=torch.long, device=features.device)
+        lookup[active] = torch.arange(n_active, device=features.device)
+        columns = lookup[features[(slice(None),) + where.crop]]                         # (groups, *crop)
         if where.bounded:
             def score(output):
                 return target.voxel_terms(output, where.crop).flatten(2).sum(-1)
@@ -293,7 +310,9 @@ class KernelSHAP(BoundedByReach, AttributionMethod):
             with torch.no_grad():
                 ends = score(network(torch.cat([baseline[crop], inputs[crop]])))
             empty, difference = ends[0].double(), (ends[1] - ends[0]).double()
-            if n_active == 1:
+            if n_active == 0:
+                found = difference.new_zeros((difference.shape[0], 0))
+            elif n_active == 1:
                 found = difference.unsqueeze(1)
             else:
                 generator = torch.Generator().manual_seed(self.params["seed"])

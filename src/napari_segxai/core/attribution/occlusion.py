@@ -12,6 +12,7 @@ from .base import AttributionMethod, Parameter, register, samples_per_batch
 from .bounded import Plan, bounded_drops, crop_batch, plan
 from .cost import TIME_BUDGET_S, Passes
 from .receptive_field import BoundedByReach, held_normalisation
+from .unchanged import ChangedBoxes
 
 #: The finest automatic cube side: finer cubes are one parameter away (window=4), with their cost shown first.
 SMALLEST_AUTO_WINDOW = 8
@@ -60,16 +61,32 @@ class Occlusion(BoundedByReach, AttributionMethod):
     def channel_resolved(self) -> bool:
         return self.params["per_channel"]
 
+    def replacement(self, inputs: torch.Tensor) -> float:
+        """What an occluded cube holds: the baseline value."""
+        return self.params["baseline"]
+
+    def grid(self, spatial: tuple[int, ...], window: int, stride: int) -> tuple[list[list[int]], list[list[int]]]:
+        """Per axis, the starts and stops of the cubes of ``window`` at ``stride`` (as captum's Occlusion places them)."""
+        starts = [window_starts(s, min(window, s), stride) for s in spatial]
+        return starts, [[min(a + min(window, s), s) for a in axis] for axis, s in zip(starts, spatial)]
+
     def occlusions(self, shape: tuple[int, ...], window: int, stride: int) -> int:
-        """How many occluded copies of an input (C, *spatial) cubes of ``window`` at ``stride`` make."""
+        """How many occluded copies of an input (C, *spatial) cubes of ``window`` at ``stride`` make.
+
+        Once prepared on the input, cubes that already hold the baseline (they change nothing) are left out.
+        """
+        starts, stops = self.grid(tuple(shape[1:]), window, stride)
+        changing = self.changed_boxes(shape[1:], starts, stops)
+        if changing is not None:
+            return int(changing.sum())
         groups = shape[0] if self.params["per_channel"] else 1
-        return groups * math.prod(len(window_starts(s, min(window, s), stride)) for s in shape[1:])
+        return groups * math.prod(len(axis) for axis in starts)
 
     def plan(self, shape: tuple[int, ...], window: int, stride: int) -> Plan:
         """Where the occluded copies of an input (C, *spatial) run: bounded crops, or the whole input and why."""
         reach = self._reach if self.params["bounded"] else None
-        boxes = [[slice(a, min(a + min(window, s), s)) for a in window_starts(s, min(window, s), stride)]
-                 for s in shape[1:]]
+        starts, stops = self.grid(tuple(shape[1:]), window, stride)
+        boxes = [[slice(a, b) for a, b in zip(*axis)] for axis in zip(starts, stops)]
         return plan(shape[1:], boxes, reach, shape[0] if self.params["per_channel"] else 1,
                     self.params["hold_statistics"])
 
@@ -97,24 +114,28 @@ class Occlusion(BoundedByReach, AttributionMethod):
 
     def _attribute(self, network, inputs, target, progress, should_cancel) -> torch.Tensor:
         spatial = tuple(inputs.shape[2:])
-        windows = [min(self.params["window"], s) for s in spatial]
-        stride = self.params["stride"]
-        cubes = list(itertools.product(*[
-            [slice(a, min(a + w, s)) for a in window_starts(s, w, stride)] for s, w in zip(spatial, windows)
-        ]))
+        starts, stops = self.grid(spatial, self.params["window"], self.params["stride"])
+        cubes = list(itertools.product(*[[slice(a, b) for a, b in zip(*axis)] for axis in zip(starts, stops)]))
         groups = [slice(c, c + 1) for c in range(inputs.shape[1])] if self.params["per_channel"] else [slice(None)]
         units = [(g, cube) for g in groups for cube in cubes]
+        # a cube that already holds the baseline changes nothing: its drop is exactly 0, without a pass
+        changing = ChangedBoxes(self.changes(inputs)).changing(starts, stops).ravel()
+        active = [unit for unit, changes in zip(units, changing) if changes]
         method = self.ready(network, inputs)
-        work = method.plan(tuple(inputs.shape[1:]), self.params["window"], stride)
-        if work.bounded:
-            drops = method._bounded(network, inputs, target, units, work, progress, should_cancel)
+        work = method.plan(tuple(inputs.shape[1:]), self.params["window"], self.params["stride"])
+        if not active:
+            drops = inputs.new_zeros((0, len(target.classes)))
+            _progress.step(1, 1, progress, should_cancel)
+        elif work.bounded:
+            drops = method._bounded(network, inputs, target, active, work, progress, should_cancel)
         else:
-            drops = method._whole(network, inputs, target, units, progress, should_cancel)
+            drops = method._whole(network, inputs, target, active, progress, should_cancel)
         n_maps = len(groups)
         relevance = inputs.new_zeros((len(target.classes), n_maps) + spatial)
         counts = inputs.new_zeros((n_maps,) + spatial)
-        for (group, cube), drop in zip(units, drops):
+        for (group, cube), drop in zip(active, drops):
             relevance[(slice(None), group) + cube] += drop.view((-1, 1) + (1,) * len(spatial))
+        for group, cube in units:
             counts[(group,) + cube] += 1
         return relevance / counts
 

@@ -24,6 +24,8 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
+from .unchanged import ChangedBoxes, changed_voxels
+
 #: Normalisations that mix statistics over space (eval-mode batch norm uses running statistics and is local).
 MIXING_NORMS: tuple[type[nn.Module], ...] = (nn.modules.instancenorm._InstanceNorm, nn.GroupNorm)
 
@@ -255,20 +257,30 @@ REACH_PASSES = 7
 class BoundedByReach:
     """A perturbation method that, with its ``bounded`` parameter, runs only on what a change can reach.
 
-    Carries the :class:`Reach` measured on the network (by :meth:`prepared`) through the copies of
-    itself that settling its automatic parameters makes (:meth:`replaced`). Mixed in before
-    :class:`.base.AttributionMethod`; its parameters include ``bounded``, ``reach_tolerance`` and
-    ``hold_statistics``.
+    Carries what :meth:`prepared` measured on the network and input through the copies of itself
+    that settling its automatic parameters makes (:meth:`replaced`): the :class:`Reach`, and where
+    the input already holds what the method writes (:mod:`.unchanged`), so that its cost leaves out
+    perturbations that change nothing. Mixed in before :class:`.base.AttributionMethod`; its
+    parameters include ``bounded``, ``reach_tolerance``, ``hold_statistics`` and ``per_channel``.
     """
 
     _reach: Reach | None = None
+    _changes: ChangedBoxes | None = None
+
+    def replacement(self, inputs: torch.Tensor) -> torch.Tensor | float:
+        """What a perturbation writes into the input (1, C, *spatial): a value or a tensor of its shape."""
+        raise NotImplementedError
+
+    def changes(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(groups, *spatial) bool: where a perturbation of ``inputs`` changes it (:func:`.unchanged.changed_voxels`)."""
+        return changed_voxels(inputs, self.replacement(inputs), self.params["per_channel"])
 
     def prepared(self, network: nn.Module, inputs: torch.Tensor):
-        """With ``bounded``, this method knowing the network's receptive field on inputs like ``inputs``."""
-        if not self.params["bounded"]:
-            return self
-        method = type(self)(**self.params)
-        method._reach = measure_reach(network, inputs, self.params["reach_tolerance"], self.params["hold_statistics"])
+        """This method knowing where perturbing ``inputs`` changes them and, with ``bounded``, the network's receptive field."""
+        method = self.replaced()
+        method._changes = ChangedBoxes(self.changes(inputs))
+        if self.params["bounded"]:
+            method._reach = measure_reach(network, inputs, self.params["reach_tolerance"], self.params["hold_statistics"])
         return method
 
     def ready(self, network: nn.Module, inputs: torch.Tensor):
@@ -276,10 +288,17 @@ class BoundedByReach:
         return self.prepared(network, inputs) if self.params["bounded"] and self._reach is None else self
 
     def replaced(self, **params):
-        """A copy with ``params`` changed that keeps the measured reach."""
+        """A copy with ``params`` changed that keeps what was measured (and a fixed baseline)."""
         method = type(self)(**{**self.params, **params})
-        method._reach = self._reach
+        method._reach, method._changes = self._reach, self._changes
+        method._fixed_baseline = self._fixed_baseline
         return method
+
+    def changed_boxes(self, spatial: Sequence[int], starts, stops):
+        """(groups, n_1, ..., n_d) bool of the boxes of a grid that change the input, or None when not measured on ``spatial``."""
+        if self._changes is None or self._changes.spatial != tuple(spatial):
+            return None
+        return self._changes.changing(starts, stops)
 
     @property
     def reach_passes(self) -> int:
