@@ -243,14 +243,16 @@ def _unique(name: str, taken: set) -> str:
 
 def _print(results: dict) -> None:
     """A readable summary table."""
+    from ..core.training.evaluate import FALSE_POSITIVE
+
     if "generated" in results:
         s = results["generated"]["summary"]
         print(f"held-out generated cases (n={s['whole_tumour']['n']}, seeds {results['generated']['seeds'][0]}..{results['generated']['seeds'][1]}):")
         for region in ("whole_tumour", "tumour_core", "enhancing"):
             raw, lcc = s[region], s[f"{region}_lcc"]
             print(f"  {region:13s} Dice {raw['mean']:.3f} ± {raw['sd']:.3f}   largest component {lcc['mean']:.3f} ± {lcc['sd']:.3f}")
-        print(f"  predicted tumour in components apart from the true tumour: {s['false_positive_share']['mean']:.1%} on average")
+        print(f"  predicted tumour in components apart from the true tumour: {s[FALSE_POSITIVE]['mean']:.1%} on average")
     for row in results.get("real", {}).get("rows", []):
         print(f"  real {row['case']}: whole tumour {row['whole_tumour']:.3f} (largest component {row['whole_tumour_lcc']:.3f}), "
               f"core {row['tumour_core']:.3f}, enhancing {row['enhancing']:.3f} vs {row['reference']}; "
-              f"{row['false_positive_share']:.1%} of the predicted tumour apart from the reference's")
+              f"{row[FALSE_POSITIVE]:.1%} of the predicted tumour apart from the reference's")
