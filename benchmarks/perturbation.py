@@ -66,6 +66,7 @@ from napari_segxai.core.attribution import get_method, predicted_target, region_
 from napari_segxai.core.attribution import kernel_shap as kernel_shap_module  # noqa: E402
 from napari_segxai.core.attribution import receptive_field  # noqa: E402
 from napari_segxai.core.attribution.kernel_shap import supervoxel_features  # noqa: E402
+from napari_segxai.core.attribution.unchanged import changed_voxels, moved_features  # noqa: E402
 
 PARTS = ("local", "demo", "kernelshap")
 #: The kernels captum's network runs on: "ours" (as built here) or "torch" (``--captum-kernels``).
@@ -118,7 +119,10 @@ def compare(network, x, target, window: int, stride: int, per_eval: int, per_cha
     print(f"receptive field: {prepared._reach.describe()}")
     print(f"plan: {'bounded, tile ' + str(work.tile[0]) + f', a crop is {work.share:.1%} of the input, {work.crops} crop positions' if work.bounded else 'whole input: ' + work.reason}")
     n = ours_method.occlusions(tuple(x.shape[1:]), window, stride)
-    print(f"{n:,} occluded copies; passes() of ours: {prepared.passes(tuple(x.shape[1:]), target).forward:,} input-sized forward passes")
+    changing = prepared.occlusions(tuple(x.shape[1:]), window, stride)
+    print(f"{n:,} occluded copies, {changing:,} of them change the input (the others already hold the baseline: "
+          f"0 without a pass); passes() of ours: {prepared.passes(tuple(x.shape[1:]), target).forward:,} "
+          "input-sized forward passes")
     ours, ours_s = timed(lambda: ours_method.attribute(network, x, target)[0:1])
     whole, whole_s = timed(lambda: get_method("occlusion", window=window, stride=stride, bounded=False,
                                               per_channel=per_channel).attribute(network, x, target)[0:1])
@@ -301,6 +305,7 @@ def compare_shap(network, x, target, args, size: int, n: int, runs: dict) -> Non
     shipped = get_method("kernel_shap", features="supervoxels", cube=size, per_channel=False, n_samples=n)
     where = shipped.prepared(network, x).support(tuple(x.shape[1:]), target)
     reach = torch.unique(features[(slice(None),) + where.zone]) if where.bounded else torch.arange(m)
+    reach = reach[moved_features(features, changed_voxels(x, 0.0, per_channel=False), m)[reach]]   # as ours samples
     active = len(reach)
     print(f"{m} supervoxels (spacing {size}; SLIC {slic_s:.1f} s, which ours runs inside attribute and captum is "
           f"handed: timed apart, not in the rows), {n} coalitions each; ours: {where.describe(active, m, x.shape[2:])}")
