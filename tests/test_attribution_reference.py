@@ -320,6 +320,30 @@ def test_kernel_shap_enumerated_equals_exact_shapley(baseline):
     torch.testing.assert_close(per_feature(sampled, features).sum(1), exact.sum(1), rtol=1e-4, atol=1e-3)
 
 
+def test_kernel_shap_gives_features_that_hold_the_baseline_zero_and_the_others_their_shapley_values():
+    """Instance-norm UNet: features wholly outside the 'brain' are null players; the rest are exact with fewer coalitions."""
+    from napari_segxai.core.attribution.kernel_shap import cube_features
+
+    torch.manual_seed(0)
+    network = UNet(2, 2, 3, channels=(4, 8), strides=(2,), num_res_units=1, norm="instance").eval()
+    calls = []
+    network.register_forward_pre_hook(lambda _module, inputs: calls.append(inputs[0].shape[0]))
+    x = torch.randn(1, 2, 16, 12, generator=torch.Generator().manual_seed(2))
+    x[:, :, 8:, :] = 0.0                                   # the lower half holds the baseline in both channels
+    target = region_target(np.ones((16, 12), bool), [1, 2], 3)
+    features = cube_features((16, 12), 6, 1)               # 3 x 2 cubes shared by the channels; 4 of 6 change
+    exact = brute_force_shapley(network, x, target, features, torch.zeros_like(x))
+    method = get_method("kernel_shap", cube=6, per_channel=False, n_samples=200, bounded=False,
+                        batch_size=8)
+    calls.clear()
+    values = per_feature(method.attribute(network, x, target), features)
+    torch.testing.assert_close(values, exact, rtol=1e-5, atol=1e-6 * float(exact.abs().max()))
+    moved = [j for j in range(6) if x[0][:, (features[0] == j)].any()]
+    assert moved == [0, 1, 2, 3] and not values[:, 4:].any()   # cubes starting at row 12 are all zero
+    assert sum(calls) == 2 + 2**4 - 2     # the two ends, then every coalition of the 4 changing features
+    assert method.prepared(network, x).n_features(tuple(x.shape[1:]), 6) == 4
+
+
 def test_kernel_shap_agrees_with_captum_kernel_shap_on_a_feature_mask():
     from napari_segxai.core.attribution.kernel_shap import cube_features
 

@@ -11,7 +11,6 @@ import torch
 from monai.networks.nets import UNet
 
 from napari_segxai.core.attribution import get_method, region_target
-from napari_segxai.core.attribution.kernel_shap import cube_features
 from napari_segxai.core.attribution.unchanged import ChangedBoxes, changed_voxels, moved_features
 
 
@@ -105,42 +104,3 @@ def test_occlusion_of_an_input_that_is_all_baseline_runs_no_pass():
     target = region_target(np.ones((8, 8), bool), [1], 3)
     relevance = get_method("occlusion", window=4, stride=4, bounded=False).attribute(net, x, target)
     assert net.samples == 0 and not relevance.any()   # not even the unperturbed pass
-
-
-def brute_force_shapley(net, x, target, features, baseline) -> torch.Tensor:
-    """Exact Shapley values (K_t, m) of the feature groups by the subset formula."""
-    m = int(features.max()) + 1
-
-    def value(subset):
-        keep = torch.zeros(m)
-        keep[list(subset)] = 1.0
-        with torch.no_grad():
-            return target.scalars(net(baseline + keep[features].unsqueeze(0) * (x - baseline)))[0].double()
-
-    values = {s: value(s) for r in range(m + 1) for s in itertools.combinations(range(m), r)}
-    phi = torch.zeros(len(target.classes), m, dtype=torch.float64)
-    for i in range(m):
-        for subset, v in values.items():
-            if i not in subset:
-                weight = math.factorial(len(subset)) * math.factorial(m - len(subset) - 1) / math.factorial(m)
-                phi[:, i] += weight * (values[tuple(sorted(subset + (i,)))] - v)
-    return phi
-
-
-def test_kernel_shap_gives_features_that_hold_the_baseline_zero_and_the_others_their_shapley_values():
-    """Instance-norm UNet: features wholly outside the 'brain' are null players; the rest are exact with fewer coalitions."""
-    net = Counted(instance_norm_unet(2, 2))
-    x = torch.randn(1, 2, 16, 12, generator=torch.Generator().manual_seed(2))
-    x[:, :, 8:, :] = 0.0                                   # the lower half holds the baseline in both channels
-    target = region_target(np.ones((16, 12), bool), [1, 2], 3)
-    features = cube_features((16, 12), 6, 1)               # 3 x 2 cubes shared by the channels; 2 of 6 change
-    exact = brute_force_shapley(net.network, x, target, features, torch.zeros_like(x))
-    method = get_method("kernel_shap", cube=6, per_channel=False, n_samples=200, bounded=False,
-                        batch_size=8)
-    ours = method.attribute(net, x, target)
-    per_feature = torch.stack([ours[:, features == j].sum(1) for j in range(6)], dim=1).double()
-    torch.testing.assert_close(per_feature, exact, rtol=1e-5, atol=1e-6 * float(exact.abs().max()))
-    moved = [j for j in range(6) if x[0][:, (features[0] == j)].any()]
-    assert moved == [0, 1, 2, 3] and not per_feature[:, 4:].any()   # cubes starting at row 12 are all zero
-    assert net.samples == 2 + 2**4 - 2     # the two ends, then every coalition of the 4 changing features
-    assert method.prepared(net.network, x).n_features(tuple(x.shape[1:]), 6) == 4
