@@ -60,7 +60,7 @@ from napari_segxai.core.model.inference import count_windows  # noqa: E402
 from napari_segxai.core.model.preprocess import network_grid  # noqa: E402
 from napari_segxai.core.training.synth import generate_case  # noqa: E402
 from napari_segxai.core.training.evaluate import (
-    FALSE_POSITIVE, HELD_OUT_SEED_START, REGIONS, evaluate_case, evaluate_generated, summarize,
+    FALSE_POSITIVE, FALSE_POSITIVE_CEREBELLUM, HELD_OUT_SEED_START, REGIONS, evaluate_case, evaluate_generated, summarize,
 )
 from napari_segxai.core.io.manifest import read_manifest
 
@@ -142,6 +142,9 @@ def print_summary(label: str, summary: dict) -> None:
               f"{lcc['mean']:7.3f} ± {lcc['sd']:.3f}  {lcc['min']:6.3f}")
     fp = summary[FALSE_POSITIVE]
     print(f"    predicted tumour in components touching no true tumour voxel: mean share {fp['mean']:.3f} ± {fp['sd']:.3f}")
+    if FALSE_POSITIVE_CEREBELLUM in summary:
+        print(f"      of it in the cerebellum: mean share {summary[FALSE_POSITIVE_CEREBELLUM]['mean']:.3f} "
+              f"± {summary[FALSE_POSITIVE_CEREBELLUM]['sd']:.3f}")
 
 
 def reference_text(folder: Path, stem: str) -> str:

@@ -320,6 +320,10 @@ def test_dice_regions_and_largest_component():
     touching = prediction.copy()
     touching[6, 2:6, 2:6] = 2  # a false rim joined to the tumour is not a separate false component
     assert false_positive_share(touching, reference) == pytest.approx(1 / 81)
+    corner = np.zeros(reference.shape, bool)
+    corner[:1, :1, :1] = True          # the false voxel's place: within it, all of the false share; outside, none
+    assert false_positive_share(prediction, reference, corner) == pytest.approx(1 / 65)
+    assert false_positive_share(prediction, reference, ~corner) == 0.0
     rows = [{"case": "a", "whole_tumour": 0.5}, {"case": "b", "whole_tumour": 1.0}]
     assert summarize(rows)["whole_tumour"] == {"mean": 0.75, "sd": pytest.approx(0.3536, abs=1e-4), "min": 0.5, "n": 2}
 
@@ -335,6 +339,7 @@ def test_evaluate_refuses_training_seeds_and_scores_held_out_ones(trained):
     for row in rows:
         for key in ("whole_tumour", "tumour_core", "enhancing", "whole_tumour_lcc", "false_positive_share"):
             assert 0.0 <= row[key] <= 1.0
+        assert 0.0 <= row["false_positive_cerebellar_share"] <= row["false_positive_share"]
 
 
 def test_segxai_evaluate_cli(trained, tmp_path, capsys):
@@ -346,7 +351,7 @@ def test_segxai_evaluate_cli(trained, tmp_path, capsys):
     assert results["generated"]["seeds"] == [910, 911] and results["generated"]["summary"]["whole_tumour"]["n"] == 2
     assert (out / "results.csv").read_text().count("\n") == 3
     printed = capsys.readouterr().out
-    assert "whole_tumour" in printed and "apart from the true tumour" in printed
+    assert "whole_tumour" in printed and "apart from the true tumour" in printed and "in the cerebellum" in printed
     assert results["generated"]["summary"]["false_positive_share"]["n"] == 2
     assert main(["evaluate", "--model", str(result.card), "--count", "0", "--out", str(out)]) == 2
 

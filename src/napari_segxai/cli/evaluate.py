@@ -243,7 +243,7 @@ def _unique(name: str, taken: set) -> str:
 
 def _print(results: dict) -> None:
     """A readable summary table."""
-    from ..core.training.evaluate import FALSE_POSITIVE
+    from ..core.training.evaluate import FALSE_POSITIVE, FALSE_POSITIVE_CEREBELLUM
 
     if "generated" in results:
         s = results["generated"]["summary"]
@@ -251,7 +251,8 @@ def _print(results: dict) -> None:
         for region in ("whole_tumour", "tumour_core", "enhancing"):
             raw, lcc = s[region], s[f"{region}_lcc"]
             print(f"  {region:13s} Dice {raw['mean']:.3f} ± {raw['sd']:.3f}   largest component {lcc['mean']:.3f} ± {lcc['sd']:.3f}")
-        print(f"  predicted tumour in components apart from the true tumour: {s[FALSE_POSITIVE]['mean']:.1%} on average")
+        print(f"  predicted tumour in components apart from the true tumour: {s[FALSE_POSITIVE]['mean']:.1%} on average "
+              f"({s[FALSE_POSITIVE_CEREBELLUM]['mean']:.1%} in the cerebellum)")
     for row in results.get("real", {}).get("rows", []):
         print(f"  real {row['case']}: whole tumour {row['whole_tumour']:.3f} (largest component {row['whole_tumour_lcc']:.3f}), "
               f"core {row['tumour_core']:.3f}, enhancing {row['enhancing']:.3f} vs {row['reference']}; "

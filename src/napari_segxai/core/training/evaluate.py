@@ -44,21 +44,32 @@ FALSE_POSITIVE = "false_positive_share"
 """Result column: the share of the predicted tumour that lies in components touching no reference tumour voxel."""
 
 
-def false_positive_share(prediction: np.ndarray, reference: np.ndarray) -> float:
-    """Share of the predicted tumour voxels (label > 0) in connected components that touch no reference tumour voxel.
-
-    0 when nothing is predicted. A model can find the tumour whole and still score a low Dice because of
-    a separate false component elsewhere; this says how much of the prediction that is.
-    """
+def false_positive_voxels(prediction: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Predicted tumour voxels (label > 0) in connected components that touch no reference tumour voxel."""
     from scipy import ndimage
 
     predicted = prediction > 0
-    total = int(predicted.sum())
-    if total == 0:
-        return 0.0
     components, _ = ndimage.label(predicted)
     touching = np.unique(components[predicted & (reference > 0)])
-    return int((predicted & ~np.isin(components, touching)).sum()) / total
+    return predicted & ~np.isin(components, touching)
+
+
+def false_positive_share(prediction: np.ndarray, reference: np.ndarray, where: np.ndarray | None = None) -> float:
+    """Share of the predicted tumour voxels (label > 0) in connected components that touch no reference tumour voxel.
+
+    0 when nothing is predicted. A model can find the tumour whole and still score a low Dice because of
+    a separate false component elsewhere; this says how much of the prediction that is. With ``where``
+    (a boolean mask), only the false voxels inside it count (the shares of complementary masks add up).
+    """
+    total = int(np.count_nonzero(prediction > 0))
+    if total == 0:
+        return 0.0
+    false = false_positive_voxels(prediction, reference)
+    return int(np.count_nonzero(false if where is None else false & where)) / total
+
+
+FALSE_POSITIVE_CEREBELLUM = "false_positive_cerebellar_share"
+"""Generated cases: the share of the predicted tumour in false components that lies in the cerebellum."""
 
 
 HELD_OUT_SEED_START = 900_000
@@ -75,7 +86,8 @@ def evaluate_generated(
     progress: Optional[ProgressFn] = None,
     should_cancel: Optional[CancelFn] = None,
 ) -> list[dict]:
-    """Region Dice of the card's model on generated cases, raw and after keeping the largest component."""
+    """Region Dice of the card's model on generated cases, raw and after keeping the largest component, and the
+    false-positive share, all of it and in the cerebellum."""
     from ..model.card import build_network
     from ..model.device import pick_device
     from ..model.inference import segment
@@ -95,7 +107,10 @@ def evaluate_generated(
     for i, seed in enumerate(seeds):
         synth = generate_case(int(seed), size=size)
         seg = segment(synth.case, card, network=network, device=device)
-        rows.append(_dice_row(synth.case.name, seg, synth.case.label, seed=int(seed), demo=int(seed) == DEMO_SEED))
+        row = _dice_row(synth.case.name, seg, synth.case.label, seed=int(seed), demo=int(seed) == DEMO_SEED)
+        row[FALSE_POSITIVE_CEREBELLUM] = round(false_positive_share(seg.labels, synth.case.label,
+                                                                    synth.cerebellum > 0.5), 4)
+        rows.append(row)
         step(i + 1, len(seeds), progress, should_cancel)
     return rows
 
@@ -122,8 +137,8 @@ def evaluate_case(case, reference: np.ndarray, card, *, network=None, device: Op
 
 
 def summarize(rows: Sequence[dict]) -> dict[str, dict[str, float]]:
-    """Mean, SD, min and count of every Dice column (and the false-positive share) over result rows."""
-    columns = [k for k in rows[0] if k.startswith(tuple(REGIONS)) or k == FALSE_POSITIVE] if rows else []
+    """Mean, SD, min and count of every Dice column (and the false-positive shares) over result rows."""
+    columns = [k for k in rows[0] if k.startswith(tuple(REGIONS)) or k in (FALSE_POSITIVE, FALSE_POSITIVE_CEREBELLUM)] if rows else []
     out = {}
     for column in columns:
         values = np.array([r[column] for r in rows], dtype=float)

@@ -81,6 +81,7 @@ class SynthCase:
     modality_signature: dict[str, dict[str, float]]
     seed: int
     params: dict = field(default_factory=dict)
+    cerebellum: np.ndarray | None = field(default=None, repr=False, compare=False)   # cerebellar weight per voxel
 
 
 @dataclass(frozen=True)
@@ -349,7 +350,7 @@ def generate_case(seed: int, *, size: str = "full", thick_slices: bool = True) -
 
     name = case_name(seed, size)
     case = Case(channels, MODALITIES, anat.affine.copy(), label, BRATS_124, (), name)
-    return SynthCase(case, modality_signature(channels, label, brain), seed, params)
+    return SynthCase(case, modality_signature(channels, label, brain), seed, params, cerebellum)
 
 
 def case_name(seed: int, size: str = "full") -> str:
