@@ -107,22 +107,25 @@ def evaluate_generated(
     for i, seed in enumerate(seeds):
         synth = generate_case(int(seed), size=size)
         seg = segment(synth.case, card, network=network, device=device)
-        row = _dice_row(synth.case.name, seg, synth.case.label, seed=int(seed), demo=int(seed) == DEMO_SEED)
-        row[FALSE_POSITIVE_CEREBELLUM] = round(false_positive_share(seg.labels, synth.case.label,
-                                                                    synth.cerebellum > 0.5), 4)
-        rows.append(row)
+        rows.append(_dice_row(synth.case.name, seg, synth.case.label, cerebellum=synth.cerebellum > 0.5,
+                              seed=int(seed), demo=int(seed) == DEMO_SEED))
         step(i + 1, len(seeds), progress, should_cancel)
     return rows
 
 
-def _dice_row(name: str, seg, reference: np.ndarray, **extra) -> dict:
-    """One result row: Dice per region, raw and largest-component, the false-positive share and the segmentation time."""
+def _dice_row(name: str, seg, reference: np.ndarray, cerebellum: np.ndarray | None = None, **extra) -> dict:
+    """One result row: Dice per region, raw and largest-component, the false-positive share (and, given the
+    ``cerebellum`` mask, its part there) and the segmentation time."""
     row = {"case": name, **extra, "seconds": round(seg.seconds, 2)}
     for region, value in region_dice(seg.labels, reference).items():
         row[region] = round(value, 4)
     for region, value in region_dice(largest_component(seg.labels), reference).items():
         row[f"{region}_lcc"] = round(value, 4)
-    row[FALSE_POSITIVE] = round(false_positive_share(seg.labels, reference), 4)
+    total = max(int(np.count_nonzero(seg.labels > 0)), 1)   # shares are 0 when nothing is predicted
+    false = false_positive_voxels(seg.labels, reference)   # the components are labelled once for both shares
+    row[FALSE_POSITIVE] = round(int(np.count_nonzero(false)) / total, 4)
+    if cerebellum is not None:
+        row[FALSE_POSITIVE_CEREBELLUM] = round(int(np.count_nonzero(false & cerebellum)) / total, 4)
     return row
 
 
