@@ -10,7 +10,7 @@ from napari_segxai.core.case import Case
 from napari_segxai.core.model.card import build_network
 from napari_segxai.core.model.domain import DomainCheck, PERCENTILES, check_domain, silent_voxels
 from napari_segxai.core.model.domain_reference import (DomainReference, case_summary, deepest_layer,
-                                                        knn_distances)
+                                                        knn_distances, lesion_confidence)
 from napari_segxai.core.model.loading import load_model_card
 
 
@@ -81,11 +81,12 @@ def test_reference_round_trips_through_its_file(tmp_path):
     reference = DomainReference(features=np.ones((3, 4), np.float32), percentiles=np.zeros((3, 2, 3), np.float32),
                                 volumes=np.array([1.0, 2.0, 3.0]), lesions=np.array([4.0, np.nan, 6.0]),
                                 largest=np.array([3.0, np.nan, 6.0]), focality=np.array([0.75, np.nan, 1.0]),
-                                calibration=np.array([0.1, 0.2]), threshold=0.22, layer="model.1.conv")
+                                calibration=np.array([0.1, 0.2]), threshold=0.22, layer="model.1.conv",
+                                confidence=np.array([0.8, np.nan]))
     again = DomainReference.load(reference.save(tmp_path / "domain.npz"))
     assert again.layer == "model.1.conv" and again.threshold == pytest.approx(0.22)
     np.testing.assert_array_equal(again.features, reference.features)
-    for name in ("lesions", "largest", "focality"):
+    for name in ("lesions", "largest", "focality", "confidence"):
         np.testing.assert_array_equal(getattr(again, name), getattr(reference, name))
 
 
@@ -129,6 +130,51 @@ def test_a_predicted_lesion_unlike_the_training_lesions_is_flagged(card):
            "on scattered lesions" in scattered.verdict and "this small" not in scattered.verdict
 
 
+def test_lesion_confidence_is_the_share_of_the_lesion_the_model_is_sure_of():
+    labels = np.array([0, 1, 2, 2, 1])
+    softmax = np.array([[0.9, 0.05, 0.5, 0.02, 0.1],    # background
+                        [0.05, 0.9, 0.2, 0.49, 0.45],
+                        [0.05, 0.05, 0.3, 0.49, 0.45]])
+    assert lesion_confidence(softmax, labels, "softmax") == pytest.approx(3 / 4)  # 0.95, 0.5, 0.98, 0.9 lesion
+    assert np.isnan(lesion_confidence(softmax, np.zeros(5, int), "softmax"))
+    regions = np.array([[0.1, 0.95, 0.95, 0.6, 0.3],     # nested sigmoid regions: the surest one counts
+                        [0.0, 0.20, 0.91, 0.5, 0.95]])
+    assert lesion_confidence(regions, labels, "sigmoid") == pytest.approx(3 / 4)
+
+
+def test_a_lesion_the_model_is_unsure_of_is_flagged(card):
+    from napari_segxai.core.model.inference import segment
+
+    network = build_network(card, "cpu")
+    layer = deepest_layer(network, card, "cpu")
+    case = _case(10)
+    rows = [case_summary(case, card, network, layer, "cpu")]
+    reference = _reference(rows, calibration=np.zeros(1), threshold=1e9, layer=layer,
+                           confidence=np.array([0.9, 0.8, np.nan]))
+    seg = segment(case, card, network=network, device="cpu")
+    labels = np.zeros_like(seg.labels)
+    labels[6:10, 6:10, 6:10] = 1                        # 64 lesion voxels
+
+    def check(sure_voxels, reference=reference):
+        probabilities = np.zeros((2, *labels.shape), np.float32)
+        probabilities[0] = 0.6                          # lesion probability 0.4: unsure
+        probabilities[0].reshape(-1)[np.flatnonzero(labels)[:sure_voxels]] = 0.05
+        probabilities[1] = 1 - probabilities[0]
+        segmentation = type(seg)(**{**seg.__dict__, "labels": labels, "probabilities": probabilities})
+        return check_domain(case, card, network=network, device="cpu", reference=reference, segmentation=segmentation)
+
+    sure = check(26)                                    # 41% >= half of 80%
+    assert sure.in_distribution, sure.describe()
+    assert "the model is sure (lesion probability at least 90%) of 41% of the predicted lesion" in sure.measurements
+    unsure = check(25)                                  # 39%
+    assert not unsure.in_distribution
+    assert ("the model is sure (lesion probability at least 90%) of only 39% of the predicted lesion, and of at least "
+            "80% on each case it was calibrated on: a finding it is this unsure of may be of a kind it was not "
+            "trained on") in unsure.verdict
+    older = DomainReference(**{**reference.__dict__, "confidence": np.zeros(0)})
+    assert check(0, older).in_distribution   # a reference made before confidence was kept: not checked
+
+
 def _reference(rows, **fields) -> DomainReference:
     """A reference from :func:`case_summary` rows."""
     lesions = np.array([r[3] for r in rows], dtype=float)
@@ -155,5 +201,23 @@ def test_bundled_model_flags_the_ms_case_and_passes_a_generated_tumour(realdata)
     # a held-out generated tumour the model segments as one mass (benchmarks/domain.py counts those it does not)
     tumour = check(generate_case(HELD_OUT_SEED_START + 12).case)
     assert tumour.in_distribution, tumour.describe()
-    ms = check(load_case(realdata / "open_ms_patient19"))  # its plaques, read as oedema, are scattered
-    assert not ms.in_distribution and "not trained on scattered lesions" in ms.verdict, ms.describe()
+    ms = check(load_case(realdata / "open_ms_patient19"))  # it finds a plaque or two and is unsure of them
+    assert not ms.in_distribution and "may be of a kind it was not trained on" in ms.verdict, ms.describe()
+
+
+def test_the_reference_keeps_the_models_confidence_on_held_out_generated_cases(tmp_path, monkeypatch):
+    from _influence import toy_model
+    from napari_segxai.core.model.domain_reference import CALIBRATION_CASES, build_reference
+    from napari_segxai.core.model.inference import segment
+    from napari_segxai.core.training.evaluate import HELD_OUT_SEED_START
+    from napari_segxai.core.training.synth import generate_case
+
+    monkeypatch.setenv("SEGXAI_TRAINING_CASES", str(tmp_path / "cases"))
+    card = load_model_card(toy_model(tmp_path / "toy"))
+    network = build_network(card, "cpu")
+    reference = build_reference(card, network=network, device="cpu")
+    assert reference.confidence.shape == (CALIBRATION_CASES,) and np.isfinite(reference.confidence).all()
+    for i in (0, CALIBRATION_CASES - 1):   # the segmentation of held-out seed i, as check_domain measures a case's
+        seg = segment(generate_case(HELD_OUT_SEED_START + i, size="toy").case, card, network=network, device="cpu")
+        expected = lesion_confidence(seg.probabilities, seg.labels, card.activation)
+        np.testing.assert_allclose(reference.confidence[i], expected)

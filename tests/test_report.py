@@ -145,7 +145,7 @@ def test_the_report_on_a_brain_without_tumour_says_first_that_it_is_outside_what
     page = (out / "report.html").read_text(encoding="utf-8")
     first = page.split("<h2>", 2)[1]
     assert first.startswith("Finding</h2>")
-    assert "Domain check: out of distribution: " in first and "the model was not trained on" in first
+    assert "Domain check: out of distribution: " in first and "the model was never trained on a case without" in first
 
 
 def test_evidence_whose_training_files_are_gone_is_listed_without_its_picture_and_a_note(tmp_path):

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from .card import ModelCard
-from .domain_reference import PERCENTILES, DomainReference, head_volume_ml, intensity_percentiles, lesion_parts
+from .domain_reference import (PERCENTILES, SURE, DomainReference, head_volume_ml, intensity_percentiles,
+                               lesion_confidence, lesion_parts)
 from .inference import silent_voxels
 
 if TYPE_CHECKING:
@@ -40,6 +41,9 @@ VOLUME_FACTOR = 2.0
 #: A lesion is flagged as scattered when its largest part holds under this share of the smallest share among
 #: the training lesions (each training lesion one mass: 99% in its largest part, so under 50% is flagged).
 FOCALITY_FACTOR = 0.5
+#: A lesion is flagged as unsure when the model is sure of under this share of the smallest share it was sure of
+#: on the calibration cases' predicted lesions (:func:`.domain_reference.lesion_confidence`).
+CONFIDENCE_FACTOR = 0.5
 #: Below this share of the volume with signal, a case has almost no head in it (any model).
 MIN_HEAD_SHARE = 0.01
 
@@ -77,7 +81,8 @@ def check_domain(case: Case, card: ModelCard, *, network: Optional[torch.nn.Modu
 
     ``segmentation``, the model's :class:`.inference.Segmentation` of the case, adds the lesion checks:
     a predicted lesion far outside the training cases' (none at all, a largest part far smaller or a
-    volume far larger than theirs, or scattered over parts where each of theirs was one mass).
+    volume far larger than theirs, or scattered over parts where each of theirs was one mass), or one
+    the model is sure of on far less of it than on the cases it was calibrated on.
 
     ``reference`` defaults to the model's (:func:`.domain_reference.domain_reference`: shipped beside
     the bundled model, else computed once and cached, reporting ``progress``).
@@ -115,6 +120,11 @@ def check_domain(case: Case, card: ModelCard, *, network: Optional[torch.nn.Modu
         measurements.append(f"predicted lesion: {lesion[0]:.1f} mL in {lesion[3]} connected part(s), the largest "
                             f"{lesion[1]:.1f} mL ({100 * lesion[2]:.0f}%)")
         reasons += _compare_lesion(*lesion, reference)
+        sure = lesion_confidence(segmentation.probabilities, segmentation.labels, card.activation)
+        if np.isfinite(sure):
+            measurements.append(f"the model is sure (lesion probability at least {SURE:.0%}) of {sure:.0%} of the "
+                                f"predicted lesion")
+            reasons += _compare_confidence(sure, reference)
     from .card import build_network
 
     network = build_network(card, device) if network is None else network.to(device).eval()
@@ -175,3 +185,13 @@ def _compare_lesion(volume: float, largest: float, share: float, parts: int, ref
                        f"so either the case has several and the model is outside what it learned, or some parts "
                        f"are false findings")
     return reasons
+
+
+def _compare_confidence(sure: float, reference: DomainReference) -> list[str]:
+    """Why the model's confidence in its predicted lesion is unlike its confidence on the calibration cases; [] when alike or unknown."""
+    known = reference.confidence[np.isfinite(reference.confidence)]
+    if not known.size or sure >= CONFIDENCE_FACTOR * float(known.min()):
+        return []
+    return [f"the model is sure (lesion probability at least {SURE:.0%}) of only {sure:.0%} of the predicted lesion, "
+            f"and of at least {float(known.min()):.0%} on each case it was calibrated on: a finding it is this unsure "
+            f"of may be of a kind it was not trained on"]

@@ -13,6 +13,12 @@ volume (mL), the volume of its largest connected part (mL) and the share of the 
 part (:func:`lesion_parts`). A segmentation whose lesion lies far outside theirs (none at all, for
 a model that never saw a case without one; a largest part far smaller; a lesion scattered over
 many parts where each training lesion was one mass) is a finding the model was not trained to make.
+The reference also keeps how sure the model is of the lesions it predicts on :data:`CALIBRATION_CASES`
+cases it did not train on (held-out generated cases when the training set was generated, in whole or
+in part; else training cases, on which it is surer): the share of each predicted lesion whose lesion
+probability is at least :data:`SURE` (:func:`lesion_confidence`, the maximum softmax probability of
+Hendrycks and Gimpel, 2017, summed over the lesion classes). A lesion the model is sure of on far
+less of it is, like an out-of-distribution input in their study, a finding it was not trained on.
 
 The reference is saved as ``domain-<fingerprint>.npz`` beside the training manifest (shipped so
 for the bundled model) or, when that folder is read-only, in the user cache folder; the
@@ -22,7 +28,7 @@ fingerprint covers the weights' bytes and :data:`REFERENCE_VERSION`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from pathlib import Path
 
@@ -39,7 +45,7 @@ if TYPE_CHECKING:
 #: Percentiles of each channel inside the head, after preprocessing, compared with the training cases'.
 PERCENTILES = (1.0, 50.0, 99.0)
 #: Changes to what the reference holds or how it is made make older files stale.
-REFERENCE_VERSION = 3  # 2: training lesion volumes; 3: their largest parts
+REFERENCE_VERSION = 4  # 2: training lesion volumes; 3: their largest parts; 4: lesion confidence
 #: Training cases the reference summarises (evenly spaced through the training set).
 TRAINING_CASES = 48
 #: Held-out cases the threshold is calibrated on.
@@ -48,6 +54,8 @@ CALIBRATION_CASES = 10
 NEIGHBOURS = 5
 #: The threshold is this many times the largest held-out distance.
 THRESHOLD_MARGIN = 1.1
+#: A predicted lesion voxel is one the model is sure of at this lesion probability or more.
+SURE = 0.9
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,6 +64,8 @@ class DomainReference:
 
     ``largest`` (N,) is the volume (mL) of each training lesion's largest connected part, ``focality``
     (N,) the share of the lesion in that part; all three lesion arrays are NaN for unlabelled cases.
+    ``confidence`` (M,) is :func:`lesion_confidence` of the model's segmentation of each calibration case
+    (NaN where it predicted no lesion); empty in references made before it was kept.
     """
 
     features: np.ndarray
@@ -67,6 +77,7 @@ class DomainReference:
     calibration: np.ndarray  # held-out cases' distances
     threshold: float
     layer: str
+    confidence: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def distance(self, features: np.ndarray) -> float:
         """Mean standardised Euclidean distance (per sqrt feature) of ``features`` to the nearest training cases."""
@@ -81,7 +92,7 @@ class DomainReference:
                 np.savez(handle, features=self.features, percentiles=self.percentiles, volumes=self.volumes,
                          lesions=self.lesions, largest=self.largest, focality=self.focality,
                          calibration=self.calibration, threshold=np.float64(self.threshold),
-                         layer=np.frombuffer(self.layer.encode(), dtype=np.uint8))
+                         layer=np.frombuffer(self.layer.encode(), dtype=np.uint8), confidence=self.confidence)
         return path
 
     @classmethod
@@ -90,7 +101,8 @@ class DomainReference:
             return cls(features=data["features"], percentiles=data["percentiles"], volumes=data["volumes"],
                        lesions=data["lesions"], largest=data["largest"], focality=data["focality"],
                        calibration=data["calibration"], threshold=float(data["threshold"]),
-                       layer=bytes(data["layer"]).decode())
+                       layer=bytes(data["layer"]).decode(),
+                       confidence=data["confidence"] if "confidence" in data.files else np.zeros(0))
 
 
 def knn_distances(train: np.ndarray, queries: np.ndarray, *, leave_out_self: bool = False) -> np.ndarray:
@@ -220,17 +232,24 @@ def build_reference(card: ModelCard, *, network=None, device=None, progress=None
     keys = list(record.seeds)
     keys = [keys[int(i)] for i in np.unique(np.linspace(0, len(keys) - 1, min(TRAINING_CASES, len(keys))).round())]
     generated = record.kind == GENERATED
-    total = len(keys) + (CALIBRATION_CASES if generated else 0)
+    generates = generated or any(c.seed is not None for c in record.cases)  # held-out cases can be made
+    total = len(keys) + CALIBRATION_CASES
     layer = deepest_layer(network, card, device)
     rows = [case_summary(training_case(card, key), card, network, layer, device) for key in _stepped(keys, total, progress)]
     features = np.stack([r[0] for r in rows])
-    if generated:
+    if generates:
         from ..training.synth import generate_case
 
         seeds = range(HELD_OUT_SEED_START, HELD_OUT_SEED_START + CALIBRATION_CASES)
-        held_out = np.stack([case_summary(generate_case(s, size=record.size).case, card, network, layer, device)[0]
-                             for s in _stepped(seeds, total, progress, start=len(keys))])
-        calibration = knn_distances(features, held_out)
+        held_out = (generate_case(s, size=record.size).case for s in seeds)
+    else:
+        held_out = (training_case(card, key) for key in keys[:CALIBRATION_CASES])
+    held_features, confidence = [], []
+    for case in _stepped(held_out, total, progress, start=len(keys)):
+        held_features.append(case_summary(case, card, network, layer, device)[0])
+        confidence.append(segmented_confidence(case, card, network, device))
+    if generated:
+        calibration = knn_distances(features, np.stack(held_features))
     else:
         calibration = knn_distances(features, features, leave_out_self=True)
     step(total, total, progress, None)
@@ -238,7 +257,8 @@ def build_reference(card: ModelCard, *, network=None, device=None, progress=None
     return DomainReference(features=features, percentiles=np.stack([r[1] for r in rows]),
                            volumes=np.array([r[2] for r in rows]), lesions=lesions[:, 0], largest=lesions[:, 1],
                            focality=lesions[:, 2], calibration=calibration,
-                           threshold=THRESHOLD_MARGIN * float(calibration.max()), layer=layer)
+                           threshold=THRESHOLD_MARGIN * float(calibration.max()), layer=layer,
+                           confidence=np.array(confidence, dtype=np.float64))
 
 
 def case_summary(case, card: ModelCard, network, layer: str, device) -> tuple[np.ndarray, np.ndarray, float, tuple]:
@@ -250,6 +270,27 @@ def case_summary(case, card: ModelCard, network, layer: str, device) -> tuple[np
         lesion = lesion_parts(case.label, case.affine)[:3] if case.label is not None else (float("nan"),) * 3
         return (pooled_features(network, image, card, layer), intensity_percentiles(image),
                 head_volume_ml(case, card)[0], lesion)
+
+
+def segmented_confidence(case, card: ModelCard, network, device) -> float:
+    """:func:`lesion_confidence` of the model's segmentation of ``case``."""
+    from .inference import segment
+
+    seg = segment(case, card, network=network, device=device)
+    return lesion_confidence(seg.probabilities, seg.labels, card.activation)
+
+
+def lesion_confidence(probabilities: np.ndarray, labels: np.ndarray, activation: str) -> float:
+    """The share of the predicted lesion (non-background ``labels``) whose lesion probability is at least
+    :data:`SURE`: one minus the background's for softmax (K, *grid) probabilities, the largest region's for
+    sigmoid; NaN without a lesion."""
+    lesion = np.asarray(labels) != 0
+    if not lesion.any():
+        return float("nan")
+    probabilities = np.asarray(probabilities)
+    inside = probabilities[:, lesion]                                        # (K, V)
+    sure = 1.0 - inside[0] if activation == "softmax" else inside.max(axis=0)
+    return float(np.count_nonzero(sure >= SURE) / sure.size)
 
 
 def lesion_parts(labels: np.ndarray, affine: np.ndarray) -> tuple[float, float, float, int]:
