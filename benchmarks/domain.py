@@ -14,7 +14,7 @@ Run: ``nice -n 5 .venv/bin/python benchmarks/domain.py [--count 6]``. With the b
 
 Each case is segmented first and the check is given the segmentation, as ``segxai segment`` does
 (so the lesion checks run). Prints, per case, the distance, the predicted lesion volume, its
-largest connected part and that part's share, the verdict and the seconds; then, non-tumour cases
+connected parts, the largest one and its share, the verdict and the seconds; then, non-tumour cases
 positive, the AUROC over all cases and over the real cases only of the feature distance, of the
 lesion score (log of the smallest training lesion's largest part over the predicted largest part:
 how far below every training lesion it is), of the scatter score (one minus the predicted largest
@@ -91,11 +91,11 @@ def main() -> int:
         start = time.perf_counter()
         check = check_domain(case, card, network=network, device="cpu", reference=reference, segmentation=seg)
         seconds = time.perf_counter() - start
-        lesion, part, share, _ = lesion_parts(seg.labels, seg.affine)
+        lesion, part, share, parts = lesion_parts(seg.labels, seg.affine)
         sure = lesion_confidence(seg.probabilities, seg.labels, card.activation)
         rows.append((group, negative, check.distance, np.log(smallest / max(part, 0.01)), 1 - share,
                      1 - sure if np.isfinite(sure) else 1.0, not check.in_distribution))
-        print(f"{case.name:<28} {group:<16} distance {check.distance:7.3f}  lesion {lesion:7.1f} mL  largest part "
+        print(f"{case.name:<28} {group:<16} distance {check.distance:7.3f}  lesion {lesion:7.1f} mL in {parts:3d} parts, largest "
               f"{part:7.1f} mL ({100 * share:3.0f}%)  sure of {100 * sure:3.0f}%  {seconds:5.1f} s  {check.verdict}")
     positives = np.array([r[1] for r in rows])
     real = np.array([r[0] != "generated" and r[0] != "template" for r in rows])
