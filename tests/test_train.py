@@ -381,3 +381,20 @@ def test_a_time_budget_longer_than_the_updates_still_ends_the_cosine_at_its_floo
     assert rates[-1] == pytest.approx(learning_rate(11, 9 / 10, make_config(config)), rel=1e-3)
     assert rates[-1] < 0.05 * TINY["optimizer"]["lr"]
     assert all(a >= b for a, b in zip(rates[2:], rates[3:]))   # after warm-up it only falls
+
+
+def test_the_default_recipe_is_the_shipped_models_but_for_how_it_ran():
+    """``segxai train`` without --config trains configs/demo3d.yaml: the recipe the bundled 3D model ran,
+    apart from its thread count and time budget (it ran single-threaded beside two other trainings)."""
+    from napari_segxai.cli.train import demo_recipe
+    from napari_segxai.core.io.paths import demo_model_card_path, sample_data_dir
+    from napari_segxai.core.training.config import make_config
+
+    assert demo_recipe() == sample_data_dir().parent / "configs" / "demo3d.yaml"
+    recipe = make_config(load_config(demo_recipe()), source="recipe")
+    ran = make_config(load_config(demo_model_card_path("demo3d").parent / "training" / "config.yaml"), source="recipe")
+    ran["data"] = {**ran["data"], "dataset": None, "cases": recipe["data"]["cases"]}   # --data sample_data/realdata-tcga
+    ran["kwargs"] = {**recipe["kwargs"], **ran["kwargs"]}                             # channels filled in from the data
+    assert {key for key in recipe.keys() | ran.keys() if recipe.get(key) != ran.get(key)} == {"threads",
+                                                                                             "time_budget_minutes"}
+    assert recipe["threads"] == 2 and recipe["time_budget_minutes"] <= 60

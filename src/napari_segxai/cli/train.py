@@ -21,7 +21,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "works on the model. Ctrl-C stops early and keeps what was trained so far.",
     )
     parser.add_argument("--config", type=Path, default=None,
-                        help="training config (YAML), e.g. configs/demo3d.yaml; default: the bundled 3D demo model's recipe")
+                        help="training config (YAML); default: the bundled 3D demo model's recipe, configs/demo3d.yaml")
     parser.add_argument("--data", type=Path, default=None, metavar="DATASET",
                         help="train on this labelled dataset of files instead of generated cases")
     parser.add_argument("--generated", type=int, default=None, metavar="N",
@@ -35,16 +35,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def demo_recipe() -> Path:
+    """The 3D demo model's recipe: ``configs/demo3d.yaml`` of the source tree, else the config the shipped model ran."""
+    from ..core.io.paths import demo_model_card_path, sample_data_dir
+
+    recipe = sample_data_dir().parent / "configs" / "demo3d.yaml"
+    return recipe if recipe.is_file() else demo_model_card_path("demo3d").parent / "training" / "config.yaml"
+
+
 def run(args: argparse.Namespace) -> int:
     """Train and print where the card went."""
     from ..core.training.config import load_config, make_config
     from ..core.training.loop import train
 
-    config_path = args.config
-    if config_path is None:
-        from ..core.io.paths import demo_model_card_path
-
-        config_path = demo_model_card_path("demo3d").parent / "training" / "config.yaml"
+    config_path = args.config if args.config is not None else demo_recipe()
     config = load_config(config_path)
     if args.data is not None:
         config["data"]["dataset"] = str(args.data)
