@@ -61,11 +61,17 @@ def false_positive_share(prediction: np.ndarray, reference: np.ndarray, where: n
     a separate false component elsewhere; this says how much of the prediction that is. With ``where``
     (a boolean mask), only the false voxels inside it count (the shares of complementary masks add up).
     """
+    return false_positive_shares(prediction, reference, () if where is None else (where,))[-1]
+
+
+def false_positive_shares(prediction: np.ndarray, reference: np.ndarray, within=()) -> tuple[float, ...]:
+    """:func:`false_positive_share` overall, then inside each mask of ``within``, labelling the components once."""
     total = int(np.count_nonzero(prediction > 0))
     if total == 0:
-        return 0.0
+        return (0.0,) * (1 + len(within))
     false = false_positive_voxels(prediction, reference)
-    return int(np.count_nonzero(false if where is None else false & where)) / total
+    return tuple(int(np.count_nonzero(false if where is None else false & where)) / total
+                 for where in (None, *within))
 
 
 FALSE_POSITIVE_CEREBELLUM = "false_positive_cerebellar_share"
@@ -121,11 +127,10 @@ def _dice_row(name: str, seg, reference: np.ndarray, cerebellum: np.ndarray | No
         row[region] = round(value, 4)
     for region, value in region_dice(largest_component(seg.labels), reference).items():
         row[f"{region}_lcc"] = round(value, 4)
-    total = max(int(np.count_nonzero(seg.labels > 0)), 1)   # shares are 0 when nothing is predicted
-    false = false_positive_voxels(seg.labels, reference)   # the components are labelled once for both shares
-    row[FALSE_POSITIVE] = round(int(np.count_nonzero(false)) / total, 4)
+    shares = false_positive_shares(seg.labels, reference, () if cerebellum is None else (cerebellum,))
+    row[FALSE_POSITIVE] = round(shares[0], 4)
     if cerebellum is not None:
-        row[FALSE_POSITIVE_CEREBELLUM] = round(int(np.count_nonzero(false & cerebellum)) / total, 4)
+        row[FALSE_POSITIVE_CEREBELLUM] = round(shares[1], 4)
     return row
 
 
