@@ -265,6 +265,56 @@ def test_crop_offset_places_the_drawn_tumour_voxel(offset, lowest, highest):
         make_config({"crop": {"offset": 0.75}})
 
 
+def test_an_unenhanced_crop_takes_the_plain_channel_in_its_enhancing_class_and_relabels_it():
+    """remove_enhancement: inside the enhancing class T1ce becomes T1 and the class becomes the non-enhancing core;
+    far from it nothing changes, and the tumour core's extent is kept."""
+    from napari_segxai.core.training.pool import remove_enhancement
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(4, 24, 24, 24)).astype(np.float32)
+    target = np.zeros((24, 24, 24), np.uint8)
+    target[8:16, 8:16, 8:16] = 3                                      # enhancing (class index 3)
+    target[10:14, 10:14, 10:14] = 1                                   # necrosis inside it
+    before = image.copy()
+    out, relabelled = remove_enhancement(image, target, contrast=1, plain=0, enhancing=3, into=1)
+    assert np.array_equal(image, before)                              # the crop it was given is untouched
+    enhancing = target == 3
+    assert np.allclose(out[1][enhancing], image[0][enhancing])
+    assert np.array_equal(relabelled, np.where(enhancing, 1, target)) and relabelled.dtype == target.dtype
+    assert np.array_equal(relabelled > 0, target > 0)
+    far = np.ones(target.shape, bool)
+    far[3:21, 3:21, 3:21] = False                                     # the blur reaches 4 voxels
+    assert np.array_equal(out[1][far], image[1][far])                 # beyond the blended edge
+    assert np.array_equal(np.delete(out, 1, axis=0), np.delete(image, 1, axis=0))
+    assert not out[1, :2].any()                                         # outside the brain stays zero
+
+
+def test_unenhanced_setting_is_validated_and_reaches_the_crops(tmp_path):
+    setting = {"probability": 1.0, "contrast": "t1ce", "plain": "t1", "enhancing": "enhancing", "into": "necrosis"}
+    with pytest.raises(ValueError, match="augmentation.unenhanced.contrast 'post' is not one of the modalities"):
+        make_config({"augmentation": {"unenhanced": {**setting, "contrast": "post"}}})
+    with pytest.raises(ValueError, match="augmentation.unenhanced.into 'core' is not one of the classes"):
+        make_config({"augmentation": {"unenhanced": {**setting, "into": "core"}}})
+    with pytest.raises(ValueError, match="augmentation.unenhanced.probability must be a number from 0 to 1"):
+        make_config({"augmentation": {"unenhanced": {**setting, "probability": 1.5}}})
+    with pytest.raises(ValueError, match="must give probability, contrast, plain, enhancing, into"):
+        make_config({"augmentation": {"unenhanced": {"probability": 0.3}}})
+    from napari_segxai.core.training.config import unenhanced_indices
+
+    assert unenhanced_indices(make_config({})) is None
+    assert unenhanced_indices(make_config({"augmentation": {"unenhanced": setting}})) == {
+        "contrast": 1, "plain": 0, "enhancing": 3, "into": 1}
+    # with every enhancing crop unenhanced, training runs and records the setting; without it, the same seed
+    # trains other weights (the crops differ)
+    config = {**TINY, "schedule": {**TINY["schedule"], "steps": 3}, "checkpoints": 1,
+              "crop": {**TINY["crop"], "tumour_fraction": 1.0}}
+    on = train({**config, "augmentation": {"unenhanced": setting}}, tmp_path / "on")
+    off = train(config, tmp_path / "off")
+    assert yaml.safe_load((tmp_path / "on" / "training" / "config.yaml").read_text())["augmentation"]["unenhanced"] == setting
+    assert not all(torch.equal(a, b) for a, b in zip(load_state_dict(on.card.parent / "weights.safetensors").values(),
+                                                    load_state_dict(off.card.parent / "weights.safetensors").values()))
+
+
 def test_config_mistakes_are_value_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown setting 'epochs'"):
         make_config({"epochs": 3})

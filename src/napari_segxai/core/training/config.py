@@ -36,6 +36,9 @@ DEFAULT_CONFIG: dict = {
     "augmentation": {
         "flip_axes": [0], "gamma": [0.7, 1.5], "gamma_probability": 0.5, "scale": [0.8, 1.25],
         "shift": [-0.25, 0.25], "noise_sd": [0.0, 0.1], "channel_probability": 0.8,
+        # unenhanced: {probability, contrast, plain, enhancing, into}: that share of the crops holding the
+        # enhancing class lose their contrast uptake (pool.remove_enhancement); None: never
+        "unenhanced": None,
     },
     "optimizer": {"name": "Adam", "lr": 0.002, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 1e-5},
     "schedule": {"name": "cosine", "horizon": "steps", "steps": 1500, "warmup_steps": 20, "min_lr": 2e-5},
@@ -113,6 +116,7 @@ def _validate(config: dict, source: str) -> None:
     if not isinstance(axes, list) or len(set(map(str, axes))) != len(axes) or not all(
             isinstance(a, int) and not isinstance(a, bool) and 0 <= a < dims for a in axes):
         raise ValueError(f"{source}: inference.mirror_axes must list distinct window axes 0 to {dims - 1}, got {axes!r}.")
+    _validate_unenhanced(config, source)
     kwargs = config["kwargs"]
     if kwargs.get("spatial_dims", dims) != dims:
         raise ValueError(f"{source}: kwargs.spatial_dims ({kwargs.get('spatial_dims')}) differs from spatial_dims ({dims}).")
@@ -150,6 +154,42 @@ def _validate(config: dict, source: str) -> None:
         raise ValueError(f"{source}: data.size must be one of {', '.join(SIZES)}, got {data['size']!r}.")
     if data["seed_start"] <= DEMO_SEED < data["seed_start"] + data["cases"]:
         raise ValueError(f"{source}: the training seeds include the demo case's seed {DEMO_SEED}; move data.seed_start.")
+
+
+UNENHANCED_KEYS = ("probability", "contrast", "plain", "enhancing", "into")
+
+
+def _validate_unenhanced(config: dict, source: str) -> None:
+    """Raise ValueError when ``augmentation.unenhanced`` names what the config does not have."""
+    setting = config["augmentation"]["unenhanced"]
+    if setting is None:
+        return
+    where = f"{source}: augmentation.unenhanced"
+    if not isinstance(setting, dict) or sorted(setting) != sorted(UNENHANCED_KEYS):
+        raise ValueError(f"{where} must give {', '.join(UNENHANCED_KEYS)} (for example probability: 0.3, contrast: t1ce, "
+                         f"plain: t1, enhancing: enhancing, into: necrosis), got {setting!r}.")
+    p = setting["probability"]
+    if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p <= 1:
+        raise ValueError(f"{where}.probability must be a number from 0 to 1, got {p!r}.")
+    for key in ("contrast", "plain"):
+        if setting[key] not in config["modalities"]:
+            raise ValueError(f"{where}.{key} {setting[key]!r} is not one of the modalities ({', '.join(config['modalities'])}).")
+    names = [c["name"] for c in config["classes"][1:]]
+    for key in ("enhancing", "into"):
+        if setting[key] not in names:
+            raise ValueError(f"{where}.{key} {setting[key]!r} is not one of the classes ({', '.join(names)}).")
+    if setting["contrast"] == setting["plain"] or setting["enhancing"] == setting["into"]:
+        raise ValueError(f"{where} needs two different modalities and two different classes, got {setting!r}.")
+
+
+def unenhanced_indices(config: dict) -> dict | None:
+    """``augmentation.unenhanced`` as channel and class indices for :func:`pool.remove_enhancement`, or None."""
+    setting = config["augmentation"]["unenhanced"]
+    if setting is None or not setting["probability"]:
+        return None
+    names = [c["name"] for c in config["classes"]]
+    return {"contrast": config["modalities"].index(setting["contrast"]), "plain": config["modalities"].index(setting["plain"]),
+            "enhancing": names.index(setting["enhancing"]), "into": names.index(setting["into"])}
 
 
 #: Colours of a dataset's classes, background first (the demo's for the BraTS classes).

@@ -27,8 +27,8 @@ import torch
 from ..io.files import write_text
 from ..io.manifest import write_manifest
 from ..progress import CancelFn, Cancelled, ProgressFn, step
-from .config import build_loss, build_optimizer, card_mapping, make_config
-from .pool import PoolCase, augment, flip, pick_case, random_crop
+from .config import build_loss, build_optimizer, card_mapping, make_config, unenhanced_indices
+from .pool import PoolCase, augment, flip, pick_case, random_crop, remove_enhancement
 from .schedule import learning_rate, next_checkpoint_step
 from .sources import training_cases
 
@@ -123,6 +123,7 @@ def _train(config: dict, out: str | Path, *, progress: Optional[ProgressFn], sho
     lr_history: list[float] = []
     loss_history: list[float] = []
     crop, aug = config["crop"], config["augmentation"]
+    unenhanced = unenhanced_indices(config)
     done, stopped, saved, last_saved = 0, "completed", 0, 0
     step_times: list[float] = []
 
@@ -167,6 +168,8 @@ def _train(config: dict, out: str | Path, *, progress: Optional[ProgressFn], sho
             for _ in range(int(crop["per_step"])):
                 case = pool[pick_case(len(pool), source.dataset_cases, data.get("dataset_fraction"), rng)]
                 img, tgt = random_crop(case, config, rng, bool(rng.random() < crop["tumour_fraction"]))
+                if unenhanced and (tgt == unenhanced["enhancing"]).any() and rng.random() < aug["unenhanced"]["probability"]:
+                    img, tgt = remove_enhancement(img, tgt, **unenhanced)
                 img, tgt = torch.from_numpy(img), torch.from_numpy(tgt.astype(np.int64))
                 img, tgt = flip(img, tgt, rng, aug["flip_axes"], dims, slice_axis)
                 images.append(augment(img, rng, aug))
@@ -203,7 +206,7 @@ def _train(config: dict, out: str | Path, *, progress: Optional[ProgressFn], sho
                 save_checkpoint(final=False)
                 log(f"step {done}: checkpoint {saved}, loss {np.mean(loss_history[-20:]):.4f}, lr {lr:.2e}")
             if done % 10 == 0:
-                log(f"step {done} ({100 * min(fraction(), 1):.0f}% of the schedule) loss {np.mean(loss_history[-10:]):.4f} "
+                log(f"step {done} ({100 * min(max(fraction(), 0.0), 1):.0f}% of the schedule) loss {np.mean(loss_history[-10:]):.4f} "
                     f"lr {lr:.2e} {np.mean(step_times[-10:]):.2f} s/step, pool {len(pool)}")
             if horizon == "steps" and elapsed > budget and done < planned:
                 stopped = "time_budget"
